@@ -1,0 +1,57 @@
+// Mount options: parsing the command line and the -o string the way mount(8), fuse-overlayfs and podman pass them.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lamina {
+
+// The most lower layers one mount accepts.
+inline constexpr size_t kMaxLowerLayers = 128;
+
+enum class RedirectDir { On, Follow, NoFollow, Off };
+
+struct MountOptions {
+    std::vector<std::string> lowerdirs;  // top layer first, absolute after validate()
+    std::string upperdir;                // empty: read-only mount
+    std::string workdir;
+    std::string mountpoint;
+    std::string source = "laminafs";  // fsname shown in /proc/mounts
+
+    bool foreground = false;
+    bool debug = false;
+    bool read_only = false;  // "ro", or no upperdir
+    bool userxattr = false;  // write user.overlay.* instead of trusted.overlay.*
+    RedirectDir redirect_dir = RedirectDir::On;
+    bool allow_other = false;
+    bool allow_root = false;
+    bool default_permissions = true;
+    bool noatime = false;
+    bool nodev = false;
+    bool nosuid = false;
+    bool noexec = false;
+    std::string log_level = "warn";  // spdlog level name; -d sets "debug"
+    unsigned threads = 0;             // 0: libfuse default
+    bool show_help = false;
+    bool show_version = false;
+};
+
+// Splits a lowerdir value on ':' honouring "\:" (and "\\") escapes.
+std::vector<std::string> split_lowerdir(std::string_view value);
+
+// Applies one comma-separated -o string. Empty items (a trailing comma) are ignored.
+// Returns "" or a one-line error naming the bad option.
+std::string apply_mount_options(std::string_view optstr, MountOptions& opts);
+
+// Parses argv: [-f] [-d] [-h] [-V|--version] [-o OPTS]... [SOURCE] MOUNTPOINT.
+// Returns "" or a one-line error.
+std::string parse_command_line(int argc, char** argv, MountOptions& opts);
+
+// Resolves relative paths against the cwd and checks the layer set: count <= kMaxLowerLayers,
+// every directory exists and is a directory, upperdir not inside a lowerdir (nor the reverse),
+// workdir on the same filesystem as upperdir and not inside it, mountpoint a usable directory.
+// Returns "" or a one-line error naming the problem and the path.
+std::string validate_mount_options(MountOptions& opts);
+
+}  // namespace lamina

@@ -1,0 +1,80 @@
+// Shared test fixtures: temp dirs, running commands, mounting laminafs and kernel overlayfs, always unmounting.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace lamina::test {
+
+// Path of the built laminafs binary (meson passes LAMINAFS_BIN; falls back to build/fs/laminafs).
+std::string laminafs_binary();
+
+// True when this process may mount (root, /dev/fuse present). Tests GTEST_SKIP() with
+// skip_reason() otherwise.
+bool can_mount_fuse();
+bool can_mount_kernel_overlay();
+std::string skip_reason();
+
+// A directory under $TMPDIR (or /tmp) removed with everything below it, after unmounting
+// anything still mounted inside it.
+class TempDir {
+public:
+    explicit TempDir(const std::string& tag = "lamina");
+    ~TempDir();
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    const std::string& path() const { return path_; }
+    std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
+
+private:
+    std::string path_;
+};
+
+struct CommandResult {
+    int status = -1;  // exit code, or 128+signal
+    std::string out;  // stdout
+    std::string err;  // stderr
+};
+
+// Runs argv (no shell) and waits; stdin is /dev/null.
+CommandResult run_command(const std::vector<std::string>& argv);
+// Runs a shell command line through /bin/sh -c.
+CommandResult run_shell(const std::string& cmdline);
+
+// Mounts laminafs: `laminafs -o OPTIONS MOUNTPOINT` plus extra args; returns the command result
+// (the daemon detaches once the mount is ready).
+CommandResult mount_laminafs(const std::string& options, const std::string& mountpoint,
+                             const std::vector<std::string>& extra_args = {});
+
+// Mounts kernel overlayfs with mount(2); returns "" or an error string.
+std::string mount_kernel_overlay(const std::string& options, const std::string& mountpoint);
+
+// Unmounts (fusermount3 -u for FUSE, umount2 otherwise, lazily as a last resort) and waits
+// until the mount is gone. Safe to call on a path that is not mounted.
+void unmount(const std::string& mountpoint);
+
+// True when a filesystem is mounted exactly at path (reads /proc/self/mountinfo).
+bool is_mountpoint(const std::string& path);
+// The fstype field of the mount at path, or "".
+std::string mount_fstype(const std::string& path);
+
+// RAII: unmounts on scope exit.
+class MountGuard {
+public:
+    explicit MountGuard(std::string mountpoint) : mountpoint_(std::move(mountpoint)) {}
+    ~MountGuard() { unmount(mountpoint_); }
+    MountGuard(const MountGuard&) = delete;
+    MountGuard& operator=(const MountGuard&) = delete;
+
+private:
+    std::string mountpoint_;
+};
+
+// Small file helpers that fail the current test on error.
+void write_file(const std::string& path, const std::string& data, mode_t mode = 0644);
+std::string read_file(const std::string& path);
+void make_dirs(const std::string& path, mode_t mode = 0755);
+
+}  // namespace lamina::test
