@@ -1,6 +1,8 @@
 // Mount options: parsing the command line and the -o string the way mount(8), fuse-overlayfs and podman pass them.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -11,6 +13,14 @@ namespace lamina {
 inline constexpr size_t kMaxLowerLayers = 128;
 
 enum class RedirectDir { On, Follow, NoFollow, Off };
+enum class Xino { Auto, On, Off };
+
+// One CONTAINER:HOST:SIZE range of a uidmapping=/gidmapping= option.
+struct IdMapRange {
+    uint32_t container = 0;
+    uint32_t host = 0;
+    uint32_t size = 0;
+};
 
 struct MountOptions {
     std::vector<std::string> lowerdirs;  // top layer first, absolute after validate()
@@ -35,10 +45,28 @@ struct MountOptions {
     unsigned threads = 0;             // 0: libfuse default
     bool show_help = false;
     bool show_version = false;
+
+    // fuse-overlayfs/podman options: accepted and stored now, honoured as they are implemented.
+    std::string uidmapping;  // as given; parsed into uid_map
+    std::string gidmapping;
+    std::vector<IdMapRange> uid_map;
+    std::vector<IdMapRange> gid_map;
+    bool squash_to_root = false;
+    std::optional<uint32_t> squash_to_uid;
+    std::optional<uint32_t> squash_to_gid;
+    bool static_nlink = false;
+    bool noacl = false;
+    Xino xino = Xino::Auto;
+    bool fsync = true;  // fsync=0: skip fsync on the upper layer
+    bool volatile_mount = false;
 };
 
 // Splits a lowerdir value on ':' honouring "\:" (and "\\") escapes.
 std::vector<std::string> split_lowerdir(std::string_view value);
+
+// Parses a uidmapping=/gidmapping= value, CONTAINER:HOST:SIZE[:CONTAINER:HOST:SIZE...].
+// Returns "" or a one-line error; ranges receives the parsed ranges.
+std::string parse_id_mapping(std::string_view value, std::vector<IdMapRange>& ranges);
 
 // Applies one comma-separated -o string. Empty items (a trailing comma) are ignored.
 // Returns "" or a one-line error naming the bad option.
@@ -47,6 +75,9 @@ std::string apply_mount_options(std::string_view optstr, MountOptions& opts);
 // Parses argv: [-f] [-d] [-h] [-V|--version] [-o OPTS]... [SOURCE] MOUNTPOINT.
 // Returns "" or a one-line error.
 std::string parse_command_line(int argc, char** argv, MountOptions& opts);
+
+// The --help text.
+std::string usage_text(std::string_view program);
 
 // Resolves relative paths against the cwd and checks the layer set: count <= kMaxLowerLayers,
 // every directory exists and is a directory, upperdir not inside a lowerdir (nor the reverse),

@@ -1,0 +1,165 @@
+// Copy-up: the first change to a lower entry copies it, with data, owner, mode, times and xattrs,
+// into the work dir and renames it into the upper layer, so a crash never leaves a partial file.
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "overlay.h"
+
+namespace lamina {
+
+namespace {
+
+std::atomic<uint64_t> temp_counter{0};
+
+}  // namespace
+
+std::string Overlay::work_temp_name() {
+    char buf[64];
+    snprintf(buf, sizeof buf, "work/#%x.%llx", static_cast<unsigned>(getpid()),
+             static_cast<unsigned long long>(temp_counter.fetch_add(1)));
+    return buf;
+}
+
+// Copies user-visible xattrs (overlay-private ones are the layer's business, not the file's).
+int copy_xattrs(const std::string& from_abs, int to_fd, const std::string& to_abs) {
+    ssize_t len = llistxattr(from_abs.c_str(), nullptr, 0);
+    if (len <= 0) return len < 0 && errno != ENOTSUP ? errno : 0;
+    std::string names(static_cast<size_t>(len), '\0');
+    len = llistxattr(from_abs.c_str(), names.data(), names.size());
+    if (len < 0) return errno;
+    names.resize(static_cast<size_t>(len));
+    std::string value;
+    for (size_t pos = 0; pos < names.size();) {
+        const char* name = names.c_str() + pos;
+        pos += strlen(name) + 1;
+        if (is_private_xattr(name)) continue;
+        ssize_t vlen = lgetxattr(from_abs.c_str(), name, nullptr, 0);
+        if (vlen < 0) continue;
+        value.resize(static_cast<size_t>(vlen));
+        vlen = lgetxattr(from_abs.c_str(), name, value.data(), value.size());
+        if (vlen < 0) continue;
+        int rc = to_fd >= 0 ? fsetxattr(to_fd, name, value.data(), static_cast<size_t>(vlen), 0)
+                            : lsetxattr(to_abs.c_str(), name, value.data(),
+                                        static_cast<size_t>(vlen), 0);
+        // security.* and trusted.* may be refused to an unprivileged daemon; the data is not.
+        if (rc != 0 && errno != EPERM && errno != ENOTSUP) return errno;
+    }
+    return 0;
+}
+
+// Copies data extent by extent so holes stay holes; copy_file_range lets the filesystem reflink.
+int copy_data(int in, int out, off_t size) {
+    off_t pos = 0;
+    while (pos < size) {
+        off_t data = lseek(in, pos, SEEK_DATA);
+        if (data < 0) {
+            if (errno == ENXIO) break;  // only a hole remains
+            data = pos;                 // no SEEK_DATA support: copy everything
+        }
+        off_t hole = lseek(in, data, SEEK_HOLE);
+        if (hole < 0) hole = size;
+        off_t in_off = data, out_off = data;
+        while (in_off < hole) {
+            ssize_t n = copy_file_range(in, &in_off, out, &out_off, static_cast<size_t>(hole - in_off), 0);
+            if (n < 0) {
+                if (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP) {
+                    char buf[1 << 16];
+                    ssize_t r = pread(in, buf, sizeof buf, in_off);
+                    if (r < 0) return errno;
+                    if (r == 0) break;
+                    ssize_t w = pwrite(out, buf, static_cast<size_t>(r), out_off);
+                    if (w < 0) return errno;
+                    in_off += w;
+                    out_off += w;
+                    continue;
+                }
+                return errno;
+            }
+            if (n == 0) break;
+        }
+        pos = hole;
+    }
+    if (ftruncate(out, size) != 0) return errno;
+    return 0;
+}
+
+int Overlay::copy_up_locked(Node* node) {
+    if (node->in_upper) return 0;
+    if (int err = check_writable()) return err;
+    if (node->parent) {
+        if (int err = copy_up_locked(node->parent)) return err;
+    }
+    LayerNo src_layer = node->top_layer();
+    int src_dir = stack_.fd(src_layer);
+    const char* src_rel = node->lower_path.empty() ? "." : node->lower_path.c_str();
+    struct stat st;
+    if (fstatat(src_dir, src_rel, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+    std::string src_abs = stack_.abs_path(src_layer, node->lower_path);
+
+    std::string tmp = work_temp_name();
+    std::string tmp_abs = stack_.work_path() + "/" + tmp;
+    int work = stack_.work_fd();
+    int err = 0;
+    UniqueFd out;
+    switch (st.st_mode & S_IFMT) {
+        case S_IFREG: {
+            UniqueFd in(openat(src_dir, src_rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+            if (!in) return errno;
+            out.reset(openat(work, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+            if (!out) return errno;
+            err = copy_data(in.get(), out.get(), st.st_size);
+            if (!err && opts_.fsync && fdatasync(out.get()) != 0) err = errno;
+            break;
+        }
+        case S_IFDIR:
+            if (mkdirat(work, tmp.c_str(), 0700) != 0) return errno;
+            out.reset(openat(work, tmp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+            if (!out) err = errno;
+            break;
+        case S_IFLNK: {
+            char target[PATH_MAX];
+            ssize_t n = readlinkat(src_dir, src_rel, target, sizeof target - 1);
+            if (n < 0) return errno;
+            target[n] = '\0';
+            if (symlinkat(target, work, tmp.c_str()) != 0) return errno;
+            break;
+        }
+        default:
+            if (mknodat(work, tmp.c_str(), (st.st_mode & S_IFMT) | 0600, st.st_rdev) != 0)
+                return errno;
+            break;
+    }
+    if (!err) err = copy_xattrs(src_abs, out.get(), tmp_abs);
+    if (!err && fchownat(work, tmp.c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0 &&
+        errno != EPERM)
+        err = errno;
+    if (!err && !S_ISLNK(st.st_mode) && fchmodat(work, tmp.c_str(), st.st_mode & 07777, 0) != 0)
+        err = errno;
+    if (!err) {
+        struct timespec times[2] = {st.st_atim, st.st_mtim};
+        if (utimensat(work, tmp.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) err = errno;
+    }
+    std::string dst = path_of(node);
+    if (!err && renameat2(work, tmp.c_str(), stack_.fd(kUpperLayer), dst.c_str(), RENAME_NOREPLACE) != 0)
+        err = errno;
+    if (err) {
+        unlinkat(work, tmp.c_str(), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
+        return err;
+    }
+    node->in_upper = true;
+    struct stat ust;
+    if (fstatat(stack_.fd(kUpperLayer), dst.empty() ? "." : dst.c_str(), &ust, AT_SYMLINK_NOFOLLOW) == 0)
+        node->ino = make_ino(kUpperLayer, ust.st_ino);
+    return 0;
+}
+
+}  // namespace lamina

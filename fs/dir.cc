@@ -1,0 +1,312 @@
+// Operations that change names: create, mkdir, mknod, symlink, link, unlink, rmdir, rename.
+// New entries are made in the work dir and renamed into place, over a whiteout when there is one.
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <functional>
+
+#include "dir_index.h"
+#include "overlay.h"
+
+namespace lamina {
+
+namespace {
+
+std::string join(const std::string& dir, std::string_view name) {
+    if (dir.empty()) return std::string(name);
+    std::string out = dir;
+    out.push_back('/');
+    out.append(name);
+    return out;
+}
+
+// Names of the OCI whiteout form would hide something once the layer is exported or used as a
+// lower layer, so they cannot be created through the mount.
+bool is_reserved_name(std::string_view name) { return name.starts_with(kOciWhiteoutPrefix); }
+
+}  // namespace
+
+bool Overlay::lower_has_name(Node* parent, std::string_view name) {
+    if (parent->opaque || parent->lowers.empty()) return false;
+    const LowerEntry* e = dir_index(parent)->find(name);
+    return e && !e->whiteout;
+}
+
+int Overlay::set_upper_xattr(const std::string& abs, std::string_view suffix, std::string_view value) {
+    std::string name = overlay_xattr(flavour_, suffix);
+    if (lsetxattr(abs.c_str(), name.c_str(), value.data(), value.size(), 0) != 0) return errno;
+    return 0;
+}
+
+int Overlay::make_whiteout_locked(Node* parent, std::string_view name) {
+    std::string rel = join(path_of(parent), name);
+    if (mknodat(stack_.fd(kUpperLayer), rel.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0) return 0;
+    if (errno != EPERM) return errno;
+    // Without the right to make device nodes: an empty file with overlay.whiteout in a
+    // directory marked opaque="x", the kernel's xattr whiteout.
+    UniqueFd fd(openat(stack_.fd(kUpperLayer), rel.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0));
+    if (!fd) return errno;
+    std::string wname = overlay_xattr(flavour_, "whiteout");
+    if (fsetxattr(fd.get(), wname.c_str(), "y", 1, 0) != 0) return errno;
+    return set_upper_xattr(stack_.abs_path(kUpperLayer, path_of(parent)), "opaque", "x");
+}
+
+int Overlay::prepare_new_name_locked(Node* parent, std::string_view name, bool& over_whiteout,
+                                     std::string& dst) {
+    if (int err = copy_up_locked(parent)) return err;
+    dst = join(path_of(parent), name);
+    struct stat st;
+    over_whiteout = false;
+    if (fstatat(stack_.fd(kUpperLayer), dst.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        over_whiteout = true;  // lookup found no entry, so what is here is a whiteout
+    } else if (errno != ENOENT) {
+        return errno;
+    }
+    return 0;
+}
+
+int Overlay::install_from_work_locked(const std::string& tmp, const std::string& dst,
+                                      bool replace_whiteout) {
+    int work = stack_.work_fd(), upper = stack_.fd(kUpperLayer);
+    if (replace_whiteout) {
+        if (renameat2(work, tmp.c_str(), upper, dst.c_str(), RENAME_EXCHANGE) != 0) return errno;
+        unlinkat(work, tmp.c_str(), 0);  // the whiteout, now in the work dir
+        return 0;
+    }
+    if (renameat2(work, tmp.c_str(), upper, dst.c_str(), RENAME_NOREPLACE) != 0) return errno;
+    return 0;
+}
+
+void Overlay::chown_new(int dirfd, const char* name, const Credentials& cred, Node* parent) {
+    gid_t gid = cred.gid;
+    struct stat pst;
+    std::string prel = path_of(parent);
+    if (fstatat(stack_.fd(kUpperLayer), prel.empty() ? "." : prel.c_str(), &pst, 0) == 0 &&
+        (pst.st_mode & S_ISGID))
+        gid = pst.st_gid;
+    fchownat(dirfd, name, cred.uid, gid, AT_SYMLINK_NOFOLLOW);
+}
+
+int Overlay::finish_entry_locked(Node* parent, std::string_view name, EntryReply& out) {
+    std::unique_ptr<Node> fresh;
+    if (int err = lookup_locked(parent, name, fresh, out.st)) return err;
+    if (Node* old = table_.find(parent, name)) table_.unhash(old);
+    out.node = table_.find_or_insert(parent, name, fresh);
+    fix_stat(out.node, out.st);
+    out.node->ino = out.st.st_ino;
+    return 0;
+}
+
+int Overlay::create(Node* parent, std::string_view name, mode_t mode, int flags,
+                    const Credentials& cred, EntryReply& out, std::unique_ptr<FileHandle>& fh) {
+    if (int err = check_writable()) return err;
+    if (is_reserved_name(name)) return EINVAL;
+    std::unique_lock lock(tree_);
+    std::unique_ptr<Node> probe;
+    struct stat st;
+    int err = lookup_locked(parent, name, probe, st);
+    if (err == 0) return EEXIST;
+    if (err != ENOENT) return err;
+    bool over_whiteout;
+    std::string dst;
+    if ((err = prepare_new_name_locked(parent, name, over_whiteout, dst))) return err;
+    std::string tmp = work_temp_name();
+    int open_flags = (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY)) | O_CREAT | O_EXCL | O_CLOEXEC;
+    UniqueFd fd(openat(stack_.work_fd(), tmp.c_str(), open_flags, mode & 07777));
+    if (!fd) return errno;
+    chown_new(stack_.work_fd(), tmp.c_str(), cred, parent);
+    if (fchmod(fd.get(), mode & 07777) != 0 ||
+        (err = install_from_work_locked(tmp, dst, over_whiteout))) {
+        if (!err) err = errno;
+        unlinkat(stack_.work_fd(), tmp.c_str(), 0);
+        return err;
+    }
+    if ((err = finish_entry_locked(parent, name, out))) return err;
+    fh = std::make_unique<FileHandle>();
+    fh->node = out.node;
+    fh->flags = flags;
+    fh->fd = std::move(fd);
+    return 0;
+}
+
+int Overlay::mknod(Node* parent, std::string_view name, mode_t mode, dev_t rdev,
+                   const Credentials& cred, EntryReply& out) {
+    if (S_ISCHR(mode) && rdev == 0) return EPERM;  // a whiteout cannot be made through the mount
+    return create_entry(
+        parent, name,
+        [&](int work, const char* tmp) { return mknodat(work, tmp, mode, rdev) == 0 ? 0 : errno; },
+        false, cred, out);
+}
+
+int Overlay::mkdir(Node* parent, std::string_view name, mode_t mode, const Credentials& cred,
+                   EntryReply& out) {
+    return create_entry(
+        parent, name,
+        [&](int work, const char* tmp) { return mkdirat(work, tmp, mode & 07777) == 0 ? 0 : errno; },
+        true, cred, out);
+}
+
+int Overlay::symlink(const char* target, Node* parent, std::string_view name,
+                     const Credentials& cred, EntryReply& out) {
+    return create_entry(
+        parent, name,
+        [&](int work, const char* tmp) { return symlinkat(target, work, tmp) == 0 ? 0 : errno; },
+        false, cred, out);
+}
+
+int Overlay::create_entry(Node* parent, std::string_view name,
+                          const std::function<int(int, const char*)>& make, bool is_dir,
+                          const Credentials& cred, EntryReply& out) {
+    if (int err = check_writable()) return err;
+    if (is_reserved_name(name)) return EINVAL;
+    std::unique_lock lock(tree_);
+    std::unique_ptr<Node> probe;
+    struct stat st;
+    int err = lookup_locked(parent, name, probe, st);
+    if (err == 0) return EEXIST;
+    if (err != ENOENT) return err;
+    bool over_whiteout;
+    std::string dst;
+    if ((err = prepare_new_name_locked(parent, name, over_whiteout, dst))) return err;
+    std::string tmp = work_temp_name();
+    if ((err = make(stack_.work_fd(), tmp.c_str()))) return err;
+    chown_new(stack_.work_fd(), tmp.c_str(), cred, parent);
+    // A directory made where a lower one was deleted must not show the old contents again.
+    if (is_dir && (over_whiteout || lower_has_name(parent, name)))
+        err = set_upper_xattr(stack_.work_path() + "/" + tmp, "opaque", "y");
+    if (!err) err = install_from_work_locked(tmp, dst, over_whiteout);
+    if (err) {
+        unlinkat(stack_.work_fd(), tmp.c_str(), is_dir ? AT_REMOVEDIR : 0);
+        return err;
+    }
+    return finish_entry_locked(parent, name, out);
+}
+
+int Overlay::link(Node* node, Node* new_parent, std::string_view new_name, EntryReply& out) {
+    if (int err = check_writable()) return err;
+    if (node->is_dir()) return EPERM;
+    if (is_reserved_name(new_name)) return EINVAL;
+    std::unique_lock lock(tree_);
+    std::unique_ptr<Node> probe;
+    struct stat st;
+    int err = lookup_locked(new_parent, new_name, probe, st);
+    if (err == 0) return EEXIST;
+    if (err != ENOENT) return err;
+    if ((err = copy_up_locked(node))) return err;
+    bool over_whiteout;
+    std::string dst;
+    if ((err = prepare_new_name_locked(new_parent, new_name, over_whiteout, dst))) return err;
+    std::string src = path_of(node);
+    if (over_whiteout) {
+        std::string tmp = work_temp_name();
+        if (linkat(stack_.fd(kUpperLayer), src.c_str(), stack_.work_fd(), tmp.c_str(), 0) != 0)
+            return errno;
+        if ((err = install_from_work_locked(tmp, dst, true))) {
+            unlinkat(stack_.work_fd(), tmp.c_str(), 0);
+            return err;
+        }
+    } else if (linkat(stack_.fd(kUpperLayer), src.c_str(), stack_.fd(kUpperLayer), dst.c_str(), 0) != 0) {
+        return errno;
+    }
+    return finish_entry_locked(new_parent, new_name, out);
+}
+
+int Overlay::unlink(Node* parent, std::string_view name) {
+    if (int err = check_writable()) return err;
+    std::unique_lock lock(tree_);
+    std::unique_ptr<Node> child;
+    struct stat st;
+    if (int err = lookup_locked(parent, name, child, st)) return err;
+    if (child->is_dir()) return EISDIR;
+    if (int err = copy_up_locked(parent)) return err;
+    bool lower = lower_has_name(parent, name);
+    std::string rel = join(path_of(parent), name);
+    int upper = stack_.fd(kUpperLayer);
+    int err = 0;
+    if (child->in_upper) {
+        if (lower) {
+            std::string tmp = work_temp_name();
+            if (renameat2(upper, rel.c_str(), stack_.work_fd(), tmp.c_str(), RENAME_WHITEOUT) == 0) {
+                unlinkat(stack_.work_fd(), tmp.c_str(), 0);
+            } else if (unlinkat(upper, rel.c_str(), 0) == 0) {
+                err = make_whiteout_locked(parent, name);
+            } else {
+                err = errno;
+            }
+        } else if (unlinkat(upper, rel.c_str(), 0) != 0) {
+            err = errno;
+        }
+    } else {
+        err = make_whiteout_locked(parent, name);
+    }
+    if (err) return err;
+    if (Node* old = table_.find(parent, name)) table_.unhash(old);
+    return 0;
+}
+
+int Overlay::merged_is_empty_locked(Node* dir, bool& empty) {
+    std::vector<MergedEntry> entries;
+    if (int err = list_merged_locked(dir, entries, nullptr)) return err;
+    empty = entries.size() <= 2;  // "." and ".."
+    return 0;
+}
+
+// Takes an upper directory that holds nothing but whiteouts out of the tree: it is renamed into
+// the work dir first (leaving a whiteout when lower layers still have the name), then emptied.
+int Overlay::remove_upper_dir_locked(const std::string& rel, bool leave_whiteout) {
+    int upper = stack_.fd(kUpperLayer), work = stack_.work_fd();
+    std::string tmp = work_temp_name();
+    if (renameat2(upper, rel.c_str(), work, tmp.c_str(), leave_whiteout ? RENAME_WHITEOUT : 0) != 0) {
+        if (!leave_whiteout) return errno;
+        if (renameat2(upper, rel.c_str(), work, tmp.c_str(), 0) != 0) return errno;
+        if (mknodat(upper, rel.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0) {
+            int err = errno;
+            renameat2(work, tmp.c_str(), upper, rel.c_str(), RENAME_NOREPLACE);
+            return err;
+        }
+    }
+    UniqueFd dir(openat(work, tmp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dir) {
+        DIR* d = fdopendir(dup(dir.get()));
+        if (d) {
+            while (struct dirent* de = readdir(d)) {
+                std::string_view n(de->d_name);
+                if (n == "." || n == "..") continue;
+                unlinkat(dir.get(), de->d_name, 0);
+            }
+            closedir(d);
+        }
+    }
+    if (unlinkat(work, tmp.c_str(), AT_REMOVEDIR) != 0) return errno;
+    return 0;
+}
+
+int Overlay::rmdir(Node* parent, std::string_view name) {
+    if (int err = check_writable()) return err;
+    std::unique_lock lock(tree_);
+    std::unique_ptr<Node> fresh;
+    struct stat st;
+    if (int err = lookup_locked(parent, name, fresh, st)) return err;
+    Node* child = table_.find(parent, name);
+    if (!child) child = fresh.get();
+    if (!child->is_dir()) return ENOTDIR;
+    bool empty = false;
+    if (int err = merged_is_empty_locked(child, empty)) return err;
+    if (!empty) return ENOTEMPTY;
+    if (int err = copy_up_locked(parent)) return err;
+    bool lower = lower_has_name(parent, name);
+    std::string rel = join(path_of(parent), name);
+    int err = child->in_upper ? remove_upper_dir_locked(rel, lower)
+                              : make_whiteout_locked(parent, name);
+    if (err) return err;
+    if (Node* old = table_.find(parent, name)) table_.unhash(old);
+    return 0;
+}
+
+}  // namespace lamina

@@ -1,0 +1,62 @@
+// Opening files: read-only opens use the copy where it lies; opens for writing copy up first.
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+
+#include "overlay.h"
+
+namespace lamina {
+
+namespace {
+
+bool wants_write(int flags) {
+    return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+}
+
+// The flags a layer open gets: creation is done already, and never follow a symlink.
+int layer_open_flags(int flags) {
+    return (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_CLOEXEC | O_NOFOLLOW;
+}
+
+}  // namespace
+
+int Overlay::open(Node* node, int flags, const Credentials&, std::unique_ptr<FileHandle>& out) {
+    auto fh = std::make_unique<FileHandle>();
+    fh->node = node;
+    fh->flags = flags;
+    if (wants_write(flags)) {
+        if (int err = check_writable()) return err;
+        std::unique_lock lock(tree_);
+        if (int err = copy_up_locked(node)) return err;
+        std::string p = path_of(node);
+        fh->fd.reset(openat(stack_.fd(kUpperLayer), p.c_str(), layer_open_flags(flags)));
+        if (!fh->fd) return errno;
+    } else {
+        std::shared_lock lock(tree_);
+        if (node->in_upper) {
+            std::string p = path_of(node);
+            fh->fd.reset(openat(stack_.fd(kUpperLayer), p.c_str(), layer_open_flags(flags)));
+        } else {
+            fh->fd.reset(openat(stack_.fd(node->top_layer()), node->lower_path.c_str(),
+                                layer_open_flags(flags)));
+            fh->on_lower = true;
+        }
+        if (!fh->fd) return errno;
+    }
+    out = std::move(fh);
+    return 0;
+}
+
+int Overlay::sync_handle(FileHandle& fh) {
+    std::shared_lock lock(tree_);
+    if (!fh.on_lower || !fh.node->in_upper) return 0;
+    std::string p = path_of(fh.node);
+    UniqueFd fd(openat(stack_.fd(kUpperLayer), p.c_str(), layer_open_flags(fh.flags & ~O_TRUNC)));
+    if (!fd) return errno;
+    fh.fd = std::move(fd);
+    fh.on_lower = false;
+    return 0;
+}
+
+}  // namespace lamina

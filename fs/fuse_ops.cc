@@ -1,0 +1,524 @@
+// The libfuse low-level glue: translates requests into Overlay calls and replies exactly once.
+#include "fuse_ops.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "overlay.h"
+
+namespace lamina {
+
+static_assert(kSetMode == FUSE_SET_ATTR_MODE && kSetUid == FUSE_SET_ATTR_UID &&
+              kSetGid == FUSE_SET_ATTR_GID && kSetSize == FUSE_SET_ATTR_SIZE &&
+              kSetAtime == FUSE_SET_ATTR_ATIME && kSetMtime == FUSE_SET_ATTR_MTIME &&
+              kSetAtimeNow == FUSE_SET_ATTR_ATIME_NOW && kSetMtimeNow == FUSE_SET_ATTR_MTIME_NOW &&
+              kSetCtime == FUSE_SET_ATTR_CTIME);
+
+namespace {
+
+struct Context {
+    Overlay* overlay;
+    double timeout;
+    bool fsync;
+    fuse_session* se = nullptr;
+};
+
+Context& ctx(fuse_req_t req) { return *static_cast<Context*>(fuse_req_userdata(req)); }
+Overlay& ov(fuse_req_t req) { return *ctx(req).overlay; }
+
+Node* node_of(fuse_req_t req, fuse_ino_t ino) {
+    if (ino == FUSE_ROOT_ID) return ov(req).root();
+    return reinterpret_cast<Node*>(ino);
+}
+
+fuse_ino_t ino_of(Overlay& o, Node* node) {
+    return node == o.root() ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(node);
+}
+
+FileHandle* file_of(fuse_file_info* fi) { return reinterpret_cast<FileHandle*>(fi->fh); }
+DirHandle* dir_of(fuse_file_info* fi) { return reinterpret_cast<DirHandle*>(fi->fh); }
+
+Credentials creds(fuse_req_t req) {
+    const fuse_ctx* c = fuse_req_ctx(req);
+    return Credentials{c->uid, c->gid, c->umask};
+}
+
+void log_op(const char* op, fuse_ino_t ino, const char* name = nullptr) {
+    if (spdlog::should_log(spdlog::level::debug))
+        spdlog::debug("{} ino={:#x}{}{}", op, ino, name ? " name=" : "", name ? name : "");
+}
+
+void reply_entry(fuse_req_t req, const EntryReply& e) {
+    fuse_entry_param p{};
+    p.ino = ino_of(ov(req), e.node);
+    p.attr = e.st;
+    p.attr_timeout = ctx(req).timeout;
+    p.entry_timeout = ctx(req).timeout;
+    if (fuse_reply_entry(req, &p) != 0) ov(req).forget(e.node, 1);
+}
+
+void op_init(void* userdata, fuse_conn_info* conn) {
+    (void)userdata;
+    if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
+    if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
+    if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+    // Locks are kept by the kernel for this mount: no lock requests reach us.
+    conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
+    conn->max_write = 1 << 20;
+    conn->max_readahead = 1 << 20;
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    log_op("lookup", parent, name);
+    EntryReply e;
+    int err = ov(req).lookup(node_of(req, parent), name, e);
+    if (err == ENOENT) {
+        // A negative entry the kernel may cache.
+        fuse_entry_param p{};
+        p.entry_timeout = ctx(req).timeout;
+        fuse_reply_entry(req, &p);
+        return;
+    }
+    if (err) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    reply_entry(req, e);
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+    if (ino != FUSE_ROOT_ID) ov(req).forget(node_of(req, ino), nlookup);
+    fuse_reply_none(req);
+}
+
+void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+    for (size_t i = 0; i < count; ++i) {
+        if (forgets[i].ino != FUSE_ROOT_ID)
+            ov(req).forget(node_of(req, forgets[i].ino), forgets[i].nlookup);
+    }
+    fuse_reply_none(req);
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    log_op("getattr", ino);
+    struct stat st;
+    Node* node = node_of(req, ino);
+    int err = ov(req).getattr(node, st);
+    if (err == ENOENT && fi) {
+        // Unlinked but still open: the handle's descriptor knows the file.
+        if (fstat(file_of(fi)->fd.get(), &st) == 0) {
+            st.st_ino = node->ino;
+            err = 0;
+        }
+    }
+    if (err) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    fuse_reply_attr(req, &st, ctx(req).timeout);
+}
+
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+    log_op("setattr", ino);
+    struct stat out;
+    int err = ov(req).setattr(node_of(req, ino), fi ? file_of(fi) : nullptr, *attr, to_set,
+                              creds(req), out);
+    if (err) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    fuse_reply_attr(req, &out, ctx(req).timeout);
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+    log_op("readlink", ino);
+    std::string target;
+    if (int err = ov(req).readlink(node_of(req, ino), target)) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    fuse_reply_readlink(req, target.c_str());
+}
+
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+    log_op("mknod", parent, name);
+    EntryReply e;
+    if (int err = ov(req).mknod(node_of(req, parent), name, mode, rdev, creds(req), e)) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    reply_entry(req, e);
+}
+
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+    log_op("mkdir", parent, name);
+    EntryReply e;
+    if (int err = ov(req).mkdir(node_of(req, parent), name, mode, creds(req), e)) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    reply_entry(req, e);
+}
+
+void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+    log_op("symlink", parent, name);
+    EntryReply e;
+    if (int err = ov(req).symlink(target, node_of(req, parent), name, creds(req), e)) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    reply_entry(req, e);
+}
+
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+    log_op("link", newparent, newname);
+    EntryReply e;
+    if (int err = ov(req).link(node_of(req, ino), node_of(req, newparent), newname, e)) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    fuse_session* se = ctx(req).se;
+    reply_entry(req, e);
+    // The new name is a node of its own; the old one's cached st_nlink is stale now.
+    if (se) fuse_lowlevel_notify_inval_inode(se, ino, -1, 0);
+}
+
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    log_op("unlink", parent, name);
+    fuse_reply_err(req, ov(req).unlink(node_of(req, parent), name));
+}
+
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    log_op("rmdir", parent, name);
+    fuse_reply_err(req, ov(req).rmdir(node_of(req, parent), name));
+}
+
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+               const char* newname, unsigned int flags) {
+    log_op("rename", parent, name);
+    fuse_reply_err(req, ov(req).rename(node_of(req, parent), name, node_of(req, newparent),
+                                       newname, flags));
+}
+
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               fuse_file_info* fi) {
+    log_op("create", parent, name);
+    EntryReply e;
+    std::unique_ptr<FileHandle> fh;
+    if (int err = ov(req).create(node_of(req, parent), name, mode, fi->flags, creds(req), e, fh)) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    fi->fh = reinterpret_cast<uint64_t>(fh.get());
+    fi->keep_cache = 1;
+    fuse_entry_param p{};
+    p.ino = ino_of(ov(req), e.node);
+    p.attr = e.st;
+    p.attr_timeout = ctx(req).timeout;
+    p.entry_timeout = ctx(req).timeout;
+    if (fuse_reply_create(req, &p, fi) == 0)
+        fh.release();
+    else
+        ov(req).forget(e.node, 1);
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    log_op("open", ino);
+    std::unique_ptr<FileHandle> fh;
+    if (int err = ov(req).open(node_of(req, ino), fi->flags, creds(req), fh)) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    fi->fh = reinterpret_cast<uint64_t>(fh.get());
+    // Lower files never change, and upper files change only through this mount.
+    fi->keep_cache = 1;
+    if (fuse_reply_open(req, fi) == 0) fh.release();
+}
+
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+    (void)ino;
+    FileHandle* fh = file_of(fi);
+    std::unique_lock lock(fh->mu);
+    if (fh->on_lower) {
+        if (int err = ov(req).sync_handle(*fh)) {
+            fuse_reply_err(req, err);
+            return;
+        }
+    }
+    fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+    buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    buf.buf[0].fd = fh->fd.get();
+    buf.buf[0].pos = off;
+    lock.unlock();
+    fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void op_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
+    (void)ino;
+    FileHandle* fh = file_of(fi);
+    fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+    out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    out.buf[0].fd = fh->fd.get();
+    out.buf[0].pos = off;
+    ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
+    if (n < 0)
+        fuse_reply_err(req, static_cast<int>(-n));
+    else
+        fuse_reply_write(req, static_cast<size_t>(n));
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    (void)ino;
+    // Closing a duplicate lets filesystems that act on close (NFS) see it.
+    int fd = dup(file_of(fi)->fd.get());
+    int err = fd >= 0 && close(fd) != 0 ? errno : 0;
+    fuse_reply_err(req, err);
+}
+
+void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    (void)ino;
+    std::unique_ptr<FileHandle> owned(file_of(fi));
+    fuse_reply_err(req, 0);
+}
+
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+    (void)ino;
+    if (!ctx(req).fsync) {
+        fuse_reply_err(req, 0);
+        return;
+    }
+    int fd = file_of(fi)->fd.get();
+    int rc = datasync ? fdatasync(fd) : fsync(fd);
+    fuse_reply_err(req, rc == 0 ? 0 : errno);
+}
+
+void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    log_op("opendir", ino);
+    std::unique_ptr<DirHandle> dh;
+    if (int err = ov(req).opendir(node_of(req, ino), dh)) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    fi->fh = reinterpret_cast<uint64_t>(dh.get());
+    // The kernel may keep the listing: every change to a directory goes through this mount,
+    // and the kernel drops its copy on each one.
+    fi->cache_readdir = 1;
+    fi->keep_cache = 1;
+    if (fuse_reply_open(req, fi) == 0) dh.release();
+}
+
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+                bool plus) {
+    log_op(plus ? "readdirplus" : "readdir", ino);
+    DirHandle* dh = dir_of(fi);
+    std::lock_guard lock(dh->mu);
+    if (off == 0 || !dh->loaded) {
+        if (int err = ov(req).load_dir(*dh)) {
+            fuse_reply_err(req, err);
+            return;
+        }
+    }
+    std::string buf(size, '\0');
+    size_t used = 0;
+    for (size_t i = static_cast<size_t>(off); i < dh->entries.size(); ++i) {
+        const MergedEntry& e = dh->entries[i];
+        size_t room = size - used;
+        size_t n;
+        if (plus) {
+            fuse_entry_param p{};
+            EntryReply er;
+            bool dot = e.name == "." || e.name == "..";
+            if (!dot) {
+                if (ov(req).lookup(dh->node, e.name, er) != 0) continue;  // gone meanwhile
+                p.ino = ino_of(ov(req), er.node);
+                p.attr = er.st;
+                p.attr_timeout = ctx(req).timeout;
+                p.entry_timeout = ctx(req).timeout;
+            } else {
+                p.attr.st_ino = e.ino;
+                p.attr.st_mode = DTTOIF(e.dtype);
+            }
+            n = fuse_add_direntry_plus(req, buf.data() + used, room, e.name.c_str(), &p,
+                                       static_cast<off_t>(i + 1));
+            if (n > room) {
+                if (!dot) ov(req).forget(er.node, 1);
+                break;
+            }
+        } else {
+            struct stat st {};
+            st.st_ino = e.ino;
+            st.st_mode = DTTOIF(e.dtype);
+            n = fuse_add_direntry(req, buf.data() + used, room, e.name.c_str(), &st,
+                                  static_cast<off_t>(i + 1));
+            if (n > room) break;
+        }
+        used += n;
+    }
+    fuse_reply_buf(req, buf.data(), used);
+}
+
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+    do_readdir(req, ino, size, off, fi, false);
+}
+
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+    do_readdir(req, ino, size, off, fi, true);
+}
+
+void op_releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    (void)ino;
+    std::unique_ptr<DirHandle> owned(dir_of(fi));
+    fuse_reply_err(req, 0);
+}
+
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+    (void)ino;
+    DirHandle* dh = dir_of(fi);
+    int err = 0;
+    if (ctx(req).fsync && dh->upper_fd) {
+        int rc = datasync ? fdatasync(dh->upper_fd.get()) : fsync(dh->upper_fd.get());
+        if (rc != 0) err = errno;
+    }
+    fuse_reply_err(req, err);
+}
+
+void op_statfs(fuse_req_t req, fuse_ino_t ino) {
+    (void)ino;
+    struct statvfs st;
+    if (int err = ov(req).statfs(st)) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    fuse_reply_statfs(req, &st);
+}
+
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                 int flags) {
+    log_op("setxattr", ino, name);
+    fuse_reply_err(req, ov(req).setxattr(node_of(req, ino), name, value, size, flags));
+}
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+    log_op("getxattr", ino, name);
+    std::string value;
+    if (int err = ov(req).getxattr(node_of(req, ino), name, value, size)) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    if (size == 0)
+        fuse_reply_xattr(req, value.size());
+    else
+        fuse_reply_buf(req, value.data(), value.size());
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+    log_op("listxattr", ino);
+    std::string names;
+    if (int err = ov(req).listxattr(node_of(req, ino), names, size)) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    if (size == 0)
+        fuse_reply_xattr(req, names.size());
+    else
+        fuse_reply_buf(req, names.data(), names.size());
+}
+
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+    log_op("removexattr", ino, name);
+    fuse_reply_err(req, ov(req).removexattr(node_of(req, ino), name));
+}
+
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                  fuse_file_info* fi) {
+    (void)ino;
+    int rc = fallocate(file_of(fi)->fd.get(), mode, offset, length);
+    fuse_reply_err(req, rc == 0 ? 0 : errno);
+}
+
+void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) {
+    (void)ino;
+    FileHandle* fh = file_of(fi);
+    std::unique_lock lock(fh->mu);
+    if (fh->on_lower) ov(req).sync_handle(*fh);
+    off_t res = lseek(fh->fd.get(), off, whence);
+    if (res < 0)
+        fuse_reply_err(req, errno);
+    else
+        fuse_reply_lseek(req, res);
+}
+
+void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info* fi_in,
+                        fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
+                        int flags) {
+    (void)ino_in;
+    (void)ino_out;
+    FileHandle* in = file_of(fi_in);
+    {
+        std::unique_lock lock(in->mu);
+        if (in->on_lower) ov(req).sync_handle(*in);
+    }
+    ssize_t n = copy_file_range(in->fd.get(), &off_in, file_of(fi_out)->fd.get(), &off_out, len,
+                                static_cast<unsigned>(flags));
+    if (n < 0)
+        fuse_reply_err(req, errno);
+    else
+        fuse_reply_write(req, static_cast<size_t>(n));
+}
+
+}  // namespace
+
+fuse_lowlevel_ops make_fuse_ops() {
+    fuse_lowlevel_ops ops{};
+    ops.init = op_init;
+    ops.lookup = op_lookup;
+    ops.forget = op_forget;
+    ops.forget_multi = op_forget_multi;
+    ops.getattr = op_getattr;
+    ops.setattr = op_setattr;
+    ops.readlink = op_readlink;
+    ops.mknod = op_mknod;
+    ops.mkdir = op_mkdir;
+    ops.symlink = op_symlink;
+    ops.link = op_link;
+    ops.unlink = op_unlink;
+    ops.rmdir = op_rmdir;
+    ops.rename = op_rename;
+    ops.create = op_create;
+    ops.open = op_open;
+    ops.read = op_read;
+    ops.write_buf = op_write_buf;
+    ops.flush = op_flush;
+    ops.release = op_release;
+    ops.fsync = op_fsync;
+    ops.opendir = op_opendir;
+    ops.readdir = op_readdir;
+    ops.readdirplus = op_readdirplus;
+    ops.releasedir = op_releasedir;
+    ops.fsyncdir = op_fsyncdir;
+    ops.statfs = op_statfs;
+    ops.setxattr = op_setxattr;
+    ops.getxattr = op_getxattr;
+    ops.listxattr = op_listxattr;
+    ops.removexattr = op_removexattr;
+    ops.fallocate = op_fallocate;
+    ops.lseek = op_lseek;
+    ops.copy_file_range = op_copy_file_range;
+    return ops;
+}
+
+void* make_fuse_userdata(Overlay& overlay, double timeout, bool fsync) {
+    return new Context{&overlay, timeout, fsync};
+}
+
+void set_fuse_session(void* userdata, fuse_session* se) { static_cast<Context*>(userdata)->se = se; }
+
+void free_fuse_userdata(void* userdata) { delete static_cast<Context*>(userdata); }
+
+}  // namespace lamina

@@ -1,0 +1,73 @@
+// Opening the layer stack named by the mount options.
+#include "layers.h"
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace lamina {
+
+namespace {
+
+std::string open_layer(const std::string& path, const char* what, Layer& out) {
+    int fd = ::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return std::string(what) + " '" + path + "': " + std::strerror(errno);
+    out.fd.reset(fd);
+    struct stat st;
+    if (fstat(fd, &st) != 0) return std::string(what) + " '" + path + "': " + std::strerror(errno);
+    out.dev = st.st_dev;
+    out.path = path;
+    return "";
+}
+
+}  // namespace
+
+std::string LayerStack::open(const MountOptions& opts) {
+    layers_.clear();
+    layers_.resize(opts.lowerdirs.size() + 1);
+    has_upper_ = !opts.upperdir.empty();
+    if (has_upper_) {
+        if (auto err = open_layer(opts.upperdir, "upperdir", layers_[0]); !err.empty()) return err;
+        if (auto err = open_layer(opts.workdir, "workdir", work_); !err.empty()) return err;
+    }
+    for (size_t i = 0; i < opts.lowerdirs.size(); ++i) {
+        if (auto err = open_layer(opts.lowerdirs[i], "lowerdir", layers_[i + 1]); !err.empty())
+            return err;
+    }
+    return "";
+}
+
+namespace {
+
+int remove_entry(const char* path, const struct stat*, int type, struct FTW*) {
+    (type == FTW_DP ? ::rmdir(path) : ::unlink(path));
+    return 0;
+}
+
+}  // namespace
+
+std::string LayerStack::prepare_work_dir() {
+    std::string work = work_.path + "/work";
+    if (mkdirat(work_.fd.get(), "work", 0700) != 0 && errno != EEXIST)
+        return "workdir '" + work_.path + "': " + std::strerror(errno);
+    // Leftovers of copy-ups a crash interrupted: never visible, safe to drop.
+    nftw(work.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (mkdirat(work_.fd.get(), "work", 0700) != 0 && errno != EEXIST)
+        return "workdir '" + work + "': " + std::strerror(errno);
+    return "";
+}
+
+std::string LayerStack::abs_path(LayerNo n, std::string_view rel) const {
+    std::string out = layers_[n].path;
+    if (!rel.empty() && rel != ".") {
+        out.push_back('/');
+        out.append(rel);
+    }
+    return out;
+}
+
+}  // namespace lamina

@@ -1,0 +1,192 @@
+// Lookup through the layers: upper first, then the lowers through their merged index, with
+// whiteouts, opaque directories and redirects applied as the kernel applies them.
+#include <dirent.h>
+#include <cstring>
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+
+#include "dir_index.h"
+#include "overlay.h"
+
+namespace lamina {
+
+Overlay::Overlay(const MountOptions& opts, LayerStack& stack)
+    : opts_(opts),
+      stack_(stack),
+      read_only_(opts.read_only || !stack.has_upper()),
+      flavour_(opts.userxattr || geteuid() != 0 ? XattrFlavour::User : XattrFlavour::Trusted) {}
+
+std::string Overlay::init() {
+    Node* root = table_.root();
+    root->in_upper = stack_.has_upper();
+    for (LayerNo n = stack_.first_lower(); n < stack_.end(); ++n) root->lowers.push_back(n);
+    root->lower_path.clear();
+    if (root->in_upper) root->opaque = read_opaque(stack_.layer(kUpperLayer).path) == 'y';
+    struct stat st;
+    if (fstatat(stack_.fd(root->top_layer()), ".", &st, 0) != 0)
+        return "cannot stat the top layer: " + std::string(strerror(errno));
+    root->ino = make_ino(root->top_layer(), st.st_ino);
+    return "";
+}
+
+std::string Overlay::path_of(const Node* node) const {
+    if (!node->parent) return "";
+    size_t len = 0;
+    for (const Node* n = node; n->parent; n = n->parent) len += n->name.size() + 1;
+    std::string out(len - 1, '/');
+    size_t end = len - 1;
+    for (const Node* n = node; n->parent; n = n->parent) {
+        end -= n->name.size();
+        out.replace(end, n->name.size(), n->name);
+        if (end > 0) --end;
+    }
+    return out;
+}
+
+std::string Overlay::child_lower_path(const Node* parent, std::string_view name) const {
+    if (parent->lower_path.empty()) return std::string(name);
+    std::string out = parent->lower_path;
+    out.push_back('/');
+    out.append(name);
+    return out;
+}
+
+std::shared_ptr<const DirIndex> Overlay::dir_index(Node* dir) {
+    {
+        std::lock_guard lock(table_.mutex());
+        if (dir->index) return dir->index;
+    }
+    auto built = std::make_shared<DirIndex>();
+    if (!dir->opaque && !dir->lowers.empty()) {
+        if (build_dir_index(stack_, dir->lowers, dir->lower_path, *built) != 0) {
+            // An unreadable lower directory contributes nothing; do not cache the failure.
+            return built;
+        }
+    }
+    std::lock_guard lock(table_.mutex());
+    if (!dir->index) dir->index = std::move(built);
+    return dir->index;
+}
+
+void Overlay::probe_redirected_lowers(Node* node) {
+    node->lowers.clear();
+    const char* rel = node->lower_path.empty() ? "." : node->lower_path.c_str();
+    for (LayerNo n = stack_.first_lower(); n < stack_.end(); ++n) {
+        struct stat st;
+        if (fstatat(stack_.fd(n), rel, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        if (!S_ISDIR(st.st_mode)) break;  // a whiteout or a file ends the merge
+        node->lowers.push_back(n);
+    }
+}
+
+// A redirect is absolute ("/a/b", from the layer root) or a name in the parent's lower dir.
+std::string Overlay::redirect_target(const Node* parent, std::string_view redirect) const {
+    if (!redirect.starts_with('/')) return child_lower_path(parent, redirect);
+    size_t first = redirect.find_first_not_of('/');
+    return first == std::string_view::npos ? std::string() : std::string(redirect.substr(first));
+}
+
+static inline const char* rel_or_dot(const std::string& rel) {
+    return rel.empty() ? "." : rel.c_str();
+}
+
+int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh,
+                           struct stat& st) {
+    if (!parent->is_dir()) return ENOTDIR;
+    if (name.size() > NAME_MAX) return ENAMETOOLONG;
+    if (name == "." || name == "..") return EINVAL;  // the kernel resolves these itself
+    fresh = std::make_unique<Node>();
+    Node* node = fresh.get();
+
+    bool found_upper = false;
+    std::string upath;
+    if (parent->in_upper) {
+        upath = path_of(parent);
+        if (!upath.empty()) upath.push_back('/');
+        upath.append(name);
+        if (fstatat(stack_.fd(kUpperLayer), upath.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+            if (is_chardev_whiteout(st)) return ENOENT;
+            if (S_ISREG(st.st_mode) && st.st_size == 0 &&
+                has_whiteout_xattr(stack_.abs_path(kUpperLayer, upath)))
+                return ENOENT;
+            found_upper = true;
+        } else if (errno != ENOENT && errno != ENOTDIR) {
+            return errno;
+        }
+    }
+
+    if (found_upper) {
+        node->in_upper = true;
+        node->type = st.st_mode & S_IFMT;
+        if (node->is_dir()) {
+            std::string abs = stack_.abs_path(kUpperLayer, upath);
+            node->opaque = read_opaque(abs) == 'y';
+            if (!node->opaque) {
+                std::optional<std::string> redirect;
+                if (opts_.redirect_dir != RedirectDir::NoFollow) redirect = read_redirect(abs);
+                if (redirect) {
+                    node->lower_path = redirect_target(parent, *redirect);
+                    probe_redirected_lowers(node);
+                } else if (!parent->opaque && !parent->lowers.empty()) {
+                    auto index = dir_index(parent);
+                    const LowerEntry* e = index->find(name);
+                    if (e && !e->whiteout && e->dtype == DT_DIR) {
+                        node->lowers = e->dir_layers;
+                        node->lower_path = child_lower_path(parent, name);
+                    }
+                }
+            }
+        }
+    } else {
+        if (parent->opaque || parent->lowers.empty()) return ENOENT;
+        auto index = dir_index(parent);
+        const LowerEntry* e = index->find(name);
+        if (!e || e->whiteout) return ENOENT;
+        node->lower_path = child_lower_path(parent, name);
+        if (e->dtype == DT_DIR)
+            node->lowers = e->dir_layers;
+        else
+            node->lowers.assign(1, e->layer);
+        if (fstatat(stack_.fd(e->layer), node->lower_path.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
+            return errno;
+        node->type = st.st_mode & S_IFMT;
+    }
+    node->ino = make_ino(node->top_layer(), st.st_ino);
+    return 0;
+}
+
+int Overlay::lookup(Node* parent, std::string_view name, EntryReply& out) {
+    std::shared_lock lock(tree_);
+    std::unique_ptr<Node> fresh;
+    int err = lookup_locked(parent, name, fresh, out.st);
+    if (err) return err;
+    out.node = table_.find_or_insert(parent, name, fresh);
+    fix_stat(out.node, out.st);
+    out.node->ino = out.st.st_ino;
+    return 0;
+}
+
+int Overlay::stat_node_locked(const Node* node, struct stat& st) {
+    int rc;
+    if (node->in_upper) {
+        std::string p = path_of(node);
+        rc = fstatat(stack_.fd(kUpperLayer), rel_or_dot(p), &st, AT_SYMLINK_NOFOLLOW);
+    } else {
+        rc = fstatat(stack_.fd(node->top_layer()), rel_or_dot(node->lower_path), &st,
+                     AT_SYMLINK_NOFOLLOW);
+    }
+    if (rc != 0) return errno;
+    fix_stat(node, st);
+    return 0;
+}
+
+// st_ino follows the copy the entry has now: both names of an upper hardlink agree, and readdir
+// computes the same number from the layer and d_ino.
+void Overlay::fix_stat(const Node* node, struct stat& st) const {
+    st.st_ino = make_ino(node->top_layer(), st.st_ino);
+}
+
+}  // namespace lamina

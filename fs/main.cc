@@ -1,0 +1,124 @@
+// laminafs: parse the options, open the layers, mount, and serve FUSE requests until unmounted.
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fuse_ops.h"
+#include "layers.h"
+#include "options.h"
+#include "overlay.h"
+
+namespace {
+
+using namespace lamina;
+
+constexpr double kCacheTimeout = 86400.0;
+
+void raise_fd_limit() {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+void setup_logging(const MountOptions& opts) {
+    auto logger = spdlog::stderr_color_mt("laminafs");
+    logger->set_pattern("laminafs: [%l] %v");
+    spdlog::set_default_logger(logger);
+    spdlog::set_level(spdlog::level::from_str(opts.log_level));
+}
+
+// The libfuse mount options: ours translated, the kernel-facing ones passed on.
+std::string fuse_mount_options(const MountOptions& opts, bool read_only) {
+    std::string o = "fsname=" + opts.source + ",subtype=laminafs,default_permissions";
+    if (opts.allow_other) o += ",allow_other";
+    if (opts.allow_root) o += ",allow_root";
+    if (read_only) o += ",ro";
+    if (opts.noatime) o += ",noatime";
+    if (opts.nodev) o += ",nodev";
+    if (opts.nosuid) o += ",nosuid";
+    if (opts.noexec) o += ",noexec";
+    return o;
+}
+
+int fail(const std::string& msg) {
+    fprintf(stderr, "laminafs: %s\n", msg.c_str());
+    return 1;
+}
+
+struct SessionDeleter {
+    void operator()(fuse_session* se) const { fuse_session_destroy(se); }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    MountOptions opts;
+    if (auto err = parse_command_line(argc, argv, opts); !err.empty()) return fail(err);
+    if (opts.show_help) {
+        fputs(usage_text(argv[0]).c_str(), stdout);
+        return 0;
+    }
+    if (opts.show_version) {
+        printf("laminafs %s (libfuse %s)\n", LAMINA_VERSION, fuse_pkgversion());
+        return 0;
+    }
+    if (auto err = validate_mount_options(opts); !err.empty()) return fail(err);
+    umask(0);  // modes of new entries come from the caller, already masked by the kernel
+    raise_fd_limit();
+    setup_logging(opts);
+
+    LayerStack stack;
+    if (auto err = stack.open(opts); !err.empty()) return fail(err);
+    if (stack.has_upper()) {
+        if (auto err = stack.prepare_work_dir(); !err.empty()) return fail(err);
+    }
+    Overlay overlay(opts, stack);
+    if (auto err = overlay.init(); !err.empty()) return fail(err);
+
+    std::string mount_opts = fuse_mount_options(opts, overlay.read_only());
+    std::vector<const char*> fargv = {argv[0], "-o", mount_opts.c_str()};
+    fuse_args args = FUSE_ARGS_INIT(static_cast<int>(fargv.size()), const_cast<char**>(fargv.data()));
+    fuse_lowlevel_ops ops = make_fuse_ops();
+    void* userdata = make_fuse_userdata(overlay, kCacheTimeout, opts.fsync);
+    std::unique_ptr<fuse_session, SessionDeleter> se(
+        fuse_session_new(&args, &ops, sizeof ops, userdata));
+    if (!se) {
+        free_fuse_userdata(userdata);
+        return fail("cannot create the FUSE session");
+    }
+    set_fuse_session(userdata, se.get());
+    if (fuse_set_signal_handlers(se.get()) != 0) {
+        free_fuse_userdata(userdata);
+        return fail("cannot install signal handlers");
+    }
+    if (fuse_session_mount(se.get(), opts.mountpoint.c_str()) != 0) {
+        fuse_remove_signal_handlers(se.get());
+        free_fuse_userdata(userdata);
+        return fail("cannot mount on '" + opts.mountpoint + "'");
+    }
+    // The mount exists now, so the parent returns only once `ls MOUNTPOINT` works.
+    if (!opts.foreground && !opts.debug) fuse_daemonize(0);
+
+    fuse_loop_config* cfg = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_clone_fd(cfg, 0);
+    if (opts.threads) fuse_loop_cfg_set_max_threads(cfg, opts.threads);
+    int rc = fuse_session_loop_mt(se.get(), cfg);
+    fuse_loop_cfg_destroy(cfg);
+    fuse_session_unmount(se.get());
+    fuse_remove_signal_handlers(se.get());
+    se.reset();
+    free_fuse_userdata(userdata);
+    return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,102 @@
+// The node table: lookup references, FORGET, renames and the xxHash-keyed name index.
+#include "node.h"
+
+#include <xxhash.h>
+
+#include "dir_index.h"
+
+namespace lamina {
+
+uint64_t make_ino(LayerNo layer, ino_t real_ino) {
+    constexpr int kShift = 56;
+    constexpr uint64_t kLowMask = (uint64_t{1} << kShift) - 1;
+    uint64_t real = static_cast<uint64_t>(real_ino);
+    if (real > kLowMask) real = XXH3_64bits(&real, sizeof real) & kLowMask;
+    return (static_cast<uint64_t>(layer) << kShift) | real;
+}
+
+size_t NodeTable::Hash::hash(const Node* parent, std::string_view name) {
+    return XXH3_64bits_withSeed(name.data(), name.size(), reinterpret_cast<uintptr_t>(parent));
+}
+
+NodeTable::NodeTable() : root_(std::make_unique<Node>()) {
+    root_->type = S_IFDIR;
+    root_->nlookup = 1;
+}
+
+NodeTable::~NodeTable() = default;
+
+Node* NodeTable::find_or_insert(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh) {
+    std::lock_guard lock(mu_);
+    if (auto it = by_name_.find(KeyView{parent, name}); it != by_name_.end()) {
+        it->second->nlookup++;
+        return it->second;
+    }
+    Node* node = fresh.get();
+    node->parent = parent;
+    node->name.assign(name);
+    node->nlookup = 1;
+    parent->children++;
+    by_name_.emplace(Key{parent, std::string(name)}, node);
+    owned_.emplace(node, std::move(fresh));
+    return node;
+}
+
+Node* NodeTable::find(Node* parent, std::string_view name) {
+    std::lock_guard lock(mu_);
+    auto it = by_name_.find(KeyView{parent, name});
+    return it == by_name_.end() ? nullptr : it->second;
+}
+
+void NodeTable::ref(Node* node, uint64_t n) {
+    std::lock_guard lock(mu_);
+    node->nlookup += n;
+}
+
+bool NodeTable::hashed_locked(Node* node) {
+    if (!node->parent) return false;
+    auto it = by_name_.find(KeyView{node->parent, node->name});
+    return it != by_name_.end() && it->second == node;
+}
+
+void NodeTable::release_locked(Node* node) {
+    while (node && node != root_.get() && node->nlookup == 0 && node->children == 0) {
+        if (hashed_locked(node)) by_name_.erase(by_name_.find(KeyView{node->parent, node->name}));
+        Node* parent = node->parent;
+        parent->children--;
+        owned_.erase(node);
+        node = parent;
+    }
+}
+
+void NodeTable::forget(Node* node, uint64_t n) {
+    std::lock_guard lock(mu_);
+    node->nlookup = n >= node->nlookup ? 0 : node->nlookup - n;
+    release_locked(node);
+}
+
+void NodeTable::unhash(Node* node) {
+    std::lock_guard lock(mu_);
+    if (hashed_locked(node)) by_name_.erase(by_name_.find(KeyView{node->parent, node->name}));
+}
+
+void NodeTable::rename(Node* node, Node* new_parent, std::string_view new_name) {
+    std::lock_guard lock(mu_);
+    if (hashed_locked(node)) by_name_.erase(by_name_.find(KeyView{node->parent, node->name}));
+    if (auto it = by_name_.find(KeyView{new_parent, new_name}); it != by_name_.end())
+        by_name_.erase(it);
+    Node* old_parent = node->parent;
+    new_parent->children++;
+    node->parent = new_parent;
+    node->name.assign(new_name);
+    by_name_.emplace(Key{new_parent, node->name}, node);
+    old_parent->children--;
+    release_locked(old_parent);
+}
+
+size_t NodeTable::size() {
+    std::lock_guard lock(mu_);
+    return owned_.size() + 1;
+}
+
+}  // namespace lamina

@@ -1,0 +1,114 @@
+// The node table: one Node per merged name the kernel knows, keyed by (parent, name) with xxHash.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "layers.h"
+
+namespace lamina {
+
+struct DirIndex;
+
+// A merged file or directory. Fields other than the lookup count are guarded by the overlay's
+// tree lock: read under the shared lock, changed under the exclusive one.
+struct Node {
+    Node* parent = nullptr;  // holds a child reference on the parent; null for the root
+    std::string name;        // name in the merged parent
+
+    uint64_t nlookup = 0;  // kernel references (LOOKUP/FORGET), guarded by the table mutex
+    uint32_t children = 0;  // nodes in the table whose parent this is, guarded by the table mutex
+
+    std::atomic<uint64_t> ino{0};  // st_ino shown through the mount (follows the top copy)
+    mode_t type = 0;   // S_IFMT bits
+
+    bool in_upper = false;  // the upper layer holds this entry (at the merged path)
+    bool opaque = false;    // directory: upper copy is opaque, no lower content below it
+
+    // Lower layers holding this entry, top first: for a non-directory at most one, for a
+    // directory every layer that merges into it. All at lower_path.
+    std::vector<LayerNo> lowers;
+    std::string lower_path;  // relative path inside the lower layers ("" for the root)
+
+    // Directory: merged listing of the lower layers, built on first use. Lower layers never
+    // change under a mount, so it stays valid until the node's lowers change.
+    std::shared_ptr<const DirIndex> index;
+
+    bool is_dir() const { return S_ISDIR(type); }
+    LayerNo top_layer() const { return in_upper ? kUpperLayer : (lowers.empty() ? 0 : lowers[0]); }
+};
+
+// Folds the layer number into the high bits of the real inode number, as the kernel's xino does,
+// so st_ino is unique within the mount and stable across remounts of the same layers.
+uint64_t make_ino(LayerNo layer, ino_t real_ino);
+
+class NodeTable {
+public:
+    NodeTable();
+    ~NodeTable();
+    NodeTable(const NodeTable&) = delete;
+    NodeTable& operator=(const NodeTable&) = delete;
+
+    Node* root() { return root_.get(); }
+
+    // Finds (parent, name) or inserts `fresh` there. Either way one lookup reference is taken.
+    // Returns the node in the table; `fresh` is consumed only when inserted.
+    Node* find_or_insert(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh);
+    // The node at (parent, name) without taking a reference, or null.
+    Node* find(Node* parent, std::string_view name);
+    // Takes one more lookup reference on a node the kernel already knows.
+    void ref(Node* node, uint64_t n = 1);
+    // Drops kernel references; frees the node (and parents left unused) when none remain.
+    void forget(Node* node, uint64_t n);
+    // Moves a node to a new (parent, name); a node already there is unhashed (it stays alive for
+    // the kernel's references but is no longer found by name).
+    void rename(Node* node, Node* new_parent, std::string_view new_name);
+    // Takes a node out of the name hash (after unlink/rmdir); it lives until forgotten.
+    void unhash(Node* node);
+
+    size_t size();
+
+    std::mutex& mutex() { return mu_; }
+
+private:
+    struct Key {
+        const Node* parent;
+        std::string name;
+    };
+    struct KeyView {
+        const Node* parent;
+        std::string_view name;
+    };
+    struct Hash {
+        using is_transparent = void;
+        size_t operator()(const Key& k) const { return hash(k.parent, k.name); }
+        size_t operator()(const KeyView& k) const { return hash(k.parent, k.name); }
+        static size_t hash(const Node* parent, std::string_view name);
+    };
+    struct Eq {
+        using is_transparent = void;
+        template <class A, class B>
+        bool operator()(const A& a, const B& b) const {
+            return a.parent == b.parent && a.name == b.name;
+        }
+    };
+
+    void release_locked(Node* node);
+    bool hashed_locked(Node* node);
+
+    std::mutex mu_;
+    std::unique_ptr<Node> root_;
+    std::unordered_map<Key, Node*, Hash, Eq> by_name_;
+    std::unordered_map<Node*, std::unique_ptr<Node>> owned_;
+};
+
+}  // namespace lamina

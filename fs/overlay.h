@@ -1,0 +1,175 @@
+// The overlay: kernel-overlayfs semantics over a LayerStack. Every operation returns 0 or an
+// errno; nothing here knows about fuse_req_t (fuse_ops.cc translates).
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "layers.h"
+#include "node.h"
+#include "options.h"
+#include "unique_fd.h"
+#include "whiteout.h"
+
+namespace lamina {
+
+struct EntryReply {
+    Node* node = nullptr;  // one lookup reference taken for the kernel
+    struct stat st {};
+};
+
+// One merged directory entry, as readdir returns it.
+struct MergedEntry {
+    std::string name;
+    uint64_t ino;
+    uint8_t dtype;
+};
+
+// An open directory: a snapshot of the merged listing taken at opendir (and at rewind), so
+// offsets stay valid across telldir/seekdir and concurrent changes.
+struct DirHandle {
+    Node* node = nullptr;
+    std::mutex mu;
+    std::vector<MergedEntry> entries;  // offset i+1 follows entries[i]; "." and ".." first
+    bool loaded = false;
+    UniqueFd upper_fd;  // for fsyncdir
+};
+
+// An open file. `fd` points at the layer copy the file had when opened; a read-only handle on a
+// lower copy is switched to the upper copy after a copy-up so every descriptor sees one file.
+struct FileHandle {
+    Node* node = nullptr;
+    std::mutex mu;
+    UniqueFd fd;
+    int flags = 0;
+    bool on_lower = false;
+};
+
+// Which attributes setattr changes; the values are libfuse's FUSE_SET_ATTR_* bits.
+enum SetAttr : int {
+    kSetMode = 1 << 0,
+    kSetUid = 1 << 1,
+    kSetGid = 1 << 2,
+    kSetSize = 1 << 3,
+    kSetAtime = 1 << 4,
+    kSetMtime = 1 << 5,
+    kSetAtimeNow = 1 << 7,
+    kSetMtimeNow = 1 << 8,
+    kSetCtime = 1 << 10,
+};
+
+struct Credentials {
+    uid_t uid = 0;
+    gid_t gid = 0;
+    mode_t umask = 022;
+};
+
+class Overlay {
+public:
+    Overlay(const MountOptions& opts, LayerStack& stack);
+
+    // Fills in the root node from the layers. Returns "" or an error line.
+    std::string init();
+
+    Node* root() { return table_.root(); }
+    NodeTable& table() { return table_; }
+    bool read_only() const { return read_only_; }
+    const LayerStack& stack() const { return stack_; }
+
+    // --- namei / attributes (lookup.cc, attr.cc)
+    int lookup(Node* parent, std::string_view name, EntryReply& out);
+    void forget(Node* node, uint64_t n) { table_.forget(node, n); }
+    int getattr(Node* node, struct stat& st);
+    int readlink(Node* node, std::string& target);
+    int statfs(struct statvfs& st);
+    int access(Node* node, int mask);
+
+    // --- readdir.cc
+    int opendir(Node* node, std::unique_ptr<DirHandle>& out);
+    int load_dir(DirHandle& dh);
+    int list_merged_locked(Node* node, std::vector<MergedEntry>& entries, UniqueFd* upper_fd);
+
+    // --- file.cc
+    int open(Node* node, int flags, const Credentials& cred, std::unique_ptr<FileHandle>& out);
+    int sync_handle(FileHandle& fh);  // switches a lower read handle to the upper copy if any
+
+    // --- xattr.cc
+    int getxattr(Node* node, const char* name, std::string& value, size_t size);
+    int listxattr(Node* node, std::string& names, size_t size);
+    int setxattr(Node* node, const char* name, const char* value, size_t size, int flags);
+    int removexattr(Node* node, const char* name);
+
+    // --- write side (dir.cc, copy_up.cc, attr.cc)
+    int setattr(Node* node, FileHandle* fh, const struct stat& attr, int to_set,
+                const Credentials& cred, struct stat& out);
+    int create(Node* parent, std::string_view name, mode_t mode, int flags, const Credentials& cred,
+               EntryReply& out, std::unique_ptr<FileHandle>& fh);
+    int mknod(Node* parent, std::string_view name, mode_t mode, dev_t rdev, const Credentials& cred,
+              EntryReply& out);
+    int mkdir(Node* parent, std::string_view name, mode_t mode, const Credentials& cred,
+              EntryReply& out);
+    int symlink(const char* target, Node* parent, std::string_view name, const Credentials& cred,
+                EntryReply& out);
+    int link(Node* node, Node* new_parent, std::string_view new_name, EntryReply& out);
+    int unlink(Node* parent, std::string_view name);
+    int rmdir(Node* parent, std::string_view name);
+    int rename(Node* parent, std::string_view name, Node* new_parent, std::string_view new_name,
+               unsigned flags);
+
+    // The merged path of a node relative to the mount root ("" for the root). Needs the tree lock.
+    std::string path_of(const Node* node) const;
+
+private:
+    friend class CopyUp;
+
+    // namei helpers (lookup.cc)
+    int lookup_locked(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh,
+                      struct stat& st);
+    std::shared_ptr<const DirIndex> dir_index(Node* dir);
+    int stat_node_locked(const Node* node, struct stat& st);
+    void fix_stat(const Node* node, struct stat& st) const;
+    std::string child_lower_path(const Node* parent, std::string_view name) const;
+    void probe_redirected_lowers(Node* node);
+    std::string redirect_target(const Node* parent, std::string_view redirect) const;
+
+    // write helpers (copy_up.cc, dir.cc)
+    int copy_up_locked(Node* node);
+    int copy_up_parents_locked(Node* node);
+    int make_whiteout_locked(Node* parent, std::string_view name);
+    int check_writable() const { return read_only_ ? EROFS : 0; }
+    bool lower_has_name(Node* parent, std::string_view name);
+    int finish_entry_locked(Node* parent, std::string_view name, EntryReply& out);
+    int create_entry(Node* parent, std::string_view name,
+                     const std::function<int(int, const char*)>& make, bool is_dir,
+                     const Credentials& cred, EntryReply& out);
+
+    XattrFlavour flavour() const { return flavour_; }
+    std::string work_temp_name();
+    int merged_is_empty_locked(Node* dir, bool& empty);
+    int remove_upper_dir_locked(const std::string& rel, bool leave_whiteout);
+    int set_upper_xattr(const std::string& rel, std::string_view suffix, std::string_view value);
+    int install_from_work_locked(const std::string& tmp, const std::string& dst, bool replace_whiteout);
+    int prepare_new_name_locked(Node* parent, std::string_view name, bool& over_whiteout,
+                                std::string& dst);
+    void chown_new(int dirfd, const char* name, const Credentials& cred, Node* parent);
+
+    const MountOptions& opts_;
+    LayerStack& stack_;
+    NodeTable table_;
+    bool read_only_;
+    XattrFlavour flavour_;
+
+    // Namespace lock: lookups, reads and attribute reads share it; operations that change names
+    // or copy up hold it alone, so a merged path computed under it stays valid while in use.
+    mutable std::shared_mutex tree_;
+};
+
+}  // namespace lamina

@@ -1,0 +1,124 @@
+// rename(2) through the overlay: copy-up, a whiteout where lower entries remain, and redirects so
+// a directory from the lower layers takes its lower content along.
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "dir_index.h"
+#include "overlay.h"
+
+namespace lamina {
+
+namespace {
+
+std::string join(const std::string& dir, std::string_view name) {
+    if (dir.empty()) return std::string(name);
+    std::string out = dir;
+    out.push_back('/');
+    out.append(name);
+    return out;
+}
+
+}  // namespace
+
+int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
+                    std::string_view new_name, unsigned flags) {
+    if (int err = check_writable()) return err;
+    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return EINVAL;  // RENAME_WHITEOUT too
+    if (new_name.starts_with(kOciWhiteoutPrefix)) return EINVAL;
+    std::unique_lock lock(tree_);
+
+    std::unique_ptr<Node> src_fresh, dst_fresh;
+    struct stat st;
+    if (int err = lookup_locked(parent, name, src_fresh, st)) return err;
+    Node* src = table_.find(parent, name);
+    if (!src) src = src_fresh.get();
+    int dst_err = lookup_locked(new_parent, new_name, dst_fresh, st);
+    if (dst_err && dst_err != ENOENT) return dst_err;
+    Node* dst = nullptr;
+    if (!dst_err) {
+        dst = table_.find(new_parent, new_name);
+        if (!dst) dst = dst_fresh.get();
+    }
+    if (parent == new_parent && name == new_name) return 0;
+    if ((flags & RENAME_NOREPLACE) && dst) return EEXIST;
+    if ((flags & RENAME_EXCHANGE) && !dst) return ENOENT;
+    bool exchange = flags & RENAME_EXCHANGE;
+    if (dst && !exchange) {
+        if (src->is_dir() && !dst->is_dir()) return ENOTDIR;
+        if (!src->is_dir() && dst->is_dir()) return EISDIR;
+        if (dst->is_dir()) {
+            bool empty = false;
+            if (int err = merged_is_empty_locked(dst, empty)) return err;
+            if (!empty) return ENOTEMPTY;
+        }
+    }
+    // A directory with lower content moves only with a redirect, as the kernel does.
+    auto needs_redirect = [](Node* n) { return n->is_dir() && !n->lowers.empty(); };
+    bool redirects_ok = opts_.redirect_dir == RedirectDir::On;
+    if ((needs_redirect(src) || (exchange && needs_redirect(dst))) && !redirects_ok) return EXDEV;
+
+    if (int err = copy_up_locked(src)) return err;
+    if (exchange) {
+        if (int err = copy_up_locked(dst)) return err;
+    }
+    if (int err = copy_up_locked(new_parent)) return err;
+
+    int upper = stack_.fd(kUpperLayer);
+    std::string from = path_of(src);
+    std::string to = join(path_of(new_parent), new_name);
+    bool src_lower_remains = lower_has_name(parent, name);
+    bool dst_lower_below = lower_has_name(new_parent, new_name);
+
+    // Where the new name had lower content, the moved directory must not merge with it: it
+    // keeps its own lower content through a redirect, or becomes opaque.
+    auto mark_moved_dir = [&](Node* n, const std::string& rel, bool lower_below) -> int {
+        if (!n->is_dir()) return 0;
+        std::string abs = stack_.abs_path(kUpperLayer, rel);
+        if (needs_redirect(n)) return set_upper_xattr(abs, "redirect", "/" + n->lower_path);
+        if (lower_below && !n->opaque) {
+            if (int err = set_upper_xattr(abs, "opaque", "y")) return err;
+            n->opaque = true;
+        }
+        return 0;
+    };
+
+    if (exchange) {
+        if (renameat2(upper, from.c_str(), upper, to.c_str(), RENAME_EXCHANGE) != 0) return errno;
+        if (int err = mark_moved_dir(src, to, dst_lower_below)) return err;
+        if (int err = mark_moved_dir(dst, from, src_lower_remains)) return err;
+        Node* src_node = table_.find(parent, name);
+        Node* dst_node = table_.find(new_parent, new_name);
+        if (src_node) table_.unhash(src_node);
+        if (dst_node) table_.rename(dst_node, parent, name);
+        if (src_node) table_.rename(src_node, new_parent, new_name);
+        return 0;
+    }
+
+    // An upper target that is a whiteout, or a directory holding only whiteouts, goes first.
+    struct stat tst;
+    bool target_in_upper = fstatat(upper, to.c_str(), &tst, AT_SYMLINK_NOFOLLOW) == 0;
+    if (target_in_upper && S_ISDIR(tst.st_mode)) {
+        if (int err = remove_upper_dir_locked(to, false)) return err;
+        target_in_upper = false;
+    } else if (target_in_upper && src->is_dir() && !S_ISDIR(tst.st_mode)) {
+        // A directory cannot replace the whiteout in one rename(2).
+        if (unlinkat(upper, to.c_str(), 0) != 0) return errno;
+        target_in_upper = false;
+    }
+    if (int err = mark_moved_dir(src, from, dst_lower_below)) return err;
+    unsigned rflags = src_lower_remains ? RENAME_WHITEOUT : 0;
+    if (renameat2(upper, from.c_str(), upper, to.c_str(), rflags) != 0) {
+        if (!src_lower_remains || (errno != EINVAL && errno != EPERM)) return errno;
+        if (renameat2(upper, from.c_str(), upper, to.c_str(), 0) != 0) return errno;
+        if (int err = make_whiteout_locked(parent, name)) return err;
+    }
+    if (Node* old = table_.find(new_parent, new_name)) table_.unhash(old);
+    if (Node* moved = table_.find(parent, name)) table_.rename(moved, new_parent, new_name);
+    return 0;
+}
+
+}  // namespace lamina

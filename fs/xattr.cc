@@ -1,0 +1,91 @@
+// Extended attributes through the mount: the copy's own, with overlay-private names hidden.
+#include <sys/xattr.h>
+
+#include <cerrno>
+
+#include "overlay.h"
+
+namespace lamina {
+
+namespace {
+
+int xattr_result(ssize_t n) { return n < 0 ? errno : 0; }
+
+}  // namespace
+
+int Overlay::getxattr(Node* node, const char* name, std::string& value, size_t size) {
+    if (is_private_xattr(name)) return ENODATA;
+    std::shared_lock lock(tree_);
+    std::string abs = stack_.abs_path(node->top_layer(),
+                                      node->in_upper ? path_of(node) : node->lower_path);
+    if (size == 0) {
+        ssize_t n = lgetxattr(abs.c_str(), name, nullptr, 0);
+        if (n < 0) return errno;
+        value.assign(static_cast<size_t>(n), '\0');
+        value.resize(static_cast<size_t>(n));
+        return 0;
+    }
+    value.resize(size);
+    ssize_t n = lgetxattr(abs.c_str(), name, value.data(), size);
+    if (n < 0) return errno;
+    value.resize(static_cast<size_t>(n));
+    return 0;
+}
+
+int Overlay::listxattr(Node* node, std::string& names, size_t size) {
+    std::shared_lock lock(tree_);
+    std::string abs = stack_.abs_path(node->top_layer(),
+                                      node->in_upper ? path_of(node) : node->lower_path);
+    std::string raw;
+    for (;;) {
+        ssize_t n = llistxattr(abs.c_str(), nullptr, 0);
+        if (n < 0) return errno;
+        raw.resize(static_cast<size_t>(n));
+        if (n == 0) break;
+        n = llistxattr(abs.c_str(), raw.data(), raw.size());
+        if (n >= 0) {
+            raw.resize(static_cast<size_t>(n));
+            break;
+        }
+        if (errno != ERANGE) return errno;
+    }
+    names.clear();
+    for (size_t pos = 0; pos < raw.size();) {
+        size_t end = raw.find('\0', pos);
+        if (end == std::string::npos) end = raw.size();
+        std::string_view name(raw.data() + pos, end - pos);
+        if (!name.empty() && !is_private_xattr(name)) {
+            names.append(name);
+            names.push_back('\0');
+        }
+        pos = end + 1;
+    }
+    if (size != 0 && names.size() > size) return ERANGE;
+    return 0;
+}
+
+int Overlay::setxattr(Node* node, const char* name, const char* value, size_t size, int flags) {
+    if (int err = check_writable()) return err;
+    if (is_private_xattr(name)) return EPERM;
+    std::unique_lock lock(tree_);
+    if (int err = copy_up_locked(node)) return err;
+    std::string abs = stack_.abs_path(kUpperLayer, path_of(node));
+    return xattr_result(lsetxattr(abs.c_str(), name, value, size, flags));
+}
+
+int Overlay::removexattr(Node* node, const char* name) {
+    if (int err = check_writable()) return err;
+    if (is_private_xattr(name)) return EPERM;
+    std::unique_lock lock(tree_);
+    {
+        // Removing a name the file does not have changes nothing and needs no copy-up.
+        std::string abs = stack_.abs_path(node->top_layer(),
+                                          node->in_upper ? path_of(node) : node->lower_path);
+        if (lgetxattr(abs.c_str(), name, nullptr, 0) < 0) return errno;
+    }
+    if (int err = copy_up_locked(node)) return err;
+    std::string abs = stack_.abs_path(kUpperLayer, path_of(node));
+    return xattr_result(lremovexattr(abs.c_str(), name));
+}
+
+}  // namespace lamina
