@@ -24,8 +24,7 @@ namespace {
 
 struct Context {
     Overlay* overlay;
-    double timeout;
-    bool fsync;
+    GlueConfig config;
     fuse_session* se = nullptr;
 };
 
@@ -58,13 +57,16 @@ void reply_entry(fuse_req_t req, const EntryReply& e) {
     fuse_entry_param p{};
     p.ino = ino_of(ov(req), e.node);
     p.attr = e.st;
-    p.attr_timeout = ctx(req).timeout;
-    p.entry_timeout = ctx(req).timeout;
+    p.attr_timeout = ctx(req).config.timeout;
+    p.entry_timeout = ctx(req).config.timeout;
     if (fuse_reply_entry(req, &p) != 0) ov(req).forget(e.node, 1);
 }
 
 void op_init(void* userdata, fuse_conn_info* conn) {
-    (void)userdata;
+    const GlueConfig& config = static_cast<Context*>(userdata)->config;
+    // With ACLs handled by the kernel it caches them per inode: `ls -l` stops asking for
+    // system.posix_acl_access on every file.
+    if (config.posix_acl && (conn->capable & FUSE_CAP_POSIX_ACL)) conn->want |= FUSE_CAP_POSIX_ACL;
     if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
     if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
     if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
@@ -81,7 +83,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     if (err == ENOENT) {
         // A negative entry the kernel may cache.
         fuse_entry_param p{};
-        p.entry_timeout = ctx(req).timeout;
+        p.entry_timeout = ctx(req).config.timeout;
         fuse_reply_entry(req, &p);
         return;
     }
@@ -121,7 +123,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         fuse_reply_err(req, err);
         return;
     }
-    fuse_reply_attr(req, &st, ctx(req).timeout);
+    fuse_reply_attr(req, &st, ctx(req).config.timeout);
 }
 
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
@@ -133,7 +135,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
         fuse_reply_err(req, err);
         return;
     }
-    fuse_reply_attr(req, &out, ctx(req).timeout);
+    fuse_reply_attr(req, &out, ctx(req).config.timeout);
 }
 
 void op_readlink(fuse_req_t req, fuse_ino_t ino) {
@@ -220,8 +222,8 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     fuse_entry_param p{};
     p.ino = ino_of(ov(req), e.node);
     p.attr = e.st;
-    p.attr_timeout = ctx(req).timeout;
-    p.entry_timeout = ctx(req).timeout;
+    p.attr_timeout = ctx(req).config.timeout;
+    p.entry_timeout = ctx(req).config.timeout;
     if (fuse_reply_create(req, &p, fi) == 0)
         fh.release();
     else
@@ -289,7 +291,7 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
     (void)ino;
-    if (!ctx(req).fsync) {
+    if (!ctx(req).config.fsync) {
         fuse_reply_err(req, 0);
         return;
     }
@@ -338,8 +340,8 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
                 if (ov(req).lookup(dh->node, e.name, er) != 0) continue;  // gone meanwhile
                 p.ino = ino_of(ov(req), er.node);
                 p.attr = er.st;
-                p.attr_timeout = ctx(req).timeout;
-                p.entry_timeout = ctx(req).timeout;
+                p.attr_timeout = ctx(req).config.timeout;
+                p.entry_timeout = ctx(req).config.timeout;
             } else {
                 p.attr.st_ino = e.ino;
                 p.attr.st_mode = DTTOIF(e.dtype);
@@ -381,7 +383,7 @@ void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* f
     (void)ino;
     DirHandle* dh = dir_of(fi);
     int err = 0;
-    if (ctx(req).fsync && dh->upper_fd) {
+    if (ctx(req).config.fsync && dh->upper_fd) {
         int rc = datasync ? fdatasync(dh->upper_fd.get()) : fsync(dh->upper_fd.get());
         if (rc != 0) err = errno;
     }
@@ -513,8 +515,8 @@ fuse_lowlevel_ops make_fuse_ops() {
     return ops;
 }
 
-void* make_fuse_userdata(Overlay& overlay, double timeout, bool fsync) {
-    return new Context{&overlay, timeout, fsync};
+void* make_fuse_userdata(Overlay& overlay, const GlueConfig& config) {
+    return new Context{&overlay, config};
 }
 
 void set_fuse_session(void* userdata, fuse_session* se) { static_cast<Context*>(userdata)->se = se; }

@@ -91,7 +91,11 @@ int main(int argc, char** argv) {
     std::vector<const char*> fargv = {argv[0], "-o", mount_opts.c_str()};
     fuse_args args = FUSE_ARGS_INIT(static_cast<int>(fargv.size()), const_cast<char**>(fargv.data()));
     fuse_lowlevel_ops ops = make_fuse_ops();
-    void* userdata = make_fuse_userdata(overlay, kCacheTimeout, opts.fsync);
+    GlueConfig glue;
+    glue.timeout = kCacheTimeout;
+    glue.fsync = opts.fsync;
+    glue.posix_acl = !opts.noacl;
+    void* userdata = make_fuse_userdata(overlay, glue);
     std::unique_ptr<fuse_session, SessionDeleter> se(
         fuse_session_new(&args, &ops, sizeof ops, userdata));
     if (!se) {
@@ -111,11 +115,16 @@ int main(int argc, char** argv) {
     // The mount exists now, so the parent returns only once `ls MOUNTPOINT` works.
     if (!opts.foreground && !opts.debug) fuse_daemonize(0);
 
-    fuse_loop_config* cfg = fuse_loop_cfg_create();
-    fuse_loop_cfg_set_clone_fd(cfg, 0);
-    if (opts.threads) fuse_loop_cfg_set_max_threads(cfg, opts.threads);
-    int rc = fuse_session_loop_mt(se.get(), cfg);
-    fuse_loop_cfg_destroy(cfg);
+    int rc;
+    if (opts.threads == 1) {
+        rc = fuse_session_loop(se.get());
+    } else {
+        fuse_loop_config* cfg = fuse_loop_cfg_create();
+        fuse_loop_cfg_set_clone_fd(cfg, 0);
+        if (opts.threads) fuse_loop_cfg_set_max_threads(cfg, opts.threads);
+        rc = fuse_session_loop_mt(se.get(), cfg);
+        fuse_loop_cfg_destroy(cfg);
+    }
     fuse_session_unmount(se.get());
     fuse_remove_signal_handlers(se.get());
     se.reset();

@@ -1,0 +1,104 @@
+// Recognising whiteouts, opaque markers, redirects and private xattrs in every format.
+#include "whiteout.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace lamina {
+namespace {
+
+TEST(Whiteout, OciWhiteoutNamesTheHiddenEntry) {
+    EXPECT_EQ(oci_whiteout_target(".wh.foo"), "foo");
+    EXPECT_EQ(oci_whiteout_target(".wh..hidden"), ".hidden");
+}
+
+TEST(Whiteout, OpaqueMarkerAndOrdinaryNamesAreNotWhiteouts) {
+    EXPECT_FALSE(oci_whiteout_target(".wh..wh..opq"));
+    EXPECT_FALSE(oci_whiteout_target("foo"));
+    EXPECT_FALSE(oci_whiteout_target(".wh."));
+    EXPECT_FALSE(oci_whiteout_target(".wh.."));
+    EXPECT_FALSE(oci_whiteout_target("x.wh.foo"));
+}
+
+TEST(Whiteout, ChardevZeroZeroIsAWhiteoutOtherDevicesAreNot) {
+    struct stat st {};
+    st.st_mode = S_IFCHR | 0;
+    st.st_rdev = makedev(0, 0);
+    EXPECT_TRUE(is_chardev_whiteout(st));
+    st.st_rdev = makedev(1, 3);
+    EXPECT_FALSE(is_chardev_whiteout(st));
+    st.st_mode = S_IFBLK;
+    st.st_rdev = 0;
+    EXPECT_FALSE(is_chardev_whiteout(st));
+}
+
+TEST(Whiteout, BothOverlayPrefixesArePrivate) {
+    EXPECT_TRUE(is_private_xattr("trusted.overlay.opaque"));
+    EXPECT_TRUE(is_private_xattr("user.overlay.redirect"));
+    EXPECT_FALSE(is_private_xattr("user.overlayfoo"));
+    EXPECT_FALSE(is_private_xattr("user.mime_type"));
+    EXPECT_FALSE(is_private_xattr("security.selinux"));
+}
+
+TEST(Whiteout, WriteSideXattrNamesFollowTheFlavour) {
+    EXPECT_EQ(overlay_xattr(XattrFlavour::Trusted, "opaque"), "trusted.overlay.opaque");
+    EXPECT_EQ(overlay_xattr(XattrFlavour::User, "redirect"), "user.overlay.redirect");
+}
+
+class WhiteoutOnDisk : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/lamina-wh-XXXXXX";
+        ASSERT_NE(mkdtemp(tmpl), nullptr);
+        dir_ = tmpl;
+    }
+    void TearDown() override { std::filesystem::remove_all(dir_); }
+    std::string dir_;
+};
+
+TEST_F(WhiteoutOnDisk, OpaqueValueIsReadFromEitherPrefix) {
+    std::string d = dir_ + "/d";
+    ASSERT_EQ(mkdir(d.c_str(), 0755), 0);
+    EXPECT_EQ(read_opaque(d), 0);
+    ASSERT_EQ(lsetxattr(d.c_str(), "user.overlay.opaque", "y", 1, 0), 0);
+    EXPECT_EQ(read_opaque(d), 'y');
+    if (geteuid() == 0) {
+        std::string e = dir_ + "/e";
+        ASSERT_EQ(mkdir(e.c_str(), 0755), 0);
+        ASSERT_EQ(lsetxattr(e.c_str(), "trusted.overlay.opaque", "x", 1, 0), 0);
+        EXPECT_EQ(read_opaque(e), 'x');
+    }
+}
+
+TEST_F(WhiteoutOnDisk, OtherOpaqueValuesAreIgnored) {
+    std::string d = dir_ + "/d";
+    ASSERT_EQ(mkdir(d.c_str(), 0755), 0);
+    ASSERT_EQ(lsetxattr(d.c_str(), "user.overlay.opaque", "n", 1, 0), 0);
+    EXPECT_EQ(read_opaque(d), 0);
+}
+
+TEST_F(WhiteoutOnDisk, RedirectIsReadVerbatim) {
+    std::string d = dir_ + "/d";
+    ASSERT_EQ(mkdir(d.c_str(), 0755), 0);
+    EXPECT_FALSE(read_redirect(d));
+    ASSERT_EQ(lsetxattr(d.c_str(), "user.overlay.redirect", "/a/b", 4, 0), 0);
+    EXPECT_EQ(read_redirect(d), "/a/b");
+}
+
+TEST_F(WhiteoutOnDisk, WhiteoutXattrIsFoundOnAFile) {
+    std::string f = dir_ + "/f";
+    std::ofstream(f).put('\0');
+    EXPECT_FALSE(has_whiteout_xattr(f));
+    ASSERT_EQ(lsetxattr(f.c_str(), "user.overlay.whiteout", "", 0, 0), 0);
+    EXPECT_TRUE(has_whiteout_xattr(f));
+}
+
+}  // namespace
+}  // namespace lamina
