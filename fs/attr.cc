@@ -50,7 +50,8 @@ int Overlay::setattr(Node* node, FileHandle* fh, const struct stat& attr, int to
     if (to_set & (kSetUid | kSetGid)) {
         uid_t uid = (to_set & kSetUid) ? attr.st_uid : static_cast<uid_t>(-1);
         gid_t gid = (to_set & kSetGid) ? attr.st_gid : static_cast<gid_t>(-1);
-        int rc = fd >= 0 ? fchown(fd, uid, gid) : fchownat(dirfd, rel, uid, gid, AT_SYMLINK_NOFOLLOW);
+        int rc =
+            fd >= 0 ? fchown(fd, uid, gid) : fchownat(dirfd, rel, uid, gid, AT_SYMLINK_NOFOLLOW);
         if (rc != 0) return errno;
     }
     if (to_set & kSetSize) {

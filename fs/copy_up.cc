@@ -47,9 +47,9 @@ int copy_xattrs(const std::string& from_abs, int to_fd, const std::string& to_ab
         value.resize(static_cast<size_t>(vlen));
         vlen = lgetxattr(from_abs.c_str(), name, value.data(), value.size());
         if (vlen < 0) continue;
-        int rc = to_fd >= 0 ? fsetxattr(to_fd, name, value.data(), static_cast<size_t>(vlen), 0)
-                            : lsetxattr(to_abs.c_str(), name, value.data(),
-                                        static_cast<size_t>(vlen), 0);
+        int rc = to_fd >= 0
+                     ? fsetxattr(to_fd, name, value.data(), static_cast<size_t>(vlen), 0)
+                     : lsetxattr(to_abs.c_str(), name, value.data(), static_cast<size_t>(vlen), 0);
         // security.* and trusted.* may be refused to an unprivileged daemon; the data is not.
         if (rc != 0 && errno != EPERM && errno != ENOTSUP) return errno;
     }
@@ -69,7 +69,8 @@ int copy_data(int in, int out, off_t size) {
         if (hole < 0) hole = size;
         off_t in_off = data, out_off = data;
         while (in_off < hole) {
-            ssize_t n = copy_file_range(in, &in_off, out, &out_off, static_cast<size_t>(hole - in_off), 0);
+            ssize_t n =
+                copy_file_range(in, &in_off, out, &out_off, static_cast<size_t>(hole - in_off), 0);
             if (n < 0) {
                 if (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP) {
                     char buf[1 << 16];
@@ -149,7 +150,8 @@ int Overlay::copy_up_locked(Node* node) {
         if (utimensat(work, tmp.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) err = errno;
     }
     std::string dst = path_of(node);
-    if (!err && renameat2(work, tmp.c_str(), stack_.fd(kUpperLayer), dst.c_str(), RENAME_NOREPLACE) != 0)
+    if (!err &&
+        renameat2(work, tmp.c_str(), stack_.fd(kUpperLayer), dst.c_str(), RENAME_NOREPLACE) != 0)
         err = errno;
     if (err) {
         unlinkat(work, tmp.c_str(), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
@@ -157,7 +159,8 @@ int Overlay::copy_up_locked(Node* node) {
     }
     node->in_upper = true;
     struct stat ust;
-    if (fstatat(stack_.fd(kUpperLayer), dst.empty() ? "." : dst.c_str(), &ust, AT_SYMLINK_NOFOLLOW) == 0)
+    if (fstatat(stack_.fd(kUpperLayer), dst.empty() ? "." : dst.c_str(), &ust,
+                AT_SYMLINK_NOFOLLOW) == 0)
         node->ino = make_ino(kUpperLayer, ust.st_ino);
     return 0;
 }

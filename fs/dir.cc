@@ -28,7 +28,9 @@ std::string join(const std::string& dir, std::string_view name) {
 
 // Names of the OCI whiteout form would hide something once the layer is exported or used as a
 // lower layer, so they cannot be created through the mount.
-bool is_reserved_name(std::string_view name) { return name.starts_with(kOciWhiteoutPrefix); }
+bool is_reserved_name(std::string_view name) {
+    return name.starts_with(kOciWhiteoutPrefix);
+}
 
 }  // namespace
 
@@ -38,7 +40,8 @@ bool Overlay::lower_has_name(Node* parent, std::string_view name) {
     return e && !e->whiteout;
 }
 
-int Overlay::set_upper_xattr(const std::string& abs, std::string_view suffix, std::string_view value) {
+int Overlay::set_upper_xattr(const std::string& abs, std::string_view suffix,
+                             std::string_view value) {
     std::string name = overlay_xattr(flavour_, suffix);
     if (lsetxattr(abs.c_str(), name.c_str(), value.data(), value.size(), 0) != 0) return errno;
     return 0;
@@ -50,7 +53,8 @@ int Overlay::make_whiteout_locked(Node* parent, std::string_view name) {
     if (errno != EPERM) return errno;
     // Without the right to make device nodes: an empty file with overlay.whiteout in a
     // directory marked opaque="x", the kernel's xattr whiteout.
-    UniqueFd fd(openat(stack_.fd(kUpperLayer), rel.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0));
+    UniqueFd fd(
+        openat(stack_.fd(kUpperLayer), rel.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0));
     if (!fd) return errno;
     std::string wname = overlay_xattr(flavour_, "whiteout");
     if (fsetxattr(fd.get(), wname.c_str(), "y", 1, 0) != 0) return errno;
@@ -117,7 +121,8 @@ int Overlay::create(Node* parent, std::string_view name, mode_t mode, int flags,
     std::string dst;
     if ((err = prepare_new_name_locked(parent, name, over_whiteout, dst))) return err;
     std::string tmp = work_temp_name();
-    int open_flags = (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY)) | O_CREAT | O_EXCL | O_CLOEXEC;
+    int open_flags =
+        (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY)) | O_CREAT | O_EXCL | O_CLOEXEC;
     UniqueFd fd(openat(stack_.work_fd(), tmp.c_str(), open_flags, mode & 07777));
     if (!fd) return errno;
     chown_new(stack_.work_fd(), tmp.c_str(), cred, parent);
@@ -148,7 +153,9 @@ int Overlay::mkdir(Node* parent, std::string_view name, mode_t mode, const Crede
                    EntryReply& out) {
     return create_entry(
         parent, name,
-        [&](int work, const char* tmp) { return mkdirat(work, tmp, mode & 07777) == 0 ? 0 : errno; },
+        [&](int work, const char* tmp) {
+            return mkdirat(work, tmp, mode & 07777) == 0 ? 0 : errno;
+        },
         true, cred, out);
 }
 
@@ -211,7 +218,8 @@ int Overlay::link(Node* node, Node* new_parent, std::string_view new_name, Entry
             unlinkat(stack_.work_fd(), tmp.c_str(), 0);
             return err;
         }
-    } else if (linkat(stack_.fd(kUpperLayer), src.c_str(), stack_.fd(kUpperLayer), dst.c_str(), 0) != 0) {
+    } else if (linkat(stack_.fd(kUpperLayer), src.c_str(), stack_.fd(kUpperLayer), dst.c_str(),
+                      0) != 0) {
         return errno;
     }
     return finish_entry_locked(new_parent, new_name, out);
@@ -232,7 +240,8 @@ int Overlay::unlink(Node* parent, std::string_view name) {
     if (child->in_upper) {
         if (lower) {
             std::string tmp = work_temp_name();
-            if (renameat2(upper, rel.c_str(), stack_.work_fd(), tmp.c_str(), RENAME_WHITEOUT) == 0) {
+            if (renameat2(upper, rel.c_str(), stack_.work_fd(), tmp.c_str(), RENAME_WHITEOUT) ==
+                0) {
                 unlinkat(stack_.work_fd(), tmp.c_str(), 0);
             } else if (unlinkat(upper, rel.c_str(), 0) == 0) {
                 err = make_whiteout_locked(parent, name);
@@ -262,7 +271,8 @@ int Overlay::merged_is_empty_locked(Node* dir, bool& empty) {
 int Overlay::remove_upper_dir_locked(const std::string& rel, bool leave_whiteout) {
     int upper = stack_.fd(kUpperLayer), work = stack_.work_fd();
     std::string tmp = work_temp_name();
-    if (renameat2(upper, rel.c_str(), work, tmp.c_str(), leave_whiteout ? RENAME_WHITEOUT : 0) != 0) {
+    if (renameat2(upper, rel.c_str(), work, tmp.c_str(), leave_whiteout ? RENAME_WHITEOUT : 0) !=
+        0) {
         if (!leave_whiteout) return errno;
         if (renameat2(upper, rel.c_str(), work, tmp.c_str(), 0) != 0) return errno;
         if (mknodat(upper, rel.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0) {
@@ -302,8 +312,8 @@ int Overlay::rmdir(Node* parent, std::string_view name) {
     if (int err = copy_up_locked(parent)) return err;
     bool lower = lower_has_name(parent, name);
     std::string rel = join(path_of(parent), name);
-    int err = child->in_upper ? remove_upper_dir_locked(rel, lower)
-                              : make_whiteout_locked(parent, name);
+    int err =
+        child->in_upper ? remove_upper_dir_locked(rel, lower) : make_whiteout_locked(parent, name);
     if (err) return err;
     if (Node* old = table_.find(parent, name)) table_.unhash(old);
     return 0;

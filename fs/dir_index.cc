@@ -31,7 +31,9 @@ int read_entries(int dirfd, std::vector<RawEntry>& out) {
     });
 }
 
-uint8_t dtype_of(mode_t mode) { return static_cast<uint8_t>(IFTODT(mode)); }
+uint8_t dtype_of(mode_t mode) {
+    return static_cast<uint8_t>(IFTODT(mode));
+}
 
 // Marks raw entries that are markers, not names (OCI whiteout files, vanished entries).
 constexpr uint8_t kSkip = 0xff;
@@ -57,7 +59,8 @@ int build_dir_index(const LayerStack& stack, const std::vector<LayerNo>& layers,
     std::vector<RawEntry> raw;
     std::vector<std::string_view> oci_whiteouts;
     for (LayerNo layer : layers) {
-        UniqueFd dir(openat(stack.fd(layer), relc, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        UniqueFd dir(
+            openat(stack.fd(layer), relc, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!dir) {
             if (errno == ENOENT || errno == ENOTDIR) continue;
             return errno;
@@ -80,7 +83,8 @@ int build_dir_index(const LayerStack& stack, const std::vector<LayerNo>& layers,
                 e.dtype = kSkip;  // the marker file itself is never listed
                 continue;
             }
-            if (e.dtype == DT_UNKNOWN || e.dtype == DT_CHR || (opaque == 'x' && e.dtype == DT_REG)) {
+            if (e.dtype == DT_UNKNOWN || e.dtype == DT_CHR ||
+                (opaque == 'x' && e.dtype == DT_REG)) {
                 struct stat st;
                 if (fstatat(dir.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
                     e.dtype = kSkip;

@@ -4,9 +4,9 @@
 
 #include <sys/types.h>
 
+#include <deque>
 #include <string>
 #include <string_view>
-#include <deque>
 #include <unordered_map>
 #include <vector>
 
@@ -16,10 +16,10 @@ namespace lamina {
 
 struct LowerEntry {
     std::string name;
-    ino_t ino = 0;           // inode number in `layer`
-    LayerNo layer = 0;       // topmost lower layer holding the name
-    uint8_t dtype = 0;       // DT_* of that copy
-    bool whiteout = false;   // the topmost mention is a whiteout: the name is absent
+    ino_t ino = 0;          // inode number in `layer`
+    LayerNo layer = 0;      // topmost lower layer holding the name
+    uint8_t dtype = 0;      // DT_* of that copy
+    bool whiteout = false;  // the topmost mention is a whiteout: the name is absent
     // For a directory: every lower layer it merges from, top first (stops at a whiteout or a
     // non-directory further down; opaque copies are cut when the child's own index is built).
     std::vector<LayerNo> dir_layers;

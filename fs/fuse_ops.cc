@@ -28,8 +28,12 @@ struct Context {
     fuse_session* se = nullptr;
 };
 
-Context& ctx(fuse_req_t req) { return *static_cast<Context*>(fuse_req_userdata(req)); }
-Overlay& ov(fuse_req_t req) { return *ctx(req).overlay; }
+Context& ctx(fuse_req_t req) {
+    return *static_cast<Context*>(fuse_req_userdata(req));
+}
+Overlay& ov(fuse_req_t req) {
+    return *ctx(req).overlay;
+}
 
 Node* node_of(fuse_req_t req, fuse_ino_t ino) {
     if (ino == FUSE_ROOT_ID) return ov(req).root();
@@ -40,8 +44,12 @@ fuse_ino_t ino_of(Overlay& o, Node* node) {
     return node == o.root() ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(node);
 }
 
-FileHandle* file_of(fuse_file_info* fi) { return reinterpret_cast<FileHandle*>(fi->fh); }
-DirHandle* dir_of(fuse_file_info* fi) { return reinterpret_cast<DirHandle*>(fi->fh); }
+FileHandle* file_of(fuse_file_info* fi) {
+    return reinterpret_cast<FileHandle*>(fi->fh);
+}
+DirHandle* dir_of(fuse_file_info* fi) {
+    return reinterpret_cast<DirHandle*>(fi->fh);
+}
 
 Credentials creds(fuse_req_t req) {
     const fuse_ctx* c = fuse_req_ctx(req);
@@ -70,6 +78,9 @@ void op_init(void* userdata, fuse_conn_info* conn) {
     if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
     if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
     if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+    // The daemon writes with CAP_FSETID, so the backing filesystem would keep setuid bits a
+    // plain user's write must clear: the kernel clears them itself without this capability.
+    conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
     // Locks are kept by the kernel for this mount: no lock requests reach us.
     conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
     conn->max_write = 1 << 20;
@@ -204,8 +215,8 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
                const char* newname, unsigned int flags) {
     log_op("rename", parent, name);
-    fuse_reply_err(req, ov(req).rename(node_of(req, parent), name, node_of(req, newparent),
-                                       newname, flags));
+    fuse_reply_err(
+        req, ov(req).rename(node_of(req, parent), name, node_of(req, newparent), newname, flags));
 }
 
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
@@ -519,8 +530,12 @@ void* make_fuse_userdata(Overlay& overlay, const GlueConfig& config) {
     return new Context{&overlay, config};
 }
 
-void set_fuse_session(void* userdata, fuse_session* se) { static_cast<Context*>(userdata)->se = se; }
+void set_fuse_session(void* userdata, fuse_session* se) {
+    static_cast<Context*>(userdata)->se = se;
+}
 
-void free_fuse_userdata(void* userdata) { delete static_cast<Context*>(userdata); }
+void free_fuse_userdata(void* userdata) {
+    delete static_cast<Context*>(userdata);
+}
 
 }  // namespace lamina

@@ -1,10 +1,10 @@
 // Lookup through the layers: upper first, then the lowers through their merged index, with
 // whiteouts, opaque directories and redirects applied as the kernel applies them.
 #include <dirent.h>
-#include <cstring>
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
+#include <cstring>
 
 #include <cerrno>
 

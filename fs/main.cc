@@ -89,7 +89,8 @@ int main(int argc, char** argv) {
 
     std::string mount_opts = fuse_mount_options(opts, overlay.read_only());
     std::vector<const char*> fargv = {argv[0], "-o", mount_opts.c_str()};
-    fuse_args args = FUSE_ARGS_INIT(static_cast<int>(fargv.size()), const_cast<char**>(fargv.data()));
+    fuse_args args =
+        FUSE_ARGS_INIT(static_cast<int>(fargv.size()), const_cast<char**>(fargv.data()));
     fuse_lowlevel_ops ops = make_fuse_ops();
     GlueConfig glue;
     glue.timeout = kCacheTimeout;

@@ -25,11 +25,11 @@ struct Node {
     Node* parent = nullptr;  // holds a child reference on the parent; null for the root
     std::string name;        // name in the merged parent
 
-    uint64_t nlookup = 0;  // kernel references (LOOKUP/FORGET), guarded by the table mutex
+    uint64_t nlookup = 0;   // kernel references (LOOKUP/FORGET), guarded by the table mutex
     uint32_t children = 0;  // nodes in the table whose parent this is, guarded by the table mutex
 
     std::atomic<uint64_t> ino{0};  // st_ino shown through the mount (follows the top copy)
-    mode_t type = 0;   // S_IFMT bits
+    mode_t type = 0;               // S_IFMT bits
 
     bool in_upper = false;  // the upper layer holds this entry (at the merged path)
     bool opaque = false;    // directory: upper copy is opaque, no lower content below it

@@ -42,7 +42,7 @@ struct MountOptions {
     bool nosuid = false;
     bool noexec = false;
     std::string log_level = "warn";  // spdlog level name; -d sets "debug"
-    unsigned threads = 0;             // 0: libfuse default
+    unsigned threads = 0;            // 0: libfuse default
     bool show_help = false;
     bool show_version = false;
 

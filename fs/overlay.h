@@ -156,7 +156,8 @@ private:
     int merged_is_empty_locked(Node* dir, bool& empty);
     int remove_upper_dir_locked(const std::string& rel, bool leave_whiteout);
     int set_upper_xattr(const std::string& rel, std::string_view suffix, std::string_view value);
-    int install_from_work_locked(const std::string& tmp, const std::string& dst, bool replace_whiteout);
+    int install_from_work_locked(const std::string& tmp, const std::string& dst,
+                                 bool replace_whiteout);
     int prepare_new_name_locked(Node* parent, std::string_view name, bool& over_whiteout,
                                 std::string& dst);
     void chown_new(int dirfd, const char* name, const Credentials& cred, Node* parent);

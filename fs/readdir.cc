@@ -42,23 +42,25 @@ int Overlay::list_merged_locked(Node* node, std::vector<MergedEntry>& entries, U
                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!dir) return errno;
         char opaque = read_opaque_fd(dir.get());
-        int err = for_each_dirent(dir.get(), [&](std::string_view name, ino_t d_ino, uint8_t dtype) {
-            bool whiteout = false;
-            if (dtype == DT_CHR || dtype == DT_UNKNOWN || (opaque == 'x' && dtype == DT_REG)) {
-                std::string sname(name);
-                struct stat st;
-                if (fstatat(dir.get(), sname.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return;
-                whiteout = is_chardev_whiteout(st) ||
-                           (opaque == 'x' && S_ISREG(st.st_mode) && st.st_size == 0 &&
-                            has_whiteout_xattr(stack_.abs_path(kUpperLayer, rel.empty() ? sname : rel + "/" + sname)));
-                dtype = static_cast<uint8_t>(IFTODT(st.st_mode));
-            }
-            upper_names.emplace(name);
-            if (whiteout) return;
-            uint64_t ino = make_ino(kUpperLayer, d_ino);
-            if (Node* child = table_.find(node, name)) ino = child->ino;
-            entries.push_back(MergedEntry{std::string(name), ino, dtype});
-        });
+        int err =
+            for_each_dirent(dir.get(), [&](std::string_view name, ino_t d_ino, uint8_t dtype) {
+                bool whiteout = false;
+                if (dtype == DT_CHR || dtype == DT_UNKNOWN || (opaque == 'x' && dtype == DT_REG)) {
+                    std::string sname(name);
+                    struct stat st;
+                    if (fstatat(dir.get(), sname.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return;
+                    whiteout = is_chardev_whiteout(st) ||
+                               (opaque == 'x' && S_ISREG(st.st_mode) && st.st_size == 0 &&
+                                has_whiteout_xattr(stack_.abs_path(
+                                    kUpperLayer, rel.empty() ? sname : rel + "/" + sname)));
+                    dtype = static_cast<uint8_t>(IFTODT(st.st_mode));
+                }
+                upper_names.emplace(name);
+                if (whiteout) return;
+                uint64_t ino = make_ino(kUpperLayer, d_ino);
+                if (Node* child = table_.find(node, name)) ino = child->ino;
+                entries.push_back(MergedEntry{std::string(name), ino, dtype});
+            });
         if (err) return err;
         if (upper_fd) *upper_fd = std::move(dir);
     }

@@ -9,15 +9,17 @@ namespace lamina {
 
 namespace {
 
-int xattr_result(ssize_t n) { return n < 0 ? errno : 0; }
+int xattr_result(ssize_t n) {
+    return n < 0 ? errno : 0;
+}
 
 }  // namespace
 
 int Overlay::getxattr(Node* node, const char* name, std::string& value, size_t size) {
     if (is_private_xattr(name)) return ENODATA;
     std::shared_lock lock(tree_);
-    std::string abs = stack_.abs_path(node->top_layer(),
-                                      node->in_upper ? path_of(node) : node->lower_path);
+    std::string abs =
+        stack_.abs_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
     if (size == 0) {
         ssize_t n = lgetxattr(abs.c_str(), name, nullptr, 0);
         if (n < 0) return errno;
@@ -34,8 +36,8 @@ int Overlay::getxattr(Node* node, const char* name, std::string& value, size_t s
 
 int Overlay::listxattr(Node* node, std::string& names, size_t size) {
     std::shared_lock lock(tree_);
-    std::string abs = stack_.abs_path(node->top_layer(),
-                                      node->in_upper ? path_of(node) : node->lower_path);
+    std::string abs =
+        stack_.abs_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
     std::string raw;
     for (;;) {
         ssize_t n = llistxattr(abs.c_str(), nullptr, 0);
@@ -79,8 +81,8 @@ int Overlay::removexattr(Node* node, const char* name) {
     std::unique_lock lock(tree_);
     {
         // Removing a name the file does not have changes nothing and needs no copy-up.
-        std::string abs = stack_.abs_path(node->top_layer(),
-                                          node->in_upper ? path_of(node) : node->lower_path);
+        std::string abs =
+            stack_.abs_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
         if (lgetxattr(abs.c_str(), name, nullptr, 0) < 0) return errno;
     }
     if (int err = copy_up_locked(node)) return err;

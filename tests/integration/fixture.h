@@ -22,6 +22,8 @@ std::string skip_reason();
 class TempDir {
 public:
     explicit TempDir(const std::string& tag = "lamina");
+    // Under parent instead of $TMPDIR (e.g. /dev/shm for a second filesystem).
+    TempDir(const std::string& tag, const std::string& parent);
     ~TempDir();
     TempDir(const TempDir&) = delete;
     TempDir& operator=(const TempDir&) = delete;
@@ -40,6 +42,9 @@ struct CommandResult {
 
 // Runs argv (no shell) and waits; stdin is /dev/null.
 CommandResult run_command(const std::vector<std::string>& argv);
+// The same, killing the child (status 128+SIGKILL) once timeout_seconds have passed; the
+// one-argument form allows 120 s.
+CommandResult run_command(const std::vector<std::string>& argv, int timeout_seconds);
 // Runs a shell command line through /bin/sh -c.
 CommandResult run_shell(const std::string& cmdline);
 

@@ -27,10 +27,13 @@ protected:
 
     std::string layer(int n) const { return root_ + "/l" + std::to_string(n); }
     void file(int n, const std::string& rel) {
-        std::filesystem::create_directories(std::filesystem::path(layer(n) + "/" + rel).parent_path());
+        std::filesystem::create_directories(
+            std::filesystem::path(layer(n) + "/" + rel).parent_path());
         std::ofstream(layer(n) + "/" + rel) << rel;
     }
-    void dir(int n, const std::string& rel) { std::filesystem::create_directories(layer(n) + "/" + rel); }
+    void dir(int n, const std::string& rel) {
+        std::filesystem::create_directories(layer(n) + "/" + rel);
+    }
     bool chardev_whiteout(int n, const std::string& rel) {
         return mknod((layer(n) + "/" + rel).c_str(), S_IFCHR, makedev(0, 0)) == 0;
     }

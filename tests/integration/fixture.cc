@@ -1,0 +1,452 @@
+// Shared test fixtures: temp dirs, child processes with captured output, mounts that go away.
+#include "fixture.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <gtest/gtest.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace lamina::test {
+
+namespace {
+
+// Closes a descriptor once; the fixture cannot depend on the daemon's headers.
+class Fd {
+public:
+    explicit Fd(int fd = -1) : fd_(fd) {}
+    Fd(const Fd&) = delete;
+    Fd& operator=(const Fd&) = delete;
+    ~Fd() { reset(); }
+    int get() const { return fd_; }
+    void reset() {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = -1;
+    }
+
+private:
+    int fd_;
+};
+
+std::string errno_text(int err) {
+    return strerror(err);
+}
+
+// mountinfo writes space, tab, newline and backslash as \ooo.
+std::string decode_mountinfo_field(const std::string& field) {
+    std::string out;
+    out.reserve(field.size());
+    for (size_t i = 0; i < field.size(); ++i) {
+        if (field[i] == '\\' && i + 3 < field.size() &&
+            std::isdigit(static_cast<unsigned char>(field[i + 1])) &&
+            std::isdigit(static_cast<unsigned char>(field[i + 2])) &&
+            std::isdigit(static_cast<unsigned char>(field[i + 3]))) {
+            out += static_cast<char>((field[i + 1] - '0') * 64 + (field[i + 2] - '0') * 8 +
+                                     (field[i + 3] - '0'));
+            i += 3;
+        } else {
+            out += field[i];
+        }
+    }
+    return out;
+}
+
+struct MountEntry {
+    std::string mountpoint;
+    std::string fstype;
+};
+
+// Every mount of this process's namespace, in mount order (later entries cover earlier ones).
+std::vector<MountEntry> read_mountinfo() {
+    std::vector<MountEntry> entries;
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream fields(line);
+        std::string id, parent, devno, root, mountpoint;
+        if (!(fields >> id >> parent >> devno >> root >> mountpoint)) continue;
+        std::string word;
+        while (fields >> word && word != "-") {
+        }
+        std::string fstype;
+        fields >> fstype;
+        entries.push_back({decode_mountinfo_field(mountpoint), fstype});
+    }
+    return entries;
+}
+
+// The path as mountinfo spells it: the parent resolved (it is not the mount itself, so resolving
+// it cannot hang on a dead FUSE daemon), the last component kept.
+std::string canonical_mount_path(const std::string& path) {
+    std::string p = path;
+    while (p.size() > 1 && p.back() == '/') p.pop_back();
+    if (p == "/") return p;
+    size_t slash = p.rfind('/');
+    std::string parent = slash == std::string::npos ? "." : (slash == 0 ? "/" : p.substr(0, slash));
+    std::string base = slash == std::string::npos ? p : p.substr(slash + 1);
+    char resolved[PATH_MAX];
+    if (!realpath(parent.c_str(), resolved)) return p;
+    std::string out = resolved;
+    if (out != "/") out += '/';
+    return out + base;
+}
+
+bool is_under(const std::string& path, const std::string& dir) {
+    return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+                           path[dir.size()] == '/');
+}
+
+// Runs argv with a deadline; the child is killed when it passes it.
+CommandResult run_with_deadline(const std::vector<std::string>& argv, int timeout_seconds) {
+    CommandResult result;
+    if (argv.empty()) {
+        result.status = 127;
+        result.err = "run_command: empty argv";
+        return result;
+    }
+    int out_pipe[2], err_pipe[2];
+    if (pipe2(out_pipe, O_CLOEXEC) != 0) {
+        result.err = "pipe: " + errno_text(errno);
+        return result;
+    }
+    if (pipe2(err_pipe, O_CLOEXEC) != 0) {
+        result.err = "pipe: " + errno_text(errno);
+        close(out_pipe[0]);
+        close(out_pipe[1]);
+        return result;
+    }
+    std::vector<char*> cargv;
+    for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+    cargv.push_back(nullptr);
+
+    pid_t pid = fork();
+    if (pid < 0) {
+        result.err = "fork: " + errno_text(errno);
+        for (int fd : {out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) close(fd);
+        return result;
+    }
+    if (pid == 0) {
+        // Only async-signal-safe calls from here on.
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+        dup2(out_pipe[1], STDOUT_FILENO);
+        dup2(err_pipe[1], STDERR_FILENO);
+        execvp(cargv[0], cargv.data());
+        const char* msg = "exec failed: ";
+        ssize_t ignored = write(STDERR_FILENO, msg, strlen(msg));
+        const char* why = strerror(errno);
+        ignored = write(STDERR_FILENO, why, strlen(why));
+        ignored = write(STDERR_FILENO, "\n", 1);
+        (void)ignored;
+        _exit(127);
+    }
+    close(out_pipe[1]);
+    close(err_pipe[1]);
+    Fd out_fd(out_pipe[0]), err_fd(err_pipe[0]);
+
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
+    bool reaped = false, out_open = true, err_open = true, timed_out = false;
+    int wstatus = 0;
+    // Once the child is gone, a daemon it left behind may still hold the pipes: read what is
+    // already buffered and stop at the first quiet moment instead of waiting for EOF.
+    while (out_open || err_open) {
+        if (!reaped) {
+            pid_t r = waitpid(pid, &wstatus, WNOHANG);
+            if (r == pid) reaped = true;
+        }
+        if (!reaped && std::chrono::steady_clock::now() > deadline) {
+            kill(pid, SIGKILL);
+            timed_out = true;
+            waitpid(pid, &wstatus, 0);
+            reaped = true;
+        }
+        pollfd fds[2];
+        int n = 0;
+        int out_idx = -1, err_idx = -1;
+        if (out_open) {
+            out_idx = n;
+            fds[n++] = {out_fd.get(), POLLIN, 0};
+        }
+        if (err_open) {
+            err_idx = n;
+            fds[n++] = {err_fd.get(), POLLIN, 0};
+        }
+        int ready = poll(fds, n, reaped ? 50 : 100);
+        if (ready < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (ready == 0) {
+            if (reaped) break;
+            continue;
+        }
+        auto drain = [](int idx, pollfd* set, int fd, std::string& sink, bool& open_flag) {
+            if (idx < 0 || !(set[idx].revents & (POLLIN | POLLHUP | POLLERR))) return;
+            char buf[4096];
+            ssize_t got = read(fd, buf, sizeof buf);
+            if (got > 0) {
+                sink.append(buf, static_cast<size_t>(got));
+            } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
+                open_flag = false;
+            }
+        };
+        drain(out_idx, fds, out_fd.get(), result.out, out_open);
+        drain(err_idx, fds, err_fd.get(), result.err, err_open);
+    }
+    if (!reaped) {
+        while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+        }
+    }
+    if (WIFEXITED(wstatus)) {
+        result.status = WEXITSTATUS(wstatus);
+    } else if (WIFSIGNALED(wstatus)) {
+        result.status = 128 + WTERMSIG(wstatus);
+    }
+    if (timed_out)
+        result.err += "run_command: killed after " + std::to_string(timeout_seconds) + " s\n";
+    return result;
+}
+
+int remove_entry(const char* path, const struct stat*, int, struct FTW*) {
+    remove(path);  // best effort: a leftover is better than a failing destructor
+    return 0;
+}
+
+bool fuse_fstype(const std::string& fstype) {
+    return fstype.rfind("fuse", 0) == 0;
+}
+
+void wait_until_unmounted(const std::string& path, std::chrono::milliseconds limit) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (is_mountpoint(path) && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+}
+
+std::string fuse_problem() {
+    if (geteuid() != 0) return "needs root (euid " + std::to_string(geteuid()) + ")";
+    int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    if (fd < 0) return "cannot open /dev/fuse: " + errno_text(errno);
+    close(fd);
+    return "";
+}
+
+// Tries one real overlay mount, so kernels without overlay (or sandboxes forbidding it) skip.
+std::string kernel_overlay_problem() {
+    if (geteuid() != 0) return "kernel overlayfs needs root";
+    TempDir dir("lamina-probe");
+    for (const char* sub : {"lower", "upper", "work", "mnt"}) mkdir((dir / sub).c_str(), 0755);
+    std::string opts = "lowerdir=" + (dir / "lower") + ",upperdir=" + (dir / "upper") +
+                       ",workdir=" + (dir / "work");
+    std::string err = mount_kernel_overlay(opts, dir / "mnt");
+    if (!err.empty()) return "cannot mount kernel overlayfs: " + err;
+    unmount(dir / "mnt");
+    return "";
+}
+
+const std::string& cached_kernel_overlay_problem() {
+    static const std::string problem = kernel_overlay_problem();
+    return problem;
+}
+
+}  // namespace
+
+std::string laminafs_binary() {
+    if (const char* bin = getenv("LAMINAFS_BIN"); bin && *bin) return bin;
+    if (const char* root = getenv("LAMINA_SOURCE_ROOT"); root && *root) {
+        return std::string(root) + "/build/fs/laminafs";
+    }
+    return "build/fs/laminafs";
+}
+
+bool can_mount_fuse() {
+    return fuse_problem().empty();
+}
+
+bool can_mount_kernel_overlay() {
+    return cached_kernel_overlay_problem().empty();
+}
+
+std::string skip_reason() {
+    std::string reason = fuse_problem();
+    if (geteuid() == 0) {
+        const std::string& overlay = cached_kernel_overlay_problem();
+        if (!overlay.empty()) reason += (reason.empty() ? "" : "; ") + overlay;
+    }
+    return reason.empty() ? "nothing missing" : reason;
+}
+
+TempDir::TempDir(const std::string& tag) : TempDir(tag, "") {}
+
+TempDir::TempDir(const std::string& tag, const std::string& parent) {
+    std::string base = parent;
+    if (base.empty()) {
+        const char* tmp = getenv("TMPDIR");
+        base = tmp && *tmp ? tmp : "/tmp";
+    }
+    std::string templ = base + "/" + tag + ".XXXXXX";
+    std::vector<char> buf(templ.begin(), templ.end());
+    buf.push_back('\0');
+    if (!mkdtemp(buf.data())) {
+        ADD_FAILURE() << "mkdtemp " << templ << ": " << strerror(errno);
+        return;
+    }
+    // Resolved, so paths built from it match what mountinfo reports.
+    char resolved[PATH_MAX];
+    path_ = realpath(buf.data(), resolved) ? resolved : buf.data();
+}
+
+TempDir::~TempDir() {
+    if (path_.empty()) return;
+    std::vector<std::string> mounted;
+    for (const auto& entry : read_mountinfo()) {
+        if (is_under(entry.mountpoint, path_)) mounted.push_back(entry.mountpoint);
+    }
+    std::sort(mounted.begin(), mounted.end(),
+              [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+    mounted.erase(std::unique(mounted.begin(), mounted.end()), mounted.end());
+    for (const auto& mp : mounted) unmount(mp);
+    // FTW_MOUNT: never delete through a mount that refused to go away.
+    nftw(path_.c_str(), remove_entry, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+CommandResult run_command(const std::vector<std::string>& argv) {
+    return run_with_deadline(argv, 120);
+}
+
+CommandResult run_command(const std::vector<std::string>& argv, int timeout_seconds) {
+    return run_with_deadline(argv, timeout_seconds);
+}
+
+CommandResult run_shell(const std::string& cmdline) {
+    return run_command({"/bin/sh", "-c", cmdline});
+}
+
+CommandResult mount_laminafs(const std::string& options, const std::string& mountpoint,
+                             const std::vector<std::string>& extra_args) {
+    std::vector<std::string> argv{laminafs_binary()};
+    if (!options.empty()) {
+        argv.push_back("-o");
+        argv.push_back(options);
+    }
+    argv.push_back(mountpoint);
+    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+    return run_command(argv, 60);
+}
+
+std::string mount_kernel_overlay(const std::string& options, const std::string& mountpoint) {
+    if (mount("overlay", mountpoint.c_str(), "overlay", 0, options.c_str()) != 0) {
+        return "mount overlay on " + mountpoint + ": " + errno_text(errno);
+    }
+    return "";
+}
+
+void unmount(const std::string& mountpoint) {
+    std::string path = canonical_mount_path(mountpoint);
+    // Several mounts may be stacked on one path; peel them off, bounded.
+    for (int attempt = 0; attempt < 8 && is_mountpoint(path); ++attempt) {
+        if (fuse_fstype(mount_fstype(path))) {
+            run_command({"fusermount3", "-u", path}, 15);
+            wait_until_unmounted(path, std::chrono::milliseconds(500));
+        }
+        if (is_mountpoint(path) && umount2(path.c_str(), 0) == 0) continue;
+        if (is_mountpoint(path)) umount2(path.c_str(), MNT_DETACH);
+    }
+    wait_until_unmounted(path, std::chrono::seconds(10));
+}
+
+bool is_mountpoint(const std::string& path) {
+    std::string want = canonical_mount_path(path);
+    for (const auto& entry : read_mountinfo()) {
+        if (entry.mountpoint == want) return true;
+    }
+    return false;
+}
+
+std::string mount_fstype(const std::string& path) {
+    std::string want = canonical_mount_path(path);
+    std::string fstype;
+    for (const auto& entry : read_mountinfo()) {
+        if (entry.mountpoint == want) fstype = entry.fstype;
+    }
+    return fstype;
+}
+
+void write_file(const std::string& path, const std::string& data, mode_t mode) {
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) {
+        ADD_FAILURE() << "open " << path << ": " << strerror(errno);
+        return;
+    }
+    Fd owner(fd);
+    size_t done = 0;
+    while (done < data.size()) {
+        ssize_t n = write(fd, data.data() + done, data.size() - done);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            ADD_FAILURE() << "write " << path << ": " << strerror(errno);
+            return;
+        }
+        done += static_cast<size_t>(n);
+    }
+    // The umask may have narrowed the mode; tests state the mode they mean.
+    if (fchmod(fd, mode) != 0) ADD_FAILURE() << "chmod " << path << ": " << strerror(errno);
+}
+
+std::string read_file(const std::string& path) {
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        ADD_FAILURE() << "open " << path << ": " << strerror(errno);
+        return "";
+    }
+    Fd owner(fd);
+    std::string data;
+    char buf[65536];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            ADD_FAILURE() << "read " << path << ": " << strerror(errno);
+            return data;
+        }
+        if (n == 0) break;
+        data.append(buf, static_cast<size_t>(n));
+    }
+    return data;
+}
+
+void make_dirs(const std::string& path, mode_t mode) {
+    if (path.empty()) return;
+    size_t pos = 0;
+    while (pos != std::string::npos) {
+        pos = path.find('/', pos + 1);
+        std::string prefix = path.substr(0, pos);
+        if (prefix.empty()) continue;
+        if (mkdir(prefix.c_str(), mode) != 0 && errno != EEXIST) {
+            ADD_FAILURE() << "mkdir " << prefix << ": " << strerror(errno);
+            return;
+        }
+    }
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        ADD_FAILURE() << "make_dirs " << path << ": not a directory";
+    }
+}
+
+}  // namespace lamina::test

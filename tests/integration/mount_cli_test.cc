@@ -1,0 +1,351 @@
+// The laminafs command line for real: mounting as users, mount(8) and podman do; clean refusals.
+#include <errno.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "fixture.h"
+
+namespace lamina::test {
+namespace {
+
+#define REQUIRE_FUSE()                                        \
+    do {                                                      \
+        if (!can_mount_fuse()) GTEST_SKIP() << skip_reason(); \
+    } while (0)
+
+// Waits until pred() holds or limit passes; returns pred()'s last value.
+template <typename Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > deadline) return pred();
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return true;
+}
+
+// Processes whose command line mentions text (mountpoints are unique temp paths).
+std::vector<pid_t> processes_mentioning(const std::string& text) {
+    std::vector<pid_t> pids;
+    std::istringstream out(run_command({"pgrep", "-f", text}).out);
+    for (pid_t pid; out >> pid;) pids.push_back(pid);
+    return pids;
+}
+
+// The daemon is not our child, so a zombie of it may linger until init reaps it.
+bool process_gone(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) return true;
+    size_t paren = line.rfind(')');
+    return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';
+}
+
+bool no_process_mentions(const std::string& text) {
+    for (pid_t pid : processes_mentioning(text)) {
+        if (!process_gone(pid)) return false;
+    }
+    return true;
+}
+
+std::string absolute(const std::string& path) {
+    char buf[PATH_MAX];
+    return realpath(path.c_str(), buf) ? buf : path;
+}
+
+std::vector<std::string> nonempty_lines(const std::string& text) {
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        if (!line.empty()) lines.push_back(line);
+    }
+    return lines;
+}
+
+std::string describe(const CommandResult& r) {
+    return "status " + std::to_string(r.status) + "\nstdout: " + r.out + "\nstderr: " + r.err;
+}
+
+// A temp dir with two lower layers (top first), an upper, a work dir and a mountpoint.
+struct Layers {
+    TempDir dir{"lamina-cli"};
+    std::string top = dir / "lower_top";
+    std::string bottom = dir / "lower_bottom";
+    std::string upper = dir / "upper";
+    std::string work = dir / "work";
+    std::string mnt = dir / "mountpoint";
+
+    Layers() {
+        for (const auto& d : {top, bottom, upper, work, mnt}) make_dirs(d);
+        write_file(top + "/shared.txt", "from top\n");
+        write_file(bottom + "/shared.txt", "from bottom\n");
+        write_file(bottom + "/only_bottom.txt", "bottom\n");
+        write_file(top + "/only_top.txt", "top\n");
+    }
+    std::string lowerdir() const { return "lowerdir=" + top + ":" + bottom; }
+    std::string writable() const { return lowerdir() + ",upperdir=" + upper + ",workdir=" + work; }
+};
+
+// Puts the built binary on mount.fuse3's PATH for the duration of a test, unless one is there.
+class LaminafsOnPath {
+public:
+    static constexpr const char* kLink = "/usr/local/bin/laminafs";
+    LaminafsOnPath() {
+        struct stat st;
+        if (lstat(kLink, &st) == 0) {
+            preexisting_ = true;
+            return;
+        }
+        std::string target = absolute(laminafs_binary());
+        if (symlink(target.c_str(), kLink) != 0) {
+            error_ = std::string("symlink ") + kLink + ": " + strerror(errno);
+        } else {
+            created_ = true;
+        }
+    }
+    ~LaminafsOnPath() {
+        if (created_) unlink(kLink);
+    }
+    LaminafsOnPath(const LaminafsOnPath&) = delete;
+    LaminafsOnPath& operator=(const LaminafsOnPath&) = delete;
+    const std::string& error() const { return error_; }
+    bool preexisting() const { return preexisting_; }
+
+private:
+    bool created_ = false;
+    bool preexisting_ = false;
+    std::string error_;
+};
+
+// A refused mount: non-zero exit, one line on stderr naming the problem, nothing mounted and no
+// daemon left behind.
+void expect_refused(const CommandResult& r, const std::string& mnt, const std::string& mentions) {
+    EXPECT_NE(r.status, 0) << describe(r);
+    auto lines = nonempty_lines(r.err);
+    ASSERT_EQ(lines.size(), 1u) << describe(r);
+    EXPECT_EQ(lines[0].rfind("laminafs: ", 0), 0u) << lines[0];
+    EXPECT_NE(lines[0].find(mentions), std::string::npos)
+        << "stderr should mention '" << mentions << "': " << lines[0];
+    EXPECT_FALSE(is_mountpoint(mnt));
+    EXPECT_TRUE(eventually([&] { return no_process_mentions(mnt); }, std::chrono::seconds(2)))
+        << "a laminafs process is left for " << mnt;
+}
+
+std::string find_mount_source(const std::string& mnt) {
+    auto r = run_command({"findmnt", "-n", "-o", "SOURCE", "--mountpoint", mnt});
+    std::string s = r.out;
+    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+    return s;
+}
+
+TEST(MountCli, ReadOnlyTwoLayerMountIsReadyWhenTheCommandReturns) {
+    REQUIRE_FUSE();
+    Layers layers;
+    MountGuard guard(layers.mnt);
+    auto r = mount_laminafs(layers.lowerdir(), layers.mnt);
+    ASSERT_EQ(r.status, 0) << describe(r);
+    // No waiting: the daemon may only detach once the kernel has the mount.
+    EXPECT_TRUE(is_mountpoint(layers.mnt));
+    EXPECT_EQ(read_file(layers.mnt + "/shared.txt"), "from top\n");
+    EXPECT_EQ(mount_fstype(layers.mnt).rfind("fuse", 0), 0u) << mount_fstype(layers.mnt);
+
+    auto ls = run_command({"ls", "-1", layers.mnt});
+    ASSERT_EQ(ls.status, 0) << describe(ls);
+    EXPECT_EQ(ls.out, "only_bottom.txt\nonly_top.txt\nshared.txt\n");
+    EXPECT_EQ(read_file(layers.mnt + "/only_bottom.txt"), "bottom\n");
+}
+
+TEST(MountCli, SourceMountpointOptionsFormAsMountFuseCallsIt) {
+    REQUIRE_FUSE();
+    Layers layers;
+    MountGuard guard(layers.mnt);
+    auto r = run_command({laminafs_binary(), "lamina-src", layers.mnt, "-o", layers.lowerdir()});
+    ASSERT_EQ(r.status, 0) << describe(r);
+    EXPECT_TRUE(is_mountpoint(layers.mnt));
+    EXPECT_EQ(read_file(layers.mnt + "/shared.txt"), "from top\n");
+    EXPECT_EQ(find_mount_source(layers.mnt), "lamina-src");
+}
+
+TEST(MountCli, MountTypeFuseLaminafsWorks) {
+    REQUIRE_FUSE();
+    LaminafsOnPath on_path;
+    ASSERT_EQ(on_path.error(), "");
+    Layers layers;
+    MountGuard guard(layers.mnt);
+    auto r = run_command(
+        {"mount", "-t", "fuse.laminafs", "laminafs", layers.mnt, "-o", layers.lowerdir()});
+    ASSERT_EQ(r.status, 0) << describe(r);
+    EXPECT_TRUE(is_mountpoint(layers.mnt));
+    EXPECT_EQ(read_file(layers.mnt + "/only_top.txt"), "top\n");
+}
+
+TEST(MountCli, MountFromFstabLineWorks) {
+    REQUIRE_FUSE();
+    LaminafsOnPath on_path;
+    ASSERT_EQ(on_path.error(), "");
+    Layers layers;
+    std::string fstab = layers.dir / "fstab";
+    write_file(fstab, "# lamina test\nlaminafs " + layers.mnt + " fuse.laminafs " +
+                          layers.writable() + ",noauto,nofail,x-test.option=1 0 0\n");
+    MountGuard guard(layers.mnt);
+    auto r = run_command({"mount", "--fstab", fstab, layers.mnt});
+    ASSERT_EQ(r.status, 0) << describe(r);
+    EXPECT_TRUE(is_mountpoint(layers.mnt));
+    EXPECT_EQ(read_file(layers.mnt + "/shared.txt"), "from top\n");
+}
+
+TEST(MountCli, TooManyLayersRefusedWithOneLine) {
+    REQUIRE_FUSE();
+    Layers layers;
+    std::string lowerdir = "lowerdir=";
+    for (int i = 0; i < 129; ++i) {
+        std::string d = layers.dir / ("l" + std::to_string(i));
+        make_dirs(d);
+        lowerdir += (i ? ":" : "") + d;
+    }
+    MountGuard guard(layers.mnt);
+    expect_refused(mount_laminafs(lowerdir, layers.mnt), layers.mnt, "128");
+}
+
+TEST(MountCli, MissingLowerdirRefusedNamingIt) {
+    REQUIRE_FUSE();
+    Layers layers;
+    std::string missing = layers.dir / "no_such_layer";
+    MountGuard guard(layers.mnt);
+    expect_refused(mount_laminafs("lowerdir=" + layers.top + ":" + missing, layers.mnt), layers.mnt,
+                   missing);
+}
+
+TEST(MountCli, NoLowerdirOptionRefused) {
+    REQUIRE_FUSE();
+    Layers layers;
+    MountGuard guard(layers.mnt);
+    expect_refused(mount_laminafs("ro", layers.mnt), layers.mnt, "lowerdir");
+}
+
+TEST(MountCli, UpperdirInsideLowerdirRefused) {
+    REQUIRE_FUSE();
+    Layers layers;
+    std::string nested_upper = layers.top + "/upper";
+    make_dirs(nested_upper);
+    MountGuard guard(layers.mnt);
+    expect_refused(
+        mount_laminafs(layers.lowerdir() + ",upperdir=" + nested_upper + ",workdir=" + layers.work,
+                       layers.mnt),
+        layers.mnt, nested_upper);
+}
+
+TEST(MountCli, WorkdirOnAnotherFilesystemRefused) {
+    REQUIRE_FUSE();
+    Layers layers;  // under $TMPDIR or /tmp
+    TempDir shm_dir("lamina-cli-shm", "/dev/shm");
+    std::string work = shm_dir / "work";
+    make_dirs(work);
+    struct stat upper_st, work_st;
+    ASSERT_EQ(stat(layers.upper.c_str(), &upper_st), 0);
+    ASSERT_EQ(stat(work.c_str(), &work_st), 0);
+    if (upper_st.st_dev == work_st.st_dev) {
+        GTEST_SKIP() << "/dev/shm and " << layers.dir.path() << " share a filesystem";
+    }
+    MountGuard guard(layers.mnt);
+    expect_refused(
+        mount_laminafs(layers.lowerdir() + ",upperdir=" + layers.upper + ",workdir=" + work,
+                       layers.mnt),
+        layers.mnt, "another filesystem");
+}
+
+TEST(MountCli, MissingMountpointRefused) {
+    REQUIRE_FUSE();
+    Layers layers;
+    std::string missing = layers.dir / "no_such_mountpoint";
+    expect_refused(mount_laminafs(layers.lowerdir(), missing), missing, missing);
+}
+
+TEST(MountCli, UnknownOptionRefusedNamingIt) {
+    REQUIRE_FUSE();
+    Layers layers;
+    MountGuard guard(layers.mnt);
+    expect_refused(mount_laminafs(layers.lowerdir() + ",frobnicate_xyz", layers.mnt), layers.mnt,
+                   "frobnicate_xyz");
+}
+
+TEST(MountCli, SigtermToDaemonUnmountsAndExits) {
+    REQUIRE_FUSE();
+    Layers layers;
+    MountGuard guard(layers.mnt);
+    auto r = mount_laminafs(layers.lowerdir(), layers.mnt);
+    ASSERT_EQ(r.status, 0) << describe(r);
+    ASSERT_TRUE(is_mountpoint(layers.mnt));
+    auto pids = processes_mentioning(layers.mnt);
+    ASSERT_EQ(pids.size(), 1u) << "expected one daemon for " << layers.mnt;
+    ASSERT_EQ(kill(pids[0], SIGTERM), 0) << strerror(errno);
+    EXPECT_TRUE(eventually([&] { return !is_mountpoint(layers.mnt); }))
+        << "still mounted after SIGTERM";
+    EXPECT_TRUE(eventually([&] { return process_gone(pids[0]); })) << "daemon still running";
+}
+
+TEST(MountCli, FusermountUnmountMakesDaemonExit) {
+    REQUIRE_FUSE();
+    Layers layers;
+    MountGuard guard(layers.mnt);
+    auto r = mount_laminafs(layers.lowerdir(), layers.mnt);
+    ASSERT_EQ(r.status, 0) << describe(r);
+    auto pids = processes_mentioning(layers.mnt);
+    ASSERT_EQ(pids.size(), 1u) << "expected one daemon for " << layers.mnt;
+    auto u = run_command({"fusermount3", "-u", layers.mnt});
+    ASSERT_EQ(u.status, 0) << describe(u);
+    EXPECT_FALSE(is_mountpoint(layers.mnt));
+    EXPECT_TRUE(eventually([&] { return process_gone(pids[0]); })) << "daemon still running";
+}
+
+TEST(MountCli, VersionPrintsAVersionAndExitsZero) {
+    auto r = run_command({laminafs_binary(), "--version"});
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_NE(r.out.find_first_of("0123456789"), std::string::npos) << describe(r);
+#ifdef LAMINA_VERSION
+    EXPECT_NE(r.out.find(LAMINA_VERSION), std::string::npos) << describe(r);
+#endif
+}
+
+TEST(MountCli, PodmanStyleTrailingCommaMountsWritable) {
+    REQUIRE_FUSE();
+    Layers layers;
+    MountGuard guard(layers.mnt);
+    auto r = mount_laminafs(layers.writable() + ",", layers.mnt);
+    ASSERT_EQ(r.status, 0) << describe(r);
+    ASSERT_TRUE(is_mountpoint(layers.mnt));
+    write_file(layers.mnt + "/new.txt", "new\n");
+    EXPECT_EQ(read_file(layers.upper + "/new.txt"), "new\n");
+    EXPECT_EQ(read_file(layers.mnt + "/shared.txt"), "from top\n");
+}
+
+TEST(MountCli, MountWithoutUpperdirRefusesWritesWithErofs) {
+    REQUIRE_FUSE();
+    Layers layers;
+    MountGuard guard(layers.mnt);
+    auto r = mount_laminafs(layers.lowerdir(), layers.mnt);
+    ASSERT_EQ(r.status, 0) << describe(r);
+    std::string path = layers.mnt + "/touched";
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT, 0644);
+    int err = errno;
+    if (fd >= 0) close(fd);
+    EXPECT_LT(fd, 0);
+    EXPECT_EQ(err, EROFS) << strerror(err);
+    auto touch = run_command({"touch", path});
+    EXPECT_NE(touch.status, 0);
+    EXPECT_NE(touch.err.find("Read-only file system"), std::string::npos) << describe(touch);
+}
+
+}  // namespace
+}  // namespace lamina::test
