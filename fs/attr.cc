@@ -17,6 +17,7 @@ int Overlay::getattr(Node* node, struct stat& st) {
 
 int Overlay::readlink(Node* node, std::string& target) {
     std::shared_lock lock(tree_);
+    if (node->unlinked) return ENOENT;
     std::string p = node->in_upper ? path_of(node) : node->lower_path;
     char buf[PATH_MAX];
     ssize_t n = readlinkat(stack_.fd(node->top_layer()), p.c_str(), buf, sizeof buf);
@@ -35,12 +36,14 @@ int Overlay::setattr(Node* node, FileHandle* fh, const struct stat& attr, int to
                      const Credentials&, struct stat& out) {
     if (int err = check_writable()) return err;
     std::unique_lock lock(tree_);
-    if (int err = copy_up_locked(node)) return err;
-    std::string p = path_of(node);
-    int dirfd = stack_.fd(kUpperLayer);
-    const char* rel = p.empty() ? "." : p.c_str();
     // An open handle's descriptor still works for a file that has been unlinked.
     int fd = (fh && !fh->on_lower) ? fh->fd.get() : -1;
+    if (!(node->unlinked && fd >= 0)) {
+        if (int err = copy_up_locked(node)) return err;
+    }
+    std::string p = node->unlinked ? std::string() : path_of(node);
+    int dirfd = stack_.fd(kUpperLayer);
+    const char* rel = p.empty() ? "." : p.c_str();
 
     if (to_set & kSetMode) {
         int rc = fd >= 0 ? fchmod(fd, attr.st_mode & 07777)

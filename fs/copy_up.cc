@@ -94,6 +94,7 @@ int copy_data(int in, int out, off_t size) {
 }
 
 int Overlay::copy_up_locked(Node* node) {
+    if (node->unlinked) return ENOENT;
     if (node->in_upper) return 0;
     if (int err = check_writable()) return err;
     if (node->parent) {
@@ -150,9 +151,19 @@ int Overlay::copy_up_locked(Node* node) {
         if (utimensat(work, tmp.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) err = errno;
     }
     std::string dst = path_of(node);
+    // Copy-up is no change the user made: the parent keeps its times, as with the kernel.
+    std::string parent_rel = node->parent ? path_of(node->parent) : std::string(".");
+    if (parent_rel.empty()) parent_rel = ".";
+    struct stat pst;
+    bool have_parent_times =
+        fstatat(stack_.fd(kUpperLayer), parent_rel.c_str(), &pst, AT_SYMLINK_NOFOLLOW) == 0;
     if (!err &&
         renameat2(work, tmp.c_str(), stack_.fd(kUpperLayer), dst.c_str(), RENAME_NOREPLACE) != 0)
         err = errno;
+    if (!err && have_parent_times) {
+        struct timespec times[2] = {pst.st_atim, pst.st_mtim};
+        utimensat(stack_.fd(kUpperLayer), parent_rel.c_str(), times, AT_SYMLINK_NOFOLLOW);
+    }
     if (err) {
         unlinkat(work, tmp.c_str(), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
         return err;

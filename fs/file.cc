@@ -14,14 +14,16 @@ bool wants_write(int flags) {
     return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
 }
 
-// The flags a layer open gets: creation is done already, and never follow a symlink.
+// The flags a layer open gets: creation is done already, and never follow a symlink. O_DIRECT
+// is the kernel's business (the handle is opened direct_io): our buffers are not aligned.
 int layer_open_flags(int flags) {
-    return (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_CLOEXEC | O_NOFOLLOW;
+    return (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT)) | O_CLOEXEC | O_NOFOLLOW;
 }
 
 }  // namespace
 
 int Overlay::open(Node* node, int flags, const Credentials&, std::unique_ptr<FileHandle>& out) {
+    if (node->unlinked) return ENOENT;  // raced with unlink: its path names something else
     auto fh = std::make_unique<FileHandle>();
     fh->node = node;
     fh->flags = flags;
@@ -50,7 +52,7 @@ int Overlay::open(Node* node, int flags, const Credentials&, std::unique_ptr<Fil
 
 int Overlay::sync_handle(FileHandle& fh) {
     std::shared_lock lock(tree_);
-    if (!fh.on_lower || !fh.node->in_upper) return 0;
+    if (!fh.on_lower || !fh.node->in_upper || fh.node->unlinked) return 0;
     std::string p = path_of(fh.node);
     UniqueFd fd(openat(stack_.fd(kUpperLayer), p.c_str(), layer_open_flags(fh.flags & ~O_TRUNC)));
     if (!fd) return errno;

@@ -70,6 +70,15 @@ void reply_entry(fuse_req_t req, const EntryReply& e) {
     if (fuse_reply_entry(req, &p) != 0) ov(req).forget(e.node, 1);
 }
 
+// Lower files never change, and upper files change only through this mount, so the page cache
+// stays valid across opens. O_DIRECT opens bypass it, as they do on the backing filesystem.
+void set_cache_mode(fuse_file_info* fi) {
+    if (fi->flags & O_DIRECT)
+        fi->direct_io = 1;
+    else
+        fi->keep_cache = 1;
+}
+
 void op_init(void* userdata, fuse_conn_info* conn) {
     const GlueConfig& config = static_cast<Context*>(userdata)->config;
     // With ACLs handled by the kernel it caches them per inode: `ls -l` stops asking for
@@ -229,7 +238,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         return;
     }
     fi->fh = reinterpret_cast<uint64_t>(fh.get());
-    fi->keep_cache = 1;
+    set_cache_mode(fi);
     fuse_entry_param p{};
     p.ino = ino_of(ov(req), e.node);
     p.attr = e.st;
@@ -249,8 +258,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         return;
     }
     fi->fh = reinterpret_cast<uint64_t>(fh.get());
-    // Lower files never change, and upper files change only through this mount.
-    fi->keep_cache = 1;
+    set_cache_mode(fi);
     if (fuse_reply_open(req, fi) == 0) fh.release();
 }
 

@@ -96,6 +96,7 @@ static inline const char* rel_or_dot(const std::string& rel) {
 int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh,
                            struct stat& st) {
     if (!parent->is_dir()) return ENOTDIR;
+    if (parent->unlinked) return ENOENT;
     if (name.size() > NAME_MAX) return ENAMETOOLONG;
     if (name == "." || name == "..") return EINVAL;  // the kernel resolves these itself
     fresh = std::make_unique<Node>();
@@ -170,6 +171,7 @@ int Overlay::lookup(Node* parent, std::string_view name, EntryReply& out) {
 }
 
 int Overlay::stat_node_locked(const Node* node, struct stat& st) {
+    if (node->unlinked) return ENOENT;
     int rc;
     if (node->in_upper) {
         std::string p = path_of(node);

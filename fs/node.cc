@@ -48,6 +48,14 @@ Node* NodeTable::find(Node* parent, std::string_view name) {
     return it == by_name_.end() ? nullptr : it->second;
 }
 
+bool NodeTable::find_ino(Node* parent, std::string_view name, uint64_t& ino) {
+    std::lock_guard lock(mu_);
+    auto it = by_name_.find(KeyView{parent, name});
+    if (it == by_name_.end()) return false;
+    ino = it->second->ino;
+    return true;
+}
+
 void NodeTable::ref(Node* node, uint64_t n) {
     std::lock_guard lock(mu_);
     node->nlookup += n;
@@ -77,18 +85,22 @@ void NodeTable::forget(Node* node, uint64_t n) {
 
 void NodeTable::unhash(Node* node) {
     std::lock_guard lock(mu_);
+    node->unlinked = true;
     if (hashed_locked(node)) by_name_.erase(by_name_.find(KeyView{node->parent, node->name}));
 }
 
 void NodeTable::rename(Node* node, Node* new_parent, std::string_view new_name) {
     std::lock_guard lock(mu_);
     if (hashed_locked(node)) by_name_.erase(by_name_.find(KeyView{node->parent, node->name}));
-    if (auto it = by_name_.find(KeyView{new_parent, new_name}); it != by_name_.end())
+    if (auto it = by_name_.find(KeyView{new_parent, new_name}); it != by_name_.end()) {
+        it->second->unlinked = true;
         by_name_.erase(it);
+    }
     Node* old_parent = node->parent;
     new_parent->children++;
     node->parent = new_parent;
     node->name.assign(new_name);
+    node->unlinked = false;
     by_name_.emplace(Key{new_parent, node->name}, node);
     old_parent->children--;
     release_locked(old_parent);

@@ -33,6 +33,9 @@ struct Node {
 
     bool in_upper = false;  // the upper layer holds this entry (at the merged path)
     bool opaque = false;    // directory: upper copy is opaque, no lower content below it
+    // Unlinked, removed or renamed over: the kernel may still hold it (an open file, a lookup
+    // racing with unlink), but its merged path names something else now.
+    bool unlinked = false;
 
     // Lower layers holding this entry, top first: for a non-directory at most one, for a
     // directory every layer that merges into it. All at lower_path.
@@ -63,8 +66,11 @@ public:
     // Finds (parent, name) or inserts `fresh` there. Either way one lookup reference is taken.
     // Returns the node in the table; `fresh` is consumed only when inserted.
     Node* find_or_insert(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh);
-    // The node at (parent, name) without taking a reference, or null.
+    // The node at (parent, name) without taking a reference, or null. Only for callers that
+    // hold the tree lock exclusively (FORGET, which frees nodes, holds it shared).
     Node* find(Node* parent, std::string_view name);
+    // The st_ino of the node at (parent, name), if the table has one; safe under a shared lock.
+    bool find_ino(Node* parent, std::string_view name, uint64_t& ino);
     // Takes one more lookup reference on a node the kernel already knows.
     void ref(Node* node, uint64_t n = 1);
     // Drops kernel references; frees the node (and parents left unused) when none remain.

@@ -86,7 +86,11 @@ public:
 
     // --- namei / attributes (lookup.cc, attr.cc)
     int lookup(Node* parent, std::string_view name, EntryReply& out);
-    void forget(Node* node, uint64_t n) { table_.forget(node, n); }
+    // Frees nodes, so it must not run while an exclusive operation holds node pointers.
+    void forget(Node* node, uint64_t n) {
+        std::shared_lock lock(tree_);
+        table_.forget(node, n);
+    }
     int getattr(Node* node, struct stat& st);
     int readlink(Node* node, std::string& target);
     int statfs(struct statvfs& st);

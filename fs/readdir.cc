@@ -35,6 +35,7 @@ int Overlay::list_merged_locked(Node* node, std::vector<MergedEntry>& entries, U
     entries.push_back(MergedEntry{".", node->ino, DT_DIR});
     entries.push_back(MergedEntry{"..", parent_ino, DT_DIR});
 
+    if (node->unlinked) return 0;  // a removed directory still open lists as empty
     std::unordered_set<std::string> upper_names;
     if (node->in_upper) {
         std::string rel = path_of(node);
@@ -58,7 +59,7 @@ int Overlay::list_merged_locked(Node* node, std::vector<MergedEntry>& entries, U
                 upper_names.emplace(name);
                 if (whiteout) return;
                 uint64_t ino = make_ino(kUpperLayer, d_ino);
-                if (Node* child = table_.find(node, name)) ino = child->ino;
+                table_.find_ino(node, name, ino);
                 entries.push_back(MergedEntry{std::string(name), ino, dtype});
             });
         if (err) return err;
@@ -69,7 +70,7 @@ int Overlay::list_merged_locked(Node* node, std::vector<MergedEntry>& entries, U
         for (const LowerEntry& e : index->entries) {
             if (e.whiteout || upper_names.contains(e.name)) continue;
             uint64_t ino = make_ino(e.layer, e.ino);
-            if (Node* child = table_.find(node, e.name)) ino = child->ino;
+            table_.find_ino(node, e.name, ino);
             entries.push_back(MergedEntry{e.name, ino, e.dtype});
         }
     }

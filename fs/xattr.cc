@@ -18,6 +18,7 @@ int xattr_result(ssize_t n) {
 int Overlay::getxattr(Node* node, const char* name, std::string& value, size_t size) {
     if (is_private_xattr(name)) return ENODATA;
     std::shared_lock lock(tree_);
+    if (node->unlinked) return ENOENT;
     std::string abs =
         stack_.abs_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
     if (size == 0) {
@@ -36,6 +37,7 @@ int Overlay::getxattr(Node* node, const char* name, std::string& value, size_t s
 
 int Overlay::listxattr(Node* node, std::string& names, size_t size) {
     std::shared_lock lock(tree_);
+    if (node->unlinked) return ENOENT;
     std::string abs =
         stack_.abs_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
     std::string raw;
@@ -79,6 +81,7 @@ int Overlay::removexattr(Node* node, const char* name) {
     if (int err = check_writable()) return err;
     if (is_private_xattr(name)) return EPERM;
     std::unique_lock lock(tree_);
+    if (node->unlinked) return ENOENT;
     {
         // Removing a name the file does not have changes nothing and needs no copy-up.
         std::string abs =
