@@ -1,0 +1,68 @@
+// `lamina commit`: the container's changes become one new layer on top of the image's layers.
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "db.h"
+#include "error.h"
+#include "fsutil.h"
+#include "internal.h"
+#include "layer_tar.h"
+#include "lock.h"
+#include "store.h"
+
+namespace lamina::store {
+
+using nlohmann::json;
+
+LoadedImage Store::commit(const std::string& container_ref, const std::string& ref,
+                          const std::string& message) {
+    Layout l{root_};
+    std::string name = ref.empty() ? "" : normalize_reference(ref);
+    StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
+    recover();
+    ContainerRecord c = container(container_ref);
+    ImageRecord img = read_image(c.image_id);
+    std::string staging = make_staging_dir(l, "commit");
+    try {
+        std::string tar = staging + "/layer.tar";
+        std::string diff_id = write_layer_tar(container_dir(c.id) + "/upper", tar);
+        auto [digest, size] = hash_file(tar);
+        json cfg = json::parse(img.config);
+        std::string now = format_rfc3339(now_seconds());
+        cfg["created"] = now;
+        cfg["rootfs"]["diff_ids"].push_back(diff_id);
+        if (!cfg.contains("history") || !cfg["history"].is_array()) cfg["history"] = json::array();
+        json h = {{"created", now}, {"created_by", "lamina commit " + c.name}};
+        if (!message.empty()) h["comment"] = message;
+        cfg["history"].push_back(h);
+
+        std::vector<SourceLayer> sources;
+        for (const auto& lr : img.layers) {
+            SourceLayer s;
+            s.digest = lr.blob;
+            s.media_type = lr.blob_media_type;
+            s.size = lr.blob_size;
+            sources.push_back(s);
+        }
+        SourceLayer top;
+        top.path = tar;
+        top.digest = digest;
+        top.media_type = kOciLayerTar;
+        top.size = size;
+        sources.push_back(top);
+        LoadedImage r =
+            store_image(cfg.dump(), "", sources,
+                        name.empty() ? std::vector<std::string>{} : std::vector{name}, staging);
+        remove_tree(staging);
+        return r;
+    } catch (const json::exception& e) {
+        remove_tree(staging);
+        throw StoreError("cannot commit " + c.name + ": image config: " + e.what());
+    } catch (const StoreError& e) {
+        remove_tree(staging);
+        throw StoreError("cannot commit " + c.name + ": " + e.what());
+    }
+}
+
+}  // namespace lamina::store

@@ -1,0 +1,59 @@
+// Store-root resolution from flags, the config file and the XDG base directories.
+#include "config.h"
+
+#include <pwd.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "error.h"
+#include "fsutil.h"
+
+namespace lamina::store {
+
+static std::string home_dir() {
+    if (const char* h = getenv("HOME"); h && *h) return h;
+    if (struct passwd* pw = getpwuid(getuid())) return pw->pw_dir;
+    throw StoreError("cannot find the home directory: HOME is unset");
+}
+
+static std::string xdg_dir(const char* var, const char* fallback) {
+    if (const char* v = getenv(var); v && *v == '/') return v;
+    return home_dir() + "/" + fallback;
+}
+
+std::string config_file_path() {
+    if (geteuid() == 0) return "/etc/lamina/config.json";
+    return xdg_dir("XDG_CONFIG_HOME", ".config") + "/lamina/config.json";
+}
+
+static std::string absolute(const std::string& p) {
+    if (p.starts_with("/")) return p;
+    char* cwd = getcwd(nullptr, 0);
+    std::string out = std::string(cwd ? cwd : ".") + "/" + p;
+    free(cwd);
+    return out;
+}
+
+std::string resolve_store_root(const std::string& explicit_root) {
+    if (!explicit_root.empty()) return absolute(explicit_root);
+    std::string cfg = config_file_path();
+    if (path_exists(cfg)) {
+        nlohmann::json j;
+        try {
+            j = nlohmann::json::parse(read_file(cfg));
+        } catch (const nlohmann::json::exception& e) {
+            throw StoreError("cannot parse " + cfg + ": " + e.what());
+        }
+        if (j.contains("root")) {
+            if (!j["root"].is_string() || j["root"].get<std::string>().empty())
+                throw StoreError("cannot use " + cfg + ": \"root\" must be a non-empty string");
+            return absolute(j["root"].get<std::string>());
+        }
+    }
+    if (geteuid() == 0) return "/var/lib/lamina";
+    return xdg_dir("XDG_DATA_HOME", ".local/share") + "/lamina";
+}
+
+}  // namespace lamina::store

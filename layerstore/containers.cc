@@ -1,0 +1,247 @@
+// Containers: a writable layer (upper and work dirs) over an image, mounted by laminafs.
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "db.h"
+#include "digest.h"
+#include "error.h"
+#include "fsutil.h"
+#include "internal.h"
+#include "lock.h"
+#include "process.h"
+#include "store.h"
+
+namespace lamina::store {
+
+namespace {
+
+// The kernel's option page: overlay refuses longer mount data, so the store keeps to it too.
+constexpr size_t kMountOptionLimit = 4095;
+// laminafs stacks at most this many lower layers.
+constexpr size_t kMaxLowers = 128;
+
+std::string unescape_mountinfo(const std::string& s) {
+    std::string out;
+    for (size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '\\' && i + 3 < s.size()) {
+            out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8)));
+            i += 3;
+        } else {
+            out.push_back(s[i]);
+        }
+    }
+    return out;
+}
+
+bool valid_container_name(const std::string& n) {
+    if (n.empty() || n.size() > 128 || !isalnum(static_cast<unsigned char>(n[0]))) return false;
+    return std::all_of(n.begin(), n.end(), [](char c) {
+        return isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+    });
+}
+
+}  // namespace
+
+bool is_mount_point(const std::string& path) {
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream fields(line);
+        std::string id, parent, devno, root, mnt;
+        fields >> id >> parent >> devno >> root >> mnt;
+        if (unescape_mountinfo(mnt) == path) return true;
+    }
+    return false;
+}
+
+void unmount_merged(const std::string& merged) {
+    if (!is_mount_point(merged)) return;
+    auto r = run_process({"fusermount3", "-u", "-z", merged});
+    if (r.status != 0 && is_mount_point(merged)) ::umount2(merged.c_str(), MNT_DETACH);
+}
+
+std::string Store::laminafs_binary() {
+    if (const char* env = getenv("LAMINAFS"); env && *env) return env;
+    std::string beside = self_exe_dir() + "/../fs/laminafs";
+    if (::access(beside.c_str(), X_OK) == 0) return beside;
+    std::string on_path = find_in_path("laminafs");
+    if (!on_path.empty()) return on_path;
+    throw StoreError("cannot find laminafs: set LAMINAFS, or put it on PATH");
+}
+
+bool Store::is_mounted(const ContainerRecord& c) const {
+    return is_mount_point(container_dir(c.id) + "/merged");
+}
+
+ContainerRecord Store::container(const std::string& ref) {
+    auto row = [](Stmt& st) {
+        return ContainerRecord{st.text(0), st.text(1), st.text(2), st.integer(3)};
+    };
+    {
+        Stmt st(*db_,
+                "SELECT id, name, image_id, created FROM containers WHERE name = ? OR id = ?");
+        st.bind(1, ref).bind(2, ref);
+        if (st.step()) return row(st);
+    }
+    if (ref.size() >= 3) {
+        Stmt st(*db_,
+                "SELECT id, name, image_id, created FROM containers WHERE substr(id, 1, ?) = ?");
+        st.bind(1, static_cast<int64_t>(ref.size())).bind(2, ref);
+        std::vector<ContainerRecord> hits;
+        while (st.step()) hits.push_back(row(st));
+        if (hits.size() == 1) return hits[0];
+        if (hits.size() > 1) throw StoreError("container ID prefix " + ref + " is ambiguous");
+    }
+    throw StoreError("no such container: " + ref);
+}
+
+ContainerRecord Store::create_container(const std::string& image_ref, const std::string& name_in) {
+    Layout l{root_};
+    if (!name_in.empty() && !valid_container_name(name_in))
+        throw StoreError("invalid container name \"" + name_in +
+                         "\": use letters, digits, '_', '.' and '-'");
+    StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
+    recover();
+    ContainerRecord c;
+    c.image_id = resolve_image_id(image_ref);
+    c.id = random_hex(64);
+    c.name = name_in.empty() ? "lamina-" + c.id.substr(0, 12) : name_in;
+    c.created = now_seconds();
+    {
+        Stmt st(*db_, "SELECT id FROM containers WHERE name = ?");
+        st.bind(1, c.name);
+        if (st.step())
+            throw StoreError("container name \"" + c.name + "\" is already in use by " +
+                             st.text(0).substr(0, 12));
+    }
+    std::string dir = container_dir(c.id);
+    make_dirs(dir, 0700);
+    for (const char* sub : {"upper", "work", "merged"}) make_dirs(dir + "/" + sub, 0755);
+    Transaction tx(*db_);
+    Stmt(*db_, "INSERT INTO containers(id, name, image_id, created) VALUES(?, ?, ?, ?)")
+        .bind(1, c.id)
+        .bind(2, c.name)
+        .bind(3, c.image_id)
+        .bind(4, c.created)
+        .run();
+    tx.commit();
+    return c;
+}
+
+std::vector<ContainerState> Store::containers(bool sizes) {
+    std::vector<ContainerState> out;
+    std::vector<ContainerRecord> recs;
+    {
+        Stmt st(*db_,
+                "SELECT id, name, image_id, created FROM containers ORDER BY created DESC, id");
+        while (st.step()) recs.push_back({st.text(0), st.text(1), st.text(2), st.integer(3)});
+    }
+    for (auto& r : recs) {
+        ContainerState s;
+        s.mounted = is_mounted(r);
+        if (sizes) {
+            s.size = static_cast<int64_t>(tree_size(container_dir(r.id) + "/upper"));
+            int64_t image_size = 0;
+            Stmt st(*db_,
+                    "SELECT COALESCE(SUM(size), 0) FROM layers WHERE id IN "
+                    "(SELECT layer_id FROM image_layers WHERE image_id = ?)");
+            st.bind(1, r.image_id);
+            if (st.step()) image_size = st.integer(0);
+            s.virtual_size = s.size + image_size;
+        }
+        s.record = std::move(r);
+        out.push_back(std::move(s));
+    }
+    return out;
+}
+
+// The lowerdir entries, top first, as paths relative to the store root through the short
+// links: 128 of them stay within one page of mount options however long the root is.
+std::vector<std::string> Store::lower_links(const ImageRecord& img) {
+    std::vector<std::string> out;
+    size_t n = img.layers.size();
+    size_t squashed = n > kMaxLowers ? n - kMaxLowers + 1 : 0;
+    for (size_t i = n; i-- > squashed;) {
+        auto l = layer(img.layers[i].chain_id);
+        if (!l)
+            throw StoreError("image " + img.id + ": layer " + img.layers[i].chain_id +
+                             " is missing");
+        out.push_back("l/" + l->link);
+    }
+    if (squashed) out.push_back("l/" + squash_lowest(img, squashed));
+    return out;
+}
+
+std::string Store::mount(const std::string& ref) {
+    Layout l{root_};
+    StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
+    recover();
+    ContainerRecord c = container(ref);
+    std::string dir = container_dir(c.id);
+    std::string merged = dir + "/merged";
+    if (is_mounted(c)) return merged;
+    ImageRecord img = read_image(c.image_id);
+    if (img.layers.empty())
+        throw StoreError("cannot mount " + c.name + ": image " + img.id + " has no layers");
+    std::string lowers;
+    for (const auto& link : lower_links(img)) lowers += (lowers.empty() ? "" : ":") + link;
+    std::string rel = "containers/" + c.id;
+    std::string opts =
+        "lowerdir=" + lowers + ",upperdir=" + rel + "/upper,workdir=" + rel + "/work";
+    // Without redirects a directory rename copies (EXDEV, as the kernel does with
+    // redirect_dir=off), so every commit is expressible in OCI whiteouts alone.
+    opts += ",redirect_dir=off";
+    if (geteuid() != 0) opts += ",userxattr";
+    if (opts.size() > kMountOptionLimit)
+        throw StoreError("cannot mount " + c.name + ": mount options are " +
+                         std::to_string(opts.size()) + " bytes, over the " +
+                         std::to_string(kMountOptionLimit) + "-byte page limit");
+    // A previous daemon that died leaves a dead FUSE mount behind ("Transport endpoint is not connected").
+    auto r = run_process({laminafs_binary(), "-o", opts, merged}, root_);
+    if (r.status != 0)
+        throw StoreError("cannot mount " + c.name + ": laminafs failed: " +
+                         (r.err.empty() ? "exit status " + std::to_string(r.status) : r.err));
+    return merged;
+}
+
+void Store::unmount(const std::string& ref) {
+    Layout l{root_};
+    StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
+    ContainerRecord c = container(ref);
+    std::string merged = container_dir(c.id) + "/merged";
+    if (!is_mount_point(merged)) return;
+    auto r = run_process({"fusermount3", "-u", merged});
+    if (r.status != 0 && is_mount_point(merged)) {
+        if (::umount(merged.c_str()) != 0)
+            throw StoreError("cannot unmount " + merged + ": " +
+                             (r.err.empty() ? strerror(errno) : r.err));
+    }
+}
+
+void Store::remove_container(const std::string& ref, bool force) {
+    Layout l{root_};
+    StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
+    recover();
+    ContainerRecord c = container(ref);
+    std::string merged = container_dir(c.id) + "/merged";
+    if (is_mount_point(merged)) {
+        if (!force)
+            throw StoreError("container " + c.name +
+                             " is mounted (lamina umount it first, or use -f)");
+        unmount_merged(merged);
+    }
+    Transaction tx(*db_);
+    Stmt(*db_, "DELETE FROM containers WHERE id = ?").bind(1, c.id).run();
+    tx.commit();
+    remove_tree(container_dir(c.id));
+}
+
+}  // namespace lamina::store

@@ -1,0 +1,30 @@
+// File-system helpers the store needs: whole-file reads, atomic writes, tree removal and sizes.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+namespace lamina::store {
+
+std::string read_file(const std::string& path);
+// Writes data to path through a temporary file, fsync and rename, so readers see old or new.
+void write_file_atomic(const std::string& path, const std::string& data);
+// mkdir -p with the given mode for the directories it creates.
+void make_dirs(const std::string& path, mode_t mode = 0755);
+// rm -rf that never follows a symlink; a missing path is fine.
+void remove_tree(const std::string& path);
+// rm -rf of name inside the directory dirfd, never following symlinks.
+void remove_tree_at(int dirfd, const std::string& name);
+// Bytes of regular-file content under path, each inode counted once (Docker's layer size).
+uint64_t tree_size(const std::string& path);
+// n random lowercase hex digits from getrandom(2).
+std::string random_hex(size_t n);
+// Seconds since the epoch.
+int64_t now_seconds();
+bool path_exists(const std::string& path);
+// The directory holding the running executable (/proc/self/exe).
+std::string self_exe_dir();
+
+}  // namespace lamina::store

@@ -1,0 +1,328 @@
+// Taking images in: every blob and layer is staged under tmp/ and verified, then renamed into
+// place, and one database transaction makes the image exist.
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "db.h"
+#include "digest.h"
+#include "error.h"
+#include "fsutil.h"
+#include "internal.h"
+#include "lock.h"
+#include "store.h"
+#include "unpack.h"
+
+namespace lamina::store {
+
+using nlohmann::json;
+
+namespace {
+
+struct StagedLayer {
+    LayerRecord record;
+    std::string dir;  // staged layer directory (holds diff/)
+};
+
+struct StagedBlob {
+    std::string digest;
+    int64_t size;
+    std::string path;
+};
+
+std::string sniff_layer_media_type(const std::string& path, bool uncompressed) {
+    if (uncompressed) return kOciLayerTar;
+    unsigned char magic[4] = {};
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd && ::read(fd.get(), magic, 4) == 4) {
+        if (magic[0] == 0x1f && magic[1] == 0x8b) return std::string(kOciLayerTar) + "+gzip";
+        if (magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd)
+            return std::string(kOciLayerTar) + "+zstd";
+    }
+    return kOciLayerTar;
+}
+
+bool blob_known(Db& db, const std::string& digest) {
+    Stmt st(db, "SELECT 1 FROM blobs WHERE digest = ?");
+    st.bind(1, digest);
+    return st.step();
+}
+
+std::string host_arch() {
+#if defined(__x86_64__)
+    return "amd64";
+#elif defined(__aarch64__)
+    return "arm64";
+#else
+    return "unknown";
+#endif
+}
+
+}  // namespace
+
+LoadedImage Store::store_image(const std::string& config, const std::string& manifest_in,
+                               const std::vector<SourceLayer>& layers,
+                               const std::vector<std::string>& names_in,
+                               const std::string& staging) {
+    Layout l{root_};
+    json cfg;
+    try {
+        cfg = json::parse(config);
+    } catch (const json::exception& e) {
+        throw StoreError(std::string("image config is not valid JSON: ") + e.what());
+    }
+    if (!cfg.contains("rootfs") || !cfg["rootfs"].contains("diff_ids") ||
+        !cfg["rootfs"]["diff_ids"].is_array())
+        throw StoreError("image config has no rootfs.diff_ids");
+    const json& diff_ids = cfg["rootfs"]["diff_ids"];
+    if (diff_ids.size() != layers.size())
+        throw StoreError("image config lists " + std::to_string(diff_ids.size()) +
+                         " diff_ids but the image has " + std::to_string(layers.size()) +
+                         " layers");
+    std::vector<std::string> names;
+    for (const auto& n : names_in) names.push_back(normalize_reference(n));
+
+    UnpackOptions opts;
+    opts.mode = UnpackOptions::Mode::Layer;
+    opts.privileged = geteuid() == 0;
+
+    LoadedImage result;
+    result.id = sha256_digest(config);
+    result.names = names;
+    std::vector<LayerRef> refs;
+    std::vector<StagedLayer> new_layers;
+    std::vector<StagedBlob> new_blobs;
+    std::set<std::string> staged_chain_ids;
+    std::string chain;
+    for (size_t i = 0; i < layers.size(); ++i) {
+        const SourceLayer& src = layers[i];
+        std::string where =
+            "layer " + std::to_string(i + 1) + " of " + std::to_string(layers.size());
+        if (!diff_ids[i].is_string() || !is_sha256_digest(diff_ids[i].get<std::string>()))
+            throw StoreError(where + ": config diff_id is not a sha256 digest");
+        std::string diff_id = diff_ids[i].get<std::string>();
+        std::string parent = chain;
+        chain = chain_id(chain, diff_id);
+        auto existing = layer(chain);
+        bool staged = staged_chain_ids.count(chain) > 0;
+        LayerRef ref{chain, src.digest, src.media_type, src.size};
+
+        if ((existing || staged) && src.digest.empty()) {
+            // docker-archive names no blob: the layer's own blob serves.
+            if (existing) {
+                ref.blob = existing->blob;
+                ref.blob_media_type = existing->blob_media_type;
+                ref.blob_size = existing->blob_size;
+            } else {
+                for (const auto& s : new_layers)
+                    if (s.record.id == chain) {
+                        ref.blob = s.record.blob;
+                        ref.blob_media_type = s.record.blob_media_type;
+                        ref.blob_size = s.record.blob_size;
+                    }
+            }
+            refs.push_back(ref);
+            continue;
+        }
+        bool have_blob = !src.digest.empty() &&
+                         (blob_known(*db_, src.digest) ||
+                          std::any_of(new_blobs.begin(), new_blobs.end(),
+                                      [&](const StagedBlob& b) { return b.digest == src.digest; }));
+        if ((existing || staged) && have_blob) {
+            refs.push_back(ref);
+            continue;
+        }
+        std::string stage = staging + "/layer-" + std::to_string(i);
+        make_dirs(stage + "/layer/diff", 0700);
+        std::string blob_file = have_blob ? l.blob(src.digest) : stage + "/blob";
+        if (!have_blob) {
+            auto [digest, size] = copy_and_hash(src.path, blob_file);
+            if (!src.digest.empty() && digest != src.digest)
+                throw StoreError(where + ": blob digest mismatch: the manifest says " + src.digest +
+                                 ", the archive holds " + digest);
+            if (src.size >= 0 && size != src.size)
+                throw StoreError(where + ": blob size mismatch: the manifest says " +
+                                 std::to_string(src.size) + ", the archive holds " +
+                                 std::to_string(size));
+            ref.blob = digest;
+            ref.blob_size = size;
+            if (ref.blob_media_type.empty())
+                ref.blob_media_type = sniff_layer_media_type(blob_file, digest == diff_id);
+            bool dup = std::any_of(new_blobs.begin(), new_blobs.end(),
+                                   [&](const StagedBlob& b) { return b.digest == digest; });
+            if (!dup && !blob_known(*db_, digest)) new_blobs.push_back({digest, size, blob_file});
+        }
+        UnpackResult r;
+        try {
+            r = unpack_tar(blob_file, stage + "/layer/diff", opts);
+        } catch (const StoreError& e) {
+            throw StoreError(where + ": " + e.what());
+        }
+        if (r.diff_id != diff_id)
+            throw StoreError(where + ": diffID mismatch: the config says " + diff_id +
+                             ", the content is " + r.diff_id);
+        for (const auto& w : r.warnings) result.warnings.push_back(where + ": " + w);
+        if (!existing && !staged) {
+            StagedLayer s;
+            s.dir = stage + "/layer";
+            s.record =
+                LayerRecord{chain,         parent,
+                            diff_id,       new_link_name(),
+                            ref.blob,      ref.blob_media_type,
+                            ref.blob_size, static_cast<int64_t>(tree_size(stage + "/layer/diff")),
+                            now_seconds()};
+            new_layers.push_back(std::move(s));
+            staged_chain_ids.insert(chain);
+        }
+        refs.push_back(ref);
+    }
+    std::string manifest = manifest_in.empty() ? make_manifest(config, refs) : manifest_in;
+
+    // Everything is verified; move it into place. Names the database does not know yet are
+    // debris until the transaction below commits.
+    for (const auto& b : new_blobs) {
+        if (::rename(b.path.c_str(), l.blob(b.digest).c_str()) != 0)
+            throw_errno("cannot move blob into", l.blob(b.digest), errno);
+    }
+    for (const auto& s : new_layers) {
+        std::string dest = l.layers() + "/" + digest_hex(s.record.id);
+        if (::rename(s.dir.c_str(), dest.c_str()) != 0)
+            throw_errno("cannot move layer into", dest, errno);
+        std::string link = l.links() + "/" + s.record.link;
+        std::string target = "../layers/" + digest_hex(s.record.id) + "/diff";
+        if (::symlink(target.c_str(), link.c_str()) != 0)
+            throw_errno("cannot create link", link, errno);
+        ++result.new_layers;
+    }
+    if (!new_layers.empty() || !new_blobs.empty()) {
+        Fd rootfd(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (rootfd) ::syncfs(rootfd.get());
+    }
+    Transaction tx(*db_);
+    for (const auto& b : new_blobs)
+        Stmt(*db_, "INSERT OR IGNORE INTO blobs(digest, size) VALUES(?, ?)")
+            .bind(1, b.digest)
+            .bind(2, b.size)
+            .run();
+    for (const auto& s : new_layers) {
+        const auto& r = s.record;
+        Stmt(*db_,
+             "INSERT INTO layers(id, parent, diff_id, link, blob, blob_media_type, blob_size, "
+             "size, created) "
+             "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(1, r.id)
+            .bind(2, r.parent)
+            .bind(3, r.diff_id)
+            .bind(4, r.link)
+            .bind(5, r.blob)
+            .bind(6, r.blob_media_type)
+            .bind(7, r.blob_size)
+            .bind(8, r.size)
+            .bind(9, r.created)
+            .run();
+    }
+    Stmt exists(*db_, "SELECT 1 FROM images WHERE id = ?");
+    exists.bind(1, result.id);
+    if (!exists.step()) {
+        Stmt(*db_, "INSERT INTO images(id, manifest, config, stored) VALUES(?, ?, ?, ?)")
+            .bind(1, result.id)
+            .bind(2, manifest)
+            .bind(3, config)
+            .bind(4, now_seconds())
+            .run();
+        for (size_t i = 0; i < refs.size(); ++i)
+            Stmt(*db_,
+                 "INSERT INTO image_layers(image_id, idx, layer_id, blob, blob_media_type, "
+                 "blob_size) VALUES(?, ?, ?, ?, ?, ?)")
+                .bind(1, result.id)
+                .bind(2, static_cast<int64_t>(i))
+                .bind(3, refs[i].chain_id)
+                .bind(4, refs[i].blob)
+                .bind(5, refs[i].blob_media_type)
+                .bind(6, refs[i].blob_size)
+                .run();
+    }
+    for (const auto& n : names) set_name(n, result.id);
+    tx.commit();
+    return result;
+}
+
+std::vector<LoadedImage> Store::load(const std::string& path) {
+    Layout l{root_};
+    StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
+    recover();
+    std::string staging = make_staging_dir(l, "load");
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) throw_errno("cannot load", path, errno);
+    std::string source = path;
+    if (!S_ISDIR(st.st_mode)) {
+        source = staging + "/archive";
+        make_dirs(source, 0700);
+        UnpackOptions opts;
+        opts.mode = UnpackOptions::Mode::Plain;
+        try {
+            unpack_tar(path, source, opts);
+        } catch (const StoreError& e) {
+            throw StoreError("cannot load " + path + ": " + e.what());
+        }
+    }
+    std::vector<LoadedImage> out;
+    try {
+        auto images = read_image_source(source);
+        for (size_t i = 0; i < images.size(); ++i) {
+            std::string dir = staging + "/image-" + std::to_string(i);
+            make_dirs(dir, 0700);
+            out.push_back(store_image(images[i].config, images[i].manifest, images[i].layers,
+                                      images[i].names, dir));
+        }
+    } catch (const StoreError& e) {
+        remove_tree(staging);
+        throw StoreError("cannot load " + path + ": " + e.what());
+    }
+    remove_tree(staging);
+    return out;
+}
+
+LoadedImage Store::import_tarball(const std::string& tarball, const std::string& ref,
+                                  const std::string& message) {
+    Layout l{root_};
+    std::string name = ref.empty() ? "" : normalize_reference(ref);
+    StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
+    recover();
+    std::string staging = make_staging_dir(l, "import");
+    try {
+        // The diffID is known only after reading the tar once.
+        std::string probe = staging + "/probe";
+        make_dirs(probe, 0700);
+        UnpackOptions opts;
+        opts.privileged = geteuid() == 0;
+        std::string diff_id = unpack_tar(tarball, probe, opts).diff_id;
+        remove_tree(probe);
+        std::string now = format_rfc3339(now_seconds());
+        json cfg = {{"architecture", host_arch()},
+                    {"os", "linux"},
+                    {"created", now},
+                    {"config", json::object()},
+                    {"rootfs", {{"type", "layers"}, {"diff_ids", {diff_id}}}},
+                    {"history", {{{"created", now}, {"created_by", "lamina import " + tarball}}}}};
+        if (!message.empty()) cfg["history"][0]["comment"] = message;
+        SourceLayer sl;
+        sl.path = tarball;
+        LoadedImage r =
+            store_image(cfg.dump(), "", {sl},
+                        name.empty() ? std::vector<std::string>{} : std::vector{name}, staging);
+        remove_tree(staging);
+        return r;
+    } catch (const StoreError& e) {
+        remove_tree(staging);
+        throw StoreError("cannot import " + tarball + ": " + e.what());
+    }
+}
+
+}  // namespace lamina::store

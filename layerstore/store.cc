@@ -1,0 +1,466 @@
+// Opening the store, putting right what an interrupted command left behind, and image queries.
+#include "store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "db.h"
+#include "digest.h"
+#include "error.h"
+#include "fsutil.h"
+#include "internal.h"
+#include "lock.h"
+
+namespace lamina::store {
+
+namespace {
+
+constexpr const char* kSchema = R"(
+CREATE TABLE IF NOT EXISTS layers(
+    id TEXT PRIMARY KEY, parent TEXT NOT NULL, diff_id TEXT NOT NULL, link TEXT NOT NULL UNIQUE,
+    blob TEXT NOT NULL, blob_media_type TEXT NOT NULL, blob_size INTEGER NOT NULL,
+    size INTEGER NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS blobs(digest TEXT PRIMARY KEY, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS images(
+    id TEXT PRIMARY KEY, manifest TEXT NOT NULL, config TEXT NOT NULL, stored INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS image_layers(
+    image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE, idx INTEGER NOT NULL,
+    layer_id TEXT NOT NULL REFERENCES layers(id), blob TEXT NOT NULL, blob_media_type TEXT NOT NULL,
+    blob_size INTEGER NOT NULL, PRIMARY KEY(image_id, idx));
+CREATE INDEX IF NOT EXISTS image_layers_by_layer ON image_layers(layer_id);
+CREATE TABLE IF NOT EXISTS names(
+    name TEXT PRIMARY KEY, image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE);
+CREATE TABLE IF NOT EXISTS containers(
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, image_id TEXT NOT NULL REFERENCES images(id),
+    created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS squashes(
+    id TEXT PRIMARY KEY, link TEXT NOT NULL UNIQUE, layers INTEGER NOT NULL, created INTEGER NOT NULL);
+)";
+
+std::vector<std::string> list_dir(const std::string& path) {
+    std::vector<std::string> names;
+    DIR* d = ::opendir(path.c_str());
+    if (!d) return names;
+    while (struct dirent* de = ::readdir(d)) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+        names.emplace_back(de->d_name);
+    }
+    ::closedir(d);
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+std::set<std::string> column_set(Db& db, const char* sql, bool strip_digest) {
+    std::set<std::string> out;
+    Stmt st(db, sql);
+    while (st.step()) {
+        std::string v = st.text(0);
+        out.insert(strip_digest && v.starts_with("sha256:") ? v.substr(7) : v);
+    }
+    return out;
+}
+
+}  // namespace
+
+std::string Layout::blob(const std::string& digest) const {
+    return blobs() + "/" + digest_hex(digest);
+}
+
+std::string make_staging_dir(const Layout& layout, const std::string& tag) {
+    std::string dir = layout.tmp() + "/" + tag + "-" + random_hex(12);
+    if (::mkdir(dir.c_str(), 0700) != 0) throw_errno("cannot create staging directory", dir, errno);
+    return dir;
+}
+
+std::string new_link_name() {
+    static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    std::string hex = random_hex(52);
+    std::string out;
+    for (size_t i = 0; i < 26; ++i) {
+        int v = std::stoi(hex.substr(i * 2, 2), nullptr, 16);
+        out.push_back(alphabet[v & 31]);
+    }
+    return out;
+}
+
+Store::Store(const std::string& root) : root_(root) {
+    ensure_layout();
+    db_ = std::make_unique<Db>(Layout{root_}.db());
+    db_->exec(kSchema);
+    // Only a process alone with the store may judge what is half-done; otherwise the next
+    // writer (which takes the lock exclusively) does it.
+    StoreLock lock(Layout{root_}.lock(), StoreLock::Mode::Exclusive, true);
+    if (lock) recover();
+}
+
+Store::~Store() = default;
+
+void Store::ensure_layout() {
+    Layout l{root_};
+    make_dirs(root_, 0700);
+    for (const auto& d : {l.tmp(), l.layers(), l.squashes(), l.links(), l.blobs(), l.containers()})
+        make_dirs(d, 0700);
+}
+
+// Every write first lands in tmp/ or under a name the database does not know yet, and the
+// database transaction is the commit point; so whatever the database does not mention is
+// debris of an interrupted command and is removed here, under the exclusive lock.
+void Store::recover() {
+    Layout l{root_};
+    for (const auto& n : list_dir(l.tmp())) remove_tree(l.tmp() + "/" + n);
+
+    auto known_layers = column_set(*db_, "SELECT id FROM layers", true);
+    for (const auto& n : list_dir(l.layers()))
+        if (!known_layers.count(n)) remove_tree(l.layers() + "/" + n);
+    auto known_squashes = column_set(*db_, "SELECT id FROM squashes", true);
+    for (const auto& n : list_dir(l.squashes()))
+        if (!known_squashes.count(n)) remove_tree(l.squashes() + "/" + n);
+    auto links = column_set(*db_, "SELECT link FROM layers UNION SELECT link FROM squashes", false);
+    for (const auto& n : list_dir(l.links()))
+        if (!links.count(n)) ::unlink((l.links() + "/" + n).c_str());
+    auto blobs = column_set(*db_, "SELECT digest FROM blobs", true);
+    for (const auto& n : list_dir(l.blobs()))
+        if (!blobs.count(n)) ::unlink((l.blobs() + "/" + n).c_str());
+    auto containers = column_set(*db_, "SELECT id FROM containers", false);
+    for (const auto& n : list_dir(l.containers())) {
+        if (containers.count(n)) continue;
+        std::string merged = l.containers() + "/" + n + "/merged";
+        ::umount2(merged.c_str(), MNT_DETACH);
+        remove_tree(l.containers() + "/" + n);
+    }
+}
+
+std::string Store::layer_dir(const std::string& chain_id) const {
+    return Layout{root_}.layers() + "/" + digest_hex(chain_id) + "/diff";
+}
+
+static LayerRecord layer_from_row(Stmt& st) {
+    LayerRecord r;
+    r.id = st.text(0);
+    r.parent = st.text(1);
+    r.diff_id = st.text(2);
+    r.link = st.text(3);
+    r.blob = st.text(4);
+    r.blob_media_type = st.text(5);
+    r.blob_size = st.integer(6);
+    r.size = st.integer(7);
+    r.created = st.integer(8);
+    return r;
+}
+
+constexpr const char* kLayerColumns =
+    "SELECT id, parent, diff_id, link, blob, blob_media_type, blob_size, size, created FROM layers";
+
+std::vector<LayerRecord> Store::layers() {
+    std::vector<LayerRecord> out;
+    Stmt st(*db_, std::string(kLayerColumns) + " ORDER BY created, id");
+    while (st.step()) out.push_back(layer_from_row(st));
+    return out;
+}
+
+std::optional<LayerRecord> Store::layer(const std::string& chain_id) {
+    Stmt st(*db_, std::string(kLayerColumns) + " WHERE id = ?");
+    st.bind(1, chain_id);
+    if (!st.step()) return std::nullopt;
+    return layer_from_row(st);
+}
+
+ImageRecord Store::read_image(const std::string& id) {
+    ImageRecord img;
+    Stmt st(*db_, "SELECT id, manifest, config, stored FROM images WHERE id = ?");
+    st.bind(1, id);
+    if (!st.step()) throw StoreError("no such image: " + id);
+    img.id = st.text(0);
+    img.manifest = st.text(1);
+    img.config = st.text(2);
+    img.stored = st.integer(3);
+    Stmt names(*db_, "SELECT name FROM names WHERE image_id = ? ORDER BY name");
+    names.bind(1, id);
+    while (names.step()) img.names.push_back(names.text(0));
+    Stmt layers(*db_,
+                "SELECT layer_id, blob, blob_media_type, blob_size FROM image_layers WHERE "
+                "image_id = ? ORDER BY idx");
+    layers.bind(1, id);
+    while (layers.step())
+        img.layers.push_back({layers.text(0), layers.text(1), layers.text(2), layers.integer(3)});
+    return img;
+}
+
+std::string Store::resolve_image_id(const std::string& ref) {
+    if (ref.empty()) throw StoreError("no such image: empty reference");
+    if (is_sha256_digest(ref)) {
+        Stmt st(*db_, "SELECT id FROM images WHERE id = ?");
+        st.bind(1, ref);
+        if (st.step()) return st.text(0);
+        throw StoreError("no such image: " + ref);
+    }
+    std::string familiar;
+    try {
+        familiar = normalize_reference(ref);
+    } catch (const StoreError&) {
+    }
+    for (const std::string& name : {ref, ref + ":latest", familiar}) {
+        Stmt st(*db_, "SELECT image_id FROM names WHERE name = ?");
+        st.bind(1, name);
+        if (st.step()) return st.text(0);
+    }
+    std::string hex = ref.starts_with("sha256:") ? ref.substr(7) : ref;
+    bool is_hex = hex.size() >= 3 && std::all_of(hex.begin(), hex.end(), [](char c) {
+                      return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+                  });
+    if (is_hex) {
+        Stmt st(*db_, "SELECT id FROM images WHERE substr(id, 8, ?) = ?");
+        st.bind(1, static_cast<int64_t>(hex.size())).bind(2, hex);
+        std::vector<std::string> hits;
+        while (st.step()) hits.push_back(st.text(0));
+        if (hits.size() == 1) return hits[0];
+        if (hits.size() > 1) throw StoreError("image ID prefix " + ref + " is ambiguous");
+    }
+    throw StoreError("no such image: " + ref);
+}
+
+ImageRecord Store::image(const std::string& ref) {
+    return read_image(resolve_image_id(ref));
+}
+
+std::vector<ImageSummary> Store::images() {
+    std::vector<ImageSummary> out;
+    std::map<std::string, int> layer_users;
+    {
+        Stmt st(*db_,
+                "SELECT layer_id, COUNT(DISTINCT image_id) FROM image_layers GROUP BY layer_id");
+        while (st.step()) layer_users[st.text(0)] = static_cast<int>(st.integer(1));
+    }
+    std::map<std::string, int64_t> sizes;
+    for (const auto& l : layers()) sizes[l.id] = l.size;
+    Stmt st(*db_, "SELECT id FROM images ORDER BY stored DESC, id");
+    std::vector<std::string> ids;
+    while (st.step()) ids.push_back(st.text(0));
+    for (const auto& id : ids) {
+        ImageSummary s;
+        s.image = read_image(id);
+        try {
+            s.created = parse_rfc3339(nlohmann::json::parse(s.image.config).value("created", ""));
+        } catch (const nlohmann::json::exception&) {
+        }
+        std::set<std::string> seen;
+        for (const auto& l : s.image.layers) {
+            if (!seen.insert(l.chain_id).second) continue;
+            s.size += sizes[l.chain_id];
+            if (layer_users[l.chain_id] > 1) s.shared_size += sizes[l.chain_id];
+        }
+        Stmt c(*db_, "SELECT COUNT(*) FROM containers WHERE image_id = ?");
+        c.bind(1, id);
+        if (c.step()) s.containers = static_cast<int>(c.integer(0));
+        out.push_back(std::move(s));
+    }
+    return out;
+}
+
+std::vector<HistoryEntry> Store::history(const std::string& ref) {
+    ImageRecord img = image(ref);
+    nlohmann::json cfg;
+    try {
+        cfg = nlohmann::json::parse(img.config);
+    } catch (const nlohmann::json::exception& e) {
+        throw StoreError("image " + img.id + ": config is not JSON: " + e.what());
+    }
+    std::vector<HistoryEntry> out;
+    size_t next_layer = 0;
+    auto take_layer = [&](HistoryEntry& h) {
+        if (next_layer >= img.layers.size()) return;
+        h.layer = img.layers[next_layer++].chain_id;
+        if (auto l = layer(h.layer)) h.size = l->size;
+    };
+    if (cfg.contains("history") && cfg["history"].is_array()) {
+        for (const auto& j : cfg["history"]) {
+            HistoryEntry h;
+            h.created = parse_rfc3339(j.value("created", ""));
+            h.created_by = j.value("created_by", "");
+            h.comment = j.value("comment", "");
+            h.empty_layer = j.value("empty_layer", false);
+            if (!h.empty_layer) take_layer(h);
+            out.push_back(std::move(h));
+        }
+    }
+    // Layers the history does not account for still appear, as Docker shows them.
+    while (next_layer < img.layers.size()) {
+        HistoryEntry h;
+        take_layer(h);
+        out.push_back(std::move(h));
+    }
+    std::reverse(out.begin(), out.end());
+    return out;
+}
+
+void Store::set_name(const std::string& name, const std::string& image_id) {
+    Stmt st(*db_,
+            "INSERT INTO names(name, image_id) VALUES(?, ?) ON CONFLICT(name) DO UPDATE SET "
+            "image_id = excluded.image_id");
+    st.bind(1, name).bind(2, image_id).run();
+}
+
+void Store::tag(const std::string& ref, const std::string& name) {
+    std::string normalized = normalize_reference(name);
+    StoreLock lock(Layout{root_}.lock(), StoreLock::Mode::Exclusive);
+    recover();
+    std::string id = resolve_image_id(ref);
+    Transaction tx(*db_);
+    set_name(normalized, id);
+    tx.commit();
+}
+
+// Drops layers no image lists, then blobs nothing names, in one transaction; their files go
+// afterwards (a crash in between leaves files that recover() removes).
+void Store::delete_unreferenced() {
+    Layout l{root_};
+    std::vector<LayerRecord> doomed;
+    std::vector<std::string> doomed_blobs;
+    std::vector<std::pair<std::string, std::string>> doomed_squashes;
+    {
+        Transaction tx(*db_);
+        Stmt q(*db_,
+               std::string(kLayerColumns) + " WHERE id NOT IN (SELECT layer_id FROM image_layers)");
+        while (q.step()) doomed.push_back(layer_from_row(q));
+        for (const auto& d : doomed)
+            Stmt(*db_, "DELETE FROM layers WHERE id = ?").bind(1, d.id).run();
+        Stmt b(*db_,
+               "SELECT digest FROM blobs WHERE digest NOT IN (SELECT blob FROM image_layers) "
+               "AND digest NOT IN (SELECT blob FROM layers)");
+        while (b.step()) doomed_blobs.push_back(b.text(0));
+        for (const auto& d : doomed_blobs)
+            Stmt(*db_, "DELETE FROM blobs WHERE digest = ?").bind(1, d).run();
+        Stmt s(*db_,
+               "SELECT id, link FROM squashes WHERE id NOT IN (SELECT layer_id FROM image_layers)");
+        while (s.step()) doomed_squashes.emplace_back(s.text(0), s.text(1));
+        for (const auto& d : doomed_squashes)
+            Stmt(*db_, "DELETE FROM squashes WHERE id = ?").bind(1, d.first).run();
+        tx.commit();
+    }
+    for (const auto& d : doomed) {
+        ::unlink((l.links() + "/" + d.link).c_str());
+        remove_tree(l.layers() + "/" + digest_hex(d.id));
+    }
+    for (const auto& d : doomed_squashes) {
+        ::unlink((l.links() + "/" + d.second).c_str());
+        remove_tree(l.squashes() + "/" + digest_hex(d.first));
+    }
+    for (const auto& d : doomed_blobs) ::unlink(l.blob(d).c_str());
+}
+
+std::vector<std::string> Store::remove_image(const std::string& ref, bool force) {
+    StoreLock lock(Layout{root_}.lock(), StoreLock::Mode::Exclusive);
+    recover();
+    std::string id = resolve_image_id(ref);
+    ImageRecord img = read_image(id);
+    std::vector<std::string> out;
+    // Removing one of several names only untags, as docker rmi does.
+    std::string name;
+    for (const std::string& n : {ref, ref + ":latest"})
+        if (std::find(img.names.begin(), img.names.end(), n) != img.names.end()) name = n;
+    if (!name.empty() && img.names.size() > 1) {
+        Transaction tx(*db_);
+        Stmt(*db_, "DELETE FROM names WHERE name = ?").bind(1, name).run();
+        tx.commit();
+        return {"Untagged: " + name};
+    }
+    std::vector<std::string> users;
+    {
+        Stmt st(*db_, "SELECT id FROM containers WHERE image_id = ?");
+        st.bind(1, id);
+        while (st.step()) users.push_back(st.text(0));
+    }
+    if (!users.empty() && !force)
+        throw StoreError(
+            "image " + ref + " is used by container " + users[0].substr(0, 12) +
+            (users.size() > 1 ? " and " + std::to_string(users.size() - 1) + " more" : "") +
+            " (remove it first, or use -f)");
+    for (const auto& c : users) {
+        std::string merged = container_dir(c) + "/merged";
+        ContainerRecord rec{c, "", id, 0};
+        if (is_mounted(rec)) unmount_merged(merged);
+    }
+    {
+        Transaction tx(*db_);
+        for (const auto& c : users)
+            Stmt(*db_, "DELETE FROM containers WHERE id = ?").bind(1, c).run();
+        Stmt(*db_, "DELETE FROM images WHERE id = ?").bind(1, id).run();
+        tx.commit();
+    }
+    for (const auto& c : users) {
+        remove_tree(container_dir(c));
+        out.push_back("Deleted container: " + c.substr(0, 12));
+    }
+    for (const auto& n : img.names) out.push_back("Untagged: " + n);
+    out.push_back("Deleted: " + id);
+    delete_unreferenced();
+    return out;
+}
+
+std::string normalize_reference(const std::string& ref) {
+    if (ref.empty()) throw StoreError("invalid reference: empty");
+    for (unsigned char c : ref) {
+        if (c <= ' ' || c == 0x7f || c == '@')
+            throw StoreError("invalid reference \"" + ref + "\": unexpected character");
+    }
+    auto [repo, tag] = split_reference(ref);
+    // Docker Hub names are kept in their familiar form, as the docker CLI shows them.
+    for (const char* hub :
+         {"docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"}) {
+        if (repo.starts_with(hub) && repo.size() > strlen(hub)) {
+            repo = repo.substr(strlen(hub));
+            break;
+        }
+    }
+    if (repo.empty()) throw StoreError("invalid reference \"" + ref + "\": no repository");
+    for (char c : repo) {
+        if (c >= 'A' && c <= 'Z')
+            throw StoreError("invalid reference \"" + ref + "\": repository must be lowercase");
+    }
+    return repo + ":" + (tag.empty() ? "latest" : tag);
+}
+
+std::pair<std::string, std::string> split_reference(const std::string& name) {
+    auto colon = name.rfind(':');
+    auto slash = name.rfind('/');
+    if (colon == std::string::npos || (slash != std::string::npos && colon < slash))
+        return {name, ""};
+    return {name.substr(0, colon), name.substr(colon + 1)};
+}
+
+int64_t parse_rfc3339(const std::string& s) {
+    struct tm tm {};
+    const char* end = strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!end) return 0;
+    int64_t t = timegm(&tm);
+    if (*end == '.')
+        while (*++end >= '0' && *end <= '9') {
+        }
+    if (*end == '+' || *end == '-') {
+        int hh = 0, mm = 0;
+        if (sscanf(end + 1, "%d:%d", &hh, &mm) == 2)
+            t -= (*end == '+' ? 1 : -1) * (hh * 3600 + mm * 60);
+    }
+    return t;
+}
+
+std::string format_rfc3339(int64_t seconds) {
+    time_t t = static_cast<time_t>(seconds);
+    struct tm tm {};
+    gmtime_r(&t, &tm);
+    char buf[64];
+    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+}  // namespace lamina::store

@@ -1,0 +1,459 @@
+// Tar extraction with openat(O_NOFOLLOW) at every component; OCI whiteouts become overlay ones.
+#include "unpack.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <memory>
+
+#include "digest.h"
+#include "error.h"
+#include "fd.h"
+#include "fsutil.h"
+
+namespace lamina::store {
+namespace {
+
+constexpr std::string_view kWhiteoutPrefix = ".wh.";
+constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
+
+struct ArchiveDeleter {
+    void operator()(archive* a) const { archive_read_free(a); }
+};
+using ArchivePtr = std::unique_ptr<archive, ArchiveDeleter>;
+
+// The decompressing inner reader feeds the tar parser and hashes what it hands over, so the
+// diffID is the digest of exactly the uncompressed bytes that were unpacked.
+struct HashingSource {
+    archive* raw = nullptr;
+    Sha256 hash;
+    char buf[128 * 1024];
+    std::string error;
+};
+
+la_ssize_t read_uncompressed(archive*, void* client, const void** out) {
+    auto* src = static_cast<HashingSource*>(client);
+    la_ssize_t n = archive_read_data(src->raw, src->buf, sizeof src->buf);
+    if (n < 0) {
+        src->error = archive_error_string(src->raw) ? archive_error_string(src->raw)
+                                                    : "decompression failed";
+        return -1;
+    }
+    src->hash.update(src->buf, static_cast<size_t>(n));
+    *out = src->buf;
+    return n;
+}
+
+std::string join(const std::vector<std::string>& comps, size_t n) {
+    std::string s;
+    for (size_t i = 0; i < n && i < comps.size(); ++i) {
+        if (i) s += '/';
+        s += comps[i];
+    }
+    return s;
+}
+
+struct PendingDir {
+    std::vector<std::string> comps;
+    mode_t mode;
+    uid_t uid;
+    gid_t gid;
+    struct timespec mtime;
+};
+
+class Extractor {
+public:
+    Extractor(const std::string& dest, const UnpackOptions& opts) : dest_(dest), opts_(opts) {
+        root_.reset(::open(dest.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (!root_) throw_errno("cannot open", dest, errno);
+        struct statvfs vfs;
+        if (::statvfs(dest.c_str(), &vfs) == 0) free_bytes_ = uint64_t(vfs.f_bavail) * vfs.f_frsize;
+    }
+
+    void entry(archive* a, archive_entry* e, UnpackResult& result);
+    void finish();
+
+private:
+    [[noreturn]] void refuse(const std::string& path, const std::string& why) {
+        throw StoreError("refusing archive entry \"" + path + "\": " + why);
+    }
+    // An O_PATH fd of the directory comps[0..n), created (0755) where missing when create is set.
+    Fd open_dir(const std::vector<std::string>& comps, size_t n, bool create,
+                const std::string& entry_path);
+    void clear_existing(int parent, const std::string& name, bool keep_dir,
+                        const std::string& entry_path);
+    void apply_xattrs(archive_entry* e, int fd_for_path, const std::string& entry_path);
+    void set_owner_and_times(int parent, const std::string& name, archive_entry* e);
+    void mark_opaque(int dirfd, const std::vector<std::string>& dir_comps,
+                     const std::string& entry_path, UnpackResult& result);
+    void make_whiteout(int parent, const std::string& name, const std::string& entry_path);
+    void write_regular(archive* a, archive_entry* e, int parent, const std::string& name,
+                       const std::string& entry_path, UnpackResult& result);
+
+    std::string dest_;
+    UnpackOptions opts_;
+    Fd root_;
+    uint64_t free_bytes_ = UINT64_MAX;
+    uint64_t written_ = 0;
+    std::vector<PendingDir> dirs_;
+};
+
+Fd Extractor::open_dir(const std::vector<std::string>& comps, size_t n, bool create,
+                       const std::string& entry_path) {
+    Fd cur(::dup(root_.get()));
+    for (size_t i = 0; i < n; ++i) {
+        const char* c = comps[i].c_str();
+        int fd = ::openat(cur.get(), c, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT && create) {
+            if (::mkdirat(cur.get(), c, 0755) != 0 && errno != EEXIST)
+                refuse(entry_path,
+                       "cannot create directory " + join(comps, i + 1) + ": " + strerror(errno));
+            fd = ::openat(cur.get(), c, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        }
+        if (fd < 0) {
+            if (errno == ENOTDIR || errno == ELOOP)
+                refuse(entry_path,
+                       "its parent " + join(comps, i + 1) + " is a symlink or not a directory");
+            refuse(entry_path, "cannot open " + join(comps, i + 1) + ": " + strerror(errno));
+        }
+        cur.reset(fd);
+    }
+    return cur;
+}
+
+// A later entry replaces an earlier one of the same name, as tar does; a directory stays when
+// the new entry is a directory too (its metadata is updated instead).
+void Extractor::clear_existing(int parent, const std::string& name, bool keep_dir,
+                               const std::string& entry_path) {
+    struct stat st;
+    if (::fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return;
+    if (keep_dir && S_ISDIR(st.st_mode)) return;
+    try {
+        remove_tree_at(parent, name);
+    } catch (const StoreError& err) {
+        refuse(entry_path, std::string("cannot replace the earlier entry: ") + err.what());
+    }
+}
+
+bool overlay_private(const char* name) {
+    return strncmp(name, "trusted.overlay.", 16) == 0 || strncmp(name, "user.overlay.", 13) == 0;
+}
+
+// Overlay-private xattrs in an archive would forge whiteouts and redirects, so they are dropped.
+void Extractor::apply_xattrs(archive_entry* e, int fd, const std::string& entry_path) {
+    if (archive_entry_xattr_reset(e) == 0) return;
+    const char* name;
+    const void* value;
+    size_t size;
+    while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
+        if (overlay_private(name)) continue;
+        if (!opts_.privileged && strncmp(name, "user.", 5) != 0) continue;
+        std::string proc = "/proc/self/fd/" + std::to_string(fd);
+        if (::setxattr(proc.c_str(), name, value, size, 0) != 0 && errno != ENOTSUP &&
+            errno != EPERM)
+            refuse(entry_path, std::string("cannot set xattr ") + name + ": " + strerror(errno));
+    }
+}
+
+void Extractor::set_owner_and_times(int parent, const std::string& name, archive_entry* e) {
+    if (opts_.privileged)
+        ::fchownat(parent, name.c_str(), static_cast<uid_t>(archive_entry_uid(e)),
+                   static_cast<gid_t>(archive_entry_gid(e)), AT_SYMLINK_NOFOLLOW);
+    struct timespec ts[2];
+    ts[1].tv_sec = archive_entry_mtime(e);
+    ts[1].tv_nsec = archive_entry_mtime_nsec(e);
+    ts[0] = ts[1];
+    ::utimensat(parent, name.c_str(), ts, AT_SYMLINK_NOFOLLOW);
+}
+
+// Root writes trusted.overlay.opaque (what the kernel reads); others write user.overlay.opaque,
+// and where no xattr fits the marker file stays, which laminafs also reads.
+void Extractor::mark_opaque(int dirfd, const std::vector<std::string>& dir_comps,
+                            const std::string& entry_path, UnpackResult& result) {
+    std::string proc = "/proc/self/fd/" + std::to_string(dirfd);
+    const char* xattr = opts_.privileged ? "trusted.overlay.opaque" : "user.overlay.opaque";
+    if (::setxattr(proc.c_str(), xattr, "y", 1, 0) == 0) return;
+    int err = errno;
+    Fd f(::openat(dirfd, std::string(kOpaqueMarker).c_str(),
+                  O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!f) refuse(entry_path, std::string("cannot mark opaque: ") + strerror(err));
+    result.warnings.push_back("directory \"" + join(dir_comps, dir_comps.size()) +
+                              "\": cannot set " + xattr + " (" + strerror(err) + "); kept the " +
+                              std::string(kOpaqueMarker) + " marker");
+}
+
+// A 0/0 character device needs CAP_MKNOD; without it ".wh.NAME" stays as an empty file.
+void Extractor::make_whiteout(int parent, const std::string& target,
+                              const std::string& entry_path) {
+    if (target.empty() || target == "." || target == ".." || target.find('/') != std::string::npos)
+        refuse(entry_path, "whiteout names no file");
+    clear_existing(parent, target, false, entry_path);
+    if (opts_.privileged && ::mknodat(parent, target.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0)
+        return;
+    std::string marker = std::string(kWhiteoutPrefix) + target;
+    clear_existing(parent, marker, false, entry_path);
+    Fd f(::openat(parent, marker.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                  0600));
+    if (!f) refuse(entry_path, std::string("cannot create whiteout: ") + strerror(errno));
+}
+
+void Extractor::write_regular(archive* a, archive_entry* e, int parent, const std::string& name,
+                              const std::string& entry_path, UnpackResult& result) {
+    la_int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
+    if (size < 0) refuse(entry_path, "negative size");
+    auto usize = static_cast<uint64_t>(size);
+    if (usize > opts_.max_entry_size)
+        refuse(entry_path, "size " + std::to_string(usize) + " exceeds the limit of " +
+                               std::to_string(opts_.max_entry_size) + " bytes");
+    if (free_bytes_ != UINT64_MAX && written_ + usize > free_bytes_)
+        refuse(entry_path, "size " + std::to_string(usize) +
+                               " exceeds the free space of the store filesystem (" +
+                               std::to_string(free_bytes_ - std::min(free_bytes_, written_)) +
+                               " bytes)");
+    clear_existing(parent, name, false, entry_path);
+    Fd f(
+        ::openat(parent, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!f) refuse(entry_path, std::string("cannot create: ") + strerror(errno));
+    const void* block;
+    size_t len;
+    la_int64_t offset;
+    uint64_t seen = 0;
+    for (;;) {
+        int rc = archive_read_data_block(a, &block, &len, &offset);
+        if (rc == ARCHIVE_EOF) break;
+        if (rc < ARCHIVE_WARN)
+            refuse(entry_path,
+                   std::string("cannot read data: ") +
+                       (archive_error_string(a) ? archive_error_string(a) : "truncated archive"));
+        if (offset < 0 || static_cast<uint64_t>(offset) + len > usize)
+            refuse(entry_path, "data beyond its size");
+        const char* p = static_cast<const char*>(block);
+        size_t done = 0;
+        while (done < len) {
+            ssize_t n = ::pwrite(f.get(), p + done, len - done, offset + static_cast<off_t>(done));
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) refuse(entry_path, std::string("cannot write: ") + strerror(errno));
+            done += static_cast<size_t>(n);
+        }
+        seen += len;
+    }
+    if (::ftruncate(f.get(), size) != 0)
+        refuse(entry_path, std::string("cannot size: ") + strerror(errno));
+    written_ += usize;
+    result.content_bytes += usize;
+    if (opts_.mode == UnpackOptions::Mode::Layer) apply_xattrs(e, f.get(), entry_path);
+    if (opts_.privileged)
+        ::fchown(f.get(), static_cast<uid_t>(archive_entry_uid(e)),
+                 static_cast<gid_t>(archive_entry_gid(e)));
+    ::fchmod(f.get(), archive_entry_perm(e) & 07777);
+    f.reset();
+    set_owner_and_times(parent, name, e);
+}
+
+void Extractor::entry(archive* a, archive_entry* e, UnpackResult& result) {
+    const char* raw_path = archive_entry_pathname(e);
+    std::string entry_path = raw_path ? raw_path : "";
+    std::vector<std::string> comps;
+    try {
+        comps = split_entry_path(entry_path);
+    } catch (const StoreError& err) {
+        refuse(entry_path, err.what());
+    }
+    if (comps.empty()) return;  // "./" itself: the layer root keeps the store's permissions
+    const std::string name = comps.back();
+    bool plain = opts_.mode == UnpackOptions::Mode::Plain;
+    mode_t type = archive_entry_filetype(e);
+    const char* hardlink = archive_entry_hardlink(e);
+
+    Fd parent = open_dir(comps, comps.size() - 1, true, entry_path);
+    if (!plain && name == kOpaqueMarker) {
+        std::vector<std::string> dir_comps(comps.begin(), comps.end() - 1);
+        mark_opaque(parent.get(), dir_comps, entry_path, result);
+        return;
+    }
+    if (!plain && name.starts_with(kWhiteoutPrefix)) {
+        make_whiteout(parent.get(), name.substr(kWhiteoutPrefix.size()), entry_path);
+        return;
+    }
+
+    if (hardlink) {
+        std::vector<std::string> tcomps;
+        try {
+            tcomps = split_entry_path(hardlink);
+        } catch (const StoreError& err) {
+            refuse(entry_path, std::string("hard link target \"") + hardlink + "\": " + err.what());
+        }
+        if (tcomps.empty()) refuse(entry_path, "hard link to the layer root");
+        Fd tparent = open_dir(tcomps, tcomps.size() - 1, false, entry_path);
+        struct stat st;
+        if (::fstatat(tparent.get(), tcomps.back().c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
+            refuse(entry_path,
+                   std::string("hard link target \"") + hardlink + "\" is not in this layer");
+        if (S_ISDIR(st.st_mode)) refuse(entry_path, "hard link to a directory");
+        if (tcomps == comps) return;
+        clear_existing(parent.get(), name, false, entry_path);
+        if (::linkat(tparent.get(), tcomps.back().c_str(), parent.get(), name.c_str(), 0) != 0)
+            refuse(entry_path, std::string("cannot link: ") + strerror(errno));
+        return;
+    }
+
+    switch (type) {
+        case AE_IFDIR: {
+            clear_existing(parent.get(), name, true, entry_path);
+            if (::mkdirat(parent.get(), name.c_str(), 0700) != 0 && errno != EEXIST)
+                refuse(entry_path, std::string("cannot create directory: ") + strerror(errno));
+            if (!plain) {
+                Fd d(::openat(parent.get(), name.c_str(),
+                              O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+                if (d) apply_xattrs(e, d.get(), entry_path);
+            }
+            PendingDir pd{comps,
+                          static_cast<mode_t>(archive_entry_perm(e) & 07777),
+                          static_cast<uid_t>(archive_entry_uid(e)),
+                          static_cast<gid_t>(archive_entry_gid(e)),
+                          {archive_entry_mtime(e), archive_entry_mtime_nsec(e)}};
+            dirs_.push_back(std::move(pd));
+            return;
+        }
+        case AE_IFREG:
+            write_regular(a, e, parent.get(), name, entry_path, result);
+            return;
+        case AE_IFLNK: {
+            const char* target = archive_entry_symlink(e);
+            if (!target || !*target) refuse(entry_path, "symlink without a target");
+            clear_existing(parent.get(), name, false, entry_path);
+            if (::symlinkat(target, parent.get(), name.c_str()) != 0)
+                refuse(entry_path, std::string("cannot create symlink: ") + strerror(errno));
+            set_owner_and_times(parent.get(), name, e);
+            return;
+        }
+        case AE_IFCHR:
+        case AE_IFBLK:
+        case AE_IFIFO: {
+            if (plain) refuse(entry_path, "device or fifo in an image archive");
+            dev_t dev = makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e));
+            bool whiteout = type == AE_IFCHR && dev == 0;
+            clear_existing(parent.get(), name, false, entry_path);
+            if (type != AE_IFIFO && !opts_.privileged) {
+                if (whiteout) {
+                    make_whiteout(parent.get(), name, entry_path);
+                } else {
+                    result.warnings.push_back("skipped device node \"" + entry_path +
+                                              "\": creating devices needs root");
+                }
+                return;
+            }
+            mode_t kind = type == AE_IFCHR ? S_IFCHR : type == AE_IFBLK ? S_IFBLK : S_IFIFO;
+            if (::mknodat(parent.get(), name.c_str(), kind | (archive_entry_perm(e) & 07777),
+                          dev) != 0)
+                refuse(entry_path, std::string("cannot create node: ") + strerror(errno));
+            set_owner_and_times(parent.get(), name, e);
+            if (opts_.privileged)
+                ::fchmodat(parent.get(), name.c_str(), archive_entry_perm(e) & 07777, 0);
+            return;
+        }
+        default:
+            refuse(entry_path, "unsupported entry type");
+    }
+}
+
+// Directory modes and times are applied last and deepest first: a read-only directory must still
+// take its children, and writing children moves the parent's mtime.
+void Extractor::finish() {
+    std::stable_sort(dirs_.begin(), dirs_.end(), [](const PendingDir& x, const PendingDir& y) {
+        return x.comps.size() > y.comps.size();
+    });
+    for (const auto& pd : dirs_) {
+        std::string path = join(pd.comps, pd.comps.size());
+        Fd parent = open_dir(pd.comps, pd.comps.size() - 1, false, path);
+        const char* name = pd.comps.back().c_str();
+        struct stat st;
+        if (::fstatat(parent.get(), name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+            continue;
+        if (opts_.privileged) ::fchownat(parent.get(), name, pd.uid, pd.gid, AT_SYMLINK_NOFOLLOW);
+        mode_t mode = pd.mode;
+        // Unprivileged, the store must still be able to read and remove what it unpacked.
+        if (!opts_.privileged) mode |= 0700;
+        ::fchmodat(parent.get(), name, mode, 0);
+        struct timespec ts[2] = {pd.mtime, pd.mtime};
+        ::utimensat(parent.get(), name, ts, AT_SYMLINK_NOFOLLOW);
+    }
+}
+
+}  // namespace
+
+std::vector<std::string> split_entry_path(const std::string& raw) {
+    if (raw.empty()) throw StoreError("empty path");
+    if (raw[0] == '/') throw StoreError("absolute path");
+    std::vector<std::string> comps;
+    size_t pos = 0;
+    while (pos <= raw.size()) {
+        size_t slash = raw.find('/', pos);
+        if (slash == std::string::npos) slash = raw.size();
+        std::string c = raw.substr(pos, slash - pos);
+        if (c == "..") throw StoreError("path has a \"..\" component");
+        if (!c.empty() && c != ".") comps.push_back(std::move(c));
+        pos = slash + 1;
+    }
+    return comps;
+}
+
+UnpackResult unpack_tar(const std::string& archive_path, const std::string& dest_dir,
+                        const UnpackOptions& opts) {
+    ArchivePtr raw(archive_read_new());
+    archive_read_support_filter_all(raw.get());
+    archive_read_support_format_raw(raw.get());
+    if (archive_read_open_filename(raw.get(), archive_path.c_str(), 1 << 17) != ARCHIVE_OK)
+        throw StoreError("cannot open " + archive_path + ": " + archive_error_string(raw.get()));
+    archive_entry* raw_entry;
+    HashingSource src;
+    src.raw = raw.get();
+    UnpackResult result;
+    int rc = archive_read_next_header(raw.get(), &raw_entry);
+    if (rc == ARCHIVE_EOF) throw StoreError("cannot read " + archive_path + ": empty file");
+    if (rc < ARCHIVE_WARN)
+        throw StoreError("cannot read " + archive_path + ": " + archive_error_string(raw.get()));
+
+    ArchivePtr tar(archive_read_new());
+    archive_read_support_format_tar(tar.get());
+    if (archive_read_open(tar.get(), &src, nullptr, read_uncompressed, nullptr) != ARCHIVE_OK)
+        throw StoreError("cannot read " + archive_path +
+                         " as tar: " + archive_error_string(tar.get()));
+    Extractor ex(dest_dir, opts);
+    archive_entry* e;
+    for (;;) {
+        rc = archive_read_next_header(tar.get(), &e);
+        if (rc == ARCHIVE_EOF) break;
+        if (rc < ARCHIVE_WARN) {
+            std::string why = !src.error.empty()                ? src.error
+                              : archive_error_string(tar.get()) ? archive_error_string(tar.get())
+                                                                : "bad header";
+            throw StoreError("cannot read " + archive_path + ": " + why);
+        }
+        ex.entry(tar.get(), e, result);
+    }
+    ex.finish();
+    // Padding after the end-of-archive blocks is part of the layer's digest too.
+    char sink[65536];
+    for (;;) {
+        la_ssize_t n = archive_read_data(raw.get(), sink, sizeof sink);
+        if (n < 0)
+            throw StoreError("cannot read " + archive_path + ": " +
+                             archive_error_string(raw.get()));
+        if (n == 0) break;
+        src.hash.update(sink, static_cast<size_t>(n));
+    }
+    result.diff_id = src.hash.digest();
+    return result;
+}
+
+}  // namespace lamina::store
