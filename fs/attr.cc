@@ -82,6 +82,7 @@ int Overlay::setattr(Node* node, FileHandle* fh, const struct stat& attr, int to
         int rc = fd >= 0 ? futimens(fd, tv) : utimensat(dirfd, rel, tv, AT_SYMLINK_NOFOLLOW);
         if (rc != 0) return errno;
     }
+    invalidate_peers(node);
     if (fd >= 0) {
         if (fstat(fd, &out) != 0) return errno;
         fix_stat(node, out);

@@ -171,8 +171,10 @@ int Overlay::copy_up_locked(Node* node) {
     node->in_upper = true;
     struct stat ust;
     if (fstatat(stack_.fd(kUpperLayer), dst.empty() ? "." : dst.c_str(), &ust,
-                AT_SYMLINK_NOFOLLOW) == 0)
+                AT_SYMLINK_NOFOLLOW) == 0) {
         node->ino = make_ino(kUpperLayer, ust.st_ino);
+        if (!S_ISDIR(ust.st_mode)) table_.set_upper_ino(node, ust.st_ino);
+    }
     return 0;
 }
 

@@ -91,19 +91,23 @@ void Overlay::chown_new(int dirfd, const char* name, const Credentials& cred, No
     gid_t gid = cred.gid;
     struct stat pst;
     std::string prel = path_of(parent);
-    if (fstatat(stack_.fd(kUpperLayer), prel.empty() ? "." : prel.c_str(), &pst, 0) == 0 &&
-        (pst.st_mode & S_ISGID))
-        gid = pst.st_gid;
+    bool setgid_parent =
+        fstatat(stack_.fd(kUpperLayer), prel.empty() ? "." : prel.c_str(), &pst, 0) == 0 &&
+        (pst.st_mode & S_ISGID);
+    if (setgid_parent) gid = pst.st_gid;
     fchownat(dirfd, name, cred.uid, gid, AT_SYMLINK_NOFOLLOW);
+    // The entry was made in the work dir, so it did not inherit what a setgid parent passes on.
+    struct stat st;
+    if (setgid_parent && fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+        fchmodat(dirfd, name, (st.st_mode & 07777) | S_ISGID, 0);
 }
 
 int Overlay::finish_entry_locked(Node* parent, std::string_view name, EntryReply& out) {
     std::unique_ptr<Node> fresh;
     if (int err = lookup_locked(parent, name, fresh, out.st)) return err;
     if (Node* old = table_.find(parent, name)) table_.unhash(old);
-    out.node = table_.find_or_insert(parent, name, fresh);
-    fix_stat(out.node, out.st);
-    out.node->ino = out.st.st_ino;
+    insert_looked_up(parent, name, fresh, out);
+    invalidate_peers(out.node);  // a new link changes every name's st_nlink
     return 0;
 }
 
@@ -134,6 +138,7 @@ int Overlay::create(Node* parent, std::string_view name, mode_t mode, int flags,
     }
     if ((err = finish_entry_locked(parent, name, out))) return err;
     fh = std::make_unique<FileHandle>();
+    out.node->open_count++;
     fh->node = out.node;
     fh->flags = flags;
     fh->fd = std::move(fd);
@@ -233,6 +238,7 @@ int Overlay::unlink(Node* parent, std::string_view name) {
     if (int err = lookup_locked(parent, name, child, st)) return err;
     if (child->is_dir()) return EISDIR;
     if (int err = copy_up_locked(parent)) return err;
+    if (Node* old = table_.find(parent, name)) keep_open_copy_locked(old);
     bool lower = lower_has_name(parent, name);
     std::string rel = join(path_of(parent), name);
     int upper = stack_.fd(kUpperLayer);
@@ -255,7 +261,10 @@ int Overlay::unlink(Node* parent, std::string_view name) {
         err = make_whiteout_locked(parent, name);
     }
     if (err) return err;
-    if (Node* old = table_.find(parent, name)) table_.unhash(old);
+    if (Node* old = table_.find(parent, name)) {
+        invalidate_peers(old);  // their st_nlink dropped
+        table_.unhash(old);
+    }
     return 0;
 }
 

@@ -46,8 +46,13 @@ int Overlay::open(Node* node, int flags, const Credentials&, std::unique_ptr<Fil
         }
         if (!fh->fd) return errno;
     }
+    node->open_count++;
     out = std::move(fh);
     return 0;
+}
+
+void Overlay::release(std::unique_ptr<FileHandle> fh) {
+    if (fh && fh->node) fh->node->open_count--;
 }
 
 int Overlay::sync_handle(FileHandle& fh) {

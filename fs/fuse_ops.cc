@@ -56,6 +56,18 @@ Credentials creds(fuse_req_t req) {
     return Credentials{c->uid, c->gid, c->umask};
 }
 
+// Drops the kernel's caches of other names of a hardlinked file this request changed. Runs after
+// the reply, with no lock held: invalidation may wait for pages a blocked request holds.
+// `se` is taken before the reply: the request is gone once answered.
+void flush_invalidations(fuse_session* se) {
+    auto& pending = Overlay::pending_invalidations();
+    if (pending.empty()) return;
+    std::vector<uint64_t> todo;
+    todo.swap(pending);
+    if (!se) return;
+    for (uint64_t ino : todo) fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
+}
+
 void log_op(const char* op, fuse_ino_t ino, const char* name = nullptr) {
     if (spdlog::should_log(spdlog::level::debug))
         spdlog::debug("{} ino={:#x}{}{}", op, ino, name ? " name=" : "", name ? name : "");
@@ -67,7 +79,8 @@ void reply_entry(fuse_req_t req, const EntryReply& e) {
     p.attr = e.st;
     p.attr_timeout = ctx(req).config.timeout;
     p.entry_timeout = ctx(req).config.timeout;
-    if (fuse_reply_entry(req, &p) != 0) ov(req).forget(e.node, 1);
+    Overlay& o = ov(req);  // the request is freed by the reply, even a failed one
+    if (fuse_reply_entry(req, &p) != 0) o.forget(e.node, 1);
 }
 
 // Lower files never change, and upper files change only through this mount, so the page cache
@@ -147,6 +160,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+    fuse_session* se = ctx(req).se;
     log_op("setattr", ino);
     struct stat out;
     int err = ov(req).setattr(node_of(req, ino), fi ? file_of(fi) : nullptr, *attr, to_set,
@@ -156,6 +170,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
         return;
     }
     fuse_reply_attr(req, &out, ctx(req).config.timeout);
+    flush_invalidations(se);
 }
 
 void op_readlink(fuse_req_t req, fuse_ino_t ino) {
@@ -199,21 +214,22 @@ void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const cha
 }
 
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+    fuse_session* se = ctx(req).se;
     log_op("link", newparent, newname);
     EntryReply e;
     if (int err = ov(req).link(node_of(req, ino), node_of(req, newparent), newname, e)) {
         fuse_reply_err(req, err);
         return;
     }
-    fuse_session* se = ctx(req).se;
     reply_entry(req, e);
-    // The new name is a node of its own; the old one's cached st_nlink is stale now.
-    if (se) fuse_lowlevel_notify_inval_inode(se, ino, -1, 0);
+    flush_invalidations(se);  // the other names' st_nlink
 }
 
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    fuse_session* se = ctx(req).se;
     log_op("unlink", parent, name);
     fuse_reply_err(req, ov(req).unlink(node_of(req, parent), name));
+    flush_invalidations(se);
 }
 
 void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -244,10 +260,11 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     p.attr = e.st;
     p.attr_timeout = ctx(req).config.timeout;
     p.entry_timeout = ctx(req).config.timeout;
+    Overlay& o = ov(req);  // the request is freed by the reply, even a failed one
     if (fuse_reply_create(req, &p, fi) == 0)
         fh.release();
     else
-        ov(req).forget(e.node, 1);
+        o.forget(e.node, 1);
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -268,6 +285,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
     std::unique_lock lock(fh->mu);
     if (fh->on_lower) {
         if (int err = ov(req).sync_handle(*fh)) {
+            lock.unlock();
             fuse_reply_err(req, err);
             return;
         }
@@ -281,6 +299,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 }
 
 void op_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
+    fuse_session* se = ctx(req).se;
     (void)ino;
     FileHandle* fh = file_of(fi);
     fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
@@ -288,10 +307,14 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fu
     out.buf[0].fd = fh->fd.get();
     out.buf[0].pos = off;
     ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
-    if (n < 0)
+    if (n < 0) {
         fuse_reply_err(req, static_cast<int>(-n));
-    else
-        fuse_reply_write(req, static_cast<size_t>(n));
+        return;
+    }
+    // Peers are collected before the reply: afterwards the handle and node may be gone.
+    if (fh->node->has_peers) ov(req).invalidate_peers(fh->node);
+    fuse_reply_write(req, static_cast<size_t>(n));
+    flush_invalidations(se);
 }
 
 void op_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -304,7 +327,7 @@ void op_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     (void)ino;
-    std::unique_ptr<FileHandle> owned(file_of(fi));
+    ov(req).release(std::unique_ptr<FileHandle>(file_of(fi)));
     fuse_reply_err(req, 0);
 }
 
@@ -338,9 +361,11 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
                 bool plus) {
     log_op(plus ? "readdirplus" : "readdir", ino);
     DirHandle* dh = dir_of(fi);
-    std::lock_guard lock(dh->mu);
+    // Never reply with the lock held: once the reply is out, releasedir may free the handle.
+    std::unique_lock lock(dh->mu);
     if (off == 0 || !dh->loaded) {
         if (int err = ov(req).load_dir(*dh)) {
+            lock.unlock();
             fuse_reply_err(req, err);
             return;
         }
@@ -381,6 +406,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
         }
         used += n;
     }
+    lock.unlock();
     fuse_reply_buf(req, buf.data(), used);
 }
 
@@ -421,8 +447,10 @@ void op_statfs(fuse_req_t req, fuse_ino_t ino) {
 
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                  int flags) {
+    fuse_session* se = ctx(req).se;
     log_op("setxattr", ino, name);
     fuse_reply_err(req, ov(req).setxattr(node_of(req, ino), name, value, size, flags));
+    flush_invalidations(se);
 }
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
@@ -452,8 +480,10 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+    fuse_session* se = ctx(req).se;
     log_op("removexattr", ino, name);
     fuse_reply_err(req, ov(req).removexattr(node_of(req, ino), name));
+    flush_invalidations(se);
 }
 
 void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
@@ -469,8 +499,10 @@ void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_i
     std::unique_lock lock(fh->mu);
     if (fh->on_lower) ov(req).sync_handle(*fh);
     off_t res = lseek(fh->fd.get(), off, whence);
+    int err = errno;
+    lock.unlock();
     if (res < 0)
-        fuse_reply_err(req, errno);
+        fuse_reply_err(req, err);
     else
         fuse_reply_lseek(req, res);
 }

@@ -164,14 +164,46 @@ int Overlay::lookup(Node* parent, std::string_view name, EntryReply& out) {
     std::unique_ptr<Node> fresh;
     int err = lookup_locked(parent, name, fresh, out.st);
     if (err) return err;
-    out.node = table_.find_or_insert(parent, name, fresh);
-    fix_stat(out.node, out.st);
-    out.node->ino = out.st.st_ino;
+    insert_looked_up(parent, name, fresh, out);
     return 0;
 }
 
+void Overlay::insert_looked_up(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh,
+                               EntryReply& out) {
+    ino_t real_ino = out.st.st_ino;
+    out.node = table_.find_or_insert(parent, name, fresh);
+    if (out.node->in_upper && !out.node->is_dir()) table_.set_upper_ino(out.node, real_ino);
+    fix_stat(out.node, out.st);
+    out.node->ino = out.st.st_ino;
+}
+
+std::vector<uint64_t>& Overlay::pending_invalidations() {
+    static thread_local std::vector<uint64_t> pending;
+    return pending;
+}
+
+void Overlay::invalidate_peers(Node* node) {
+    if (!node->has_peers) return;
+    auto peers = table_.peers_of(node);
+    auto& pending = pending_invalidations();
+    pending.insert(pending.end(), peers.begin(), peers.end());
+}
+
+void Overlay::keep_open_copy_locked(Node* node) {
+    if (node->open_count == 0 || node->unlinked_fd) return;
+    std::string rel = node->in_upper ? path_of(node) : node->lower_path;
+    node->unlinked_fd.reset(
+        openat(stack_.fd(node->top_layer()), rel_or_dot(rel), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    node->unlinked_from_lower = !node->in_upper;
+}
+
 int Overlay::stat_node_locked(const Node* node, struct stat& st) {
-    if (node->unlinked) return ENOENT;
+    if (node->unlinked) {
+        if (!node->unlinked_fd || fstat(node->unlinked_fd.get(), &st) != 0) return ENOENT;
+        if (node->unlinked_from_lower) st.st_nlink = 0;  // the lower copy stays; this name is gone
+        fix_stat(node, st);
+        return 0;
+    }
     int rc;
     if (node->in_upper) {
         std::string p = path_of(node);

@@ -129,6 +129,7 @@ int main(int argc, char** argv) {
     fuse_session_unmount(se.get());
     fuse_remove_signal_handlers(se.get());
     se.reset();
+    fuse_opt_free_args(&args);
     free_fuse_userdata(userdata);
     return rc == 0 ? 0 : 1;
 }

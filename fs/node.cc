@@ -72,6 +72,7 @@ void NodeTable::release_locked(Node* node) {
         if (hashed_locked(node)) by_name_.erase(by_name_.find(KeyView{node->parent, node->name}));
         Node* parent = node->parent;
         parent->children--;
+        drop_upper_ino_locked(node);
         owned_.erase(node);
         node = parent;
     }
@@ -104,6 +105,46 @@ void NodeTable::rename(Node* node, Node* new_parent, std::string_view new_name) 
     by_name_.emplace(Key{new_parent, node->name}, node);
     old_parent->children--;
     release_locked(old_parent);
+}
+
+void NodeTable::update_peers_locked(ino_t upper_ino) {
+    auto [first, last] = by_upper_ino_.equal_range(upper_ino);
+    bool several = first != last && std::next(first) != last;
+    for (auto it = first; it != last; ++it) it->second->has_peers = several;
+}
+
+void NodeTable::drop_upper_ino_locked(Node* node) {
+    if (!node->upper_ino) return;
+    auto [first, last] = by_upper_ino_.equal_range(node->upper_ino);
+    for (auto it = first; it != last; ++it) {
+        if (it->second == node) {
+            by_upper_ino_.erase(it);
+            break;
+        }
+    }
+    update_peers_locked(node->upper_ino);
+    node->upper_ino = 0;
+    node->has_peers = false;
+}
+
+void NodeTable::set_upper_ino(Node* node, ino_t upper_ino) {
+    std::lock_guard lock(mu_);
+    if (node->upper_ino == upper_ino) return;
+    drop_upper_ino_locked(node);
+    node->upper_ino = upper_ino;
+    by_upper_ino_.emplace(upper_ino, node);
+    update_peers_locked(upper_ino);
+}
+
+std::vector<uint64_t> NodeTable::peers_of(Node* node) {
+    std::vector<uint64_t> out;
+    std::lock_guard lock(mu_);
+    if (!node->upper_ino) return out;
+    auto [first, last] = by_upper_ino_.equal_range(node->upper_ino);
+    for (auto it = first; it != last; ++it) {
+        if (it->second != node) out.push_back(reinterpret_cast<uintptr_t>(it->second));
+    }
+    return out;
 }
 
 size_t NodeTable::size() {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "layers.h"
+#include "unique_fd.h"
 
 namespace lamina {
 
@@ -36,9 +37,19 @@ struct Node {
     // Unlinked, removed or renamed over: the kernel may still hold it (an open file, a lookup
     // racing with unlink), but its merged path names something else now.
     bool unlinked = false;
+    // Open file handles on this node, and, once it is unlinked while open, a descriptor of the
+    // removed copy so fstat() still answers (nlink 0), as on the kernel overlay.
+    std::atomic<int> open_count{0};
+    UniqueFd unlinked_fd;
+    bool unlinked_from_lower = false;
 
     // Lower layers holding this entry, top first: for a non-directory at most one, for a
     // directory every layer that merges into it. All at lower_path.
+    // Upper copy of a non-directory: its inode number there. Every name of an upper hardlink is
+    // a node of its own; peers share this number and are told apart from the rest by it.
+    ino_t upper_ino = 0;
+    std::atomic<bool> has_peers{false};
+
     std::vector<LayerNo> lowers;
     std::string lower_path;  // relative path inside the lower layers ("" for the root)
 
@@ -81,6 +92,13 @@ public:
     // Takes a node out of the name hash (after unlink/rmdir); it lives until forgotten.
     void unhash(Node* node);
 
+    // Records the upper inode of a non-directory node, so names of one hardlinked file can
+    // find each other (their kernel caches must be dropped when one of them changes).
+    void set_upper_ino(Node* node, ino_t upper_ino);
+    // The other nodes naming the same upper file, as FUSE node ids (they may be stale by the time
+    // they are used: only for cache invalidation).
+    std::vector<uint64_t> peers_of(Node* node);
+
     size_t size();
 
     std::mutex& mutex() { return mu_; }
@@ -115,6 +133,10 @@ private:
     std::unique_ptr<Node> root_;
     std::unordered_map<Key, Node*, Hash, Eq> by_name_;
     std::unordered_map<Node*, std::unique_ptr<Node>> owned_;
+    std::unordered_multimap<ino_t, Node*> by_upper_ino_;
+
+    void drop_upper_ino_locked(Node* node);
+    void update_peers_locked(ino_t upper_ino);
 };
 
 }  // namespace lamina

@@ -104,6 +104,7 @@ public:
     // --- file.cc
     int open(Node* node, int flags, const Credentials& cred, std::unique_ptr<FileHandle>& out);
     int sync_handle(FileHandle& fh);  // switches a lower read handle to the upper copy if any
+    void release(std::unique_ptr<FileHandle> fh);
 
     // --- xattr.cc
     int getxattr(Node* node, const char* name, std::string& value, size_t size);
@@ -131,6 +132,12 @@ public:
     // The merged path of a node relative to the mount root ("" for the root). Needs the tree lock.
     std::string path_of(const Node* node) const;
 
+    // Kernel caches to drop after the current request is answered: other names of a hardlinked
+    // upper file that the request changed. Collected per thread, drained by the FUSE glue.
+    static std::vector<uint64_t>& pending_invalidations();
+    // Queues the node's hardlink peers for invalidation if it has any.
+    void invalidate_peers(Node* node);
+
 private:
     friend class CopyUp;
 
@@ -151,6 +158,11 @@ private:
     int check_writable() const { return read_only_ ? EROFS : 0; }
     bool lower_has_name(Node* parent, std::string_view name);
     int finish_entry_locked(Node* parent, std::string_view name, EntryReply& out);
+    // Before a name goes away: keeps a descriptor of the copy if the node is open.
+    void keep_open_copy_locked(Node* node);
+    // Puts a freshly looked-up node in the table (or takes the one there) and fills `out`.
+    void insert_looked_up(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh,
+                          EntryReply& out);
     int create_entry(Node* parent, std::string_view name,
                      const std::function<int(int, const char*)>& make, bool is_dir,
                      const Credentials& cred, EntryReply& out);

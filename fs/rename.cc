@@ -110,13 +110,17 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
         target_in_upper = false;
     }
     if (int err = mark_moved_dir(src, from, dst_lower_below)) return err;
+    if (Node* old = table_.find(new_parent, new_name)) keep_open_copy_locked(old);
     unsigned rflags = src_lower_remains ? RENAME_WHITEOUT : 0;
     if (renameat2(upper, from.c_str(), upper, to.c_str(), rflags) != 0) {
         if (!src_lower_remains || (errno != EINVAL && errno != EPERM)) return errno;
         if (renameat2(upper, from.c_str(), upper, to.c_str(), 0) != 0) return errno;
         if (int err = make_whiteout_locked(parent, name)) return err;
     }
-    if (Node* old = table_.find(new_parent, new_name)) table_.unhash(old);
+    if (Node* old = table_.find(new_parent, new_name)) {
+        invalidate_peers(old);
+        table_.unhash(old);
+    }
     if (Node* moved = table_.find(parent, name)) table_.rename(moved, new_parent, new_name);
     return 0;
 }

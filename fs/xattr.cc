@@ -74,6 +74,7 @@ int Overlay::setxattr(Node* node, const char* name, const char* value, size_t si
     std::unique_lock lock(tree_);
     if (int err = copy_up_locked(node)) return err;
     std::string abs = stack_.abs_path(kUpperLayer, path_of(node));
+    invalidate_peers(node);
     return xattr_result(lsetxattr(abs.c_str(), name, value, size, flags));
 }
 
@@ -90,6 +91,7 @@ int Overlay::removexattr(Node* node, const char* name) {
     }
     if (int err = copy_up_locked(node)) return err;
     std::string abs = stack_.abs_path(kUpperLayer, path_of(node));
+    invalidate_peers(node);
     return xattr_result(lremovexattr(abs.c_str(), name));
 }
 

@@ -1,0 +1,1710 @@
+// Differential operation fuzzer: one seeded random sequence of changes, applied through kernel overlayfs and laminafs, must give the same results and the same trees.
+//
+// For each depth (number of lower layers) random lower layers are written once -- files,
+// directories, symlinks, hardlinks, fifos, whiteouts (char 0/0), opaque directories
+// (trusted.overlay.opaque=y), user.* xattrs -- and copied with `cp -a --preserve=all` for each
+// side, which then gets its own empty upper and work directory. Kernel overlayfs (the oracle,
+// redirect_dir=on,index=off,metacopy=off) and laminafs (LAMINAFS_BIN) mount their copies. Random
+// operations, chosen from the current merged tree plus some missing names, run through both mount
+// points; every return code and errno must agree, and every few operations the merged trees (names,
+// types, modes, owners, sizes, contents, symlink targets, xattrs, nlink of non-directories) and
+// the entries of the upper layers are compared. The first divergence stops that depth's run and
+// prints the operations leading to it.
+//
+//   LAMINA_FUZZ_SEED=S            base seed (printed; random when unset); a depth's run depends
+//                                 only on S and the depth
+//   LAMINA_FUZZ_OPS=N             operations per depth (default 400)
+//   LAMINA_FUZZ_DEPTHS=1,4        lower-layer counts to run (default 1,2,4,16)
+//   LAMINA_FUZZ_CHECK_EVERY=K     compare whole trees after every K operations (default 4)
+//   LAMINA_FUZZ_SKIP=a,b          operation kinds not to generate (names as printed, e.g.
+//                                 rename_exchange) and generator features to leave out
+//                                 (lower_hardlinks, setgid_dirs), to get past a known divergence
+//   LAMINA_FUZZ_MINIMIZE=1        on a divergence, replay ever smaller subsets of the operations
+//                                 on fresh copies and print the smallest sequence that still
+//                                 diverges the same way, with the lower entries it touches
+//   LAMINA_FUZZ_CANDIDATE=kernel  mount the kernel on both sides: checks the harness (must pass)
+//   LAMINA_FUZZ_DROP_CACHES=1     drop the kernel's caches before each tree comparison, which
+//                                 tells a stale FUSE cache (laminafs did not invalidate) from
+//                                 wrong state in the daemon; affects the whole machine
+//
+// Things the kernel does that shape this harness (found on 6.18):
+// - readdir of a directory that merges with nothing below lists that layer's whiteouts, which
+//   lstat reports as ENOENT; such phantom names are dropped on the kernel side only.
+// - Upper layers differ in overlay-private xattrs (the kernel writes origin and impure, formats
+//   of redirects may differ); those are summarised as notes, not failures.
+// - Names starting with ".wh." are refused by laminafs on purpose and are never generated;
+//   overlay-private xattrs are never set through the mounts.
+// - Symlink targets are relative without "..", or absolute under a directory that does not
+//   exist, so no operation that follows a link can leave the mount.
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fixture.h"
+
+namespace lamina::test {
+namespace {
+
+constexpr size_t kHistoryShown = 20;
+constexpr size_t kDifferencesShown = 12;
+constexpr int kSlots = 4;          // descriptors an operation sequence may hold open
+constexpr int kMaxLayerDepth = 3;  // directory depth of generated lower entries
+constexpr auto kStepLimit = std::chrono::seconds(60);
+const char* const kMissingRoot = "/nonexistent-lamina-fuzz/missing";
+
+// ---------------------------------------------------------------------------------------------
+// Randomness that is the same everywhere (std distributions are not), so a printed seed
+// reproduces on any machine.
+
+class Rng {
+public:
+    explicit Rng(uint64_t seed) : state_(seed) {}
+    uint64_t next() {
+        state_ += 0x9e3779b97f4a7c15ULL;
+        uint64_t z = state_;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        return z ^ (z >> 31);
+    }
+    uint64_t below(uint64_t n) { return n == 0 ? 0 : next() % n; }
+    uint64_t between(uint64_t lo, uint64_t hi) { return lo + below(hi - lo + 1); }
+    bool chance(unsigned percent) { return below(100) < percent; }
+    template <class T>
+    const T& pick(const std::vector<T>& from) {
+        return from[below(from.size())];
+    }
+
+private:
+    uint64_t state_;
+};
+
+uint64_t mix_seed(uint64_t seed, uint64_t salt) {
+    Rng rng(seed ^ (salt * 0xd1b54a32d192ed03ULL));
+    return rng.next();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers.
+
+class Fd {
+public:
+    explicit Fd(int fd = -1) : fd_(fd) {}
+    Fd(const Fd&) = delete;
+    Fd& operator=(const Fd&) = delete;
+    ~Fd() {
+        if (fd_ >= 0) close(fd_);
+    }
+    int get() const { return fd_; }
+
+private:
+    int fd_;
+};
+
+class DirStream {
+public:
+    explicit DirStream(const std::string& path) : dir_(opendir(path.c_str())) {}
+    DirStream(const DirStream&) = delete;
+    DirStream& operator=(const DirStream&) = delete;
+    ~DirStream() {
+        if (dir_) closedir(dir_);
+    }
+    DIR* get() const { return dir_; }
+
+private:
+    DIR* dir_;
+};
+
+// Sets the umask for one operation, so both sides create with the same one.
+class ScopedUmask {
+public:
+    explicit ScopedUmask(mode_t mask) : old_(umask(mask)) {}
+    ~ScopedUmask() { umask(old_); }
+
+private:
+    mode_t old_;
+};
+
+std::string errno_name(int err) {
+    const char* name = strerrorname_np(err);
+    return name ? name : "errno" + std::to_string(err);
+}
+
+std::string failed(int err) {
+    return "ERR " + errno_name(err);
+}
+
+std::string octal(unsigned long value) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "0%lo", value);
+    return buf;
+}
+
+std::string quoted(const std::string& text) {
+    std::string out = "\"";
+    for (unsigned char c : text) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += static_cast<char>(c);
+        } else if (c < 0x20 || c >= 0x7f) {
+            char buf[8];
+            snprintf(buf, sizeof buf, "\\x%02x", c);
+            out += buf;
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    return out + "\"";
+}
+
+// Long values (file contents, big xattrs) shown by length and hash.
+std::string shown(const std::string& value) {
+    if (value.size() <= 64) return quoted(value);
+    char buf[64];
+    snprintf(buf, sizeof buf, "<%zu bytes, xxh3 %016llx>", value.size(),
+             static_cast<unsigned long long>(XXH3_64bits(value.data(), value.size())));
+    return buf;
+}
+
+std::string join_path(const std::string& dir, const std::string& name) {
+    return dir.empty() ? name : dir + "/" + name;
+}
+
+std::string parent_of(const std::string& path) {
+    size_t slash = path.rfind('/');
+    return slash == std::string::npos ? "" : path.substr(0, slash);
+}
+
+int depth_of(const std::string& path) {
+    return path.empty() ? 0 : 1 + static_cast<int>(std::count(path.begin(), path.end(), '/'));
+}
+
+std::vector<std::string> ancestors_of(const std::string& path) {
+    std::vector<std::string> out;
+    for (size_t pos = path.find('/'); pos != std::string::npos; pos = path.find('/', pos + 1)) {
+        out.push_back(path.substr(0, pos));
+    }
+    return out;
+}
+
+bool is_under(const std::string& path, const std::string& dir) {
+    return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+                           path[dir.size()] == '/');
+}
+
+std::string random_bytes(Rng& rng, size_t length) {
+    std::string out(length, '\0');
+    for (auto& c : out) c = static_cast<char>('a' + rng.below(26));
+    return out;
+}
+
+std::string read_all(int fd, std::string& out) {
+    char buf[65536];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return failed(errno);
+        }
+        if (n == 0) return "";
+        out.append(buf, static_cast<size_t>(n));
+    }
+}
+
+std::optional<std::string> env_text(const char* name) {
+    const char* value = getenv(name);
+    if (!value || !*value) return std::nullopt;
+    return std::string(value);
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+    std::vector<std::string> out;
+    std::stringstream in(text);
+    for (std::string item; std::getline(in, item, ',');) {
+        if (!item.empty()) out.push_back(item);
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lower layers, written straight to disk: l0 (top) .. lN-1. Names come from a small pool and
+// paths are reused across layers, so directories merge, whiteouts and opaque directories hide
+// something, and files shadow directories and the reverse.
+
+const std::vector<std::string> kNames = {"a", "b", "c", "d", "e", "f", "g", "h",
+                                         "n0", "n1", "n2", "dir", "file", "x y", "\xc3\xbc"};
+const std::vector<uint32_t> kIds = {0, 0, 0, 1000, 1001, 65534};
+
+std::string random_symlink_target(Rng& rng) {
+    uint64_t roll = rng.below(100);
+    if (roll < 45) return rng.pick(kNames);
+    if (roll < 75) return rng.pick(kNames) + "/" + rng.pick(kNames);
+    if (roll < 82) return ".";
+    if (roll < 90) return std::string(kMissingRoot) + "/" + rng.pick(kNames);
+    if (roll < 95) return "self-loop";  // points at itself when named so; dangling otherwise
+    return random_bytes(rng, rng.between(100, 300));
+}
+
+mode_t random_file_mode(Rng& rng) {
+    static const std::vector<mode_t> modes = {0644, 0644, 0600, 0755, 0444, 0000, 04755, 02755, 0666};
+    if (rng.chance(8)) return static_cast<mode_t>(rng.below(07777 + 1));
+    return rng.pick(modes);
+}
+
+mode_t random_dir_mode(Rng& rng) {
+    static const std::vector<mode_t> modes = {0755, 0755, 0755, 0700, 0555, 01777, 02775, 0711};
+    if (rng.chance(6)) return static_cast<mode_t>(rng.below(07777 + 1));
+    return rng.pick(modes);
+}
+
+// Generator features LAMINA_FUZZ_SKIP may turn off (besides operation kinds), to get past a
+// divergence already known.
+struct Features {
+    bool lower_hardlinks = true;  // hardlinks inside lower layers
+    bool setgid_dirs = true;      // S_ISGID on directories, from the layers or from chmod
+
+    mode_t dir_mode(mode_t mode) const { return setgid_dirs ? mode : mode & ~S_ISGID; }
+};
+const std::vector<std::string> kFeatureNames = {"lower_hardlinks", "setgid_dirs"};
+
+Features features_without(const std::set<std::string>& skip) {
+    Features f;
+    f.lower_hardlinks = !skip.count("lower_hardlinks");
+    f.setgid_dirs = !skip.count("setgid_dirs");
+    return f;
+}
+
+class LayerWriter {
+public:
+    LayerWriter(uint64_t seed, const Features& features) : rng_(seed), features_(features) {}
+
+    // Writes count layers under root/l0 .. root/l<count-1>. Returns "" or an error line.
+    std::string write(const std::string& root, int count, int entries_per_layer) {
+        for (int i = count - 1; i >= 0; --i) {  // bottom first, so upper layers cover it
+            std::string dir = root + "/l" + std::to_string(i);
+            if (mkdir(dir.c_str(), 0755) != 0) return "mkdir " + dir + ": " + strerror(errno);
+            if (auto err = write_layer(dir, entries_per_layer); !err.empty()) return err;
+        }
+        return "";
+    }
+
+private:
+    enum class Kind { File, Dir, Symlink, Hardlink, Whiteout, Opaque, Fifo };
+
+    Kind random_kind() {
+        static const std::vector<std::pair<Kind, int>> weights = {
+            {Kind::File, 34}, {Kind::Dir, 18}, {Kind::Symlink, 10}, {Kind::Hardlink, 7},
+            {Kind::Whiteout, 14}, {Kind::Opaque, 7}, {Kind::Fifo, 3}};
+        int total = 0;
+        for (const auto& w : weights) total += w.second;
+        int roll = static_cast<int>(rng_.below(static_cast<uint64_t>(total)));
+        for (const auto& [kind, weight] : weights) {
+            if (roll < weight) return kind;
+            roll -= weight;
+        }
+        return Kind::File;
+    }
+
+    std::string random_target() {
+        if (!seen_paths_.empty() && rng_.chance(55)) return rng_.pick(seen_paths_);
+        std::string parent = !seen_dirs_.empty() && rng_.chance(60) ? rng_.pick(seen_dirs_) : "";
+        if (depth_of(parent) >= kMaxLayerDepth) parent = "";
+        return join_path(parent, rng_.pick(kNames));
+    }
+
+    void remember(const std::string& path, bool is_dir) {
+        if (std::find(seen_paths_.begin(), seen_paths_.end(), path) == seen_paths_.end())
+            seen_paths_.push_back(path);
+        if (is_dir && std::find(seen_dirs_.begin(), seen_dirs_.end(), path) == seen_dirs_.end())
+            seen_dirs_.push_back(path);
+    }
+
+    void set_owner_and_mode(const std::string& abs, bool is_dir, bool is_symlink) {
+        uid_t uid = rng_.pick(kIds);
+        gid_t gid = rng_.pick(kIds);
+        if (lchown(abs.c_str(), uid, gid) != 0) return;
+        if (!is_symlink)
+            chmod(abs.c_str(), is_dir ? features_.dir_mode(random_dir_mode(rng_)) : random_file_mode(rng_));
+    }
+
+    void add_xattrs(const std::string& abs) {
+        if (!rng_.chance(25)) return;
+        int count = static_cast<int>(rng_.between(1, 2));
+        for (int i = 0; i < count; ++i) {
+            std::string name = "user.k" + std::to_string(rng_.below(4));
+            std::string value = random_bytes(rng_, rng_.below(24));
+            lsetxattr(abs.c_str(), name.c_str(), value.data(), value.size(), 0);
+        }
+    }
+
+    // Missing ancestors become directories; false when a non-directory of this layer is in the way.
+    bool make_parents(const std::string& layer, std::map<std::string, char>& kinds,
+                      const std::string& path) {
+        for (const auto& dir : ancestors_of(path)) {
+            auto it = kinds.find(dir);
+            if (it != kinds.end()) {
+                if (it->second != 'd') return false;
+                continue;
+            }
+            std::string abs = layer + "/" + dir;
+            if (mkdir(abs.c_str(), 0755) != 0) return false;
+            if (rng_.chance(30)) set_owner_and_mode(abs, true, false);
+            kinds[dir] = 'd';
+            remember(dir, true);
+        }
+        return true;
+    }
+
+    std::string write_layer(const std::string& layer, int entries) {
+        std::map<std::string, char> kinds{{"", 'd'}};
+        std::set<std::string> opaque;
+        std::vector<std::string> files;
+        for (int i = 0; i < entries; ++i) {
+            Kind kind = random_kind();
+            std::string path = random_target();
+            if (!make_parents(layer, kinds, path)) continue;
+            std::string abs = layer + "/" + path;
+            if (kinds.count(path)) {
+                if (kind == Kind::Opaque && kinds[path] == 'd' && opaque.insert(path).second)
+                    lsetxattr(abs.c_str(), "trusted.overlay.opaque", "y", 1, 0);
+                continue;
+            }
+            if (kind == Kind::Hardlink && (files.empty() || !features_.lower_hardlinks)) kind = Kind::File;
+            char recorded = 'f';
+            switch (kind) {
+                case Kind::File: {
+                    Fd fd(open(abs.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+                    if (fd.get() < 0) return "create " + abs + ": " + strerror(errno);
+                    size_t length = rng_.chance(10) ? rng_.between(3000, 9000) : rng_.below(200);
+                    std::string data = random_bytes(rng_, length);
+                    if (::write(fd.get(), data.data(), data.size()) != static_cast<ssize_t>(data.size()))
+                        return "write " + abs + ": " + strerror(errno);
+                    set_owner_and_mode(abs, false, false);
+                    add_xattrs(abs);
+                    files.push_back(path);
+                    break;
+                }
+                case Kind::Dir:
+                case Kind::Opaque:
+                    if (mkdir(abs.c_str(), 0755) != 0) return "mkdir " + abs + ": " + strerror(errno);
+                    if (kind == Kind::Opaque) {
+                        lsetxattr(abs.c_str(), "trusted.overlay.opaque", "y", 1, 0);
+                        opaque.insert(path);
+                    }
+                    set_owner_and_mode(abs, true, false);
+                    add_xattrs(abs);
+                    recorded = 'd';
+                    break;
+                case Kind::Symlink: {
+                    std::string target = random_symlink_target(rng_);
+                    if (target == "self-loop") target = path.substr(path.rfind('/') + 1);
+                    if (symlink(target.c_str(), abs.c_str()) != 0)
+                        return "symlink " + abs + ": " + strerror(errno);
+                    set_owner_and_mode(abs, false, true);
+                    recorded = 'l';
+                    break;
+                }
+                case Kind::Hardlink: {
+                    std::string source = layer + "/" + rng_.pick(files);
+                    if (link(source.c_str(), abs.c_str()) != 0)
+                        return "link " + abs + ": " + strerror(errno);
+                    break;
+                }
+                case Kind::Whiteout:
+                    if (mknod(abs.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0)
+                        return "mknod " + abs + ": " + strerror(errno);
+                    recorded = 'w';
+                    break;
+                case Kind::Fifo:
+                    if (mknod(abs.c_str(), S_IFIFO | 0644, 0) != 0)
+                        return "mkfifo " + abs + ": " + strerror(errno);
+                    set_owner_and_mode(abs, false, false);
+                    recorded = 'p';
+                    break;
+            }
+            kinds[path] = recorded;
+            remember(path, recorded == 'd');
+        }
+        return "";
+    }
+
+    Rng rng_;
+    Features features_;
+    std::vector<std::string> seen_paths_;
+    std::vector<std::string> seen_dirs_;
+};
+
+int entries_per_layer(int depth) {
+    if (depth <= 1) return 45;
+    if (depth <= 2) return 28;
+    if (depth <= 4) return 16;
+    return 6;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trees as seen through a mount: every entry's attributes as named fields.
+
+struct Entry {
+    char type = '?';
+    std::map<std::string, std::string> fields;
+};
+using Tree = std::map<std::string, Entry>;  // relative path -> entry; the root is ""
+
+char type_char(mode_t mode) {
+    switch (mode & S_IFMT) {
+        case S_IFDIR: return 'd';
+        case S_IFREG: return 'f';
+        case S_IFLNK: return 'l';
+        case S_IFIFO: return 'p';
+        case S_IFCHR: return 'c';
+        case S_IFBLK: return 'b';
+        case S_IFSOCK: return 's';
+    }
+    return '?';
+}
+
+// The attributes both mounts must agree on; times, inode numbers and blocks are left out.
+std::string stat_text(const struct stat& st) {
+    std::ostringstream out;
+    out << type_char(st.st_mode) << " mode=" << octal(st.st_mode & 07777) << " uid=" << st.st_uid
+        << " gid=" << st.st_gid;
+    if (!S_ISDIR(st.st_mode)) out << " size=" << st.st_size << " nlink=" << st.st_nlink;
+    if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
+        out << " rdev=" << major(st.st_rdev) << ":" << minor(st.st_rdev);
+    return out.str();
+}
+
+// Every xattr of abs, value included ("" fields when listing fails are reported as such).
+void read_xattrs(const std::string& abs, std::map<std::string, std::string>& fields,
+                 const std::string& prefix_filter = "") {
+    std::vector<char> names(65536);
+    ssize_t n = llistxattr(abs.c_str(), names.data(), names.size());
+    if (n < 0) {
+        if (errno != ENOTSUP) fields["listxattr"] = failed(errno);
+        return;
+    }
+    for (ssize_t pos = 0; pos < n;) {
+        std::string name(names.data() + pos);
+        pos += static_cast<ssize_t>(name.size()) + 1;
+        if (!prefix_filter.empty() && name.rfind(prefix_filter, 0) != 0) continue;
+        std::vector<char> value(65536);
+        ssize_t got = lgetxattr(abs.c_str(), name.c_str(), value.data(), value.size());
+        fields["xattr " + name] = got < 0 ? failed(errno) : std::string(value.data(), static_cast<size_t>(got));
+    }
+}
+
+struct WalkOptions {
+    bool full = true;            // contents and xattrs, not only names and types
+    bool drop_phantoms = false;  // drop names readdir lists but lstat cannot find (kernel quirk)
+};
+
+void walk_dir(const std::string& root, const std::string& rel, const WalkOptions& opts, Tree& tree,
+              int level) {
+    std::string abs = rel.empty() ? root : root + "/" + rel;
+    std::vector<std::pair<std::string, unsigned char>> names;
+    {
+        DirStream dir(abs);
+        if (!dir.get()) {
+            tree[rel].fields["opendir"] = failed(errno);
+            return;
+        }
+        errno = 0;
+        while (struct dirent* de = readdir(dir.get())) {
+            std::string name = de->d_name;
+            if (name != "." && name != "..") names.emplace_back(name, de->d_type);
+            errno = 0;
+        }
+        if (errno != 0) tree[rel].fields["readdir"] = failed(errno);
+    }
+    std::sort(names.begin(), names.end());
+    for (const auto& [name, dtype] : names) {
+        std::string child = join_path(rel, name);
+        std::string child_abs = abs + "/" + name;
+        struct stat st;
+        if (lstat(child_abs.c_str(), &st) != 0) {
+            int err = errno;
+            if (err == ENOENT && opts.drop_phantoms) continue;
+            tree[child].fields["lstat"] = failed(err);
+            continue;
+        }
+        Entry& entry = tree[child];
+        entry.type = type_char(st.st_mode);
+        entry.fields["stat"] = stat_text(st);
+        entry.fields["d_type"] = std::to_string(dtype);
+        if (!opts.full) {
+            if (S_ISDIR(st.st_mode) && level < 32) walk_dir(root, child, opts, tree, level + 1);
+            continue;
+        }
+        if (S_ISREG(st.st_mode)) {
+            Fd fd(open(child_abs.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+            std::string content;
+            std::string err = fd.get() < 0 ? failed(errno) : read_all(fd.get(), content);
+            entry.fields["content"] = err.empty() ? content : "read: " + err;
+        } else if (S_ISLNK(st.st_mode)) {
+            char buf[PATH_MAX + 1];
+            ssize_t n = readlink(child_abs.c_str(), buf, sizeof buf);
+            entry.fields["target"] = n < 0 ? failed(errno) : std::string(buf, static_cast<size_t>(n));
+        }
+        read_xattrs(child_abs, entry.fields);
+        if (S_ISDIR(st.st_mode) && level < 32) walk_dir(root, child, opts, tree, level + 1);
+    }
+}
+
+Tree walk_tree(const std::string& root, const WalkOptions& opts) {
+    Tree tree;
+    struct stat st;
+    Entry& top = tree[""];
+    if (lstat(root.c_str(), &st) != 0) {
+        top.fields["lstat"] = failed(errno);
+        return tree;
+    }
+    top.type = type_char(st.st_mode);
+    top.fields["stat"] = stat_text(st);
+    if (opts.full) read_xattrs(root, top.fields);
+    walk_dir(root, "", opts, tree, 0);
+    return tree;
+}
+
+// The upper layer as stored: type (and device numbers) of every entry, overlay xattrs apart.
+Tree walk_upper(const std::string& upper) {
+    Tree tree;
+    std::vector<std::string> pending{""};
+    while (!pending.empty()) {
+        std::string rel = pending.back();
+        pending.pop_back();
+        std::string abs = rel.empty() ? upper : upper + "/" + rel;
+        std::vector<std::string> names;
+        {
+            DirStream dir(abs);
+            if (!dir.get()) continue;
+            while (struct dirent* de = readdir(dir.get())) {
+                std::string name = de->d_name;
+                if (name != "." && name != "..") names.push_back(name);
+            }
+        }
+        for (const auto& name : names) {
+            std::string child = join_path(rel, name);
+            struct stat st;
+            if (lstat((abs + "/" + name).c_str(), &st) != 0) continue;
+            Entry& entry = tree[child];
+            entry.type = type_char(st.st_mode);
+            std::string kind(1, entry.type);
+            if (S_ISCHR(st.st_mode))
+                kind += " " + std::to_string(major(st.st_rdev)) + ":" + std::to_string(minor(st.st_rdev));
+            entry.fields["kind"] = kind;
+            read_xattrs(abs + "/" + name, entry.fields, "trusted.overlay.");
+            if (S_ISDIR(st.st_mode)) pending.push_back(child);
+        }
+    }
+    return tree;
+}
+
+// Field by field; the messages name the path, the field and both values.
+void compare_trees(const Tree& kernel, const Tree& lamina, const std::string& what,
+                   std::vector<std::string>& differences) {
+    auto field_text = [](const Entry& e, const std::string& field) {
+        auto it = e.fields.find(field);
+        return it == e.fields.end() ? std::string("<none>") : shown(it->second);
+    };
+    auto ki = kernel.begin();
+    auto li = lamina.begin();
+    while (ki != kernel.end() || li != lamina.end()) {
+        if (li == lamina.end() || (ki != kernel.end() && ki->first < li->first)) {
+            differences.push_back(what + " " + quoted(ki->first) + ": only in kernel (" +
+                                  field_text(ki->second, "stat") + ")");
+            ++ki;
+            continue;
+        }
+        if (ki == kernel.end() || li->first < ki->first) {
+            differences.push_back(what + " " + quoted(li->first) + ": only in laminafs (" +
+                                  field_text(li->second, "stat") + field_text(li->second, "lstat") + ")");
+            ++li;
+            continue;
+        }
+        std::set<std::string> fields;
+        for (const auto& [name, value] : ki->second.fields) fields.insert(name);
+        for (const auto& [name, value] : li->second.fields) fields.insert(name);
+        for (const auto& field : fields) {
+            auto kv = ki->second.fields.find(field);
+            auto lv = li->second.fields.find(field);
+            if (kv != ki->second.fields.end() && lv != li->second.fields.end() && kv->second == lv->second)
+                continue;
+            differences.push_back(what + " " + quoted(ki->first) + ": " + field +
+                                  ": kernel " + field_text(ki->second, field) + ", laminafs " +
+                                  field_text(li->second, field));
+        }
+        ++ki;
+        ++li;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations.
+
+enum class OpKind {
+    Create, OpenCreat, Write, Append, Truncate, OpenWrite, Unlink, Mkdir, Rmdir, Rename,
+    RenameNoreplace, RenameExchange, RenameWhiteout, Link, Symlink, Mkfifo, Mknod, Chmod, Chown,
+    Lchown, Utimens, SetXattr, RemoveXattr, GetXattr, ListXattr, Readdir, Stat, Read, Readlink,
+    FdOpen, FdRead, FdWrite, FdStat, FdTruncate, FdClose,
+};
+
+struct KindInfo {
+    OpKind kind;
+    const char* name;
+    int weight;
+};
+
+const std::vector<KindInfo> kKinds = {
+    {OpKind::Create, "create", 8},           {OpKind::OpenCreat, "open_creat", 3},
+    {OpKind::Write, "write", 8},             {OpKind::Append, "append", 4},
+    {OpKind::Truncate, "truncate", 5},       {OpKind::OpenWrite, "open_write", 3},
+    {OpKind::Unlink, "unlink", 7},           {OpKind::Mkdir, "mkdir", 6},
+    {OpKind::Rmdir, "rmdir", 5},             {OpKind::Rename, "rename", 10},
+    {OpKind::RenameNoreplace, "rename_noreplace", 3},
+    {OpKind::RenameExchange, "rename_exchange", 4},
+    {OpKind::RenameWhiteout, "rename_whiteout", 1},
+    {OpKind::Link, "link", 4},               {OpKind::Symlink, "symlink", 4},
+    {OpKind::Mkfifo, "mkfifo", 2},           {OpKind::Mknod, "mknod", 1},
+    {OpKind::Chmod, "chmod", 4},             {OpKind::Chown, "chown", 3},
+    {OpKind::Lchown, "lchown", 2},           {OpKind::Utimens, "utimens", 3},
+    {OpKind::SetXattr, "setxattr", 5},       {OpKind::RemoveXattr, "removexattr", 3},
+    {OpKind::GetXattr, "getxattr", 2},       {OpKind::ListXattr, "listxattr", 2},
+    {OpKind::Readdir, "readdir", 4},         {OpKind::Stat, "stat", 5},
+    {OpKind::Read, "read", 3},               {OpKind::Readlink, "readlink", 2},
+    {OpKind::FdOpen, "fd_open", 3},          {OpKind::FdRead, "fd_read", 2},
+    {OpKind::FdWrite, "fd_write", 2},        {OpKind::FdStat, "fd_stat", 2},
+    {OpKind::FdTruncate, "fd_truncate", 1},  {OpKind::FdClose, "fd_close", 1},
+};
+
+const char* kind_name(OpKind kind) {
+    for (const auto& info : kKinds) {
+        if (info.kind == kind) return info.name;
+    }
+    return "?";
+}
+
+struct Op {
+    OpKind kind = OpKind::Stat;
+    std::string path;
+    std::string path2;  // rename/link destination
+    std::string data;   // bytes to write, symlink target, xattr value
+    std::string name;   // xattr name
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    mode_t mode = 0;
+    mode_t mask = 022;  // umask for creating operations
+    int flags = 0;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    dev_t rdev = 0;
+    int slot = 0;
+    struct timespec times[2] = {};
+};
+
+std::string open_flags_text(int flags) {
+    std::string out;
+    switch (flags & O_ACCMODE) {
+        case O_RDONLY: out = "O_RDONLY"; break;
+        case O_WRONLY: out = "O_WRONLY"; break;
+        default: out = "O_RDWR"; break;
+    }
+    if (flags & O_APPEND) out += "|O_APPEND";
+    if (flags & O_TRUNC) out += "|O_TRUNC";
+    if (flags & O_DIRECTORY) out += "|O_DIRECTORY";
+    return out;
+}
+
+std::string time_text(const struct timespec& ts) {
+    if (ts.tv_nsec == UTIME_NOW) return "NOW";
+    if (ts.tv_nsec == UTIME_OMIT) return "OMIT";
+    return std::to_string(ts.tv_sec) + "." + std::to_string(ts.tv_nsec);
+}
+
+// Roughly the C call, with the values that matter for replaying it by hand.
+std::string describe(const Op& op) {
+    std::ostringstream out;
+    out << kind_name(op.kind) << " ";
+    const std::string p = quoted(op.path), q = quoted(op.path2);
+    switch (op.kind) {
+        case OpKind::Create:
+        case OpKind::OpenCreat:
+            out << p << " mode " << octal(op.mode) << " umask " << octal(op.mask)
+                << (op.flags & O_TRUNC ? " O_TRUNC" : "") << " data " << op.data.size() << " bytes";
+            break;
+        case OpKind::Write: out << p << " at " << op.offset << ", " << op.data.size() << " bytes"; break;
+        case OpKind::Append: out << p << ", " << op.data.size() << " bytes"; break;
+        case OpKind::Truncate: out << p << " to " << op.length; break;
+        case OpKind::OpenWrite: out << p << " " << open_flags_text(op.flags); break;
+        case OpKind::Mkdir:
+        case OpKind::Mkfifo: out << p << " mode " << octal(op.mode) << " umask " << octal(op.mask); break;
+        case OpKind::Mknod:
+            out << p << " char " << major(op.rdev) << ":" << minor(op.rdev) << " mode " << octal(op.mode);
+            break;
+        case OpKind::Rename:
+        case OpKind::RenameNoreplace:
+        case OpKind::RenameExchange:
+        case OpKind::RenameWhiteout:
+        case OpKind::Link: out << p << " -> " << q; break;
+        case OpKind::Symlink: out << p << " -> target " << quoted(op.data); break;
+        case OpKind::Chmod: out << p << " " << octal(op.mode); break;
+        case OpKind::Chown:
+        case OpKind::Lchown: out << p << " " << static_cast<int>(op.uid) << ":" << static_cast<int>(op.gid); break;
+        case OpKind::Utimens:
+            out << p << " atime " << time_text(op.times[0]) << " mtime " << time_text(op.times[1])
+                << (op.flags & AT_SYMLINK_NOFOLLOW ? " AT_SYMLINK_NOFOLLOW" : "");
+            break;
+        case OpKind::SetXattr:
+            out << p << " " << op.name << "=" << shown(op.data)
+                << (op.flags == XATTR_CREATE ? " XATTR_CREATE" : op.flags == XATTR_REPLACE ? " XATTR_REPLACE" : "");
+            break;
+        case OpKind::RemoveXattr:
+        case OpKind::GetXattr: out << p << " " << op.name; break;
+        case OpKind::Stat: out << p << (op.flags ? " (follow)" : " (lstat)"); break;
+        case OpKind::Read: out << p << " at " << op.offset << ", " << op.length << " bytes"; break;
+        case OpKind::FdOpen: out << "slot " << op.slot << " " << p << " " << open_flags_text(op.flags); break;
+        case OpKind::FdRead: out << "slot " << op.slot << " at " << op.offset << ", " << op.length << " bytes"; break;
+        case OpKind::FdWrite: out << "slot " << op.slot << " at " << op.offset << ", " << op.data.size() << " bytes"; break;
+        case OpKind::FdTruncate: out << "slot " << op.slot << " to " << op.length; break;
+        case OpKind::FdStat:
+        case OpKind::FdClose: out << "slot " << op.slot; break;
+        default: out << p; break;
+    }
+    return out.str();
+}
+
+// One mount under test and the descriptors its operation sequence holds.
+struct Side {
+    std::string label;
+    std::string mnt;
+    std::string upper;
+    std::string work;
+    std::string lowerdirs;  // the lowerdir= value, top first
+    bool drop_phantoms = false;
+    dev_t fuse_dev = 0;  // the FUSE connection, 0 for kernel overlayfs
+    std::array<int, kSlots> slots{-1, -1, -1, -1};
+
+    std::string at(const std::string& rel) const { return rel.empty() ? mnt : mnt + "/" + rel; }
+    void close_slots() {
+        for (int& fd : slots) {
+            if (fd >= 0) close(fd);
+            fd = -1;
+        }
+    }
+};
+
+std::string write_result(ssize_t n, size_t wanted) {
+    if (n < 0) return "write " + failed(errno);
+    return n == static_cast<ssize_t>(wanted) ? "ok" : "ok short write " + std::to_string(n);
+}
+
+std::string read_result(int fd, uint64_t offset, uint64_t length) {
+    std::string buf(length, '\0');
+    ssize_t n = pread(fd, buf.data(), buf.size(), static_cast<off_t>(offset));
+    if (n < 0) return "read " + failed(errno);
+    buf.resize(static_cast<size_t>(n));
+    return "ok " + shown(buf);
+}
+
+std::string rc_result(int rc) {
+    return rc == 0 ? "ok" : failed(errno);
+}
+
+// Runs op on one side; the text is what both sides must agree on.
+std::string run_op(const Op& op, Side& side) {
+    const std::string p = side.at(op.path), q = side.at(op.path2);
+    switch (op.kind) {
+        case OpKind::Create:
+        case OpKind::OpenCreat: {
+            int flags = O_CREAT | O_WRONLY | O_NONBLOCK | O_CLOEXEC | (op.flags & O_TRUNC);
+            if (op.kind == OpKind::Create) flags |= O_EXCL;
+            int fd;
+            {
+                ScopedUmask mask(op.mask);
+                fd = open(p.c_str(), flags, op.mode);
+            }
+            if (fd < 0) return failed(errno);
+            Fd owner(fd);
+            if (op.data.empty()) return "ok";
+            return write_result(write(fd, op.data.data(), op.data.size()), op.data.size());
+        }
+        case OpKind::Write:
+        case OpKind::Append: {
+            int flags = O_WRONLY | O_NONBLOCK | O_CLOEXEC | (op.kind == OpKind::Append ? O_APPEND : 0);
+            Fd fd(open(p.c_str(), flags));
+            if (fd.get() < 0) return failed(errno);
+            ssize_t n = op.kind == OpKind::Append
+                            ? write(fd.get(), op.data.data(), op.data.size())
+                            : pwrite(fd.get(), op.data.data(), op.data.size(), static_cast<off_t>(op.offset));
+            return write_result(n, op.data.size());
+        }
+        case OpKind::Truncate: return rc_result(truncate(p.c_str(), static_cast<off_t>(op.length)));
+        case OpKind::OpenWrite: {
+            Fd fd(open(p.c_str(), op.flags | O_NONBLOCK | O_CLOEXEC));
+            return fd.get() < 0 ? failed(errno) : "ok";
+        }
+        case OpKind::Unlink: return rc_result(unlink(p.c_str()));
+        case OpKind::Rmdir: return rc_result(rmdir(p.c_str()));
+        case OpKind::Mkdir: {
+            ScopedUmask mask(op.mask);
+            return rc_result(mkdir(p.c_str(), op.mode));
+        }
+        case OpKind::Mkfifo: {
+            ScopedUmask mask(op.mask);
+            return rc_result(mknod(p.c_str(), S_IFIFO | op.mode, 0));
+        }
+        case OpKind::Mknod: return rc_result(mknod(p.c_str(), S_IFCHR | op.mode, op.rdev));
+        case OpKind::Rename: return rc_result(renameat2(AT_FDCWD, p.c_str(), AT_FDCWD, q.c_str(), 0));
+        case OpKind::RenameNoreplace:
+            return rc_result(renameat2(AT_FDCWD, p.c_str(), AT_FDCWD, q.c_str(), RENAME_NOREPLACE));
+        case OpKind::RenameExchange:
+            return rc_result(renameat2(AT_FDCWD, p.c_str(), AT_FDCWD, q.c_str(), RENAME_EXCHANGE));
+        case OpKind::RenameWhiteout:
+            return rc_result(renameat2(AT_FDCWD, p.c_str(), AT_FDCWD, q.c_str(), RENAME_WHITEOUT));
+        case OpKind::Link: return rc_result(link(p.c_str(), q.c_str()));
+        case OpKind::Symlink: return rc_result(symlink(op.data.c_str(), p.c_str()));
+        case OpKind::Chmod: return rc_result(chmod(p.c_str(), op.mode));
+        case OpKind::Chown: return rc_result(chown(p.c_str(), op.uid, op.gid));
+        case OpKind::Lchown: return rc_result(lchown(p.c_str(), op.uid, op.gid));
+        case OpKind::Utimens: {
+            if (utimensat(AT_FDCWD, p.c_str(), op.times, op.flags) != 0) return failed(errno);
+            struct stat st;
+            int rc = (op.flags & AT_SYMLINK_NOFOLLOW) ? lstat(p.c_str(), &st) : stat(p.c_str(), &st);
+            if (rc != 0) return "ok, then stat " + failed(errno);
+            std::string out = "ok";
+            auto set = [](const struct timespec& ts) { return ts.tv_nsec != UTIME_NOW && ts.tv_nsec != UTIME_OMIT; };
+            if (set(op.times[0])) out += " atime " + time_text(st.st_atim);
+            if (set(op.times[1])) out += " mtime " + time_text(st.st_mtim);
+            return out;
+        }
+        case OpKind::SetXattr:
+            return rc_result(lsetxattr(p.c_str(), op.name.c_str(), op.data.data(), op.data.size(), op.flags));
+        case OpKind::RemoveXattr: return rc_result(lremovexattr(p.c_str(), op.name.c_str()));
+        case OpKind::GetXattr: {
+            std::vector<char> buf(65536);
+            ssize_t n = lgetxattr(p.c_str(), op.name.c_str(), buf.data(), buf.size());
+            return n < 0 ? failed(errno) : "ok " + shown(std::string(buf.data(), static_cast<size_t>(n)));
+        }
+        case OpKind::ListXattr: {
+            std::vector<char> buf(65536);
+            ssize_t n = llistxattr(p.c_str(), buf.data(), buf.size());
+            if (n < 0) return failed(errno);
+            std::vector<std::string> names;
+            for (ssize_t pos = 0; pos < n;) {
+                names.emplace_back(buf.data() + pos);
+                pos += static_cast<ssize_t>(names.back().size()) + 1;
+            }
+            std::sort(names.begin(), names.end());
+            std::string out = "ok";
+            for (const auto& name : names) out += " " + name;
+            return out;
+        }
+        case OpKind::Readdir: {
+            DirStream dir(p);
+            if (!dir.get()) return failed(errno);
+            std::vector<std::string> names;
+            errno = 0;
+            while (struct dirent* de = readdir(dir.get())) {
+                std::string name = de->d_name;
+                if (name == "." || name == "..") continue;
+                struct stat st;
+                if (side.drop_phantoms && lstat((p + "/" + name).c_str(), &st) != 0 && errno == ENOENT) {
+                    errno = 0;
+                    continue;
+                }
+                names.push_back(name + ":" + std::to_string(de->d_type));
+                errno = 0;
+            }
+            if (errno != 0) return "readdir " + failed(errno);
+            std::sort(names.begin(), names.end());
+            std::string out = "ok";
+            for (const auto& name : names) out += " " + quoted(name);
+            return out;
+        }
+        case OpKind::Stat: {
+            struct stat st;
+            int rc = op.flags ? stat(p.c_str(), &st) : lstat(p.c_str(), &st);
+            return rc != 0 ? failed(errno) : "ok " + stat_text(st);
+        }
+        case OpKind::Read: {
+            Fd fd(open(p.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+            if (fd.get() < 0) return failed(errno);
+            return read_result(fd.get(), op.offset, op.length);
+        }
+        case OpKind::Readlink: {
+            char buf[PATH_MAX + 1];
+            ssize_t n = readlink(p.c_str(), buf, sizeof buf);
+            return n < 0 ? failed(errno) : "ok " + quoted(std::string(buf, static_cast<size_t>(n)));
+        }
+        case OpKind::FdOpen: {
+            int& slot = side.slots[op.slot];
+            if (slot >= 0) close(slot);
+            slot = open(p.c_str(), op.flags | O_NONBLOCK | O_CLOEXEC);
+            return slot < 0 ? failed(errno) : "ok";
+        }
+        default: break;
+    }
+    // Operations on a held descriptor.
+    int fd = side.slots[op.slot];
+    if (fd < 0) return "no descriptor";
+    switch (op.kind) {
+        case OpKind::FdRead: return read_result(fd, op.offset, op.length);
+        case OpKind::FdWrite:
+            return write_result(pwrite(fd, op.data.data(), op.data.size(), static_cast<off_t>(op.offset)),
+                                op.data.size());
+        case OpKind::FdStat: {
+            struct stat st;
+            return fstat(fd, &st) != 0 ? failed(errno) : "ok " + stat_text(st);
+        }
+        case OpKind::FdTruncate: return rc_result(ftruncate(fd, static_cast<off_t>(op.length)));
+        case OpKind::FdClose: {
+            side.slots[op.slot] = -1;
+            return rc_result(close(fd));
+        }
+        default: break;
+    }
+    return "unknown operation";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Choosing operations from the merged tree as the kernel shows it.
+
+struct TreeView {
+    std::vector<std::string> all;  // every path but the root
+    std::vector<std::string> dirs;  // the root included
+    std::vector<std::string> files;
+    std::vector<std::string> symlinks;
+    std::map<std::string, off_t> sizes;
+
+    explicit TreeView(const Tree& tree) {
+        for (const auto& [path, entry] : tree) {
+            if (!path.empty()) all.push_back(path);
+            if (entry.type == 'd') dirs.push_back(path);
+            if (entry.type == 'f') files.push_back(path);
+            if (entry.type == 'l') symlinks.push_back(path);
+            if (entry.type == 'f') {
+                auto it = entry.fields.find("stat");
+                size_t pos = it == entry.fields.end() ? std::string::npos : it->second.find("size=");
+                sizes[path] = pos == std::string::npos ? 0 : std::atoll(it->second.c_str() + pos + 5);
+            }
+        }
+        if (dirs.empty()) dirs.push_back("");
+    }
+};
+
+class OpGenerator {
+public:
+    OpGenerator(uint64_t seed, const std::set<std::string>& skip) : rng_(seed), features_(features_without(skip)) {
+        for (const auto& info : kKinds) {
+            if (!skip.count(info.name)) kinds_.push_back(info);
+        }
+    }
+
+    Op next(const TreeView& view) {
+        Op op;
+        op.kind = random_kind();
+        switch (op.kind) {
+            case OpKind::Create:
+            case OpKind::OpenCreat:
+                op.path = rng_.chance(80) ? new_path(view) : existing(view, view.all);
+                op.mode = random_file_mode(rng_);
+                op.mask = random_umask();
+                if (op.kind == OpKind::OpenCreat && rng_.chance(50)) op.flags = O_TRUNC;
+                if (rng_.chance(70)) op.data = random_bytes(rng_, data_length());
+                break;
+            case OpKind::Write:
+                op.path = existing(view, view.files);
+                op.offset = write_offset(view, op.path);
+                op.data = random_bytes(rng_, data_length());
+                break;
+            case OpKind::Append:
+                op.path = existing(view, view.files);
+                op.data = random_bytes(rng_, data_length());
+                break;
+            case OpKind::Truncate:
+                op.path = existing(view, rng_.chance(85) ? view.files : view.all);
+                op.length = write_offset(view, op.path);
+                break;
+            case OpKind::OpenWrite: {
+                op.path = existing(view, rng_.chance(85) ? view.files : view.all);
+                static const std::vector<int> flags = {O_WRONLY, O_RDWR, O_WRONLY | O_TRUNC, O_RDWR | O_APPEND};
+                op.flags = rng_.pick(flags);
+                break;
+            }
+            case OpKind::Unlink: op.path = existing(view, rng_.chance(85) ? nondirs(view) : view.all); break;
+            case OpKind::Rmdir: op.path = existing(view, rng_.chance(85) ? view.dirs : view.all); break;
+            case OpKind::Mkdir:
+                op.path = rng_.chance(85) ? new_path(view) : existing(view, view.all);
+                op.mode = features_.dir_mode(random_dir_mode(rng_));
+                op.mask = random_umask();
+                break;
+            case OpKind::Mkfifo:
+                op.path = new_path(view);
+                op.mode = random_file_mode(rng_) & 0777;
+                op.mask = random_umask();
+                break;
+            case OpKind::Mknod:
+                op.path = new_path(view);
+                op.mode = 0644;
+                op.rdev = rng_.chance(50) ? makedev(0, 0) : makedev(1, 3);
+                break;
+            case OpKind::Rename:
+            case OpKind::RenameNoreplace:
+            case OpKind::RenameWhiteout:
+                op.path = existing(view, view.all);
+                op.path2 = rename_target(view, op.path, 40);
+                break;
+            case OpKind::RenameExchange:
+                op.path = existing(view, view.all);
+                op.path2 = rename_target(view, op.path, 85);
+                break;
+            case OpKind::Link:
+                op.path = existing(view, rng_.chance(90) ? nondirs(view) : view.all);
+                op.path2 = rng_.chance(85) ? new_path(view) : existing(view, view.all);
+                break;
+            case OpKind::Symlink:
+                op.path = rng_.chance(90) ? new_path(view) : existing(view, view.all);
+                op.data = random_symlink_target(rng_);
+                if (op.data == "self-loop") op.data = op.path.substr(op.path.rfind('/') + 1);
+                break;
+            case OpKind::Chmod:
+                op.path = existing(view, view.all);
+                op.mode = features_.dir_mode(rng_.chance(50) ? random_file_mode(rng_) : random_dir_mode(rng_));
+                break;
+            case OpKind::Chown:
+            case OpKind::Lchown:
+                op.path = existing(view, view.all);
+                op.uid = rng_.chance(15) ? static_cast<uid_t>(-1) : rng_.pick(kIds);
+                op.gid = rng_.chance(15) ? static_cast<gid_t>(-1) : rng_.pick(kIds);
+                break;
+            case OpKind::Utimens:
+                op.path = existing(view, view.all);
+                op.times[0] = random_time();
+                op.times[1] = random_time();
+                op.flags = rng_.chance(50) ? AT_SYMLINK_NOFOLLOW : 0;
+                break;
+            case OpKind::SetXattr: {
+                op.path = existing(view, view.all);
+                op.name = xattr_name();
+                op.data = random_bytes(rng_, rng_.chance(5) ? rng_.between(1000, 3000) : rng_.below(30));
+                static const std::vector<int> flags = {0, 0, XATTR_CREATE, XATTR_REPLACE};
+                op.flags = rng_.pick(flags);
+                break;
+            }
+            case OpKind::RemoveXattr:
+            case OpKind::GetXattr:
+                op.path = existing(view, view.all);
+                op.name = xattr_name();
+                break;
+            case OpKind::ListXattr: op.path = existing(view, view.all); break;
+            case OpKind::Readdir: op.path = existing(view, rng_.chance(90) ? view.dirs : view.all); break;
+            case OpKind::Stat:
+                op.path = existing(view, view.all);
+                op.flags = rng_.chance(40) ? 1 : 0;
+                break;
+            case OpKind::Read:
+                op.path = existing(view, rng_.chance(90) ? view.files : view.all);
+                op.offset = rng_.chance(70) ? 0 : write_offset(view, op.path);
+                op.length = rng_.chance(80) ? 65536 : rng_.between(1, 100);
+                break;
+            case OpKind::Readlink: op.path = existing(view, rng_.chance(80) ? view.symlinks : view.all); break;
+            case OpKind::FdOpen: {
+                op.slot = static_cast<int>(rng_.below(kSlots));
+                op.path = existing(view, rng_.chance(85) ? view.files : view.all);
+                static const std::vector<int> flags = {O_RDONLY, O_RDONLY, O_WRONLY, O_RDWR, O_RDWR,
+                                                       O_RDWR | O_APPEND, O_RDONLY | O_DIRECTORY};
+                op.flags = rng_.pick(flags);
+                held_[op.slot] = op.path;
+                break;
+            }
+            case OpKind::FdRead:
+            case OpKind::FdWrite:
+            case OpKind::FdStat:
+            case OpKind::FdTruncate:
+            case OpKind::FdClose:
+                op.slot = static_cast<int>(rng_.below(kSlots));
+                op.path = held_[op.slot];  // only for the record
+                op.offset = write_offset(view, op.path);
+                op.length = op.kind == OpKind::FdTruncate ? write_offset(view, op.path) : 4096;
+                if (op.kind == OpKind::FdWrite) op.data = random_bytes(rng_, data_length());
+                break;
+        }
+        return op;
+    }
+
+private:
+    OpKind random_kind() {
+        int total = 0;
+        for (const auto& info : kinds_) total += info.weight;
+        int roll = static_cast<int>(rng_.below(static_cast<uint64_t>(total)));
+        for (const auto& info : kinds_) {
+            if (roll < info.weight) return info.kind;
+            roll -= info.weight;
+        }
+        return OpKind::Stat;
+    }
+
+    static std::vector<std::string> nondirs(const TreeView& view) {
+        std::vector<std::string> out;
+        std::set<std::string> dirs(view.dirs.begin(), view.dirs.end());
+        for (const auto& path : view.all) {
+            if (!dirs.count(path)) out.push_back(path);
+        }
+        return out;
+    }
+
+    std::string new_name() {
+        uint64_t roll = rng_.below(1000);
+        if (roll < 6) return std::string(255, 'L');  // the longest allowed
+        if (roll < 10) return std::string(256, 'L');  // ENAMETOOLONG
+        if (roll < 700) return rng_.pick(kNames);
+        return "m" + std::to_string(rng_.below(8));
+    }
+
+    // A name in some directory; often one that exists or that a whiteout hides.
+    std::string new_path(const TreeView& view) {
+        std::string parent = rng_.pick(view.dirs);
+        if (rng_.chance(4) && !view.files.empty()) parent = rng_.pick(view.files);  // ENOTDIR
+        if (rng_.chance(3)) parent = join_path(parent, "missing");                 // ENOENT
+        std::string path = join_path(parent, new_name());
+        if (rng_.chance(2)) path += "/";
+        return path;
+    }
+
+    // Mostly a path of the given list; sometimes a missing, ENOTDIR or trailing-slash variant.
+    std::string existing(const TreeView& view, const std::vector<std::string>& from) {
+        uint64_t roll = rng_.below(100);
+        if (from.empty() || roll < 4) return join_path(rng_.pick(view.dirs), "gone" + std::to_string(rng_.below(3)));
+        std::string path = rng_.pick(from);
+        if (roll < 7) return path + "/a";  // through a non-directory, or a name that may exist
+        if (roll < 9) return path + "/";
+        return path;
+    }
+
+    std::string rename_target(const TreeView& view, const std::string& source, unsigned existing_percent) {
+        uint64_t roll = rng_.below(100);
+        if (roll < 5 && !source.empty()) return join_path(source, rng_.pick(kNames));  // into itself
+        if (roll < 10 && !parent_of(source).empty()) return join_path(parent_of(parent_of(source)), rng_.pick(kNames));
+        if (rng_.chance(existing_percent) && !view.all.empty()) {
+            // Prefer targets near the source: same directory or a sibling's child.
+            std::vector<std::string> near;
+            std::string parent = parent_of(source);
+            for (const auto& path : view.all) {
+                if (parent_of(path) == parent || is_under(path, parent_of(parent))) near.push_back(path);
+            }
+            return existing(view, !near.empty() && rng_.chance(60) ? near : view.all);
+        }
+        return new_path(view);
+    }
+
+    uint64_t data_length() {
+        if (rng_.chance(10)) return rng_.between(1000, 9000);
+        return rng_.between(1, 64);
+    }
+
+    uint64_t write_offset(const TreeView& view, const std::string& path) {
+        auto it = view.sizes.find(path);
+        uint64_t size = it == view.sizes.end() ? 0 : static_cast<uint64_t>(it->second);
+        uint64_t roll = rng_.below(100);
+        if (roll < 55) return rng_.below(size + 1);
+        if (roll < 75) return size + rng_.below(100);
+        if (roll < 85) return 0;
+        if (roll < 95) return 4096 * rng_.between(1, 4) + rng_.below(10);
+        return (1u << 20) + rng_.below(100);
+    }
+
+    mode_t random_umask() {
+        static const std::vector<mode_t> masks = {022, 022, 0, 077, 002, 027};
+        return rng_.pick(masks);
+    }
+
+    struct timespec random_time() {
+        uint64_t roll = rng_.below(100);
+        if (roll < 10) return {0, UTIME_NOW};
+        if (roll < 20) return {0, UTIME_OMIT};
+        return {static_cast<time_t>(rng_.between(1000000000, 1900000000)),
+                static_cast<long>(rng_.chance(30) ? 0 : rng_.below(1000000000))};
+    }
+
+    std::string xattr_name() {
+        if (rng_.chance(5)) return "trusted.fuzz.t" + std::to_string(rng_.below(2));
+        return "user.k" + std::to_string(rng_.below(5));
+    }
+
+    Rng rng_;
+    Features features_;
+    std::vector<KindInfo> kinds_;
+    std::array<std::string, kSlots> held_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// A hung daemon must end the test, not hang it: past the deadline the FUSE connection is aborted,
+// so the stuck call returns ENOTCONN and the run reports it.
+
+class HangGuard {
+public:
+    HangGuard() : thread_([this] { watch(); }) {}
+    ~HangGuard() {
+        {
+            std::lock_guard lock(mu_);
+            stop_ = true;
+        }
+        cv_.notify_all();
+        thread_.join();
+    }
+    HangGuard(const HangGuard&) = delete;
+    HangGuard& operator=(const HangGuard&) = delete;
+
+    void arm(dev_t fuse_dev, std::string what) {
+        std::lock_guard lock(mu_);
+        fuse_dev_ = fuse_dev;
+        what_ = std::move(what);
+        armed_ = fuse_dev != 0;
+        deadline_ = std::chrono::steady_clock::now() + kStepLimit;
+        cv_.notify_all();
+    }
+    void disarm() {
+        std::lock_guard lock(mu_);
+        armed_ = false;
+    }
+    bool fired() const { return fired_; }
+
+private:
+    void watch() {
+        std::unique_lock lock(mu_);
+        while (!stop_) {
+            if (!armed_) {
+                cv_.wait(lock);
+                continue;
+            }
+            if (cv_.wait_until(lock, deadline_) != std::cv_status::timeout) continue;
+            if (!armed_ || std::chrono::steady_clock::now() < deadline_) continue;
+            std::cout << "laminafs did not answer within " << kStepLimit.count() << " s during: " << what_
+                      << "; aborting its FUSE connection" << std::endl;
+            std::ofstream(std::string("/sys/fs/fuse/connections/") + std::to_string(minor(fuse_dev_)) + "/abort")
+                << "1";
+            fired_ = true;
+            armed_ = false;
+        }
+    }
+
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool stop_ = false;
+    bool armed_ = false;
+    dev_t fuse_dev_ = 0;
+    std::string what_;
+    std::chrono::steady_clock::time_point deadline_;
+    std::atomic<bool> fired_{false};
+    std::thread thread_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// A pair of mounts over fresh copies of the same lower layers.
+
+struct Config {
+    uint64_t seed = 0;
+    uint64_t ops = 400;
+    uint64_t check_every = 4;
+    std::vector<int> depths = {1, 2, 4, 16};
+    std::set<std::string> skip;
+    bool minimize = false;
+    bool candidate_is_kernel = false;
+    bool drop_caches = false;
+};
+
+class Session {
+public:
+    Session(const std::string& pristine, int depth, bool candidate_is_kernel) : dir_("lamina-fuzz-run") {
+        kernel_.label = "kernel";
+        kernel_.drop_phantoms = true;
+        lamina_.label = candidate_is_kernel ? "kernel (as candidate)" : "laminafs";
+        lamina_.drop_phantoms = candidate_is_kernel;
+        error_ = prepare(pristine, depth, kernel_, "k");
+        if (error_.empty()) error_ = prepare(pristine, depth, lamina_, "f");
+        if (!error_.empty()) return;
+        std::string kernel_extra = ",redirect_dir=on,index=off,metacopy=off";
+        error_ = mount_kernel_overlay(options(kernel_) + kernel_extra, kernel_.mnt);
+        if (!error_.empty()) return;
+        if (candidate_is_kernel) {
+            error_ = mount_kernel_overlay(options(lamina_) + kernel_extra, lamina_.mnt);
+            return;
+        }
+        CommandResult r = mount_laminafs(options(lamina_) + ",redirect_dir=on", lamina_.mnt);
+        if (r.status != 0) {
+            error_ = "laminafs mount failed (" + std::to_string(r.status) + "): " + r.err;
+            return;
+        }
+        struct stat st;
+        if (stat(lamina_.mnt.c_str(), &st) == 0) lamina_.fuse_dev = st.st_dev;
+    }
+    ~Session() {
+        kernel_.close_slots();
+        lamina_.close_slots();
+        unmount(lamina_.mnt);
+        unmount(kernel_.mnt);
+    }
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    const std::string& error() const { return error_; }
+    Side& kernel() { return kernel_; }
+    Side& lamina() { return lamina_; }
+
+private:
+    std::string prepare(const std::string& pristine, int depth, Side& side, const std::string& sub) {
+        std::string base = dir_ / sub;
+        if (mkdir(base.c_str(), 0755) != 0) return "mkdir " + base + ": " + strerror(errno);
+        CommandResult r = run_command({"cp", "-a", "--preserve=all", pristine, base + "/layers"});
+        if (r.status != 0) return "cp -a " + pristine + ": " + r.err;
+        side.mnt = base + "/mnt";
+        side.upper = base + "/upper";
+        side.work = base + "/work";
+        for (const auto& d : {side.mnt, side.upper, side.work}) {
+            if (mkdir(d.c_str(), 0755) != 0) return "mkdir " + d + ": " + strerror(errno);
+        }
+        side.lowerdirs.clear();
+        for (int i = 0; i < depth; ++i) side.lowerdirs += (i ? ":" : "") + base + "/layers/l" + std::to_string(i);
+        return "";
+    }
+
+    static std::string options(const Side& side) {
+        return "lowerdir=" + side.lowerdirs + ",upperdir=" + side.upper + ",workdir=" + side.work;
+    }
+
+    TempDir dir_;
+    Side kernel_;
+    Side lamina_;
+    std::string error_;
+};
+
+struct Divergence {
+    size_t index = 0;       // the operation after which it showed
+    std::string category;   // what kind of difference: the minimizer keeps to the same one
+    std::vector<std::string> details;
+};
+
+struct Step {
+    Op op;
+    std::string kernel;
+    std::string lamina;
+};
+
+// Notes on overlay-private xattrs in the upper layers: expected to differ in format, so counted
+// and shown once per run rather than failed.
+struct UpperNotes {
+    std::map<std::string, std::pair<size_t, std::string>> by_field;  // field -> count, example
+    void add(const std::string& field, const std::string& example) {
+        auto& [count, first] = by_field[field];
+        if (count++ == 0) first = example;
+    }
+};
+
+std::optional<Divergence> compare_state(Session& session, size_t index, UpperNotes& notes,
+                                        bool drop_caches) {
+    Side& k = session.kernel();
+    Side& f = session.lamina();
+    if (drop_caches) {
+        sync();
+        std::ofstream("/proc/sys/vm/drop_caches") << "3";
+    }
+    Tree kernel = walk_tree(k.mnt, {true, k.drop_phantoms});
+    Tree lamina = walk_tree(f.mnt, {true, f.drop_phantoms});
+    std::vector<std::string> differences;
+    compare_trees(kernel, lamina, "merged", differences);
+    if (!differences.empty()) {
+        std::string field = differences.front();
+        size_t colon = field.find(": ");
+        std::string category = "merged";
+        if (colon != std::string::npos) {
+            std::string rest = field.substr(colon + 2);
+            category += " " + rest.substr(0, rest.find(':'));
+        }
+        return Divergence{index, category, differences};
+    }
+    // Upper layers: entries and their types must agree; overlay xattrs only get noted.
+    Tree kernel_upper = walk_upper(k.upper);
+    Tree lamina_upper = walk_upper(f.upper);
+    std::vector<std::string> upper_diffs;
+    compare_trees(kernel_upper, lamina_upper, "upper", upper_diffs);
+    for (const auto& diff : upper_diffs) {
+        size_t xattr = diff.find(": xattr trusted.overlay.");
+        if (xattr != std::string::npos) {
+            std::string field = diff.substr(xattr + 2);
+            notes.add(field.substr(0, field.find(':')), diff);
+        } else {
+            differences.push_back(diff);
+        }
+    }
+    // The work directories hold nothing between operations but a whiteout kept for linking to
+    // (the kernel makes one the first time it needs a whiteout).
+    for (Side* side : {&k, &f}) {
+        Tree work = walk_upper(side->work + "/work");
+        for (const auto& [path, entry] : work) {
+            if (path.empty() || entry.fields.at("kind") == "c 0:0") continue;
+            differences.push_back("work of " + side->label + ": leftover " + quoted(path) + " (" +
+                                  entry.fields.at("kind") + ")");
+        }
+    }
+    if (!differences.empty()) return Divergence{index, "upper", differences};
+    return std::nullopt;
+}
+
+void print_divergence(const Divergence& d, const std::vector<Step>& steps, size_t shown_from) {
+    std::cout << "DIVERGENCE after operation #" << d.index << " (" << d.category << ")\n";
+    for (size_t i = 0; i < d.details.size() && i < kDifferencesShown; ++i) std::cout << "  " << d.details[i] << "\n";
+    if (d.details.size() > kDifferencesShown)
+        std::cout << "  ... " << d.details.size() - kDifferencesShown << " more differences\n";
+    std::cout << "operations (kernel result | laminafs result):\n";
+    for (size_t i = shown_from; i < steps.size(); ++i) {
+        const Step& s = steps[i];
+        std::cout << "  #" << i << " " << describe(s.op) << "  ->  " << s.kernel;
+        if (s.lamina != s.kernel) std::cout << "  |  " << s.lamina;
+        std::cout << "\n";
+    }
+    std::cout.flush();
+}
+
+// Runs ops on a fresh pair of mounts; the first divergence, if any. check_every 0: only at the end.
+std::optional<Divergence> replay(const std::string& pristine, int depth, const Config& cfg,
+                                 const std::vector<Op>& ops, std::vector<Step>* steps_out,
+                                 HangGuard& guard) {
+    Session session(pristine, depth, cfg.candidate_is_kernel);
+    if (!session.error().empty()) return Divergence{0, "setup", {session.error()}};
+    UpperNotes notes;
+    std::vector<Step> steps;
+    bool check_each = ops.size() <= 60;
+    // As in the first run: the walk before anything fills laminafs's attribute caches.
+    if (auto d = compare_state(session, 0, notes, cfg.drop_caches)) return d;
+    for (size_t i = 0; i < ops.size(); ++i) {
+        guard.arm(session.lamina().fuse_dev, describe(ops[i]));
+        Step step{ops[i], run_op(ops[i], session.kernel()), run_op(ops[i], session.lamina())};
+        steps.push_back(step);
+        std::optional<Divergence> d;
+        if (step.kernel != step.lamina) {
+            d = Divergence{i, std::string("result ") + kind_name(ops[i].kind),
+                           {describe(ops[i]) + ": kernel " + step.kernel + ", laminafs " + step.lamina}};
+        } else if (check_each || (i + 1) % cfg.check_every == 0 || i + 1 == ops.size()) {
+            d = compare_state(session, i, notes, cfg.drop_caches);
+        }
+        guard.disarm();
+        if (d) {
+            if (steps_out) *steps_out = steps;
+            return d;
+        }
+    }
+    if (steps_out) *steps_out = steps;
+    return std::nullopt;
+}
+
+// The lower entries at, above or below any path the operations name.
+void print_lowers(const std::string& pristine, int depth, const std::vector<Op>& ops) {
+    std::set<std::string> named;
+    for (const auto& op : ops) {
+        for (const auto& p : {op.path, op.path2}) {
+            std::string clean = p;
+            while (!clean.empty() && clean.back() == '/') clean.pop_back();
+            if (!clean.empty()) named.insert(clean);
+        }
+    }
+    std::cout << "lower layers (top first), entries related to those paths:\n";
+    for (int i = 0; i < depth; ++i) {
+        std::string layer = pristine + "/l" + std::to_string(i);
+        Tree tree = walk_tree(layer, {true, false});
+        for (const auto& [path, entry] : tree) {
+            if (path.empty()) continue;
+            bool related = false;
+            for (const auto& n : named) related = related || is_under(path, n) || is_under(n, path);
+            if (!related) continue;
+            std::cout << "  l" << i << " " << quoted(path) << " ";
+            auto it = entry.fields.find("stat");
+            std::cout << (it == entry.fields.end() ? "?" : it->second);
+            for (const auto& [field, value] : entry.fields) {
+                if (field == "target" || field.rfind("xattr ", 0) == 0) std::cout << " " << field << "=" << shown(value);
+            }
+            std::cout << "\n";
+        }
+    }
+}
+
+// Removes ever smaller chunks of the sequence while it still diverges the same way.
+std::vector<Op> minimize(const std::string& pristine, int depth, const Config& cfg, std::vector<Op> ops,
+                         const std::string& category, HangGuard& guard) {
+    auto start = std::chrono::steady_clock::now();
+    size_t trials = 0;
+    auto still_fails = [&](std::vector<Op>& candidate) {
+        ++trials;
+        std::optional<Divergence> d = replay(pristine, depth, cfg, candidate, nullptr, guard);
+        if (!d || d->category != category) return false;
+        candidate.resize(d->index + 1);
+        return true;
+    };
+    size_t chunk = std::max<size_t>(1, ops.size() / 2);
+    while (chunk >= 1 && trials < 600 && std::chrono::steady_clock::now() - start < std::chrono::minutes(10)) {
+        bool removed = false;
+        for (size_t from = 0; from < ops.size() && trials < 600;) {
+            std::vector<Op> candidate;
+            for (size_t i = 0; i < ops.size(); ++i) {
+                if (i < from || i >= from + chunk) candidate.push_back(ops[i]);
+            }
+            if (!candidate.empty() && still_fails(candidate)) {
+                ops = candidate;
+                removed = true;
+            } else {
+                from += chunk;
+            }
+        }
+        if (!removed) {
+            if (chunk == 1) break;
+            chunk /= 2;
+        }
+    }
+    std::cout << "minimized to " << ops.size() << " operations in " << trials << " replays\n";
+    return ops;
+}
+
+// One depth: layers, mounts, the operation loop. Returns false on a divergence.
+bool run_depth(const Config& cfg, int depth, HangGuard& guard) {
+    uint64_t seed = mix_seed(cfg.seed, static_cast<uint64_t>(depth));
+    auto start = std::chrono::steady_clock::now();
+    TempDir layers("lamina-fuzz-layers");
+    std::string pristine = layers / "layers";
+    if (mkdir(pristine.c_str(), 0755) != 0) {
+        ADD_FAILURE() << "mkdir " << pristine << ": " << strerror(errno);
+        return false;
+    }
+    if (auto err = LayerWriter(mix_seed(seed, 1), features_without(cfg.skip)).write(pristine, depth, entries_per_layer(depth)); !err.empty()) {
+        ADD_FAILURE() << "writing layers: " << err;
+        return false;
+    }
+    Session session(pristine, depth, cfg.candidate_is_kernel);
+    if (!session.error().empty()) {
+        ADD_FAILURE() << session.error();
+        return false;
+    }
+    OpGenerator generator(mix_seed(seed, 2), cfg.skip);
+    std::vector<Step> steps;
+    UpperNotes notes;
+    std::optional<Divergence> divergence = compare_state(session, 0, notes, cfg.drop_caches);  // before anything
+    for (size_t i = 0; !divergence && i < cfg.ops; ++i) {
+        TreeView view(walk_tree(session.kernel().mnt, {false, true}));
+        Op op = generator.next(view);
+        guard.arm(session.lamina().fuse_dev, describe(op));
+        Step step{op, run_op(op, session.kernel()), run_op(op, session.lamina())};
+        steps.push_back(step);
+        if (step.kernel != step.lamina) {
+            divergence = Divergence{i, std::string("result ") + kind_name(op.kind),
+                                    {describe(op) + ": kernel " + step.kernel + ", laminafs " + step.lamina}};
+        } else if ((i + 1) % cfg.check_every == 0 || i + 1 == cfg.ops) {
+            divergence = compare_state(session, i, notes, cfg.drop_caches);
+        }
+        guard.disarm();
+    }
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::cout << "depth " << depth << ": " << steps.size() << " operations in " << seconds << " s\n";
+    for (const auto& [field, info] : notes.by_field) {
+        std::cout << "  note: upper " << field << " differs on " << info.first << " checks, e.g. " << info.second
+                  << "\n";
+    }
+    if (!divergence) return true;
+
+    size_t from = steps.size() > kHistoryShown ? steps.size() - kHistoryShown : 0;
+    print_divergence(*divergence, steps, from);
+    std::cout << "reproduce: LAMINA_FUZZ_SEED=" << cfg.seed << " LAMINA_FUZZ_DEPTHS=" << depth
+              << " LAMINA_FUZZ_OPS=" << steps.size() << " LAMINA_FUZZ_CHECK_EVERY=" << cfg.check_every;
+    if (!cfg.skip.empty()) {
+        std::cout << " LAMINA_FUZZ_SKIP=";
+        for (auto it = cfg.skip.begin(); it != cfg.skip.end(); ++it) std::cout << (it == cfg.skip.begin() ? "" : ",") << *it;
+    }
+    std::cout << " (add LAMINA_FUZZ_MINIMIZE=1 to shrink it)\n";
+    if (cfg.minimize && divergence->category != "setup") {
+        std::vector<Op> ops;
+        for (const auto& s : steps) ops.push_back(s.op);
+        ops = minimize(pristine, depth, cfg, ops, divergence->category, guard);
+        std::vector<Step> replayed;
+        if (auto d = replay(pristine, depth, cfg, ops, &replayed, guard)) {
+            std::cout << "minimal sequence:\n";
+            print_divergence(*d, replayed, 0);
+            print_lowers(pristine, depth, ops);
+        }
+    }
+    if (guard.fired()) std::cout << "(the laminafs connection was aborted after a hang)\n";
+    ADD_FAILURE() << "depth " << depth << ": " << divergence->category << " diverges after operation #"
+                  << divergence->index << ": " << divergence->details.front() << " (seed " << cfg.seed << ")";
+    return false;
+}
+
+Config config_from_env() {
+    Config cfg;
+    if (auto seed = env_text("LAMINA_FUZZ_SEED")) {
+        cfg.seed = std::strtoull(seed->c_str(), nullptr, 0);
+    } else {
+        cfg.seed = static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) ^
+                   (static_cast<uint64_t>(getpid()) << 32);
+        cfg.seed %= 1000000000000ULL;  // short enough to type
+    }
+    if (auto ops = env_text("LAMINA_FUZZ_OPS")) cfg.ops = std::strtoull(ops->c_str(), nullptr, 0);
+    if (auto every = env_text("LAMINA_FUZZ_CHECK_EVERY"))
+        cfg.check_every = std::max<uint64_t>(1, std::strtoull(every->c_str(), nullptr, 0));
+    if (auto depths = env_text("LAMINA_FUZZ_DEPTHS")) {
+        cfg.depths.clear();
+        for (const auto& d : split_list(*depths)) {
+            int n = std::atoi(d.c_str());
+            if (n >= 1 && n <= 100) cfg.depths.push_back(n);
+        }
+    }
+    if (auto skip = env_text("LAMINA_FUZZ_SKIP")) {
+        for (const auto& name : split_list(*skip)) cfg.skip.insert(name);
+    }
+    cfg.minimize = env_text("LAMINA_FUZZ_MINIMIZE").value_or("0") != "0";
+    cfg.candidate_is_kernel = env_text("LAMINA_FUZZ_CANDIDATE").value_or("") == "kernel";
+    cfg.drop_caches = env_text("LAMINA_FUZZ_DROP_CACHES").value_or("0") != "0";
+    return cfg;
+}
+
+TEST(DiffOpsTest, random_operations_match_kernel_overlayfs) {
+    if (!can_mount_fuse() || !can_mount_kernel_overlay()) GTEST_SKIP() << skip_reason();
+    Config cfg = config_from_env();
+    for (const auto& name : cfg.skip) {
+        bool known = std::any_of(kKinds.begin(), kKinds.end(), [&](const KindInfo& k) { return name == k.name; }) ||
+                     std::count(kFeatureNames.begin(), kFeatureNames.end(), name);
+        if (!known) ADD_FAILURE() << "LAMINA_FUZZ_SKIP: unknown operation kind " << quoted(name);
+    }
+    std::cout << "lamina fuzz: LAMINA_FUZZ_SEED=" << cfg.seed << ", " << cfg.ops << " operations per depth, depths";
+    for (int d : cfg.depths) std::cout << " " << d;
+    std::cout << (cfg.candidate_is_kernel ? ", kernel as candidate" : "") << std::endl;
+    HangGuard guard;
+    for (int depth : cfg.depths) {
+        SCOPED_TRACE("depth " + std::to_string(depth) + ", LAMINA_FUZZ_SEED=" + std::to_string(cfg.seed));
+        run_depth(cfg, depth, guard);
+    }
+}
+
+}  // namespace
+}  // namespace lamina::test
