@@ -175,6 +175,8 @@ int Overlay::copy_up_locked(Node* node) {
         node->ino = make_ino(kUpperLayer, ust.st_ino);
         if (!S_ISDIR(ust.st_mode)) table_.set_upper_ino(node, ust.st_ino);
     }
+    // The kernel's cached attributes (st_ino, and st_nlink of a lower hardlink) are stale now.
+    pending_invalidations().push_back(Invalidation{reinterpret_cast<uintptr_t>(node), false});
     return 0;
 }
 

@@ -62,11 +62,23 @@ Credentials creds(fuse_req_t req) {
 void flush_invalidations(fuse_session* se) {
     auto& pending = Overlay::pending_invalidations();
     if (pending.empty()) return;
-    std::vector<uint64_t> todo;
+    std::vector<Overlay::Invalidation> todo;
     todo.swap(pending);
     if (!se) return;
-    for (uint64_t ino : todo) fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
+    for (const auto& inv : todo) fuse_lowlevel_notify_inval_inode(se, inv.node_id, inv.pages ? 0 : -1, 0);
 }
+
+// Declared first in every handler that may change the tree: runs after the reply is sent.
+class InvalidateAfterReply {
+public:
+    explicit InvalidateAfterReply(fuse_req_t req) : se_(ctx(req).se) {}
+    ~InvalidateAfterReply() { flush_invalidations(se_); }
+    InvalidateAfterReply(const InvalidateAfterReply&) = delete;
+    InvalidateAfterReply& operator=(const InvalidateAfterReply&) = delete;
+
+private:
+    fuse_session* se_;
+};
 
 void log_op(const char* op, fuse_ino_t ino, const char* name = nullptr) {
     if (spdlog::should_log(spdlog::level::debug))
@@ -160,7 +172,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
-    fuse_session* se = ctx(req).se;
+    InvalidateAfterReply invalidate(req);
     log_op("setattr", ino);
     struct stat out;
     int err = ov(req).setattr(node_of(req, ino), fi ? file_of(fi) : nullptr, *attr, to_set,
@@ -170,7 +182,6 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
         return;
     }
     fuse_reply_attr(req, &out, ctx(req).config.timeout);
-    flush_invalidations(se);
 }
 
 void op_readlink(fuse_req_t req, fuse_ino_t ino) {
@@ -184,6 +195,7 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+    InvalidateAfterReply invalidate(req);
     log_op("mknod", parent, name);
     EntryReply e;
     if (int err = ov(req).mknod(node_of(req, parent), name, mode, rdev, creds(req), e)) {
@@ -194,6 +206,7 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
 }
 
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+    InvalidateAfterReply invalidate(req);
     log_op("mkdir", parent, name);
     EntryReply e;
     if (int err = ov(req).mkdir(node_of(req, parent), name, mode, creds(req), e)) {
@@ -204,6 +217,7 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) 
 }
 
 void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+    InvalidateAfterReply invalidate(req);
     log_op("symlink", parent, name);
     EntryReply e;
     if (int err = ov(req).symlink(target, node_of(req, parent), name, creds(req), e)) {
@@ -214,7 +228,7 @@ void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const cha
 }
 
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
-    fuse_session* se = ctx(req).se;
+    InvalidateAfterReply invalidate(req);
     log_op("link", newparent, newname);
     EntryReply e;
     if (int err = ov(req).link(node_of(req, ino), node_of(req, newparent), newname, e)) {
@@ -222,17 +236,16 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
         return;
     }
     reply_entry(req, e);
-    flush_invalidations(se);  // the other names' st_nlink
 }
 
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-    fuse_session* se = ctx(req).se;
+    InvalidateAfterReply invalidate(req);
     log_op("unlink", parent, name);
     fuse_reply_err(req, ov(req).unlink(node_of(req, parent), name));
-    flush_invalidations(se);
 }
 
 void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    InvalidateAfterReply invalidate(req);
     log_op("rmdir", parent, name);
     fuse_reply_err(req, ov(req).rmdir(node_of(req, parent), name));
 }
@@ -246,6 +259,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
 
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                fuse_file_info* fi) {
+    InvalidateAfterReply invalidate(req);
     log_op("create", parent, name);
     EntryReply e;
     std::unique_ptr<FileHandle> fh;
@@ -268,6 +282,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    InvalidateAfterReply invalidate(req);
     log_op("open", ino);
     std::unique_ptr<FileHandle> fh;
     if (int err = ov(req).open(node_of(req, ino), fi->flags, creds(req), fh)) {
@@ -299,7 +314,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 }
 
 void op_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
-    fuse_session* se = ctx(req).se;
+    InvalidateAfterReply invalidate(req);
     (void)ino;
     FileHandle* fh = file_of(fi);
     fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
@@ -314,7 +329,6 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fu
     // Peers are collected before the reply: afterwards the handle and node may be gone.
     if (fh->node->has_peers) ov(req).invalidate_peers(fh->node);
     fuse_reply_write(req, static_cast<size_t>(n));
-    flush_invalidations(se);
 }
 
 void op_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -447,10 +461,9 @@ void op_statfs(fuse_req_t req, fuse_ino_t ino) {
 
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                  int flags) {
-    fuse_session* se = ctx(req).se;
+    InvalidateAfterReply invalidate(req);
     log_op("setxattr", ino, name);
     fuse_reply_err(req, ov(req).setxattr(node_of(req, ino), name, value, size, flags));
-    flush_invalidations(se);
 }
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
@@ -480,10 +493,9 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
-    fuse_session* se = ctx(req).se;
+    InvalidateAfterReply invalidate(req);
     log_op("removexattr", ino, name);
     fuse_reply_err(req, ov(req).removexattr(node_of(req, ino), name));
-    flush_invalidations(se);
 }
 
 void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,

@@ -177,8 +177,8 @@ void Overlay::insert_looked_up(Node* parent, std::string_view name, std::unique_
     out.node->ino = out.st.st_ino;
 }
 
-std::vector<uint64_t>& Overlay::pending_invalidations() {
-    static thread_local std::vector<uint64_t> pending;
+std::vector<Overlay::Invalidation>& Overlay::pending_invalidations() {
+    static thread_local std::vector<Invalidation> pending;
     return pending;
 }
 
@@ -186,7 +186,7 @@ void Overlay::invalidate_peers(Node* node) {
     if (!node->has_peers) return;
     auto peers = table_.peers_of(node);
     auto& pending = pending_invalidations();
-    pending.insert(pending.end(), peers.begin(), peers.end());
+    for (uint64_t id : peers) pending.push_back(Invalidation{id, true});
 }
 
 void Overlay::keep_open_copy_locked(Node* node) {

@@ -46,8 +46,17 @@ std::string fuse_mount_options(const MountOptions& opts, bool read_only) {
     if (opts.allow_root) o += ",allow_root";
     if (read_only) o += ",ro";
     if (opts.noatime) o += ",noatime";
-    if (opts.nodev) o += ",nodev";
-    if (opts.nosuid) o += ",nosuid";
+    // libfuse mounts nodev,nosuid unless told otherwise; a container's /dev/null and setuid
+    // binaries must work as on the kernel overlay. (fusermount3 forces both for plain users.)
+    bool privileged = geteuid() == 0;
+    if (opts.nodev)
+        o += ",nodev";
+    else if (privileged)
+        o += ",dev";
+    if (opts.nosuid)
+        o += ",nosuid";
+    else if (privileged)
+        o += ",suid";
     if (opts.noexec) o += ",noexec";
     return o;
 }

@@ -134,7 +134,11 @@ public:
 
     // Kernel caches to drop after the current request is answered: other names of a hardlinked
     // upper file that the request changed. Collected per thread, drained by the FUSE glue.
-    static std::vector<uint64_t>& pending_invalidations();
+    struct Invalidation {
+        uint64_t node_id;
+        bool pages;  // drop cached data too, not just attributes
+    };
+    static std::vector<Invalidation>& pending_invalidations();
     // Queues the node's hardlink peers for invalidation if it has any.
     void invalidate_peers(Node* node);
 
