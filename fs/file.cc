@@ -34,6 +34,7 @@ int Overlay::open(Node* node, int flags, const Credentials&, std::unique_ptr<Fil
         std::string p = path_of(node);
         fh->fd.reset(openat(stack_.fd(kUpperLayer), p.c_str(), layer_open_flags(flags)));
         if (!fh->fd) return errno;
+        if (flags & O_TRUNC) invalidate_peers(node);  // other names of the file were truncated too
     } else {
         std::shared_lock lock(tree_);
         if (node->in_upper) {

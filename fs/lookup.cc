@@ -190,7 +190,9 @@ void Overlay::invalidate_peers(Node* node) {
 }
 
 void Overlay::keep_open_copy_locked(Node* node) {
-    if (node->open_count == 0 || node->unlinked_fd) return;
+    // Fifos, sockets and devices are opened by the kernel without asking us: keep those always.
+    bool special = !S_ISREG(node->type) && !S_ISDIR(node->type) && !S_ISLNK(node->type);
+    if ((node->open_count == 0 && !special) || node->unlinked_fd) return;
     std::string rel = node->in_upper ? path_of(node) : node->lower_path;
     node->unlinked_fd.reset(
         openat(stack_.fd(node->top_layer()), rel_or_dot(rel), O_PATH | O_NOFOLLOW | O_CLOEXEC));
