@@ -7,6 +7,7 @@
 #include <cerrno>
 
 #include "overlay.h"
+#include "path_util.h"
 
 namespace lamina {
 
@@ -43,7 +44,7 @@ int Overlay::setattr(Node* node, FileHandle* fh, const struct stat& attr, int to
     }
     std::string p = node->unlinked ? std::string() : path_of(node);
     int dirfd = stack_.fd(kUpperLayer);
-    const char* rel = p.empty() ? "." : p.c_str();
+    const char* rel = rel_or_dot(p);
 
     if (to_set & kSetMode) {
         int rc = fd >= 0 ? fchmod(fd, attr.st_mode & 07777)

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "overlay.h"
+#include "path_util.h"
 
 namespace lamina {
 
@@ -102,7 +103,7 @@ int Overlay::copy_up_locked(Node* node) {
     }
     LayerNo src_layer = node->top_layer();
     int src_dir = stack_.fd(src_layer);
-    const char* src_rel = node->lower_path.empty() ? "." : node->lower_path.c_str();
+    const char* src_rel = rel_or_dot(node->lower_path);
     struct stat st;
     if (fstatat(src_dir, src_rel, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
     std::string src_abs = stack_.abs_path(src_layer, node->lower_path);
@@ -170,8 +171,7 @@ int Overlay::copy_up_locked(Node* node) {
     }
     node->in_upper = true;
     struct stat ust;
-    if (fstatat(stack_.fd(kUpperLayer), dst.empty() ? "." : dst.c_str(), &ust,
-                AT_SYMLINK_NOFOLLOW) == 0) {
+    if (fstatat(stack_.fd(kUpperLayer), rel_or_dot(dst), &ust, AT_SYMLINK_NOFOLLOW) == 0) {
         node->ino = make_ino(kUpperLayer, ust.st_ino);
         if (!S_ISDIR(ust.st_mode)) table_.set_upper_ino(node, ust.st_ino);
     }

@@ -13,18 +13,11 @@
 
 #include "dir_index.h"
 #include "overlay.h"
+#include "path_util.h"
 
 namespace lamina {
 
 namespace {
-
-std::string join(const std::string& dir, std::string_view name) {
-    if (dir.empty()) return std::string(name);
-    std::string out = dir;
-    out.push_back('/');
-    out.append(name);
-    return out;
-}
 
 // Names of the OCI whiteout form would hide something once the layer is exported or used as a
 // lower layer, so they cannot be created through the mount.
@@ -48,7 +41,7 @@ int Overlay::set_upper_xattr(const std::string& abs, std::string_view suffix,
 }
 
 int Overlay::make_whiteout_locked(Node* parent, std::string_view name) {
-    std::string rel = join(path_of(parent), name);
+    std::string rel = join_path(path_of(parent), name);
     if (mknodat(stack_.fd(kUpperLayer), rel.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0) return 0;
     if (errno != EPERM) return errno;
     // Without the right to make device nodes: an empty file with overlay.whiteout in a
@@ -64,7 +57,7 @@ int Overlay::make_whiteout_locked(Node* parent, std::string_view name) {
 int Overlay::prepare_new_name_locked(Node* parent, std::string_view name, bool& over_whiteout,
                                      std::string& dst) {
     if (int err = copy_up_locked(parent)) return err;
-    dst = join(path_of(parent), name);
+    dst = join_path(path_of(parent), name);
     struct stat st;
     over_whiteout = false;
     if (fstatat(stack_.fd(kUpperLayer), dst.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
@@ -87,19 +80,22 @@ int Overlay::install_from_work_locked(const std::string& tmp, const std::string&
     return 0;
 }
 
-void Overlay::chown_new(int dirfd, const char* name, const Credentials& cred, Node* parent) {
+int Overlay::set_new_owner(int dirfd, const char* name, const Credentials& cred, Node* parent,
+                           mode_t mode) {
     gid_t gid = cred.gid;
     struct stat pst;
     std::string prel = path_of(parent);
     bool setgid_parent =
-        fstatat(stack_.fd(kUpperLayer), prel.empty() ? "." : prel.c_str(), &pst, 0) == 0 &&
-        (pst.st_mode & S_ISGID);
+        fstatat(stack_.fd(kUpperLayer), rel_or_dot(prel), &pst, 0) == 0 && (pst.st_mode & S_ISGID);
     if (setgid_parent) gid = pst.st_gid;
-    fchownat(dirfd, name, cred.uid, gid, AT_SYMLINK_NOFOLLOW);
-    // The entry was made in the work dir, so it did not inherit what a setgid parent passes on.
-    struct stat st;
-    if (setgid_parent && fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
-        fchmodat(dirfd, name, (st.st_mode & 07777) | S_ISGID, 0);
+    if (fchownat(dirfd, name, cred.uid, gid, AT_SYMLINK_NOFOLLOW) != 0 && errno != EPERM)
+        return errno;
+    if (S_ISLNK(mode)) return 0;
+    // Set after chown, which drops set-id bits; a directory in a setgid parent inherits the
+    // bit, which the work dir did not pass on.
+    mode_t perm = mode & 07777;
+    if (S_ISDIR(mode) && setgid_parent) perm |= S_ISGID;
+    return fchmodat(dirfd, name, perm, 0) == 0 ? 0 : errno;
 }
 
 int Overlay::finish_entry_locked(Node* parent, std::string_view name, EntryReply& out) {
@@ -113,30 +109,14 @@ int Overlay::finish_entry_locked(Node* parent, std::string_view name, EntryReply
 
 int Overlay::create(Node* parent, std::string_view name, mode_t mode, int flags,
                     const Credentials& cred, EntryReply& out, std::unique_ptr<FileHandle>& fh) {
-    if (int err = check_writable()) return err;
-    if (is_reserved_name(name)) return EINVAL;
-    std::unique_lock lock(tree_);
-    std::unique_ptr<Node> probe;
-    struct stat st;
-    int err = lookup_locked(parent, name, probe, st);
-    if (err == 0) return EEXIST;
-    if (err != ENOENT) return err;
-    bool over_whiteout;
-    std::string dst;
-    if ((err = prepare_new_name_locked(parent, name, over_whiteout, dst))) return err;
-    std::string tmp = work_temp_name();
-    int open_flags =
-        (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY)) | O_CREAT | O_EXCL | O_CLOEXEC;
-    UniqueFd fd(openat(stack_.work_fd(), tmp.c_str(), open_flags, mode & 07777));
-    if (!fd) return errno;
-    chown_new(stack_.work_fd(), tmp.c_str(), cred, parent);
-    if (fchmod(fd.get(), mode & 07777) != 0 ||
-        (err = install_from_work_locked(tmp, dst, over_whiteout))) {
-        if (!err) err = errno;
-        unlinkat(stack_.work_fd(), tmp.c_str(), 0);
-        return err;
-    }
-    if ((err = finish_entry_locked(parent, name, out))) return err;
+    int open_flags = (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_DIRECT)) | O_CREAT |
+                     O_EXCL | O_CLOEXEC;
+    UniqueFd fd;
+    auto make = [&](int work, const char* tmp) {
+        fd.reset(openat(work, tmp, open_flags, mode & 07777));
+        return fd ? 0 : errno;
+    };
+    if (int err = create_entry(parent, name, make, S_IFREG | (mode & 07777), cred, out)) return err;
     fh = std::make_unique<FileHandle>();
     out.node->open_count++;
     fh->node = out.node;
@@ -151,7 +131,7 @@ int Overlay::mknod(Node* parent, std::string_view name, mode_t mode, dev_t rdev,
     return create_entry(
         parent, name,
         [&](int work, const char* tmp) { return mknodat(work, tmp, mode, rdev) == 0 ? 0 : errno; },
-        false, cred, out);
+        mode, cred, out);
 }
 
 int Overlay::mkdir(Node* parent, std::string_view name, mode_t mode, const Credentials& cred,
@@ -161,7 +141,7 @@ int Overlay::mkdir(Node* parent, std::string_view name, mode_t mode, const Crede
         [&](int work, const char* tmp) {
             return mkdirat(work, tmp, mode & 07777) == 0 ? 0 : errno;
         },
-        true, cred, out);
+        S_IFDIR | (mode & 07777), cred, out);
 }
 
 int Overlay::symlink(const char* target, Node* parent, std::string_view name,
@@ -169,12 +149,13 @@ int Overlay::symlink(const char* target, Node* parent, std::string_view name,
     return create_entry(
         parent, name,
         [&](int work, const char* tmp) { return symlinkat(target, work, tmp) == 0 ? 0 : errno; },
-        false, cred, out);
+        S_IFLNK, cred, out);
 }
 
 int Overlay::create_entry(Node* parent, std::string_view name,
-                          const std::function<int(int, const char*)>& make, bool is_dir,
+                          const std::function<int(int, const char*)>& make, mode_t mode,
                           const Credentials& cred, EntryReply& out) {
+    bool is_dir = S_ISDIR(mode);
     if (int err = check_writable()) return err;
     if (is_reserved_name(name)) return EINVAL;
     std::unique_lock lock(tree_);
@@ -188,9 +169,9 @@ int Overlay::create_entry(Node* parent, std::string_view name,
     if ((err = prepare_new_name_locked(parent, name, over_whiteout, dst))) return err;
     std::string tmp = work_temp_name();
     if ((err = make(stack_.work_fd(), tmp.c_str()))) return err;
-    chown_new(stack_.work_fd(), tmp.c_str(), cred, parent);
+    err = set_new_owner(stack_.work_fd(), tmp.c_str(), cred, parent, mode);
     // A directory made where a lower one was deleted must not show the old contents again.
-    if (is_dir && (over_whiteout || lower_has_name(parent, name)))
+    if (!err && is_dir && (over_whiteout || lower_has_name(parent, name)))
         err = set_upper_xattr(stack_.work_path() + "/" + tmp, "opaque", "y");
     if (!err) err = install_from_work_locked(tmp, dst, over_whiteout);
     if (err) {
@@ -240,7 +221,7 @@ int Overlay::unlink(Node* parent, std::string_view name) {
     if (int err = copy_up_locked(parent)) return err;
     if (Node* old = table_.find(parent, name)) keep_open_copy_locked(old);
     bool lower = lower_has_name(parent, name);
-    std::string rel = join(path_of(parent), name);
+    std::string rel = join_path(path_of(parent), name);
     int upper = stack_.fd(kUpperLayer);
     int err = 0;
     if (child->in_upper) {
@@ -320,7 +301,7 @@ int Overlay::rmdir(Node* parent, std::string_view name) {
     if (!empty) return ENOTEMPTY;
     if (int err = copy_up_locked(parent)) return err;
     bool lower = lower_has_name(parent, name);
-    std::string rel = join(path_of(parent), name);
+    std::string rel = join_path(path_of(parent), name);
     int err =
         child->in_upper ? remove_upper_dir_locked(rel, lower) : make_whiteout_locked(parent, name);
     if (err) return err;

@@ -10,6 +10,7 @@
 #include <cerrno>
 
 #include "dirent_reader.h"
+#include "path_util.h"
 #include "unique_fd.h"
 #include "whiteout.h"
 
@@ -38,14 +39,6 @@ uint8_t dtype_of(mode_t mode) {
 // Marks raw entries that are markers, not names (OCI whiteout files, vanished entries).
 constexpr uint8_t kSkip = 0xff;
 
-std::string join_path(const std::string& rel, std::string_view name) {
-    if (rel.empty()) return std::string(name);
-    std::string out = rel;
-    out.push_back('/');
-    out.append(name);
-    return out;
-}
-
 LowerEntry* find_mut(DirIndex& index, std::string_view name) {
     auto it = index.by_name.find(name);
     return it == index.by_name.end() ? nullptr : &index.entries[it->second];
@@ -55,7 +48,7 @@ LowerEntry* find_mut(DirIndex& index, std::string_view name) {
 
 int build_dir_index(const LayerStack& stack, const std::vector<LayerNo>& layers,
                     const std::string& rel, DirIndex& out) {
-    const char* relc = rel.empty() ? "." : rel.c_str();
+    const char* relc = rel_or_dot(rel);
     std::vector<RawEntry> raw;
     std::vector<std::string_view> oci_whiteouts;
     for (LayerNo layer : layers) {

@@ -65,16 +65,20 @@ void flush_invalidations(fuse_session* se) {
     std::vector<Overlay::Invalidation> todo;
     todo.swap(pending);
     if (!se) return;
-    for (const auto& inv : todo) fuse_lowlevel_notify_inval_inode(se, inv.node_id, inv.pages ? 0 : -1, 0);
+    for (const auto& inv : todo)
+        fuse_lowlevel_notify_inval_inode(se, inv.node_id, inv.pages ? 0 : -1, 0);
 }
 
-// Declared first in every handler that may change the tree: runs after the reply is sent.
-class InvalidateAfterReply {
+// Declared first in every handler that may change the tree; now() runs before each reply, the
+// destructor catches what a path without a reply left.
+class PeerInvalidation {
 public:
-    explicit InvalidateAfterReply(fuse_req_t req) : se_(ctx(req).se) {}
-    ~InvalidateAfterReply() { flush_invalidations(se_); }
-    InvalidateAfterReply(const InvalidateAfterReply&) = delete;
-    InvalidateAfterReply& operator=(const InvalidateAfterReply&) = delete;
+    explicit PeerInvalidation(fuse_req_t req) : se_(ctx(req).se) {}
+    ~PeerInvalidation() { flush_invalidations(se_); }
+    // Before the reply: once answered, the caller may stat a peer at once.
+    void now() { flush_invalidations(se_); }
+    PeerInvalidation(const PeerInvalidation&) = delete;
+    PeerInvalidation& operator=(const PeerInvalidation&) = delete;
 
 private:
     fuse_session* se_;
@@ -172,15 +176,17 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
-    InvalidateAfterReply invalidate(req);
+    PeerInvalidation invalidate(req);
     log_op("setattr", ino);
     struct stat out;
     int err = ov(req).setattr(node_of(req, ino), fi ? file_of(fi) : nullptr, *attr, to_set,
                               creds(req), out);
     if (err) {
+        invalidate.now();
         fuse_reply_err(req, err);
         return;
     }
+    invalidate.now();
     fuse_reply_attr(req, &out, ctx(req).config.timeout);
 }
 
@@ -195,75 +201,91 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-    InvalidateAfterReply invalidate(req);
+    PeerInvalidation invalidate(req);
     log_op("mknod", parent, name);
     EntryReply e;
     if (int err = ov(req).mknod(node_of(req, parent), name, mode, rdev, creds(req), e)) {
+        invalidate.now();
         fuse_reply_err(req, err);
         return;
     }
+    invalidate.now();
     reply_entry(req, e);
 }
 
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-    InvalidateAfterReply invalidate(req);
+    PeerInvalidation invalidate(req);
     log_op("mkdir", parent, name);
     EntryReply e;
     if (int err = ov(req).mkdir(node_of(req, parent), name, mode, creds(req), e)) {
+        invalidate.now();
         fuse_reply_err(req, err);
         return;
     }
+    invalidate.now();
     reply_entry(req, e);
 }
 
 void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
-    InvalidateAfterReply invalidate(req);
+    PeerInvalidation invalidate(req);
     log_op("symlink", parent, name);
     EntryReply e;
     if (int err = ov(req).symlink(target, node_of(req, parent), name, creds(req), e)) {
+        invalidate.now();
         fuse_reply_err(req, err);
         return;
     }
+    invalidate.now();
     reply_entry(req, e);
 }
 
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
-    InvalidateAfterReply invalidate(req);
+    PeerInvalidation invalidate(req);
     log_op("link", newparent, newname);
     EntryReply e;
     if (int err = ov(req).link(node_of(req, ino), node_of(req, newparent), newname, e)) {
+        invalidate.now();
         fuse_reply_err(req, err);
         return;
     }
+    invalidate.now();
     reply_entry(req, e);
 }
 
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-    InvalidateAfterReply invalidate(req);
+    PeerInvalidation invalidate(req);
     log_op("unlink", parent, name);
-    fuse_reply_err(req, ov(req).unlink(node_of(req, parent), name));
+    int result = ov(req).unlink(node_of(req, parent), name);
+    invalidate.now();
+    fuse_reply_err(req, result);
 }
 
 void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-    InvalidateAfterReply invalidate(req);
+    PeerInvalidation invalidate(req);
     log_op("rmdir", parent, name);
-    fuse_reply_err(req, ov(req).rmdir(node_of(req, parent), name));
+    int result = ov(req).rmdir(node_of(req, parent), name);
+    invalidate.now();
+    fuse_reply_err(req, result);
 }
 
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
                const char* newname, unsigned int flags) {
+    PeerInvalidation invalidate(req);
     log_op("rename", parent, name);
-    fuse_reply_err(
-        req, ov(req).rename(node_of(req, parent), name, node_of(req, newparent), newname, flags));
+    int result =
+        ov(req).rename(node_of(req, parent), name, node_of(req, newparent), newname, flags);
+    invalidate.now();
+    fuse_reply_err(req, result);
 }
 
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                fuse_file_info* fi) {
-    InvalidateAfterReply invalidate(req);
+    PeerInvalidation invalidate(req);
     log_op("create", parent, name);
     EntryReply e;
     std::unique_ptr<FileHandle> fh;
     if (int err = ov(req).create(node_of(req, parent), name, mode, fi->flags, creds(req), e, fh)) {
+        invalidate.now();
         fuse_reply_err(req, err);
         return;
     }
@@ -275,6 +297,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     p.attr_timeout = ctx(req).config.timeout;
     p.entry_timeout = ctx(req).config.timeout;
     Overlay& o = ov(req);  // the request is freed by the reply, even a failed one
+    invalidate.now();
     if (fuse_reply_create(req, &p, fi) == 0)
         fh.release();
     else
@@ -282,15 +305,17 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-    InvalidateAfterReply invalidate(req);
+    PeerInvalidation invalidate(req);
     log_op("open", ino);
     std::unique_ptr<FileHandle> fh;
     if (int err = ov(req).open(node_of(req, ino), fi->flags, creds(req), fh)) {
+        invalidate.now();
         fuse_reply_err(req, err);
         return;
     }
     fi->fh = reinterpret_cast<uint64_t>(fh.get());
     set_cache_mode(fi);
+    invalidate.now();
     if (fuse_reply_open(req, fi) == 0) fh.release();
 }
 
@@ -314,7 +339,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 }
 
 void op_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
-    InvalidateAfterReply invalidate(req);
+    PeerInvalidation invalidate(req);
     (void)ino;
     FileHandle* fh = file_of(fi);
     fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
@@ -323,11 +348,13 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fu
     out.buf[0].pos = off;
     ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
     if (n < 0) {
+        invalidate.now();
         fuse_reply_err(req, static_cast<int>(-n));
         return;
     }
     // Peers are collected before the reply: afterwards the handle and node may be gone.
     if (fh->node->has_peers) ov(req).invalidate_peers(fh->node);
+    invalidate.now();
     fuse_reply_write(req, static_cast<size_t>(n));
 }
 
@@ -461,9 +488,11 @@ void op_statfs(fuse_req_t req, fuse_ino_t ino) {
 
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                  int flags) {
-    InvalidateAfterReply invalidate(req);
+    PeerInvalidation invalidate(req);
     log_op("setxattr", ino, name);
-    fuse_reply_err(req, ov(req).setxattr(node_of(req, ino), name, value, size, flags));
+    int result = ov(req).setxattr(node_of(req, ino), name, value, size, flags);
+    invalidate.now();
+    fuse_reply_err(req, result);
 }
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
@@ -493,9 +522,11 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
-    InvalidateAfterReply invalidate(req);
+    PeerInvalidation invalidate(req);
     log_op("removexattr", ino, name);
-    fuse_reply_err(req, ov(req).removexattr(node_of(req, ino), name));
+    int result = ov(req).removexattr(node_of(req, ino), name);
+    invalidate.now();
+    fuse_reply_err(req, result);
 }
 
 void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,

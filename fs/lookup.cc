@@ -10,6 +10,7 @@
 
 #include "dir_index.h"
 #include "overlay.h"
+#include "path_util.h"
 
 namespace lamina {
 
@@ -47,11 +48,7 @@ std::string Overlay::path_of(const Node* node) const {
 }
 
 std::string Overlay::child_lower_path(const Node* parent, std::string_view name) const {
-    if (parent->lower_path.empty()) return std::string(name);
-    std::string out = parent->lower_path;
-    out.push_back('/');
-    out.append(name);
-    return out;
+    return join_path(parent->lower_path, name);
 }
 
 std::shared_ptr<const DirIndex> Overlay::dir_index(Node* dir) {
@@ -73,7 +70,7 @@ std::shared_ptr<const DirIndex> Overlay::dir_index(Node* dir) {
 
 void Overlay::probe_redirected_lowers(Node* node) {
     node->lowers.clear();
-    const char* rel = node->lower_path.empty() ? "." : node->lower_path.c_str();
+    const char* rel = rel_or_dot(node->lower_path);
     for (LayerNo n = stack_.first_lower(); n < stack_.end(); ++n) {
         struct stat st;
         if (fstatat(stack_.fd(n), rel, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
@@ -87,10 +84,6 @@ std::string Overlay::redirect_target(const Node* parent, std::string_view redire
     if (!redirect.starts_with('/')) return child_lower_path(parent, redirect);
     size_t first = redirect.find_first_not_of('/');
     return first == std::string_view::npos ? std::string() : std::string(redirect.substr(first));
-}
-
-static inline const char* rel_or_dot(const std::string& rel) {
-    return rel.empty() ? "." : rel.c_str();
 }
 
 int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh,

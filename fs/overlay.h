@@ -168,7 +168,7 @@ private:
     void insert_looked_up(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh,
                           EntryReply& out);
     int create_entry(Node* parent, std::string_view name,
-                     const std::function<int(int, const char*)>& make, bool is_dir,
+                     const std::function<int(int, const char*)>& make, mode_t mode,
                      const Credentials& cred, EntryReply& out);
 
     XattrFlavour flavour() const { return flavour_; }
@@ -180,7 +180,9 @@ private:
                                  bool replace_whiteout);
     int prepare_new_name_locked(Node* parent, std::string_view name, bool& over_whiteout,
                                 std::string& dst);
-    void chown_new(int dirfd, const char* name, const Credentials& cred, Node* parent);
+    // Gives an entry the daemon made the caller's owner (the group of a setgid parent) and mode.
+    int set_new_owner(int dirfd, const char* name, const Credentials& cred, Node* parent,
+                      mode_t mode);
 
     const MountOptions& opts_;
     LayerStack& stack_;

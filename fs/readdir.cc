@@ -11,6 +11,7 @@
 #include "dir_index.h"
 #include "dirent_reader.h"
 #include "overlay.h"
+#include "path_util.h"
 
 namespace lamina {
 
@@ -39,7 +40,7 @@ int Overlay::list_merged_locked(Node* node, std::vector<MergedEntry>& entries, U
     std::unordered_set<std::string> upper_names;
     if (node->in_upper) {
         std::string rel = path_of(node);
-        UniqueFd dir(openat(stack_.fd(kUpperLayer), rel.empty() ? "." : rel.c_str(),
+        UniqueFd dir(openat(stack_.fd(kUpperLayer), rel_or_dot(rel),
                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!dir) return errno;
         char opaque = read_opaque_fd(dir.get());

@@ -9,20 +9,9 @@
 
 #include "dir_index.h"
 #include "overlay.h"
+#include "path_util.h"
 
 namespace lamina {
-
-namespace {
-
-std::string join(const std::string& dir, std::string_view name) {
-    if (dir.empty()) return std::string(name);
-    std::string out = dir;
-    out.push_back('/');
-    out.append(name);
-    return out;
-}
-
-}  // namespace
 
 int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
                     std::string_view new_name, unsigned flags) {
@@ -69,7 +58,7 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
 
     int upper = stack_.fd(kUpperLayer);
     std::string from = path_of(src);
-    std::string to = join(path_of(new_parent), new_name);
+    std::string to = join_path(path_of(new_parent), new_name);
     bool src_lower_remains = lower_has_name(parent, name);
     bool dst_lower_below = lower_has_name(new_parent, new_name);
 
