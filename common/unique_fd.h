@@ -1,4 +1,4 @@
-// An owner for a file descriptor: closes it exactly once.
+// An owner for a file descriptor: closes it exactly once. Shared by laminafs and the layer store.
 #pragma once
 
 #include <unistd.h>
