@@ -68,15 +68,27 @@ std::shared_ptr<const DirIndex> Overlay::dir_index(Node* dir) {
     return dir->index;
 }
 
+// The lower layers of a redirected directory, found the way a lookup from the root would find
+// them: every ancestor's whiteouts and opaque markers apply, not just the last component's.
 void Overlay::probe_redirected_lowers(Node* node) {
     node->lowers.clear();
-    const char* rel = rel_or_dot(node->lower_path);
-    for (LayerNo n = stack_.first_lower(); n < stack_.end(); ++n) {
-        struct stat st;
-        if (fstatat(stack_.fd(n), rel, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-        if (!S_ISDIR(st.st_mode)) break;  // a whiteout or a file ends the merge
-        node->lowers.push_back(n);
+    std::vector<LayerNo> layers;
+    for (LayerNo n = stack_.first_lower(); n < stack_.end(); ++n) layers.push_back(n);
+    std::string path;
+    std::string_view rest = node->lower_path;
+    while (!rest.empty()) {
+        size_t slash = rest.find('/');
+        std::string_view component = rest.substr(0, slash);
+        rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+        if (component.empty()) continue;
+        DirIndex index;
+        if (build_dir_index(stack_, layers, path, index) != 0) return;
+        const LowerEntry* e = index.find(component);
+        if (!e || e->whiteout || e->dtype != DT_DIR) return;
+        layers = e->dir_layers;
+        path = join_path(path, component);
     }
+    node->lowers = std::move(layers);
 }
 
 // A redirect is absolute ("/a/b", from the layer root) or a name in the parent's lower dir.
