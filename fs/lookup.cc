@@ -106,6 +106,9 @@ int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<
     if (name == "." || name == "..") return EINVAL;  // the kernel resolves these itself
     fresh = std::make_unique<Node>();
     Node* node = fresh.get();
+    // Placed for path_of() even while outside the table (the table sets these again on insert).
+    node->parent = parent;
+    node->name.assign(name);
 
     bool found_upper = false;
     std::string upath;

@@ -16,8 +16,6 @@ namespace lamina {
 int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
                     std::string_view new_name, unsigned flags) {
     if (int err = check_writable()) return err;
-    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return EINVAL;  // RENAME_WHITEOUT too
-    if (new_name.starts_with(kOciWhiteoutPrefix)) return EINVAL;
     std::unique_lock lock(tree_);
 
     std::unique_ptr<Node> src_fresh, dst_fresh;
@@ -33,6 +31,19 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
         if (!dst) dst = dst_fresh.get();
     }
     if (parent == new_parent && name == new_name) return 0;
+    // Two names of one upper file: rename(2) does nothing, whatever the flags (the VFS returns
+    // early when source and target are one inode; ours are separate FUSE inodes).
+    if (dst && src->in_upper && dst->in_upper && !src->is_dir() && !dst->is_dir()) {
+        struct stat a, b;
+        int upper = stack_.fd(kUpperLayer);
+        if (fstatat(upper, path_of(src).c_str(), &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+            fstatat(upper, join_path(path_of(new_parent), new_name).c_str(), &b,
+                    AT_SYMLINK_NOFOLLOW) == 0 &&
+            a.st_ino == b.st_ino && a.st_dev == b.st_dev)
+            return 0;
+    }
+    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return EINVAL;  // RENAME_WHITEOUT too
+    if (new_name.starts_with(kOciWhiteoutPrefix)) return EINVAL;
     if ((flags & RENAME_NOREPLACE) && dst) return EEXIST;
     if ((flags & RENAME_EXCHANGE) && !dst) return ENOENT;
     bool exchange = flags & RENAME_EXCHANGE;
