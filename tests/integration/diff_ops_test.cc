@@ -628,23 +628,31 @@ Tree walk_upper(const std::string& upper) {
 
 // Field by field; the messages name the path, the field and both values.
 void compare_trees(const Tree& kernel, const Tree& lamina, const std::string& what,
-                   std::vector<std::string>& differences) {
+                   std::vector<std::string>& differences, const std::string& kernel_name = "kernel",
+                   const std::string& lamina_name = "laminafs") {
     auto field_text = [](const Entry& e, const std::string& field) {
         auto it = e.fields.find(field);
         return it == e.fields.end() ? std::string("<none>") : shown(it->second);
+    };
+    // What an entry is, for "only in" lines: its attributes, its upper kind, or why lstat failed.
+    auto summary = [](const Entry& e) {
+        for (const char* field : {"stat", "kind", "lstat", "opendir"}) {
+            if (auto it = e.fields.find(field); it != e.fields.end()) return it->second;
+        }
+        return std::string("?");
     };
     auto ki = kernel.begin();
     auto li = lamina.begin();
     while (ki != kernel.end() || li != lamina.end()) {
         if (li == lamina.end() || (ki != kernel.end() && ki->first < li->first)) {
-            differences.push_back(what + " " + quoted(ki->first) + ": only in kernel (" +
-                                  field_text(ki->second, "stat") + ")");
+            differences.push_back(what + " " + quoted(ki->first) + ": only in " + kernel_name + " (" +
+                                  summary(ki->second) + ")");
             ++ki;
             continue;
         }
         if (ki == kernel.end() || li->first < ki->first) {
-            differences.push_back(what + " " + quoted(li->first) + ": only in laminafs (" +
-                                  field_text(li->second, "stat") + field_text(li->second, "lstat") + ")");
+            differences.push_back(what + " " + quoted(li->first) + ": only in " + lamina_name + " (" +
+                                  summary(li->second) + ")");
             ++li;
             continue;
         }
@@ -656,8 +664,8 @@ void compare_trees(const Tree& kernel, const Tree& lamina, const std::string& wh
             auto lv = li->second.fields.find(field);
             if (kv != ki->second.fields.end() && lv != li->second.fields.end() && kv->second == lv->second)
                 continue;
-            differences.push_back(what + " " + quoted(ki->first) + ": " + field +
-                                  ": kernel " + field_text(ki->second, field) + ", laminafs " +
+            differences.push_back(what + " " + quoted(ki->first) + ": " + field + ": " + kernel_name +
+                                  " " + field_text(ki->second, field) + ", " + lamina_name + " " +
                                   field_text(li->second, field));
         }
         ++ki;
@@ -672,7 +680,7 @@ enum class OpKind {
     Create, OpenCreat, Write, Append, Truncate, OpenWrite, Unlink, Mkdir, Rmdir, Rename,
     RenameNoreplace, RenameExchange, RenameWhiteout, Link, Symlink, Mkfifo, Mknod, Chmod, Chown,
     Lchown, Utimens, SetXattr, RemoveXattr, GetXattr, ListXattr, Readdir, Stat, Read, Readlink,
-    FdOpen, FdRead, FdWrite, FdStat, FdTruncate, FdClose,
+    FdOpen, FdRead, FdWrite, FdStat, FdTruncate, FdClose, Remount,
 };
 
 struct KindInfo {
@@ -701,6 +709,7 @@ const std::vector<KindInfo> kKinds = {
     {OpKind::FdOpen, "fd_open", 3},          {OpKind::FdRead, "fd_read", 2},
     {OpKind::FdWrite, "fd_write", 2},        {OpKind::FdStat, "fd_stat", 2},
     {OpKind::FdTruncate, "fd_truncate", 1},  {OpKind::FdClose, "fd_close", 1},
+    {OpKind::Remount, "remount", 1},
 };
 
 const char* kind_name(OpKind kind) {
@@ -794,6 +803,7 @@ std::string describe(const Op& op) {
         case OpKind::FdTruncate: out << "slot " << op.slot << " to " << op.length; break;
         case OpKind::FdStat:
         case OpKind::FdClose: out << "slot " << op.slot; break;
+        case OpKind::Remount: out << "(both mounts)"; break;
         default: out << p; break;
     }
     return out.str();
@@ -806,6 +816,7 @@ struct Side {
     std::string upper;
     std::string work;
     std::string lowerdirs;  // the lowerdir= value, top first
+    bool laminafs = false;  // mounted with laminafs, else with kernel overlayfs
     bool drop_phantoms = false;
     dev_t fuse_dev = 0;  // the FUSE connection, 0 for kernel overlayfs
     std::array<int, kSlots> slots{-1, -1, -1, -1};
@@ -816,6 +827,24 @@ struct Side {
             if (fd >= 0) close(fd);
             fd = -1;
         }
+    }
+
+    // Mounts this side's layers on mnt; "" or an error line.
+    std::string mount() {
+        std::string opts = "lowerdir=" + lowerdirs + ",upperdir=" + upper + ",workdir=" + work;
+        fuse_dev = 0;
+        if (!laminafs) return mount_kernel_overlay(opts + ",redirect_dir=on,index=off,metacopy=off", mnt);
+        CommandResult r = mount_laminafs(opts + ",redirect_dir=on", mnt);
+        if (r.status != 0) return "laminafs mount failed (" + std::to_string(r.status) + "): " + r.err;
+        struct stat st;
+        if (stat(mnt.c_str(), &st) == 0) fuse_dev = st.st_dev;
+        return "";
+    }
+    // A fresh start over the same layers: open descriptors closed, every cache and daemon state gone.
+    std::string remount() {
+        close_slots();
+        unmount(mnt);
+        return mount();
     }
 };
 
@@ -961,6 +990,10 @@ std::string run_op(const Op& op, Side& side) {
             char buf[PATH_MAX + 1];
             ssize_t n = readlink(p.c_str(), buf, sizeof buf);
             return n < 0 ? failed(errno) : "ok " + quoted(std::string(buf, static_cast<size_t>(n)));
+        }
+        case OpKind::Remount: {
+            std::string err = side.remount();
+            return err.empty() ? "ok" : "remount failed: " + err;
         }
         case OpKind::FdOpen: {
             int& slot = side.slots[op.slot];
@@ -1154,6 +1187,9 @@ public:
                 op.length = op.kind == OpKind::FdTruncate ? write_offset(view, op.path) : 4096;
                 if (op.kind == OpKind::FdWrite) op.data = random_bytes(rng_, data_length());
                 break;
+            case OpKind::Remount:
+                for (auto& held : held_) held.clear();
+                break;
         }
         return op;
     }
@@ -1346,23 +1382,11 @@ public:
         kernel_.drop_phantoms = true;
         lamina_.label = candidate_is_kernel ? "kernel (as candidate)" : "laminafs";
         lamina_.drop_phantoms = candidate_is_kernel;
+        lamina_.laminafs = !candidate_is_kernel;
         error_ = prepare(pristine, depth, kernel_, "k");
         if (error_.empty()) error_ = prepare(pristine, depth, lamina_, "f");
-        if (!error_.empty()) return;
-        std::string kernel_extra = ",redirect_dir=on,index=off,metacopy=off";
-        error_ = mount_kernel_overlay(options(kernel_) + kernel_extra, kernel_.mnt);
-        if (!error_.empty()) return;
-        if (candidate_is_kernel) {
-            error_ = mount_kernel_overlay(options(lamina_) + kernel_extra, lamina_.mnt);
-            return;
-        }
-        CommandResult r = mount_laminafs(options(lamina_) + ",redirect_dir=on", lamina_.mnt);
-        if (r.status != 0) {
-            error_ = "laminafs mount failed (" + std::to_string(r.status) + "): " + r.err;
-            return;
-        }
-        struct stat st;
-        if (stat(lamina_.mnt.c_str(), &st) == 0) lamina_.fuse_dev = st.st_dev;
+        if (error_.empty()) error_ = kernel_.mount();
+        if (error_.empty()) error_ = lamina_.mount();
     }
     ~Session() {
         kernel_.close_slots();
@@ -1376,6 +1400,23 @@ public:
     const std::string& error() const { return error_; }
     Side& kernel() { return kernel_; }
     Side& lamina() { return lamina_; }
+
+    // Each implementation reads the other's upper layer: the kernel mounts laminafs's layers on
+    // the laminafs side's mount point and the reverse, each with a fresh work directory.
+    std::string cross_mount() {
+        for (Side* side : {&kernel_, &lamina_}) {
+            side->close_slots();
+            unmount(side->mnt);
+            side->work += "-cross";
+            if (mkdir(side->work.c_str(), 0755) != 0) return "mkdir " + side->work + ": " + strerror(errno);
+        }
+        std::swap(kernel_.laminafs, lamina_.laminafs);
+        std::swap(kernel_.drop_phantoms, lamina_.drop_phantoms);
+        kernel_.label = std::string(kernel_.laminafs ? "laminafs" : "kernel") + " reading the kernel's upper";
+        lamina_.label = std::string(lamina_.laminafs ? "laminafs" : "kernel") + " reading laminafs's upper";
+        std::string err = kernel_.mount();
+        return err.empty() ? lamina_.mount() : err;
+    }
 
 private:
     std::string prepare(const std::string& pristine, int depth, Side& side, const std::string& sub) {
@@ -1392,10 +1433,6 @@ private:
         side.lowerdirs.clear();
         for (int i = 0; i < depth; ++i) side.lowerdirs += (i ? ":" : "") + base + "/layers/l" + std::to_string(i);
         return "";
-    }
-
-    static std::string options(const Side& side) {
-        return "lowerdir=" + side.lowerdirs + ",upperdir=" + side.upper + ",workdir=" + side.work;
     }
 
     TempDir dir_;
@@ -1439,12 +1476,15 @@ std::optional<Divergence> compare_state(Session& session, size_t index, UpperNot
     std::vector<std::string> differences;
     compare_trees(kernel, lamina, "merged", differences);
     if (!differences.empty()) {
-        std::string field = differences.front();
-        size_t colon = field.find(": ");
+        // "merged content", "merged only in laminafs": the field, without path or values.
+        std::string first = differences.front();
+        size_t colon = first.find(": ");
         std::string category = "merged";
         if (colon != std::string::npos) {
-            std::string rest = field.substr(colon + 2);
-            category += " " + rest.substr(0, rest.find(':'));
+            std::string rest = first.substr(colon + 2);
+            rest = rest.substr(0, rest.find_first_of(":("));
+            while (!rest.empty() && rest.back() == ' ') rest.pop_back();
+            category += " " + rest;
         }
         return Divergence{index, category, differences};
     }
@@ -1474,6 +1514,22 @@ std::optional<Divergence> compare_state(Session& session, size_t index, UpperNot
     }
     if (!differences.empty()) return Divergence{index, "upper", differences};
     return std::nullopt;
+}
+
+// After a run: each implementation must read the other's upper layer as the tree both showed.
+std::optional<Divergence> cross_check(Session& session, size_t index) {
+    Tree expected = walk_tree(session.kernel().mnt, {true, session.kernel().drop_phantoms});
+    if (auto err = session.cross_mount(); !err.empty()) return Divergence{index, "cross mount", {err}};
+    std::vector<std::string> differences;
+    std::string category;
+    for (Side* side : {&session.kernel(), &session.lamina()}) {
+        Tree seen = walk_tree(side->mnt, {true, side->drop_phantoms});
+        size_t before = differences.size();
+        compare_trees(expected, seen, side->label + ":", differences, "expected", "seen");
+        if (category.empty() && differences.size() > before) category = "cross " + side->label;
+    }
+    if (differences.empty()) return std::nullopt;
+    return Divergence{index, category, differences};
 }
 
 void print_divergence(const Divergence& d, const std::vector<Step>& steps, size_t shown_from) {
@@ -1520,7 +1576,7 @@ std::optional<Divergence> replay(const std::string& pristine, int depth, const C
         }
     }
     if (steps_out) *steps_out = steps;
-    return std::nullopt;
+    return cross_check(session, ops.empty() ? 0 : ops.size() - 1);
 }
 
 // The lower entries at, above or below any path the operations name.
@@ -1626,6 +1682,7 @@ bool run_depth(const Config& cfg, int depth, HangGuard& guard) {
         }
         guard.disarm();
     }
+    if (!divergence) divergence = cross_check(session, steps.empty() ? 0 : steps.size() - 1);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::cout << "depth " << depth << ": " << steps.size() << " operations in " << seconds << " s\n";
     for (const auto& [field, info] : notes.by_field) {
