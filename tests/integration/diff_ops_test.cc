@@ -6,16 +6,20 @@
 // side, which then gets its own empty upper and work directory. Kernel overlayfs (the oracle,
 // redirect_dir=on,index=off,metacopy=off) and laminafs (LAMINAFS_BIN) mount their copies. Random
 // operations, chosen from the current merged tree plus some missing names, run through both mount
-// points; every return code and errno must agree, and every few operations the merged trees (names,
-// types, modes, owners, sizes, contents, symlink targets, xattrs, nlink of non-directories) and
-// the entries of the upper layers are compared. The first divergence stops that depth's run and
-// prints the operations leading to it.
+// points; every return code and errno must agree, and after every operation (or every few) the
+// merged trees (names, types, modes, owners, sizes, contents, symlink targets, xattrs, nlink of
+// non-directories) and the entries of the upper layers are compared. A "remount" operation
+// unmounts both and mounts them again over the same layers, so state kept only in memory (or in a
+// FUSE cache) shows. At the end of a depth each implementation mounts the other's upper layer and
+// must show the same tree. The first divergence stops that depth's run and prints the operations
+// leading to it.
 //
 //   LAMINA_FUZZ_SEED=S            base seed (printed; random when unset); a depth's run depends
 //                                 only on S and the depth
-//   LAMINA_FUZZ_OPS=N             operations per depth (default 400)
+//   LAMINA_FUZZ_OPS=N             operations per depth (default 1200, about two minutes in all)
 //   LAMINA_FUZZ_DEPTHS=1,4        lower-layer counts to run (default 1,2,4,16)
-//   LAMINA_FUZZ_CHECK_EVERY=K     compare whole trees after every K operations (default 4)
+//   LAMINA_FUZZ_CHECK_EVERY=K     compare whole trees after every K operations (default 1; trees
+//                                 grow, so long runs go faster with 5 or 10)
 //   LAMINA_FUZZ_SKIP=a,b          operation kinds not to generate (names as printed, e.g.
 //                                 rename_exchange) and generator features to leave out
 //                                 (lower_hardlinks, setgid_dirs), to get past a known divergence
@@ -258,7 +262,7 @@ std::vector<std::string> split_list(const std::string& text) {
 // paths are reused across layers, so directories merge, whiteouts and opaque directories hide
 // something, and files shadow directories and the reverse.
 
-const std::vector<std::string> kNames = {"a", "b", "c", "d", "e", "f", "g", "h",
+const std::vector<std::string> kNames = {"a",  "b",  "c",  "d",   "e",    "f",   "g",       "h",
                                          "n0", "n1", "n2", "dir", "file", "x y", "\xc3\xbc"};
 const std::vector<uint32_t> kIds = {0, 0, 0, 1000, 1001, 65534};
 
@@ -273,7 +277,8 @@ std::string random_symlink_target(Rng& rng) {
 }
 
 mode_t random_file_mode(Rng& rng) {
-    static const std::vector<mode_t> modes = {0644, 0644, 0600, 0755, 0444, 0000, 04755, 02755, 0666};
+    static const std::vector<mode_t> modes = {0644, 0644,  0600,  0755, 0444,
+                                              0000, 04755, 02755, 0666};
     if (rng.chance(8)) return static_cast<mode_t>(rng.below(07777 + 1));
     return rng.pick(modes);
 }
@@ -320,7 +325,7 @@ private:
 
     Kind random_kind() {
         static const std::vector<std::pair<Kind, int>> weights = {
-            {Kind::File, 34}, {Kind::Dir, 18}, {Kind::Symlink, 10}, {Kind::Hardlink, 7},
+            {Kind::File, 34},     {Kind::Dir, 18},   {Kind::Symlink, 10}, {Kind::Hardlink, 7},
             {Kind::Whiteout, 14}, {Kind::Opaque, 7}, {Kind::Fifo, 3}};
         int total = 0;
         for (const auto& w : weights) total += w.second;
@@ -351,7 +356,8 @@ private:
         gid_t gid = rng_.pick(kIds);
         if (lchown(abs.c_str(), uid, gid) != 0) return;
         if (!is_symlink)
-            chmod(abs.c_str(), is_dir ? features_.dir_mode(random_dir_mode(rng_)) : random_file_mode(rng_));
+            chmod(abs.c_str(),
+                  is_dir ? features_.dir_mode(random_dir_mode(rng_)) : random_file_mode(rng_));
     }
 
     void add_xattrs(const std::string& abs) {
@@ -396,7 +402,8 @@ private:
                     lsetxattr(abs.c_str(), "trusted.overlay.opaque", "y", 1, 0);
                 continue;
             }
-            if (kind == Kind::Hardlink && (files.empty() || !features_.lower_hardlinks)) kind = Kind::File;
+            if (kind == Kind::Hardlink && (files.empty() || !features_.lower_hardlinks))
+                kind = Kind::File;
             char recorded = 'f';
             switch (kind) {
                 case Kind::File: {
@@ -404,7 +411,8 @@ private:
                     if (fd.get() < 0) return "create " + abs + ": " + strerror(errno);
                     size_t length = rng_.chance(10) ? rng_.between(3000, 9000) : rng_.below(200);
                     std::string data = random_bytes(rng_, length);
-                    if (::write(fd.get(), data.data(), data.size()) != static_cast<ssize_t>(data.size()))
+                    if (::write(fd.get(), data.data(), data.size()) !=
+                        static_cast<ssize_t>(data.size()))
                         return "write " + abs + ": " + strerror(errno);
                     set_owner_and_mode(abs, false, false);
                     add_xattrs(abs);
@@ -413,7 +421,8 @@ private:
                 }
                 case Kind::Dir:
                 case Kind::Opaque:
-                    if (mkdir(abs.c_str(), 0755) != 0) return "mkdir " + abs + ": " + strerror(errno);
+                    if (mkdir(abs.c_str(), 0755) != 0)
+                        return "mkdir " + abs + ": " + strerror(errno);
                     if (kind == Kind::Opaque) {
                         lsetxattr(abs.c_str(), "trusted.overlay.opaque", "y", 1, 0);
                         opaque.insert(path);
@@ -479,13 +488,20 @@ using Tree = std::map<std::string, Entry>;  // relative path -> entry; the root 
 
 char type_char(mode_t mode) {
     switch (mode & S_IFMT) {
-        case S_IFDIR: return 'd';
-        case S_IFREG: return 'f';
-        case S_IFLNK: return 'l';
-        case S_IFIFO: return 'p';
-        case S_IFCHR: return 'c';
-        case S_IFBLK: return 'b';
-        case S_IFSOCK: return 's';
+        case S_IFDIR:
+            return 'd';
+        case S_IFREG:
+            return 'f';
+        case S_IFLNK:
+            return 'l';
+        case S_IFIFO:
+            return 'p';
+        case S_IFCHR:
+            return 'c';
+        case S_IFBLK:
+            return 'b';
+        case S_IFSOCK:
+            return 's';
     }
     return '?';
 }
@@ -516,7 +532,8 @@ void read_xattrs(const std::string& abs, std::map<std::string, std::string>& fie
         if (!prefix_filter.empty() && name.rfind(prefix_filter, 0) != 0) continue;
         std::vector<char> value(65536);
         ssize_t got = lgetxattr(abs.c_str(), name.c_str(), value.data(), value.size());
-        fields["xattr " + name] = got < 0 ? failed(errno) : std::string(value.data(), static_cast<size_t>(got));
+        fields["xattr " + name] =
+            got < 0 ? failed(errno) : std::string(value.data(), static_cast<size_t>(got));
     }
 }
 
@@ -570,7 +587,8 @@ void walk_dir(const std::string& root, const std::string& rel, const WalkOptions
         } else if (S_ISLNK(st.st_mode)) {
             char buf[PATH_MAX + 1];
             ssize_t n = readlink(child_abs.c_str(), buf, sizeof buf);
-            entry.fields["target"] = n < 0 ? failed(errno) : std::string(buf, static_cast<size_t>(n));
+            entry.fields["target"] =
+                n < 0 ? failed(errno) : std::string(buf, static_cast<size_t>(n));
         }
         read_xattrs(child_abs, entry.fields);
         if (S_ISDIR(st.st_mode) && level < 32) walk_dir(root, child, opts, tree, level + 1);
@@ -617,7 +635,8 @@ Tree walk_upper(const std::string& upper) {
             entry.type = type_char(st.st_mode);
             std::string kind(1, entry.type);
             if (S_ISCHR(st.st_mode))
-                kind += " " + std::to_string(major(st.st_rdev)) + ":" + std::to_string(minor(st.st_rdev));
+                kind += " " + std::to_string(major(st.st_rdev)) + ":" +
+                        std::to_string(minor(st.st_rdev));
             entry.fields["kind"] = kind;
             read_xattrs(abs + "/" + name, entry.fields, "trusted.overlay.");
             if (S_ISDIR(st.st_mode)) pending.push_back(child);
@@ -645,14 +664,14 @@ void compare_trees(const Tree& kernel, const Tree& lamina, const std::string& wh
     auto li = lamina.begin();
     while (ki != kernel.end() || li != lamina.end()) {
         if (li == lamina.end() || (ki != kernel.end() && ki->first < li->first)) {
-            differences.push_back(what + " " + quoted(ki->first) + ": only in " + kernel_name + " (" +
-                                  summary(ki->second) + ")");
+            differences.push_back(what + " " + quoted(ki->first) + ": only in " + kernel_name +
+                                  " (" + summary(ki->second) + ")");
             ++ki;
             continue;
         }
         if (ki == kernel.end() || li->first < ki->first) {
-            differences.push_back(what + " " + quoted(li->first) + ": only in " + lamina_name + " (" +
-                                  summary(li->second) + ")");
+            differences.push_back(what + " " + quoted(li->first) + ": only in " + lamina_name +
+                                  " (" + summary(li->second) + ")");
             ++li;
             continue;
         }
@@ -662,11 +681,12 @@ void compare_trees(const Tree& kernel, const Tree& lamina, const std::string& wh
         for (const auto& field : fields) {
             auto kv = ki->second.fields.find(field);
             auto lv = li->second.fields.find(field);
-            if (kv != ki->second.fields.end() && lv != li->second.fields.end() && kv->second == lv->second)
+            if (kv != ki->second.fields.end() && lv != li->second.fields.end() &&
+                kv->second == lv->second)
                 continue;
-            differences.push_back(what + " " + quoted(ki->first) + ": " + field + ": " + kernel_name +
-                                  " " + field_text(ki->second, field) + ", " + lamina_name + " " +
-                                  field_text(li->second, field));
+            differences.push_back(what + " " + quoted(ki->first) + ": " + field + ": " +
+                                  kernel_name + " " + field_text(ki->second, field) + ", " +
+                                  lamina_name + " " + field_text(li->second, field));
         }
         ++ki;
         ++li;
@@ -677,10 +697,42 @@ void compare_trees(const Tree& kernel, const Tree& lamina, const std::string& wh
 // Operations.
 
 enum class OpKind {
-    Create, OpenCreat, Write, Append, Truncate, OpenWrite, Unlink, Mkdir, Rmdir, Rename,
-    RenameNoreplace, RenameExchange, RenameWhiteout, Link, Symlink, Mkfifo, Mknod, Chmod, Chown,
-    Lchown, Utimens, SetXattr, RemoveXattr, GetXattr, ListXattr, Readdir, Stat, Read, Readlink,
-    FdOpen, FdRead, FdWrite, FdStat, FdTruncate, FdClose, Remount,
+    Create,
+    OpenCreat,
+    Write,
+    Append,
+    Truncate,
+    OpenWrite,
+    Unlink,
+    Mkdir,
+    Rmdir,
+    Rename,
+    RenameNoreplace,
+    RenameExchange,
+    RenameWhiteout,
+    Link,
+    Symlink,
+    Mkfifo,
+    Mknod,
+    Chmod,
+    Chown,
+    Lchown,
+    Utimens,
+    SetXattr,
+    RemoveXattr,
+    GetXattr,
+    ListXattr,
+    Readdir,
+    Stat,
+    Read,
+    Readlink,
+    FdOpen,
+    FdRead,
+    FdWrite,
+    FdStat,
+    FdTruncate,
+    FdClose,
+    Remount,
 };
 
 struct KindInfo {
@@ -690,25 +742,41 @@ struct KindInfo {
 };
 
 const std::vector<KindInfo> kKinds = {
-    {OpKind::Create, "create", 8},           {OpKind::OpenCreat, "open_creat", 3},
-    {OpKind::Write, "write", 8},             {OpKind::Append, "append", 4},
-    {OpKind::Truncate, "truncate", 5},       {OpKind::OpenWrite, "open_write", 3},
-    {OpKind::Unlink, "unlink", 7},           {OpKind::Mkdir, "mkdir", 6},
-    {OpKind::Rmdir, "rmdir", 5},             {OpKind::Rename, "rename", 10},
+    {OpKind::Create, "create", 8},
+    {OpKind::OpenCreat, "open_creat", 3},
+    {OpKind::Write, "write", 8},
+    {OpKind::Append, "append", 4},
+    {OpKind::Truncate, "truncate", 5},
+    {OpKind::OpenWrite, "open_write", 3},
+    {OpKind::Unlink, "unlink", 7},
+    {OpKind::Mkdir, "mkdir", 6},
+    {OpKind::Rmdir, "rmdir", 5},
+    {OpKind::Rename, "rename", 10},
     {OpKind::RenameNoreplace, "rename_noreplace", 3},
     {OpKind::RenameExchange, "rename_exchange", 4},
     {OpKind::RenameWhiteout, "rename_whiteout", 1},
-    {OpKind::Link, "link", 4},               {OpKind::Symlink, "symlink", 4},
-    {OpKind::Mkfifo, "mkfifo", 2},           {OpKind::Mknod, "mknod", 1},
-    {OpKind::Chmod, "chmod", 4},             {OpKind::Chown, "chown", 3},
-    {OpKind::Lchown, "lchown", 2},           {OpKind::Utimens, "utimens", 3},
-    {OpKind::SetXattr, "setxattr", 5},       {OpKind::RemoveXattr, "removexattr", 3},
-    {OpKind::GetXattr, "getxattr", 2},       {OpKind::ListXattr, "listxattr", 2},
-    {OpKind::Readdir, "readdir", 4},         {OpKind::Stat, "stat", 5},
-    {OpKind::Read, "read", 3},               {OpKind::Readlink, "readlink", 2},
-    {OpKind::FdOpen, "fd_open", 3},          {OpKind::FdRead, "fd_read", 2},
-    {OpKind::FdWrite, "fd_write", 2},        {OpKind::FdStat, "fd_stat", 2},
-    {OpKind::FdTruncate, "fd_truncate", 1},  {OpKind::FdClose, "fd_close", 1},
+    {OpKind::Link, "link", 4},
+    {OpKind::Symlink, "symlink", 4},
+    {OpKind::Mkfifo, "mkfifo", 2},
+    {OpKind::Mknod, "mknod", 1},
+    {OpKind::Chmod, "chmod", 4},
+    {OpKind::Chown, "chown", 3},
+    {OpKind::Lchown, "lchown", 2},
+    {OpKind::Utimens, "utimens", 3},
+    {OpKind::SetXattr, "setxattr", 5},
+    {OpKind::RemoveXattr, "removexattr", 3},
+    {OpKind::GetXattr, "getxattr", 2},
+    {OpKind::ListXattr, "listxattr", 2},
+    {OpKind::Readdir, "readdir", 4},
+    {OpKind::Stat, "stat", 5},
+    {OpKind::Read, "read", 3},
+    {OpKind::Readlink, "readlink", 2},
+    {OpKind::FdOpen, "fd_open", 3},
+    {OpKind::FdRead, "fd_read", 2},
+    {OpKind::FdWrite, "fd_write", 2},
+    {OpKind::FdStat, "fd_stat", 2},
+    {OpKind::FdTruncate, "fd_truncate", 1},
+    {OpKind::FdClose, "fd_close", 1},
     {OpKind::Remount, "remount", 1},
 };
 
@@ -740,9 +808,15 @@ struct Op {
 std::string open_flags_text(int flags) {
     std::string out;
     switch (flags & O_ACCMODE) {
-        case O_RDONLY: out = "O_RDONLY"; break;
-        case O_WRONLY: out = "O_WRONLY"; break;
-        default: out = "O_RDWR"; break;
+        case O_RDONLY:
+            out = "O_RDONLY";
+            break;
+        case O_WRONLY:
+            out = "O_WRONLY";
+            break;
+        default:
+            out = "O_RDWR";
+            break;
     }
     if (flags & O_APPEND) out += "|O_APPEND";
     if (flags & O_TRUNC) out += "|O_TRUNC";
@@ -767,44 +841,85 @@ std::string describe(const Op& op) {
             out << p << " mode " << octal(op.mode) << " umask " << octal(op.mask)
                 << (op.flags & O_TRUNC ? " O_TRUNC" : "") << " data " << op.data.size() << " bytes";
             break;
-        case OpKind::Write: out << p << " at " << op.offset << ", " << op.data.size() << " bytes"; break;
-        case OpKind::Append: out << p << ", " << op.data.size() << " bytes"; break;
-        case OpKind::Truncate: out << p << " to " << op.length; break;
-        case OpKind::OpenWrite: out << p << " " << open_flags_text(op.flags); break;
+        case OpKind::Write:
+            out << p << " at " << op.offset << ", " << op.data.size() << " bytes";
+            break;
+        case OpKind::Append:
+            out << p << ", " << op.data.size() << " bytes";
+            break;
+        case OpKind::Truncate:
+            out << p << " to " << op.length;
+            break;
+        case OpKind::OpenWrite:
+            out << p << " " << open_flags_text(op.flags);
+            break;
         case OpKind::Mkdir:
-        case OpKind::Mkfifo: out << p << " mode " << octal(op.mode) << " umask " << octal(op.mask); break;
+        case OpKind::Mkfifo:
+            out << p << " mode " << octal(op.mode) << " umask " << octal(op.mask);
+            break;
         case OpKind::Mknod:
-            out << p << " char " << major(op.rdev) << ":" << minor(op.rdev) << " mode " << octal(op.mode);
+            out << p << " char " << major(op.rdev) << ":" << minor(op.rdev) << " mode "
+                << octal(op.mode);
             break;
         case OpKind::Rename:
         case OpKind::RenameNoreplace:
         case OpKind::RenameExchange:
         case OpKind::RenameWhiteout:
-        case OpKind::Link: out << p << " -> " << q; break;
-        case OpKind::Symlink: out << p << " -> target " << quoted(op.data); break;
-        case OpKind::Chmod: out << p << " " << octal(op.mode); break;
+        case OpKind::Link:
+            out << p << " -> " << q;
+            break;
+        case OpKind::Symlink:
+            out << p << " -> target " << quoted(op.data);
+            break;
+        case OpKind::Chmod:
+            out << p << " " << octal(op.mode);
+            break;
         case OpKind::Chown:
-        case OpKind::Lchown: out << p << " " << static_cast<int>(op.uid) << ":" << static_cast<int>(op.gid); break;
+        case OpKind::Lchown:
+            out << p << " " << static_cast<int>(op.uid) << ":" << static_cast<int>(op.gid);
+            break;
         case OpKind::Utimens:
             out << p << " atime " << time_text(op.times[0]) << " mtime " << time_text(op.times[1])
                 << (op.flags & AT_SYMLINK_NOFOLLOW ? " AT_SYMLINK_NOFOLLOW" : "");
             break;
         case OpKind::SetXattr:
             out << p << " " << op.name << "=" << shown(op.data)
-                << (op.flags == XATTR_CREATE ? " XATTR_CREATE" : op.flags == XATTR_REPLACE ? " XATTR_REPLACE" : "");
+                << (op.flags == XATTR_CREATE    ? " XATTR_CREATE"
+                    : op.flags == XATTR_REPLACE ? " XATTR_REPLACE"
+                                                : "");
             break;
         case OpKind::RemoveXattr:
-        case OpKind::GetXattr: out << p << " " << op.name; break;
-        case OpKind::Stat: out << p << (op.flags ? " (follow)" : " (lstat)"); break;
-        case OpKind::Read: out << p << " at " << op.offset << ", " << op.length << " bytes"; break;
-        case OpKind::FdOpen: out << "slot " << op.slot << " " << p << " " << open_flags_text(op.flags); break;
-        case OpKind::FdRead: out << "slot " << op.slot << " at " << op.offset << ", " << op.length << " bytes"; break;
-        case OpKind::FdWrite: out << "slot " << op.slot << " at " << op.offset << ", " << op.data.size() << " bytes"; break;
-        case OpKind::FdTruncate: out << "slot " << op.slot << " to " << op.length; break;
+        case OpKind::GetXattr:
+            out << p << " " << op.name;
+            break;
+        case OpKind::Stat:
+            out << p << (op.flags ? " (follow)" : " (lstat)");
+            break;
+        case OpKind::Read:
+            out << p << " at " << op.offset << ", " << op.length << " bytes";
+            break;
+        case OpKind::FdOpen:
+            out << "slot " << op.slot << " " << p << " " << open_flags_text(op.flags);
+            break;
+        case OpKind::FdRead:
+            out << "slot " << op.slot << " at " << op.offset << ", " << op.length << " bytes";
+            break;
+        case OpKind::FdWrite:
+            out << "slot " << op.slot << " at " << op.offset << ", " << op.data.size() << " bytes";
+            break;
+        case OpKind::FdTruncate:
+            out << "slot " << op.slot << " to " << op.length;
+            break;
         case OpKind::FdStat:
-        case OpKind::FdClose: out << "slot " << op.slot; break;
-        case OpKind::Remount: out << "(both mounts)"; break;
-        default: out << p; break;
+        case OpKind::FdClose:
+            out << "slot " << op.slot;
+            break;
+        case OpKind::Remount:
+            out << "(both mounts)";
+            break;
+        default:
+            out << p;
+            break;
     }
     return out.str();
 }
@@ -833,14 +948,16 @@ struct Side {
     std::string mount() {
         std::string opts = "lowerdir=" + lowerdirs + ",upperdir=" + upper + ",workdir=" + work;
         fuse_dev = 0;
-        if (!laminafs) return mount_kernel_overlay(opts + ",redirect_dir=on,index=off,metacopy=off", mnt);
+        if (!laminafs)
+            return mount_kernel_overlay(opts + ",redirect_dir=on,index=off,metacopy=off", mnt);
         CommandResult r = mount_laminafs(opts + ",redirect_dir=on", mnt);
-        if (r.status != 0) return "laminafs mount failed (" + std::to_string(r.status) + "): " + r.err;
+        if (r.status != 0)
+            return "laminafs mount failed (" + std::to_string(r.status) + "): " + r.err;
         struct stat st;
         if (stat(mnt.c_str(), &st) == 0) fuse_dev = st.st_dev;
         return "";
     }
-    // A fresh start over the same layers: open descriptors closed, every cache and daemon state gone.
+    // A fresh start over the same layers: descriptors closed, caches and daemon state gone.
     std::string remount() {
         close_slots();
         unmount(mnt);
@@ -885,21 +1002,25 @@ std::string run_op(const Op& op, Side& side) {
         }
         case OpKind::Write:
         case OpKind::Append: {
-            int flags = O_WRONLY | O_NONBLOCK | O_CLOEXEC | (op.kind == OpKind::Append ? O_APPEND : 0);
+            int flags =
+                O_WRONLY | O_NONBLOCK | O_CLOEXEC | (op.kind == OpKind::Append ? O_APPEND : 0);
             Fd fd(open(p.c_str(), flags));
             if (fd.get() < 0) return failed(errno);
-            ssize_t n = op.kind == OpKind::Append
-                            ? write(fd.get(), op.data.data(), op.data.size())
-                            : pwrite(fd.get(), op.data.data(), op.data.size(), static_cast<off_t>(op.offset));
+            ssize_t n = op.kind == OpKind::Append ? write(fd.get(), op.data.data(), op.data.size())
+                                                  : pwrite(fd.get(), op.data.data(), op.data.size(),
+                                                           static_cast<off_t>(op.offset));
             return write_result(n, op.data.size());
         }
-        case OpKind::Truncate: return rc_result(truncate(p.c_str(), static_cast<off_t>(op.length)));
+        case OpKind::Truncate:
+            return rc_result(truncate(p.c_str(), static_cast<off_t>(op.length)));
         case OpKind::OpenWrite: {
             Fd fd(open(p.c_str(), op.flags | O_NONBLOCK | O_CLOEXEC));
             return fd.get() < 0 ? failed(errno) : "ok";
         }
-        case OpKind::Unlink: return rc_result(unlink(p.c_str()));
-        case OpKind::Rmdir: return rc_result(rmdir(p.c_str()));
+        case OpKind::Unlink:
+            return rc_result(unlink(p.c_str()));
+        case OpKind::Rmdir:
+            return rc_result(rmdir(p.c_str()));
         case OpKind::Mkdir: {
             ScopedUmask mask(op.mask);
             return rc_result(mkdir(p.c_str(), op.mode));
@@ -908,37 +1029,50 @@ std::string run_op(const Op& op, Side& side) {
             ScopedUmask mask(op.mask);
             return rc_result(mknod(p.c_str(), S_IFIFO | op.mode, 0));
         }
-        case OpKind::Mknod: return rc_result(mknod(p.c_str(), S_IFCHR | op.mode, op.rdev));
-        case OpKind::Rename: return rc_result(renameat2(AT_FDCWD, p.c_str(), AT_FDCWD, q.c_str(), 0));
+        case OpKind::Mknod:
+            return rc_result(mknod(p.c_str(), S_IFCHR | op.mode, op.rdev));
+        case OpKind::Rename:
+            return rc_result(renameat2(AT_FDCWD, p.c_str(), AT_FDCWD, q.c_str(), 0));
         case OpKind::RenameNoreplace:
             return rc_result(renameat2(AT_FDCWD, p.c_str(), AT_FDCWD, q.c_str(), RENAME_NOREPLACE));
         case OpKind::RenameExchange:
             return rc_result(renameat2(AT_FDCWD, p.c_str(), AT_FDCWD, q.c_str(), RENAME_EXCHANGE));
         case OpKind::RenameWhiteout:
             return rc_result(renameat2(AT_FDCWD, p.c_str(), AT_FDCWD, q.c_str(), RENAME_WHITEOUT));
-        case OpKind::Link: return rc_result(link(p.c_str(), q.c_str()));
-        case OpKind::Symlink: return rc_result(symlink(op.data.c_str(), p.c_str()));
-        case OpKind::Chmod: return rc_result(chmod(p.c_str(), op.mode));
-        case OpKind::Chown: return rc_result(chown(p.c_str(), op.uid, op.gid));
-        case OpKind::Lchown: return rc_result(lchown(p.c_str(), op.uid, op.gid));
+        case OpKind::Link:
+            return rc_result(link(p.c_str(), q.c_str()));
+        case OpKind::Symlink:
+            return rc_result(symlink(op.data.c_str(), p.c_str()));
+        case OpKind::Chmod:
+            return rc_result(chmod(p.c_str(), op.mode));
+        case OpKind::Chown:
+            return rc_result(chown(p.c_str(), op.uid, op.gid));
+        case OpKind::Lchown:
+            return rc_result(lchown(p.c_str(), op.uid, op.gid));
         case OpKind::Utimens: {
             if (utimensat(AT_FDCWD, p.c_str(), op.times, op.flags) != 0) return failed(errno);
             struct stat st;
-            int rc = (op.flags & AT_SYMLINK_NOFOLLOW) ? lstat(p.c_str(), &st) : stat(p.c_str(), &st);
+            int rc =
+                (op.flags & AT_SYMLINK_NOFOLLOW) ? lstat(p.c_str(), &st) : stat(p.c_str(), &st);
             if (rc != 0) return "ok, then stat " + failed(errno);
             std::string out = "ok";
-            auto set = [](const struct timespec& ts) { return ts.tv_nsec != UTIME_NOW && ts.tv_nsec != UTIME_OMIT; };
+            auto set = [](const struct timespec& ts) {
+                return ts.tv_nsec != UTIME_NOW && ts.tv_nsec != UTIME_OMIT;
+            };
             if (set(op.times[0])) out += " atime " + time_text(st.st_atim);
             if (set(op.times[1])) out += " mtime " + time_text(st.st_mtim);
             return out;
         }
         case OpKind::SetXattr:
-            return rc_result(lsetxattr(p.c_str(), op.name.c_str(), op.data.data(), op.data.size(), op.flags));
-        case OpKind::RemoveXattr: return rc_result(lremovexattr(p.c_str(), op.name.c_str()));
+            return rc_result(
+                lsetxattr(p.c_str(), op.name.c_str(), op.data.data(), op.data.size(), op.flags));
+        case OpKind::RemoveXattr:
+            return rc_result(lremovexattr(p.c_str(), op.name.c_str()));
         case OpKind::GetXattr: {
             std::vector<char> buf(65536);
             ssize_t n = lgetxattr(p.c_str(), op.name.c_str(), buf.data(), buf.size());
-            return n < 0 ? failed(errno) : "ok " + shown(std::string(buf.data(), static_cast<size_t>(n)));
+            return n < 0 ? failed(errno)
+                         : "ok " + shown(std::string(buf.data(), static_cast<size_t>(n)));
         }
         case OpKind::ListXattr: {
             std::vector<char> buf(65536);
@@ -963,7 +1097,8 @@ std::string run_op(const Op& op, Side& side) {
                 std::string name = de->d_name;
                 if (name == "." || name == "..") continue;
                 struct stat st;
-                if (side.drop_phantoms && lstat((p + "/" + name).c_str(), &st) != 0 && errno == ENOENT) {
+                if (side.drop_phantoms && lstat((p + "/" + name).c_str(), &st) != 0 &&
+                    errno == ENOENT) {
                     errno = 0;
                     continue;
                 }
@@ -1001,26 +1136,31 @@ std::string run_op(const Op& op, Side& side) {
             slot = open(p.c_str(), op.flags | O_NONBLOCK | O_CLOEXEC);
             return slot < 0 ? failed(errno) : "ok";
         }
-        default: break;
+        default:
+            break;
     }
     // Operations on a held descriptor.
     int fd = side.slots[op.slot];
     if (fd < 0) return "no descriptor";
     switch (op.kind) {
-        case OpKind::FdRead: return read_result(fd, op.offset, op.length);
+        case OpKind::FdRead:
+            return read_result(fd, op.offset, op.length);
         case OpKind::FdWrite:
-            return write_result(pwrite(fd, op.data.data(), op.data.size(), static_cast<off_t>(op.offset)),
-                                op.data.size());
+            return write_result(
+                pwrite(fd, op.data.data(), op.data.size(), static_cast<off_t>(op.offset)),
+                op.data.size());
         case OpKind::FdStat: {
             struct stat st;
             return fstat(fd, &st) != 0 ? failed(errno) : "ok " + stat_text(st);
         }
-        case OpKind::FdTruncate: return rc_result(ftruncate(fd, static_cast<off_t>(op.length)));
+        case OpKind::FdTruncate:
+            return rc_result(ftruncate(fd, static_cast<off_t>(op.length)));
         case OpKind::FdClose: {
             side.slots[op.slot] = -1;
             return rc_result(close(fd));
         }
-        default: break;
+        default:
+            break;
     }
     return "unknown operation";
 }
@@ -1029,7 +1169,7 @@ std::string run_op(const Op& op, Side& side) {
 // Choosing operations from the merged tree as the kernel shows it.
 
 struct TreeView {
-    std::vector<std::string> all;  // every path but the root
+    std::vector<std::string> all;   // every path but the root
     std::vector<std::string> dirs;  // the root included
     std::vector<std::string> files;
     std::vector<std::string> symlinks;
@@ -1043,8 +1183,10 @@ struct TreeView {
             if (entry.type == 'l') symlinks.push_back(path);
             if (entry.type == 'f') {
                 auto it = entry.fields.find("stat");
-                size_t pos = it == entry.fields.end() ? std::string::npos : it->second.find("size=");
-                sizes[path] = pos == std::string::npos ? 0 : std::atoll(it->second.c_str() + pos + 5);
+                size_t pos =
+                    it == entry.fields.end() ? std::string::npos : it->second.find("size=");
+                sizes[path] =
+                    pos == std::string::npos ? 0 : std::atoll(it->second.c_str() + pos + 5);
             }
         }
         if (dirs.empty()) dirs.push_back("");
@@ -1053,7 +1195,8 @@ struct TreeView {
 
 class OpGenerator {
 public:
-    OpGenerator(uint64_t seed, const std::set<std::string>& skip) : rng_(seed), features_(features_without(skip)) {
+    OpGenerator(uint64_t seed, const std::set<std::string>& skip)
+        : rng_(seed), features_(features_without(skip)) {
         for (const auto& info : kKinds) {
             if (!skip.count(info.name)) kinds_.push_back(info);
         }
@@ -1086,12 +1229,17 @@ public:
                 break;
             case OpKind::OpenWrite: {
                 op.path = existing(view, rng_.chance(85) ? view.files : view.all);
-                static const std::vector<int> flags = {O_WRONLY, O_RDWR, O_WRONLY | O_TRUNC, O_RDWR | O_APPEND};
+                static const std::vector<int> flags = {O_WRONLY, O_RDWR, O_WRONLY | O_TRUNC,
+                                                       O_RDWR | O_APPEND};
                 op.flags = rng_.pick(flags);
                 break;
             }
-            case OpKind::Unlink: op.path = existing(view, rng_.chance(85) ? nondirs(view) : view.all); break;
-            case OpKind::Rmdir: op.path = existing(view, rng_.chance(85) ? view.dirs : view.all); break;
+            case OpKind::Unlink:
+                op.path = existing(view, rng_.chance(85) ? nondirs(view) : view.all);
+                break;
+            case OpKind::Rmdir:
+                op.path = existing(view, rng_.chance(85) ? view.dirs : view.all);
+                break;
             case OpKind::Mkdir:
                 op.path = rng_.chance(85) ? new_path(view) : existing(view, view.all);
                 op.mode = features_.dir_mode(random_dir_mode(rng_));
@@ -1128,7 +1276,8 @@ public:
                 break;
             case OpKind::Chmod:
                 op.path = existing(view, view.all);
-                op.mode = features_.dir_mode(rng_.chance(50) ? random_file_mode(rng_) : random_dir_mode(rng_));
+                op.mode = features_.dir_mode(rng_.chance(50) ? random_file_mode(rng_)
+                                                             : random_dir_mode(rng_));
                 break;
             case OpKind::Chown:
             case OpKind::Lchown:
@@ -1145,7 +1294,8 @@ public:
             case OpKind::SetXattr: {
                 op.path = existing(view, view.all);
                 op.name = xattr_name();
-                op.data = random_bytes(rng_, rng_.chance(5) ? rng_.between(1000, 3000) : rng_.below(30));
+                op.data =
+                    random_bytes(rng_, rng_.chance(5) ? rng_.between(1000, 3000) : rng_.below(30));
                 static const std::vector<int> flags = {0, 0, XATTR_CREATE, XATTR_REPLACE};
                 op.flags = rng_.pick(flags);
                 break;
@@ -1155,8 +1305,12 @@ public:
                 op.path = existing(view, view.all);
                 op.name = xattr_name();
                 break;
-            case OpKind::ListXattr: op.path = existing(view, view.all); break;
-            case OpKind::Readdir: op.path = existing(view, rng_.chance(90) ? view.dirs : view.all); break;
+            case OpKind::ListXattr:
+                op.path = existing(view, view.all);
+                break;
+            case OpKind::Readdir:
+                op.path = existing(view, rng_.chance(90) ? view.dirs : view.all);
+                break;
             case OpKind::Stat:
                 op.path = existing(view, view.all);
                 op.flags = rng_.chance(40) ? 1 : 0;
@@ -1166,12 +1320,19 @@ public:
                 op.offset = rng_.chance(70) ? 0 : write_offset(view, op.path);
                 op.length = rng_.chance(80) ? 65536 : rng_.between(1, 100);
                 break;
-            case OpKind::Readlink: op.path = existing(view, rng_.chance(80) ? view.symlinks : view.all); break;
+            case OpKind::Readlink:
+                op.path = existing(view, rng_.chance(80) ? view.symlinks : view.all);
+                break;
             case OpKind::FdOpen: {
                 op.slot = static_cast<int>(rng_.below(kSlots));
                 op.path = existing(view, rng_.chance(85) ? view.files : view.all);
-                static const std::vector<int> flags = {O_RDONLY, O_RDONLY, O_WRONLY, O_RDWR, O_RDWR,
-                                                       O_RDWR | O_APPEND, O_RDONLY | O_DIRECTORY};
+                static const std::vector<int> flags = {O_RDONLY,
+                                                       O_RDONLY,
+                                                       O_WRONLY,
+                                                       O_RDWR,
+                                                       O_RDWR,
+                                                       O_RDWR | O_APPEND,
+                                                       O_RDONLY | O_DIRECTORY};
                 op.flags = rng_.pick(flags);
                 held_[op.slot] = op.path;
                 break;
@@ -1217,7 +1378,7 @@ private:
 
     std::string new_name() {
         uint64_t roll = rng_.below(1000);
-        if (roll < 6) return std::string(255, 'L');  // the longest allowed
+        if (roll < 6) return std::string(255, 'L');   // the longest allowed
         if (roll < 10) return std::string(256, 'L');  // ENAMETOOLONG
         if (roll < 700) return rng_.pick(kNames);
         return "m" + std::to_string(rng_.below(8));
@@ -1227,7 +1388,7 @@ private:
     std::string new_path(const TreeView& view) {
         std::string parent = rng_.pick(view.dirs);
         if (rng_.chance(4) && !view.files.empty()) parent = rng_.pick(view.files);  // ENOTDIR
-        if (rng_.chance(3)) parent = join_path(parent, "missing");                 // ENOENT
+        if (rng_.chance(3)) parent = join_path(parent, "missing");                  // ENOENT
         std::string path = join_path(parent, new_name());
         if (rng_.chance(2)) path += "/";
         return path;
@@ -1236,23 +1397,28 @@ private:
     // Mostly a path of the given list; sometimes a missing, ENOTDIR or trailing-slash variant.
     std::string existing(const TreeView& view, const std::vector<std::string>& from) {
         uint64_t roll = rng_.below(100);
-        if (from.empty() || roll < 4) return join_path(rng_.pick(view.dirs), "gone" + std::to_string(rng_.below(3)));
+        if (from.empty() || roll < 4)
+            return join_path(rng_.pick(view.dirs), "gone" + std::to_string(rng_.below(3)));
         std::string path = rng_.pick(from);
         if (roll < 7) return path + "/a";  // through a non-directory, or a name that may exist
         if (roll < 9) return path + "/";
         return path;
     }
 
-    std::string rename_target(const TreeView& view, const std::string& source, unsigned existing_percent) {
+    std::string rename_target(const TreeView& view, const std::string& source,
+                              unsigned existing_percent) {
         uint64_t roll = rng_.below(100);
-        if (roll < 5 && !source.empty()) return join_path(source, rng_.pick(kNames));  // into itself
-        if (roll < 10 && !parent_of(source).empty()) return join_path(parent_of(parent_of(source)), rng_.pick(kNames));
+        if (roll < 5 && !source.empty())
+            return join_path(source, rng_.pick(kNames));  // into itself
+        if (roll < 10 && !parent_of(source).empty())
+            return join_path(parent_of(parent_of(source)), rng_.pick(kNames));
         if (rng_.chance(existing_percent) && !view.all.empty()) {
             // Prefer targets near the source: same directory or a sibling's child.
             std::vector<std::string> near;
             std::string parent = parent_of(source);
             for (const auto& path : view.all) {
-                if (parent_of(path) == parent || is_under(path, parent_of(parent))) near.push_back(path);
+                if (parent_of(path) == parent || is_under(path, parent_of(parent)))
+                    near.push_back(path);
             }
             return existing(view, !near.empty() && rng_.chance(60) ? near : view.all);
         }
@@ -1341,9 +1507,10 @@ private:
             }
             if (cv_.wait_until(lock, deadline_) != std::cv_status::timeout) continue;
             if (!armed_ || std::chrono::steady_clock::now() < deadline_) continue;
-            std::cout << "laminafs did not answer within " << kStepLimit.count() << " s during: " << what_
-                      << "; aborting its FUSE connection" << std::endl;
-            std::ofstream(std::string("/sys/fs/fuse/connections/") + std::to_string(minor(fuse_dev_)) + "/abort")
+            std::cout << "laminafs did not answer within " << kStepLimit.count()
+                      << " s during: " << what_ << "; aborting its FUSE connection" << std::endl;
+            std::ofstream(std::string("/sys/fs/fuse/connections/") +
+                          std::to_string(minor(fuse_dev_)) + "/abort")
                 << "1";
             fired_ = true;
             armed_ = false;
@@ -1366,8 +1533,8 @@ private:
 
 struct Config {
     uint64_t seed = 0;
-    uint64_t ops = 400;
-    uint64_t check_every = 4;
+    uint64_t ops = 1200;
+    uint64_t check_every = 1;
     std::vector<int> depths = {1, 2, 4, 16};
     std::set<std::string> skip;
     bool minimize = false;
@@ -1377,7 +1544,8 @@ struct Config {
 
 class Session {
 public:
-    Session(const std::string& pristine, int depth, bool candidate_is_kernel) : dir_("lamina-fuzz-run") {
+    Session(const std::string& pristine, int depth, bool candidate_is_kernel)
+        : dir_("lamina-fuzz-run") {
         kernel_.label = "kernel";
         kernel_.drop_phantoms = true;
         lamina_.label = candidate_is_kernel ? "kernel (as candidate)" : "laminafs";
@@ -1408,18 +1576,22 @@ public:
             side->close_slots();
             unmount(side->mnt);
             side->work += "-cross";
-            if (mkdir(side->work.c_str(), 0755) != 0) return "mkdir " + side->work + ": " + strerror(errno);
+            if (mkdir(side->work.c_str(), 0755) != 0)
+                return "mkdir " + side->work + ": " + strerror(errno);
         }
         std::swap(kernel_.laminafs, lamina_.laminafs);
         std::swap(kernel_.drop_phantoms, lamina_.drop_phantoms);
-        kernel_.label = std::string(kernel_.laminafs ? "laminafs" : "kernel") + " reading the kernel's upper";
-        lamina_.label = std::string(lamina_.laminafs ? "laminafs" : "kernel") + " reading laminafs's upper";
+        kernel_.label =
+            std::string(kernel_.laminafs ? "laminafs" : "kernel") + " reading the kernel's upper";
+        lamina_.label =
+            std::string(lamina_.laminafs ? "laminafs" : "kernel") + " reading laminafs's upper";
         std::string err = kernel_.mount();
         return err.empty() ? lamina_.mount() : err;
     }
 
 private:
-    std::string prepare(const std::string& pristine, int depth, Side& side, const std::string& sub) {
+    std::string prepare(const std::string& pristine, int depth, Side& side,
+                        const std::string& sub) {
         std::string base = dir_ / sub;
         if (mkdir(base.c_str(), 0755) != 0) return "mkdir " + base + ": " + strerror(errno);
         CommandResult r = run_command({"cp", "-a", "--preserve=all", pristine, base + "/layers"});
@@ -1431,7 +1603,8 @@ private:
             if (mkdir(d.c_str(), 0755) != 0) return "mkdir " + d + ": " + strerror(errno);
         }
         side.lowerdirs.clear();
-        for (int i = 0; i < depth; ++i) side.lowerdirs += (i ? ":" : "") + base + "/layers/l" + std::to_string(i);
+        for (int i = 0; i < depth; ++i)
+            side.lowerdirs += (i ? ":" : "") + base + "/layers/l" + std::to_string(i);
         return "";
     }
 
@@ -1442,8 +1615,8 @@ private:
 };
 
 struct Divergence {
-    size_t index = 0;       // the operation after which it showed
-    std::string category;   // what kind of difference: the minimizer keeps to the same one
+    size_t index = 0;      // the operation after which it showed
+    std::string category;  // what kind of difference: the minimizer keeps to the same one
     std::vector<std::string> details;
 };
 
@@ -1453,8 +1626,9 @@ struct Step {
     std::string lamina;
 };
 
-// Notes on overlay-private xattrs in the upper layers: expected to differ in format, so counted
-// and shown once per run rather than failed.
+// Notes on overlay-private xattrs in the upper layers: expected to differ in format (the kernel
+// also writes origin and impure, and relative redirects), so counted and shown once per run
+// rather than failed; the cross mount at the end checks that each side reads the other's.
 struct UpperNotes {
     std::map<std::string, std::pair<size_t, std::string>> by_field;  // field -> count, example
     void add(const std::string& field, const std::string& example) {
@@ -1496,8 +1670,8 @@ std::optional<Divergence> compare_state(Session& session, size_t index, UpperNot
     for (const auto& diff : upper_diffs) {
         size_t xattr = diff.find(": xattr trusted.overlay.");
         if (xattr != std::string::npos) {
-            std::string field = diff.substr(xattr + 2);
-            notes.add(field.substr(0, field.find(':')), diff);
+            std::string field = diff.substr(xattr + 8);  // "trusted.overlay.NAME: ..."
+            notes.add(field.substr(0, field.find(':')), diff.substr(0, xattr));
         } else {
             differences.push_back(diff);
         }
@@ -1519,7 +1693,8 @@ std::optional<Divergence> compare_state(Session& session, size_t index, UpperNot
 // After a run: each implementation must read the other's upper layer as the tree both showed.
 std::optional<Divergence> cross_check(Session& session, size_t index) {
     Tree expected = walk_tree(session.kernel().mnt, {true, session.kernel().drop_phantoms});
-    if (auto err = session.cross_mount(); !err.empty()) return Divergence{index, "cross mount", {err}};
+    if (auto err = session.cross_mount(); !err.empty())
+        return Divergence{index, "cross mount", {err}};
     std::vector<std::string> differences;
     std::string category;
     for (Side* side : {&session.kernel(), &session.lamina()}) {
@@ -1534,7 +1709,8 @@ std::optional<Divergence> cross_check(Session& session, size_t index) {
 
 void print_divergence(const Divergence& d, const std::vector<Step>& steps, size_t shown_from) {
     std::cout << "DIVERGENCE after operation #" << d.index << " (" << d.category << ")\n";
-    for (size_t i = 0; i < d.details.size() && i < kDifferencesShown; ++i) std::cout << "  " << d.details[i] << "\n";
+    for (size_t i = 0; i < d.details.size() && i < kDifferencesShown; ++i)
+        std::cout << "  " << d.details[i] << "\n";
     if (d.details.size() > kDifferencesShown)
         std::cout << "  ... " << d.details.size() - kDifferencesShown << " more differences\n";
     std::cout << "operations (kernel result | laminafs result):\n";
@@ -1564,8 +1740,10 @@ std::optional<Divergence> replay(const std::string& pristine, int depth, const C
         steps.push_back(step);
         std::optional<Divergence> d;
         if (step.kernel != step.lamina) {
-            d = Divergence{i, std::string("result ") + kind_name(ops[i].kind),
-                           {describe(ops[i]) + ": kernel " + step.kernel + ", laminafs " + step.lamina}};
+            d = Divergence{
+                i,
+                std::string("result ") + kind_name(ops[i].kind),
+                {describe(ops[i]) + ": kernel " + step.kernel + ", laminafs " + step.lamina}};
         } else if (check_each || (i + 1) % cfg.check_every == 0 || i + 1 == ops.size()) {
             d = compare_state(session, i, notes, cfg.drop_caches);
         }
@@ -1602,7 +1780,8 @@ void print_lowers(const std::string& pristine, int depth, const std::vector<Op>&
             auto it = entry.fields.find("stat");
             std::cout << (it == entry.fields.end() ? "?" : it->second);
             for (const auto& [field, value] : entry.fields) {
-                if (field == "target" || field.rfind("xattr ", 0) == 0) std::cout << " " << field << "=" << shown(value);
+                if (field == "target" || field.rfind("xattr ", 0) == 0)
+                    std::cout << " " << field << "=" << shown(value);
             }
             std::cout << "\n";
         }
@@ -1610,8 +1789,8 @@ void print_lowers(const std::string& pristine, int depth, const std::vector<Op>&
 }
 
 // Removes ever smaller chunks of the sequence while it still diverges the same way.
-std::vector<Op> minimize(const std::string& pristine, int depth, const Config& cfg, std::vector<Op> ops,
-                         const std::string& category, HangGuard& guard) {
+std::vector<Op> minimize(const std::string& pristine, int depth, const Config& cfg,
+                         std::vector<Op> ops, const std::string& category, HangGuard& guard) {
     auto start = std::chrono::steady_clock::now();
     size_t trials = 0;
     auto still_fails = [&](std::vector<Op>& candidate) {
@@ -1622,7 +1801,8 @@ std::vector<Op> minimize(const std::string& pristine, int depth, const Config& c
         return true;
     };
     size_t chunk = std::max<size_t>(1, ops.size() / 2);
-    while (chunk >= 1 && trials < 600 && std::chrono::steady_clock::now() - start < std::chrono::minutes(10)) {
+    while (chunk >= 1 && trials < 600 &&
+           std::chrono::steady_clock::now() - start < std::chrono::minutes(10)) {
         bool removed = false;
         for (size_t from = 0; from < ops.size() && trials < 600;) {
             std::vector<Op> candidate;
@@ -1655,7 +1835,9 @@ bool run_depth(const Config& cfg, int depth, HangGuard& guard) {
         ADD_FAILURE() << "mkdir " << pristine << ": " << strerror(errno);
         return false;
     }
-    if (auto err = LayerWriter(mix_seed(seed, 1), features_without(cfg.skip)).write(pristine, depth, entries_per_layer(depth)); !err.empty()) {
+    if (auto err = LayerWriter(mix_seed(seed, 1), features_without(cfg.skip))
+                       .write(pristine, depth, entries_per_layer(depth));
+        !err.empty()) {
         ADD_FAILURE() << "writing layers: " << err;
         return false;
     }
@@ -1667,7 +1849,8 @@ bool run_depth(const Config& cfg, int depth, HangGuard& guard) {
     OpGenerator generator(mix_seed(seed, 2), cfg.skip);
     std::vector<Step> steps;
     UpperNotes notes;
-    std::optional<Divergence> divergence = compare_state(session, 0, notes, cfg.drop_caches);  // before anything
+    std::optional<Divergence> divergence =
+        compare_state(session, 0, notes, cfg.drop_caches);  // before anything
     for (size_t i = 0; !divergence && i < cfg.ops; ++i) {
         TreeView view(walk_tree(session.kernel().mnt, {false, true}));
         Op op = generator.next(view);
@@ -1675,30 +1858,38 @@ bool run_depth(const Config& cfg, int depth, HangGuard& guard) {
         Step step{op, run_op(op, session.kernel()), run_op(op, session.lamina())};
         steps.push_back(step);
         if (step.kernel != step.lamina) {
-            divergence = Divergence{i, std::string("result ") + kind_name(op.kind),
-                                    {describe(op) + ": kernel " + step.kernel + ", laminafs " + step.lamina}};
+            divergence = Divergence{
+                i,
+                std::string("result ") + kind_name(op.kind),
+                {describe(op) + ": kernel " + step.kernel + ", laminafs " + step.lamina}};
         } else if ((i + 1) % cfg.check_every == 0 || i + 1 == cfg.ops) {
             divergence = compare_state(session, i, notes, cfg.drop_caches);
         }
         guard.disarm();
     }
     if (!divergence) divergence = cross_check(session, steps.empty() ? 0 : steps.size() - 1);
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::cout << "depth " << depth << ": " << steps.size() << " operations in " << seconds << " s\n";
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::cout << "depth " << depth << ": " << steps.size() << " operations in " << seconds
+              << " s\n";
     for (const auto& [field, info] : notes.by_field) {
-        std::cout << "  note: upper " << field << " differs on " << info.first << " checks, e.g. " << info.second
-                  << "\n";
+        std::cout << "  note: " << field << " differs " << info.first
+                  << " times in the uppers, first at " << info.second << "\n";
     }
     if (!divergence) return true;
 
     size_t from = steps.size() > kHistoryShown ? steps.size() - kHistoryShown : 0;
     print_divergence(*divergence, steps, from);
     std::cout << "reproduce: LAMINA_FUZZ_SEED=" << cfg.seed << " LAMINA_FUZZ_DEPTHS=" << depth
-              << " LAMINA_FUZZ_OPS=" << steps.size() << " LAMINA_FUZZ_CHECK_EVERY=" << cfg.check_every;
+              << " LAMINA_FUZZ_OPS=" << steps.size()
+              << " LAMINA_FUZZ_CHECK_EVERY=" << cfg.check_every;
     if (!cfg.skip.empty()) {
         std::cout << " LAMINA_FUZZ_SKIP=";
-        for (auto it = cfg.skip.begin(); it != cfg.skip.end(); ++it) std::cout << (it == cfg.skip.begin() ? "" : ",") << *it;
+        for (auto it = cfg.skip.begin(); it != cfg.skip.end(); ++it)
+            std::cout << (it == cfg.skip.begin() ? "" : ",") << *it;
     }
+    if (cfg.drop_caches) std::cout << " LAMINA_FUZZ_DROP_CACHES=1";
+    if (cfg.candidate_is_kernel) std::cout << " LAMINA_FUZZ_CANDIDATE=kernel";
     std::cout << " (add LAMINA_FUZZ_MINIMIZE=1 to shrink it)\n";
     if (cfg.minimize && divergence->category != "setup") {
         std::vector<Op> ops;
@@ -1712,8 +1903,9 @@ bool run_depth(const Config& cfg, int depth, HangGuard& guard) {
         }
     }
     if (guard.fired()) std::cout << "(the laminafs connection was aborted after a hang)\n";
-    ADD_FAILURE() << "depth " << depth << ": " << divergence->category << " diverges after operation #"
-                  << divergence->index << ": " << divergence->details.front() << " (seed " << cfg.seed << ")";
+    ADD_FAILURE() << "depth " << depth << ": " << divergence->category
+                  << " diverges after operation #" << divergence->index << ": "
+                  << divergence->details.front() << " (seed " << cfg.seed << ")";
     return false;
 }
 
@@ -1722,8 +1914,9 @@ Config config_from_env() {
     if (auto seed = env_text("LAMINA_FUZZ_SEED")) {
         cfg.seed = std::strtoull(seed->c_str(), nullptr, 0);
     } else {
-        cfg.seed = static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) ^
-                   (static_cast<uint64_t>(getpid()) << 32);
+        cfg.seed =
+            static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) ^
+            (static_cast<uint64_t>(getpid()) << 32);
         cfg.seed %= 1000000000000ULL;  // short enough to type
     }
     if (auto ops = env_text("LAMINA_FUZZ_OPS")) cfg.ops = std::strtoull(ops->c_str(), nullptr, 0);
@@ -1749,16 +1942,19 @@ TEST(DiffOpsTest, random_operations_match_kernel_overlayfs) {
     if (!can_mount_fuse() || !can_mount_kernel_overlay()) GTEST_SKIP() << skip_reason();
     Config cfg = config_from_env();
     for (const auto& name : cfg.skip) {
-        bool known = std::any_of(kKinds.begin(), kKinds.end(), [&](const KindInfo& k) { return name == k.name; }) ||
+        bool known = std::any_of(kKinds.begin(), kKinds.end(),
+                                 [&](const KindInfo& k) { return name == k.name; }) ||
                      std::count(kFeatureNames.begin(), kFeatureNames.end(), name);
         if (!known) ADD_FAILURE() << "LAMINA_FUZZ_SKIP: unknown operation kind " << quoted(name);
     }
-    std::cout << "lamina fuzz: LAMINA_FUZZ_SEED=" << cfg.seed << ", " << cfg.ops << " operations per depth, depths";
+    std::cout << "lamina fuzz: LAMINA_FUZZ_SEED=" << cfg.seed << ", " << cfg.ops
+              << " operations per depth, depths";
     for (int d : cfg.depths) std::cout << " " << d;
     std::cout << (cfg.candidate_is_kernel ? ", kernel as candidate" : "") << std::endl;
     HangGuard guard;
     for (int depth : cfg.depths) {
-        SCOPED_TRACE("depth " + std::to_string(depth) + ", LAMINA_FUZZ_SEED=" + std::to_string(cfg.seed));
+        SCOPED_TRACE("depth " + std::to_string(depth) +
+                     ", LAMINA_FUZZ_SEED=" + std::to_string(cfg.seed));
         run_depth(cfg, depth, guard);
     }
 }
