@@ -210,7 +210,6 @@ void Overlay::keep_open_copy_locked(Node* node) {
 int Overlay::stat_node_locked(const Node* node, struct stat& st) {
     if (node->unlinked) {
         if (!node->unlinked_fd || fstat(node->unlinked_fd.get(), &st) != 0) return ENOENT;
-        if (node->unlinked_from_lower) st.st_nlink = 0;  // the lower copy stays; this name is gone
         fix_stat(node, st);
         return 0;
     }
