@@ -153,17 +153,16 @@ int Overlay::copy_up_locked(Node* node) {
     }
     std::string dst = path_of(node);
     // Copy-up is no change the user made: the parent keeps its times, as with the kernel.
-    std::string parent_rel = node->parent ? path_of(node->parent) : std::string(".");
-    if (parent_rel.empty()) parent_rel = ".";
+    std::string parent_rel = node->parent ? path_of(node->parent) : std::string();
     struct stat pst;
     bool have_parent_times =
-        fstatat(stack_.fd(kUpperLayer), parent_rel.c_str(), &pst, AT_SYMLINK_NOFOLLOW) == 0;
+        fstatat(stack_.fd(kUpperLayer), rel_or_dot(parent_rel), &pst, AT_SYMLINK_NOFOLLOW) == 0;
     if (!err &&
         renameat2(work, tmp.c_str(), stack_.fd(kUpperLayer), dst.c_str(), RENAME_NOREPLACE) != 0)
         err = errno;
     if (!err && have_parent_times) {
         struct timespec times[2] = {pst.st_atim, pst.st_mtim};
-        utimensat(stack_.fd(kUpperLayer), parent_rel.c_str(), times, AT_SYMLINK_NOFOLLOW);
+        utimensat(stack_.fd(kUpperLayer), rel_or_dot(parent_rel), times, AT_SYMLINK_NOFOLLOW);
     }
     if (err) {
         unlinkat(work, tmp.c_str(), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);

@@ -290,11 +290,9 @@ int Overlay::remove_upper_dir_locked(const std::string& rel, bool leave_whiteout
 int Overlay::rmdir(Node* parent, std::string_view name) {
     if (int err = check_writable()) return err;
     std::unique_lock lock(tree_);
-    std::unique_ptr<Node> fresh;
-    struct stat st;
-    if (int err = lookup_locked(parent, name, fresh, st)) return err;
-    Node* child = table_.find(parent, name);
-    if (!child) child = fresh.get();
+    std::unique_ptr<Node> scratch;
+    Node* child = nullptr;
+    if (int err = existing_node_locked(parent, name, scratch, child)) return err;
     if (!child->is_dir()) return ENOTDIR;
     bool empty = false;
     if (int err = merged_is_empty_locked(child, empty)) return err;

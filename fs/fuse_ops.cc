@@ -22,14 +22,8 @@ static_assert(kSetMode == FUSE_SET_ATTR_MODE && kSetUid == FUSE_SET_ATTR_UID &&
 
 namespace {
 
-struct Context {
-    Overlay* overlay;
-    GlueConfig config;
-    fuse_session* se = nullptr;
-};
-
-Context& ctx(fuse_req_t req) {
-    return *static_cast<Context*>(fuse_req_userdata(req));
+FuseContext& ctx(fuse_req_t req) {
+    return *static_cast<FuseContext*>(fuse_req_userdata(req));
 }
 Overlay& ov(fuse_req_t req) {
     return *ctx(req).overlay;
@@ -53,50 +47,55 @@ DirHandle* dir_of(fuse_file_info* fi) {
 
 Credentials creds(fuse_req_t req) {
     const fuse_ctx* c = fuse_req_ctx(req);
-    return Credentials{c->uid, c->gid, c->umask};
+    return Credentials{c->uid, c->gid};
 }
 
-// Drops the kernel's caches of other names of a hardlinked file this request changed. Runs after
-// the reply, with no lock held: invalidation may wait for pages a blocked request holds.
-// `se` is taken before the reply: the request is gone once answered.
-void flush_invalidations(fuse_session* se) {
+// Drops the kernel's caches of what this request changed elsewhere (other names of a hardlinked
+// file, attributes a copy-up made stale). Runs before the reply, so the caller never sees a stale
+// peer, and with no overlay lock held, so waiting on a page another request holds is safe.
+void send_invalidations(fuse_req_t req) {
     auto& pending = Overlay::pending_invalidations();
     if (pending.empty()) return;
     std::vector<Overlay::Invalidation> todo;
     todo.swap(pending);
+    fuse_session* se = ctx(req).se;
     if (!se) return;
     for (const auto& inv : todo)
         fuse_lowlevel_notify_inval_inode(se, inv.node_id, inv.pages ? 0 : -1, 0);
 }
-
-// Declared first in every handler that may change the tree; now() runs before each reply, the
-// destructor catches what a path without a reply left.
-class PeerInvalidation {
-public:
-    explicit PeerInvalidation(fuse_req_t req) : se_(ctx(req).se) {}
-    ~PeerInvalidation() { flush_invalidations(se_); }
-    // Before the reply: once answered, the caller may stat a peer at once.
-    void now() { flush_invalidations(se_); }
-    PeerInvalidation(const PeerInvalidation&) = delete;
-    PeerInvalidation& operator=(const PeerInvalidation&) = delete;
-
-private:
-    fuse_session* se_;
-};
 
 void log_op(const char* op, fuse_ino_t ino, const char* name = nullptr) {
     if (spdlog::should_log(spdlog::level::debug))
         spdlog::debug("{} ino={:#x}{}{}", op, ino, name ? " name=" : "", name ? name : "");
 }
 
-void reply_entry(fuse_req_t req, const EntryReply& e) {
+void reply_status(fuse_req_t req, int err) {
+    send_invalidations(req);
+    fuse_reply_err(req, err);
+}
+
+fuse_entry_param entry_param(fuse_req_t req, const EntryReply& e) {
     fuse_entry_param p{};
     p.ino = ino_of(ov(req), e.node);
     p.attr = e.st;
     p.attr_timeout = ctx(req).config.timeout;
     p.entry_timeout = ctx(req).config.timeout;
+    return p;
+}
+
+void reply_entry(fuse_req_t req, const EntryReply& e) {
+    fuse_entry_param p = entry_param(req, e);
     Overlay& o = ov(req);  // the request is freed by the reply, even a failed one
+    send_invalidations(req);
     if (fuse_reply_entry(req, &p) != 0) o.forget(e.node, 1);
+}
+
+// For the operations that make a name: the new entry, or the error.
+void reply_new_entry(fuse_req_t req, int err, const EntryReply& e) {
+    if (err)
+        reply_status(req, err);
+    else
+        reply_entry(req, e);
 }
 
 // Lower files never change, and upper files change only through this mount, so the page cache
@@ -109,7 +108,7 @@ void set_cache_mode(fuse_file_info* fi) {
 }
 
 void op_init(void* userdata, fuse_conn_info* conn) {
-    const GlueConfig& config = static_cast<Context*>(userdata)->config;
+    const GlueConfig& config = static_cast<FuseContext*>(userdata)->config;
     // With ACLs handled by the kernel it caches them per inode: `ls -l` stops asking for
     // system.posix_acl_access on every file.
     if (config.posix_acl && (conn->capable & FUSE_CAP_POSIX_ACL)) conn->want |= FUSE_CAP_POSIX_ACL;
@@ -176,17 +175,15 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
-    PeerInvalidation invalidate(req);
     log_op("setattr", ino);
     struct stat out;
     int err = ov(req).setattr(node_of(req, ino), fi ? file_of(fi) : nullptr, *attr, to_set,
                               creds(req), out);
     if (err) {
-        invalidate.now();
-        fuse_reply_err(req, err);
+        reply_status(req, err);
         return;
     }
-    invalidate.now();
+    send_invalidations(req);
     fuse_reply_attr(req, &out, ctx(req).config.timeout);
 }
 
@@ -201,103 +198,63 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-    PeerInvalidation invalidate(req);
     log_op("mknod", parent, name);
     EntryReply e;
-    if (int err = ov(req).mknod(node_of(req, parent), name, mode, rdev, creds(req), e)) {
-        invalidate.now();
-        fuse_reply_err(req, err);
-        return;
-    }
-    invalidate.now();
-    reply_entry(req, e);
+    reply_new_entry(req, ov(req).mknod(node_of(req, parent), name, mode, rdev, creds(req), e), e);
 }
 
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-    PeerInvalidation invalidate(req);
     log_op("mkdir", parent, name);
     EntryReply e;
-    if (int err = ov(req).mkdir(node_of(req, parent), name, mode, creds(req), e)) {
-        invalidate.now();
-        fuse_reply_err(req, err);
-        return;
-    }
-    invalidate.now();
-    reply_entry(req, e);
+    reply_new_entry(req, ov(req).mkdir(node_of(req, parent), name, mode, creds(req), e), e);
 }
 
 void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
-    PeerInvalidation invalidate(req);
     log_op("symlink", parent, name);
     EntryReply e;
-    if (int err = ov(req).symlink(target, node_of(req, parent), name, creds(req), e)) {
-        invalidate.now();
-        fuse_reply_err(req, err);
-        return;
-    }
-    invalidate.now();
-    reply_entry(req, e);
+    reply_new_entry(req, ov(req).symlink(target, node_of(req, parent), name, creds(req), e), e);
 }
 
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
-    PeerInvalidation invalidate(req);
     log_op("link", newparent, newname);
     EntryReply e;
-    if (int err = ov(req).link(node_of(req, ino), node_of(req, newparent), newname, e)) {
-        invalidate.now();
-        fuse_reply_err(req, err);
-        return;
-    }
-    invalidate.now();
-    reply_entry(req, e);
+    reply_new_entry(req, ov(req).link(node_of(req, ino), node_of(req, newparent), newname, e), e);
 }
 
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-    PeerInvalidation invalidate(req);
     log_op("unlink", parent, name);
     int result = ov(req).unlink(node_of(req, parent), name);
-    invalidate.now();
-    fuse_reply_err(req, result);
+    reply_status(req, result);
 }
 
 void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-    PeerInvalidation invalidate(req);
     log_op("rmdir", parent, name);
     int result = ov(req).rmdir(node_of(req, parent), name);
-    invalidate.now();
-    fuse_reply_err(req, result);
+    reply_status(req, result);
 }
 
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
                const char* newname, unsigned int flags) {
-    PeerInvalidation invalidate(req);
     log_op("rename", parent, name);
     int result =
         ov(req).rename(node_of(req, parent), name, node_of(req, newparent), newname, flags);
-    invalidate.now();
-    fuse_reply_err(req, result);
+    reply_status(req, result);
 }
 
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                fuse_file_info* fi) {
-    PeerInvalidation invalidate(req);
     log_op("create", parent, name);
     EntryReply e;
     std::unique_ptr<FileHandle> fh;
     if (int err = ov(req).create(node_of(req, parent), name, mode, fi->flags, creds(req), e, fh)) {
-        invalidate.now();
-        fuse_reply_err(req, err);
+        reply_status(req, err);
         return;
     }
     fi->fh = reinterpret_cast<uint64_t>(fh.get());
     set_cache_mode(fi);
-    fuse_entry_param p{};
-    p.ino = ino_of(ov(req), e.node);
-    p.attr = e.st;
-    p.attr_timeout = ctx(req).config.timeout;
-    p.entry_timeout = ctx(req).config.timeout;
+    fuse_entry_param p = entry_param(req, e);
     Overlay& o = ov(req);  // the request is freed by the reply, even a failed one
-    invalidate.now();
+    send_invalidations(req);
     if (fuse_reply_create(req, &p, fi) == 0)
         fh.release();
     else
@@ -305,17 +262,15 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-    PeerInvalidation invalidate(req);
     log_op("open", ino);
     std::unique_ptr<FileHandle> fh;
     if (int err = ov(req).open(node_of(req, ino), fi->flags, creds(req), fh)) {
-        invalidate.now();
-        fuse_reply_err(req, err);
+        reply_status(req, err);
         return;
     }
     fi->fh = reinterpret_cast<uint64_t>(fh.get());
     set_cache_mode(fi);
-    invalidate.now();
+    send_invalidations(req);
     if (fuse_reply_open(req, fi) == 0) fh.release();
 }
 
@@ -339,7 +294,6 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 }
 
 void op_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
-    PeerInvalidation invalidate(req);
     (void)ino;
     FileHandle* fh = file_of(fi);
     fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
@@ -348,13 +302,12 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fu
     out.buf[0].pos = off;
     ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
     if (n < 0) {
-        invalidate.now();
-        fuse_reply_err(req, static_cast<int>(-n));
+        reply_status(req, static_cast<int>(-n));
         return;
     }
     // Peers are collected before the reply: afterwards the handle and node may be gone.
     if (fh->node->has_peers) ov(req).invalidate_peers(fh->node);
-    invalidate.now();
+    send_invalidations(req);
     fuse_reply_write(req, static_cast<size_t>(n));
 }
 
@@ -488,11 +441,9 @@ void op_statfs(fuse_req_t req, fuse_ino_t ino) {
 
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                  int flags) {
-    PeerInvalidation invalidate(req);
     log_op("setxattr", ino, name);
     int result = ov(req).setxattr(node_of(req, ino), name, value, size, flags);
-    invalidate.now();
-    fuse_reply_err(req, result);
+    reply_status(req, result);
 }
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
@@ -522,11 +473,9 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
-    PeerInvalidation invalidate(req);
     log_op("removexattr", ino, name);
     int result = ov(req).removexattr(node_of(req, ino), name);
-    invalidate.now();
-    fuse_reply_err(req, result);
+    reply_status(req, result);
 }
 
 void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
@@ -607,18 +556,6 @@ fuse_lowlevel_ops make_fuse_ops() {
     ops.lseek = op_lseek;
     ops.copy_file_range = op_copy_file_range;
     return ops;
-}
-
-void* make_fuse_userdata(Overlay& overlay, const GlueConfig& config) {
-    return new Context{&overlay, config};
-}
-
-void set_fuse_session(void* userdata, fuse_session* se) {
-    static_cast<Context*>(userdata)->se = se;
-}
-
-void free_fuse_userdata(void* userdata) {
-    delete static_cast<Context*>(userdata);
 }
 
 }  // namespace lamina

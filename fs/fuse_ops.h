@@ -13,10 +13,13 @@ struct GlueConfig {
     bool posix_acl = true;     // let the kernel enforce and cache POSIX ACLs
 };
 
+// What every handler reaches through fuse_req_userdata(): main owns it for the session's life.
+struct FuseContext {
+    Overlay* overlay = nullptr;
+    GlueConfig config;
+    fuse_session* se = nullptr;  // set once the session exists; needed to send invalidations
+};
+
 fuse_lowlevel_ops make_fuse_ops();
-// The userdata fuse_session_new gets; freed with free_fuse_userdata after the session ends.
-void* make_fuse_userdata(Overlay& overlay, const GlueConfig& config);
-void set_fuse_session(void* userdata, fuse_session* se);
-void free_fuse_userdata(void* userdata);
 
 }  // namespace lamina

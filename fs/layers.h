@@ -34,7 +34,6 @@ public:
     int fd(LayerNo n) const { return layers_[n].fd.get(); }
     LayerNo first_lower() const { return 1; }
     LayerNo end() const { return static_cast<LayerNo>(layers_.size()); }
-    size_t lower_count() const { return layers_.size() - 1; }
     int work_fd() const { return work_.fd.get(); }
     const std::string& work_path() const { return work_.path; }
 

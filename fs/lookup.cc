@@ -167,6 +167,15 @@ int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<
     return 0;
 }
 
+int Overlay::existing_node_locked(Node* parent, std::string_view name,
+                                  std::unique_ptr<Node>& scratch, Node*& out) {
+    struct stat st;
+    if (int err = lookup_locked(parent, name, scratch, st)) return err;
+    out = table_.find(parent, name);
+    if (!out) out = scratch.get();
+    return 0;
+}
+
 int Overlay::lookup(Node* parent, std::string_view name, EntryReply& out) {
     std::shared_lock lock(tree_);
     std::unique_ptr<Node> fresh;
@@ -204,7 +213,6 @@ void Overlay::keep_open_copy_locked(Node* node) {
     std::string rel = node->in_upper ? path_of(node) : node->lower_path;
     node->unlinked_fd.reset(
         openat(stack_.fd(node->top_layer()), rel_or_dot(rel), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-    node->unlinked_from_lower = !node->in_upper;
 }
 
 int Overlay::stat_node_locked(const Node* node, struct stat& st) {

@@ -100,26 +100,21 @@ int main(int argc, char** argv) {
     std::vector<const char*> fargv = {argv[0], "-o", mount_opts.c_str()};
     fuse_args args =
         FUSE_ARGS_INIT(static_cast<int>(fargv.size()), const_cast<char**>(fargv.data()));
+    // libfuse may allocate while parsing them: free them on every way out.
+    std::unique_ptr<fuse_args, void (*)(fuse_args*)> args_owner(&args, fuse_opt_free_args);
     fuse_lowlevel_ops ops = make_fuse_ops();
-    GlueConfig glue;
-    glue.timeout = kCacheTimeout;
-    glue.fsync = opts.fsync;
-    glue.posix_acl = !opts.noacl;
-    void* userdata = make_fuse_userdata(overlay, glue);
+    FuseContext glue;
+    glue.overlay = &overlay;
+    glue.config.timeout = kCacheTimeout;
+    glue.config.fsync = opts.fsync;
+    glue.config.posix_acl = !opts.noacl;
     std::unique_ptr<fuse_session, SessionDeleter> se(
-        fuse_session_new(&args, &ops, sizeof ops, userdata));
-    if (!se) {
-        free_fuse_userdata(userdata);
-        return fail("cannot create the FUSE session");
-    }
-    set_fuse_session(userdata, se.get());
-    if (fuse_set_signal_handlers(se.get()) != 0) {
-        free_fuse_userdata(userdata);
-        return fail("cannot install signal handlers");
-    }
+        fuse_session_new(&args, &ops, sizeof ops, &glue));
+    if (!se) return fail("cannot create the FUSE session");
+    glue.se = se.get();
+    if (fuse_set_signal_handlers(se.get()) != 0) return fail("cannot install signal handlers");
     if (fuse_session_mount(se.get(), opts.mountpoint.c_str()) != 0) {
         fuse_remove_signal_handlers(se.get());
-        free_fuse_userdata(userdata);
         return fail("cannot mount on '" + opts.mountpoint + "'");
     }
     // The mount exists now, so the parent returns only once `ls MOUNTPOINT` works.
@@ -137,8 +132,5 @@ int main(int argc, char** argv) {
     }
     fuse_session_unmount(se.get());
     fuse_remove_signal_handlers(se.get());
-    se.reset();
-    fuse_opt_free_args(&args);
-    free_fuse_userdata(userdata);
     return rc == 0 ? 0 : 1;
 }

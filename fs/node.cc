@@ -56,11 +56,6 @@ bool NodeTable::find_ino(Node* parent, std::string_view name, uint64_t& ino) {
     return true;
 }
 
-void NodeTable::ref(Node* node, uint64_t n) {
-    std::lock_guard lock(mu_);
-    node->nlookup += n;
-}
-
 bool NodeTable::hashed_locked(Node* node) {
     if (!node->parent) return false;
     auto it = by_name_.find(KeyView{node->parent, node->name});

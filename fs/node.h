@@ -38,10 +38,9 @@ struct Node {
     // racing with unlink), but its merged path names something else now.
     bool unlinked = false;
     // Open file handles on this node, and, once it is unlinked while open, a descriptor of the
-    // removed copy so fstat() still answers (nlink 0), as on the kernel overlay.
+    // removed copy, so fstat() still answers and a read handle can still follow a copy-up.
     std::atomic<int> open_count{0};
     UniqueFd unlinked_fd;
-    bool unlinked_from_lower = false;
 
     // Lower layers holding this entry, top first: for a non-directory at most one, for a
     // directory every layer that merges into it. All at lower_path.
@@ -82,8 +81,6 @@ public:
     Node* find(Node* parent, std::string_view name);
     // The st_ino of the node at (parent, name), if the table has one; safe under a shared lock.
     bool find_ino(Node* parent, std::string_view name, uint64_t& ino);
-    // Takes one more lookup reference on a node the kernel already knows.
-    void ref(Node* node, uint64_t n = 1);
     // Drops kernel references; frees the node (and parents left unused) when none remain.
     void forget(Node* node, uint64_t n);
     // Moves a node to a new (parent, name); a node already there is unhashed (it stays alive for

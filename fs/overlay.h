@@ -69,7 +69,6 @@ enum SetAttr : int {
 struct Credentials {
     uid_t uid = 0;
     gid_t gid = 0;
-    mode_t umask = 022;
 };
 
 class Overlay {
@@ -94,7 +93,6 @@ public:
     int getattr(Node* node, struct stat& st);
     int readlink(Node* node, std::string& target);
     int statfs(struct statvfs& st);
-    int access(Node* node, int mask);
 
     // --- readdir.cc
     int opendir(Node* node, std::unique_ptr<DirHandle>& out);
@@ -148,6 +146,10 @@ private:
     // namei helpers (lookup.cc)
     int lookup_locked(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh,
                       struct stat& st);
+    // The node the kernel knows at (parent, name), or a looked-up one kept in `scratch` when
+    // the kernel has none; what namespace operations act on. Needs the exclusive lock.
+    int existing_node_locked(Node* parent, std::string_view name, std::unique_ptr<Node>& scratch,
+                             Node*& out);
     std::shared_ptr<const DirIndex> dir_index(Node* dir);
     int stat_node_locked(const Node* node, struct stat& st);
     void fix_stat(const Node* node, struct stat& st) const;

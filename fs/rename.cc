@@ -18,18 +18,12 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
     if (int err = check_writable()) return err;
     std::unique_lock lock(tree_);
 
-    std::unique_ptr<Node> src_fresh, dst_fresh;
-    struct stat st;
-    if (int err = lookup_locked(parent, name, src_fresh, st)) return err;
-    Node* src = table_.find(parent, name);
-    if (!src) src = src_fresh.get();
-    int dst_err = lookup_locked(new_parent, new_name, dst_fresh, st);
-    if (dst_err && dst_err != ENOENT) return dst_err;
+    std::unique_ptr<Node> src_scratch, dst_scratch;
+    Node* src = nullptr;
     Node* dst = nullptr;
-    if (!dst_err) {
-        dst = table_.find(new_parent, new_name);
-        if (!dst) dst = dst_fresh.get();
-    }
+    if (int err = existing_node_locked(parent, name, src_scratch, src)) return err;
+    int dst_err = existing_node_locked(new_parent, new_name, dst_scratch, dst);
+    if (dst_err && dst_err != ENOENT) return dst_err;
     if (parent == new_parent && name == new_name) return 0;
     // Two names of one upper file: rename(2) does nothing, whatever the flags (the VFS returns
     // early when source and target are one inode; ours are separate FUSE inodes).
