@@ -58,9 +58,19 @@ void Overlay::release(std::unique_ptr<FileHandle> fh) {
 
 int Overlay::sync_handle(FileHandle& fh) {
     std::shared_lock lock(tree_);
-    if (!fh.on_lower || !fh.node->in_upper || fh.node->unlinked) return 0;
-    std::string p = path_of(fh.node);
-    UniqueFd fd(openat(stack_.fd(kUpperLayer), p.c_str(), layer_open_flags(fh.flags & ~O_TRUNC)));
+    const Node* node = fh.node;
+    if (!fh.on_lower || !node->in_upper) return 0;
+    int flags = layer_open_flags(fh.flags & ~O_TRUNC);
+    UniqueFd fd;
+    if (!node->unlinked) {
+        fd.reset(openat(stack_.fd(kUpperLayer), path_of(node).c_str(), flags));
+    } else if (node->unlinked_fd) {
+        // The name is gone; the upper copy lives on through the descriptor kept at unlink.
+        std::string proc = "/proc/self/fd/" + std::to_string(node->unlinked_fd.get());
+        fd.reset(::open(proc.c_str(), flags & ~O_NOFOLLOW));
+    } else {
+        return 0;
+    }
     if (!fd) return errno;
     fh.fd = std::move(fd);
     fh.on_lower = false;

@@ -802,6 +802,18 @@ std::string open_fds_transcript(const std::string& mnt) {
     r.reset();
     ScopedFd again(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     t << "reopened: " << (again ? read_at(again.get(), 64, 0) : "<open failed>") << "\n";
+    // A descriptor opened before a copy-up and first read after the name is gone still sees the
+    // upper copy.
+    std::string g = mnt + "/g";
+    ScopedFd early(::open(g.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!early) return t.str() + "open g O_RDONLY: " + strerror(errno);
+    {
+        ScopedFd app(::open(g.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+        if (!app) return t.str() + "open g O_APPEND: " + strerror(errno);
+        t << "append to g: " << write(app.get(), "upper-data\n", 11) << "\n";
+    }
+    t << "unlink g: " << ::unlink(g.c_str()) << "\n";
+    t << "early reader after unlink: " << read_at(early.get(), 64, 0) << "\n";
     return t.str();
 }
 
@@ -813,6 +825,7 @@ TEST(WriteSide, open_fds_see_one_file_after_copy_up) {
                     work = dir / (tag + "_work"), mnt = dir / (tag + "_mnt");
         for (const auto& d : {lower, upper, work, mnt}) make_dirs(d);
         write_file(lower + "/f", "old contents of f\n");
+        write_file(lower + "/g", "lower\n");
         MountGuard guard(mnt);
         std::string opts = layer_options({lower}, upper, work);
         if (kernel) {
@@ -828,6 +841,8 @@ TEST(WriteSide, open_fds_see_one_file_after_copy_up) {
     EXPECT_NE(lamina.find("reader after write: NEWDATAtents of f\n size 18\n"), std::string::npos)
         << lamina;
     EXPECT_NE(lamina.find("reader after truncate: short size 5\n"), std::string::npos) << lamina;
+    EXPECT_NE(lamina.find("early reader after unlink: lower\nupper-data\n"), std::string::npos)
+        << lamina;
     if (!can_mount_kernel_overlay()) {
         std::cout << "[ info ] no kernel overlayfs to compare with: " << skip_reason() << "\n";
         return;
