@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <utility>
 
 #include "dirent_reader.h"
 #include "path_util.h"
@@ -39,9 +40,9 @@ uint8_t dtype_of(mode_t mode) {
 // Marks raw entries that are markers, not names (OCI whiteout files, vanished entries).
 constexpr uint8_t kSkip = 0xff;
 
+// The index is still being built here, so its entries may change.
 LowerEntry* find_mut(DirIndex& index, std::string_view name) {
-    auto it = index.by_name.find(name);
-    return it == index.by_name.end() ? nullptr : &index.entries[it->second];
+    return const_cast<LowerEntry*>(std::as_const(index).find(name));
 }
 
 }  // namespace

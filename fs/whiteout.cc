@@ -11,16 +11,22 @@ namespace lamina {
 
 namespace {
 
-constexpr std::array<std::string_view, 2> kPrefixes = {kTrustedPrefix, kUserPrefix};
+// The names tried, trusted first: written out once instead of built per call on the lookup path.
+constexpr std::array<const char*, 2> kOpaqueNames = {"trusted.overlay.opaque",
+                                                     "user.overlay.opaque"};
+constexpr std::array<const char*, 2> kWhiteoutNames = {"trusted.overlay.whiteout",
+                                                       "user.overlay.whiteout"};
+constexpr std::array<const char*, 2> kRedirectNames = {"trusted.overlay.redirect",
+                                                       "user.overlay.redirect"};
 
-std::string join(std::string_view prefix, std::string_view suffix) {
-    std::string out(prefix);
-    out.append(suffix);
-    return out;
-}
-
-char opaque_from_value(const char* buf, ssize_t n) {
-    if (n == 1 && (buf[0] == 'y' || buf[0] == 'x')) return buf[0];
+// 'y' or 'x' from the first opaque xattr that holds one; `get` is lgetxattr or fgetxattr.
+template <class Get>
+char first_opaque_value(Get&& get) {
+    char buf[4];
+    for (const char* name : kOpaqueNames) {
+        ssize_t n = get(name, buf, sizeof buf);
+        if (n == 1 && (buf[0] == 'y' || buf[0] == 'x')) return buf[0];
+    }
     return 0;
 }
 
@@ -38,41 +44,36 @@ bool is_private_xattr(std::string_view name) {
 }
 
 char read_opaque(const std::string& path) {
-    char buf[4];
-    for (auto prefix : kPrefixes) {
-        ssize_t n = lgetxattr(path.c_str(), join(prefix, "opaque").c_str(), buf, sizeof buf);
-        if (char v = opaque_from_value(buf, n)) return v;
-    }
-    return 0;
+    return first_opaque_value([&](const char* name, char* buf, size_t size) {
+        return lgetxattr(path.c_str(), name, buf, size);
+    });
 }
 
 char read_opaque_fd(int fd) {
-    char buf[4];
-    for (auto prefix : kPrefixes) {
-        ssize_t n = fgetxattr(fd, join(prefix, "opaque").c_str(), buf, sizeof buf);
-        if (char v = opaque_from_value(buf, n)) return v;
-    }
-    return 0;
+    return first_opaque_value(
+        [&](const char* name, char* buf, size_t size) { return fgetxattr(fd, name, buf, size); });
 }
 
 bool has_whiteout_xattr(const std::string& path) {
-    for (auto prefix : kPrefixes) {
-        if (lgetxattr(path.c_str(), join(prefix, "whiteout").c_str(), nullptr, 0) >= 0) return true;
+    for (const char* name : kWhiteoutNames) {
+        if (lgetxattr(path.c_str(), name, nullptr, 0) >= 0) return true;
     }
     return false;
 }
 
 std::optional<std::string> read_redirect(const std::string& path) {
     char buf[PATH_MAX];
-    for (auto prefix : kPrefixes) {
-        ssize_t n = lgetxattr(path.c_str(), join(prefix, "redirect").c_str(), buf, sizeof buf);
+    for (const char* name : kRedirectNames) {
+        ssize_t n = lgetxattr(path.c_str(), name, buf, sizeof buf);
         if (n > 0) return std::string(buf, static_cast<size_t>(n));
     }
     return std::nullopt;
 }
 
 std::string overlay_xattr(XattrFlavour flavour, std::string_view suffix) {
-    return join(flavour == XattrFlavour::Trusted ? kTrustedPrefix : kUserPrefix, suffix);
+    std::string out(flavour == XattrFlavour::Trusted ? kTrustedPrefix : kUserPrefix);
+    out.append(suffix);
+    return out;
 }
 
 }  // namespace lamina
