@@ -63,27 +63,6 @@ constexpr int kMaxDepth = 14;
 // Randomness that is the same on every platform (std distributions are not), so a seed printed
 // here reproduces anywhere.
 
-class Rng {
-public:
-    explicit Rng(uint64_t seed) : state_(seed) {}
-    uint64_t next() {  // splitmix64
-        uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-        return z ^ (z >> 31);
-    }
-    uint64_t below(uint64_t n) { return n == 0 ? 0 : next() % n; }
-    uint64_t between(uint64_t lo, uint64_t hi) { return lo + below(hi - lo + 1); }
-    bool chance(unsigned percent) { return below(100) < percent; }
-    template <class T>
-    const T& pick(const std::vector<T>& from) {
-        return from[below(from.size())];
-    }
-
-private:
-    uint64_t state_;
-};
-
 // ---------------------------------------------------------------------------------------------
 // What a stack looks like: a model of every layer, written to disk afterwards.
 

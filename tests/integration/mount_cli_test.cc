@@ -19,11 +19,6 @@
 namespace lamina::test {
 namespace {
 
-#define REQUIRE_FUSE()                                        \
-    do {                                                      \
-        if (!can_mount_fuse()) GTEST_SKIP() << skip_reason(); \
-    } while (0)
-
 // Waits until pred() holds or limit passes; returns pred()'s last value.
 template <typename Pred>
 bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(10)) {

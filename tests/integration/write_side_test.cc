@@ -34,11 +34,6 @@
 namespace lamina::test {
 namespace {
 
-#define REQUIRE_FUSE()                                        \
-    do {                                                      \
-        if (!can_mount_fuse()) GTEST_SKIP() << skip_reason(); \
-    } while (0)
-
 #define REQUIRE_KERNEL_OVERLAY()                                        \
     do {                                                                \
         if (!can_mount_kernel_overlay()) GTEST_SKIP() << skip_reason(); \

@@ -20,22 +20,6 @@ namespace {
 
 using nlohmann::json;
 
-#define REQUIRE_FUSE()                                        \
-    do {                                                      \
-        if (!can_mount_fuse()) GTEST_SKIP() << skip_reason(); \
-    } while (0)
-
-std::vector<Layer> base_image() {
-    return {
-        {make_tar({dir("etc"), file("etc/motd", "hello\n"), dir("data"), file("data/a", "a"),
-                   file("data/b", "b"), dir("keep"), file("keep/old", "old")}),
-         "gzip"},
-        {make_tar({whiteout("data/a"), dir("keep"), opaque("keep"), file("keep/new", "new"),
-                   file("etc/two", "2")}),
-         ""},
-    };
-}
-
 // Unmounts every container of a store when the test ends, whatever happened.
 struct StoreGuard {
     std::string root;
@@ -58,7 +42,7 @@ TEST(Containers, newcomer_flow_load_two_containers_diff_commit_share_layers) {
     if (!have_program("skopeo")) GTEST_SKIP() << "skopeo is not installed";
     TempDir tmp("lamina-ctr");
     StoreGuard guard{tmp / "store"};
-    write_oci_layout(tmp / "layout", base_image(), "demo:1");
+    write_oci_layout(tmp / "layout", demo_image(""), "demo:1");
     auto s = run_command({"skopeo", "copy", "oci:" + (tmp / "layout") + ":demo:1",
                           "docker-archive:" + (tmp / "img.tar") + ":demo:1"});
     ASSERT_EQ(s.status, 0) << s.err;
@@ -131,7 +115,7 @@ TEST(Containers, commit_save_load_round_trip_keeps_digests_and_tree) {
     TempDir tmp("lamina-ctr");
     StoreGuard guard{tmp / "store"};
     StoreGuard guard2{tmp / "other"};
-    write_oci_layout(tmp / "layout", base_image(), "demo:1");
+    write_oci_layout(tmp / "layout", demo_image(""), "demo:1");
     Lamina lamina(tmp / "store");
     out_of(lamina({"load", "-i", tmp / "layout"}));
     out_of(lamina({"create", "--name", "c", "demo:1"}));
@@ -178,7 +162,7 @@ TEST(Containers, commit_save_load_round_trip_keeps_digests_and_tree) {
 
 TEST(Containers, diff_reports_whiteouts_opaque_dirs_and_redirects_from_the_upper_dir) {
     TempDir tmp("lamina-ctr");
-    write_oci_layout(tmp / "layout", base_image(), "demo:1");
+    write_oci_layout(tmp / "layout", demo_image(""), "demo:1");
     Lamina lamina(tmp / "store");
     out_of(lamina({"load", "-i", tmp / "layout"}));
     std::string id = out_of(lamina({"create", "--name", "c", "demo:1"}));

@@ -14,17 +14,6 @@ namespace {
 
 using nlohmann::json;
 
-std::vector<Layer> two_layer_image() {
-    return {
-        {make_tar({dir("etc"), file("etc/motd", "hello\n"), dir("data"), file("data/a", "a"),
-                   file("data/b", "b"), dir("keep"), file("keep/old", "old")}),
-         "gzip"},
-        {make_tar({whiteout("data/a"), dir("keep"), opaque("keep"), file("keep/new", "new"),
-                   file("etc/two", "2")}),
-         "zstd"},
-    };
-}
-
 json images_json(const Lamina& lamina) {
     auto r = lamina({"images", "--format", "json"});
     EXPECT_EQ(r.status, 0) << r.err;
@@ -46,7 +35,7 @@ std::vector<std::string> list(const std::string& dir) {
 
 TEST(Load, oci_archive_with_gzip_and_zstd_layers_converts_whiteouts) {
     TempDir tmp("lamina-load");
-    auto built = write_oci_layout(tmp / "layout", two_layer_image(), "demo:1");
+    auto built = write_oci_layout(tmp / "layout", demo_image("zstd"), "demo:1");
     tar_dir(tmp / "layout", tmp / "img.tar");
     Lamina lamina(tmp / "store");
     auto r = lamina({"load", "-i", tmp / "img.tar"});
@@ -75,7 +64,7 @@ TEST(Load, docker_archive_made_by_skopeo_loads_with_its_name) {
     if (!have_program("skopeo")) GTEST_SKIP() << "skopeo is not installed";
     TempDir tmp("lamina-load");
     // Docker image manifests cannot name zstd layers, so this image is all gzip.
-    auto layers = two_layer_image();
+    auto layers = demo_image("zstd");
     layers[1].compression = "gzip";
     write_oci_layout(tmp / "layout", layers, "demo:1");
     auto s = run_command({"skopeo", "copy", "oci:" + (tmp / "layout") + ":demo:1",
@@ -94,7 +83,7 @@ TEST(Load, docker_archive_made_by_skopeo_loads_with_its_name) {
 
 TEST(Load, oci_layout_directory_loads_and_reloading_writes_nothing) {
     TempDir tmp("lamina-load");
-    write_oci_layout(tmp / "layout", two_layer_image(), "demo:1");
+    write_oci_layout(tmp / "layout", demo_image("zstd"), "demo:1");
     Lamina lamina(tmp / "store");
     ASSERT_EQ(lamina({"load", "-i", tmp / "layout"}).status, 0);
     auto layers_before = list(tmp / "store/layers");
@@ -125,7 +114,7 @@ TEST(Load, images_sharing_a_base_layer_store_it_once) {
 
 TEST(Load, diff_id_mismatch_stores_nothing) {
     TempDir tmp("lamina-load");
-    write_oci_layout(tmp / "layout", two_layer_image(), "demo:1", 1);
+    write_oci_layout(tmp / "layout", demo_image("zstd"), "demo:1", 1);
     Lamina lamina(tmp / "store");
     auto r = lamina({"load", "-i", tmp / "layout"});
     EXPECT_EQ(r.status, 1);

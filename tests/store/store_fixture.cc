@@ -50,6 +50,17 @@ static la_ssize_t append(archive*, void* client, const void* buf, size_t len) {
     return static_cast<la_ssize_t>(len);
 }
 
+std::vector<Layer> demo_image(const std::string& top_compression) {
+    return {
+        {make_tar({dir("etc"), file("etc/motd", "hello\n"), dir("data"), file("data/a", "a"),
+                   file("data/b", "b"), dir("keep"), file("keep/old", "old")}),
+         "gzip"},
+        {make_tar({whiteout("data/a"), dir("keep"), opaque("keep"), file("keep/new", "new"),
+                   file("etc/two", "2")}),
+         top_compression},
+    };
+}
+
 std::string make_tar(const std::vector<TarEntry>& entries) {
     std::string out;
     archive* a = archive_write_new();

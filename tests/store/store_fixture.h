@@ -40,6 +40,10 @@ struct Layer {
     std::string compression;  // "", "gzip", "zstd"
 };
 
+// The two-layer image most store tests use: /etc/motd, data/a and data/b, keep/old; the top layer
+// whites out data/a, makes keep opaque with keep/new, and adds etc/two. The bottom layer is gzip.
+std::vector<Layer> demo_image(const std::string& top_compression);
+
 struct BuiltImage {
     std::string config_digest;
     std::vector<std::string> diff_ids;
