@@ -1,5 +1,4 @@
 // `lamina diff`: the container's changes read from its writable layer, judged against the image.
-#include <dirent.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -9,6 +8,7 @@
 
 #include "error.h"
 #include "fd.h"
+#include "fsutil.h"
 #include "internal.h"
 #include "overlay_names.h"
 #include "store.h"
@@ -17,21 +17,10 @@ namespace lamina::store {
 
 namespace {
 
+// An unreadable directory lists as empty: the diff reports what it can see.
 std::vector<std::string> sorted_names(int dirfd) {
     std::vector<std::string> names;
-    int dup_fd = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dup_fd < 0) return names;
-    DIR* d = ::fdopendir(dup_fd);
-    if (!d) {
-        ::close(dup_fd);
-        return names;
-    }
-    while (struct dirent* de = ::readdir(d)) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
-        names.emplace_back(de->d_name);
-    }
-    ::closedir(d);
-    std::sort(names.begin(), names.end());
+    sorted_names_at(dirfd, ".", names);
     return names;
 }
 

@@ -10,15 +10,32 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
 #include <set>
 #include <utility>
 #include <vector>
 
+#include "dirent_reader.h"
 #include "error.h"
 #include "fd.h"
 
 namespace lamina::store {
+
+bool sorted_names_at(int dirfd, const std::string& rel, std::vector<std::string>& names) {
+    names.clear();
+    Fd dir(::openat(dirfd, rel.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dir) return false;
+    int err = for_each_dirent(dir.get(), [&](std::string_view name, ino_t, uint8_t) {
+        names.emplace_back(name);
+    });
+    if (err) {
+        errno = err;
+        return false;
+    }
+    std::sort(names.begin(), names.end());
+    return true;
+}
 
 void throw_errno(const std::string& what, const std::string& path, int err) {
     throw StoreError(what + " " + path + ": " + strerror(err));

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace lamina::store {
 
@@ -17,6 +18,9 @@ void make_dirs(const std::string& path, mode_t mode = 0755);
 void remove_tree(const std::string& path);
 // rm -rf of name inside the directory dirfd, never following symlinks.
 void remove_tree_at(int dirfd, const std::string& name);
+// The names in directory rel under dirfd (AT_FDCWD for a plain path), sorted, without "." and
+// "..". False with errno set when it cannot be read.
+bool sorted_names_at(int dirfd, const std::string& rel, std::vector<std::string>& names);
 // Bytes of regular-file content under path, each inode counted once (Docker's layer size).
 uint64_t tree_size(const std::string& path);
 // n random lowercase hex digits from getrandom(2).

@@ -3,7 +3,6 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 #include <vector>
 
 #include "digest.h"
+#include "fsutil.h"
 #include "error.h"
 #include "fd.h"
 #include "overlay_names.h"
@@ -59,19 +59,9 @@ using EntryPtr = std::unique_ptr<archive_entry, EntryDeleter>;
 
 std::vector<std::string> sorted_names(int dirfd) {
     std::vector<std::string> names;
-    int dup_fd = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR* d = dup_fd >= 0 ? ::fdopendir(dup_fd) : nullptr;
-    if (!d) {
-        if (dup_fd >= 0) ::close(dup_fd);
+    if (!sorted_names_at(dirfd, ".", names))
         throw StoreError(std::string("cannot list a directory of the writable layer: ") +
                          strerror(errno));
-    }
-    while (struct dirent* de = ::readdir(d)) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
-        names.emplace_back(de->d_name);
-    }
-    ::closedir(d);
-    std::sort(names.begin(), names.end());
     return names;
 }
 

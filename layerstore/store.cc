@@ -1,7 +1,6 @@
 // Opening the store, putting right what an interrupted command left behind, and image queries.
 #include "store.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -49,14 +48,7 @@ CREATE TABLE IF NOT EXISTS squashes(
 
 std::vector<std::string> list_dir(const std::string& path) {
     std::vector<std::string> names;
-    DIR* d = ::opendir(path.c_str());
-    if (!d) return names;
-    while (struct dirent* de = ::readdir(d)) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
-        names.emplace_back(de->d_name);
-    }
-    ::closedir(d);
-    std::sort(names.begin(), names.end());
+    sorted_names_at(AT_FDCWD, path, names);  // a missing directory lists as empty
     return names;
 }
 

@@ -1,4 +1,4 @@
-// Reading a directory with getdents64 into a caller's callback, without a DIR* per directory.
+// Reading a directory with getdents64 into a callback, without a DIR* per directory. Shared by laminafs and the layer store.
 #pragma once
 
 #include <dirent.h>
