@@ -1279,6 +1279,60 @@ TEST(WriteSide, rename_of_lower_dir_sets_redirect) {
     EXPECT_EQ(list_dir(mnt + "/dest_parent/moved"), (std::vector<std::string>{"deeper", "file"}));
 }
 
+// Names and xattrs that would change what the layers mean cannot be made through the mount.
+TEST(WriteSide, reserved_names_and_private_xattrs_are_refused) {
+    REQUIRE_FUSE();
+    TempDir dir("lamina-ws-reserved");
+    std::string lower = dir / "lower", upper = dir / "upper", work = dir / "work",
+                mnt = dir / "mnt";
+    for (const auto& d : {lower, upper, work, mnt}) make_dirs(d);
+    write_file(lower + "/file", "file\n");
+    make_dirs(lower + "/d");
+    ASSERT_EQ(lsetxattr((lower + "/d").c_str(), "user.overlay.private", "v", 1, 0), 0);
+    ASSERT_EQ(lsetxattr((lower + "/d").c_str(), "user.visible", "v", 1, 0), 0);
+
+    MountGuard guard(mnt);
+    auto r = mount_laminafs(layer_options({lower}, upper, work), mnt);
+    ASSERT_EQ(r.status, 0) << describe(r);
+    auto expect_errno = [](int rc, int want, const std::string& what) {
+        int got = errno;
+        EXPECT_EQ(rc, -1) << what;
+        EXPECT_EQ(got, want) << what << ": " << errno_name(got);
+    };
+    // OCI whiteout names would hide files once the layer is exported or used as a lower layer.
+    errno = 0;
+    expect_errno(::open((mnt + "/.wh.file").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644), EINVAL,
+                 "create .wh.file");
+    expect_errno(::mkdir((mnt + "/.wh.d").c_str(), 0755), EINVAL, "mkdir .wh.d");
+    expect_errno(::symlink("file", (mnt + "/.wh.s").c_str()), EINVAL, "symlink .wh.s");
+    expect_errno(::link((mnt + "/file").c_str(), (mnt + "/.wh.l").c_str()), EINVAL, "link .wh.l");
+    expect_errno(::rename((mnt + "/file").c_str(), (mnt + "/.wh.r").c_str()), EINVAL,
+                 "rename to .wh.r");
+    // A char 0/0 device is a whiteout.
+    expect_errno(::mknod((mnt + "/fake").c_str(), S_IFCHR | 0644, makedev(0, 0)), EPERM,
+                 "mknod 0/0");
+    // Overlay-private xattrs are hidden and cannot be set or removed.
+    expect_errno(
+        static_cast<int>(lgetxattr((mnt + "/d").c_str(), "user.overlay.private", nullptr, 0)),
+        ENODATA, "getxattr private");
+    EXPECT_EQ(get_xattr(mnt + "/d", "user.visible"), "v");
+    char names[256];
+    ssize_t n = llistxattr((mnt + "/d").c_str(), names, sizeof names);
+    ASSERT_GE(n, 0) << strerror(errno);
+    EXPECT_EQ(std::string(names, static_cast<size_t>(n)).find("overlay"), std::string::npos);
+    for (const char* name : {"trusted.overlay.opaque", "user.overlay.redirect"}) {
+        expect_errno(lsetxattr((mnt + "/d").c_str(), name, "y", 1, 0), EPERM,
+                     std::string("setxattr ") + name);
+    }
+    expect_errno(lremovexattr((mnt + "/d").c_str(), "user.overlay.private"), EPERM,
+                 "removexattr private");
+    // Nothing above reached the upper layer, and the lower file is untouched.
+    struct stat st;
+    for (const char* name : {".wh.file", ".wh.d", ".wh.s", ".wh.l", ".wh.r", "fake"})
+        EXPECT_NE(lstat((upper + "/" + name).c_str(), &st), 0) << name;
+    EXPECT_EQ(read_file(mnt + "/file"), "file\n");
+}
+
 TEST(WriteSide, redirect_dir_off_gives_exdev) {
     REQUIRE_FUSE();
     TempDir dir("lamina-ws-noredirect");
