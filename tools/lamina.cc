@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli.h"
 #include "config.h"
 #include "digest.h"
 #include "error.h"
@@ -25,87 +26,6 @@ namespace {
 using nlohmann::json;
 using store::Store;
 using store::StoreError;
-
-struct UsageError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-
-// A command's options: which take a value, which are switches; the rest are operands.
-struct Args {
-    std::map<std::string, std::string> values;
-    std::set<std::string> flags;
-    std::vector<std::string> operands;
-
-    bool has(const std::string& f) const { return flags.count(f) > 0; }
-    std::string value(const std::string& k, const std::string& def = "") const {
-        auto it = values.find(k);
-        return it == values.end() ? def : it->second;
-    }
-};
-
-Args parse_args(const std::vector<std::string>& argv,
-                const std::map<std::string, std::string>& with_value,
-                const std::map<std::string, std::string>& switches) {
-    Args a;
-    bool operands_only = false;
-    for (size_t i = 0; i < argv.size(); ++i) {
-        std::string arg = argv[i];
-        if (operands_only || arg == "-" || arg.empty() || arg[0] != '-') {
-            a.operands.push_back(arg);
-            continue;
-        }
-        if (arg == "--") {
-            operands_only = true;
-            continue;
-        }
-        std::string inline_value;
-        bool has_inline = false;
-        if (auto eq = arg.find('='); arg.starts_with("--") && eq != std::string::npos) {
-            inline_value = arg.substr(eq + 1);
-            arg = arg.substr(0, eq);
-            has_inline = true;
-        }
-        if (auto it = with_value.find(arg); it != with_value.end()) {
-            if (has_inline) {
-                a.values[it->second] = inline_value;
-            } else {
-                if (i + 1 >= argv.size()) throw UsageError("option " + arg + " needs a value");
-                a.values[it->second] = argv[++i];
-            }
-        } else if (auto sw = switches.find(arg); sw != switches.end() && !has_inline) {
-            a.flags.insert(sw->second);
-        } else {
-            throw UsageError("unknown option " + arg);
-        }
-    }
-    return a;
-}
-
-void need_operands(const Args& a, size_t min, size_t max, const std::string& usage) {
-    if (a.operands.size() < min || a.operands.size() > max)
-        throw UsageError("usage: lamina " + usage);
-}
-
-struct Context {
-    std::string root;
-    std::string format = "table";  // or json
-    bool json() const { return format == "json"; }
-    Store& store() {
-        if (!store_) store_ = std::make_unique<Store>(store::resolve_store_root(root));
-        return *store_;
-    }
-    std::unique_ptr<Store> store_;
-};
-
-void print_json(const json& j) {
-    std::cout << j.dump(2) << "\n";
-}
-
-std::string output_format(const Context& ctx, const Args& a) {
-    std::string f = a.value("format", ctx.format);
-    if (f != "table" && f != "json") throw UsageError("--format must be table or json");
-    return f;
-}
 
 json image_json(const store::ImageSummary& s) {
     json layers = json::array();
@@ -509,12 +429,6 @@ System:      system df [-v], system prune [-a], info
 See lamina(1).
 )";
 
-struct Command {
-    std::function<int(Context&, const Args&)> run;
-    std::map<std::string, std::string> with_value;
-    std::map<std::string, std::string> switches;
-};
-
 int run(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc);
     Context ctx;
@@ -548,7 +462,7 @@ int run(int argc, char** argv) {
     std::string name = args[i];
     std::vector<std::string> rest(args.begin() + static_cast<long>(i) + 1, args.end());
     const std::map<std::string, std::string> fmt = {{"--format", "format"}};
-    std::map<std::string, Command> commands = {
+    CommandTable commands = {
         {"images", {cmd_images, fmt, {{"-a", "all"}, {"--all", "all"}}}},
         {"history", {cmd_history, fmt, {{"--no-trunc", "no-trunc"}}}},
         {"inspect", {cmd_inspect, {{"--type", "type"}, {"--format", "format"}}, {}}},
