@@ -18,6 +18,7 @@
 #include "lock.h"
 #include "process.h"
 #include "store.h"
+#include "volumes.h"
 
 namespace lamina::store {
 
@@ -27,19 +28,6 @@ namespace {
 constexpr size_t kMountOptionLimit = 4095;
 // laminafs stacks at most this many lower layers.
 constexpr size_t kMaxLowers = 128;
-
-std::string unescape_mountinfo(const std::string& s) {
-    std::string out;
-    for (size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '\\' && i + 3 < s.size()) {
-            out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8)));
-            i += 3;
-        } else {
-            out.push_back(s[i]);
-        }
-    }
-    return out;
-}
 
 bool valid_container_name(const std::string& n) {
     if (n.empty() || n.size() > 128 || !isalnum(static_cast<unsigned char>(n[0]))) return false;
@@ -64,6 +52,7 @@ bool is_mount_point(const std::string& path) {
 
 void unmount_merged(const std::string& merged) {
     if (!is_mount_point(merged)) return;
+    unmount_below(merged);
     auto r = run_process({"fusermount3", "-u", "-z", merged});
     if (r.status != 0 && is_mount_point(merged)) ::umount2(merged.c_str(), MNT_DETACH);
 }
@@ -103,7 +92,8 @@ ContainerRecord Store::container(const std::string& ref) {
     throw StoreError("no such container: " + ref);
 }
 
-ContainerRecord Store::create_container(const std::string& image_ref, const std::string& name_in) {
+ContainerRecord Store::create_container(const std::string& image_ref, const std::string& name_in,
+                                        const std::vector<MountSpec>& mounts) {
     Layout l{root_};
     if (!name_in.empty() && !valid_container_name(name_in))
         throw StoreError("invalid container name \"" + name_in +
@@ -122,9 +112,12 @@ ContainerRecord Store::create_container(const std::string& image_ref, const std:
             throw StoreError("container name \"" + c.name + "\" is already in use by " +
                              st.text(0).substr(0, 12));
     }
+    PreparedMounts prepared =
+        prepare_container_mounts(*db_, l, mounts, read_image(c.image_id).config);
     std::string dir = container_dir(c.id);
     make_dirs(dir, 0700);
     for (const char* sub : {"upper", "work", "merged"}) make_dirs(dir + "/" + sub, 0755);
+    place_staged_volumes(l, prepared);
     Transaction tx(*db_);
     Stmt(*db_, "INSERT INTO containers(id, name, image_id, created) VALUES(?, ?, ?, ?)")
         .bind(1, c.id)
@@ -132,6 +125,7 @@ ContainerRecord Store::create_container(const std::string& image_ref, const std:
         .bind(3, c.image_id)
         .bind(4, c.created)
         .run();
+    record_container_mounts(*db_, c.id, prepared);
     tx.commit();
     return c;
 }
@@ -209,6 +203,12 @@ std::string Store::mount(const std::string& ref) {
     if (r.status != 0)
         throw StoreError("cannot mount " + c.name + ": laminafs failed: " +
                          (r.err.empty() ? "exit status " + std::to_string(r.status) : r.err));
+    try {
+        mount_container_volumes(*db_, l, c.id, merged);
+    } catch (...) {
+        unmount_merged(merged);
+        throw;
+    }
     return merged;
 }
 
@@ -218,6 +218,7 @@ void Store::unmount(const std::string& ref) {
     ContainerRecord c = container(ref);
     std::string merged = container_dir(c.id) + "/merged";
     if (!is_mount_point(merged)) return;
+    unmount_below(merged);
     auto r = run_process({"fusermount3", "-u", merged});
     if (r.status != 0 && is_mount_point(merged)) {
         if (::umount(merged.c_str()) != 0)
@@ -226,7 +227,7 @@ void Store::unmount(const std::string& ref) {
     }
 }
 
-void Store::remove_container(const std::string& ref, bool force) {
+void Store::remove_container(const std::string& ref, bool force, bool remove_anonymous_volumes) {
     Layout l{root_};
     StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
     recover();
@@ -238,10 +239,23 @@ void Store::remove_container(const std::string& ref, bool force) {
                              " is mounted (lamina umount it first, or use -f)");
         unmount_merged(merged);
     }
+    // rm -v: the anonymous volumes only this container uses go with it.
+    std::vector<std::string> doomed_volumes;
+    if (remove_anonymous_volumes) {
+        Stmt st(*db_,
+                "SELECT name FROM volumes WHERE anonymous = 1 AND name IN (SELECT volume FROM "
+                "container_mounts WHERE container_id = ?) AND name NOT IN (SELECT volume FROM "
+                "container_mounts WHERE container_id != ? AND volume IS NOT NULL)");
+        st.bind(1, c.id).bind(2, c.id);
+        while (st.step()) doomed_volumes.push_back(st.text(0));
+    }
     Transaction tx(*db_);
     Stmt(*db_, "DELETE FROM containers WHERE id = ?").bind(1, c.id).run();
+    for (const auto& v : doomed_volumes)
+        Stmt(*db_, "DELETE FROM volumes WHERE name = ?").bind(1, v).run();
     tx.commit();
     remove_tree(container_dir(c.id));
+    for (const auto& v : doomed_volumes) remove_tree(volumes_dir(l) + "/" + v);
 }
 
 }  // namespace lamina::store

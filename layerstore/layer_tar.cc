@@ -17,6 +17,7 @@
 
 #include "digest.h"
 #include "fsutil.h"
+#include "archive_error.h"
 #include "error.h"
 #include "fd.h"
 #include "overlay_names.h"
@@ -99,7 +100,7 @@ public:
 private:
     void write_header(archive_entry* e, const std::string& path) {
         if (archive_write_header(a_, e) != ARCHIVE_OK)
-            throw StoreError("cannot write tar entry " + path + ": " + archive_error_string(a_));
+            throw StoreError("cannot write tar entry " + path + ": " + archive_error_text(a_));
     }
 
     void marker(const std::string& path) {
@@ -189,7 +190,7 @@ private:
                                  ": changed while committing");
             if (archive_write_data(a_, buf, static_cast<size_t>(n)) != n)
                 throw StoreError("cannot write tar data for " + path + ": " +
-                                 archive_error_string(a_));
+                                 archive_error_text(a_));
             left -= n;
         }
     }
@@ -210,13 +211,13 @@ std::string write_layer_tar(const std::string& upper_dir, const std::string& out
     archive_write_set_format_pax_restricted(a.get());
     archive_write_set_bytes_per_block(a.get(), 10240);
     if (archive_write_open(a.get(), &sink, nullptr, sink_write, nullptr) != ARCHIVE_OK)
-        throw StoreError("cannot write " + out_path + ": " + archive_error_string(a.get()));
+        throw StoreError("cannot write " + out_path + ": " + archive_error_text(a.get()));
     Fd root(::open(upper_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!root) throw StoreError("cannot open " + upper_dir + ": " + strerror(errno));
     TarWriter(a.get(), upper_dir).walk(root.get(), "");
     if (archive_write_close(a.get()) != ARCHIVE_OK)
         throw StoreError("cannot finish " + out_path + ": " +
-                         (sink.error.empty() ? archive_error_string(a.get()) : sink.error));
+                         (sink.error.empty() ? archive_error_text(a.get()) : sink.error));
     if (::fsync(sink.fd.get()) != 0)
         throw StoreError("cannot fsync " + out_path + ": " + strerror(errno));
     return sink.hash.digest();

@@ -16,6 +16,7 @@
 
 #include "db.h"
 #include "digest.h"
+#include "archive_error.h"
 #include "error.h"
 #include "fd.h"
 #include "fsutil.h"
@@ -41,7 +42,7 @@ public:
     explicit ArchiveOut(const std::string& path) : path_(path), a_(archive_write_new()) {
         archive_write_set_format_pax_restricted(a_.get());
         if (archive_write_open_filename(a_.get(), path.c_str()) != ARCHIVE_OK)
-            throw StoreError("cannot create " + path + ": " + archive_error_string(a_.get()));
+            throw StoreError("cannot create " + path + ": " + archive_error_text(a_.get()));
     }
 
     void add_data(const std::string& name, const std::string& data) {
@@ -90,7 +91,7 @@ private:
     }
     [[noreturn]] void fail(const std::string& what) {
         throw StoreError("cannot write " + what + " to " + path_ + ": " +
-                         archive_error_string(a_.get()));
+                         archive_error_text(a_.get()));
     }
 
     std::string path_;
@@ -106,14 +107,14 @@ void decompress(const std::string& src, const std::string& dst) {
     archive_entry* e;
     if (archive_read_open_filename(a.get(), src.c_str(), 1 << 17) != ARCHIVE_OK ||
         archive_read_next_header(a.get(), &e) != ARCHIVE_OK)
-        throw StoreError("cannot read " + src + ": " + archive_error_string(a.get()));
+        throw StoreError("cannot read " + src + ": " + archive_error_text(a.get()));
     Fd out(::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!out) throw_errno("cannot create", dst, errno);
     char buf[1 << 17];
     for (;;) {
         la_ssize_t n = archive_read_data(a.get(), buf, sizeof buf);
         if (n < 0)
-            throw StoreError("cannot decompress " + src + ": " + archive_error_string(a.get()));
+            throw StoreError("cannot decompress " + src + ": " + archive_error_text(a.get()));
         if (n == 0) break;
         if (::write(out.get(), buf, static_cast<size_t>(n)) != n)
             throw_errno("cannot write", dst, errno);

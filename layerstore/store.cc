@@ -19,6 +19,7 @@
 #include "fsutil.h"
 #include "internal.h"
 #include "lock.h"
+#include "volumes.h"
 
 namespace lamina::store {
 
@@ -89,6 +90,7 @@ Store::Store(const std::string& root) : root_(root) {
     ensure_layout();
     db_ = std::make_unique<Db>(Layout{root_}.db());
     db_->exec(kSchema);
+    create_volume_schema(*db_);
     // Only a process alone with the store may judge what is half-done; otherwise the next
     // writer (which takes the lock exclusively) does it.
     StoreLock lock(Layout{root_}.lock(), StoreLock::Mode::Exclusive, true);
@@ -102,6 +104,7 @@ void Store::ensure_layout() {
     make_dirs(root_, 0700);
     for (const auto& d : {l.tmp(), l.layers(), l.squashes(), l.links(), l.blobs(), l.containers()})
         make_dirs(d, 0700);
+    make_dirs(volumes_dir(l), 0700);
 }
 
 // Every write first lands in tmp/ or under a name the database does not know yet, and the
@@ -130,6 +133,7 @@ void Store::recover() {
         ::umount2(merged.c_str(), MNT_DETACH);
         remove_tree(l.containers() + "/" + n);
     }
+    recover_volumes(*db_, l);
 }
 
 std::string Store::layer_dir(const std::string& chain_id) const {

@@ -1,6 +1,7 @@
 // The store: layers by chain ID, images and containers in SQLite, content under one root directory.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -66,6 +67,75 @@ struct StoreInfo {
     int images = 0, containers = 0, containers_mounted = 0, layers = 0;
 };
 
+// ---- Volumes: data that outlives its containers (docs/store.md, "Volumes") ----
+
+// A volume under <root>/volumes/NAME/_data; the local driver's options as Docker's:
+// {type=tmpfs, o=size=...} mounts a fresh tmpfs per container mount, {type=none, o=bind,
+// device=/path} binds a host directory; no options is a plain directory.
+struct VolumeRecord {
+    std::string name;
+    std::string driver = "local";
+    int64_t created = 0;
+    bool anonymous = false;  // made for a container (-v /path, image VOLUME), named by 64 hex
+    std::map<std::string, std::string> labels;
+    std::map<std::string, std::string> options;
+    std::string mountpoint;          // <root>/volumes/NAME/_data
+    std::vector<std::string> users;  // IDs of the containers that use it
+    int64_t size = -1;               // bytes below _data, when asked (volume_usage)
+};
+
+struct VolumeCreateOptions {
+    std::string name;  // "" makes an anonymous volume
+    std::string driver = "local";
+    std::map<std::string, std::string> labels;
+    std::map<std::string, std::string> options;
+};
+
+// `volume ls --filter`: every filter given must match (dangling=, label=K[=V], name=, driver=).
+struct VolumeFilter {
+    std::optional<bool> dangling;
+    std::vector<std::string> labels;  // "K" or "K=V"
+    std::vector<std::string> names;   // substrings
+    std::vector<std::string> drivers;
+    bool matches(const VolumeRecord& v) const;
+};
+// Parses "dangling=true", "label=K=V", ...; throws StoreError naming a bad filter.
+VolumeFilter parse_volume_filters(const std::vector<std::string>& filters);
+
+struct VolumePruneReport {
+    std::vector<std::string> volumes;
+    int64_t reclaimed = 0;
+};
+
+struct VolumeUsage {
+    int total = 0, active = 0;  // active: used by at least one container
+    int64_t size = 0, reclaimable = 0;
+    std::vector<VolumeRecord> details;  // each with its size
+};
+
+// A volume or bind in a container's mount, as -v and --mount describe it.
+enum class MountType { Volume, Bind };
+struct MountSpec {
+    MountType type = MountType::Volume;
+    std::string source;       // volume name ("" = a new anonymous volume) or absolute host path
+    std::string destination;  // absolute, cleaned path inside the container
+    bool readonly = false;
+    bool nocopy = false;  // volumes only: no copy of the image's content into a new volume
+};
+// -v NAME:/path[:ro,nocopy], -v /host:/path[:ro], -v /path; throws StoreError when malformed.
+MountSpec parse_volume_flag(const std::string& flag);
+// --mount type=volume|bind,src=...,dst=...[,readonly][,volume-nocopy]
+MountSpec parse_mount_flag(const std::string& flag);
+
+// A mount recorded for a container; anonymous volumes made for it at create are named here.
+struct ContainerMount {
+    MountSpec spec;
+    std::string host_path;      // what is bound in: the volume's data, its device, the bind source
+    std::string driver;         // "local" for volumes, "" for binds
+    bool tmpfs = false;         // a tmpfs volume: host_path is not used
+    std::string mount_options;  // a tmpfs volume's o=
+};
+
 class Store {
 public:
     // Opens (creating as needed) the store at root and finishes or removes half-done work
@@ -95,17 +165,34 @@ public:
     std::string layer_dir(const std::string& chain_id) const;
 
     // Containers.
-    ContainerRecord create_container(const std::string& image_ref, const std::string& name);
+    // Volumes and binds are checked and anonymous volumes (-v /path, the image's VOLUMEs) made
+    // in the same transaction as the container.
+    ContainerRecord create_container(const std::string& image_ref, const std::string& name,
+                                     const std::vector<MountSpec>& mounts = {});
     std::vector<ContainerState> containers(bool sizes);
     ContainerRecord container(const std::string& ref);  // by name, ID or ID prefix
-    std::string mount(const std::string& ref);          // the merged path
-    void unmount(const std::string& ref);
-    void remove_container(const std::string& ref, bool force);
+    // The merged path; the container's volumes and binds are mounted inside it, after the union.
+    std::string mount(const std::string& ref);
+    void unmount(const std::string& ref);  // volumes and binds first, in reverse order
+    // remove_anonymous_volumes (rm -v) also removes the anonymous volumes no other container uses.
+    void remove_container(const std::string& ref, bool force,
+                          bool remove_anonymous_volumes = false);
     std::vector<Change> diff(const std::string& ref);
     LoadedImage commit(const std::string& container_ref, const std::string& ref,
                        const std::string& message);
     std::string container_dir(const std::string& id) const { return root_ + "/containers/" + id; }
     bool is_mounted(const ContainerRecord& c) const;
+
+    // Volumes.
+    // Creating an existing name returns that volume when driver and options agree.
+    VolumeRecord create_volume(const VolumeCreateOptions& opts);
+    std::vector<VolumeRecord> volumes();
+    VolumeRecord volume(const std::string& name);
+    void remove_volume(const std::string& name);  // refused while a container uses it
+    // Unused anonymous volumes; all_unused also named ones.
+    VolumePruneReport prune_volumes(bool all_unused);
+    VolumeUsage volume_usage();
+    std::vector<ContainerMount> container_mounts(const std::string& container_ref);
 
     // System.
     DiskUsage disk_usage();
@@ -114,6 +201,26 @@ public:
 
     // The laminafs binary: $LAMINAFS, ../fs/laminafs next to this executable, or PATH.
     static std::string laminafs_binary();
+
+    // ---- Registry: what `lamina pull` and `push` need (layerstore/registry_ingest.cc) ----
+
+    // True when the layer with this chain ID is stored together with the blob digest, so a
+    // pull need not fetch that blob ("Already exists").
+    bool has_layer_blob(const std::string& chain_id, const std::string& blob_digest);
+    // Stores an image fetched from a registry: manifest and config byte for byte, each layer
+    // unpacked and checked against the config's diff_ids before one transaction commits it all.
+    // A layer with path "" must be one has_layer_blob() reported.
+    LoadedImage store_pulled_image(const std::string& config, const std::string& manifest,
+                                   const std::vector<struct PulledLayer>& layers,
+                                   const std::vector<std::string>& names);
+    // A fresh directory for one pull's downloads, <root>/downloads/PID-RANDOM: outside tmp/,
+    // which every writer empties. Directories of processes that are gone are removed here,
+    // after their partial blobs (files named by digest hex) move into the new one to resume.
+    std::string make_download_dir();
+    // The file holding a stored blob (for push).
+    std::string blob_file(const std::string& digest) const;
+    // Keeps every stored blob in place while the returned holder lives (a shared store lock).
+    std::shared_ptr<void> hold_blobs();
 
 private:
     class Recovery;
@@ -131,6 +238,15 @@ private:
 
     std::string root_;
     std::unique_ptr<Db> db_;
+};
+
+// Registry: a layer blob a pull fetched and verified against digest (path "" when the store
+// already has it).
+struct PulledLayer {
+    std::string path;
+    std::string digest;
+    std::string media_type;
+    int64_t size = 0;
 };
 
 // "busybox" -> "busybox:latest"; validates the characters of a reference.

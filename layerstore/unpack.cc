@@ -16,6 +16,7 @@
 #include <memory>
 
 #include "digest.h"
+#include "archive_error.h"
 #include "error.h"
 #include "fd.h"
 #include "fsutil.h"
@@ -44,8 +45,7 @@ la_ssize_t read_uncompressed(archive*, void* client, const void** out) {
     auto* src = static_cast<HashingSource*>(client);
     la_ssize_t n = archive_read_data(src->raw, src->buf, sizeof src->buf);
     if (n < 0) {
-        src->error = archive_error_string(src->raw) ? archive_error_string(src->raw)
-                                                    : "decompression failed";
+        src->error = archive_error_text(src->raw, "decompression failed");
         return -1;
     }
     src->hash.update(src->buf, static_cast<size_t>(n));
@@ -233,7 +233,7 @@ void Extractor::write_regular(archive* a, archive_entry* e, int parent, const st
         if (rc < ARCHIVE_WARN)
             refuse(entry_path,
                    std::string("cannot read data: ") +
-                       (archive_error_string(a) ? archive_error_string(a) : "truncated archive"));
+                       archive_error_text(a, "truncated archive"));
         if (offset < 0 || static_cast<uint64_t>(offset) + len > usize)
             refuse(entry_path, "data beyond its size");
         const char* p = static_cast<const char*>(block);
@@ -413,7 +413,7 @@ UnpackResult unpack_tar(const std::string& archive_path, const std::string& dest
     archive_read_support_filter_all(raw.get());
     archive_read_support_format_raw(raw.get());
     if (archive_read_open_filename(raw.get(), archive_path.c_str(), 1 << 17) != ARCHIVE_OK)
-        throw StoreError("cannot open " + archive_path + ": " + archive_error_string(raw.get()));
+        throw StoreError("cannot open " + archive_path + ": " + archive_error_text(raw.get()));
     archive_entry* raw_entry;
     HashingSource src;
     src.raw = raw.get();
@@ -421,22 +421,21 @@ UnpackResult unpack_tar(const std::string& archive_path, const std::string& dest
     int rc = archive_read_next_header(raw.get(), &raw_entry);
     if (rc == ARCHIVE_EOF) throw StoreError("cannot read " + archive_path + ": empty file");
     if (rc < ARCHIVE_WARN)
-        throw StoreError("cannot read " + archive_path + ": " + archive_error_string(raw.get()));
+        throw StoreError("cannot read " + archive_path + ": " + archive_error_text(raw.get()));
 
     ArchivePtr tar(archive_read_new());
     archive_read_support_format_tar(tar.get());
     if (archive_read_open(tar.get(), &src, nullptr, read_uncompressed, nullptr) != ARCHIVE_OK)
         throw StoreError("cannot read " + archive_path +
-                         " as tar: " + archive_error_string(tar.get()));
+                         " as tar: " + archive_error_text(tar.get()));
     Extractor ex(dest_dir, opts);
     archive_entry* e;
     for (;;) {
         rc = archive_read_next_header(tar.get(), &e);
         if (rc == ARCHIVE_EOF) break;
         if (rc < ARCHIVE_WARN) {
-            std::string why = !src.error.empty()                ? src.error
-                              : archive_error_string(tar.get()) ? archive_error_string(tar.get())
-                                                                : "bad header";
+            std::string why =
+                !src.error.empty() ? src.error : archive_error_text(tar.get(), "bad header");
             throw StoreError("cannot read " + archive_path + ": " + why);
         }
         ex.entry(tar.get(), e, result);
@@ -448,7 +447,7 @@ UnpackResult unpack_tar(const std::string& archive_path, const std::string& dest
         la_ssize_t n = archive_read_data(raw.get(), sink, sizeof sink);
         if (n < 0)
             throw StoreError("cannot read " + archive_path + ": " +
-                             archive_error_string(raw.get()));
+                             archive_error_text(raw.get()));
         if (n == 0) break;
         src.hash.update(sink, static_cast<size_t>(n));
     }

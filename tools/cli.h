@@ -70,4 +70,10 @@ struct Command {
 };
 using CommandTable = std::map<std::string, Command>;
 
+// `lamina volume ...` (volume_cmd.cc).
+void add_volume_commands(CommandTable& commands);
+
+// pull, push, login, logout (tools/registry_cmd.cc).
+void add_registry_commands(CommandTable& commands);
+
 }  // namespace lamina::cli

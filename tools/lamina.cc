@@ -108,6 +108,26 @@ int cmd_history(Context& ctx, const Args& a) {
     return 0;
 }
 
+// A container's volumes and binds as `docker inspect` lists them under "Mounts".
+json mounts_json(const std::vector<store::ContainerMount>& mounts) {
+    json out = json::array();
+    for (const auto& m : mounts) {
+        bool volume = m.spec.type == store::MountType::Volume;
+        json j = {{"Type", volume ? "volume" : "bind"},
+                  {"Source", m.tmpfs ? "" : m.host_path},
+                  {"Destination", m.spec.destination},
+                  {"Mode", m.spec.readonly ? "ro" : ""},
+                  {"RW", !m.spec.readonly},
+                  {"Propagation", volume ? "" : "rprivate"}};
+        if (volume) {
+            j["Name"] = m.spec.source;
+            j["Driver"] = m.driver;
+        }
+        out.push_back(j);
+    }
+    return out;
+}
+
 int cmd_inspect(Context& ctx, const Args& a) {
     if (a.operands.empty())
         throw UsageError("usage: lamina inspect [--type image|container] NAME...");
@@ -147,7 +167,8 @@ int cmd_inspect(Context& ctx, const Args& a) {
                        {"Mounted", ctx.store().is_mounted(c)},
                        {"UpperDir", dir + "/upper"},
                        {"WorkDir", dir + "/work"},
-                       {"MergedDir", dir + "/merged"}});
+                       {"MergedDir", dir + "/merged"},
+                       {"Mounts", mounts_json(ctx.store().container_mounts(c.id))}});
     }
     print_json(out);
     return 0;
@@ -219,8 +240,11 @@ int cmd_save(Context& ctx, const Args& a) {
 }
 
 int cmd_create(Context& ctx, const Args& a) {
-    need_operands(a, 1, 1, "create [--name NAME] IMAGE");
-    auto c = ctx.store().create_container(a.operands[0], a.value("name"));
+    need_operands(a, 1, 1, "create [--name NAME] [-v [SRC:]DST[:ro]]... [--mount ...]... IMAGE");
+    std::vector<store::MountSpec> mounts;
+    for (const auto& v : a.all("volume")) mounts.push_back(store::parse_volume_flag(v));
+    for (const auto& m : a.all("mount")) mounts.push_back(store::parse_mount_flag(m));
+    auto c = ctx.store().create_container(a.operands[0], a.value("name"), mounts);
     std::cout << c.id << "\n";
     return 0;
 }
@@ -285,11 +309,11 @@ int cmd_ps(Context& ctx, const Args& a) {
 }
 
 int cmd_rm(Context& ctx, const Args& a) {
-    if (a.operands.empty()) throw UsageError("usage: lamina rm [-f] CONTAINER...");
+    if (a.operands.empty()) throw UsageError("usage: lamina rm [-f] [-v] CONTAINER...");
     int rc = 0;
     for (const auto& ref : a.operands) {
         try {
-            ctx.store().remove_container(ref, a.has("force"));
+            ctx.store().remove_container(ref, a.has("force"), a.has("volumes"));
             std::cout << ref << "\n";
         } catch (const StoreError& e) {
             std::cerr << "lamina: " << e.what() << "\n";
@@ -327,9 +351,16 @@ int cmd_system(Context& ctx, const Args& a) {
     std::string sub = a.operands[0];
     if (sub == "df") {
         auto du = ctx.store().disk_usage();
+        auto vu = ctx.store().volume_usage();
         if (output_format(ctx, a) == "json") {
             json images = json::array();
             for (const auto& s : du.image_details) images.push_back(image_json(s));
+            json volumes = json::array();
+            for (const auto& v : vu.details)
+                volumes.push_back({{"Name", v.name},
+                                   {"Links", v.users.size()},
+                                   {"Size", v.size},
+                                   {"Mountpoint", v.mountpoint}});
             print_json({{"Images",
                          {{"Total", du.images},
                           {"Active", du.images_active},
@@ -340,8 +371,14 @@ int cmd_system(Context& ctx, const Args& a) {
                           {"Active", du.containers_active},
                           {"Size", du.containers_size},
                           {"Reclaimable", du.containers_reclaimable}}},
+                        {"Volumes",
+                         {{"Total", vu.total},
+                          {"Active", vu.active},
+                          {"Size", vu.size},
+                          {"Reclaimable", vu.reclaimable}}},
                         {"Layers", {{"Total", du.layers}, {"Size", du.layers_size}}},
                         {"BlobsSize", du.blobs_size},
+                        {"VolumeDetails", volumes},
                         {"ImageDetails", images}});
             return 0;
         }
@@ -356,6 +393,8 @@ int cmd_system(Context& ctx, const Args& a) {
                human_size(du.containers_size),
                human_size(du.containers_reclaimable) +
                    pct(du.containers_reclaimable, du.containers_size)});
+        t.add({"Local Volumes", std::to_string(vu.total), std::to_string(vu.active),
+               human_size(vu.size), human_size(vu.reclaimable) + pct(vu.reclaimable, vu.size)});
         t.add({"Layers", std::to_string(du.layers), "", human_size(du.layers_size), ""});
         t.add({"Blobs (for save)", "", "", human_size(du.blobs_size), ""});
         std::cout << t.render();
@@ -371,6 +410,10 @@ int cmd_system(Context& ctx, const Args& a) {
                        human_size(s.size - s.shared_size), std::to_string(s.containers)});
             }
             std::cout << "\nImages space usage:\n\n" << v.render();
+            Table vols({"VOLUME NAME", "LINKS", "SIZE"});
+            for (const auto& vol : vu.details)
+                vols.add({vol.name, std::to_string(vol.users.size()), human_size(vol.size)});
+            std::cout << "\nLocal Volumes space usage:\n\n" << vols.render();
         }
         return 0;
     }
@@ -422,9 +465,12 @@ const char* kUsage = R"(usage: lamina [--root DIR] [--format table|json] COMMAND
 
 Images:      images, history IMAGE, inspect NAME, tag SRC DST, rmi [-f] IMAGE,
              load -i FILE, import TARBALL [REF], save -o FILE [--format oci-archive] IMAGE
-Containers:  create [--name N] IMAGE, mount C, umount C, ps [-a] [-s], rm [-f] C,
-             diff C, commit [-m MSG] C [REF]
+Containers:  create [--name N] [-v [SRC:]DST[:ro]] [--mount ...] IMAGE, mount C, umount C,
+             ps [-a] [-s], rm [-f] [-v] C, diff C, commit [-m MSG] C [REF]
+Volumes:     volume create [NAME], volume ls [-q] [--filter F], volume inspect NAME,
+             volume rm [-f] NAME, volume prune [-a] [-f]
 System:      system df [-v], system prune [-a], info
+Registry:    pull [--platform P] NAME[:TAG], push IMAGE [DEST], login REGISTRY, logout REGISTRY
 
 See lamina(1).
 )";
@@ -475,13 +521,19 @@ int run(int argc, char** argv) {
         {"import", {cmd_import, {{"-m", "message"}, {"--message", "message"}}, {}}},
         {"save",
          {cmd_save, {{"-o", "output"}, {"--output", "output"}, {"--format", "format"}}, {}}},
-        {"create", {cmd_create, {{"--name", "name"}}, {}}},
+        {"create",
+         {cmd_create,
+          {{"--name", "name"}, {"-v", "volume"}, {"--volume", "volume"}, {"--mount", "mount"}},
+          {}}},
         {"mount", {cmd_mount, {}, {}}},
         {"umount", {cmd_umount, {}, {}}},
         {"unmount", {cmd_umount, {}, {}}},
         {"ps",
          {cmd_ps, fmt, {{"-a", "all"}, {"--all", "all"}, {"-s", "size"}, {"--size", "size"}}}},
-        {"rm", {cmd_rm, {}, {{"-f", "force"}, {"--force", "force"}}}},
+        {"rm",
+         {cmd_rm,
+          {},
+          {{"-f", "force"}, {"--force", "force"}, {"-v", "volumes"}, {"--volumes", "volumes"}}}},
         {"diff", {cmd_diff, fmt, {}}},
         {"commit", {cmd_commit, {{"-m", "message"}, {"--message", "message"}}, {}}},
         {"system",
@@ -495,6 +547,8 @@ int run(int argc, char** argv) {
            {"--force", "force"}}}},
         {"info", {cmd_info, fmt, {}}},
     };
+    add_volume_commands(commands);
+    add_registry_commands(commands);
     auto it = commands.find(name);
     if (it == commands.end())
         throw UsageError("unknown command \"" + name + "\" (lamina --help lists them)");

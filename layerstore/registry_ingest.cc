@@ -1,0 +1,98 @@
+// The store's side of a registry pull or push: which layers it already has, where downloads
+// wait, and taking a fetched image in through the same verified path as `load`.
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "db.h"
+#include "digest.h"
+#include "error.h"
+#include "fsutil.h"
+#include "internal.h"
+#include "lock.h"
+#include "store.h"
+
+namespace lamina::store {
+
+namespace {
+
+bool blob_recorded(Db& db, const std::string& digest) {
+    Stmt st(db, "SELECT 1 FROM blobs WHERE digest = ?");
+    st.bind(1, digest);
+    return st.step();
+}
+
+}  // namespace
+
+bool Store::has_layer_blob(const std::string& chain_id, const std::string& blob_digest) {
+    return layer(chain_id) && blob_recorded(*db_, blob_digest) &&
+           path_exists(Layout{root_}.blob(blob_digest));
+}
+
+LoadedImage Store::store_pulled_image(const std::string& config, const std::string& manifest,
+                                      const std::vector<PulledLayer>& layers,
+                                      const std::vector<std::string>& names) {
+    Layout l{root_};
+    StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
+    recover();
+    std::vector<SourceLayer> sources;
+    for (size_t i = 0; i < layers.size(); ++i) {
+        const PulledLayer& p = layers[i];
+        // A layer skipped as "Already exists" may have been removed since (rmi, prune).
+        if (p.path.empty() && !blob_recorded(*db_, p.digest))
+            throw StoreError("layer " + std::to_string(i + 1) + " (" + p.digest +
+                             ") was removed from the store during the pull; pull again");
+        SourceLayer s;
+        s.path = p.path;
+        s.digest = p.digest;
+        s.media_type = p.media_type;
+        s.size = p.size;
+        sources.push_back(std::move(s));
+    }
+    std::string staging = make_staging_dir(l, "pull");
+    try {
+        LoadedImage r = store_image(config, manifest, sources, names, staging);
+        remove_tree(staging);
+        return r;
+    } catch (...) {
+        remove_tree(staging);
+        throw;
+    }
+}
+
+std::string Store::make_download_dir() {
+    std::string parent = root_ + "/downloads";
+    make_dirs(parent, 0700);
+    std::string dir = parent + "/" + std::to_string(getpid()) + "-" + random_hex(8);
+    make_dirs(dir, 0700);
+    std::vector<std::string> names;
+    if (!sorted_names_at(AT_FDCWD, parent, names)) return dir;
+    for (const auto& n : names) {
+        pid_t pid = static_cast<pid_t>(std::atol(n.c_str()));
+        if (parent + "/" + n == dir || (pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM)))
+            continue;
+        // A pull that died: its partial blobs (named by their digest's hex) move here, so this
+        // pull can resume them; the rest goes.
+        std::vector<std::string> files;
+        if (sorted_names_at(AT_FDCWD, parent + "/" + n, files))
+            for (const auto& f : files)
+                if (f.size() == 64 && is_sha256_digest("sha256:" + f))
+                    ::rename((parent + "/" + n + "/" + f).c_str(), (dir + "/" + f).c_str());
+        remove_tree(parent + "/" + n);
+    }
+    return dir;
+}
+
+std::string Store::blob_file(const std::string& digest) const {
+    return Layout{root_}.blob(digest);
+}
+
+std::shared_ptr<void> Store::hold_blobs() {
+    return std::make_shared<StoreLock>(Layout{root_}.lock(), StoreLock::Mode::Shared);
+}
+
+}  // namespace lamina::store

@@ -1,0 +1,334 @@
+// A container's volumes and binds, mounted inside its merged tree so their I/O bypasses laminafs,
+// and the first copy of the image's content into a new volume.
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "db.h"
+#include "error.h"
+#include "fsutil.h"
+#include "volumes.h"
+
+namespace lamina::store {
+
+namespace {
+
+std::string fd_path(int fd) {
+    return "/proc/self/fd/" + std::to_string(fd);
+}
+
+// rel below root, every symlink resolved as if root were "/": an image's symlinks cannot send a
+// mount outside the container.
+Fd resolve_in_container(int root, const std::string& rel, uint64_t flags) {
+    struct open_how how {};
+    how.flags = flags | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    return Fd(static_cast<int>(::syscall(SYS_openat2, root, rel.c_str(), &how, sizeof how)));
+}
+
+// The mount point for destination inside the container, made (directories 0755, a file for a
+// file bind) where the image has nothing; an O_PATH descriptor of it.
+Fd make_mount_point(int root, const std::string& destination, bool want_dir,
+                    const std::string& merged) {
+    std::string where = merged + destination;
+    std::string rel;
+    Fd parent(::dup(root));
+    size_t start = 1;
+    while (start <= destination.size()) {
+        size_t slash = destination.find('/', start);
+        if (slash == std::string::npos) slash = destination.size();
+        std::string name = destination.substr(start, slash - start);
+        bool last = slash == destination.size();
+        rel += (rel.empty() ? "" : "/") + name;
+        Fd fd = resolve_in_container(root, rel, O_PATH);
+        if (!fd && errno == ENOENT) {
+            int rc = 0;
+            if (!last || want_dir) {
+                rc = ::mkdirat(parent.get(), name.c_str(), 0755);
+            } else {
+                Fd file(::openat(parent.get(), name.c_str(),
+                                 O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+                rc = file ? 0 : -1;
+            }
+            if (rc != 0 && errno != EEXIST) throw_errno("cannot create mount point", where, errno);
+            fd = resolve_in_container(root, rel, O_PATH);
+        }
+        if (!fd) throw_errno("cannot open mount point", where, errno);
+        struct stat st;
+        if (::fstat(fd.get(), &st) != 0) throw_errno("cannot stat", where, errno);
+        if ((!last || want_dir) && !S_ISDIR(st.st_mode))
+            throw StoreError("cannot mount a directory at " + where + ": " +
+                             (last ? "the image has a file there" : "a parent is not a directory"));
+        if (last && !want_dir && S_ISDIR(st.st_mode))
+            throw StoreError("cannot mount a file at " + where +
+                             ": the image has a directory there");
+        parent = std::move(fd);
+        start = slash + 1;
+    }
+    return parent;
+}
+
+bool is_overlay_private(const std::string& name) {
+    return name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.");
+}
+
+void copy_xattrs(const std::string& src, const std::string& dst) {
+    ssize_t len = ::llistxattr(src.c_str(), nullptr, 0);
+    if (len <= 0) return;
+    std::string names(static_cast<size_t>(len), '\0');
+    len = ::llistxattr(src.c_str(), names.data(), names.size());
+    if (len <= 0) return;
+    names.resize(static_cast<size_t>(len));
+    for (size_t pos = 0; pos < names.size();) {
+        std::string name(names.c_str() + pos);
+        pos += name.size() + 1;
+        if (name.empty() || is_overlay_private(name)) continue;
+        ssize_t vlen = ::lgetxattr(src.c_str(), name.c_str(), nullptr, 0);
+        if (vlen < 0) continue;
+        std::string value(static_cast<size_t>(vlen), '\0');
+        vlen = ::lgetxattr(src.c_str(), name.c_str(), value.data(), value.size());
+        if (vlen < 0) continue;
+        if (::lsetxattr(dst.c_str(), name.c_str(), value.data(), static_cast<size_t>(vlen), 0) !=
+                0 &&
+            errno != ENOTSUP && errno != EPERM)
+            throw_errno("cannot set xattr " + name + " on", dst, errno);
+    }
+}
+
+// Copies a tree with *at() calls from open directories, never following a symlink.
+class TreeCopier {
+public:
+    TreeCopier(int dst_root, std::string where) : dst_root_(dst_root), where_(std::move(where)) {}
+
+    // rel: the directory's path below the roots, "" for the roots themselves.
+    void copy_dir(int src, int dst, const std::string& rel) {
+        std::vector<std::string> names;
+        if (!sorted_names_at(src, ".", names))
+            throw_errno("cannot list", where_ + "/" + rel, errno);
+        for (const auto& n : names) copy_entry(src, dst, n, rel.empty() ? n : rel + "/" + n);
+    }
+
+    // Owner, mode, xattrs and times of src onto dst (both paths that name the entry itself).
+    void copy_attrs(const std::string& src, const std::string& dst, const struct stat& st) {
+        if (::lchown(dst.c_str(), st.st_uid, st.st_gid) != 0 && geteuid() == 0 && errno != EINVAL)
+            throw_errno("cannot chown", dst, errno);
+        copy_xattrs(src, dst);
+        if (!S_ISLNK(st.st_mode) && ::chmod(dst.c_str(), st.st_mode & 07777) != 0)
+            throw_errno("cannot chmod", dst, errno);
+        struct timespec times[2] = {st.st_atim, st.st_mtim};
+        ::utimensat(AT_FDCWD, dst.c_str(), times, AT_SYMLINK_NOFOLLOW);
+    }
+
+private:
+    void copy_entry(int src_dir, int dst_dir, const std::string& name, const std::string& rel) {
+        struct stat st;
+        if (::fstatat(src_dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
+            throw_errno("cannot stat", where_ + "/" + rel, errno);
+        std::string src_path = fd_path(src_dir) + "/" + name;
+        std::string dst_path = fd_path(dst_dir) + "/" + name;
+        if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
+            auto it = links_.find({st.st_dev, st.st_ino});
+            if (it != links_.end()) {
+                if (::linkat(dst_root_, it->second.c_str(), dst_dir, name.c_str(), 0) != 0)
+                    throw_errno("cannot link", where_ + "/" + rel, errno);
+                return;
+            }
+        }
+        if (S_ISDIR(st.st_mode)) {
+            if (::mkdirat(dst_dir, name.c_str(), 0700) != 0)
+                throw_errno("cannot create directory", where_ + "/" + rel, errno);
+            Fd s(::openat(src_dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            Fd d(::openat(dst_dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (!s || !d) throw_errno("cannot open", where_ + "/" + rel, errno);
+            copy_dir(s.get(), d.get(), rel);
+        } else if (S_ISREG(st.st_mode)) {
+            copy_file(src_dir, dst_dir, name, rel);
+        } else if (S_ISLNK(st.st_mode)) {
+            std::string target(PATH_MAX, '\0');
+            ssize_t n = ::readlinkat(src_dir, name.c_str(), target.data(), target.size());
+            if (n < 0) throw_errno("cannot read link", where_ + "/" + rel, errno);
+            target.resize(static_cast<size_t>(n));
+            if (::symlinkat(target.c_str(), dst_dir, name.c_str()) != 0)
+                throw_errno("cannot create symlink", where_ + "/" + rel, errno);
+        } else if (::mknodat(dst_dir, name.c_str(), st.st_mode, st.st_rdev) != 0) {
+            // Devices need CAP_MKNOD; without it the entry is left out rather than failing.
+            if (errno != EPERM) throw_errno("cannot create", where_ + "/" + rel, errno);
+            return;
+        }
+        copy_attrs(src_path, dst_path, st);
+        if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) links_[{st.st_dev, st.st_ino}] = rel;
+    }
+
+    void copy_file(int src_dir, int dst_dir, const std::string& name, const std::string& rel) {
+        Fd in(::openat(src_dir, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        if (!in) throw_errno("cannot open", where_ + "/" + rel, errno);
+        Fd out(::openat(dst_dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                        0600));
+        if (!out) throw_errno("cannot create", where_ + "/" + rel, errno);
+        std::vector<char> buf(1 << 20);
+        for (;;) {
+            ssize_t n = ::read(in.get(), buf.data(), buf.size());
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) throw_errno("cannot read", where_ + "/" + rel, errno);
+            if (n == 0) break;
+            for (ssize_t off = 0; off < n;) {
+                ssize_t w = ::write(out.get(), buf.data() + off, static_cast<size_t>(n - off));
+                if (w < 0 && errno == EINTR) continue;
+                if (w < 0) throw_errno("cannot write", where_ + "/" + rel, errno);
+                off += w;
+            }
+        }
+    }
+
+    int dst_root_;
+    std::string where_;
+    std::map<std::pair<dev_t, ino_t>, std::string> links_;  // first copy's path below dst_root_
+};
+
+bool dir_is_empty(int dir) {
+    std::vector<std::string> names;
+    return sorted_names_at(dir, ".", names) && names.empty();
+}
+
+// Fills an empty volume from the directory the image has where it is attached, and takes that
+// directory's owner and mode, as Docker does.
+void copy_image_content(int image_dir, int volume_dir, const std::string& where) {
+    if (!dir_is_empty(volume_dir)) return;
+    TreeCopier copier(volume_dir, where);
+    try {
+        copier.copy_dir(image_dir, volume_dir, "");
+        struct stat st;
+        if (::fstat(image_dir, &st) != 0) throw_errno("cannot stat", where, errno);
+        copier.copy_attrs(fd_path(image_dir), fd_path(volume_dir), st);
+    } catch (const StoreError&) {
+        // Empty again, so the next mount copies afresh instead of keeping half a copy.
+        std::vector<std::string> names;
+        if (sorted_names_at(volume_dir, ".", names))
+            for (const auto& n : names) remove_tree_at(volume_dir, n);
+        throw;
+    }
+}
+
+bool volume_populated(Db& db, const std::string& name) {
+    Stmt st(db, "SELECT populated FROM volumes WHERE name = ?");
+    st.bind(1, name);
+    return st.step() && st.integer(0) != 0;
+}
+
+void mark_populated(Db& db, const std::string& name) {
+    Stmt(db, "UPDATE volumes SET populated = 1 WHERE name = ?").bind(1, name).run();
+}
+
+// Read-only remount of the mount at path; the flags the kernel locks (nosuid, nodev, noexec,
+// atime) are kept, or a user namespace refuses the remount.
+void remount_readonly(const std::string& path, const std::string& where) {
+    struct statvfs sv;
+    if (::statvfs(path.c_str(), &sv) != 0) throw_errno("cannot stat", where, errno);
+    unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY;
+    if (sv.f_flag & ST_NOSUID) flags |= MS_NOSUID;
+    if (sv.f_flag & ST_NODEV) flags |= MS_NODEV;
+    if (sv.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
+    if (sv.f_flag & ST_NOATIME) flags |= MS_NOATIME;
+    if (sv.f_flag & ST_NODIRATIME) flags |= MS_NODIRATIME;
+    if (sv.f_flag & ST_RELATIME) flags |= MS_RELATIME;
+    if (::mount(nullptr, path.c_str(), nullptr, flags, nullptr) != 0)
+        throw_errno("cannot make read-only", where, errno);
+}
+
+void mount_one(Db& db, int root, const std::string& merged, const ContainerMount& m) {
+    const std::string& dest = m.spec.destination;
+    std::string where = merged + dest;
+    bool want_dir = true;
+    if (!m.tmpfs) {
+        struct stat st;
+        if (::stat(m.host_path.c_str(), &st) != 0) throw_errno("cannot mount", m.host_path, errno);
+        want_dir = S_ISDIR(st.st_mode);
+    }
+    Fd target = make_mount_point(root, dest, want_dir, merged);
+    bool volume = m.spec.type == MountType::Volume;
+    bool copy = volume && want_dir && !m.spec.nocopy;
+    // Opened before anything covers it, so the image's content stays readable through it.
+    Fd image_dir;
+    if (copy) {
+        image_dir = Fd(::openat(target.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!image_dir) throw_errno("cannot open", where, errno);
+    }
+    if (copy && !m.tmpfs && !volume_populated(db, m.spec.source)) {
+        Fd data(::open(m.host_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!data) throw_errno("cannot open volume", m.host_path, errno);
+        copy_image_content(image_dir.get(), data.get(), where);
+        mark_populated(db, m.spec.source);
+    }
+    int rc = m.tmpfs ? ::mount("tmpfs", fd_path(target.get()).c_str(), "tmpfs",
+                               MS_NOSUID | MS_NODEV, m.mount_options.c_str())
+                     : ::mount(m.host_path.c_str(), fd_path(target.get()).c_str(), nullptr,
+                               MS_BIND | MS_REC, nullptr);
+    if (rc != 0)
+        throw_errno("cannot mount " + (m.tmpfs ? "tmpfs" : m.host_path) + " at", where, errno);
+    Fd top = resolve_in_container(root, dest.substr(1), O_PATH);
+    if (!top) throw_errno("cannot open", where, errno);
+    if (::mount(nullptr, fd_path(top.get()).c_str(), nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+        throw_errno("cannot make private", where, errno);
+    if (copy && m.tmpfs) {
+        Fd fresh(::openat(top.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!fresh) throw_errno("cannot open", where, errno);
+        copy_image_content(image_dir.get(), fresh.get(), where);
+    }
+    if (m.spec.readonly) remount_readonly(fd_path(top.get()), where);
+}
+
+}  // namespace
+
+void copy_tree(int src_dir, int dst_dir, const std::string& where) {
+    TreeCopier(dst_dir, where).copy_dir(src_dir, dst_dir, "");
+}
+
+void mount_container_volumes(Db& db, const Layout& l, const std::string& container_id,
+                             const std::string& merged) {
+    auto mounts = read_container_mounts(db, l, container_id);
+    if (mounts.empty()) return;
+    try {
+        Fd root(::open(merged.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (!root) throw_errno("cannot open", merged, errno);
+        for (const auto& m : mounts) mount_one(db, root.get(), merged, m);
+    } catch (...) {
+        unmount_below(merged);
+        throw;
+    }
+}
+
+void unmount_below(const std::string& merged) {
+    char* real = ::realpath(merged.c_str(), nullptr);
+    std::string prefix = (real ? std::string(real) : merged) + "/";
+    ::free(real);
+    std::vector<std::string> below;
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream fields(line);
+        std::string id, parent, devno, root, mnt;
+        fields >> id >> parent >> devno >> root >> mnt;
+        mnt = unescape_mountinfo(mnt);
+        if (mnt.starts_with(prefix)) below.push_back(mnt);
+    }
+    // mountinfo lists mounts in the order they were made: the last one comes down first.
+    for (auto it = below.rbegin(); it != below.rend(); ++it)
+        if (::umount2(it->c_str(), 0) != 0 && errno == EBUSY) ::umount2(it->c_str(), MNT_DETACH);
+}
+
+}  // namespace lamina::store

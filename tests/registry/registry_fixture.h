@@ -1,0 +1,133 @@
+// A real registry for the tests: Debian's docker-registry on 127.0.0.1 with a free port and
+// storage in a temp dir (plain, TLS, htpasswd or token auth), a token server and a throttling
+// proxy in python3, certificates made with openssl, images pushed with skopeo.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "store_fixture.h"
+
+namespace lamina::test {
+
+// A port nothing listens on right now.
+int free_port();
+// Waits until something accepts connections on 127.0.0.1:port.
+bool wait_for_port(int port, int timeout_ms);
+
+// A child process that is killed (and reaped) when this object goes.
+class Child {
+public:
+    Child() = default;
+    Child(const std::vector<std::string>& argv, const std::string& log);
+    ~Child() { stop(); }
+    Child(Child&& o) noexcept : pid_(o.pid_) { o.pid_ = -1; }
+    Child& operator=(Child&& o) noexcept;
+    void stop();  // SIGKILL and wait
+    pid_t pid() const { return pid_; }
+
+private:
+    pid_t pid_ = -1;
+};
+
+// A self-signed certificate for 127.0.0.1 (cert.pem, key.pem in dir).
+struct Cert {
+    std::string cert, key;
+};
+Cert make_cert(const std::string& dir, const std::string& cn);
+
+struct RegistryOptions {
+    bool tls = false;
+    std::string client_ca;  // with tls: clients must show a certificate this CA signed
+    std::string htpasswd_user, htpasswd_password;  // basic auth when set
+    // Token auth when set: realm URL, and the token signer's certificate.
+    std::string token_realm, token_cert;
+};
+
+class Registry {
+public:
+    explicit Registry(const RegistryOptions& o = {});
+    ~Registry() = default;
+    int port() const { return port_; }
+    std::string host() const { return "127.0.0.1:" + std::to_string(port_); }
+    const std::string& storage() const { return storage_; }
+    const Cert& cert() const { return cert_; }
+    void kill();     // SIGKILL, as a crash would
+    void restart();  // same port, same storage
+    // skopeo copy of an OCI layout's image (by its ref name) into repo:tag here; all copies
+    // every image of an index, format "v2s2" converts to Docker schema 2.
+    void push_layout(const std::string& layout, const std::string& ref_name,
+                     const std::string& repo_tag, bool all = false, const std::string& format = "");
+    // The file the registry keeps a blob in.
+    std::string blob_data(const std::string& digest) const;
+
+private:
+    void start();
+    RegistryOptions opts_;
+    TempDir dir_{"lamina-registry"};
+    std::string storage_, config_;
+    Cert cert_;
+    int port_ = 0;
+    Child proc_;
+};
+
+// A bearer-token server for the registry's token auth: grants what is asked to user/password.
+class TokenServer {
+public:
+    TokenServer(const std::string& user, const std::string& password);
+    std::string realm() const { return "http://127.0.0.1:" + std::to_string(port_) + "/token"; }
+    const std::string& cert() const { return cert_.cert; }
+
+private:
+    TempDir dir_{"lamina-token"};
+    Cert cert_;
+    int port_ = 0;
+    Child proc_;
+};
+
+// Forwards 127.0.0.1:port() to target_port, sending replies at bytes_per_second. The first
+// fail_times connections whose first request line contains fail_match get fail_status instead.
+class ThrottlingProxy {
+public:
+    ThrottlingProxy(int target_port, int bytes_per_second, int fail_status = 0,
+                    const std::string& fail_match = "-", int fail_times = 0);
+    int port() const { return port_; }
+    // The Range headers of the requests that went through, one a line.
+    std::string ranges_seen() const;
+
+private:
+    TempDir dir_{"lamina-proxy"};
+    int port_ = 0;
+    Child proc_;
+};
+
+// A registry config dir (LAMINA_CONFIG_DIR) and an empty Docker config (DOCKER_CONFIG) for
+// this process and the lamina it runs; both are reset when the object goes.
+class RegistryEnv {
+public:
+    RegistryEnv();
+    ~RegistryEnv();
+    const std::string& config_dir() const { return config_; }
+    void write_config(const std::string& json);
+    // certs.d/<host>/ca.crt
+    void trust(const std::string& host, const std::string& ca_pem_file);
+    void docker_auth(const std::string& host, const std::string& user, const std::string& pw);
+
+private:
+    TempDir dir_{"lamina-regenv"};
+    std::string config_, docker_;
+};
+
+// Why registry tests cannot run here ("" when they can).
+std::string registry_skip_reason();
+
+// An OCI layout at dir whose index (ref name `name`) lists one image per platform.
+void write_multiplatform_layout(const std::string& dir, const std::string& name,
+                                const std::vector<std::pair<std::string, Layer>>& per_arch);
+
+// Incompressible bytes (a layer that takes a while to download).
+std::string random_bytes(size_t n, uint64_t seed);
+
+}  // namespace lamina::test

@@ -1,0 +1,572 @@
+// Volumes: lifecycle and listings, bad input, concurrent creates, and (with FUSE) volumes and binds
+// mounted inside a container: init-copy, read-only, tmpfs, data outliving its container, fio.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "store_fixture.h"
+
+namespace lamina::test {
+namespace {
+
+using nlohmann::json;
+
+// Unmounts what a test left mounted in its store (volumes first, then the unions).
+struct StoreGuard {
+    std::string root;
+    ~StoreGuard() {
+        run_command({"sh", "-c",
+                     "grep -o ' " + root +
+                         "/containers/[^ ]*/merged/[^ ]*' /proc/self/mountinfo | sort -r | "
+                         "xargs -r -n1 umount -l 2>/dev/null; for m in '" +
+                         root +
+                         "'/containers/*/merged; do fusermount3 -u -z \"$m\" 2>/dev/null; done"});
+    }
+};
+
+std::string out_of(const CommandResult& r) {
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::string s = r.out;
+    while (!s.empty() && s.back() == '\n') s.pop_back();
+    return s;
+}
+
+// A failure: non-zero status and exactly one line on stderr.
+void expect_one_line_error(const CommandResult& r, const std::string& contains) {
+    EXPECT_NE(r.status, 0) << r.out;
+    EXPECT_NE(r.err.find(contains), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+std::string put_blob(const std::string& dir, const std::string& data) {
+    std::string digest = sha256(data);
+    write_file(dir + "/blobs/sha256/" + digest.substr(7), data);
+    return digest;
+}
+
+// An OCI layout with one layer tar (made by tar(1) from tree, so owners and xattrs survive) and
+// a config whose Volumes are volumes (Dockerfile VOLUME).
+void write_image(const std::string& dir, const std::string& tree, const std::string& name,
+                 const std::vector<std::string>& volumes = {}) {
+    make_dirs(dir + "/blobs/sha256");
+    std::string tar_path = dir + ".layer.tar";
+    auto t = run_command({"tar", "--xattrs", "--xattrs-include=user.*", "--numeric-owner", "-cf",
+                          tar_path, "-C", tree, "."});
+    ASSERT_EQ(t.status, 0) << t.err;
+    std::string layer = read_file(tar_path);
+    std::string layer_digest = put_blob(dir, layer);
+    json cfg_volumes = json::object();
+    for (const auto& v : volumes) cfg_volumes[v] = json::object();
+    json config = {{"architecture", "amd64"},
+                   {"os", "linux"},
+                   {"created", "2024-01-02T03:04:05Z"},
+                   {"config", {{"Cmd", {"/bin/sh"}}, {"Volumes", cfg_volumes}}},
+                   {"rootfs", {{"type", "layers"}, {"diff_ids", {layer_digest}}}},
+                   {"history", {{{"created", "2024-01-02T03:04:05Z"}, {"created_by", "tar"}}}}};
+    std::string cfg = config.dump();
+    std::string cfg_digest = put_blob(dir, cfg);
+    json manifest = {{"schemaVersion", 2},
+                     {"mediaType", "application/vnd.oci.image.manifest.v1+json"},
+                     {"config",
+                      {{"mediaType", "application/vnd.oci.image.config.v1+json"},
+                       {"digest", cfg_digest},
+                       {"size", cfg.size()}}},
+                     {"layers",
+                      {{{"mediaType", "application/vnd.oci.image.layer.v1.tar"},
+                        {"digest", layer_digest},
+                        {"size", layer.size()}}}}};
+    std::string m = manifest.dump();
+    std::string m_digest = put_blob(dir, m);
+    json index = {{"schemaVersion", 2},
+                  {"manifests",
+                   {{{"mediaType", "application/vnd.oci.image.manifest.v1+json"},
+                     {"digest", m_digest},
+                     {"size", m.size()},
+                     {"annotations", {{"org.opencontainers.image.ref.name", name}}}}}}};
+    write_file(dir + "/index.json", index.dump());
+    write_file(dir + "/oci-layout", R"({"imageLayoutVersion":"1.0.0"})");
+}
+
+// A store with image "app:1": /var/log/boot.log (uid 123, gid 45, mode 0640, user.origin=image),
+// /var/log/sub/deep, /etc/motd, and a VOLUME at /data holding /data/seed.
+struct AppStore {
+    TempDir tmp{"lamina-vol"};
+    StoreGuard guard{tmp / "store"};
+    Lamina lamina{tmp / "store"};
+
+    void load() {
+        std::string tree = tmp / "tree";
+        make_dirs(tree + "/var/log/sub");
+        make_dirs(tree + "/etc");
+        make_dirs(tree + "/data");
+        write_file(tree + "/var/log/boot.log", "booted\n", 0640);
+        write_file(tree + "/var/log/sub/deep", "deep");
+        write_file(tree + "/etc/motd", "hello\n");
+        write_file(tree + "/data/seed", "seed");
+        ASSERT_EQ(chmod((tree + "/var/log/boot.log").c_str(), 0640), 0);
+        ASSERT_EQ(chown((tree + "/var/log/boot.log").c_str(), 123, 45), 0);
+        ASSERT_EQ(chmod((tree + "/var/log").c_str(), 0750), 0);
+        has_xattr =
+            setxattr((tree + "/var/log/boot.log").c_str(), "user.origin", "image", 5, 0) == 0;
+        write_image(tmp / "layout", tree, "app:1", {"/data"});
+        out_of(lamina({"load", "-i", tmp / "layout"}));
+    }
+    std::string path(const std::string& rel) { return tmp / ("store/" + rel); }
+    bool has_xattr = false;
+};
+
+json inspect(const Lamina& lamina, const std::vector<std::string>& args) {
+    auto r = lamina(args);
+    EXPECT_EQ(r.status, 0) << r.err;
+    return json::parse(r.out);
+}
+
+bool exists(const std::string& path) {
+    struct stat st;
+    return lstat(path.c_str(), &st) == 0;
+}
+
+// The optional fields (shared:N, master:N...) of the mount exactly at path; "-" when none.
+std::string propagation_of(const std::string& path) {
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream fields(line);
+        std::string id, parent, devno, root, mount_point, options, optional;
+        fields >> id >> parent >> devno >> root >> mount_point >> options >> optional;
+        if (mount_point == path) return optional;
+    }
+    return "not mounted";
+}
+
+dev_t device_of(const std::string& path) {
+    struct stat st {};
+    EXPECT_EQ(stat(path.c_str(), &st), 0) << path;
+    return st.st_dev;
+}
+
+TEST(Volumes, lifecycle_create_ls_filters_inspect_rm_prune) {
+    TempDir tmp("lamina-vol");
+    Lamina lamina(tmp / "store");
+    EXPECT_EQ(out_of(lamina({"volume", "create", "--label", "tier=db", "--label", "keep", "data"})),
+              "data");
+    EXPECT_EQ(out_of(lamina({"volume", "create", "--label", "tier=web", "web"})), "web");
+    std::string anon = out_of(lamina({"volume", "create"}));
+    EXPECT_EQ(anon.size(), 64u);
+    EXPECT_EQ(anon.find_first_not_of("0123456789abcdef"), std::string::npos);
+    // ls sorts by name; where the random name falls depends on its first digit.
+    std::string all = anon < "data" ? anon + "\ndata\nweb" : "data\n" + anon + "\nweb";
+
+    std::string table = out_of(lamina({"volume", "ls"}));
+    EXPECT_EQ(table.substr(0, table.find('\n')), "DRIVER   VOLUME NAME");
+    EXPECT_NE(table.find("local    data\n"), std::string::npos) << table;
+    EXPECT_EQ(out_of(lamina({"volume", "ls", "-q"})), all);
+    EXPECT_EQ(out_of(lamina({"volume", "ls", "-q", "--filter", "label=tier"})), "data\nweb");
+    EXPECT_EQ(out_of(lamina({"volume", "ls", "-q", "--filter", "label=tier=db"})), "data");
+    EXPECT_EQ(out_of(lamina({"volume", "ls", "-q", "-f", "label=keep", "-f", "label=tier=db"})),
+              "data");
+    EXPECT_EQ(out_of(lamina({"volume", "ls", "-q", "--filter", "label=tier=none"})), "");
+    EXPECT_EQ(out_of(lamina({"volume", "ls", "-q", "--filter", "dangling=true"})), all);
+    EXPECT_EQ(out_of(lamina({"volume", "ls", "-q", "--filter", "dangling=false"})), "");
+    EXPECT_EQ(out_of(lamina({"volume", "ls", "-q", "--filter", "name=we"})), "web");
+    expect_one_line_error(lamina({"volume", "ls", "--filter", "colour=red"}), "invalid filter");
+
+    auto j = inspect(lamina, {"volume", "inspect", "data", "web"});
+    ASSERT_EQ(j.size(), 2u);
+    EXPECT_EQ(j[0]["Name"], "data");
+    EXPECT_EQ(j[0]["Driver"], "local");
+    EXPECT_EQ(j[0]["Scope"], "local");
+    EXPECT_EQ(j[0]["Labels"], json({{"tier", "db"}, {"keep", ""}}));
+    EXPECT_EQ(j[0]["Mountpoint"], tmp / "store/volumes/data/_data");
+    EXPECT_TRUE(j[0]["Options"].is_null());
+    EXPECT_EQ(j[0]["CreatedAt"].get<std::string>().size(), 20u);
+    struct stat st;
+    EXPECT_EQ(stat((tmp / "store/volumes/data/_data").c_str(), &st), 0);
+    EXPECT_TRUE(S_ISDIR(st.st_mode));
+    auto missing = lamina({"volume", "inspect", "data", "nope"});
+    EXPECT_EQ(missing.status, 1);
+    EXPECT_NE(missing.err.find("no such volume: nope"), std::string::npos);
+    EXPECT_EQ(json::parse(missing.out).size(), 1u);
+
+    // Creating an existing name returns it; other options are refused.
+    EXPECT_EQ(out_of(lamina({"volume", "create", "data"})), "data");
+    expect_one_line_error(lamina({"volume", "create", "--opt", "type=tmpfs", "data"}),
+                          "already exists");
+
+    // prune without -f asks, and stdin (/dev/null) does not say yes.
+    EXPECT_EQ(lamina({"volume", "prune"}).status, 0);
+    EXPECT_EQ(out_of(lamina({"volume", "ls", "-q"})), all);
+    std::string pruned = out_of(lamina({"volume", "prune", "-f"}));
+    EXPECT_NE(pruned.find("Deleted Volumes:\n" + anon + "\n"), std::string::npos) << pruned;
+    EXPECT_EQ(out_of(lamina({"volume", "ls", "-q"})), "data\nweb");
+    EXPECT_FALSE(exists(tmp / ("store/volumes/" + anon)));
+
+    EXPECT_EQ(out_of(lamina({"volume", "rm", "web"})), "web");
+    expect_one_line_error(lamina({"volume", "rm", "web"}), "no such volume: web");
+    EXPECT_EQ(lamina({"volume", "rm", "-f", "web"}).status, 0);
+    EXPECT_EQ(out_of(lamina({"volume", "prune", "-a", "-f"})).find("data"), 17u);
+    EXPECT_EQ(out_of(lamina({"volume", "ls", "-q"})), "");
+    EXPECT_EQ(inspect(lamina, {"system", "df", "--format", "json"})["Volumes"]["Total"], 0);
+}
+
+TEST(Volumes, bad_names_and_options_are_one_line_errors_and_make_nothing) {
+    TempDir tmp("lamina-vol");
+    Lamina lamina(tmp / "store");
+    for (std::string bad : {"x", "-x", ".hidden", "a/b", "a b", "a:b", "tab\tname", "é1"})
+        expect_one_line_error(lamina({"volume", "create", "--", bad}), "invalid volume name");
+    expect_one_line_error(lamina({"volume", "create", "--driver", "nfs", "v1"}), "not supported");
+    expect_one_line_error(lamina({"volume", "create", "--opt", "colour=red", "v1"}),
+                          "invalid volume option");
+    expect_one_line_error(lamina({"volume", "create", "--opt", "type=ext4", "v1"}),
+                          "not supported");
+    expect_one_line_error(lamina({"volume", "create", "-o", "type=none", "-o", "o=bind", "v1"}),
+                          "device=");
+    expect_one_line_error(lamina({"volume", "create", "-o", "type=none", "-o", "o=bind", "-o",
+                                  "device=" + (tmp / "missing"), "v1"}),
+                          "No such file");
+    if (geteuid() == 0)
+        expect_one_line_error(
+            lamina({"volume", "create", "-o", "type=tmpfs", "-o", "o=size=lots", "v1"}),
+            "invalid tmpfs volume options");
+    EXPECT_EQ(out_of(lamina({"volume", "ls", "-q"})), "");
+
+    AppStore app;
+    app.load();
+    std::string out = app.tmp / "f";
+    write_file(out, "x");
+    for (std::vector<std::string> flags : {
+             std::vector<std::string>{"-v", "./rel:/x"},
+             {"-v", "vol:relative"},
+             {"-v", "vol:/x:rw,ro"},
+             {"-v", "vol:/x:shared"},
+             {"-v", "/a:/b:/c:/d"},
+             {"-v", "vol:/"},
+             {"-v", "vol:/a/../b"},
+             {"-v", "/host:/x:nocopy"},
+             {"-v", app.tmp / "no-such-dir" + ":/x"},
+             {"--mount", "type=tmpfs,dst=/x"},
+             {"--mount", "type=bind,src=rel,dst=/x"},
+             {"--mount", "type=volume,src=v,dst=/x,colour=red"},
+             {"--mount", "type=volume,src=v"},
+             {"-v", "vol:/x", "-v", "other:/x"},
+         }) {
+        std::vector<std::string> args = {"create"};
+        args.insert(args.end(), flags.begin(), flags.end());
+        args.push_back("app:1");
+        auto r = app.lamina(args);
+        EXPECT_NE(r.status, 0) << flags[1];
+        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    }
+    // Nothing half-made: no container, no volume, nothing staged.
+    EXPECT_EQ(out_of(app.lamina({"ps", "-a", "--format", "json"})), "[]");
+    EXPECT_EQ(out_of(app.lamina({"volume", "ls", "-q"})), "");
+    EXPECT_EQ(run_shell("ls -A '" + app.path("volumes") + "' '" + app.path("tmp") + "'").out,
+              app.path("tmp") + ":\n\n" + app.path("volumes") + ":\n");
+}
+
+TEST(Volumes, concurrent_creates_of_one_name_make_one_volume) {
+    TempDir tmp("lamina-vol");
+    Lamina lamina(tmp / "store");
+    out_of(lamina({"volume", "ls"}));  // the store exists before the race
+    std::vector<std::string> argv = lamina.argv({"volume", "create", "--label", "a=b", "shared"});
+    std::string cmd;
+    for (int i = 0; i < 8; ++i) {
+        cmd += "(";
+        for (const auto& a : argv) cmd += "'" + a + "' ";
+        cmd += "> '" + (tmp / ("out" + std::to_string(i))) + "' 2>&1; echo $? >> '" +
+               (tmp / "rcs") + "') & ";
+    }
+    cmd += "wait";
+    ASSERT_EQ(run_shell(cmd).status, 0);
+    EXPECT_EQ(read_file(tmp / "rcs"), "0\n0\n0\n0\n0\n0\n0\n0\n");
+    for (int i = 0; i < 8; ++i) EXPECT_EQ(read_file(tmp / ("out" + std::to_string(i))), "shared\n");
+    EXPECT_EQ(out_of(lamina({"volume", "ls", "-q"})), "shared");
+    EXPECT_EQ(run_shell("ls -A '" + (tmp / "store/tmp") + "'").out, "");
+    EXPECT_EQ(run_shell("ls -A '" + (tmp / "store/volumes") + "'").out, "shared\n");
+}
+
+TEST(Volumes, a_store_made_before_volumes_gains_them) {
+    if (!have_program("sqlite3")) GTEST_SKIP() << "sqlite3 is not installed";
+    AppStore app;
+    app.load();
+    auto& lamina = app.lamina;
+    out_of(lamina({"create", "--name", "old", "app:1"}));
+    // The schema of a store from before volumes: no volume tables at all.
+    auto r = run_command(
+        {"sqlite3", app.path("lamina.db"), "DROP TABLE container_mounts; DROP TABLE volumes;"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(out_of(lamina({"volume", "ls", "-q"})), "");
+    EXPECT_EQ(inspect(lamina, {"inspect", "old"})[0]["Mounts"], json::array());
+    EXPECT_EQ(out_of(lamina({"volume", "create", "v1"})), "v1");
+    out_of(lamina({"create", "--name", "new", "-v", "v1:/x", "app:1"}));
+    EXPECT_EQ(inspect(lamina, {"inspect", "new"})[0]["Mounts"].size(), 2u);
+    out_of(lamina({"rm", "old"}));
+    expect_one_line_error(lamina({"volume", "rm", "v1"}), "in use");
+}
+
+// Docker's walkthrough: a volume at /var/log outlives its container and shows up in the next.
+TEST(Volumes, walkthrough_volume_data_outlives_its_container) {
+    REQUIRE_FUSE();
+    AppStore app;
+    app.load();
+    auto& lamina = app.lamina;
+    EXPECT_EQ(out_of(lamina({"volume", "create", "logs"})), "logs");
+    out_of(lamina({"create", "--name", "one", "-v", "logs:/var/log", "app:1"}));
+    std::string m = out_of(lamina({"mount", "one"}));
+    ASSERT_TRUE(is_mountpoint(m + "/var/log"));
+    // I/O there goes to the volume's filesystem, not through laminafs.
+    EXPECT_NE(device_of(m + "/var/log"), device_of(m));
+    EXPECT_EQ(device_of(m + "/var/log"), device_of(app.path("volumes/logs/_data")));
+    EXPECT_EQ(propagation_of(m + "/var/log"), "-");  // private: no shared or master peers
+    write_file(m + "/var/log/app.log", "written in one\n");
+    EXPECT_EQ(out_of(lamina({"diff", "one"})).find("app.log"), std::string::npos);
+    auto c = inspect(lamina, {"inspect", "one"});
+    ASSERT_EQ(c[0]["Mounts"].size(), 2u);  // logs, and the image's VOLUME /data
+    EXPECT_EQ(c[0]["Mounts"][1]["Name"], "logs");
+    EXPECT_EQ(c[0]["Mounts"][1]["Destination"], "/var/log");
+    EXPECT_EQ(c[0]["Mounts"][1]["Source"], app.path("volumes/logs/_data"));
+    EXPECT_EQ(c[0]["Mounts"][1]["RW"], true);
+    EXPECT_EQ(c[0]["Mounts"][0]["Destination"], "/data");
+    expect_one_line_error(lamina({"volume", "rm", "logs"}), "in use by container");
+    EXPECT_EQ(out_of(lamina({"volume", "ls", "-q", "--filter", "dangling=false"})).find("logs"),
+              65u);
+    auto df = inspect(lamina, {"system", "df", "--format", "json"});
+    EXPECT_EQ(df["Volumes"]["Total"], 2);
+    EXPECT_EQ(df["Volumes"]["Active"], 2);
+    ASSERT_EQ(df["VolumeDetails"].size(), 2u);
+    EXPECT_EQ(df["VolumeDetails"][1]["Name"], "logs");
+    EXPECT_EQ(df["VolumeDetails"][1]["Links"], 1);
+    // boot.log and sub/deep from the first copy, and app.log
+    EXPECT_EQ(df["VolumeDetails"][1]["Size"], 7 + 4 + 15);
+
+    out_of(lamina({"umount", "one"}));
+    EXPECT_FALSE(is_mountpoint(m + "/var/log"));
+    EXPECT_FALSE(is_mountpoint(m));
+    out_of(lamina({"rm", "one"}));
+    EXPECT_EQ(read_file(app.path("volumes/logs/_data/app.log")), "written in one\n");
+    EXPECT_EQ(read_file(app.path("volumes/logs/_data/boot.log")), "booted\n");
+
+    out_of(lamina(
+        {"create", "--name", "two", "--mount", "type=volume,src=logs,dst=/var/log", "app:1"}));
+    std::string m2 = out_of(lamina({"mount", "two"}));
+    EXPECT_EQ(read_file(m2 + "/var/log/app.log"), "written in one\n");
+    out_of(lamina({"umount", "two"}));
+    out_of(lamina({"rm", "-v", "two"}));
+    // rm -v removed two's anonymous /data volume, never the named one.
+    EXPECT_EQ(out_of(lamina({"volume", "ls", "-q"})).find("logs"), 65u);  // one anonymous left
+    out_of(lamina({"volume", "prune", "-f"}));
+    EXPECT_EQ(out_of(lamina({"volume", "ls", "-q"})), "logs");
+    EXPECT_EQ(out_of(lamina({"volume", "rm", "logs"})), "logs");
+}
+
+TEST(Volumes, new_volume_gets_the_image_content_once_nocopy_and_binds_do_not) {
+    REQUIRE_FUSE();
+    AppStore app;
+    app.load();
+    auto& lamina = app.lamina;
+    std::string host = app.tmp / "host";
+    make_dirs(host);
+    out_of(lamina({"create", "--name", "c", "-v", "fresh:/var/log", "-v", "bare:/etc:nocopy",
+                   "--mount", "type=bind,src=" + host + ",dst=/data", "app:1"}));
+    std::string m = out_of(lamina({"mount", "c"}));
+    std::string data = app.path("volumes/fresh/_data");
+    EXPECT_EQ(read_file(data + "/boot.log"), "booted\n");
+    EXPECT_EQ(read_file(data + "/sub/deep"), "deep");
+    struct stat st;
+    ASSERT_EQ(stat((data + "/boot.log").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 123u);
+    EXPECT_EQ(st.st_gid, 45u);
+    EXPECT_EQ(st.st_mode & 07777, 0640u);
+    ASSERT_EQ(stat(data.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0750u);  // the directory's mode comes along too
+    if (app.has_xattr) {
+        char v[16] = {};
+        EXPECT_EQ(getxattr((data + "/boot.log").c_str(), "user.origin", v, sizeof v), 5);
+        EXPECT_STREQ(v, "image");
+    }
+    EXPECT_EQ(run_shell("ls -A '" + app.path("volumes/bare/_data") + "'").out, "");
+    EXPECT_EQ(run_shell("ls -A '" + m + "/etc'").out, "");
+    // A bind hides what the image has there and copies nothing.
+    EXPECT_EQ(run_shell("ls -A '" + m + "/data'").out, "");
+    EXPECT_EQ(run_shell("ls -A '" + host + "'").out, "");
+
+    // Emptied, the volume stays empty: the copy is for a new volume only.
+    ASSERT_EQ(run_shell("rm -rf '" + m + "'/var/log/*").status, 0);
+    out_of(lamina({"umount", "c"}));
+    m = out_of(lamina({"mount", "c"}));
+    EXPECT_EQ(run_shell("ls -A '" + m + "/var/log'").out, "");
+    out_of(lamina({"umount", "c"}));
+}
+
+TEST(Volumes, read_only_volumes_and_binds_give_erofs) {
+    REQUIRE_FUSE();
+    AppStore app;
+    app.load();
+    auto& lamina = app.lamina;
+    std::string host = app.tmp / "host";
+    make_dirs(host);
+    write_file(host + "/file", "host file");
+    write_file(app.tmp / "single", "one file");
+    out_of(lamina({"create", "--name", "c", "-v", "ro1:/var/log:ro", "-v", host + ":/srv:ro",
+                   "--mount", "type=volume,src=ro2,dst=/opt/x,readonly", "-v",
+                   app.tmp / "single" + ":/etc/single:ro", "-v", "rw1:/rw", "app:1"}));
+    std::string m = out_of(lamina({"mount", "c"}));
+    for (std::string p : {"/var/log/new", "/srv/new", "/opt/x/new", "/etc/single"}) {
+        int fd = open((m + p).c_str(), O_WRONLY | O_CREAT, 0644);
+        EXPECT_EQ(fd, -1) << p;
+        EXPECT_EQ(errno, EROFS) << p;
+        if (fd >= 0) close(fd);
+    }
+    EXPECT_EQ(read_file(m + "/srv/file"), "host file");
+    EXPECT_EQ(read_file(m + "/etc/single"), "one file");
+    EXPECT_EQ(read_file(m + "/var/log/boot.log"), "booted\n");  // ro still gets the first copy
+    write_file(m + "/rw/ok", "ok");
+    write_file(m + "/etc/motd", "the union is still writable\n");
+    auto c = inspect(lamina, {"inspect", "c"});
+    int read_only = 0;
+    for (const auto& mt : c[0]["Mounts"]) read_only += mt["RW"] == false;
+    EXPECT_EQ(read_only, 4);
+    out_of(lamina({"umount", "c"}));
+    EXPECT_EQ(run_shell("grep -c '" + m + "' /proc/self/mountinfo").out, "0\n");
+}
+
+TEST(Volumes, tmpfs_and_bind_volume_options) {
+    REQUIRE_FUSE();
+    AppStore app;
+    app.load();
+    auto& lamina = app.lamina;
+    std::string device = app.tmp / "device";
+    make_dirs(device);
+    out_of(lamina({"volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs", "--opt",
+                   "o=size=4m,mode=0700", "scratch"}));
+    out_of(lamina({"volume", "create", "-o", "type=none", "-o", "o=bind", "-o", "device=" + device,
+                   "hostdir"}));
+    auto j = inspect(lamina, {"volume", "inspect", "scratch"});
+    EXPECT_EQ(j[0]["Options"],
+              json({{"type", "tmpfs"}, {"device", "tmpfs"}, {"o", "size=4m,mode=0700"}}));
+    out_of(lamina(
+        {"create", "--name", "c", "-v", "scratch:/var/log", "-v", "hostdir:/data", "app:1"}));
+    std::string m = out_of(lamina({"mount", "c"}));
+    EXPECT_EQ(mount_fstype(m + "/var/log"), "tmpfs");
+    struct statvfs sv;
+    ASSERT_EQ(statvfs((m + "/var/log").c_str(), &sv), 0);
+    EXPECT_EQ(sv.f_blocks * sv.f_frsize, 4u << 20);
+    EXPECT_EQ(read_file(m + "/var/log/boot.log"), "booted\n");  // copied into this tmpfs
+    write_file(m + "/var/log/gone", "per mount");
+    // The bind volume's data is the device directory, filled from the image the first time.
+    write_file(m + "/data/via-volume", "v");
+    EXPECT_EQ(read_file(device + "/via-volume"), "v");
+    EXPECT_EQ(read_file(device + "/seed"), "seed");
+    out_of(lamina({"umount", "c"}));
+    m = out_of(lamina({"mount", "c"}));
+    EXPECT_FALSE(exists(m + "/var/log/gone"));
+    EXPECT_EQ(read_file(m + "/data/via-volume"), "v");
+    out_of(lamina({"umount", "c"}));
+}
+
+TEST(Volumes, a_failed_mount_leaves_nothing_mounted) {
+    REQUIRE_FUSE();
+    AppStore app;
+    app.load();
+    auto& lamina = app.lamina;
+    write_file(app.tmp / "file", "a file");
+    // The first mount works, the second cannot put a file over the image's directory.
+    out_of(lamina(
+        {"create", "--name", "c", "-v", "ok:/srv", "-v", app.tmp / "file" + ":/var/log", "app:1"}));
+    auto r = lamina({"mount", "c"});
+    expect_one_line_error(r, "/var/log");
+    EXPECT_EQ(run_shell("grep -c '" + app.path("containers") + "' /proc/self/mountinfo").out,
+              "0\n");
+    auto ps = inspect(lamina, {"ps", "-a", "--format", "json"});
+    EXPECT_EQ(ps[0]["Mounted"], false);
+}
+
+TEST(Volumes, rm_v_removes_only_anonymous_volumes_and_rm_keeps_all) {
+    REQUIRE_FUSE();
+    AppStore app;
+    app.load();
+    auto& lamina = app.lamina;
+    out_of(lamina({"create", "--name", "a", "-v", "named:/srv", "-v", "/anon", "app:1"}));
+    auto mounts = inspect(lamina, {"inspect", "a"})[0]["Mounts"];
+    ASSERT_EQ(mounts.size(), 3u);  // parents first, then in the order given; the image's last
+    EXPECT_EQ(mounts[0]["Destination"], "/srv");
+    EXPECT_EQ(mounts[1]["Destination"], "/anon");
+    EXPECT_EQ(mounts[2]["Destination"], "/data");
+    std::string anon = mounts[1]["Name"], image_vol = mounts[2]["Name"];
+    std::string m = out_of(lamina({"mount", "a"}));
+    EXPECT_EQ(read_file(m + "/data/seed"), "seed");
+    // A container using a volume keeps it from rm, mounted or not.
+    expect_one_line_error(lamina({"volume", "rm", anon}), "in use");
+    expect_one_line_error(lamina({"rm", "a"}), "mounted");
+    out_of(lamina({"umount", "a"}));
+    expect_one_line_error(lamina({"volume", "rm", "named"}), "in use");
+    EXPECT_EQ(out_of(lamina({"volume", "prune", "-a", "-f"})), "Total reclaimed space: 0B");
+    // Another container attaching a's anonymous volume by name keeps it through rm -v a.
+    out_of(lamina({"create", "--name", "b", "-v", anon + ":/shared", "app:1"}));
+    out_of(lamina({"rm", "-v", "a"}));
+    std::string left = out_of(lamina({"volume", "ls", "-q"}));
+    EXPECT_NE(left.find("named"), std::string::npos);
+    EXPECT_NE(left.find(anon), std::string::npos);  // b still uses it
+    EXPECT_EQ(left.find(image_vol), std::string::npos);
+    out_of(lamina({"rm", "b"}));
+    left = out_of(lamina({"volume", "ls", "-q"}));
+    EXPECT_NE(left.find(anon), std::string::npos);  // rm without -v keeps everything
+}
+
+TEST(Volumes, fio_on_a_volume_inside_a_mounted_container) {
+    REQUIRE_FUSE();
+    if (!have_program("fio")) GTEST_SKIP() << "fio is not installed";
+    AppStore app;
+    app.load();
+    auto& lamina = app.lamina;
+    out_of(lamina({"create", "--name", "db", "-v", "dbdata:/var/lib/db", "app:1"}));
+    std::string m = out_of(lamina({"mount", "db"}));
+    auto r = run_command({"fio", "--name=volume-randrw", "--directory=" + m + "/var/lib/db",
+                          "--size=8m", "--bs=4k", "--rw=randrw", "--ioengine=psync", "--numjobs=1",
+                          "--fsync_on_close=1", "--output-format=json"},
+                         60);
+    ASSERT_EQ(r.status, 0) << r.err;
+    auto report = json::parse(r.out.substr(r.out.find('{')));
+    EXPECT_GT(report["jobs"][0]["write"]["io_bytes"].get<int64_t>(), 0);
+    // The file went straight to the volume, not to the container's writable layer.
+    EXPECT_TRUE(exists(app.path("volumes/dbdata/_data/volume-randrw.0.0")));
+    EXPECT_EQ(out_of(lamina({"diff", "db"})).find("volume-randrw"), std::string::npos);
+    out_of(lamina({"umount", "db"}));
+}
+
+TEST(Volumes, mount_inside_a_user_namespace) {
+    REQUIRE_FUSE();
+    if (run_command({"unshare", "-Urm", "true"}).status != 0)
+        GTEST_SKIP() << "unshare -Urm is not permitted here";
+    AppStore app;
+    app.load();
+    auto& lamina = app.lamina;
+    // Paths where the image has nothing: uid 123's files are unreadable to a root that maps
+    // only itself (unshare -Ur), inside laminafs as anywhere.
+    out_of(
+        lamina({"create", "--name", "u", "-v", "uvol:/srv/logs", "-v", "ro:/srv/ro:ro", "app:1"}));
+    std::string bin;
+    for (const auto& a : lamina.argv({})) bin += "'" + a + "' ";
+    auto r =
+        run_command({"unshare", "-Urm", "sh", "-c",
+                     "set -e; m=$(" + bin +
+                         "mount u); echo inside > \"$m/srv/logs/userns\"; "
+                         "if touch \"$m/srv/ro/x\" 2>/dev/null; then echo writable; exit 3; fi; " +
+                         bin + "umount u; grep -c /merged /proc/self/mountinfo || true"},
+                    60);
+    EXPECT_EQ(r.status, 0) << r.out << r.err;
+    EXPECT_EQ(r.out, "0\n") << r.err;
+    EXPECT_EQ(read_file(app.path("volumes/uvol/_data/userns")), "inside\n");
+}
+
+}  // namespace
+}  // namespace lamina::test

@@ -1,0 +1,162 @@
+// libcurl glue: one easy handle per thread, reset for each request so connections are reused.
+#include "http.h"
+
+#include <curl/curl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <exception>
+#include <mutex>
+
+namespace lamina::registry {
+
+namespace {
+
+struct Exchange {
+    const HttpRequest* req;
+    HttpResponse* resp;
+    CURL* curl;
+    std::exception_ptr error;
+    int64_t sent = 0;
+};
+
+size_t on_header(char* data, size_t size, size_t n, void* user) {
+    auto* ex = static_cast<Exchange*>(user);
+    std::string line(data, size * n);
+    if (line.starts_with("HTTP/")) {
+        ex->resp->headers.clear();  // a new reply (after a redirect or 100 Continue)
+        return size * n;
+    }
+    auto colon = line.find(':');
+    if (colon == std::string::npos) return size * n;
+    std::string name = line.substr(0, colon);
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    std::string value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.erase(0, 1);
+    while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' '))
+        value.pop_back();
+    ex->resp->headers[name] = value;
+    return size * n;
+}
+
+size_t on_body(char* data, size_t size, size_t n, void* user) {
+    auto* ex = static_cast<Exchange*>(user);
+    long status = 0;
+    curl_easy_getinfo(ex->curl, CURLINFO_RESPONSE_CODE, &status);
+    ex->resp->status = status;
+    if (status >= 200 && status < 300 && ex->req->sink) {
+        try {
+            ex->req->sink(*ex->resp, data, size * n);
+        } catch (...) {
+            ex->error = std::current_exception();
+            return 0;
+        }
+    } else {
+        if (ex->resp->body.size() < (1 << 20)) ex->resp->body.append(data, size * n);
+    }
+    return size * n;
+}
+
+size_t on_upload(char* buf, size_t size, size_t n, void* user) {
+    auto* ex = static_cast<Exchange*>(user);
+    int64_t left = ex->req->upload_size - ex->sent;
+    size_t want = std::min<size_t>(size * n, static_cast<size_t>(std::max<int64_t>(left, 0)));
+    if (want == 0) return 0;
+    ssize_t got = ::pread(ex->req->upload_fd, buf, want, ex->req->upload_offset + ex->sent);
+    if (got <= 0) return CURL_READFUNC_ABORT;
+    ex->sent += got;
+    return static_cast<size_t>(got);
+}
+
+struct HandleOwner {
+    CURL* h = nullptr;
+    ~HandleOwner() {
+        if (h) curl_easy_cleanup(h);
+    }
+};
+
+CURL* thread_handle() {
+    static std::once_flag once;
+    std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+    thread_local HandleOwner owner;
+    if (!owner.h) owner.h = curl_easy_init();
+    if (!owner.h) throw TransportError("cannot initialise libcurl", false, false, false);
+    curl_easy_reset(owner.h);
+    return owner.h;
+}
+
+bool is_tls_error(CURLcode c) {
+    return c == CURLE_SSL_CONNECT_ERROR || c == CURLE_PEER_FAILED_VERIFICATION ||
+           c == CURLE_SSL_CERTPROBLEM || c == CURLE_SSL_CIPHER || c == CURLE_SSL_CACERT_BADFILE ||
+           c == CURLE_SSL_ISSUER_ERROR || c == CURLE_SSL_CRL_BADFILE ||
+           c == CURLE_SSL_PINNEDPUBKEYNOTMATCH || c == CURLE_SSL_ENGINE_INITFAILED ||
+           c == CURLE_USE_SSL_FAILED;
+}
+
+}  // namespace
+
+HttpResponse http_perform(const HttpRequest& req, const TlsOptions& tls) {
+    CURL* c = thread_handle();
+    HttpResponse resp;
+    Exchange ex{&req, &resp, c, nullptr, 0};
+    char errbuf[CURL_ERROR_SIZE] = {};
+    curl_easy_setopt(c, CURLOPT_URL, req.url.c_str());
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "lamina/" LAMINA_VERSION);
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, req.follow_redirects ? 1L : 0L);
+    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 15L);
+    // A stalled transfer (under 1 byte/s for 30 s) counts as dropped and is retried.
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &ex);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &ex);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, tls.verify ? 1L : 0L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, tls.verify ? 2L : 0L);
+    if (!tls.ca_file.empty()) {
+        curl_easy_setopt(c, CURLOPT_CAINFO, tls.ca_file.c_str());
+        curl_easy_setopt(c, CURLOPT_CAPATH, "/etc/ssl/certs");
+    }
+    if (!tls.client_cert.empty()) curl_easy_setopt(c, CURLOPT_SSLCERT, tls.client_cert.c_str());
+    if (!tls.client_key.empty()) curl_easy_setopt(c, CURLOPT_SSLKEY, tls.client_key.c_str());
+
+    curl_slist* headers = nullptr;
+    for (const auto& h : req.headers) headers = curl_slist_append(headers, h.c_str());
+    // Uploads go in one request; curl's "Expect: 100-continue" only adds a round trip.
+    headers = curl_slist_append(headers, "Expect:");
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+
+    if (req.method == "HEAD") {
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    } else if (req.method != "GET") {
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req.method.c_str());
+        if (req.upload_fd >= 0) {
+            curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+            curl_easy_setopt(c, CURLOPT_READFUNCTION, on_upload);
+            curl_easy_setopt(c, CURLOPT_READDATA, &ex);
+            curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(req.upload_size));
+        } else {
+            curl_easy_setopt(c, CURLOPT_POSTFIELDS, req.body.data());
+            curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
+                             static_cast<curl_off_t>(req.body.size()));
+        }
+    }
+    CURLcode rc = curl_easy_perform(c);
+    curl_slist_free_all(headers);
+    if (ex.error) std::rethrow_exception(ex.error);
+    if (rc != CURLE_OK) {
+        std::string why = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+        long status = 0;
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+        bool refused = rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST;
+        throw TransportError(why, is_tls_error(rc), status != 0, refused);
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp.status);
+    return resp;
+}
+
+}  // namespace lamina::registry

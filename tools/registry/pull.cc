@@ -1,0 +1,225 @@
+// `lamina pull`: mirrors, manifest and platform, parallel verified downloads, then the store.
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "digest.h"
+#include "error.h"
+#include "fsutil.h"
+#include "progress.h"
+#include "transfer.h"
+
+namespace lamina::registry {
+
+using nlohmann::json;
+
+namespace {
+
+std::string short_digest(const std::string& digest) {
+    return digest.substr(7, 12);
+}
+
+// Removes a pull's download directory however the pull ends.
+struct DownloadDir {
+    std::string path;
+    ~DownloadDir() {
+        if (!path.empty()) store::remove_tree(path);
+    }
+};
+
+struct Source {
+    std::unique_ptr<Client> client;
+    FetchedManifest top;  // what the reference named (perhaps an index)
+};
+
+// The registry itself, or for docker.io each mirror first; the first that has the manifest.
+Source find_source(const Settings& settings, const Reference& ref, const PullOptions& o,
+                   Progress& progress) {
+    std::vector<std::string> endpoints;
+    if (ref.registry == kDockerHub) endpoints = settings.registry_mirrors;
+    endpoints.push_back("");
+    for (size_t i = 0; i < endpoints.size(); ++i) {
+        const std::string& ep = endpoints[i];
+        try {
+            Source s;
+            s.client =
+                std::make_unique<Client>(settings, ref.registry, ref.repository, o.client, ep);
+            s.client->ping();
+            s.top = s.client->get_manifest(ref.manifest_ref());
+            return s;
+        } catch (const std::runtime_error& e) {  // RegistryError, TransportError
+            if (ep.empty()) throw;
+            progress.note("mirror " + ep,
+                          std::string(e.what()) + "; trying " +
+                              (i + 2 < endpoints.size() ? "the next mirror" : ref.registry));
+        }
+    }
+    throw RegistryError("no registry to pull from");  // not reached: the last endpoint throws
+}
+
+std::vector<std::string> config_diff_ids(const std::string& config, size_t layers) {
+    json cfg;
+    try {
+        cfg = json::parse(config);
+    } catch (const json::exception& e) {
+        throw RegistryError(std::string("image config is not valid JSON: ") + e.what());
+    }
+    if (!cfg.contains("rootfs") || !cfg["rootfs"].contains("diff_ids") ||
+        !cfg["rootfs"]["diff_ids"].is_array())
+        throw RegistryError("image config has no rootfs.diff_ids");
+    std::vector<std::string> out;
+    for (const auto& d : cfg["rootfs"]["diff_ids"]) {
+        if (!d.is_string() || !store::is_sha256_digest(d.get<std::string>()))
+            throw RegistryError("image config: a diff_id is not a sha256 digest");
+        out.push_back(d.get<std::string>());
+    }
+    if (out.size() != layers)
+        throw RegistryError("image config lists " + std::to_string(out.size()) +
+                            " diff_ids but the manifest has " + std::to_string(layers) + " layers");
+    return out;
+}
+
+}  // namespace
+
+std::string pull_image(store::Store& store, const Settings& settings, const Reference& ref,
+                       const PullOptions& o, std::ostream& out) {
+    std::ostringstream sink;
+    Progress progress(o.quiet ? static_cast<std::ostream&>(sink) : out,
+                      o.live_progress && !o.quiet);
+    Source src = find_source(settings, ref, o, progress);
+    Client& client = *src.client;
+    if (!o.quiet) out << ref.manifest_ref() << ": Pulling from " << ref.repository << "\n";
+
+    Manifest m;
+    FetchedManifest image_manifest = src.top;
+    try {
+        m = parse_manifest(src.top.body, src.top.media_type);
+        if (m.is_index) {
+            const Descriptor& d = select_platform(m, o.platform);
+            image_manifest = client.get_manifest(d.digest);
+            m = parse_manifest(image_manifest.body, image_manifest.media_type);
+            if (m.is_index)
+                throw RegistryError("the index for " + o.platform.str() +
+                                    " names another index; lamina reads one level");
+        }
+    } catch (const std::invalid_argument& e) {
+        throw RegistryError(ref.str() + ": " + e.what());
+    } catch (const RegistryError&) {
+        throw;
+    } catch (const std::runtime_error& e) {
+        throw RegistryError(ref.str() + ": " + e.what());
+    }
+    for (const auto& l : m.layers) {
+        if (!is_supported_layer(l.media_type))
+            throw RegistryError(ref.str() + ": layer " + l.digest + " has media type \"" +
+                                l.media_type + "\", which lamina cannot unpack");
+        if (l.has_urls)
+            throw RegistryError(ref.str() + ": layer " + l.digest +
+                                " is a foreign layer (urls), which lamina does not fetch");
+    }
+
+    std::string config = client.get_blob(m.config);
+    std::vector<std::string> diff_ids = config_diff_ids(config, m.layers.size());
+    if (o.platform_given) {
+        json cfg = json::parse(config);
+        Platform got{cfg.value("os", ""), cfg.value("architecture", ""), cfg.value("variant", "")};
+        if (got.os != o.platform.os || got.architecture != o.platform.architecture)
+            progress.note("warning", "the image's platform " + got.str() +
+                                         " does not match the requested " + o.platform.str());
+    }
+
+    // Which blobs to fetch: each distinct digest once, none the store already has.
+    std::vector<store::PulledLayer> layers(m.layers.size());
+    std::vector<size_t> to_fetch;
+    std::set<std::string> seen;
+    std::string chain;
+    for (size_t i = 0; i < m.layers.size(); ++i) {
+        const Descriptor& d = m.layers[i];
+        chain = store::chain_id(chain, diff_ids[i]);
+        layers[i] = {"", d.digest, d.media_type, d.size};
+        if (store.has_layer_blob(chain, d.digest)) {
+            if (seen.insert(d.digest).second)
+                progress.status(short_digest(d.digest), "Already exists");
+            continue;
+        }
+        if (seen.insert(d.digest).second) {
+            to_fetch.push_back(i);
+            progress.add(short_digest(d.digest), "Pulling fs layer");
+        }
+    }
+
+    DownloadDir dir;
+    if (!to_fetch.empty()) dir.path = store.make_download_dir();
+    std::atomic<size_t> next{0};
+    std::atomic<bool> failed{false};
+    std::mutex error_mu;
+    std::string first_error;
+    auto worker = [&] {
+        for (;;) {
+            size_t k = next.fetch_add(1);
+            if (k >= to_fetch.size() || failed) return;
+            const Descriptor& d = m.layers[to_fetch[k]];
+            std::string id = short_digest(d.digest);
+            std::string path = dir.path + "/" + d.digest.substr(7);
+            try {
+                client.download_blob(
+                    d, path,
+                    [&](int64_t done) {
+                        if (failed) throw RegistryError("stopped: another layer failed");
+                        progress.bytes(id, "Downloading", done, d.size);
+                    },
+                    [&](const std::string& text) { progress.note(id, text); });
+                progress.status(id, "Download complete");
+            } catch (const std::exception& e) {
+                std::lock_guard lk(error_mu);
+                if (!failed.exchange(true)) first_error = e.what();
+                return;
+            }
+        }
+    };
+    size_t threads = std::min<size_t>(static_cast<size_t>(std::max(1, o.max_concurrent_downloads)),
+                                      to_fetch.size());
+    std::vector<std::thread> pool;
+    for (size_t t = 0; t < threads; ++t) pool.emplace_back(worker);
+    for (auto& t : pool) t.join();
+    if (failed) throw RegistryError(ref.str() + ": " + first_error);
+
+    // Every fetched blob (and duplicates of it) points at its verified file.
+    for (auto& l : layers)
+        for (size_t i : to_fetch)
+            if (m.layers[i].digest == l.digest) l.path = dir.path + "/" + l.digest.substr(7);
+
+    std::string name = ref.store_name();
+    bool existed = false;
+    try {
+        existed = store.image(store::sha256_digest(config)).id.size() > 0;
+    } catch (const store::StoreError&) {
+    }
+    for (size_t i : to_fetch) progress.status(short_digest(m.layers[i].digest), "Extracting");
+    store::LoadedImage img;
+    try {
+        img = store.store_pulled_image(
+            config, image_manifest.body, layers,
+            name.empty() ? std::vector<std::string>{} : std::vector<std::string>{name});
+    } catch (const store::StoreError& e) {
+        throw RegistryError(ref.str() + ": " + e.what());
+    }
+    for (size_t i : to_fetch) progress.status(short_digest(m.layers[i].digest), "Pull complete");
+    for (const auto& w : img.warnings) progress.note("warning", w);
+    if (!o.quiet) {
+        out << "Digest: " << src.top.digest << "\n";
+        bool fresh = !existed || img.new_layers > 0;
+        out << "Status: " << (fresh ? "Downloaded newer image for " : "Image is up to date for ")
+            << (name.empty() ? ref.str() : name) << "\n";
+    }
+    out << ref.str() << "\n";
+    return img.id;
+}
+
+}  // namespace lamina::registry

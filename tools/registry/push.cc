@@ -1,0 +1,120 @@
+// `lamina push`: the stored manifest, config and layer blobs go up as they are, so the
+// registry serves the same digests the store holds.
+#include <sys/stat.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "digest.h"
+#include "error.h"
+#include "fsutil.h"
+#include "progress.h"
+#include "transfer.h"
+
+namespace lamina::registry {
+
+using nlohmann::json;
+
+namespace {
+
+int64_t file_size(const std::string& path) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) throw RegistryError("cannot read blob " + path);
+    return st.st_size;
+}
+
+// Repositories on dest's registry that this image was pulled from or tagged for: a blob the
+// registry holds there can be mounted instead of uploaded.
+std::vector<std::string> mount_sources(const store::ImageRecord& img, const Reference& dest) {
+    std::vector<std::string> out;
+    for (const auto& n : img.names) {
+        try {
+            Reference r = parse_reference(n);
+            if (r.registry == dest.registry && r.repository != dest.repository)
+                out.push_back(r.repository);
+        } catch (const std::invalid_argument&) {
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+std::string push_image(store::Store& store, const Settings& settings, const std::string& local,
+                       const Reference& dest, const PushOptions& o, std::ostream& out) {
+    store::ImageRecord img = store.image(local);
+    auto hold = store.hold_blobs();  // nothing this image uses may go while it is pushed
+    std::ostringstream sink;
+    Progress progress(o.quiet ? static_cast<std::ostream&>(sink) : out,
+                      o.live_progress && !o.quiet);
+    ClientOptions copts = o.client;
+    copts.push = true;
+    Client client(settings, dest.registry, dest.repository, copts);
+    auto sources = mount_sources(img, dest);
+    for (const auto& s : sources) client.add_pull_scope(s);
+    client.ping();
+    if (!o.quiet)
+        out << "The push refers to repository [" << dest.registry << "/" << dest.repository
+            << "]\n";
+
+    std::string media_type;
+    try {
+        media_type = json::parse(img.manifest).value("mediaType", kMediaOciManifest);
+    } catch (const json::exception& e) {
+        throw RegistryError("stored manifest of " + local + " is not JSON: " + e.what());
+    }
+    std::set<std::string> done;
+    for (auto it = img.layers.rbegin(); it != img.layers.rend(); ++it) {
+        const std::string& digest = it->blob;
+        if (!done.insert(digest).second) continue;
+        std::string id = digest.substr(7, 12);
+        if (client.blob_exists(digest)) {
+            progress.status(id, "Layer already exists");
+            continue;
+        }
+        bool mounted = false;
+        for (const auto& from : sources) {
+            if (client.mount_blob(digest, from)) {
+                progress.status(id, "Mounted from " + from);
+                mounted = true;
+                break;
+            }
+        }
+        if (mounted) continue;
+        std::string path = store.blob_file(digest);
+        int64_t size = file_size(path);
+        progress.add(id, "Preparing");
+        client.upload_blob(digest, path, size,
+                           [&](int64_t sent) { progress.bytes(id, "Pushing", sent, size); });
+        progress.status(id, "Pushed");
+    }
+    // The config is the one blob kept in the database rather than blobs/.
+    if (!client.blob_exists(img.id)) {
+        std::string dir = store.make_download_dir();
+        std::string path = dir + "/config";
+        {
+            std::ofstream f(path, std::ios::binary);
+            f << img.config;
+        }
+        try {
+            client.upload_blob(img.id, path, static_cast<int64_t>(img.config.size()),
+                               [](int64_t) {});
+        } catch (...) {
+            store::remove_tree(dir);
+            throw;
+        }
+        store::remove_tree(dir);
+    }
+    std::string ref = dest.digest.empty() ? dest.tag : dest.digest;
+    std::string digest = client.put_manifest(ref, img.manifest, media_type);
+    if (!o.quiet)
+        out << ref << ": digest: " << digest << " size: " << img.manifest.size() << "\n";
+    else
+        out << dest.str() << "\n";
+    return digest;
+}
+
+}  // namespace lamina::registry

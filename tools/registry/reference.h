@@ -1,0 +1,32 @@
+// Image references as Docker reads them: registry host, repository path, tag and digest.
+#pragma once
+
+#include <string>
+
+namespace lamina::registry {
+
+inline constexpr const char* kDockerHub = "docker.io";
+
+struct Reference {
+    std::string registry;    // "docker.io", "127.0.0.1:5000", "quay.io"
+    std::string repository;  // "library/busybox", "test/app"
+    std::string tag;         // "latest" when neither tag nor digest is given
+    std::string digest;      // "sha256:..." or ""
+
+    // What the manifest request names: the digest when there is one, else the tag.
+    std::string manifest_ref() const { return digest.empty() ? tag : digest; }
+    // registry/repository[:tag][@digest], fully spelt.
+    std::string str() const;
+    // The name the store keeps: Docker's familiar form ("busybox:latest", "test/app:v1",
+    // "127.0.0.1:5000/test/app:v1"); "" when only a digest was given.
+    std::string store_name() const;
+};
+
+// Parses "busybox", "user/app:tag", "host:port/path@sha256:..." (throws std::invalid_argument
+// with a one-line reason).
+Reference parse_reference(const std::string& text);
+
+// "index.docker.io" and "registry-1.docker.io" are docker.io; other hosts are returned as given.
+std::string canonical_registry(const std::string& host);
+
+}  // namespace lamina::registry

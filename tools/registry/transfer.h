@@ -1,0 +1,41 @@
+// Pulling an image from a registry into the store, and pushing a stored image to a registry.
+#pragma once
+
+#include <ostream>
+#include <string>
+
+#include "client.h"
+#include "manifest.h"
+#include "reference.h"
+#include "settings.h"
+#include "store.h"
+
+namespace lamina::registry {
+
+struct PullOptions {
+    Platform platform = host_platform();
+    bool platform_given = false;
+    int max_concurrent_downloads = 3;
+    ClientOptions client;
+    bool live_progress = false;  // redraw per-layer bars (a terminal)
+    bool quiet = false;          // print only the image name at the end
+};
+
+// Fetches ref (trying docker.io's mirrors first), verifies the manifest, config and every
+// layer, and stores the image under ref's name. Returns the image ID.
+std::string pull_image(store::Store& store, const Settings& settings, const Reference& ref,
+                       const PullOptions& options, std::ostream& out);
+
+struct PushOptions {
+    ClientOptions client;
+    bool live_progress = false;
+    bool quiet = false;
+};
+
+// Pushes the stored image `local` as dest: blobs the registry has are skipped, others are
+// mounted from a repository of the same registry that holds them or uploaded, then the
+// manifest goes up. Returns the manifest digest.
+std::string push_image(store::Store& store, const Settings& settings, const std::string& local,
+                       const Reference& dest, const PushOptions& options, std::ostream& out);
+
+}  // namespace lamina::registry

@@ -1,0 +1,200 @@
+// The registry commands: pull, push, login, logout (the client is in tools/registry/).
+#include <termios.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <iterator>
+#include <stdexcept>
+
+#include "cli.h"
+#include "error.h"
+#include "registry/client.h"
+#include "registry/reference.h"
+#include "registry/settings.h"
+#include "registry/transfer.h"
+
+namespace lamina::cli {
+namespace {
+
+using registry::ClientOptions;
+using registry::Reference;
+using registry::Settings;
+
+Reference reference_operand(const std::string& text) {
+    try {
+        return registry::parse_reference(text);
+    } catch (const std::invalid_argument& e) {
+        throw UsageError(e.what());
+    }
+}
+
+std::optional<bool> tls_verify_option(const Args& a) {
+    if (!a.values.count("tls-verify")) return std::nullopt;
+    std::string v = a.value("tls-verify");
+    if (v == "true" || v == "1") return true;
+    if (v == "false" || v == "0") return false;
+    throw UsageError("--tls-verify must be true or false");
+}
+
+Settings load_settings() {
+    try {
+        return Settings::load();
+    } catch (const std::runtime_error& e) {
+        throw store::StoreError(e.what());
+    }
+}
+
+// "https://host:5000/" or "host:5000" -> "host:5000"; Docker Hub's names -> docker.io.
+std::string registry_operand(std::string text) {
+    if (auto p = text.find("://"); p != std::string::npos) text = text.substr(p + 3);
+    if (auto p = text.find('/'); p != std::string::npos) text.resize(p);
+    if (text.empty()) throw UsageError("usage: lamina login [OPTIONS] REGISTRY");
+    return registry::canonical_registry(text);
+}
+
+int cmd_pull(Context& ctx, const Args& a) {
+    need_operands(a, 1, 1,
+                  "pull [--platform OS/ARCH[/VARIANT]] [--max-concurrent-downloads N] "
+                  "[--tls-verify=false] [-q] NAME[:TAG|@DIGEST]");
+    Reference ref = reference_operand(a.operands[0]);
+    registry::PullOptions o;
+    if (a.values.count("platform")) {
+        try {
+            o.platform = registry::parse_platform(a.value("platform"));
+            o.platform_given = true;
+        } catch (const std::invalid_argument& e) {
+            throw UsageError(e.what());
+        }
+    }
+    if (a.values.count("max-concurrent-downloads")) {
+        std::string v = a.value("max-concurrent-downloads");
+        size_t used = 0;
+        int n = 0;
+        try {
+            n = std::stoi(v, &used);
+        } catch (const std::exception&) {
+        }
+        if (used != v.size() || n < 1 || n > 64)
+            throw UsageError("--max-concurrent-downloads must be a number from 1 to 64");
+        o.max_concurrent_downloads = n;
+    }
+    o.client.tls_verify = tls_verify_option(a);
+    o.quiet = a.has("quiet");
+    o.live_progress = isatty(STDOUT_FILENO);
+    Settings settings = load_settings();
+    try {
+        registry::pull_image(ctx.store(), settings, ref, o, std::cout);
+    } catch (const registry::TransportError& e) {
+        throw store::StoreError("cannot pull " + ref.str() + ": " + e.what());
+    }
+    return 0;
+}
+
+int cmd_push(Context& ctx, const Args& a) {
+    need_operands(a, 1, 2, "push [--tls-verify=false] [-q] IMAGE [DESTINATION]");
+    std::string local = a.operands[0];
+    Reference dest = reference_operand(a.operands.size() == 2 ? a.operands[1] : local);
+    registry::PushOptions o;
+    o.client.tls_verify = tls_verify_option(a);
+    o.quiet = a.has("quiet");
+    o.live_progress = isatty(STDOUT_FILENO);
+    Settings settings = load_settings();
+    try {
+        registry::push_image(ctx.store(), settings, local, dest, o, std::cout);
+    } catch (const registry::TransportError& e) {
+        throw store::StoreError("cannot push to " + dest.str() + ": " + e.what());
+    }
+    return 0;
+}
+
+std::string read_password_from_terminal() {
+    std::cerr << "Password: " << std::flush;
+    termios old{};
+    bool tty = tcgetattr(STDIN_FILENO, &old) == 0;
+    if (tty) {
+        termios quiet = old;
+        quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+        tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+    }
+    std::string pw;
+    std::getline(std::cin, pw);
+    if (tty) tcsetattr(STDIN_FILENO, TCSANOW, &old);
+    std::cerr << "\n";
+    return pw;
+}
+
+int cmd_login(Context&, const Args& a) {
+    need_operands(a, 1, 1,
+                  "login [-u USER] [-p PASSWORD | --password-stdin] [--tls-verify=false] REGISTRY");
+    std::string host = registry_operand(a.operands[0]);
+    registry::Credentials c;
+    c.username = a.value("username");
+    if (c.username.empty()) {
+        if (!isatty(STDIN_FILENO)) throw UsageError("login: give the user name with -u");
+        std::cerr << "Username: " << std::flush;
+        std::getline(std::cin, c.username);
+    }
+    if (a.has("password-stdin")) {
+        if (a.values.count("password"))
+            throw UsageError("login: --password and --password-stdin are mutually exclusive");
+        c.password.assign(std::istreambuf_iterator<char>(std::cin), {});
+        while (!c.password.empty() && (c.password.back() == '\n' || c.password.back() == '\r'))
+            c.password.pop_back();
+    } else if (a.values.count("password")) {
+        c.password = a.value("password");
+    } else {
+        if (!isatty(STDIN_FILENO))
+            throw UsageError("login: give the password with -p or --password-stdin");
+        c.password = read_password_from_terminal();
+    }
+    if (c.username.empty() || c.password.empty())
+        throw UsageError("login: the user name and password must not be empty");
+    Settings settings = load_settings();
+    ClientOptions o;
+    o.tls_verify = tls_verify_option(a);
+    registry::Client client(settings, host, "", o);
+    client.set_credentials(c);
+    try {
+        client.ping();
+        client.check_credentials();
+    } catch (const registry::TransportError& e) {
+        throw store::StoreError("cannot log in to " + host + ": " + e.what());
+    }
+    registry::save_credentials(settings, host, c);
+    std::cout << "Login Succeeded\n";
+    return 0;
+}
+
+int cmd_logout(Context&, const Args& a) {
+    need_operands(a, 1, 1, "logout REGISTRY");
+    std::string host = registry_operand(a.operands[0]);
+    Settings settings = load_settings();
+    if (!registry::remove_credentials(settings, host))
+        throw store::StoreError("not logged in to " + host + " (" + settings.auth_file() +
+                                " holds no credentials for it)");
+    std::cout << "Removed login credentials for " << host << "\n";
+    return 0;
+}
+
+}  // namespace
+
+void add_registry_commands(CommandTable& commands) {
+    const std::map<std::string, std::string> tls = {{"--tls-verify", "tls-verify"}};
+    const std::map<std::string, std::string> quiet = {{"-q", "quiet"}, {"--quiet", "quiet"}};
+    commands["pull"] = {cmd_pull,
+                        {{"--platform", "platform"},
+                         {"--max-concurrent-downloads", "max-concurrent-downloads"},
+                         {"--tls-verify", "tls-verify"}},
+                        quiet};
+    commands["push"] = {cmd_push, tls, quiet};
+    commands["login"] = {cmd_login,
+                         {{"-u", "username"},
+                          {"--username", "username"},
+                          {"-p", "password"},
+                          {"--password", "password"},
+                          {"--tls-verify", "tls-verify"}},
+                         {{"--password-stdin", "password-stdin"}}};
+    commands["logout"] = {cmd_logout, {}, {}};
+}
+
+}  // namespace lamina::cli
