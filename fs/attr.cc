@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <optional>
 
 #include "overlay.h"
 #include "path_util.h"
@@ -33,6 +34,94 @@ int Overlay::statfs(struct statvfs& st) {
     return 0;
 }
 
+void Overlay::show_ownership(const Node* node, struct stat& st) const {
+    // Only regular files and directories can carry user.* xattrs.
+    if (use_override_ && !node->unlinked && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
+        std::string abs =
+            stack_.abs_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
+        if (auto o = read_override_stat(abs)) apply_override(*o, st);
+    }
+    ids_.present(st);
+}
+
+int Overlay::chown_or_override(int dirfd, const char* rel, const std::string& abs, uid_t uid,
+                               gid_t gid, mode_t mode, dev_t rdev, bool force_override,
+                               bool& overridden) {
+    overridden = false;
+    if (!force_override) {
+        if (fchownat(dirfd, rel, uid, gid, AT_SYMLINK_NOFOLLOW) == 0) return 0;
+        // EPERM: not ours to give; EINVAL: an id outside the daemon's user namespace.
+        if (errno != EPERM && errno != EINVAL) return errno;
+        // Without an override the entry keeps the daemon's owner, as a plain chown would.
+        if (!use_override_ || !(S_ISREG(mode) || S_ISDIR(mode))) return 0;
+        // A copy-up brought the source's override along: that one already says who owns it.
+        if (read_override_stat(abs)) return 0;
+    }
+    int err = write_override_stat(abs, StatOverride{uid, gid, mode, rdev});
+    if (err) return force_override ? err : 0;
+    overridden = true;
+    return 0;
+}
+
+int Overlay::change_owner_and_mode(Node* node, int fd, const char* rel, const struct stat& attr,
+                                   int to_set) {
+    int dirfd = stack_.fd(kUpperLayer);
+    struct stat cur;
+    if ((fd >= 0 ? fstat(fd, &cur) : fstatat(dirfd, rel, &cur, AT_SYMLINK_NOFOLLOW)) != 0)
+        return errno;
+    bool is_dir = S_ISDIR(cur.st_mode);
+    // An unlinked file has no path for the xattr calls; it keeps what the host allows.
+    bool may_override = use_override_ && !node->unlinked && (S_ISREG(cur.st_mode) || is_dir);
+    std::string abs = may_override ? stack_.abs_path(kUpperLayer, rel) : std::string();
+    bool set_mode = to_set & kSetMode;
+    mode_t perm = attr.st_mode & 07777;
+    uid_t uid = (to_set & kSetUid) ? ids_.disk_uid(attr.st_uid) : static_cast<uid_t>(-1);
+    gid_t gid = (to_set & kSetGid) ? ids_.disk_gid(attr.st_gid) : static_cast<gid_t>(-1);
+
+    // Moves the owner and mode into the override; the host copy keeps the daemon's access.
+    auto keep_in_override = [&](StatOverride next) -> int {
+        if (int err = write_override_stat(abs, next)) return err;
+        if (fchmodat(dirfd, rel, host_mode_under_override(next.mode, is_dir), 0) != 0) return errno;
+        return 0;
+    };
+
+    std::optional<StatOverride> current;
+    if (may_override) current = read_override_stat(abs);
+    if (current) {
+        // The override is what the mount shows, so it is what changes.
+        StatOverride next = *current;
+        if (uid != static_cast<uid_t>(-1)) next.uid = uid;
+        if (gid != static_cast<gid_t>(-1)) next.gid = gid;
+        if (set_mode) next.mode = (current->mode & S_IFMT) | perm;
+        return keep_in_override(next);
+    }
+    if (uid != static_cast<uid_t>(-1) || gid != static_cast<gid_t>(-1)) {
+        int rc =
+            fd >= 0 ? fchown(fd, uid, gid) : fchownat(dirfd, rel, uid, gid, AT_SYMLINK_NOFOLLOW);
+        if (rc != 0) {
+            int err = errno;
+            if (!may_override || (err != EPERM && err != EINVAL)) return err;
+            StatOverride next{uid != static_cast<uid_t>(-1) ? uid : cur.st_uid,
+                              gid != static_cast<gid_t>(-1) ? gid : cur.st_gid,
+                              (cur.st_mode & S_IFMT) | (set_mode ? perm : cur.st_mode & 07777), 0};
+            return keep_in_override(next);
+        }
+    }
+    if (set_mode) {
+        int rc = fd >= 0 ? fchmod(fd, perm) : fchmodat(dirfd, rel, perm, 0);
+        if (rc != 0 && !(errno == EOPNOTSUPP && S_ISLNK(node->type))) return errno;
+        // The host drops set-id bits the caller may set but the daemon may not (setgid for a
+        // group the daemon is not in): the mount must still show them.
+        struct stat after;
+        if (rc == 0 && may_override && (perm & (S_ISUID | S_ISGID)) &&
+            fstatat(dirfd, rel, &after, AT_SYMLINK_NOFOLLOW) == 0 &&
+            (after.st_mode & 07777) != perm)
+            return keep_in_override(
+                StatOverride{after.st_uid, after.st_gid, (after.st_mode & S_IFMT) | perm, 0});
+    }
+    return 0;
+}
+
 int Overlay::setattr(Node* node, FileHandle* fh, const struct stat& attr, int to_set,
                      const Credentials&, struct stat& out) {
     if (int err = check_writable()) return err;
@@ -46,17 +135,8 @@ int Overlay::setattr(Node* node, FileHandle* fh, const struct stat& attr, int to
     int dirfd = stack_.fd(kUpperLayer);
     const char* rel = rel_or_dot(p);
 
-    if (to_set & kSetMode) {
-        int rc = fd >= 0 ? fchmod(fd, attr.st_mode & 07777)
-                         : fchmodat(dirfd, rel, attr.st_mode & 07777, 0);
-        if (rc != 0 && !(errno == EOPNOTSUPP && S_ISLNK(node->type))) return errno;
-    }
-    if (to_set & (kSetUid | kSetGid)) {
-        uid_t uid = (to_set & kSetUid) ? attr.st_uid : static_cast<uid_t>(-1);
-        gid_t gid = (to_set & kSetGid) ? attr.st_gid : static_cast<gid_t>(-1);
-        int rc =
-            fd >= 0 ? fchown(fd, uid, gid) : fchownat(dirfd, rel, uid, gid, AT_SYMLINK_NOFOLLOW);
-        if (rc != 0) return errno;
+    if (to_set & (kSetMode | kSetUid | kSetGid)) {
+        if (int err = change_owner_and_mode(node, fd, rel, attr, to_set)) return err;
     }
     if (to_set & kSetSize) {
         int rc;

@@ -112,6 +112,7 @@ int Overlay::copy_up_locked(Node* node) {
     std::string tmp_abs = stack_.work_path() + "/" + tmp;
     int work = stack_.work_fd();
     int err = 0;
+    bool device_as_file = false;
     UniqueFd out;
     switch (st.st_mode & S_IFMT) {
         case S_IFREG: {
@@ -137,16 +138,24 @@ int Overlay::copy_up_locked(Node* node) {
             break;
         }
         default:
-            if (mknodat(work, tmp.c_str(), (st.st_mode & S_IFMT) | 0600, st.st_rdev) != 0)
+            if (mknodat(work, tmp.c_str(), (st.st_mode & S_IFMT) | 0600, st.st_rdev) == 0) break;
+            if (errno != EPERM || !use_override_ || !(S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)))
                 return errno;
+            // A device the daemon may not make: kept as a regular file with an override.
+            out.reset(openat(work, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+            if (!out) return errno;
+            device_as_file = true;
             break;
     }
     if (!err) err = copy_xattrs(src_abs, out.get(), tmp_abs);
-    if (!err && fchownat(work, tmp.c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0 &&
-        errno != EPERM)
-        err = errno;
-    if (!err && !S_ISLNK(st.st_mode) && fchmodat(work, tmp.c_str(), st.st_mode & 07777, 0) != 0)
-        err = errno;
+    // The copy keeps the owner the mount showed; where the host refuses it, in the override.
+    bool overridden = false;
+    if (!err)
+        err = chown_or_override(work, tmp.c_str(), tmp_abs, st.st_uid, st.st_gid, st.st_mode,
+                                st.st_rdev, device_as_file, overridden);
+    mode_t perm =
+        overridden ? host_mode_under_override(st.st_mode, S_ISDIR(st.st_mode)) : st.st_mode & 07777;
+    if (!err && !S_ISLNK(st.st_mode) && fchmodat(work, tmp.c_str(), perm, 0) != 0) err = errno;
     if (!err) {
         struct timespec times[2] = {st.st_atim, st.st_mtim};
         if (utimensat(work, tmp.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) err = errno;

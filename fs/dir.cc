@@ -81,20 +81,34 @@ int Overlay::install_from_work_locked(const std::string& tmp, const std::string&
 }
 
 int Overlay::set_new_owner(int dirfd, const char* name, const Credentials& cred, Node* parent,
-                           mode_t mode) {
-    gid_t gid = cred.gid;
+                           mode_t mode, dev_t rdev, bool device_as_file) {
+    // The caller's ids are what the mount shows; the disk gets them through the id mapping.
+    uid_t uid = ids_.disk_uid(cred.uid);
+    gid_t gid = ids_.disk_gid(cred.gid);
     struct stat pst;
     std::string prel = path_of(parent);
-    bool setgid_parent =
-        fstatat(stack_.fd(kUpperLayer), rel_or_dot(prel), &pst, 0) == 0 && (pst.st_mode & S_ISGID);
+    bool setgid_parent = false;
+    if (fstatat(stack_.fd(kUpperLayer), rel_or_dot(prel), &pst, 0) == 0) {
+        if (use_override_) {
+            if (auto o = read_override_stat(stack_.abs_path(kUpperLayer, prel))) {
+                pst.st_gid = o->gid;
+                pst.st_mode = (pst.st_mode & S_IFMT) | (o->mode & 07777);
+            }
+        }
+        setgid_parent = pst.st_mode & S_ISGID;
+    }
     if (setgid_parent) gid = pst.st_gid;
-    if (fchownat(dirfd, name, cred.uid, gid, AT_SYMLINK_NOFOLLOW) != 0 && errno != EPERM)
-        return errno;
-    if (S_ISLNK(mode)) return 0;
-    // Set after chown, which drops set-id bits; a directory in a setgid parent inherits the
-    // bit, which the work dir did not pass on.
+    // A directory in a setgid parent inherits the bit, which the work dir did not pass on.
     mode_t perm = mode & 07777;
     if (S_ISDIR(mode) && setgid_parent) perm |= S_ISGID;
+    bool overridden = false;
+    std::string abs = stack_.work_path() + "/" + name;
+    if (int err = chown_or_override(dirfd, name, abs, uid, gid, (mode & S_IFMT) | perm, rdev,
+                                    device_as_file, overridden))
+        return err;
+    if (S_ISLNK(mode)) return 0;
+    // Set after chown, which drops set-id bits.
+    if (overridden) perm = host_mode_under_override(perm, S_ISDIR(mode));
     return fchmodat(dirfd, name, perm, 0) == 0 ? 0 : errno;
 }
 
@@ -128,10 +142,19 @@ int Overlay::create(Node* parent, std::string_view name, mode_t mode, int flags,
 int Overlay::mknod(Node* parent, std::string_view name, mode_t mode, dev_t rdev,
                    const Credentials& cred, EntryReply& out) {
     if (S_ISCHR(mode) && rdev == 0) return EPERM;  // a whiteout cannot be made through the mount
-    return create_entry(
-        parent, name,
-        [&](int work, const char* tmp) { return mknodat(work, tmp, mode, rdev) == 0 ? 0 : errno; },
-        mode, cred, out);
+    bool device = S_ISCHR(mode) || S_ISBLK(mode);
+    bool as_file = false;
+    auto make = [&](int work, const char* tmp) {
+        if (mknodat(work, tmp, mode, rdev) == 0) return 0;
+        if (errno != EPERM || !device || !use_override_) return errno;
+        // No right to make devices: a regular file that the override makes one (containers'
+        // rootless convention; the kernel sees the device through the mount).
+        UniqueFd fd(openat(work, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+        if (!fd) return errno;
+        as_file = true;
+        return 0;
+    };
+    return create_entry(parent, name, make, mode, cred, out, rdev, &as_file);
 }
 
 int Overlay::mkdir(Node* parent, std::string_view name, mode_t mode, const Credentials& cred,
@@ -154,7 +177,8 @@ int Overlay::symlink(const char* target, Node* parent, std::string_view name,
 
 int Overlay::create_entry(Node* parent, std::string_view name,
                           const std::function<int(int, const char*)>& make, mode_t mode,
-                          const Credentials& cred, EntryReply& out) {
+                          const Credentials& cred, EntryReply& out, dev_t rdev,
+                          const bool* device_as_file) {
     bool is_dir = S_ISDIR(mode);
     if (int err = check_writable()) return err;
     if (is_reserved_name(name)) return EINVAL;
@@ -169,7 +193,8 @@ int Overlay::create_entry(Node* parent, std::string_view name,
     if ((err = prepare_new_name_locked(parent, name, over_whiteout, dst))) return err;
     std::string tmp = work_temp_name();
     if ((err = make(stack_.work_fd(), tmp.c_str()))) return err;
-    err = set_new_owner(stack_.work_fd(), tmp.c_str(), cred, parent, mode);
+    err = set_new_owner(stack_.work_fd(), tmp.c_str(), cred, parent, mode, rdev,
+                        device_as_file && *device_as_file);
     // A directory made where a lower one was deleted must not show the old contents again.
     if (!err && is_dir && (over_whiteout || lower_has_name(parent, name)))
         err = set_upper_xattr(stack_.work_path() + "/" + tmp, "opaque", "y");

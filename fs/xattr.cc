@@ -13,10 +13,15 @@ int xattr_result(ssize_t n) {
     return n < 0 ? errno : 0;
 }
 
+bool is_override_name(std::string_view name) {
+    return name == kOverrideStatXattr;
+}
+
 }  // namespace
 
 int Overlay::getxattr(Node* node, const char* name, std::string& value, size_t size) {
-    if (is_private_xattr(name)) return ENODATA;
+    // An override the daemon honours is shown through stat, not as an xattr.
+    if (is_private_xattr(name) || (use_override_ && is_override_name(name))) return ENODATA;
     std::shared_lock lock(tree_);
     if (node->unlinked) return ENOENT;
     std::string abs =
@@ -58,7 +63,8 @@ int Overlay::listxattr(Node* node, std::string& names, size_t size) {
         size_t end = raw.find('\0', pos);
         if (end == std::string::npos) end = raw.size();
         std::string_view name(raw.data() + pos, end - pos);
-        if (!name.empty() && !is_private_xattr(name)) {
+        if (!name.empty() && !is_private_xattr(name) &&
+            !(use_override_ && is_override_name(name))) {
             names.append(name);
             names.push_back('\0');
         }
@@ -70,7 +76,7 @@ int Overlay::listxattr(Node* node, std::string& names, size_t size) {
 
 int Overlay::setxattr(Node* node, const char* name, const char* value, size_t size, int flags) {
     if (int err = check_writable()) return err;
-    if (is_private_xattr(name)) return EPERM;
+    if (is_private_xattr(name) || (use_override_ && is_override_name(name))) return EPERM;
     std::unique_lock lock(tree_);
     if (int err = copy_up_locked(node)) return err;
     std::string abs = stack_.abs_path(kUpperLayer, path_of(node));
@@ -80,7 +86,7 @@ int Overlay::setxattr(Node* node, const char* name, const char* value, size_t si
 
 int Overlay::removexattr(Node* node, const char* name) {
     if (int err = check_writable()) return err;
-    if (is_private_xattr(name)) return EPERM;
+    if (is_private_xattr(name) || (use_override_ && is_override_name(name))) return EPERM;
     std::unique_lock lock(tree_);
     if (node->unlinked) return ENOENT;
     {
