@@ -18,7 +18,12 @@ Overlay::Overlay(const MountOptions& opts, LayerStack& stack)
     : opts_(opts),
       stack_(stack),
       read_only_(opts.read_only || !stack.has_upper()),
-      flavour_(opts.userxattr || geteuid() != 0 ? XattrFlavour::User : XattrFlavour::Trusted) {}
+      flavour_(opts.userxattr || !daemon_is_privileged() ? XattrFlavour::User
+                                                         : XattrFlavour::Trusted),
+      ids_(opts),
+      use_override_(!daemon_is_privileged()) {
+    table_.set_index_entry_limit(opts.dir_cache_entries);
+}
 
 std::string Overlay::init() {
     Node* root = table_.root();
@@ -52,10 +57,7 @@ std::string Overlay::child_lower_path(const Node* parent, std::string_view name)
 }
 
 std::shared_ptr<const DirIndex> Overlay::dir_index(Node* dir) {
-    {
-        std::lock_guard lock(table_.mutex());
-        if (dir->index) return dir->index;
-    }
+    if (auto cached = table_.cached_index(dir)) return cached;
     auto built = std::make_shared<DirIndex>();
     if (!dir->opaque && !dir->lowers.empty()) {
         if (build_dir_index(stack_, dir->lowers, dir->lower_path, *built) != 0) {
@@ -63,9 +65,7 @@ std::shared_ptr<const DirIndex> Overlay::dir_index(Node* dir) {
             return built;
         }
     }
-    std::lock_guard lock(table_.mutex());
-    if (!dir->index) dir->index = std::move(built);
-    return dir->index;
+    return table_.install_index(dir, std::move(built));
 }
 
 // The lower layers of a redirected directory, found the way a lookup from the root would find
@@ -91,11 +91,11 @@ void Overlay::probe_redirected_lowers(Node* node) {
     node->lowers = std::move(layers);
 }
 
-// A redirect is absolute ("/a/b", from the layer root) or a name in the parent's lower dir.
-std::string Overlay::redirect_target(const Node* parent, std::string_view redirect) const {
-    if (!redirect.starts_with('/')) return child_lower_path(parent, redirect);
-    size_t first = redirect.find_first_not_of('/');
-    return first == std::string_view::npos ? std::string() : std::string(redirect.substr(first));
+// A redirect is absolute ("/a/b", from the layer root) or a name in the parent's lower dir. A
+// value that would leave the layer ("..") or that the kernel refuses points nowhere.
+std::optional<std::string> Overlay::redirect_target(const Node* parent,
+                                                    std::string_view redirect) const {
+    return redirect_lower_path(parent->lower_path, redirect);
 }
 
 int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh,
@@ -137,8 +137,11 @@ int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<
                 std::optional<std::string> redirect;
                 if (opts_.redirect_dir != RedirectDir::NoFollow) redirect = read_redirect(abs);
                 if (redirect) {
-                    node->lower_path = redirect_target(parent, *redirect);
-                    probe_redirected_lowers(node);
+                    // An invalid redirect hides the lower content rather than guess at it.
+                    if (auto target = redirect_target(parent, *redirect)) {
+                        node->lower_path = std::move(*target);
+                        probe_redirected_lowers(node);
+                    }
                 } else if (!parent->opaque && !parent->lowers.empty()) {
                     auto index = dir_index(parent);
                     const LowerEntry* e = index->find(name);
@@ -238,6 +241,7 @@ int Overlay::stat_node_locked(const Node* node, struct stat& st) {
 // computes the same number from the layer and d_ino.
 void Overlay::fix_stat(const Node* node, struct stat& st) const {
     st.st_ino = make_ino(node->top_layer(), st.st_ino);
+    show_ownership(node, st);
 }
 
 }  // namespace lamina

@@ -68,7 +68,9 @@ void NodeTable::release_locked(Node* node) {
         Node* parent = node->parent;
         parent->children--;
         drop_upper_ino_locked(node);
+        drop_index_locked(node);
         owned_.erase(node);
+        released_.fetch_add(1, std::memory_order_relaxed);
         node = parent;
     }
 }
@@ -145,6 +147,73 @@ std::vector<uint64_t> NodeTable::peers_of(Node* node) {
 size_t NodeTable::size() {
     std::lock_guard lock(mu_);
     return owned_.size() + 1;
+}
+
+// An index counts its entries plus one, so empty listings are bounded too.
+static size_t index_cost(const DirIndex& index) {
+    return index.entries.size() + 1;
+}
+
+void NodeTable::drop_index_locked(Node* node) {
+    if (!node->index) return;
+    index_entries_ -= index_cost(*node->index);
+    released_.fetch_add(node->index->entries.size(), std::memory_order_relaxed);
+    index_lru_.erase(node->index_lru);
+    node->index.reset();
+}
+
+std::shared_ptr<const DirIndex> NodeTable::cached_index(Node* dir) {
+    std::lock_guard lock(mu_);
+    if (!dir->index) return nullptr;
+    index_lru_.splice(index_lru_.begin(), index_lru_, dir->index_lru);
+    return dir->index;
+}
+
+std::shared_ptr<const DirIndex> NodeTable::install_index(Node* dir,
+                                                         std::shared_ptr<const DirIndex> built) {
+    std::lock_guard lock(mu_);
+    if (dir->index) {
+        index_lru_.splice(index_lru_.begin(), index_lru_, dir->index_lru);
+        return dir->index;
+    }
+    ++index_builds_;
+    dir->index = built;
+    index_lru_.push_front(dir);
+    dir->index_lru = index_lru_.begin();
+    index_entries_ += index_cost(*built);
+    // Evicting only drops the cache's reference: a lookup or listing using an index keeps it.
+    while (index_entries_ > index_entry_limit_ && !index_lru_.empty()) {
+        drop_index_locked(index_lru_.back());
+        ++index_evictions_;
+    }
+    return built;
+}
+
+void NodeTable::set_index_entry_limit(size_t entries) {
+    std::lock_guard lock(mu_);
+    index_entry_limit_ = entries;
+}
+
+NodeTable::Stats NodeTable::stats() {
+    std::lock_guard lock(mu_);
+    Stats s;
+    auto count = [&](const Node* node) {
+        ++s.nodes;
+        s.kernel_refs += node->nlookup;
+        if (node->open_count > 0) ++s.open_file_nodes;
+        if (node->unlinked_fd) ++s.kept_fds;
+    };
+    count(root_.get());
+    for (const auto& [node, owner] : owned_) {
+        count(node);
+        if (!hashed_locked(node)) ++s.unhashed_nodes;
+    }
+    s.dir_indexes = index_lru_.size();
+    s.dir_index_entries = index_entries_;
+    s.dir_index_entry_limit = index_entry_limit_;
+    s.dir_index_builds = index_builds_;
+    s.dir_index_evictions = index_evictions_;
+    return s;
 }
 
 }  // namespace lamina

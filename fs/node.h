@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -35,8 +36,9 @@ struct Node {
     bool in_upper = false;  // the upper layer holds this entry (at the merged path)
     bool opaque = false;    // directory: upper copy is opaque, no lower content below it
     // Unlinked, removed or renamed over: the kernel may still hold it (an open file, a lookup
-    // racing with unlink), but its merged path names something else now.
-    bool unlinked = false;
+    // racing with unlink), but its merged path names something else now. Atomic: open() checks
+    // it before taking the tree lock (ThreadSanitizer found that race).
+    std::atomic<bool> unlinked{false};
     // Open file handles on this node, and, once it is unlinked while open, a descriptor of the
     // removed copy, so fstat() still answers and a read handle can still follow a copy-up.
     std::atomic<int> open_count{0};
@@ -53,8 +55,10 @@ struct Node {
     std::string lower_path;  // relative path inside the lower layers ("" for the root)
 
     // Directory: merged listing of the lower layers, built on first use. Lower layers never
-    // change under a mount, so it stays valid until the node's lowers change.
+    // change under a mount, so it stays valid until the node's lowers change. Guarded by the
+    // table mutex; the table's LRU may drop it at any time (readers hold their own reference).
     std::shared_ptr<const DirIndex> index;
+    std::list<Node*>::iterator index_lru;  // valid while `index` is set
 
     bool is_dir() const { return S_ISDIR(type); }
     LayerNo top_layer() const { return in_upper ? kUpperLayer : (lowers.empty() ? 0 : lowers[0]); }
@@ -98,6 +102,35 @@ public:
 
     size_t size();
 
+    // The cached lower index of a directory node (marked recently used), or null.
+    std::shared_ptr<const DirIndex> cached_index(Node* dir);
+    // Caches a freshly built index unless another thread got there first; returns the one cached
+    // (or `built` itself when the limit evicts it at once). Least recently used indexes are
+    // dropped while the cached entries exceed the limit.
+    std::shared_ptr<const DirIndex> install_index(Node* dir, std::shared_ptr<const DirIndex> built);
+    // The most lower-index entries kept cached over all directories (0: cache none).
+    void set_index_entry_limit(size_t entries);
+
+    // Nodes freed and cached indexes dropped so far: how much memory went back to the allocator
+    // (the daemon returns it to the system after many). Cheap: no lock.
+    uint64_t released_count() const { return released_.load(std::memory_order_relaxed); }
+
+    // What the table holds, for the statistics a user can ask for (SIGUSR1).
+    struct Stats {
+        size_t nodes = 0;
+        size_t unhashed_nodes = 0;  // unlinked or renamed over, kept for the kernel's references
+        size_t kernel_refs = 0;     // sum of lookup counts
+        size_t open_file_nodes = 0;
+        size_t kept_fds = 0;  // descriptors kept for unlinked open or special nodes
+        size_t dir_indexes = 0;
+        size_t dir_index_entries = 0;
+        size_t dir_index_entry_limit = 0;
+        uint64_t dir_index_builds = 0;
+        uint64_t dir_index_evictions = 0;
+    };
+    // Walks every node: for diagnostics only. The caller holds the tree lock (shared at least).
+    Stats stats();
+
     std::mutex& mutex() { return mu_; }
 
 private:
@@ -134,6 +167,15 @@ private:
 
     void drop_upper_ino_locked(Node* node);
     void update_peers_locked(ino_t upper_ino);
+    void drop_index_locked(Node* node);
+
+    // Directory nodes with a cached index, most recently used first.
+    std::list<Node*> index_lru_;
+    size_t index_entries_ = 0;
+    size_t index_entry_limit_ = 1'000'000;
+    uint64_t index_builds_ = 0;
+    uint64_t index_evictions_ = 0;
+    std::atomic<uint64_t> released_{0};
 };
 
 }  // namespace lamina

@@ -70,6 +70,33 @@ std::optional<std::string> read_redirect(const std::string& path) {
     return std::nullopt;
 }
 
+std::optional<std::string> redirect_lower_path(std::string_view parent_lower_path,
+                                               std::string_view redirect) {
+    auto bad_component = [](std::string_view c) { return c == "." || c == ".."; };
+    if (redirect.empty() || redirect.find('\0') != std::string_view::npos) return std::nullopt;
+    if (!redirect.starts_with('/')) {
+        if (redirect.find('/') != std::string_view::npos || bad_component(redirect))
+            return std::nullopt;
+        std::string out(parent_lower_path);
+        if (!out.empty()) out.push_back('/');
+        out.append(redirect);
+        return out;
+    }
+    std::string out;
+    size_t at = 0;
+    while (at < redirect.size()) {
+        size_t slash = redirect.find('/', at);
+        if (slash == std::string_view::npos) slash = redirect.size();
+        std::string_view component = redirect.substr(at, slash - at);
+        at = slash + 1;
+        if (component.empty()) continue;  // "//" and the leading "/"
+        if (bad_component(component)) return std::nullopt;
+        if (!out.empty()) out.push_back('/');
+        out.append(component);
+    }
+    return out;
+}
+
 std::string overlay_xattr(XattrFlavour flavour, std::string_view suffix) {
     std::string out(flavour == XattrFlavour::Trusted ? kTrustedPrefix : kUserPrefix);
     out.append(suffix);

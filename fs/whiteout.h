@@ -40,6 +40,13 @@ bool has_whiteout_xattr(const std::string& path);
 // The directory's overlay.redirect value, or nullopt.
 std::optional<std::string> read_redirect(const std::string& path);
 
+// Where a redirect value points, as a path inside the lower layers ("" is the layer root): an
+// absolute value ("/a/b") from the root, a relative one a name in the parent's lower directory.
+// nullopt for values the kernel refuses too (empty, a NUL byte, a '/' in a relative value) and for
+// "." or ".." components, which would lead out of the layer.
+std::optional<std::string> redirect_lower_path(std::string_view parent_lower_path,
+                                               std::string_view redirect);
+
 // Which prefix the write side uses for opaque and redirect xattrs.
 enum class XattrFlavour { Trusted, User };
 std::string overlay_xattr(XattrFlavour flavour, std::string_view suffix);

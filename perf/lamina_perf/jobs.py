@@ -250,6 +250,27 @@ def missing_lookups(ctx):
     return time.perf_counter() - start
 
 
+def huge_dir_ops(ctx):
+    """A listing of the huge directory, then lookups, creates and unlinks spread over it: the
+    time per operation must not grow with the directory (no scan per lookup, no quadratic merge)."""
+    d = os.path.join(ctx.mnt, trees.HUGE_DIR)
+    entries = ctx.profile.huge_dir_entries
+    ops = min(trees.HUGE_DIR_OPS, entries)
+    step = max(entries // ops, 1)
+    start = time.perf_counter()
+    listed = sum(1 for _ in os.scandir(d))
+    if listed != entries:
+        raise JobError(f"{d} lists {listed} entries, expected {entries}")
+    for i in range(ops):
+        os.lstat(os.path.join(d, trees.huge_name(i * step)))
+    for i in range(ops):
+        path = os.path.join(d, f"new{i:06d}")
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    for i in range(ops):
+        os.unlink(os.path.join(d, trees.huge_name(i * step)))
+    return time.perf_counter() - start
+
+
 def read_tar(ctx):
     with open(ctx.include_tar, "rb") as f:
         while f.read(MIB):
@@ -403,6 +424,15 @@ def make_jobs(profile):
             setup=make_untar_dir,
             prime=read_tar,
             needs=("tar",),
+        ),
+        _timed(
+            "hugedir",
+            "metadata",
+            f"list a {p.huge_dir_entries:,}-entry directory merged from 4 layers, then "
+            f"{min(trees.HUGE_DIR_OPS, p.huge_dir_entries):,} lookups, creates and unlinks in it",
+            "hugedir",
+            huge_dir_ops,
+            cold,
         ),
         _timed(
             "walk",

@@ -24,6 +24,7 @@ class Profile:
     repeat: int
     slow_seconds: float  # a job that took longer than this for a contender is not repeated for it
     timeout: float  # seconds one timed run may take before it is aborted
+    huge_dir_entries: int = 2000  # one directory this big, spread over 4 layers (hugedir job)
 
     @property
     def missing_layers(self):
@@ -46,6 +47,7 @@ SMOKE = Profile(
     repeat=1,
     slow_seconds=30,
     timeout=60,
+    huge_dir_entries=2000,
 )
 
 QUICK = Profile(
@@ -64,6 +66,7 @@ QUICK = Profile(
     repeat=1,
     slow_seconds=30,
     timeout=120,
+    huge_dir_entries=20_000,
 )
 
 FULL = Profile(
@@ -82,6 +85,7 @@ FULL = Profile(
     repeat=3,
     slow_seconds=45,
     timeout=300,
+    huge_dir_entries=100_000,
 )
 
 PROFILES = {p.name: p for p in (SMOKE, QUICK, FULL)}

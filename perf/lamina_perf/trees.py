@@ -113,6 +113,25 @@ def build_meta_stack(root, profile):
     return stack
 
 
+HUGE_DIR = "huge"  # the hugedir stack's one big directory
+HUGE_DIR_OPS = 1000  # lookups, creates and unlinks the hugedir job times in it
+
+
+def huge_name(i):
+    return f"e{i:07d}"
+
+
+def build_huge_dir_stack(root, profile):
+    """One directory of huge_dir_entries empty files spread round-robin over four layers."""
+    stack = Stack("hugedir", os.path.join(root, "hugedir"), 4)
+    _make_layers(stack)
+    for layer in stack.layer_names():
+        os.makedirs(os.path.join(stack.path, layer, HUGE_DIR))
+    for i in range(profile.huge_dir_entries):
+        _touch(os.path.join(stack.path, f"l{i % 4}", HUGE_DIR, huge_name(i)))
+    return stack
+
+
 def build_walk_stack(root, profile):
     """walk_files empty files, a thousand to a directory, spread round-robin over the layers."""
     stack = Stack("walk", os.path.join(root, "walk"), profile.walk_layers)

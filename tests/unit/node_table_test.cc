@@ -1,6 +1,8 @@
 // The node table: lookup references, FORGET, renames and unhashing.
 #include "node.h"
 
+#include "dir_index.h"
+
 #include <gtest/gtest.h>
 
 namespace lamina {
@@ -89,6 +91,55 @@ TEST(Ino, HugeRealInodesStayInsideTheirLayerRange) {
     uint64_t big = ~uint64_t{0};
     EXPECT_EQ(make_ino(5, big) >> 56, 5u);
     EXPECT_EQ(make_ino(128, big) >> 56, 128u);
+}
+
+std::shared_ptr<const DirIndex> index_of(size_t entries) {
+    auto index = std::make_shared<DirIndex>();
+    for (size_t i = 0; i < entries; ++i) index->entries.emplace_back().name = std::to_string(i);
+    return index;
+}
+
+TEST(NodeTable, DirIndexCacheEvictsTheLeastRecentlyUsedOverItsLimit) {
+    NodeTable t;
+    t.set_index_entry_limit(25);  // each index costs its entries plus one
+    auto fa = dir_node(), fb = dir_node(), fc = dir_node();
+    Node* a = t.find_or_insert(t.root(), "a", fa);
+    Node* b = t.find_or_insert(t.root(), "b", fb);
+    Node* c = t.find_or_insert(t.root(), "c", fc);
+    t.install_index(a, index_of(9));
+    t.install_index(b, index_of(9));
+    EXPECT_NE(t.cached_index(a), nullptr);  // a is now the most recently used
+    auto kept = t.install_index(c, index_of(9));
+    EXPECT_NE(kept, nullptr);
+    EXPECT_EQ(t.cached_index(b), nullptr);  // evicted: least recently used
+    EXPECT_NE(t.cached_index(a), nullptr);
+    EXPECT_NE(t.cached_index(c), nullptr);
+    auto s = t.stats();
+    EXPECT_EQ(s.dir_indexes, 2u);
+    EXPECT_EQ(s.dir_index_entries, 20u);
+    EXPECT_EQ(s.dir_index_evictions, 1u);
+}
+
+TEST(NodeTable, DirIndexOfAForgottenNodeLeavesTheCache) {
+    NodeTable t;
+    auto fa = dir_node();
+    Node* a = t.find_or_insert(t.root(), "a", fa);
+    t.install_index(a, index_of(5));
+    EXPECT_EQ(t.stats().dir_index_entries, 6u);
+    t.forget(a, 1);
+    EXPECT_EQ(t.stats().dir_indexes, 0u);
+    EXPECT_EQ(t.stats().dir_index_entries, 0u);
+}
+
+TEST(NodeTable, ZeroDirIndexLimitCachesNothingButStillAnswers) {
+    NodeTable t;
+    t.set_index_entry_limit(0);
+    auto fa = dir_node();
+    Node* a = t.find_or_insert(t.root(), "a", fa);
+    auto index = t.install_index(a, index_of(3));
+    ASSERT_NE(index, nullptr);
+    EXPECT_EQ(index->entries.size(), 3u);
+    EXPECT_EQ(t.cached_index(a), nullptr);
 }
 
 }  // namespace

@@ -267,6 +267,31 @@ TEST(Options, BadValuesRefusedNamingTheOption) {
     }
 }
 
+TEST(Options, DirCacheEntriesSetsTheListingCacheLimit) {
+    MountOptions opts;
+    EXPECT_EQ(opts.dir_cache_entries, 1'000'000u);
+    ASSERT_EQ(apply_opts("dir_cache_entries=0", opts), "");
+    EXPECT_EQ(opts.dir_cache_entries, 0u);
+    ASSERT_EQ(apply_opts("dir_cache_entries=50000", opts), "");
+    EXPECT_EQ(opts.dir_cache_entries, 50000u);
+    for (const char* bad :
+         {"dir_cache_entries=", "dir_cache_entries=-1", "dir_cache_entries=lots"}) {
+        std::string err = apply_opts(bad, opts);
+        EXPECT_NE(err.find("dir_cache_entries"), std::string::npos) << bad << " -> " << err;
+    }
+}
+
+// Found by options_fuzzer: an option name with a newline made a two-line error.
+TEST(Options, ErrorsStayOneLineWhateverTheInputHolds) {
+    MountOptions opts;
+    std::string err = apply_opts("sqsquas\n\no_gidopy=on", opts);
+    expect_one_line(err);
+    EXPECT_NE(err.find("\\x0a"), std::string::npos) << err;
+    err = apply_opts("threads=1\r\n2", opts);
+    expect_one_line(err);
+    EXPECT_EQ(err.find('\r'), std::string::npos) << err;
+}
+
 // --- the command line ---
 
 TEST(Options, ArgvOptionsThenMountpoint) {

@@ -100,5 +100,29 @@ TEST_F(WhiteoutOnDisk, WhiteoutXattrIsFoundOnAFile) {
     EXPECT_TRUE(has_whiteout_xattr(f));
 }
 
+TEST(RedirectLowerPath, AbsoluteValuesAreFromTheLayerRoot) {
+    EXPECT_EQ(redirect_lower_path("x/y", "/a/b"), "a/b");
+    EXPECT_EQ(redirect_lower_path("x", "//a///b/"), "a/b");
+    EXPECT_EQ(redirect_lower_path("x", "/"), "");
+}
+
+TEST(RedirectLowerPath, RelativeValuesAreNamesInTheParentsLowerDir) {
+    EXPECT_EQ(redirect_lower_path("x/y", "old"), "x/y/old");
+    EXPECT_EQ(redirect_lower_path("", "old"), "old");
+}
+
+// Found by the redirect fuzzer's seeds: these would lead out of the layer or are refused by the
+// kernel, so they point nowhere.
+TEST(RedirectLowerPath, ValuesLeavingTheLayerOrRefusedByTheKernelPointNowhere) {
+    EXPECT_FALSE(redirect_lower_path("x", ""));
+    EXPECT_FALSE(redirect_lower_path("x", ".."));
+    EXPECT_FALSE(redirect_lower_path("x", "."));
+    EXPECT_FALSE(redirect_lower_path("x", "a/b"));
+    EXPECT_FALSE(redirect_lower_path("x", "/a/../../etc"));
+    EXPECT_FALSE(redirect_lower_path("x", "/./a"));
+    EXPECT_FALSE(redirect_lower_path("x", std::string_view("/a\0b", 4)));
+    EXPECT_FALSE(redirect_lower_path("x", std::string_view("a\0", 2)));
+}
+
 }  // namespace
 }  // namespace lamina
