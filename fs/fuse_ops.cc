@@ -12,6 +12,17 @@
 
 #include "overlay.h"
 
+#if defined(__SANITIZE_THREAD__)
+#define LAMINA_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define LAMINA_TSAN 1
+#endif
+#endif
+#ifndef LAMINA_TSAN
+#define LAMINA_TSAN 0
+#endif
+
 namespace lamina {
 
 static_assert(kSetMode == FUSE_SET_ATTR_MODE && kSetUid == FUSE_SET_ATTR_UID &&
@@ -107,13 +118,49 @@ void set_cache_mode(fuse_file_info* fi) {
         fi->keep_cache = 1;
 }
 
+// With passthrough on, an open may instead go straight to its layer file. Writes to a file with
+// other names stay with the daemon, which keeps the other names' cached attributes coherent.
+// Returns ETXTBSY when the kernel would refuse the open (see passthrough::Mode::Busy).
+int set_open_mode(fuse_file_info* fi, FileHandle& fh) {
+    // close(2) need not wait for a FLUSH: laminafs keeps no locks or buffered data to settle, and
+    // the layer file is closed at RELEASE. Saves one round trip per close.
+    fi->noflush = 1;
+    if (!passthrough::active()) {
+        set_cache_mode(fi);
+        return 0;
+    }
+    bool writes = (fi->flags & O_ACCMODE) != O_RDONLY;
+    bool may_pass = !(fi->flags & O_DIRECT) && !(writes && fh.node->has_peers);
+    fh.grant = passthrough::acquire(fh.node, fh.fd.get(), may_pass);
+    switch (fh.grant.mode) {
+    case passthrough::Mode::Passthrough:
+        passthrough::attach_to_next_reply(fh.grant.backing_id);
+        return 0;
+    case passthrough::Mode::Busy:
+        return ETXTBSY;
+    case passthrough::Mode::Direct:
+        fi->direct_io = 1;
+        return 0;
+    case passthrough::Mode::Cached:
+        set_cache_mode(fi);
+        return 0;
+    }
+    return 0;
+}
+
 void op_init(void* userdata, fuse_conn_info* conn) {
     const GlueConfig& config = static_cast<FuseContext*>(userdata)->config;
     // With ACLs handled by the kernel it caches them per inode: `ls -l` stops asking for
     // system.posix_acl_access on every file.
     if (config.posix_acl && (conn->capable & FUSE_CAP_POSIX_ACL)) conn->want |= FUSE_CAP_POSIX_ACL;
+#if LAMINA_TSAN
+    // ThreadSanitizer learns that the kernel orders requests (a RELEASE only after the READ
+    // replies) from read/write on /dev/fuse; it cannot see through splice, so none here.
+    conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+#else
     if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
     if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
+#endif
     if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
     // The daemon writes with CAP_FSETID, so the backing filesystem would keep setuid bits a
     // plain user's write must clear: the kernel clears them itself without this capability.
@@ -251,14 +298,23 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         return;
     }
     fi->fh = reinterpret_cast<uint64_t>(fh.get());
-    set_cache_mode(fi);
     fuse_entry_param p = entry_param(req, e);
     Overlay& o = ov(req);  // the request is freed by the reply, even a failed one
     send_invalidations(req);
-    if (fuse_reply_create(req, &p, fi) == 0)
-        fh.release();
-    else
+    if (int err = set_open_mode(fi, *fh)) {
+        ov(req).release(std::move(fh));
         o.forget(e.node, 1);
+        fuse_reply_err(req, err);
+        return;
+    }
+    int sent = fuse_reply_create(req, &p, fi);
+    passthrough::attach_to_next_reply(0);
+    if (sent == 0) {
+        fh.release();
+    } else {
+        passthrough::release(fh->node, fh->grant);
+        o.forget(e.node, 1);
+    }
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -269,9 +325,18 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         return;
     }
     fi->fh = reinterpret_cast<uint64_t>(fh.get());
-    set_cache_mode(fi);
     send_invalidations(req);
-    if (fuse_reply_open(req, fi) == 0) fh.release();
+    if (int err = set_open_mode(fi, *fh)) {
+        ov(req).release(std::move(fh));
+        fuse_reply_err(req, err);
+        return;
+    }
+    int sent = fuse_reply_open(req, fi);
+    passthrough::attach_to_next_reply(0);
+    if (sent == 0)
+        fh.release();
+    else
+        passthrough::release(fh->node, fh->grant);
 }
 
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
@@ -321,6 +386,7 @@ void op_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     (void)ino;
+    passthrough::release(file_of(fi)->node, file_of(fi)->grant);
     ov(req).release(std::unique_ptr<FileHandle>(file_of(fi)));
     fuse_reply_err(req, 0);
 }

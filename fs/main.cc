@@ -1,22 +1,30 @@
 // laminafs: parse the options, open the layers, mount, and serve FUSE requests until unmounted.
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <malloc.h>
+#include <poll.h>
+#include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fuse_ops.h"
 #include "layers.h"
 #include "options.h"
 #include "overlay.h"
+#include "passthrough.h"
 
 namespace {
 
@@ -24,9 +32,22 @@ using namespace lamina;
 
 constexpr double kCacheTimeout = 86400.0;
 
+// Every file the kernel holds open (a linker's thousands of mmaps) is a descriptor here, so the
+// soft limit goes to the hard one; root (CAP_SYS_RESOURCE) lifts the hard limit to fs.nr_open.
 void raise_fd_limit() {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    rlim_t nr_open = 0;
+    if (FILE* f = fopen("/proc/sys/fs/nr_open", "re")) {
+        unsigned long value = 0;
+        if (fscanf(f, "%lu", &value) == 1) nr_open = value;
+        fclose(f);
+    }
+    if (nr_open > rl.rlim_max) {
+        struct rlimit wide = {nr_open, nr_open};
+        if (setrlimit(RLIMIT_NOFILE, &wide) == 0) return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
@@ -66,6 +87,75 @@ int fail(const std::string& msg) {
     return 1;
 }
 
+// One thread for the daemon's upkeep: it prints the cache statistics each time SIGUSR1 arrives
+// (the signal is blocked in every thread and read from a signalfd here, so nothing runs in a signal
+// handler), and gives freed memory back to the system once many nodes were forgotten: glibc keeps
+// freed memory in its per-thread arenas, so after a walk of a million files the daemon would
+// otherwise stay at its peak RSS for good.
+class Housekeeper {
+public:
+    // Blocks SIGUSR1 in the calling thread (threads started later inherit the mask) and opens the
+    // signalfd; call before any thread exists. The signalfd survives fuse_daemonize's fork.
+    bool block_signal() {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGUSR1);
+        if (pthread_sigmask(SIG_BLOCK, &set, nullptr) != 0) return false;
+        signal_fd_.reset(signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+        return static_cast<bool>(signal_fd_);
+    }
+
+    // Starts the reader thread; after the daemon has forked.
+    void start(Overlay& overlay) {
+        stop_fd_.reset(eventfd(0, EFD_CLOEXEC));
+        if (!signal_fd_ || !stop_fd_) return;
+        thread_ = std::thread([this, &overlay] { run(overlay); });
+    }
+
+    ~Housekeeper() {
+        if (!thread_.joinable()) return;
+        uint64_t one = 1;
+        if (write(stop_fd_.get(), &one, sizeof one) != sizeof one) thread_.detach();
+        if (thread_.joinable()) thread_.join();
+    }
+
+private:
+    // Nodes and index entries released before memory is trimmed, and how often that is checked.
+    static constexpr uint64_t kTrimAfterReleases = 4096;
+    static constexpr int kTickMs = 2000;
+
+    void run(Overlay& overlay) {
+        pollfd fds[2] = {{signal_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+        uint64_t trimmed_at = 0;
+        for (;;) {
+            int ready = poll(fds, 2, kTickMs);
+            if (ready < 0) {
+                if (errno == EINTR) continue;
+                return;
+            }
+            if (ready > 0 && fds[1].revents) return;
+            uint64_t released = overlay.table().released_count();
+            if (released - trimmed_at >= kTrimAfterReleases) {
+                malloc_trim(0);
+                trimmed_at = released;
+            }
+            if (ready == 0) continue;
+            signalfd_siginfo info;
+            bool got = false;
+            while (read(signal_fd_.get(), &info, sizeof info) == sizeof info) got = true;
+            if (!got) continue;
+            // Always shown, whatever the log level: the user asked for it.
+            std::string line = "laminafs: stats: " + format_cache_stats(overlay.cache_stats());
+            fprintf(stderr, "%s\n", line.c_str());
+            fflush(stderr);
+        }
+    }
+
+    UniqueFd signal_fd_;
+    UniqueFd stop_fd_;
+    std::thread thread_;
+};
+
 struct SessionDeleter {
     void operator()(fuse_session* se) const { fuse_session_destroy(se); }
 };
@@ -95,6 +185,9 @@ int main(int argc, char** argv) {
     }
     Overlay overlay(opts, stack);
     if (auto err = overlay.init(); !err.empty()) return fail(err);
+    Housekeeper housekeeper;
+    if (!housekeeper.block_signal())
+        return fail("cannot set up SIGUSR1: " + std::string(strerror(errno)));
 
     std::string mount_opts = fuse_mount_options(opts, overlay.read_only());
     std::vector<const char*> fargv = {argv[0], "-o", mount_opts.c_str()};
@@ -117,8 +210,12 @@ int main(int argc, char** argv) {
         fuse_remove_signal_handlers(se.get());
         return fail("cannot mount on '" + opts.mountpoint + "'");
     }
+    if (opts.passthrough && !passthrough::install(se.get()))
+        spdlog::warn(
+            "passthrough: cannot wrap the FUSE device I/O; reads and writes go through laminafs");
     // The mount exists now, so the parent returns only once `ls MOUNTPOINT` works.
     if (!opts.foreground && !opts.debug) fuse_daemonize(0);
+    housekeeper.start(overlay);
 
     int rc;
     if (opts.threads == 1) {

@@ -20,6 +20,22 @@ std::string quoted(std::string_view s) {
     return "'" + std::string(s) + "'";
 }
 
+// Errors echo what the user gave; control bytes in it (a newline) must not break the one line.
+std::string printable(std::string text) {
+    std::string out;
+    for (unsigned char c : text) {
+        if (c < 0x20 || c == 0x7f) {
+            static constexpr char kHex[] = "0123456789abcdef";
+            out += "\\x";
+            out += kHex[c >> 4];
+            out += kHex[c & 0xf];
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    return out;
+}
+
 // Splits the -o string on commas that are not escaped. "\," becomes ','; every other
 // backslash pair is kept as it is, for lowerdir's own "\:" and "\\" escapes.
 std::vector<std::string> split_option_items(std::string_view optstr) {
@@ -129,6 +145,8 @@ std::string apply_flag(std::string_view name, MountOptions& opts) {
         opts.static_nlink = true;
     } else if (name == "noacl") {
         opts.noacl = true;
+    } else if (name == "passthrough") {
+        opts.passthrough = true;
     } else if (name == "volatile") {
         opts.volatile_mount = true;
     } else if (!is_ignored_option(name, false)) {
@@ -183,6 +201,14 @@ std::string apply_valued(std::string_view name, std::string_view value, MountOpt
         opts.threads = n;
         return "";
     }
+    if (name == "dir_cache_entries") {
+        uint32_t n = 0;
+        if (!parse_u32(value, n)) {
+            return "dir_cache_entries=" + std::string(value) + ": expected a number";
+        }
+        opts.dir_cache_entries = n;
+        return "";
+    }
     if (name == "fsname" || name == "source") {
         if (value.empty()) return needs_value();
         opts.source = std::string(value);
@@ -216,6 +242,12 @@ std::string apply_valued(std::string_view name, std::string_view value, MountOpt
         } else {
             return "xino=" + std::string(value) + ": expected on, off or auto";
         }
+        return "";
+    }
+    if (name == "passthrough") {
+        if (value != "on" && value != "off")
+            return "passthrough=" + std::string(value) + ": expected on or off";
+        opts.passthrough = value == "on";
         return "";
     }
     if (name == "fsync") {
@@ -355,7 +387,8 @@ std::string parse_id_mapping(std::string_view value, std::vector<IdMapRange>& ra
     const std::string expected =
         quoted(value) + ": expected CONTAINER:HOST:SIZE[:CONTAINER:HOST:SIZE...]";
     std::vector<uint32_t> numbers;
-    size_t start = 0;
+    // containers/storage writes "uidmapping=:0:1000:1:..." (a separator before the first range).
+    size_t start = value.starts_with(':') && value.size() > 1 ? 1 : 0;
     while (true) {
         size_t colon = value.find(':', start);
         std::string_view field = value.substr(
@@ -390,7 +423,7 @@ std::string apply_mount_options(std::string_view optstr, MountOptions& opts) {
                               ? apply_flag(item, opts)
                               : apply_valued(std::string_view(item).substr(0, eq),
                                              std::string_view(item).substr(eq + 1), opts);
-        if (!err.empty()) return err;
+        if (!err.empty()) return printable(std::move(err));
     }
     return "";
 }
@@ -407,8 +440,8 @@ std::string parse_command_line(int argc, char** argv, MountOptions& opts) {
     try {
         auto result = cli.parse(argc, argv);
         if (!result.unmatched().empty()) {
-            return "unexpected argument " + quoted(result.unmatched().front()) +
-                   " (usage: " + program + " [-o OPTIONS] [SOURCE] MOUNTPOINT)";
+            return printable("unexpected argument " + quoted(result.unmatched().front()) +
+                             " (usage: " + program + " [-o OPTIONS] [SOURCE] MOUNTPOINT)");
         }
         opts.foreground = result.count("f") > 0;
         opts.debug = result.count("d") > 0;
@@ -421,7 +454,7 @@ std::string parse_command_line(int argc, char** argv, MountOptions& opts) {
         if (result.count("first")) first = result["first"].as<std::string>();
         if (result.count("second")) second = result["second"].as<std::string>();
     } catch (const std::exception& e) {
-        return "command line: " + ascii_quotes(e.what());
+        return printable("command line: " + ascii_quotes(e.what()));
     }
     if (opts.debug) {
         opts.foreground = true;

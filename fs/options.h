@@ -43,10 +43,12 @@ struct MountOptions {
     bool noexec = false;
     std::string log_level = "warn";  // spdlog level name; -d sets "debug"
     unsigned threads = 0;            // 0: libfuse default
+    // Lower directory listings cached, counted in entries over all directories (0: none kept).
+    uint32_t dir_cache_entries = 1'000'000;
     bool show_help = false;
     bool show_version = false;
 
-    // fuse-overlayfs/podman options: accepted and stored now, honoured as they are implemented.
+    // fuse-overlayfs/podman options (ownership.h applies the mappings and squash options).
     std::string uidmapping;  // as given; parsed into uid_map
     std::string gidmapping;
     std::vector<IdMapRange> uid_map;
@@ -58,14 +60,17 @@ struct MountOptions {
     bool noacl = false;
     Xino xino = Xino::Auto;
     bool fsync = true;  // fsync=0: skip fsync on the upper layer
+    // Ask the kernel for FUSE passthrough (Linux 6.9+, root): reads, writes and mmap of open
+    // files go straight to the layer file (passthrough.h).
+    bool passthrough = false;
     bool volatile_mount = false;
 };
 
 // Splits a lowerdir value on ':' honouring "\:" (and "\\") escapes.
 std::vector<std::string> split_lowerdir(std::string_view value);
 
-// Parses a uidmapping=/gidmapping= value, CONTAINER:HOST:SIZE[:CONTAINER:HOST:SIZE...].
-// Returns "" or a one-line error; ranges receives the parsed ranges.
+// Parses a uidmapping=/gidmapping= value, CONTAINER:HOST:SIZE[:CONTAINER:HOST:SIZE...], with
+// the leading ':' containers/storage puts before the first range. Returns "" or a one-line error; ranges receives the parsed ranges.
 std::string parse_id_mapping(std::string_view value, std::vector<IdMapRange>& ranges);
 
 // Applies one comma-separated -o string. Empty items (a trailing comma) are ignored.

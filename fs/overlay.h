@@ -5,9 +5,11 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -16,6 +18,8 @@
 #include "layers.h"
 #include "node.h"
 #include "options.h"
+#include "ownership.h"
+#include "passthrough.h"
 #include "unique_fd.h"
 #include "whiteout.h"
 
@@ -24,6 +28,16 @@ namespace lamina {
 struct EntryReply {
     Node* node = nullptr;  // one lookup reference taken for the kernel
     struct stat st {};
+};
+
+// Counts the live objects of one kind, for the statistics (one overlay per process).
+template <class Tag>
+struct LiveCounter {
+    static inline std::atomic<long> count{0};
+    LiveCounter() { ++count; }
+    LiveCounter(const LiveCounter&) { ++count; }
+    LiveCounter& operator=(const LiveCounter&) = default;
+    ~LiveCounter() { --count; }
 };
 
 // One merged directory entry, as readdir returns it.
@@ -41,6 +55,7 @@ struct DirHandle {
     std::vector<MergedEntry> entries;  // offset i+1 follows entries[i]; "." and ".." first
     bool loaded = false;
     UniqueFd upper_fd;  // for fsyncdir
+    LiveCounter<DirHandle> live;
 };
 
 // An open file. `fd` points at the layer copy the file had when opened; a read-only handle on a
@@ -51,6 +66,8 @@ struct FileHandle {
     UniqueFd fd;
     int flags = 0;
     bool on_lower = false;
+    passthrough::Grant grant;  // how the kernel serves this open (see passthrough.h)
+    LiveCounter<FileHandle> live;
 };
 
 // Which attributes setattr changes; the values are libfuse's FUSE_SET_ATTR_* bits.
@@ -70,6 +87,17 @@ struct Credentials {
     uid_t uid = 0;
     gid_t gid = 0;
 };
+
+// --- statistics: what the daemon holds, printed on SIGUSR1 (stats.cc).
+struct CacheStats {
+    NodeTable::Stats table;
+    long open_files = 0;    // file handles the kernel holds
+    long open_dirs = 0;     // directory handles, each with its listing snapshot
+    long process_fds = -1;  // from /proc/self: every descriptor and the resident set
+    long rss_kib = -1;
+};
+// One line: "nodes=... dir_indexes=... fds=... rss_kib=...".
+std::string format_cache_stats(const CacheStats& stats);
 
 class Overlay {
 public:
@@ -127,6 +155,9 @@ public:
     int rename(Node* parent, std::string_view name, Node* new_parent, std::string_view new_name,
                unsigned flags);
 
+    // --- statistics (stats.cc)
+    CacheStats cache_stats();
+
     // The merged path of a node relative to the mount root ("" for the root). Needs the tree lock.
     std::string path_of(const Node* node) const;
 
@@ -155,7 +186,7 @@ private:
     void fix_stat(const Node* node, struct stat& st) const;
     std::string child_lower_path(const Node* parent, std::string_view name) const;
     void probe_redirected_lowers(Node* node);
-    std::string redirect_target(const Node* parent, std::string_view redirect) const;
+    std::optional<std::string> redirect_target(const Node* parent, std::string_view redirect) const;
 
     // write helpers (copy_up.cc, dir.cc)
     int copy_up_locked(Node* node);
@@ -171,7 +202,19 @@ private:
                           EntryReply& out);
     int create_entry(Node* parent, std::string_view name,
                      const std::function<int(int, const char*)>& make, mode_t mode,
-                     const Credentials& cred, EntryReply& out);
+                     const Credentials& cred, EntryReply& out, dev_t rdev = 0,
+                     const bool* device_as_file = nullptr);
+
+    // Ownership (attr.cc): the override xattr, the id mappings and squash options applied to a
+    // stat of the node's copy; and the owner a new or copied-up entry gets on disk.
+    void show_ownership(const Node* node, struct stat& st) const;
+    // Gives the entry at `rel` in dirfd (`abs` for the xattr) the disk owner uid:gid. Where the
+    // host refuses and the daemon has no privilege, or for a device kept as a regular file
+    // (force_override), the owner and `mode` go into the override xattr instead (overridden).
+    int chown_or_override(int dirfd, const char* rel, const std::string& abs, uid_t uid, gid_t gid,
+                          mode_t mode, dev_t rdev, bool force_override, bool& overridden);
+    int change_owner_and_mode(Node* node, int fd, const char* rel, const struct stat& attr,
+                              int to_set);
 
     XattrFlavour flavour() const { return flavour_; }
     std::string work_temp_name();
@@ -184,13 +227,16 @@ private:
                                 std::string& dst);
     // Gives an entry the daemon made the caller's owner (the group of a setgid parent) and mode.
     int set_new_owner(int dirfd, const char* name, const Credentials& cred, Node* parent,
-                      mode_t mode);
+                      mode_t mode, dev_t rdev = 0, bool device_as_file = false);
 
     const MountOptions& opts_;
     LayerStack& stack_;
     NodeTable table_;
     bool read_only_;
     XattrFlavour flavour_;
+    IdShift ids_;
+    // Without privilege, owners and modes the host refuses live in user.containers.override_stat.
+    bool use_override_;
 
     // Namespace lock: lookups, reads and attribute reads share it; operations that change names
     // or copy up hold it alone, so a merged path computed under it stays valid while in use.

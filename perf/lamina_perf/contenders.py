@@ -318,9 +318,10 @@ class FuseOverlay(OverlayContender):
 
     kind = "fuse"
 
-    def __init__(self, name, workroot, binary):
+    def __init__(self, name, workroot, binary, extra_options=""):
         super().__init__(name, workroot)
         self.binary = binary
+        self.extra_options = extra_options  # appended to the overlay options, e.g. ",passthrough"
 
     def check(self):
         if not (os.path.isfile(self.binary) and os.access(self.binary, os.X_OK)):
@@ -346,7 +347,7 @@ class FuseOverlay(OverlayContender):
             self.version = f"unknown ({e})"
 
     def _mount_command(self, cwd, options, path):
-        self._run_mount([self.binary, "-o", options, path], cwd)
+        self._run_mount([self.binary, "-o", options + self.extra_options, path], cwd)
         deadline = time.monotonic() + MOUNT_TIMEOUT
         while not is_mountpoint(path) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -378,7 +379,9 @@ def laminafs_binary(repo_root):
     )
 
 
-ORDER = ("plain", "kernel", "fuse-overlayfs", "laminafs")
+# laminafs-passthrough: laminafs -o passthrough, the kernel reading and writing open files
+# directly (Linux 6.9+, root); where the kernel refuses it, it measures plain laminafs.
+ORDER = ("plain", "kernel", "fuse-overlayfs", "laminafs", "laminafs-passthrough")
 
 
 def make_contenders(names, workroot, repo_root):
@@ -398,6 +401,10 @@ def make_contenders(names, workroot, repo_root):
             )
         elif name == "laminafs":
             made.append(FuseOverlay(name, workroot, laminafs_binary(repo_root)))
+        elif name == "laminafs-passthrough":
+            made.append(
+                FuseOverlay(name, workroot, laminafs_binary(repo_root), extra_options=",passthrough")
+            )
     for c in made:
         c.check()
     return made

@@ -326,7 +326,12 @@ def write_charts(report, out_dir):
         if n != "kernel"
         and any(j["results"].get(n, {}).get("median") is not None for j in report["jobs"])
     ]
-    colours = {"plain": "#8c8c8c", "fuse-overlayfs": "#d95f02", "laminafs": "#1b9e77"}
+    colours = {
+        "plain": "#8c8c8c",
+        "fuse-overlayfs": "#d95f02",
+        "laminafs": "#1b9e77",
+        "laminafs-passthrough": "#7570b3",
+    }
     for group, heading in GROUPS:
         entries = [j for j in report["jobs"] if j["group"] == group]
         if not entries or "kernel" not in report["contenders"]:

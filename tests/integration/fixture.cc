@@ -1,6 +1,8 @@
 // Shared test fixtures: temp dirs, child processes with captured output, mounts that go away.
 #include "fixture.h"
 
+#include <dirent.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -447,6 +449,140 @@ void make_dirs(const std::string& path, mode_t mode) {
     if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
         ADD_FAILURE() << "make_dirs " << path << ": not a directory";
     }
+}
+
+namespace {
+
+// Polls pred every 10 ms until it holds or limit has passed; returns its last answer.
+template <typename Pred>
+bool poll_until(Pred pred, std::chrono::milliseconds limit) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > deadline) return pred();
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return true;
+}
+
+}  // namespace
+
+std::string ForegroundLaminafs::start() {
+    std::vector<std::string> argv{laminafs_binary(), "-f", "-o", options_, mnt_};
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    int log_fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (log_fd < 0) return "open " + log_ + ": " + strerror(errno);
+    pid_ = fork();
+    if (pid_ < 0) {
+        ::close(log_fd);
+        return std::string("fork: ") + strerror(errno);
+    }
+    if (pid_ == 0) {
+        int devnull = ::open("/dev/null", O_RDONLY);
+        if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+        dup2(log_fd, STDOUT_FILENO);
+        dup2(log_fd, STDERR_FILENO);
+        execv(cargv[0], cargv.data());
+        _exit(127);
+    }
+    ::close(log_fd);
+    bool exited = false;
+    bool up = poll_until(
+        [&] {
+            int status;
+            if (waitpid(pid_, &status, WNOHANG) == pid_) {
+                exited = true;
+                return true;
+            }
+            return is_mountpoint(mnt_);
+        },
+        std::chrono::seconds(15));
+    if (exited) {
+        pid_ = -1;
+        return "laminafs exited before mounting: " + log_text();
+    }
+    if (!up) return "laminafs did not mount " + mnt_ + " within 15 s: " + log_text();
+    return "";
+}
+
+std::string ForegroundLaminafs::exit_report() {
+    if (pid_ <= 0) return "not running";
+    int status;
+    if (waitpid(pid_, &status, WNOHANG) != pid_) return "";
+    pid_ = -1;
+    std::string how = WIFSIGNALED(status) ? "killed by signal " + std::to_string(WTERMSIG(status))
+                                          : "exited with " + std::to_string(WEXITSTATUS(status));
+    std::string log = log_text();
+    if (log.size() > 4000) log = "...\n" + log.substr(log.size() - 4000);
+    return "laminafs " + how + "; its log:\n" + log;
+}
+
+void ForegroundLaminafs::kill_now() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+}
+
+void ForegroundLaminafs::stop() {
+    unmount(mnt_);
+    if (pid_ <= 0) return;
+    int status;
+    bool gone = poll_until([&] { return waitpid(pid_, &status, WNOHANG) == pid_; },
+                           std::chrono::seconds(5));
+    if (!gone) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, &status, 0);
+    }
+    pid_ = -1;
+}
+
+std::string ForegroundLaminafs::log_text() const {
+    std::ifstream in(log_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+std::map<std::string, long> ForegroundLaminafs::stats() {
+    std::map<std::string, long> out;
+    size_t before = log_text().size();
+    kill(pid_, SIGUSR1);
+    poll_until(
+        [&] {
+            std::string text = log_text();
+            size_t at = text.find("stats: ", before);
+            size_t end = at == std::string::npos ? at : text.find('\n', at);
+            if (end == std::string::npos) return false;
+            std::istringstream fields(text.substr(at + 7, end - at - 7));
+            std::string field;
+            while (fields >> field) {
+                size_t eq = field.find('=');
+                if (eq != std::string::npos)
+                    out[field.substr(0, eq)] = std::stol(field.substr(eq + 1));
+            }
+            return true;
+        },
+        std::chrono::seconds(5));
+    return out;
+}
+
+FdCount count_fds(pid_t pid) {
+    std::string fd_dir = "/proc/" + std::to_string(pid) + "/fd";
+    FdCount c;
+    DIR* d = opendir(fd_dir.c_str());
+    if (!d) return c;
+    c.total = c.files = 0;
+    while (dirent* e = readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        ++c.total;
+        char target[4096];
+        ssize_t n = readlink((fd_dir + "/" + e->d_name).c_str(), target, sizeof target - 1);
+        if (n > 0 && target[0] == '/') ++c.files;
+    }
+    closedir(d);
+    return c;
 }
 
 }  // namespace lamina::test

@@ -4,8 +4,11 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
+
+#include "rng.h"
 
 // Skips the current test, saying why, when this process cannot mount FUSE.
 #define REQUIRE_FUSE()                                                                        \
@@ -15,28 +18,7 @@
 
 namespace lamina::test {
 
-// splitmix64: seeded randomness that gives the same sequence on every platform, so a printed
-// seed reproduces a generated stack or operation sequence anywhere.
-class Rng {
-public:
-    explicit Rng(uint64_t seed) : state_(seed) {}
-    uint64_t next() {
-        uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-        return z ^ (z >> 31);
-    }
-    uint64_t below(uint64_t n) { return n == 0 ? 0 : next() % n; }
-    uint64_t between(uint64_t lo, uint64_t hi) { return lo + below(hi - lo + 1); }
-    bool chance(unsigned percent) { return below(100) < percent; }
-    template <class T>
-    const T& pick(const std::vector<T>& from) {
-        return from[below(from.size())];
-    }
-
-private:
-    uint64_t state_;
-};
+using lamina::Rng;
 
 // Path of the built laminafs binary (meson passes LAMINAFS_BIN; falls back to build/fs/laminafs).
 std::string laminafs_binary();
@@ -106,6 +88,47 @@ public:
 private:
     std::string mountpoint_;
 };
+
+// laminafs run in the foreground as the test's child (`laminafs -f -o OPTIONS MOUNTPOINT`, its
+// stdout and stderr appended to a log file), so a test has its pid (to count descriptors, signal
+// or kill it) and what it logged.
+class ForegroundLaminafs {
+public:
+    ForegroundLaminafs(std::string options, std::string mountpoint, std::string log_path)
+        : options_(std::move(options)), mnt_(std::move(mountpoint)), log_(std::move(log_path)) {}
+    ForegroundLaminafs(const ForegroundLaminafs&) = delete;
+    ForegroundLaminafs& operator=(const ForegroundLaminafs&) = delete;
+    ~ForegroundLaminafs() { stop(); }
+
+    // Starts the daemon and waits until the mount is there. Returns "" or what went wrong.
+    std::string start();
+    pid_t pid() const { return pid_; }
+    // "" while the daemon runs; otherwise how it ended and what it logged.
+    std::string exit_report();
+    // SIGKILL, as a crash or the OOM killer would; the mount stays behind, dead.
+    void kill_now();
+    // Unmounts; the daemon then exits by itself, or is killed after a grace period.
+    void stop();
+    std::string log_text() const;
+    // Sends SIGUSR1 and returns the statistics line the daemon prints ("stats: k=v ..."), parsed;
+    // empty if none came within 5 s.
+    std::map<std::string, long> stats();
+
+private:
+    std::string options_;
+    std::string mnt_;
+    std::string log_;
+    pid_t pid_ = -1;
+};
+
+// Descriptors a process holds: all of them, and those on files and directories (libfuse's
+// splice pipes come and go with its worker threads, so the file count is the one that must not
+// drift). -1 when the process is gone.
+struct FdCount {
+    int total = -1;
+    int files = -1;
+};
+FdCount count_fds(pid_t pid);
 
 // Small file helpers that fail the current test on error.
 void write_file(const std::string& path, const std::string& data, mode_t mode = 0644);
