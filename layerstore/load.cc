@@ -154,8 +154,11 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
             ref.blob_size = size;
             if (ref.blob_media_type.empty())
                 ref.blob_media_type = sniff_layer_media_type(blob_file, digest == diff_id);
-            bool dup = std::any_of(new_blobs.begin(), new_blobs.end(),
-                                   [&](const StagedBlob& b) { return b.digest == digest; });
+            const std::string& blob_digest = digest;  // C++20 lets a lambda capture a structured
+                                                       // binding; clang 14 does not yet
+            bool dup = std::any_of(new_blobs.begin(), new_blobs.end(), [&](const StagedBlob& b) {
+                return b.digest == blob_digest;
+            });
             if (!dup && !blob_known(*db_, digest)) new_blobs.push_back({digest, size, blob_file});
         }
         UnpackResult r;

@@ -89,6 +89,28 @@ TEST(Manifest, image_manifest_needs_sized_sha256_descriptors) {
     EXPECT_THROW(parse_manifest(no_size, kMediaOciManifest), std::runtime_error);
 }
 
+// Fields of the wrong JSON type are a malformed manifest (one line), not a json::type_error
+// escaping to the caller; tests/fuzz/manifest_corpus/wrong-type-media-type found it.
+TEST(Manifest, fields_of_the_wrong_type_are_malformed) {
+    std::string d = "sha256:" + std::string(64, 'a');
+    for (std::string body : {
+             R"({"schemaVersion":2,"mediaType":[{"digest":")" + d + R"(","size":1}]})",
+             std::string(R"({"schemaVersion":"2"})"),
+             R"({"schemaVersion":2,"config":{"mediaType":1,"digest":")" + d +
+                 R"(","size":1},"layers":[]})",
+             R"({"schemaVersion":2,"manifests":[{"digest":")" + d +
+                 R"(","size":1,"platform":{"os":["linux"]}}]})",
+         }) {
+        try {
+            parse_manifest(body, "");
+            ADD_FAILURE() << "accepted: " << body;
+        } catch (const std::runtime_error& e) {
+            EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+            EXPECT_NE(std::string(e.what()).find("manifest"), std::string::npos) << e.what();
+        }
+    }
+}
+
 TEST(Settings, base64_round_trip) {
     for (std::string s : {"", "a", "ab", "abc", "user:pässword"})
         EXPECT_EQ(base64_decode(base64_encode(s)), s);

@@ -86,6 +86,8 @@ std::string default_variant(const std::string& arch) {
     return arch == "arm64" ? "v8" : "";
 }
 
+Manifest interpret(const json& j, const std::string& content_type);
+
 }  // namespace
 
 Manifest parse_manifest(const std::string& body, const std::string& content_type) {
@@ -96,6 +98,17 @@ Manifest parse_manifest(const std::string& body, const std::string& content_type
         throw std::runtime_error(std::string("manifest is not valid JSON: ") + e.what());
     }
     if (!j.is_object()) malformed("not a JSON object");
+    try {
+        return interpret(j, content_type);
+    } catch (const json::exception& e) {
+        // A field of the wrong type ("mediaType": [...]); found by tests/fuzz/manifest_fuzzer.
+        malformed(std::string("a field has the wrong type (") + e.what() + ")");
+    }
+}
+
+namespace {
+
+Manifest interpret(const json& j, const std::string& content_type) {
     std::string ct = content_type.substr(0, content_type.find(';'));
     Manifest m;
     m.media_type = j.value("mediaType", "");
@@ -126,6 +139,8 @@ Manifest parse_manifest(const std::string& body, const std::string& content_type
     for (const auto& l : j["layers"]) m.layers.push_back(descriptor(l, "layer"));
     return m;
 }
+
+}  // namespace
 
 const Descriptor& select_platform(const Manifest& index, const Platform& want) {
     std::string want_variant = want.variant;
