@@ -256,15 +256,26 @@ TEST(Options, FlagGivenAValueRefused) {
 }
 
 TEST(Options, BadValuesRefusedNamingTheOption) {
-    for (const char* bad :
-         {"redirect_dir=maybe", "log_level=loud", "threads=x", "threads=-1", "xino=sometimes",
-          "fsync=2", "index=on", "metacopy=on", "squash_to_uid=root", "upperdir=", "workdir="}) {
+    for (const char* bad : {"redirect_dir=maybe", "log_level=loud", "threads=x", "threads=-1",
+                            "xino=sometimes", "fsync=2", "index=on", "metacopy=on",
+                            "squash_to_uid=root", "upperdir=", "workdir=", "passthrough=yes"}) {
         MountOptions opts;
         std::string err = apply_opts(bad, opts);
         expect_one_line(err);
         std::string name(bad, std::string_view(bad).find('='));
         EXPECT_NE(err.find(name), std::string::npos) << bad << " -> " << err;
     }
+}
+
+TEST(Options, PassthroughIsOffUnlessAskedFor) {
+    MountOptions opts;
+    EXPECT_FALSE(opts.passthrough);
+    ASSERT_EQ(apply_opts("passthrough", opts), "");
+    EXPECT_TRUE(opts.passthrough);
+    ASSERT_EQ(apply_opts("passthrough=off", opts), "");
+    EXPECT_FALSE(opts.passthrough);
+    ASSERT_EQ(apply_opts("passthrough=on", opts), "");
+    EXPECT_TRUE(opts.passthrough);
 }
 
 TEST(Options, DirCacheEntriesSetsTheListingCacheLimit) {
