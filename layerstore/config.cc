@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include "error.h"
@@ -28,11 +30,20 @@ std::string config_file_path() {
     return xdg_dir("XDG_CONFIG_HOME", ".config") + "/lamina/config.json";
 }
 
+// The root in the one spelling /proc/self/mountinfo uses: absolute, with "." and ".." and
+// repeated slashes gone and symlinks resolved as far as the path exists. Mount checks compare
+// paths as text, so "--root /srv/lamina/" must not look unmounted when "/srv/lamina" is mounted.
 static std::string absolute(const std::string& p) {
-    if (p.starts_with("/")) return p;
-    char* cwd = getcwd(nullptr, 0);
-    std::string out = std::string(cwd ? cwd : ".") + "/" + p;
-    free(cwd);
+    std::filesystem::path path(p);
+    if (!path.is_absolute()) {
+        char* cwd = getcwd(nullptr, 0);
+        path = std::filesystem::path(cwd ? cwd : "/") / path;
+        free(cwd);
+    }
+    std::error_code ec;
+    std::filesystem::path canon = std::filesystem::weakly_canonical(path, ec);
+    std::string out = (ec ? path.lexically_normal() : canon).string();
+    while (out.size() > 1 && out.ends_with("/")) out.pop_back();
     return out;
 }
 
@@ -52,8 +63,8 @@ std::string resolve_store_root(const std::string& explicit_root) {
             return absolute(j["root"].get<std::string>());
         }
     }
-    if (geteuid() == 0) return "/var/lib/lamina";
-    return xdg_dir("XDG_DATA_HOME", ".local/share") + "/lamina";
+    if (geteuid() == 0) return absolute("/var/lib/lamina");
+    return absolute(xdg_dir("XDG_DATA_HOME", ".local/share") + "/lamina");
 }
 
 }  // namespace lamina::store

@@ -214,7 +214,9 @@ void copy_image_content(int image_dir, int volume_dir, const std::string& where)
         copier.copy_dir(image_dir, volume_dir, "");
         struct stat st;
         if (::fstat(image_dir, &st) != 0) throw_errno("cannot stat", where, errno);
-        copier.copy_attrs(fd_path(image_dir), fd_path(volume_dir), st);
+        // "/." makes the path name the directory itself: lchown, the l*xattr calls and
+        // utimensat(AT_SYMLINK_NOFOLLOW) on a bare /proc/self/fd/N would act on the proc link.
+        copier.copy_attrs(fd_path(image_dir) + "/.", fd_path(volume_dir) + "/.", st);
     } catch (const StoreError&) {
         // Empty again, so the next mount copies afresh instead of keeping half a copy.
         std::vector<std::string> names;
@@ -303,6 +305,11 @@ void mount_container_volumes(Db& db, const Layout& l, const std::string& contain
     auto mounts = read_container_mounts(db, l, container_id);
     if (mounts.empty()) return;
     try {
+        // The union itself becomes private first: where / is shared (systemd hosts), each volume
+        // mounted below it would otherwise be copied into every peer namespace before its own
+        // MS_PRIVATE took effect, and unmounting lamina's copy would leave those behind.
+        if (::mount(nullptr, merged.c_str(), nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+            throw_errno("cannot make private", merged, errno);
         Fd root(::open(merged.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
         if (!root) throw_errno("cannot open", merged, errno);
         for (const auto& m : mounts) mount_one(db, root.get(), merged, m);

@@ -1,6 +1,7 @@
 // Reference parsing (Docker's short names), manifest parsing and platform selection.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <stdexcept>
 
 #include "registry/manifest.h"
@@ -9,6 +10,24 @@
 
 namespace lamina::registry {
 namespace {
+
+// s as the inside of a JSON string (quotes, backslashes and control characters escaped).
+std::string json_escape(const std::string& s) {
+    std::string out;
+    for (unsigned char c : s) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += static_cast<char>(c);
+        } else if (c < 0x20) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\u%04x", c);
+            out += buf;
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    return out;
+}
 
 TEST(Reference, short_names_expand_as_docker_does) {
     auto r = parse_reference("busybox");
@@ -87,6 +106,29 @@ TEST(Manifest, image_manifest_needs_sized_sha256_descriptors) {
     EXPECT_TRUE(is_supported_layer(m.layers[0].media_type));
     std::string no_size = R"({"schemaVersion":2,"config":{"digest":")" + d + R"("},"layers":[]})";
     EXPECT_THROW(parse_manifest(no_size, kMediaOciManifest), std::runtime_error);
+    // A digest names a file later: a path in its place is refused, whatever its length.
+    std::string escape = "sha256:/../../../../../../../../../../../../root/.ssh/authorized_keys///";
+    escape.resize(71, '/');
+    for (std::string bad :
+         {escape, "sha256:" + std::string(64, 'G'), "sha256:" + std::string(64, 'A')}) {
+        std::string body = R"({"schemaVersion":2,"config":{"mediaType":"c","digest":")" + d +
+                           R"(","size":3},"layers":[{"mediaType":")" + zstd + R"(","digest":")" +
+                           bad + R"(","size":9}]})";
+        EXPECT_THROW(parse_manifest(body, kMediaOciManifest), std::runtime_error) << bad;
+    }
+    // What the registry sent is echoed escaped: the error stays one line
+    // (tests/fuzz/manifest_corpus/newline-in-digest).
+    std::string newline = "sha256:" + std::string(30, 'a') + "\n" + std::string(33, 'a');
+    std::string body = R"({"schemaVersion":2,"config":{"mediaType":"c","digest":")" + d +
+                       R"(","size":3},"layers":[{"mediaType":"x","digest":")" +
+                       json_escape(newline) + R"(","size":9}]})";
+    try {
+        parse_manifest(body, kMediaOciManifest);
+        ADD_FAILURE() << "accepted a digest with a newline";
+    } catch (const std::runtime_error& e) {
+        EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("\\x0a"), std::string::npos) << e.what();
+    }
 }
 
 // Fields of the wrong JSON type are a malformed manifest (one line), not a json::type_error

@@ -96,7 +96,8 @@ void write_image(const std::string& dir, const std::string& tree, const std::str
     write_file(dir + "/oci-layout", R"({"imageLayoutVersion":"1.0.0"})");
 }
 
-// A store with image "app:1": /var/log/boot.log (uid 123, gid 45, mode 0640, user.origin=image),
+// A store with image "app:1": /var/log (uid 124, gid 46, mode 0750), /var/log/boot.log (uid 123,
+// gid 45, mode 0640, user.origin=image),
 // /var/log/sub/deep, /etc/motd, and a VOLUME at /data holding /data/seed.
 struct AppStore {
     TempDir tmp{"lamina-vol"};
@@ -115,6 +116,7 @@ struct AppStore {
         ASSERT_EQ(chmod((tree + "/var/log/boot.log").c_str(), 0640), 0);
         ASSERT_EQ(chown((tree + "/var/log/boot.log").c_str(), 123, 45), 0);
         ASSERT_EQ(chmod((tree + "/var/log").c_str(), 0750), 0);
+        ASSERT_EQ(chown((tree + "/var/log").c_str(), 124, 46), 0);
         has_xattr =
             setxattr((tree + "/var/log/boot.log").c_str(), "user.origin", "image", 5, 0) == 0;
         write_image(tmp / "layout", tree, "app:1", {"/data"});
@@ -387,7 +389,9 @@ TEST(Volumes, new_volume_gets_the_image_content_once_nocopy_and_binds_do_not) {
     EXPECT_EQ(st.st_gid, 45u);
     EXPECT_EQ(st.st_mode & 07777, 0640u);
     ASSERT_EQ(stat(data.c_str(), &st), 0);
-    EXPECT_EQ(st.st_mode & 07777, 0750u);  // the directory's mode comes along too
+    EXPECT_EQ(st.st_mode & 07777, 0750u);  // the directory's mode and owner come along too
+    EXPECT_EQ(st.st_uid, 124u);
+    EXPECT_EQ(st.st_gid, 46u);
     if (app.has_xattr) {
         char v[16] = {};
         EXPECT_EQ(getxattr((data + "/boot.log").c_str(), "user.origin", v, sizeof v), 5);
@@ -566,6 +570,28 @@ TEST(Volumes, mount_inside_a_user_namespace) {
     EXPECT_EQ(r.status, 0) << r.out << r.err;
     EXPECT_EQ(r.out, "0\n") << r.err;
     EXPECT_EQ(read_file(app.path("volumes/uvol/_data/userns")), "inside\n");
+}
+
+// The store root spelled another way ("ROOT/./", "ROOT//") is the same store: a mounted container
+// must still look mounted, so `rm` without -f refuses instead of deleting through the live
+// union into its volumes.
+TEST(Volumes, another_spelling_of_the_root_still_sees_the_mount) {
+    REQUIRE_FUSE();
+    AppStore app;
+    app.load();
+    out_of(app.lamina({"create", "--name", "c", "-v", "keep:/var/log", "app:1"}));
+    std::string m = out_of(app.lamina({"mount", "c"}));
+    write_file(m + "/var/log/precious", "data\n");
+    for (std::string root : {app.lamina.root() + "/./", app.lamina.root() + "//"}) {
+        Lamina other(root);
+        auto r = other({"rm", "c"});
+        EXPECT_NE(r.status, 0) << root << ": rm of a mounted container succeeded";
+        EXPECT_TRUE(is_mountpoint(m)) << root;
+        EXPECT_EQ(read_file(app.path("volumes/keep/_data/precious")), "data\n") << root;
+    }
+    out_of(app.lamina({"umount", "c"}));
+    out_of(app.lamina({"rm", "c"}));
+    EXPECT_EQ(read_file(app.path("volumes/keep/_data/precious")), "data\n");
 }
 
 }  // namespace

@@ -375,7 +375,10 @@ std::string Client::get_blob(const Descriptor& d) {
 void Client::download_blob(const Descriptor& d, const std::string& path,
                            const std::function<void(int64_t)>& progress,
                            const std::function<void(const std::string&)>& note) {
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    // The file is named after the digest: refuse anything the manifest parser should have.
+    if (!store::is_sha256_digest(d.digest))
+        throw RegistryError("refusing blob with digest \"" + d.digest + "\": not sha256:<64 hex>");
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) throw RegistryError("cannot create " + path + ": " + strerror(errno));
     struct Closer {
         int fd;

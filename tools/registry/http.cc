@@ -53,7 +53,10 @@ size_t on_body(char* data, size_t size, size_t n, void* user) {
             return 0;
         }
     } else {
-        if (ex->resp->body.size() < (1 << 20)) ex->resp->body.append(data, size * n);
+        // Kept in memory: error bodies up to 1 MiB, replies (manifests) just past the 4 MiB the
+        // client accepts, so an oversized manifest is refused as such rather than cut short.
+        size_t cap = status >= 200 && status < 300 ? (4u << 20) + 1 : 1u << 20;
+        if (ex->resp->body.size() < cap) ex->resp->body.append(data, size * n);
     }
     return size * n;
 }

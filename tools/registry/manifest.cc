@@ -9,6 +9,28 @@ namespace lamina::registry {
 
 using nlohmann::json;
 
+namespace {
+
+// A value from a manifest (or the command line) as error text: printable ASCII only, others as
+// \xNN, at most 120 characters, so an error stays one readable line whatever the input holds.
+std::string shown(const std::string& s) {
+    std::string out;
+    for (unsigned char c : s) {
+        if (out.size() >= 120) return out + "...";
+        if (c >= 0x20 && c < 0x7f) {
+            out.push_back(static_cast<char>(c));
+        } else {
+            static const char kHex[] = "0123456789abcdef";
+            out += "\\x";
+            out.push_back(kHex[c >> 4]);
+            out.push_back(kHex[c & 15]);
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
 std::string manifest_accept_header() {
     return std::string("Accept: ") + kMediaOciManifest + ", " + kMediaOciIndex + ", " +
            kMediaDockerManifest + ", " + kMediaDockerList + ", " + kMediaDockerSchema1Signed +
@@ -23,7 +45,7 @@ Platform parse_platform(const std::string& text) {
     Platform p;
     size_t a = text.find('/');
     if (a == std::string::npos || a == 0)
-        throw std::invalid_argument("invalid platform \"" + text +
+        throw std::invalid_argument("invalid platform \"" + shown(text) +
                                     "\": expected os/arch[/variant]");
     p.os = text.substr(0, a);
     size_t b = text.find('/', a + 1);
@@ -31,7 +53,7 @@ Platform parse_platform(const std::string& text) {
     if (b != std::string::npos) p.variant = text.substr(b + 1);
     if (p.architecture.empty() || (b != std::string::npos && p.variant.empty()) ||
         p.variant.find('/') != std::string::npos)
-        throw std::invalid_argument("invalid platform \"" + text +
+        throw std::invalid_argument("invalid platform \"" + shown(text) +
                                     "\": expected os/arch[/variant]");
     return p;
 }
@@ -58,6 +80,15 @@ Platform host_platform() {
 
 namespace {
 
+bool is_sha256(const std::string& digest) {
+    if (digest.size() != 71 || !digest.starts_with("sha256:")) return false;
+    for (size_t i = 7; i < digest.size(); ++i) {
+        char c = digest[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    }
+    return true;
+}
+
 [[noreturn]] void malformed(const std::string& why) {
     throw std::runtime_error("malformed manifest: " + why);
 }
@@ -68,10 +99,11 @@ Descriptor descriptor(const json& j, const char* what) {
     d.media_type = j.value("mediaType", "");
     d.digest = j.value("digest", "");
     if (!j.contains("size") || !j["size"].is_number_integer() || j["size"].get<int64_t>() < 0)
-        malformed(std::string(what) + " " + d.digest + " has no valid size");
+        malformed(std::string(what) + " " + shown(d.digest) + " has no valid size");
     d.size = j["size"].get<int64_t>();
-    if (d.digest.size() != 71 || !d.digest.starts_with("sha256:"))
-        malformed(std::string(what) + " digest \"" + d.digest + "\" is not sha256");
+    // The digest names files and URLs later, so nothing but sha256:<64 lowercase hex> passes.
+    if (!is_sha256(d.digest))
+        malformed(std::string(what) + " digest \"" + shown(d.digest) + "\" is not sha256:<64 hex>");
     d.has_urls = j.contains("urls");
     if (j.contains("platform") && j["platform"].is_object()) {
         const json& p = j["platform"];
@@ -95,14 +127,14 @@ Manifest parse_manifest(const std::string& body, const std::string& content_type
     try {
         j = json::parse(body);
     } catch (const json::exception& e) {
-        throw std::runtime_error(std::string("manifest is not valid JSON: ") + e.what());
+        throw std::runtime_error("manifest is not valid JSON: " + shown(e.what()));
     }
     if (!j.is_object()) malformed("not a JSON object");
     try {
         return interpret(j, content_type);
     } catch (const json::exception& e) {
         // A field of the wrong type ("mediaType": [...]); found by tests/fuzz/manifest_fuzzer.
-        malformed(std::string("a field has the wrong type (") + e.what() + ")");
+        malformed("a field has the wrong type (" + shown(e.what()) + ")");
     }
 }
 
@@ -132,7 +164,7 @@ Manifest interpret(const json& j, const std::string& content_type) {
         return m;
     }
     if (m.media_type != kMediaOciManifest && m.media_type != kMediaDockerManifest)
-        throw std::runtime_error("unsupported manifest media type \"" + m.media_type + "\"");
+        throw std::runtime_error("unsupported manifest media type \"" + shown(m.media_type) + "\"");
     if (!j.contains("config")) malformed("no config");
     m.config = descriptor(j["config"], "config");
     if (!j.contains("layers") || !j["layers"].is_array()) malformed("no layers list");
@@ -154,10 +186,11 @@ const Descriptor& select_platform(const Manifest& index, const Platform& want) {
     std::string offered;
     for (const auto& d : index.manifests) {
         if (d.platform.os.empty()) continue;  // attestations and other non-images
-        offered += (offered.empty() ? "" : ", ") + d.platform.str();
+        offered += (offered.empty() ? "" : ", ") + shown(d.platform.str());
     }
-    throw std::runtime_error("no image for platform " + want.str() + " in the index (it offers " +
-                             (offered.empty() ? "none" : offered) + ")");
+    throw std::runtime_error("no image for platform " + shown(want.str()) +
+                             " in the index (it offers " + (offered.empty() ? "none" : offered) +
+                             ")");
 }
 
 bool is_supported_layer(const std::string& mt) {
