@@ -72,6 +72,7 @@ int Overlay::sync_handle(FileHandle& fh) {
         return 0;
     }
     if (!fd) return errno;
+    fh.retired_fd = std::move(fh.fd);
     fh.fd = std::move(fd);
     fh.on_lower = false;
     return 0;

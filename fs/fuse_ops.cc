@@ -571,11 +571,13 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
     (void)ino_in;
     (void)ino_out;
     FileHandle* in = file_of(fi_in);
+    int in_fd;
     {
         std::unique_lock lock(in->mu);
         if (in->on_lower) ov(req).sync_handle(*in);
+        in_fd = in->fd.get();  // stays open until the handle is released (see retired_fd)
     }
-    ssize_t n = copy_file_range(in->fd.get(), &off_in, file_of(fi_out)->fd.get(), &off_out, len,
+    ssize_t n = copy_file_range(in_fd, &off_in, file_of(fi_out)->fd.get(), &off_out, len,
                                 static_cast<unsigned>(flags));
     if (n < 0)
         fuse_reply_err(req, errno);

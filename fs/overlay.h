@@ -64,6 +64,9 @@ struct FileHandle {
     Node* node = nullptr;
     std::mutex mu;
     UniqueFd fd;
+    // The lower descriptor that sync_handle replaced after a copy-up. A read that took it just
+    // before the switch may still be splicing from it, so it is closed only with the handle.
+    UniqueFd retired_fd;
     int flags = 0;
     bool on_lower = false;
     passthrough::Grant grant;  // how the kernel serves this open (see passthrough.h)
