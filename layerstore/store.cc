@@ -88,9 +88,16 @@ std::string new_link_name() {
 
 Store::Store(const std::string& root) : root_(root) {
     ensure_layout();
-    db_ = std::make_unique<Db>(Layout{root_}.db());
-    db_->exec(kSchema);
-    create_volume_schema(*db_);
+    {
+        // Opening a new store writes (WAL mode, the schema). Two processes doing it at once race
+        // from a read into a write, which SQLite answers with SQLITE_BUSY at once instead of
+        // waiting (two concurrent first pulls into an empty store failed so), so the opening
+        // is serialized on its own short lock, apart from the store lock writers hold for long.
+        StoreLock opening(root_ + "/open.lock", StoreLock::Mode::Exclusive);
+        db_ = std::make_unique<Db>(Layout{root_}.db());
+        db_->exec(kSchema);
+        create_volume_schema(*db_);
+    }
     // Only a process alone with the store may judge what is half-done; otherwise the next
     // writer (which takes the lock exclusively) does it.
     StoreLock lock(Layout{root_}.lock(), StoreLock::Mode::Exclusive, true);
