@@ -23,10 +23,9 @@ using nlohmann::json;
         if (!why.empty()) GTEST_SKIP() << why;    \
     } while (0)
 
-std::string out_of(const CommandResult& r) {
-    EXPECT_EQ(r.status, 0) << r.err;
-    std::string s = r.out;
-    while (!s.empty() && s.back() == '\n') s.pop_back();
+// The last line of a command that must succeed (pull prints progress before the image).
+std::string last_line_of(const CommandResult& r) {
+    std::string s = out_of(r);
     return s.substr(s.rfind('\n') == std::string::npos ? 0 : s.rfind('\n') + 1);
 }
 
@@ -102,15 +101,15 @@ TEST(RegistryPull, anonymous_pull_then_mount_shows_the_tree) {
 
     // The same store layout `load` gives: whiteouts and opaque dirs in place.
     if (!can_mount_fuse()) GTEST_SKIP() << skip_reason();
-    out_of(lamina({"create", "--name", "c", ref}));
-    std::string merged = out_of(lamina({"mount", "c"}));
+    last_line_of(lamina({"create", "--name", "c", ref}));
+    std::string merged = last_line_of(lamina({"mount", "c"}));
     EXPECT_EQ(read_file(merged + "/etc/motd"), "hello\n");
     EXPECT_EQ(read_file(merged + "/etc/two"), "2");
     EXPECT_EQ(read_file(merged + "/keep/new"), "new");
     EXPECT_NE(access((merged + "/data/a").c_str(), F_OK), 0);
     EXPECT_NE(access((merged + "/keep/old").c_str(), F_OK), 0);
     EXPECT_EQ(read_file(merged + "/data/b"), "b");
-    out_of(lamina({"umount", "c"}));
+    last_line_of(lamina({"umount", "c"}));
 }
 
 TEST(RegistryPull, unknown_tag_and_bad_references_fail_with_one_line) {
@@ -503,12 +502,12 @@ TEST(RegistryPush, tls_auth_pull_mount_commit_push_and_skopeo_pulls_it) {
     ASSERT_EQ(r.status, 0) << r.err;
     EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 12) << r.out;  // 4 lines per layer
 
-    out_of(lamina({"create", "--name", "c", ref}));
-    std::string merged = out_of(lamina({"mount", "c"}));
+    last_line_of(lamina({"create", "--name", "c", ref}));
+    std::string merged = last_line_of(lamina({"mount", "c"}));
     EXPECT_EQ(read_file(merged + "/etc/motd"), "hello\n");
     write_file(merged + "/etc/added", "from lamina\n");
-    out_of(lamina({"umount", "c"}));
-    out_of(lamina({"commit", "c", reg.host() + "/test/app:v2"}));
+    last_line_of(lamina({"umount", "c"}));
+    last_line_of(lamina({"commit", "c", reg.host() + "/test/app:v2"}));
     auto push = lamina({"push", reg.host() + "/test/app:v2"});
     ASSERT_EQ(push.status, 0) << push.err;
     EXPECT_TRUE(contains(push.out, "Layer already exists")) << push.out;
@@ -521,11 +520,11 @@ TEST(RegistryPush, tls_auth_pull_mount_commit_push_and_skopeo_pulls_it) {
     ASSERT_EQ(s.status, 0) << s.err;
     Lamina check(tmp / "check");
     ASSERT_EQ(check({"load", "-i", tmp / "pulled"}).status, 0);
-    out_of(check({"create", "--name", "x", images_json(check)[0]["Id"].get<std::string>()}));
-    std::string m2 = out_of(check({"mount", "x"}));
+    last_line_of(check({"create", "--name", "x", images_json(check)[0]["Id"].get<std::string>()}));
+    std::string m2 = last_line_of(check({"mount", "x"}));
     EXPECT_EQ(read_file(m2 + "/etc/added"), "from lamina\n");
     EXPECT_EQ(read_file(m2 + "/keep/new"), "new");
-    out_of(check({"umount", "x"}));
+    last_line_of(check({"umount", "x"}));
 }
 
 }  // namespace

@@ -20,23 +20,6 @@ namespace {
 
 using nlohmann::json;
 
-// Unmounts every container of a store when the test ends, whatever happened.
-struct StoreGuard {
-    std::string root;
-    ~StoreGuard() {
-        run_command({"sh", "-c",
-                     "for m in '" + root +
-                         "'/containers/*/merged; do fusermount3 -u -z \"$m\" 2>/dev/null; done"});
-    }
-};
-
-std::string out_of(const CommandResult& r) {
-    EXPECT_EQ(r.status, 0) << r.err;
-    std::string s = r.out;
-    while (!s.empty() && s.back() == '\n') s.pop_back();
-    return s;
-}
-
 TEST(Containers, newcomer_flow_load_two_containers_diff_commit_share_layers) {
     REQUIRE_FUSE();
     if (!have_program("skopeo")) GTEST_SKIP() << "skopeo is not installed";

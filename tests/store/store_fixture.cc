@@ -266,4 +266,20 @@ std::string describe_tree(const std::string& root) {
     return s;
 }
 
+StoreGuard::~StoreGuard() {
+    run_command({"sh", "-c",
+                 "grep -o ' " + root +
+                     "/containers/[^ ]*/merged/[^ ]*' /proc/self/mountinfo | sort -r | "
+                     "xargs -r -n1 umount -l 2>/dev/null; for m in '" +
+                     root +
+                     "'/containers/*/merged; do fusermount3 -u -z \"$m\" 2>/dev/null; done"});
+}
+
+std::string out_of(const CommandResult& r) {
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::string s = r.out;
+    while (!s.empty() && s.back() == '\n') s.pop_back();
+    return s;
+}
+
 }  // namespace lamina::test

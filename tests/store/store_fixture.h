@@ -56,6 +56,17 @@ BuiltImage write_oci_layout(const std::string& dir, const std::vector<Layer>& la
 // tar -cf out -C dir .
 void tar_dir(const std::string& dir, const std::string& out);
 
+// Unmounts whatever a test left mounted in the store at root when it ends, whatever happened:
+// volumes and binds inside containers first (deepest first), then the unions.
+struct StoreGuard {
+    std::string root;
+    ~StoreGuard();
+};
+
+// The stdout of a command that must succeed (a failure is reported with its stderr), without
+// trailing newlines.
+std::string out_of(const CommandResult& r);
+
 // Runs the lamina binary: `lamina --root ROOT ARGS...`.
 class Lamina {
 public:

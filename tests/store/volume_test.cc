@@ -20,26 +20,6 @@ namespace {
 
 using nlohmann::json;
 
-// Unmounts what a test left mounted in its store (volumes first, then the unions).
-struct StoreGuard {
-    std::string root;
-    ~StoreGuard() {
-        run_command({"sh", "-c",
-                     "grep -o ' " + root +
-                         "/containers/[^ ]*/merged/[^ ]*' /proc/self/mountinfo | sort -r | "
-                         "xargs -r -n1 umount -l 2>/dev/null; for m in '" +
-                         root +
-                         "'/containers/*/merged; do fusermount3 -u -z \"$m\" 2>/dev/null; done"});
-    }
-};
-
-std::string out_of(const CommandResult& r) {
-    EXPECT_EQ(r.status, 0) << r.err;
-    std::string s = r.out;
-    while (!s.empty() && s.back() == '\n') s.pop_back();
-    return s;
-}
-
 // A failure: non-zero status and exactly one line on stderr.
 void expect_one_line_error(const CommandResult& r, const std::string& contains) {
     EXPECT_NE(r.status, 0) << r.out;
