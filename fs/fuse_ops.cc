@@ -138,9 +138,6 @@ int set_open_mode(fuse_file_info* fi, FileHandle& fh) {
         return 0;
     case passthrough::Mode::Busy:
         return ETXTBSY;
-    case passthrough::Mode::Direct:
-        fi->direct_io = 1;
-        return 0;
     case passthrough::Mode::Cached:
         set_cache_mode(fi);
         return 0;

@@ -224,9 +224,7 @@ Grant acquire(const Node* node, int fd, bool may_pass) {
 
 void release(const Node* node, const Grant& grant) {
     State& s = state();
-    if (grant.mode == Mode::Direct || grant.mode == Mode::Busy ||
-        !s.installed.load(std::memory_order_relaxed))
-        return;
+    if (grant.mode == Mode::Busy || !s.installed.load(std::memory_order_relaxed)) return;
     std::lock_guard lock(s.mu);
     auto it = s.nodes.find(node);
     if (it == s.nodes.end()) return;

@@ -34,7 +34,7 @@ const char* inactive_reason();
 // How one open is served. Busy: the kernel already passes this node's opens through to another
 // file (the lower one, before a copy-up), and it refuses to mix backing files or modes on one
 // inode, so the open must fail (ETXTBSY).
-enum class Mode { Cached, Direct, Passthrough, Busy };
+enum class Mode { Cached, Passthrough, Busy };
 
 struct Grant {
     Mode mode = Mode::Cached;
