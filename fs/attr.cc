@@ -126,8 +126,11 @@ int Overlay::setattr(Node* node, FileHandle* fh, const struct stat& attr, int to
                      const Credentials&, struct stat& out) {
     if (int err = check_writable()) return err;
     std::unique_lock lock(tree_);
-    // An open handle's descriptor still works for a file that has been unlinked.
-    int fd = (fh && !fh->on_lower) ? fh->fd.get() : -1;
+    // An open handle's descriptor still works for a file that has been unlinked; only one of
+    // the upper copy may be changed through.
+    FileFd handle_fd;
+    if (fh && file_fd_locked(*fh, handle_fd) == 0 && !handle_fd.upper) handle_fd = FileFd{};
+    int fd = handle_fd.fd;
     if (!(node->unlinked && fd >= 0)) {
         if (int err = copy_up_locked(node)) return err;
     }

@@ -1,7 +1,9 @@
 // Opening files: read-only opens use the copy where it lies; opens for writing copy up first.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "overlay.h"
@@ -36,16 +38,11 @@ int Overlay::open(Node* node, int flags, const Credentials&, std::unique_ptr<Fil
         if (!fh->fd) return errno;
         if (flags & O_TRUNC) invalidate_peers(node);  // other names of the file were truncated too
     } else {
+        // Borrowing the descriptor once now reports a failing open at open(2), as the kernel
+        // would, and leaves it pooled for the reads that follow.
         std::shared_lock lock(tree_);
-        if (node->in_upper) {
-            std::string p = path_of(node);
-            fh->fd.reset(openat(stack_.fd(kUpperLayer), p.c_str(), layer_open_flags(flags)));
-        } else {
-            fh->fd.reset(openat(stack_.fd(node->top_layer()), node->lower_path.c_str(),
-                                layer_open_flags(flags)));
-            fh->on_lower = true;
-        }
-        if (!fh->fd) return errno;
+        FileFd probe;
+        if (int err = file_fd_locked(*fh, probe)) return err;
     }
     node->open_count++;
     out = std::move(fh);
@@ -53,29 +50,61 @@ int Overlay::open(Node* node, int flags, const Credentials&, std::unique_ptr<Fil
 }
 
 void Overlay::release(std::unique_ptr<FileHandle> fh) {
-    if (fh && fh->node) fh->node->open_count--;
+    if (!fh || !fh->node) return;
+    // The last handle of the node: nothing will read through its pooled descriptor any more.
+    if (fh->node->open_count.fetch_sub(1) == 1) read_fds_.drop(fh->node);
 }
 
-int Overlay::sync_handle(FileHandle& fh) {
+int Overlay::file_fd(FileHandle& fh, FileFd& out) {
+    if (fh.fd) return file_fd_locked(fh, out);  // its own descriptor needs no lock
     std::shared_lock lock(tree_);
-    const Node* node = fh.node;
-    if (!fh.on_lower || !node->in_upper) return 0;
-    int flags = layer_open_flags(fh.flags & ~O_TRUNC);
-    UniqueFd fd;
-    if (!node->unlinked) {
-        fd.reset(openat(stack_.fd(kUpperLayer), path_of(node).c_str(), flags));
-    } else if (node->unlinked_fd) {
-        // The name is gone; the upper copy lives on through the descriptor kept at unlink.
-        std::string proc = "/proc/self/fd/" + std::to_string(node->unlinked_fd.get());
-        fd.reset(::open(proc.c_str(), flags & ~O_NOFOLLOW));
-    } else {
+    return file_fd_locked(fh, out);
+}
+
+int Overlay::file_fd_locked(FileHandle& fh, FileFd& out) {
+    if (fh.fd) {
+        out = FileFd{fh.fd.get(), true, nullptr};
         return 0;
     }
-    if (!fd) return errno;
-    fh.retired_fd = std::move(fh.fd);
-    fh.fd = std::move(fd);
-    fh.on_lower = false;
+    const Node* node = fh.node;
+    bool upper = node->in_upper;
+    ReadFdPool::Fd fd = read_fds_.find(node, upper);
+    if (!fd) {
+        constexpr int kReadFlags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW;
+        UniqueFd opened;
+        if (node->unlinked) {
+            // The name is gone; the copy lives on through the descriptor kept at unlink.
+            if (!node->unlinked_fd) return ENOENT;
+            std::string proc = "/proc/self/fd/" + std::to_string(node->unlinked_fd.get());
+            opened.reset(::open(proc.c_str(), kReadFlags & ~O_NOFOLLOW));
+        } else if (upper) {
+            opened.reset(openat(stack_.fd(kUpperLayer), path_of(node).c_str(), kReadFlags));
+        } else {
+            opened.reset(
+                openat(stack_.fd(node->top_layer()), node->lower_path.c_str(), kReadFlags));
+        }
+        if (!opened) return errno;
+        fd = read_fds_.insert(node, upper, std::move(opened));
+    }
+    out = FileFd{fd->get(), upper, std::move(fd)};
     return 0;
+}
+
+int Overlay::fstat_open(FileHandle& fh, struct stat& st) {
+    std::shared_lock lock(tree_);  // fix_stat may need the node's path
+    FileFd fd;
+    if (int err = file_fd_locked(fh, fd)) return err;
+    if (fstat(fd.fd, &st) != 0) return errno;
+    fix_stat(fh.node, st);
+    return 0;
+}
+
+size_t read_fd_pool_limit() {
+    // A fraction of the descriptor limit, leaving the rest to write handles, directories and
+    // the kept copies of unlinked files; beyond 1024 idle descriptors reopening is cheap enough.
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 64;
+    return std::clamp<size_t>(rl.rlim_cur / 8, 64, 1024);
 }
 
 }  // namespace lamina

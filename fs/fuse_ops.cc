@@ -121,7 +121,7 @@ void set_cache_mode(fuse_file_info* fi) {
 // With passthrough on, an open may instead go straight to its layer file. Writes to a file with
 // other names stay with the daemon, which keeps the other names' cached attributes coherent.
 // Returns ETXTBSY when the kernel would refuse the open (see passthrough::Mode::Busy).
-int set_open_mode(fuse_file_info* fi, FileHandle& fh) {
+int set_open_mode(Overlay& overlay, fuse_file_info* fi, FileHandle& fh) {
     // close(2) need not wait for a FLUSH: laminafs keeps no locks or buffered data to settle, and
     // the layer file is closed at RELEASE. Saves one round trip per close.
     fi->noflush = 1;
@@ -131,7 +131,9 @@ int set_open_mode(fuse_file_info* fi, FileHandle& fh) {
     }
     bool writes = (fi->flags & O_ACCMODE) != O_RDONLY;
     bool may_pass = !(fi->flags & O_DIRECT) && !(writes && fh.node->has_peers);
-    fh.grant = passthrough::acquire(fh.node, fh.fd.get(), may_pass);
+    FileFd fd;
+    if (int err = overlay.file_fd(fh, fd)) return err;
+    fh.grant = passthrough::acquire(fh.node, fd.fd, may_pass);
     switch (fh.grant.mode) {
     case passthrough::Mode::Passthrough:
         passthrough::attach_to_next_reply(fh.grant.backing_id);
@@ -206,7 +208,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     int err = ov(req).getattr(node, st);
     if (err == ENOENT && fi) {
         // Unlinked but still open: the handle's descriptor knows the file.
-        if (fstat(file_of(fi)->fd.get(), &st) == 0) {
+        if (ov(req).fstat_open(*file_of(fi), st) == 0) {
             st.st_ino = node->ino;
             err = 0;
         }
@@ -298,7 +300,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     fuse_entry_param p = entry_param(req, e);
     Overlay& o = ov(req);  // the request is freed by the reply, even a failed one
     send_invalidations(req);
-    if (int err = set_open_mode(fi, *fh)) {
+    if (int err = set_open_mode(o, fi, *fh)) {
         ov(req).release(std::move(fh));
         o.forget(e.node, 1);
         fuse_reply_err(req, err);
@@ -323,7 +325,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     }
     fi->fh = reinterpret_cast<uint64_t>(fh.get());
     send_invalidations(req);
-    if (int err = set_open_mode(fi, *fh)) {
+    if (int err = set_open_mode(ov(req), fi, *fh)) {
         ov(req).release(std::move(fh));
         fuse_reply_err(req, err);
         return;
@@ -338,20 +340,15 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
     (void)ino;
-    FileHandle* fh = file_of(fi);
-    std::unique_lock lock(fh->mu);
-    if (fh->on_lower) {
-        if (int err = ov(req).sync_handle(*fh)) {
-            lock.unlock();
-            fuse_reply_err(req, err);
-            return;
-        }
+    FileFd fd;  // held until the reply has spliced from it
+    if (int err = ov(req).file_fd(*file_of(fi), fd)) {
+        fuse_reply_err(req, err);
+        return;
     }
     fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
     buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-    buf.buf[0].fd = fh->fd.get();
+    buf.buf[0].fd = fd.fd;
     buf.buf[0].pos = off;
-    lock.unlock();
     fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
@@ -376,8 +373,10 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fu
 void op_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     (void)ino;
     // Closing a duplicate lets filesystems that act on close (NFS) see it.
-    int fd = dup(file_of(fi)->fd.get());
-    int err = fd >= 0 && close(fd) != 0 ? errno : 0;
+    FileFd handle_fd;
+    int err = ov(req).file_fd(*file_of(fi), handle_fd);
+    int fd = err ? -1 : dup(handle_fd.fd);
+    if (!err) err = fd >= 0 && close(fd) == 0 ? 0 : errno;
     fuse_reply_err(req, err);
 }
 
@@ -394,9 +393,10 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) 
         fuse_reply_err(req, 0);
         return;
     }
-    int fd = file_of(fi)->fd.get();
-    int rc = datasync ? fdatasync(fd) : fsync(fd);
-    fuse_reply_err(req, rc == 0 ? 0 : errno);
+    FileFd fd;
+    int err = ov(req).file_fd(*file_of(fi), fd);
+    if (!err && (datasync ? fdatasync(fd.fd) : fsync(fd.fd)) != 0) err = errno;
+    fuse_reply_err(req, err);
 }
 
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -544,18 +544,18 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
 void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                   fuse_file_info* fi) {
     (void)ino;
-    int rc = fallocate(file_of(fi)->fd.get(), mode, offset, length);
-    fuse_reply_err(req, rc == 0 ? 0 : errno);
+    FileFd fd;
+    int err = ov(req).file_fd(*file_of(fi), fd);
+    if (!err && fallocate(fd.fd, mode, offset, length) != 0) err = errno;
+    fuse_reply_err(req, err);
 }
 
 void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) {
     (void)ino;
-    FileHandle* fh = file_of(fi);
-    std::unique_lock lock(fh->mu);
-    if (fh->on_lower) ov(req).sync_handle(*fh);
-    off_t res = lseek(fh->fd.get(), off, whence);
-    int err = errno;
-    lock.unlock();
+    FileFd fd;
+    int err = ov(req).file_fd(*file_of(fi), fd);
+    off_t res = err ? -1 : lseek(fd.fd, off, whence);
+    if (res < 0 && !err) err = errno;
     if (res < 0)
         fuse_reply_err(req, err);
     else
@@ -567,17 +567,14 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
                         int flags) {
     (void)ino_in;
     (void)ino_out;
-    FileHandle* in = file_of(fi_in);
-    int in_fd;
-    {
-        std::unique_lock lock(in->mu);
-        if (in->on_lower) ov(req).sync_handle(*in);
-        in_fd = in->fd.get();  // stays open until the handle is released (see retired_fd)
-    }
-    ssize_t n = copy_file_range(in_fd, &off_in, file_of(fi_out)->fd.get(), &off_out, len,
-                                static_cast<unsigned>(flags));
+    FileFd in, out;
+    int err = ov(req).file_fd(*file_of(fi_in), in);
+    if (!err) err = ov(req).file_fd(*file_of(fi_out), out);
+    ssize_t n = err ? -1 : copy_file_range(in.fd, &off_in, out.fd, &off_out, len,
+                                           static_cast<unsigned>(flags));
+    if (n < 0 && !err) err = errno;
     if (n < 0)
-        fuse_reply_err(req, errno);
+        fuse_reply_err(req, err);
     else
         fuse_reply_write(req, static_cast<size_t>(n));
 }

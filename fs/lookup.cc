@@ -21,7 +21,8 @@ Overlay::Overlay(const MountOptions& opts, LayerStack& stack)
       flavour_(opts.userxattr || !daemon_is_privileged() ? XattrFlavour::User
                                                          : XattrFlavour::Trusted),
       ids_(opts),
-      use_override_(!daemon_is_privileged()) {
+      use_override_(!daemon_is_privileged()),
+      read_fds_(read_fd_pool_limit()) {
     table_.set_index_entry_limit(opts.dir_cache_entries);
 }
 

@@ -20,6 +20,7 @@
 #include "options.h"
 #include "ownership.h"
 #include "passthrough.h"
+#include "read_fds.h"
 #include "unique_fd.h"
 #include "whiteout.h"
 
@@ -58,19 +59,23 @@ struct DirHandle {
     LiveCounter<DirHandle> live;
 };
 
-// An open file. `fd` points at the layer copy the file had when opened; a read-only handle on a
-// lower copy is switched to the upper copy after a copy-up so every descriptor sees one file.
+// An open file. A handle opened for writing (or made by create) owns a descriptor of the upper
+// copy. A read-only handle owns none: it borrows the node's descriptor from the ReadFdPool per
+// request, which also makes it follow a copy-up (see read_fds.h).
 struct FileHandle {
     Node* node = nullptr;
-    std::mutex mu;
-    UniqueFd fd;
-    // The lower descriptor that sync_handle replaced after a copy-up. A read that took it just
-    // before the switch may still be splicing from it, so it is closed only with the handle.
-    UniqueFd retired_fd;
+    UniqueFd fd;  // unset for a read-only handle
     int flags = 0;
-    bool on_lower = false;
     passthrough::Grant grant;  // how the kernel serves this open (see passthrough.h)
     LiveCounter<FileHandle> live;
+};
+
+// A descriptor for I/O on an open file: the handle's own, or one borrowed from the pool and held
+// open while this lives.
+struct FileFd {
+    int fd = -1;
+    bool upper = false;  // the upper copy: changes through it are allowed
+    ReadFdPool::Fd borrowed;
 };
 
 // Which attributes setattr changes; the values are libfuse's FUSE_SET_ATTR_* bits.
@@ -96,11 +101,15 @@ struct CacheStats {
     NodeTable::Stats table;
     long open_files = 0;    // file handles the kernel holds
     long open_dirs = 0;     // directory handles, each with its listing snapshot
+    ReadFdPool::Stats read_fds;
     long process_fds = -1;  // from /proc/self: every descriptor and the resident set
     long rss_kib = -1;
 };
 // One line: "nodes=... dir_indexes=... fds=... rss_kib=...".
 std::string format_cache_stats(const CacheStats& stats);
+
+// How many idle read descriptors the pool keeps: a share of RLIMIT_NOFILE (file.cc).
+size_t read_fd_pool_limit();
 
 class Overlay {
 public:
@@ -132,8 +141,14 @@ public:
 
     // --- file.cc
     int open(Node* node, int flags, const Credentials& cred, std::unique_ptr<FileHandle>& out);
-    int sync_handle(FileHandle& fh);  // switches a lower read handle to the upper copy if any
     void release(std::unique_ptr<FileHandle> fh);
+    // The descriptor to do I/O on an open file with; for a read-only handle, of the copy the
+    // node has now. _locked: the caller holds the tree lock.
+    int file_fd(FileHandle& fh, FileFd& out);
+    int file_fd_locked(FileHandle& fh, FileFd& out);
+    // Attributes of an open file from its descriptor, shown as getattr shows them: for a file
+    // that is unlinked but still open.
+    int fstat_open(FileHandle& fh, struct stat& st);
 
     // --- xattr.cc
     int getxattr(Node* node, const char* name, std::string& value, size_t size);
@@ -240,6 +255,7 @@ private:
     IdShift ids_;
     // Without privilege, owners and modes the host refuses live in user.containers.override_stat.
     bool use_override_;
+    ReadFdPool read_fds_;
 
     // Namespace lock: lookups, reads and attribute reads share it; operations that change names
     // or copy up hold it alone, so a merged path computed under it stays valid while in use.

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "fixture.h"
+#include "unique_fd.h"
 
 namespace lamina::test {
 namespace {
@@ -41,23 +42,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Closes a descriptor once.
-class ScopedFd {
-public:
-    explicit ScopedFd(int fd = -1) : fd_(fd) {}
-    ScopedFd(const ScopedFd&) = delete;
-    ScopedFd& operator=(const ScopedFd&) = delete;
-    ~ScopedFd() { reset(); }
-    int get() const { return fd_; }
-    explicit operator bool() const { return fd_ >= 0; }
-    void reset(int fd = -1) {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = fd;
-    }
-
-private:
-    int fd_;
-};
+using ScopedFd = UniqueFd;
 
 std::string describe(const CommandResult& r) {
     return "status " + std::to_string(r.status) + "\nstdout: " + r.out + "\nstderr: " + r.err;
@@ -633,6 +618,9 @@ TEST(WriteSide, copy_up_keeps_metadata) {
 
 // ---- 4. descriptors opened before a copy-up
 
+// More read-only files open at once than laminafs's read descriptor pool holds (1024 at most).
+constexpr int kCrowd = 1100;
+
 // What a reader opened on the lower copy sees while another descriptor writes: the same run on
 // kernel overlayfs is the oracle.
 std::string open_fds_transcript(const std::string& mnt) {
@@ -674,17 +662,34 @@ std::string open_fds_transcript(const std::string& mnt) {
     ScopedFd again(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     t << "reopened: " << (again ? read_at(again.get(), 64, 0) : "<open failed>") << "\n";
     // A descriptor opened before a copy-up and first read after the name is gone still sees the
-    // upper copy.
-    std::string g = mnt + "/g";
-    ScopedFd early(::open(g.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!early) return t.str() + "open g O_RDONLY: " + strerror(errno);
-    {
-        ScopedFd app(::open(g.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
-        if (!app) return t.str() + "open g O_APPEND: " + strerror(errno);
-        t << "append to g: " << write(app.get(), "upper-data\n", 11) << "\n";
-    }
-    t << "unlink g: " << ::unlink(g.c_str()) << "\n";
+    // upper copy. Returns the reader, or an invalid one with the failure in the transcript.
+    auto open_then_copy_up_and_unlink = [&](const std::string& name) {
+        std::string p = mnt + "/" + name;
+        ScopedFd reader(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!reader) {
+            t << "open " << name << " O_RDONLY: " << strerror(errno) << "\n";
+            return reader;
+        }
+        ScopedFd app(::open(p.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+        t << "append to " << name << ": "
+          << (app ? write(app.get(), "upper-data\n", 11) : -errno) << "\n";
+        t << "unlink " << name << ": " << ::unlink(p.c_str()) << "\n";
+        return reader;
+    };
+    ScopedFd early = open_then_copy_up_and_unlink("g");
+    if (!early) return t.str();
     t << "early reader after unlink: " << read_at(early.get(), 64, 0) << "\n";
+    // The same, when more files are open than laminafs keeps read descriptors for (see
+    // read_fds.h): the reader's pooled descriptor of the lower copy is gone by its first read.
+    ScopedFd late = open_then_copy_up_and_unlink("h");
+    if (!late) return t.str();
+    std::vector<ScopedFd> crowd;
+    for (int i = 0; i < kCrowd; ++i) {
+        crowd.emplace_back(::open((mnt + "/crowd/" + std::to_string(i)).c_str(), O_RDONLY));
+        if (!crowd.back()) return t.str() + "open crowd file: " + strerror(errno);
+    }
+    t << "late reader after unlink and " << kCrowd << " opens: " << read_at(late.get(), 64, 0)
+      << "\n";
     return t.str();
 }
 
@@ -697,6 +702,9 @@ TEST(WriteSide, open_fds_see_one_file_after_copy_up) {
         for (const auto& d : {lower, upper, work, mnt}) make_dirs(d);
         write_file(lower + "/f", "old contents of f\n");
         write_file(lower + "/g", "lower\n");
+        write_file(lower + "/h", "lower\n");
+        make_dirs(lower + "/crowd");
+        for (int i = 0; i < kCrowd; ++i) write_file(lower + "/crowd/" + std::to_string(i), "");
         MountGuard guard(mnt);
         std::string opts = layer_options({lower}, upper, work);
         if (kernel) {
@@ -714,6 +722,7 @@ TEST(WriteSide, open_fds_see_one_file_after_copy_up) {
     EXPECT_NE(lamina.find("reader after truncate: short size 5\n"), std::string::npos) << lamina;
     EXPECT_NE(lamina.find("early reader after unlink: lower\nupper-data\n"), std::string::npos)
         << lamina;
+    EXPECT_NE(lamina.find(" opens: lower\nupper-data\n"), std::string::npos) << lamina;
     if (!can_mount_kernel_overlay()) {
         std::cout << "[ info ] no kernel overlayfs to compare with: " << skip_reason() << "\n";
         return;
