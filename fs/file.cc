@@ -57,6 +57,13 @@ void Overlay::release(std::unique_ptr<FileHandle> fh) {
 
 int Overlay::file_fd(FileHandle& fh, FileFd& out) {
     if (fh.fd) return file_fd_locked(fh, out);  // its own descriptor needs no lock
+    // A pooled descriptor needs no lock either: in_upper only ever turns true, and until a
+    // copy-up has finished the lower copy is the file.
+    bool upper = fh.node->in_upper;
+    if (ReadFdPool::Fd fd = read_fds_.find(fh.node, upper)) {
+        out = FileFd{fd->get(), upper, std::move(fd)};
+        return 0;
+    }
     std::shared_lock lock(tree_);
     return file_fd_locked(fh, out);
 }

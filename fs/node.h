@@ -33,7 +33,9 @@ struct Node {
     std::atomic<uint64_t> ino{0};  // st_ino shown through the mount (follows the top copy)
     mode_t type = 0;               // S_IFMT bits
 
-    bool in_upper = false;  // the upper layer holds this entry (at the merged path)
+    // The upper layer holds this entry (at the merged path). Only ever set, under the exclusive
+    // lock; atomic so a read can pick its pooled descriptor without the tree lock.
+    std::atomic<bool> in_upper{false};
     bool opaque = false;    // directory: upper copy is opaque, no lower content below it
     // Unlinked, removed or renamed over: the kernel may still hold it (an open file, a lookup
     // racing with unlink), but its merged path names something else now. Atomic: open() checks
