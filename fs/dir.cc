@@ -51,7 +51,10 @@ int Overlay::make_whiteout_locked(Node* parent, std::string_view name) {
     if (!fd) return errno;
     std::string wname = overlay_xattr(flavour_, "whiteout");
     if (fsetxattr(fd.get(), wname.c_str(), "y", 1, 0) != 0) return errno;
-    return set_upper_xattr(stack_.abs_path(kUpperLayer, path_of(parent)), "opaque", "x");
+    if (int err = set_upper_xattr(stack_.abs_path(kUpperLayer, path_of(parent)), "opaque", "x"))
+        return err;
+    parent->xwhiteouts = true;
+    return 0;
 }
 
 int Overlay::prepare_new_name_locked(Node* parent, std::string_view name, bool& over_whiteout,
@@ -80,8 +83,9 @@ int Overlay::install_from_work_locked(const std::string& tmp, const std::string&
     return 0;
 }
 
-int Overlay::set_new_owner(int dirfd, const char* name, const Credentials& cred, Node* parent,
-                           mode_t mode, dev_t rdev, bool device_as_file) {
+int Overlay::set_new_owner(int dirfd, const char* name, const std::string& abs,
+                           const Credentials& cred, Node* parent, mode_t mode, dev_t rdev,
+                           bool device_as_file) {
     // The caller's ids are what the mount shows; the disk gets them through the id mapping.
     uid_t uid = ids_.disk_uid(cred.uid);
     gid_t gid = ids_.disk_gid(cred.gid);
@@ -101,8 +105,13 @@ int Overlay::set_new_owner(int dirfd, const char* name, const Credentials& cred,
     // A directory in a setgid parent inherits the bit, which the work dir did not pass on.
     mode_t perm = mode & 07777;
     if (S_ISDIR(mode) && setgid_parent) perm |= S_ISGID;
+    // The daemon runs with umask 0, so an entry made as the daemon's own user (root making
+    // root's files, the common case in a container) already has the owner and mode it needs.
+    struct stat made;
+    if (!device_as_file && fstatat(dirfd, name, &made, AT_SYMLINK_NOFOLLOW) == 0 &&
+        made.st_uid == uid && made.st_gid == gid && (S_ISLNK(mode) || (made.st_mode & 07777) == perm))
+        return 0;
     bool overridden = false;
-    std::string abs = stack_.work_path() + "/" + name;
     if (int err = chown_or_override(dirfd, name, abs, uid, gid, (mode & S_IFMT) | perm, rdev,
                                     device_as_file, overridden))
         return err;
@@ -191,13 +200,29 @@ int Overlay::create_entry(Node* parent, std::string_view name,
     bool over_whiteout;
     std::string dst;
     if ((err = prepare_new_name_locked(parent, name, over_whiteout, dst))) return err;
-    std::string tmp = work_temp_name();
-    if ((err = make(stack_.work_fd(), tmp.c_str()))) return err;
-    err = set_new_owner(stack_.work_fd(), tmp.c_str(), cred, parent, mode, rdev,
-                        device_as_file && *device_as_file);
+    // make() tells whether it had to keep a device as a regular file.
+    auto made_as_file = [&] { return device_as_file && *device_as_file; };
     // A directory made where a lower one was deleted must not show the old contents again.
-    if (!err && is_dir && (over_whiteout || lower_has_name(parent, name)))
-        err = set_upper_xattr(stack_.work_path() + "/" + tmp, "opaque", "y");
+    bool needs_opaque = is_dir && (over_whiteout || lower_has_name(parent, name));
+    if (!over_whiteout && !needs_opaque) {
+        // Nothing to replace and nothing to mark: made in place, as the kernel does. The tree
+        // lock keeps the entry out of sight until its owner is right.
+        int upper = stack_.fd(kUpperLayer);
+        if ((err = make(upper, dst.c_str()))) return err;
+        err = set_new_owner(upper, dst.c_str(), stack_.abs_path(kUpperLayer, dst), cred, parent,
+                            mode, rdev, made_as_file());
+        if (err) {
+            unlinkat(upper, dst.c_str(), is_dir ? AT_REMOVEDIR : 0);
+            return err;
+        }
+        return finish_entry_locked(parent, name, out);
+    }
+    std::string tmp = work_temp_name();
+    std::string tmp_abs = stack_.work_path() + "/" + tmp;
+    if ((err = make(stack_.work_fd(), tmp.c_str()))) return err;
+    err = set_new_owner(stack_.work_fd(), tmp.c_str(), tmp_abs, cred, parent, mode, rdev,
+                        made_as_file());
+    if (!err && needs_opaque) err = set_upper_xattr(tmp_abs, "opaque", "y");
     if (!err) err = install_from_work_locked(tmp, dst, over_whiteout);
     if (err) {
         unlinkat(stack_.work_fd(), tmp.c_str(), is_dir ? AT_REMOVEDIR : 0);

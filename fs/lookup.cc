@@ -31,7 +31,11 @@ std::string Overlay::init() {
     root->in_upper = stack_.has_upper();
     for (LayerNo n = stack_.first_lower(); n < stack_.end(); ++n) root->lowers.push_back(n);
     root->lower_path.clear();
-    if (root->in_upper) root->opaque = read_opaque(stack_.layer(kUpperLayer).path) == 'y';
+    if (root->in_upper) {
+        char opaque = read_opaque(stack_.layer(kUpperLayer).path);
+        root->opaque = opaque == 'y';
+        root->xwhiteouts = opaque == 'x';
+    }
     struct stat st;
     if (fstatat(stack_.fd(root->top_layer()), ".", &st, 0) != 0)
         return "cannot stat the top layer: " + std::string(strerror(errno));
@@ -119,7 +123,7 @@ int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<
         upath.append(name);
         if (fstatat(stack_.fd(kUpperLayer), upath.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
             if (is_chardev_whiteout(st)) return ENOENT;
-            if (S_ISREG(st.st_mode) && st.st_size == 0 &&
+            if (S_ISREG(st.st_mode) && st.st_size == 0 && parent->xwhiteouts &&
                 has_whiteout_xattr(stack_.abs_path(kUpperLayer, upath)))
                 return ENOENT;
             found_upper = true;
@@ -133,7 +137,9 @@ int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<
         node->type = st.st_mode & S_IFMT;
         if (node->is_dir()) {
             std::string abs = stack_.abs_path(kUpperLayer, upath);
-            node->opaque = read_opaque(abs) == 'y';
+            char opaque = read_opaque(abs);
+            node->opaque = opaque == 'y';
+            node->xwhiteouts = opaque == 'x';
             if (!node->opaque) {
                 std::optional<std::string> redirect;
                 if (opts_.redirect_dir != RedirectDir::NoFollow) redirect = read_redirect(abs);

@@ -37,6 +37,9 @@ struct Node {
     // lock; atomic so a read can pick its pooled descriptor without the tree lock.
     std::atomic<bool> in_upper{false};
     bool opaque = false;    // directory: upper copy is opaque, no lower content below it
+    // Directory: upper copy is marked opaque="x", so an empty file with overlay.whiteout in it
+    // is a whiteout (the kernel looks for xattr whiteouts only in such directories).
+    bool xwhiteouts = false;
     // Unlinked, removed or renamed over: the kernel may still hold it (an open file, a lookup
     // racing with unlink), but its merged path names something else now. Atomic: open() checks
     // it before taking the tree lock (ThreadSanitizer found that race).

@@ -244,8 +244,9 @@ private:
     int prepare_new_name_locked(Node* parent, std::string_view name, bool& over_whiteout,
                                 std::string& dst);
     // Gives an entry the daemon made the caller's owner (the group of a setgid parent) and mode.
-    int set_new_owner(int dirfd, const char* name, const Credentials& cred, Node* parent,
-                      mode_t mode, dev_t rdev = 0, bool device_as_file = false);
+    int set_new_owner(int dirfd, const char* name, const std::string& abs,
+                      const Credentials& cred, Node* parent, mode_t mode, dev_t rdev = 0,
+                      bool device_as_file = false);
 
     const MountOptions& opts_;
     LayerStack& stack_;
