@@ -323,6 +323,25 @@ TEST(Rootless, user_namespace_mounts_directly_and_root_reads_it_back) {
     EXPECT_EQ(t["new/deep/file"], "f 644 made\n");
 }
 
+// Registering a backing file needs CAP_SYS_ADMIN in the initial namespace, which a daemon in a
+// user namespace lacks: with -o passthrough it must still serve reads and writes itself.
+TEST(Rootless, passthrough_without_privilege_falls_back_to_the_daemon) {
+    REQUIRE_ROOTLESS_SETUP();
+    if (run_command({"which", "unshare"}).status != 0) GTEST_SKIP() << "no unshare";
+    Layout l;
+    fill_lower(l.lower);
+    chown_tree(l.lower, test_user()->uid, test_user()->gid);
+    std::string m = l.mnt;
+    std::string script = "unshare -Urm sh -c '" + laminafs_binary() + " -o " + l.options() +
+                         ",passthrough " + m + " || exit 10; cat " + m + "/etc/motd || exit 11; " +
+                         "echo appended >> " + m + "/etc/motd || exit 12; cat " + m +
+                         "/etc/motd; umount " + m + " || exit 13'";
+    auto r = run_as_user(script);
+    ASSERT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(r.out, "welcome\nwelcome\nappended\n") << describe(r);
+    EXPECT_EQ(read_file(l.upper + "/etc/motd"), "welcome\nappended\n");
+}
+
 TEST(Rootless, unprivileged_copy_up_keeps_the_owner_in_the_override_xattr) {
     REQUIRE_ROOTLESS_SETUP();
     Layout l;
