@@ -64,6 +64,17 @@ LoadedImage Store::store_pulled_image(const std::string& config, const std::stri
     }
 }
 
+namespace {
+
+// "HEX" (a blob a pull verified) or "HEX.partial" (one still arriving): the hex of its digest,
+// or "" for any other name.
+std::string download_digest_hex(const std::string& name) {
+    std::string hex = name.ends_with(".partial") ? name.substr(0, name.size() - 8) : name;
+    return hex.size() == 64 && is_sha256_digest("sha256:" + hex) ? hex : "";
+}
+
+}  // namespace
+
 std::string Store::make_download_dir() {
     std::string parent = root_ + "/downloads";
     make_dirs(parent, 0700);
@@ -72,19 +83,43 @@ std::string Store::make_download_dir() {
     std::vector<std::string> names;
     if (!sorted_names_at(AT_FDCWD, parent, names)) return dir;
     for (const auto& n : names) {
+        // "PID-RANDOM" is a pull's own while it runs; "kept-RANDOM" (pid 0) one that failed.
         pid_t pid = static_cast<pid_t>(std::atol(n.c_str()));
         if (parent + "/" + n == dir || (pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM)))
             continue;
-        // A pull that died: its partial blobs (named by their digest's hex) move here, so this
-        // pull can resume them; the rest goes.
+        // A pull that died or gave up: its blobs move here as partial ones (even those it had
+        // verified are hashed again), so this pull can resume them; the rest goes.
         std::vector<std::string> files;
         if (sorted_names_at(AT_FDCWD, parent + "/" + n, files))
             for (const auto& f : files)
-                if (f.size() == 64 && is_sha256_digest("sha256:" + f))
-                    ::rename((parent + "/" + n + "/" + f).c_str(), (dir + "/" + f).c_str());
+                if (std::string hex = download_digest_hex(f); !hex.empty())
+                    ::rename((parent + "/" + n + "/" + f).c_str(),
+                             (dir + "/" + hex + ".partial").c_str());
         remove_tree(parent + "/" + n);
     }
     return dir;
+}
+
+void Store::end_download_dir(const std::string& dir, bool keep_blobs) {
+    std::vector<std::string> files;
+    bool kept = false;
+    if (keep_blobs && sorted_names_at(AT_FDCWD, dir, files))
+        for (const auto& f : files) {
+            struct stat st;
+            std::string p = dir + "/" + f;
+            if (download_digest_hex(f).empty() || ::lstat(p.c_str(), &st) != 0 ||
+                !S_ISREG(st.st_mode) || st.st_size == 0)
+                remove_tree(p);
+            else
+                kept = true;
+        }
+    if (!kept) {
+        remove_tree(dir);
+        return;
+    }
+    // Renamed so that the next pull takes the blobs over even while this process lives on;
+    // should that fail, the PID in the name lets it do so once this process is gone.
+    ::rename(dir.c_str(), (root_ + "/downloads/kept-" + random_hex(8)).c_str());
 }
 
 std::string Store::blob_file(const std::string& digest) const {

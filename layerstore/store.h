@@ -214,9 +214,13 @@ public:
                                    const std::vector<struct PulledLayer>& layers,
                                    const std::vector<std::string>& names);
     // A fresh directory for one pull's downloads, <root>/downloads/PID-RANDOM: outside tmp/,
-    // which every writer empties. Directories of processes that are gone are removed here,
-    // after their partial blobs (files named by digest hex) move into the new one to resume.
+    // which every writer empties. The directories of pulls that are gone (killed, or kept by
+    // end_download_dir) are removed here, after their blobs (files "HEX" and "HEX.partial")
+    // move into the new one as HEX.partial, to be hashed again and resumed.
     std::string make_download_dir();
+    // Ends a pull's download directory: removed, or with keep_blobs (the pull failed) its
+    // non-empty blob files stay for the next pull, under <root>/downloads/kept-RANDOM.
+    void end_download_dir(const std::string& dir, bool keep_blobs);
     // The file holding a stored blob (for push).
     std::string blob_file(const std::string& digest) const;
     // Keeps every stored blob in place while the returned holder lives (a shared store lock).

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -60,6 +61,23 @@ BuiltImage push_demo(Registry& reg, const TempDir& tmp, const std::string& repo_
     auto built = write_oci_layout(tmp / "demo-layout", demo_image("zstd"), "demo");
     reg.push_layout(tmp / "demo-layout", "demo", repo_tag);
     return built;
+}
+
+// An image of one layer, `bytes` random bytes that do not compress, in reg as test/big:v1;
+// its layout is tmp/big-layout.
+BuiltImage push_big(Registry& reg, const TempDir& tmp, size_t bytes, uint64_t seed) {
+    std::vector<Layer> layers = {{make_tar({file("big", random_bytes(bytes, seed))}), "gzip"}};
+    auto built = write_oci_layout(tmp / "big-layout", layers, "big");
+    reg.push_layout(tmp / "big-layout", "big", "test/big:v1");
+    return built;
+}
+
+// The digest of the first layer of the first image in an OCI layout.
+std::string first_layer_digest(const std::string& layout) {
+    json index = json::parse(read_file(layout + "/index.json"));
+    std::string mdigest = index["manifests"][0]["digest"];
+    json manifest = json::parse(read_file(layout + "/blobs/sha256/" + mdigest.substr(7)));
+    return manifest["layers"][0]["digest"];
 }
 
 TEST(RegistryPull, anonymous_pull_then_mount_shows_the_tree) {
@@ -318,11 +336,7 @@ TEST(RegistryVerify, corrupted_blob_is_refused_and_nothing_is_stored) {
     std::vector<Layer> layers = {{make_tar({file("payload", random_bytes(200000, 7))}), "gzip"}};
     write_oci_layout(tmp / "layout", layers, "bad");
     reg.push_layout(tmp / "layout", "bad", "test/bad:v1");
-    json index = json::parse(read_file(tmp / "layout/index.json"));
-    json manifest = json::parse(
-        read_file(tmp / ("layout/blobs/sha256/" +
-                         index["manifests"][0]["digest"].get<std::string>().substr(7))));
-    std::string blob = reg.blob_data(manifest["layers"][0]["digest"]);
+    std::string blob = reg.blob_data(first_layer_digest(tmp / "layout"));
     std::string data = read_file(blob);
     data[data.size() / 2] ^= 0x5a;  // same size, other bytes
     write_file(blob, data);
@@ -355,10 +369,8 @@ TEST(RegistryResume, registry_killed_mid_download_and_restarted_resumes_with_ran
     TempDir tmp("lamina-resume");
     RegistryEnv env;
     Registry reg;
-    // 8 MB that do not compress, sent at 2 MB/s through the proxy.
-    std::vector<Layer> layers = {{make_tar({file("big", random_bytes(8 << 20, 11))}), "gzip"}};
-    auto built = write_oci_layout(tmp / "layout", layers, "big");
-    reg.push_layout(tmp / "layout", "big", "test/big:v1");
+    // 8 MB sent at 2 MB/s through the proxy.
+    auto built = push_big(reg, tmp, 8 << 20, 11);
     ThrottlingProxy proxy(reg.port(), 2 << 20);
     std::string ref = "127.0.0.1:" + std::to_string(proxy.port()) + "/test/big:v1";
     Lamina lamina(tmp / "store");
@@ -392,9 +404,7 @@ TEST(RegistryResume, pull_killed_mid_download_is_resumed_by_the_next_pull) {
     TempDir tmp("lamina-resume2");
     RegistryEnv env;
     Registry reg;
-    std::vector<Layer> layers = {{make_tar({file("big", random_bytes(6 << 20, 13))}), "gzip"}};
-    auto built = write_oci_layout(tmp / "layout", layers, "big");
-    reg.push_layout(tmp / "layout", "big", "test/big:v1");
+    auto built = push_big(reg, tmp, 6 << 20, 13);
     ThrottlingProxy slow(reg.port(), 2 << 20);
     Lamina lamina(tmp / "store");
     {
@@ -412,6 +422,53 @@ TEST(RegistryResume, pull_killed_mid_download_is_resumed_by_the_next_pull) {
     EXPECT_EQ(entries(tmp / "store/downloads"), 0u);
 }
 
+// The files under dir (recursively) and their sizes, by name.
+std::map<std::string, uintmax_t> files_under(const std::string& dir) {
+    std::map<std::string, uintmax_t> out;
+    std::error_code ec;
+    for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec))
+        if (it->is_regular_file(ec)) out[it->path().filename()] = it->file_size(ec);
+    return out;
+}
+
+TEST(RegistryResume, pull_refused_mid_blob_keeps_the_partial_file_for_the_next_pull) {
+    REQUIRE_REGISTRY();
+    TempDir tmp("lamina-keep");
+    RegistryEnv env;
+    Registry reg;
+    auto built = push_big(reg, tmp, 1 << 20, 19);
+    std::string layer = first_layer_digest(tmp / "big-layout");
+
+    // The layer's connection breaks after 300000 bytes, and the resumed request is refused.
+    ThrottlingProxy refusing(reg.port(), 50 << 20, ProxyFaults{layer, {"cut300000", "403"}});
+    Lamina lamina(tmp / "store");
+    auto first = lamina({"pull", "--tls-verify=false",
+                         "127.0.0.1:" + std::to_string(refusing.port()) + "/test/big:v1"});
+    expect_one_line_failure(first, "access denied");
+    auto kept = files_under(tmp / "store/downloads");
+    ASSERT_EQ(kept.size(), 1u);
+    EXPECT_EQ(kept.begin()->first, layer.substr(7) + ".partial");
+    EXPECT_GT(kept.begin()->second, 100000u);
+    EXPECT_EQ(images_json(lamina).size(), 0u);
+
+    // The next pull asks for the rest only.
+    ThrottlingProxy healthy(reg.port(), 50 << 20);
+    auto second = lamina({"pull", "--tls-verify=false",
+                          "127.0.0.1:" + std::to_string(healthy.port()) + "/test/big:v1"});
+    ASSERT_EQ(second.status, 0) << second.err;
+    EXPECT_TRUE(contains(second.out, "resuming at byte " + std::to_string(kept.begin()->second) +
+                                         ", where an interrupted pull stopped"))
+        << second.out;
+    EXPECT_TRUE(
+        contains(healthy.ranges_seen(), "bytes=" + std::to_string(kept.begin()->second) + "-"))
+        << healthy.ranges_seen();
+    auto images = images_json(lamina);
+    ASSERT_EQ(images.size(), 1u);
+    EXPECT_EQ(images[0]["Id"], built.config_digest);
+    EXPECT_EQ(entries(tmp / "store/downloads"), 0u);
+}
+
 TEST(RegistryRetry, server_errors_are_retried_and_429_ends_with_one_line) {
     REQUIRE_REGISTRY();
     TempDir tmp("lamina-retry");
@@ -420,10 +477,7 @@ TEST(RegistryRetry, server_errors_are_retried_and_429_ends_with_one_line) {
     std::vector<Layer> layers = {{make_tar({file("f", random_bytes(100000, 3))}), "gzip"}};
     write_oci_layout(tmp / "layout", layers, "img");
     reg.push_layout(tmp / "layout", "img", "test/img:v1");
-    json index = json::parse(read_file(tmp / "layout/index.json"));
-    std::string mdigest = index["manifests"][0]["digest"];
-    json manifest = json::parse(read_file(tmp / ("layout/blobs/sha256/" + mdigest.substr(7))));
-    std::string layer = manifest["layers"][0]["digest"];
+    std::string layer = first_layer_digest(tmp / "layout");
 
     // The layer blob fails twice with 503, then comes through.
     ThrottlingProxy flaky(reg.port(), 50 << 20, 503, "/blobs/" + layer, 2);

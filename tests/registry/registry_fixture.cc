@@ -207,9 +207,11 @@ const char* kProxy = R"PY(
 import socket, sys, threading, time
 listen_port, target_port, rate = (int(a) for a in sys.argv[1:4])
 log = sys.argv[4]
-# Optionally answer the first `times` requests whose request line holds `match` with `status`
-# (checked on the first request of each connection).
-status, match, times = int(sys.argv[5]), sys.argv[6].encode(), [int(sys.argv[7])]
+# The connections whose first request line holds `match` meet `steps` in turn, one step each,
+# then go through untouched: a number answers with that status, "cutN" forwards the reply but
+# closes the connection after N bytes of it.
+match = sys.argv[5].encode()
+steps = [s for s in sys.argv[6].split(',') if s]
 lock = threading.Lock()
 
 def close(*socks):
@@ -220,13 +222,17 @@ def close(*socks):
             pass
         s.close()
 
-def upstream_to_client(up, client):
+def upstream_to_client(up, client, cut):
+    sent = 0
     try:
-        while True:
+        while cut is None or sent < cut:
             data = up.recv(16384)
             if not data:
                 break
+            if cut is not None:
+                data = data[:cut - sent]
             client.sendall(data)
+            sent += len(data)
             time.sleep(len(data) / rate)
     except OSError:
         pass
@@ -247,19 +253,19 @@ def client_to_upstream(client, up):
         pass
 
 def handle(client):
-    if times[0] > 0:
+    step = None
+    if steps:
         head = client.recv(65536, socket.MSG_PEEK)
         line = head.split(b'\r\n', 1)[0]
         with lock:
-            hit = match in line and times[0] > 0
-            if hit:
-                times[0] -= 1
-        if hit:
-            client.recv(65536)
-            client.sendall(b'HTTP/1.1 %d Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
-                           % status)
-            close(client)
-            return
+            if match in line and steps:
+                step = steps.pop(0)
+    if step is not None and not step.startswith('cut'):
+        client.recv(65536)
+        client.sendall(b'HTTP/1.1 %d Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
+                       % int(step))
+        close(client)
+        return
     up = socket.socket()
     # A small window: the registry cannot run far ahead of what the client has received.
     up.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
@@ -269,7 +275,7 @@ def handle(client):
         close(client, up)
         return
     threading.Thread(target=client_to_upstream, args=(client, up), daemon=True).start()
-    upstream_to_client(up, client)
+    upstream_to_client(up, client, int(step[3:]) if step else None)
 
 server = socket.socket()
 server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -294,14 +300,21 @@ TokenServer::TokenServer(const std::string& user, const std::string& password) {
 }
 
 ThrottlingProxy::ThrottlingProxy(int target_port, int bytes_per_second, int fail_status,
-                                 const std::string& fail_match, int fail_times) {
+                                 const std::string& fail_match, int fail_times)
+    : ThrottlingProxy(target_port, bytes_per_second,
+                      ProxyFaults{fail_match, std::vector<std::string>(
+                                                  static_cast<size_t>(std::max(fail_times, 0)),
+                                                  std::to_string(fail_status))}) {}
+
+ThrottlingProxy::ThrottlingProxy(int target_port, int bytes_per_second, const ProxyFaults& faults) {
     write_file(dir_ / "proxy.py", kProxy);
     port_ = free_port();
-    proc_ =
-        Child({"/usr/bin/python3", dir_ / "proxy.py", std::to_string(port_),
-               std::to_string(target_port), std::to_string(bytes_per_second), dir_ / "ranges.log",
-               std::to_string(fail_status), fail_match, std::to_string(fail_times)},
-              dir_ / "proxy.log");
+    std::string steps;
+    for (const auto& s : faults.steps) steps += (steps.empty() ? "" : ",") + s;
+    proc_ = Child({"/usr/bin/python3", dir_ / "proxy.py", std::to_string(port_),
+                   std::to_string(target_port), std::to_string(bytes_per_second),
+                   dir_ / "ranges.log", faults.match.empty() ? "-" : faults.match, steps},
+                  dir_ / "proxy.log");
     if (!wait_for_port(port_, 10000))
         ADD_FAILURE() << "proxy did not start: " << read_file(dir_ / "proxy.log");
 }

@@ -87,12 +87,22 @@ private:
     Child proc_;
 };
 
+// What a ThrottlingProxy does to the connections whose first request line contains match:
+// each meets the next step, then the rest go through. A step is an HTTP status ("503") sent
+// instead of the reply, or "cutN": the reply is forwarded but the connection closed after
+// N bytes of it.
+struct ProxyFaults {
+    std::string match;
+    std::vector<std::string> steps;
+};
+
 // Forwards 127.0.0.1:port() to target_port, sending replies at bytes_per_second. The first
 // fail_times connections whose first request line contains fail_match get fail_status instead.
 class ThrottlingProxy {
 public:
     ThrottlingProxy(int target_port, int bytes_per_second, int fail_status = 0,
                     const std::string& fail_match = "-", int fail_times = 0);
+    ThrottlingProxy(int target_port, int bytes_per_second, const ProxyFaults& faults);
     int port() const { return port_; }
     // The Range headers of the requests that went through, one a line.
     std::string ranges_seen() const;

@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <thread>
 
@@ -91,6 +93,55 @@ std::string registry_message(const std::string& body) {
     } catch (const json::exception&) {
     }
     return "";
+}
+
+// Bytes a download received that cannot be the blob's: its partial file is removed.
+class WrongBytes : public RegistryError {
+public:
+    using RegistryError::RegistryError;
+};
+
+// Content-Range "bytes FIRST-LAST/TOTAL": the first byte and total (-1 for "*"), or false.
+bool parse_content_range(const std::string& v, int64_t& first, int64_t& total) {
+    long long f = 0, l = 0;
+    int used = 0;
+    if (sscanf(v.c_str(), "bytes %lld-%lld/%n", &f, &l, &used) != 2 || used == 0) return false;
+    std::string rest = v.substr(static_cast<size_t>(used));
+    first = f;
+    total = -1;
+    if (rest != "*") {
+        char* end = nullptr;
+        total = std::strtoll(rest.c_str(), &end, 10);
+        if (rest.empty() || *end != '\0') return false;
+    }
+    return true;
+}
+
+// Where the body of a blob reply starts in the blob: 0 for a 200.
+int64_t content_range_start(const HttpResponse& reply) {
+    int64_t first = 0, total = 0;
+    if (reply.status != 206 || !parse_content_range(reply.header("content-range"), first, total))
+        return 0;
+    return first;
+}
+
+// A blob reply that says the registry's blob is not the manifest's (another length), or that
+// answers a Range with some other range, is refused.
+void check_blob_reply(const Descriptor& d, const HttpResponse& reply, int64_t asked_from) {
+    int64_t total = -1;
+    if (reply.status == 206) {
+        int64_t first = 0;
+        std::string range = reply.header("content-range");
+        if (!parse_content_range(range, first, total) || (first != asked_from && first != 0))
+            throw RegistryError("blob " + d.digest + ": asked for bytes from " +
+                                std::to_string(asked_from) + ", the registry sent \"" + range +
+                                "\"");
+    } else if (std::string len = reply.header("content-length"); !len.empty()) {
+        total = std::strtoll(len.c_str(), nullptr, 10);
+    }
+    if (total >= 0 && total != d.size)
+        throw WrongBytes("blob " + d.digest + ": the registry's blob is " + std::to_string(total) +
+                         " bytes, the manifest says " + std::to_string(d.size));
 }
 
 bool is_file(const std::string& p) {
@@ -378,61 +429,85 @@ void Client::download_blob(const Descriptor& d, const std::string& path,
     // The file is named after the digest: refuse anything the manifest parser should have.
     if (!store::is_sha256_digest(d.digest))
         throw RegistryError("refusing blob with digest \"" + d.digest + "\": not sha256:<64 hex>");
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) throw RegistryError("cannot create " + path + ": " + strerror(errno));
+    const std::string partial = path + ".partial";
+    int fd = ::open(partial.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) throw RegistryError("cannot create " + partial + ": " + strerror(errno));
     struct Closer {
         int fd;
         ~Closer() { ::close(fd); }
     } closer{fd};
+    try {
+        fetch_blob_into(d, fd, partial, progress, note);
+    } catch (const WrongBytes&) {
+        ::unlink(partial.c_str());
+        throw;
+    }
+    if (::rename(partial.c_str(), path.c_str()) != 0)
+        throw RegistryError("cannot rename " + partial + ": " + strerror(errno));
+}
+
+void Client::fetch_blob_into(const Descriptor& d, int fd, const std::string& partial,
+                             const std::function<void(int64_t)>& progress,
+                             const std::function<void(const std::string&)>& note) {
     auto hash = std::make_unique<store::Sha256>();
     int64_t have = 0;
     auto restart = [&] {
         if (::ftruncate(fd, 0) != 0 || ::lseek(fd, 0, SEEK_SET) != 0)
-            throw RegistryError("cannot truncate " + path + ": " + strerror(errno));
+            throw RegistryError("cannot truncate " + partial + ": " + strerror(errno));
         hash = std::make_unique<store::Sha256>();
         have = 0;
     };
-    // Bytes an interrupted pull left here are hashed again and the rest is asked for.
+    // Bytes an earlier pull left here are hashed again and the rest is asked for.
     std::string buf(1 << 17, '\0');
     for (;;) {
         ssize_t n = ::read(fd, buf.data(), buf.size());
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) throw RegistryError("cannot read " + path + ": " + strerror(errno));
+        if (n < 0) throw RegistryError("cannot read " + partial + ": " + strerror(errno));
         if (n == 0) break;
         hash->update(buf.data(), static_cast<size_t>(n));
         have += n;
     }
     if (have > d.size) restart();
-    if (have > 0) {
+    bool kept = have > 0;  // bytes from an earlier pull, not proven right until the digest is
+    if (kept) {
         progress(have);
         note("resuming at byte " + std::to_string(have) + ", where an interrupted pull stopped");
     }
-    for (int attempt = 0;; ++attempt) {
-        if (attempt == 0 && have == d.size) break;  // all there already
+    int failures = 0;
+    for (;;) {
+        if (have == d.size) {
+            std::string got = hash->digest();
+            if (got == d.digest) return;
+            if (!kept)
+                throw WrongBytes("blob " + d.digest + ": digest mismatch: the registry sent " +
+                                 got);
+            note("the bytes an interrupted pull left do not match the digest; starting over");
+            restart();
+            kept = false;
+            continue;
+        }
         HttpRequest req;
         req.url = url(repository_ + "/blobs/" + d.digest);
         if (have > 0) req.headers.push_back("Range: bytes=" + std::to_string(have) + "-");
         bool first = true;
-        int64_t asked_from = have;
+        const int64_t asked_from = have;
         req.sink = [&](const HttpResponse& reply, const char* p, size_t n) {
             if (first) {
                 first = false;
-                // The registry may ignore Range and send everything (200): start over.
-                if (asked_from > 0 && reply.status != 206) restart();
-                std::string range = reply.header("content-range");
-                if (reply.status == 206 &&
-                    !range.starts_with("bytes " + std::to_string(asked_from) + "-"))
-                    throw RegistryError("blob " + d.digest + ": asked for bytes from " +
-                                        std::to_string(asked_from) + ", the registry sent \"" +
-                                        range + "\"");
+                check_blob_reply(d, reply, asked_from);
+                // A registry may ignore Range and send everything (200, or 206 from 0).
+                if (asked_from > 0 && content_range_start(reply) != asked_from) {
+                    restart();
+                    kept = false;
+                }
             }
             if (have + static_cast<int64_t>(n) > d.size)
-                throw RegistryError("blob " + d.digest + ": the registry sent more than the " +
-                                    std::to_string(d.size) + " bytes the manifest gives");
+                throw WrongBytes("blob " + d.digest + ": the registry sent more than the " +
+                                 std::to_string(d.size) + " bytes the manifest gives");
             for (size_t done = 0; done < n;) {
                 ssize_t w = ::write(fd, p + done, n - done);
                 if (w < 0 && errno == EINTR) continue;
-                if (w < 0) throw RegistryError("cannot write " + path + ": " + strerror(errno));
+                if (w < 0) throw RegistryError("cannot write " + partial + ": " + strerror(errno));
                 done += static_cast<size_t>(w);
             }
             hash->update(p, n);
@@ -443,35 +518,30 @@ void Client::download_blob(const Descriptor& d, const std::string& path,
         try {
             HttpResponse r = send(req, false);
             if (r.status == 200 || r.status == 206) {
-                if (have == d.size) break;
+                if (have == d.size) continue;
                 why = "the reply ended after " + std::to_string(have) + " of " +
                       std::to_string(d.size) + " bytes";
-            } else if (r.status == 416 && have == d.size) {
-                break;
+            } else if (r.status == 416) {
+                // The registry holds fewer bytes than are here: they are not its blob's.
+                why = "the registry cannot send bytes from " + std::to_string(have) + " (HTTP 416)";
+                restart();
+                kept = false;
             } else if (r.status >= 500) {
                 why = "HTTP " + std::to_string(r.status);
             } else {
-                ::unlink(path.c_str());
-                fail(r, "blob " + d.digest);
+                fail(r, "blob " + d.digest);  // the partial file stays for the next pull
             }
         } catch (const TransportError& e) {
             if (e.tls_failure) throw RegistryError("blob " + d.digest + ": " + e.what());
             why = e.what();
         }
-        if (attempt + 1 >= kAttempts) {
-            ::unlink(path.c_str());
+        if (++failures >= kAttempts)
             throw RegistryError("blob " + d.digest + ": giving up after " +
                                 std::to_string(kAttempts) + " attempts: " + why);
-        }
-        auto wait = backoff(attempt);
+        auto wait = backoff(failures - 1);
         note(why + "; " + (have > 0 ? "resuming at byte " + std::to_string(have) : "retrying") +
              " in " + std::to_string(wait.count()) + " ms");
         std::this_thread::sleep_for(wait);
-    }
-    std::string got = hash->digest();
-    if (got != d.digest) {
-        ::unlink(path.c_str());
-        throw RegistryError("blob " + d.digest + ": digest mismatch: the registry sent " + got);
     }
 }
 

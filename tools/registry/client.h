@@ -59,9 +59,13 @@ public:
     FetchedManifest get_manifest(const std::string& ref);
     // A small blob (a config) read into memory and verified.
     std::string get_blob(const Descriptor& d);
-    // Streams a blob to path, hashing on arrival; resumes with a Range request after a dropped
-    // connection and retries 5xx with backoff. progress(bytes) runs as data arrives; note(text)
-    // reports retries. Throws RegistryError on a digest or size mismatch (path is removed).
+    // Streams a blob to path + ".partial", hashing on arrival, and renames it to path once its
+    // digest checks out. Bytes already in the partial file (an earlier pull's) are hashed and
+    // the rest is asked for with Range; so is the rest after a dropped connection, and 5xx are
+    // retried with backoff. The partial file stays when the download fails, unless its bytes
+    // are proven wrong (digest or size mismatch, a range the registry cannot satisfy): then it
+    // is removed. progress(bytes) runs as data arrives; note(text) reports resumption and
+    // retries.
     void download_blob(const Descriptor& d, const std::string& path,
                        const std::function<void(int64_t)>& progress,
                        const std::function<void(const std::string&)>& note);
@@ -87,6 +91,11 @@ private:
     std::string auth_header();
     void refresh_auth(const HttpResponse& unauthorized, const std::string& used);
     std::string fetch_token();
+    // download_blob's transfer into the open partial file fd; throws WrongBytes (client.cc)
+    // when the bytes cannot be the blob's.
+    void fetch_blob_into(const Descriptor& d, int fd, const std::string& partial,
+                         const std::function<void(int64_t)>& progress,
+                         const std::function<void(const std::string&)>& note);
     [[noreturn]] void fail(const HttpResponse& r, const std::string& what) const;
     std::string url(const std::string& path) const { return base_ + "/v2/" + path; }
     std::string upload_url(const std::string& location) const;

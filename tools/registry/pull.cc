@@ -11,7 +11,6 @@
 
 #include "digest.h"
 #include "error.h"
-#include "fsutil.h"
 #include "progress.h"
 #include "transfer.h"
 
@@ -25,11 +24,18 @@ std::string short_digest(const std::string& digest) {
     return digest.substr(7, 12);
 }
 
-// Removes a pull's download directory however the pull ends.
+// Ends a pull's download directory however the pull ends: what a failed pull fetched stays
+// for the next one to resume.
 struct DownloadDir {
+    store::Store& store;
     std::string path;
+    bool stored = false;  // the image is in the store: nothing here is needed any more
     ~DownloadDir() {
-        if (!path.empty()) store::remove_tree(path);
+        if (path.empty()) return;
+        try {
+            store.end_download_dir(path, !stored);
+        } catch (const std::exception&) {
+        }
     }
 };
 
@@ -154,7 +160,7 @@ std::string pull_image(store::Store& store, const Settings& settings, const Refe
         }
     }
 
-    DownloadDir dir;
+    DownloadDir dir{store, ""};
     if (!to_fetch.empty()) dir.path = store.make_download_dir();
     std::atomic<size_t> next{0};
     std::atomic<bool> failed{false};
@@ -210,6 +216,7 @@ std::string pull_image(store::Store& store, const Settings& settings, const Refe
     } catch (const store::StoreError& e) {
         throw RegistryError(ref.str() + ": " + e.what());
     }
+    dir.stored = true;
     for (size_t i : to_fetch) progress.status(short_digest(m.layers[i].digest), "Pull complete");
     for (const auto& w : img.warnings) progress.note("warning", w);
     if (!o.quiet) {
