@@ -469,6 +469,32 @@ TEST(RegistryResume, pull_refused_mid_blob_keeps_the_partial_file_for_the_next_p
     EXPECT_EQ(entries(tmp / "store/downloads"), 0u);
 }
 
+TEST(RegistryRetry, a_blob_that_progresses_between_drops_is_not_given_up) {
+    REQUIRE_REGISTRY();
+    TempDir tmp("lamina-drops");
+    RegistryEnv env;
+    Registry reg;
+    auto built = push_big(reg, tmp, 2 << 20, 23);
+    std::string layer = first_layer_digest(tmp / "big-layout");
+
+    // Eight drops, more than the six attempts a blob gets without progress, each after
+    // 250000 bytes.
+    ThrottlingProxy dropping(reg.port(), 50 << 20,
+                             ProxyFaults{layer, std::vector<std::string>(8, "cut250000")});
+    Lamina lamina(tmp / "store");
+    auto r = lamina({"pull", "--tls-verify=false",
+                     "127.0.0.1:" + std::to_string(dropping.port()) + "/test/big:v1"});
+    ASSERT_EQ(r.status, 0) << r.err << r.out;
+    size_t resumes = 0;
+    for (size_t p = r.out.find("; resuming at byte"); p != std::string::npos;
+         p = r.out.find("; resuming at byte", p + 1))
+        ++resumes;
+    EXPECT_EQ(resumes, 8u) << r.out;
+    auto images = images_json(lamina);
+    ASSERT_EQ(images.size(), 1u);
+    EXPECT_EQ(images[0]["Id"], built.config_digest);
+}
+
 TEST(RegistryRetry, server_errors_are_retried_and_429_ends_with_one_line) {
     REQUIRE_REGISTRY();
     TempDir tmp("lamina-retry");

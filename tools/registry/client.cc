@@ -473,7 +473,9 @@ void Client::fetch_blob_into(const Descriptor& d, int fd, const std::string& par
         progress(have);
         note("resuming at byte " + std::to_string(have) + ", where an interrupted pull stopped");
     }
-    int failures = 0;
+    // Progress is a byte past the furthest yet; fetching again bytes a restart dropped is not.
+    int64_t furthest = have;
+    int failures = 0;  // attempts in a row that brought no progress
     for (;;) {
         if (have == d.size) {
             std::string got = hash->digest();
@@ -484,6 +486,7 @@ void Client::fetch_blob_into(const Descriptor& d, int fd, const std::string& par
             note("the bytes an interrupted pull left do not match the digest; starting over");
             restart();
             kept = false;
+            furthest = 0;  // this happens once: kept bytes are only checked once
             continue;
         }
         HttpRequest req;
@@ -535,9 +538,13 @@ void Client::fetch_blob_into(const Descriptor& d, int fd, const std::string& par
             if (e.tls_failure) throw RegistryError("blob " + d.digest + ": " + e.what());
             why = e.what();
         }
+        if (have > furthest) {
+            furthest = have;
+            failures = 0;
+        }
         if (++failures >= kAttempts)
             throw RegistryError("blob " + d.digest + ": giving up after " +
-                                std::to_string(kAttempts) + " attempts: " + why);
+                                std::to_string(kAttempts) + " attempts without progress: " + why);
         auto wait = backoff(failures - 1);
         note(why + "; " + (have > 0 ? "resuming at byte " + std::to_string(have) : "retrying") +
              " in " + std::to_string(wait.count()) + " ms");

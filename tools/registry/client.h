@@ -61,11 +61,11 @@ public:
     std::string get_blob(const Descriptor& d);
     // Streams a blob to path + ".partial", hashing on arrival, and renames it to path once its
     // digest checks out. Bytes already in the partial file (an earlier pull's) are hashed and
-    // the rest is asked for with Range; so is the rest after a dropped connection, and 5xx are
-    // retried with backoff. The partial file stays when the download fails, unless its bytes
-    // are proven wrong (digest or size mismatch, a range the registry cannot satisfy): then it
-    // is removed. progress(bytes) runs as data arrives; note(text) reports resumption and
-    // retries.
+    // the rest is asked for with Range; so is the rest after a dropped connection. Drops and
+    // 5xx are retried with backoff, the count starting again whenever an attempt brought the
+    // blob further. The partial file stays when the download fails, unless its bytes are
+    // proven wrong (digest or size mismatch, a range the registry cannot satisfy): then it is
+    // removed. progress(bytes) runs as data arrives; note(text) reports resumption and retries.
     void download_blob(const Descriptor& d, const std::string& path,
                        const std::function<void(int64_t)>& progress,
                        const std::function<void(const std::string&)>& note);
