@@ -298,6 +298,41 @@ TEST(RegistryMirror, docker_io_pull_tries_a_mirror_lacking_the_image_then_the_ne
     EXPECT_EQ(images[0]["RepoTags"][0], "busybox:latest");
 }
 
+TEST(RegistryMirror, dead_mirrors_are_skipped_within_seconds) {
+    REQUIRE_REGISTRY();
+    TempDir tmp("lamina-deadmirror");
+    RegistryEnv env;
+    Registry reg;
+    auto built = push_demo(reg, tmp, "library/busybox:latest");
+    // One mirror refuses connections, one never completes them, one answers 503; the last
+    // stands in for Docker Hub, which the tests cannot reach.
+    std::string closed = "127.0.0.1:" + std::to_string(free_port());
+    HangingPort hanging;
+    std::string hung = "127.0.0.1:" + std::to_string(hanging.port());
+    ThrottlingProxy failing(reg.port(), 50 << 20,
+                            ProxyFaults{"GET /v2/", std::vector<std::string>(20, "503")});
+    std::string broken = "127.0.0.1:" + std::to_string(failing.port());
+    env.write_config(
+        json({{"registry-mirrors",
+               {"http://" + closed, "http://" + hung, "http://" + broken, "http://" + reg.host()}},
+              {"insecure-registries", {closed, hung, broken, reg.host()}}})
+            .dump());
+    Lamina lamina(tmp / "store");
+    auto start = std::chrono::steady_clock::now();
+    auto r = lamina({"pull", "busybox"});
+    auto took = std::chrono::steady_clock::now() - start;
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_LT(took, std::chrono::seconds(10)) << r.out;
+    for (const auto& m : {closed, hung, broken}) {
+        size_t at = r.out.find("mirror http://" + m + " skipped: ");
+        ASSERT_NE(at, std::string::npos) << r.out;
+        EXPECT_EQ(r.out.find("mirror http://" + m + " skipped", at + 1), std::string::npos)
+            << r.out;
+    }
+    EXPECT_TRUE(contains(r.out, "HTTP 503")) << r.out;
+    EXPECT_EQ(images_json(lamina)[0]["Id"], built.config_digest);
+}
+
 TEST(RegistryIndex, multi_platform_index_gives_the_requested_platform) {
     REQUIRE_REGISTRY();
     TempDir tmp("lamina-index");

@@ -56,6 +56,34 @@ bool wait_for_port(int port, int timeout_ms) {
     return false;
 }
 
+HangingPort::HangingPort() {
+    listener_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        listen(listener_, 0) != 0 ||
+        getsockname(listener_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+        ADD_FAILURE() << "cannot listen on 127.0.0.1";
+        return;
+    }
+    port_ = ntohs(a.sin_port);
+    // With a backlog of 0 the queue holds one connection; nobody accepts it, so the kernel
+    // drops every later SYN and those connects wait.
+    for (int i = 0; i < 2; ++i) {
+        int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+        queued_.push_back(s);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+}
+
+HangingPort::~HangingPort() {
+    for (int s : queued_) close(s);
+    if (listener_ >= 0) close(listener_);
+}
+
 Child::Child(const std::vector<std::string>& argv, const std::string& log) {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);

@@ -17,6 +17,22 @@ int free_port();
 // Waits until something accepts connections on 127.0.0.1:port.
 bool wait_for_port(int port, int timeout_ms);
 
+// A port on 127.0.0.1 where connecting hangs, as with a host that drops packets: a listener
+// whose accept queue is kept full, so the kernel ignores new connection requests.
+class HangingPort {
+public:
+    HangingPort();
+    ~HangingPort();
+    HangingPort(const HangingPort&) = delete;
+    HangingPort& operator=(const HangingPort&) = delete;
+    int port() const { return port_; }
+
+private:
+    int listener_ = -1;
+    std::vector<int> queued_;
+    int port_ = 0;
+};
+
 // A child process that is killed (and reaped) when this object goes.
 class Child {
 public:

@@ -26,6 +26,10 @@ using nlohmann::json;
 namespace {
 
 constexpr int kAttempts = 6;  // backoff 0.5 + 1 + 2 + 4 + 8 s between them
+// A mirror being probed: one attempt, a connect that takes over 2 s counts as dead, and no
+// exchange may take over 10 s.
+constexpr long kProbeConnectTimeout = 2;
+constexpr long kProbeTimeout = 10;
 
 std::chrono::milliseconds backoff(int attempt) {
     return std::chrono::milliseconds(500 << attempt);
@@ -259,13 +263,19 @@ std::string Client::fetch_token() {
     if (credentials_)
         req.headers.push_back("Authorization: Basic " +
                               base64_encode(credentials_->username + ":" + credentials_->password));
+    int attempts = kAttempts;
+    if (probing_) {
+        attempts = 1;
+        req.connect_timeout_s = kProbeConnectTimeout;
+        req.timeout_s = kProbeTimeout;
+    }
     HttpResponse r;
     for (int attempt = 0;; ++attempt) {
         try {
             r = http_perform(req, tls_);
-            if (r.status < 500 || attempt + 1 >= kAttempts) break;
+            if (r.status < 500 || attempt + 1 >= attempts) break;
         } catch (const TransportError& e) {
-            if (attempt + 1 >= kAttempts)
+            if (attempt + 1 >= attempts)
                 throw RegistryError("cannot get a token from " + challenge_.realm + ": " +
                                     e.what());
         }
@@ -330,6 +340,11 @@ HttpResponse Client::send_once(HttpRequest& req, const std::string& auth) {
 }
 
 HttpResponse Client::send(HttpRequest req, bool retry, bool retry_refused) {
+    if (probing_) {
+        retry = false;
+        req.connect_timeout_s = kProbeConnectTimeout;
+        req.timeout_s = kProbeTimeout;
+    }
     for (int attempt = 0;; ++attempt) {
         try {
             std::string used = auth_header();

@@ -47,6 +47,9 @@ public:
 
     // GET /v2/: chooses https or (for insecure registries) http and learns the auth scheme.
     void ping();
+    // While probing (a mirror that has not yet served the manifest) every request gets one
+    // attempt, a short connect timeout and a time limit, so a dead mirror is left in seconds.
+    void set_probing(bool on) { probing_ = on; }
     // Fetches a token (bearer) or checks the credentials (basic) without touching a repository.
     void check_credentials();
     // Uses these instead of the stored ones (login).
@@ -110,6 +113,7 @@ private:
     TlsOptions tls_;
     std::optional<Credentials> credentials_;
     std::set<std::string> extra_scopes_;
+    bool probing_ = false;
 
     std::mutex auth_mu_;
     Challenge challenge_;

@@ -110,7 +110,8 @@ HttpResponse http_perform(const HttpRequest& req, const TlsOptions& tls) {
     curl_easy_setopt(c, CURLOPT_USERAGENT, "lamina/" LAMINA_VERSION);
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, req.follow_redirects ? 1L : 0L);
     curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 15L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, req.connect_timeout_s);
+    if (req.timeout_s > 0) curl_easy_setopt(c, CURLOPT_TIMEOUT, req.timeout_s);
     // A stalled transfer (under 1 byte/s for 30 s) counts as dropped and is retried.
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);

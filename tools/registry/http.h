@@ -29,6 +29,8 @@ struct HttpRequest {
     // throw; the transfer stops and the exception comes out of http_perform.
     std::function<void(const struct HttpResponse& reply, const char*, size_t)> sink;
     bool follow_redirects = true;
+    long connect_timeout_s = 15;
+    long timeout_s = 0;  // the whole exchange; 0: none (a stall of 30 s still ends it)
 };
 
 struct HttpResponse {

@@ -56,12 +56,15 @@ Source find_source(const Settings& settings, const Reference& ref, const PullOpt
             Source s;
             s.client =
                 std::make_unique<Client>(settings, ref.registry, ref.repository, o.client, ep);
+            // A mirror gets one quick try: the registry itself is there to fall back on.
+            s.client->set_probing(!ep.empty());
             s.client->ping();
             s.top = s.client->get_manifest(ref.manifest_ref());
+            s.client->set_probing(false);
             return s;
         } catch (const std::runtime_error& e) {  // RegistryError, TransportError
             if (ep.empty()) throw;
-            progress.note("mirror " + ep,
+            progress.note("mirror " + ep + " skipped",
                           std::string(e.what()) + "; trying " +
                               (i + 2 < endpoints.size() ? "the next mirror" : ref.registry));
         }
