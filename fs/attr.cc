@@ -37,14 +37,14 @@ int Overlay::statfs(struct statvfs& st) {
 void Overlay::show_ownership(const Node* node, struct stat& st) const {
     // Only regular files and directories can carry user.* xattrs.
     if (use_override_ && !node->unlinked && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
-        std::string abs =
-            stack_.abs_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
-        if (auto o = read_override_stat(abs)) apply_override(*o, st);
+        std::string xattr_path =
+            stack_.proc_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
+        if (auto o = read_override_stat(xattr_path)) apply_override(*o, st);
     }
     ids_.present(st);
 }
 
-int Overlay::chown_or_override(int dirfd, const char* rel, const std::string& abs, uid_t uid,
+int Overlay::chown_or_override(int dirfd, const char* rel, const std::string& xattr_path, uid_t uid,
                                gid_t gid, mode_t mode, dev_t rdev, bool force_override,
                                bool& overridden) {
     overridden = false;
@@ -55,9 +55,9 @@ int Overlay::chown_or_override(int dirfd, const char* rel, const std::string& ab
         // Without an override the entry keeps the daemon's owner, as a plain chown would.
         if (!use_override_ || !(S_ISREG(mode) || S_ISDIR(mode))) return 0;
         // A copy-up brought the source's override along: that one already says who owns it.
-        if (read_override_stat(abs)) return 0;
+        if (read_override_stat(xattr_path)) return 0;
     }
-    int err = write_override_stat(abs, StatOverride{uid, gid, mode, rdev});
+    int err = write_override_stat(xattr_path, StatOverride{uid, gid, mode, rdev});
     if (err) return force_override ? err : 0;
     overridden = true;
     return 0;
@@ -72,7 +72,7 @@ int Overlay::change_owner_and_mode(Node* node, int fd, const char* rel, const st
     bool is_dir = S_ISDIR(cur.st_mode);
     // An unlinked file has no path for the xattr calls; it keeps what the host allows.
     bool may_override = use_override_ && !node->unlinked && (S_ISREG(cur.st_mode) || is_dir);
-    std::string abs = may_override ? stack_.abs_path(kUpperLayer, rel) : std::string();
+    std::string xattr_path = may_override ? stack_.proc_path(kUpperLayer, rel) : std::string();
     bool set_mode = to_set & kSetMode;
     mode_t perm = attr.st_mode & 07777;
     uid_t uid = (to_set & kSetUid) ? ids_.disk_uid(attr.st_uid) : static_cast<uid_t>(-1);
@@ -80,13 +80,13 @@ int Overlay::change_owner_and_mode(Node* node, int fd, const char* rel, const st
 
     // Moves the owner and mode into the override; the host copy keeps the daemon's access.
     auto keep_in_override = [&](StatOverride next) -> int {
-        if (int err = write_override_stat(abs, next)) return err;
+        if (int err = write_override_stat(xattr_path, next)) return err;
         if (fchmodat(dirfd, rel, host_mode_under_override(next.mode, is_dir), 0) != 0) return errno;
         return 0;
     };
 
     std::optional<StatOverride> current;
-    if (may_override) current = read_override_stat(abs);
+    if (may_override) current = read_override_stat(xattr_path);
     if (current) {
         // The override is what the mount shows, so it is what changes.
         StatOverride next = *current;

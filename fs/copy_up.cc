@@ -31,11 +31,13 @@ std::string Overlay::work_temp_name() {
 }
 
 // Copies user-visible xattrs (overlay-private ones are the layer's business, not the file's).
-int copy_xattrs(const std::string& from_abs, int to_fd, const std::string& to_abs) {
-    ssize_t len = llistxattr(from_abs.c_str(), nullptr, 0);
+// `from` and `to` are /proc/self/fd paths (LayerStack::proc_path); to_fd, when open, is used
+// instead of `to`.
+int copy_xattrs(const std::string& from, int to_fd, const std::string& to) {
+    ssize_t len = llistxattr(from.c_str(), nullptr, 0);
     if (len <= 0) return len < 0 && errno != ENOTSUP ? errno : 0;
     std::string names(static_cast<size_t>(len), '\0');
-    len = llistxattr(from_abs.c_str(), names.data(), names.size());
+    len = llistxattr(from.c_str(), names.data(), names.size());
     if (len < 0) return errno;
     names.resize(static_cast<size_t>(len));
     std::string value;
@@ -43,14 +45,14 @@ int copy_xattrs(const std::string& from_abs, int to_fd, const std::string& to_ab
         const char* name = names.c_str() + pos;
         pos += strlen(name) + 1;
         if (is_private_xattr(name)) continue;
-        ssize_t vlen = lgetxattr(from_abs.c_str(), name, nullptr, 0);
+        ssize_t vlen = lgetxattr(from.c_str(), name, nullptr, 0);
         if (vlen < 0) continue;
         value.resize(static_cast<size_t>(vlen));
-        vlen = lgetxattr(from_abs.c_str(), name, value.data(), value.size());
+        vlen = lgetxattr(from.c_str(), name, value.data(), value.size());
         if (vlen < 0) continue;
         int rc = to_fd >= 0
                      ? fsetxattr(to_fd, name, value.data(), static_cast<size_t>(vlen), 0)
-                     : lsetxattr(to_abs.c_str(), name, value.data(), static_cast<size_t>(vlen), 0);
+                     : lsetxattr(to.c_str(), name, value.data(), static_cast<size_t>(vlen), 0);
         // security.* and trusted.* may be refused to an unprivileged daemon; the data is not.
         if (rc != 0 && errno != EPERM && errno != ENOTSUP) return errno;
     }
@@ -106,10 +108,10 @@ int Overlay::copy_up_locked(Node* node) {
     const char* src_rel = rel_or_dot(node->lower_path);
     struct stat st;
     if (fstatat(src_dir, src_rel, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
-    std::string src_abs = stack_.abs_path(src_layer, node->lower_path);
+    std::string src_xattr_path = stack_.proc_path(src_layer, node->lower_path);
 
     std::string tmp = work_temp_name();
-    std::string tmp_abs = stack_.work_path() + "/" + tmp;
+    std::string tmp_xattr_path = stack_.work_proc_path(tmp);
     int work = stack_.work_fd();
     int err = 0;
     bool device_as_file = false;
@@ -147,11 +149,11 @@ int Overlay::copy_up_locked(Node* node) {
             device_as_file = true;
             break;
     }
-    if (!err) err = copy_xattrs(src_abs, out.get(), tmp_abs);
+    if (!err) err = copy_xattrs(src_xattr_path, out.get(), tmp_xattr_path);
     // The copy keeps the owner the mount showed; where the host refuses it, in the override.
     bool overridden = false;
     if (!err)
-        err = chown_or_override(work, tmp.c_str(), tmp_abs, st.st_uid, st.st_gid, st.st_mode,
+        err = chown_or_override(work, tmp.c_str(), tmp_xattr_path, st.st_uid, st.st_gid, st.st_mode,
                                 st.st_rdev, device_as_file, overridden);
     mode_t perm =
         overridden ? host_mode_under_override(st.st_mode, S_ISDIR(st.st_mode)) : st.st_mode & 07777;

@@ -33,10 +33,11 @@ bool Overlay::lower_has_name(Node* parent, std::string_view name) {
     return e && !e->whiteout;
 }
 
-int Overlay::set_upper_xattr(const std::string& abs, std::string_view suffix,
+int Overlay::set_upper_xattr(const std::string& xattr_path, std::string_view suffix,
                              std::string_view value) {
     std::string name = overlay_xattr(flavour_, suffix);
-    if (lsetxattr(abs.c_str(), name.c_str(), value.data(), value.size(), 0) != 0) return errno;
+    if (lsetxattr(xattr_path.c_str(), name.c_str(), value.data(), value.size(), 0) != 0)
+        return errno;
     return 0;
 }
 
@@ -51,7 +52,7 @@ int Overlay::make_whiteout_locked(Node* parent, std::string_view name) {
     if (!fd) return errno;
     std::string wname = overlay_xattr(flavour_, "whiteout");
     if (fsetxattr(fd.get(), wname.c_str(), "y", 1, 0) != 0) return errno;
-    if (int err = set_upper_xattr(stack_.abs_path(kUpperLayer, path_of(parent)), "opaque", "x"))
+    if (int err = set_upper_xattr(stack_.proc_path(kUpperLayer, path_of(parent)), "opaque", "x"))
         return err;
     parent->xwhiteouts = true;
     return 0;
@@ -83,9 +84,8 @@ int Overlay::install_from_work_locked(const std::string& tmp, const std::string&
     return 0;
 }
 
-int Overlay::set_new_owner(int dirfd, const char* name, const std::string& abs,
-                           const Credentials& cred, Node* parent, mode_t mode, dev_t rdev,
-                           bool device_as_file) {
+int Overlay::set_new_owner(int dirfd, const char* name, const Credentials& cred, Node* parent,
+                           mode_t mode, dev_t rdev, bool device_as_file) {
     // The caller's ids are what the mount shows; the disk gets them through the id mapping.
     uid_t uid = ids_.disk_uid(cred.uid);
     gid_t gid = ids_.disk_gid(cred.gid);
@@ -94,7 +94,7 @@ int Overlay::set_new_owner(int dirfd, const char* name, const std::string& abs,
     bool setgid_parent = false;
     if (fstatat(stack_.fd(kUpperLayer), rel_or_dot(prel), &pst, 0) == 0) {
         if (use_override_) {
-            if (auto o = read_override_stat(stack_.abs_path(kUpperLayer, prel))) {
+            if (auto o = read_override_stat(stack_.proc_path(kUpperLayer, prel))) {
                 pst.st_gid = o->gid;
                 pst.st_mode = (pst.st_mode & S_IFMT) | (o->mode & 07777);
             }
@@ -112,8 +112,8 @@ int Overlay::set_new_owner(int dirfd, const char* name, const std::string& abs,
         made.st_uid == uid && made.st_gid == gid && (S_ISLNK(mode) || (made.st_mode & 07777) == perm))
         return 0;
     bool overridden = false;
-    if (int err = chown_or_override(dirfd, name, abs, uid, gid, (mode & S_IFMT) | perm, rdev,
-                                    device_as_file, overridden))
+    if (int err = chown_or_override(dirfd, name, proc_fd_path(dirfd, name), uid, gid,
+                                    (mode & S_IFMT) | perm, rdev, device_as_file, overridden))
         return err;
     if (S_ISLNK(mode)) return 0;
     // Set after chown, which drops set-id bits.
@@ -209,8 +209,7 @@ int Overlay::create_entry(Node* parent, std::string_view name,
         // lock keeps the entry out of sight until its owner is right.
         int upper = stack_.fd(kUpperLayer);
         if ((err = make(upper, dst.c_str()))) return err;
-        err = set_new_owner(upper, dst.c_str(), stack_.abs_path(kUpperLayer, dst), cred, parent,
-                            mode, rdev, made_as_file());
+        err = set_new_owner(upper, dst.c_str(), cred, parent, mode, rdev, made_as_file());
         if (err) {
             unlinkat(upper, dst.c_str(), is_dir ? AT_REMOVEDIR : 0);
             return err;
@@ -218,11 +217,9 @@ int Overlay::create_entry(Node* parent, std::string_view name,
         return finish_entry_locked(parent, name, out);
     }
     std::string tmp = work_temp_name();
-    std::string tmp_abs = stack_.work_path() + "/" + tmp;
     if ((err = make(stack_.work_fd(), tmp.c_str()))) return err;
-    err = set_new_owner(stack_.work_fd(), tmp.c_str(), tmp_abs, cred, parent, mode, rdev,
-                        made_as_file());
-    if (!err && needs_opaque) err = set_upper_xattr(tmp_abs, "opaque", "y");
+    err = set_new_owner(stack_.work_fd(), tmp.c_str(), cred, parent, mode, rdev, made_as_file());
+    if (!err && needs_opaque) err = set_upper_xattr(stack_.work_proc_path(tmp), "opaque", "y");
     if (!err) err = install_from_work_locked(tmp, dst, over_whiteout);
     if (err) {
         unlinkat(stack_.work_fd(), tmp.c_str(), is_dir ? AT_REMOVEDIR : 0);

@@ -88,7 +88,7 @@ int build_dir_index(const LayerStack& stack, const std::vector<LayerNo>& layers,
                 if (is_chardev_whiteout(st)) {
                     e.whiteout = true;
                 } else if (opaque == 'x' && S_ISREG(st.st_mode) && st.st_size == 0 &&
-                           has_whiteout_xattr(stack.abs_path(layer, join_path(rel, e.name)))) {
+                           has_whiteout_xattr(proc_fd_path(dir.get(), e.name))) {
                     e.whiteout = true;
                 }
             }

@@ -14,13 +14,20 @@ namespace lamina {
 namespace {
 
 std::string open_layer(const std::string& path, const char* what, Layer& out) {
+    auto failed = [&](const char* why) { return std::string(what) + " '" + path + "': " + why; };
     int fd = ::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return std::string(what) + " '" + path + "': " + std::strerror(errno);
+    if (fd < 0) return failed(std::strerror(errno));
     out.fd.reset(fd);
     struct stat st;
-    if (fstat(fd, &st) != 0) return std::string(what) + " '" + path + "': " + std::strerror(errno);
+    if (fstat(fd, &st) != 0) return failed(std::strerror(errno));
     out.dev = st.st_dev;
     out.path = path;
+    // The xattr calls reach the layer through /proc/self/fd (proc_fd_path); without /proc they
+    // would fail on the first copy-up, so say so now.
+    struct stat via_proc;
+    if (stat(proc_fd_path(fd, "").c_str(), &via_proc) != 0 || via_proc.st_dev != st.st_dev ||
+        via_proc.st_ino != st.st_ino)
+        return failed("cannot reach it through /proc/self/fd (is /proc mounted?)");
     return "";
 }
 
@@ -55,19 +62,18 @@ std::string LayerStack::prepare_work_dir() {
     if (mkdirat(work_.fd.get(), "work", 0700) != 0 && errno != EEXIST)
         return "workdir '" + work_.path + "': " + std::strerror(errno);
     // Leftovers of copy-ups a crash interrupted: never visible, safe to drop.
-    nftw(work.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    nftw(work_proc_path("work").c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     if (mkdirat(work_.fd.get(), "work", 0700) != 0 && errno != EEXIST)
         return "workdir '" + work + "': " + std::strerror(errno);
     return "";
 }
 
-std::string LayerStack::abs_path(LayerNo n, std::string_view rel) const {
-    std::string out = layers_[n].path;
-    if (!rel.empty() && rel != ".") {
-        out.push_back('/');
-        out.append(rel);
-    }
-    return out;
+std::string LayerStack::proc_path(LayerNo n, std::string_view rel) const {
+    return proc_fd_path(layers_[n].fd.get(), rel);
+}
+
+std::string LayerStack::work_proc_path(std::string_view rel) const {
+    return proc_fd_path(work_.fd.get(), rel);
 }
 
 }  // namespace lamina

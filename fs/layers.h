@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "options.h"
+#include "path_util.h"
 #include "unique_fd.h"
 
 namespace lamina {
@@ -19,8 +20,10 @@ using LayerNo = uint16_t;
 inline constexpr LayerNo kUpperLayer = 0;
 
 struct Layer {
-    std::string path;  // absolute path of the layer root
-    UniqueFd fd;       // O_PATH|O_DIRECTORY descriptor of the root
+    // The path it was opened by, for messages only: once the mount is up it may name nothing
+    // (the caller may detach it), so every access goes through fd.
+    std::string path;
+    UniqueFd fd;  // O_PATH|O_DIRECTORY descriptor of the root
     dev_t dev = 0;
 };
 
@@ -35,15 +38,16 @@ public:
     LayerNo first_lower() const { return 1; }
     LayerNo end() const { return static_cast<LayerNo>(layers_.size()); }
     int work_fd() const { return work_.fd.get(); }
-    const std::string& work_path() const { return work_.path; }
 
     // Creates the work dir's "work" subdirectory (the kernel's name for it) and removes what
     // an interrupted copy-up left there. Returns "" or an error line.
     std::string prepare_work_dir();
 
-    // Absolute path of `rel` inside layer n ("" or "." is the root), for calls that have no
-    // *at() form (lgetxattr and friends).
-    std::string abs_path(LayerNo n, std::string_view rel) const;
+    // A path to `rel` inside layer n ("" is the root), or inside the work dir, for the calls that
+    // have no *at() form (lgetxattr and friends). It goes through the layer's descriptor
+    // (proc_fd_path), never through the layer's own path.
+    std::string proc_path(LayerNo n, std::string_view rel) const;
+    std::string work_proc_path(std::string_view rel) const;
 
 private:
     std::vector<Layer> layers_;  // [0] upper (empty when read-only), [1..] lowers

@@ -32,7 +32,7 @@ std::string Overlay::init() {
     for (LayerNo n = stack_.first_lower(); n < stack_.end(); ++n) root->lowers.push_back(n);
     root->lower_path.clear();
     if (root->in_upper) {
-        char opaque = read_opaque(stack_.layer(kUpperLayer).path);
+        char opaque = read_opaque(stack_.proc_path(kUpperLayer, ""));
         root->opaque = opaque == 'y';
         root->xwhiteouts = opaque == 'x';
     }
@@ -124,7 +124,7 @@ int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<
         if (fstatat(stack_.fd(kUpperLayer), upath.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
             if (is_chardev_whiteout(st)) return ENOENT;
             if (S_ISREG(st.st_mode) && st.st_size == 0 && parent->xwhiteouts &&
-                has_whiteout_xattr(stack_.abs_path(kUpperLayer, upath)))
+                has_whiteout_xattr(stack_.proc_path(kUpperLayer, upath)))
                 return ENOENT;
             found_upper = true;
         } else if (errno != ENOENT && errno != ENOTDIR) {
@@ -136,13 +136,14 @@ int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<
         node->in_upper = true;
         node->type = st.st_mode & S_IFMT;
         if (node->is_dir()) {
-            std::string abs = stack_.abs_path(kUpperLayer, upath);
-            char opaque = read_opaque(abs);
+            std::string xattr_path = stack_.proc_path(kUpperLayer, upath);
+            char opaque = read_opaque(xattr_path);
             node->opaque = opaque == 'y';
             node->xwhiteouts = opaque == 'x';
             if (!node->opaque) {
                 std::optional<std::string> redirect;
-                if (opts_.redirect_dir != RedirectDir::NoFollow) redirect = read_redirect(abs);
+                if (opts_.redirect_dir != RedirectDir::NoFollow)
+                    redirect = read_redirect(xattr_path);
                 if (redirect) {
                     // An invalid redirect hides the lower content rather than guess at it.
                     if (auto target = redirect_target(parent, *redirect)) {

@@ -226,11 +226,13 @@ private:
     // Ownership (attr.cc): the override xattr, the id mappings and squash options applied to a
     // stat of the node's copy; and the owner a new or copied-up entry gets on disk.
     void show_ownership(const Node* node, struct stat& st) const;
-    // Gives the entry at `rel` in dirfd (`abs` for the xattr) the disk owner uid:gid. Where the
-    // host refuses and the daemon has no privilege, or for a device kept as a regular file
-    // (force_override), the owner and `mode` go into the override xattr instead (overridden).
-    int chown_or_override(int dirfd, const char* rel, const std::string& abs, uid_t uid, gid_t gid,
-                          mode_t mode, dev_t rdev, bool force_override, bool& overridden);
+    // Gives the entry at `rel` in dirfd (`xattr_path`, a proc_fd_path, for the xattr calls) the
+    // disk owner uid:gid. Where the host refuses and the daemon has no privilege, or for a device
+    // kept as a regular file (force_override), the owner and `mode` go into the override xattr
+    // instead (overridden).
+    int chown_or_override(int dirfd, const char* rel, const std::string& xattr_path, uid_t uid,
+                          gid_t gid, mode_t mode, dev_t rdev, bool force_override,
+                          bool& overridden);
     int change_owner_and_mode(Node* node, int fd, const char* rel, const struct stat& attr,
                               int to_set);
 
@@ -238,15 +240,16 @@ private:
     std::string work_temp_name();
     int merged_is_empty_locked(Node* dir, bool& empty);
     int remove_upper_dir_locked(const std::string& rel, bool leave_whiteout);
-    int set_upper_xattr(const std::string& rel, std::string_view suffix, std::string_view value);
+    // Sets overlay.SUFFIX (in the mount's flavour) on the entry at xattr_path, a proc_fd_path.
+    int set_upper_xattr(const std::string& xattr_path, std::string_view suffix,
+                        std::string_view value);
     int install_from_work_locked(const std::string& tmp, const std::string& dst,
                                  bool replace_whiteout);
     int prepare_new_name_locked(Node* parent, std::string_view name, bool& over_whiteout,
                                 std::string& dst);
     // Gives an entry the daemon made the caller's owner (the group of a setgid parent) and mode.
-    int set_new_owner(int dirfd, const char* name, const std::string& abs,
-                      const Credentials& cred, Node* parent, mode_t mode, dev_t rdev = 0,
-                      bool device_as_file = false);
+    int set_new_owner(int dirfd, const char* name, const Credentials& cred, Node* parent,
+                      mode_t mode, dev_t rdev = 0, bool device_as_file = false);
 
     const MountOptions& opts_;
     LayerStack& stack_;

@@ -20,4 +20,18 @@ inline const char* rel_or_dot(const std::string& rel) {
     return rel.empty() ? "." : rel.c_str();
 }
 
+// "/proc/self/fd/DIRFD/REL": `rel` below the open directory dirfd, for the calls without an *at()
+// form (lgetxattr and friends; an O_PATH descriptor refuses fgetxattr). The kernel jumps through
+// the /proc link to the directory itself, so the path works after the directory's own path is
+// gone (a bind mount detached with umount -l, containers/storage's idmapped lower mounts). REL is
+// then resolved as usual: the l* calls still act on a final symlink, not on its target. The
+// directory itself is DIRFD/. ("" or "."): on the bare link the l* calls would act on the link.
+inline std::string proc_fd_path(int dirfd, std::string_view rel) {
+    std::string out = "/proc/self/fd/";
+    out.append(std::to_string(dirfd));
+    out.push_back('/');
+    out.append(rel.empty() ? std::string_view(".") : rel);
+    return out;
+}
+
 }  // namespace lamina

@@ -53,8 +53,7 @@ int Overlay::list_merged_locked(Node* node, std::vector<MergedEntry>& entries, U
                     if (fstatat(dir.get(), sname.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return;
                     whiteout = is_chardev_whiteout(st) ||
                                (opaque == 'x' && S_ISREG(st.st_mode) && st.st_size == 0 &&
-                                has_whiteout_xattr(stack_.abs_path(
-                                    kUpperLayer, rel.empty() ? sname : rel + "/" + sname)));
+                                has_whiteout_xattr(proc_fd_path(dir.get(), sname)));
                     dtype = static_cast<uint8_t>(IFTODT(st.st_mode));
                 }
                 upper_names.emplace(name);

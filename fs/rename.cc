@@ -71,10 +71,10 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
     // keeps its own lower content through a redirect, or becomes opaque.
     auto mark_moved_dir = [&](Node* n, const std::string& rel, bool lower_below) -> int {
         if (!n->is_dir()) return 0;
-        std::string abs = stack_.abs_path(kUpperLayer, rel);
-        if (needs_redirect(n)) return set_upper_xattr(abs, "redirect", "/" + n->lower_path);
+        std::string xattr_path = stack_.proc_path(kUpperLayer, rel);
+        if (needs_redirect(n)) return set_upper_xattr(xattr_path, "redirect", "/" + n->lower_path);
         if (lower_below && !n->opaque) {
-            if (int err = set_upper_xattr(abs, "opaque", "y")) return err;
+            if (int err = set_upper_xattr(xattr_path, "opaque", "y")) return err;
             n->opaque = true;
         }
         return 0;

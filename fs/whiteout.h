@@ -29,7 +29,8 @@ std::optional<std::string_view> oci_whiteout_target(std::string_view name);
 bool is_private_xattr(std::string_view name);
 
 // The value of overlay.opaque on a directory: 'y' opaque, 'x' holds xattr whiteouts, 0 neither.
-// `path` is absolute (lgetxattr); `fd` variants read an open directory.
+// `path` is one the l*xattr calls take (a proc_fd_path in the daemon); `fd` variants read an
+// open directory.
 char read_opaque(const std::string& path);
 char read_opaque_fd(int fd);
 

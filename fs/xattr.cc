@@ -24,17 +24,17 @@ int Overlay::getxattr(Node* node, const char* name, std::string& value, size_t s
     if (is_private_xattr(name) || (use_override_ && is_override_name(name))) return ENODATA;
     std::shared_lock lock(tree_);
     if (node->unlinked) return ENOENT;
-    std::string abs =
-        stack_.abs_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
+    std::string xattr_path =
+        stack_.proc_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
     if (size == 0) {
-        ssize_t n = lgetxattr(abs.c_str(), name, nullptr, 0);
+        ssize_t n = lgetxattr(xattr_path.c_str(), name, nullptr, 0);
         if (n < 0) return errno;
         value.assign(static_cast<size_t>(n), '\0');
         value.resize(static_cast<size_t>(n));
         return 0;
     }
     value.resize(size);
-    ssize_t n = lgetxattr(abs.c_str(), name, value.data(), size);
+    ssize_t n = lgetxattr(xattr_path.c_str(), name, value.data(), size);
     if (n < 0) return errno;
     value.resize(static_cast<size_t>(n));
     return 0;
@@ -43,15 +43,15 @@ int Overlay::getxattr(Node* node, const char* name, std::string& value, size_t s
 int Overlay::listxattr(Node* node, std::string& names, size_t size) {
     std::shared_lock lock(tree_);
     if (node->unlinked) return ENOENT;
-    std::string abs =
-        stack_.abs_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
+    std::string xattr_path =
+        stack_.proc_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
     std::string raw;
     for (;;) {
-        ssize_t n = llistxattr(abs.c_str(), nullptr, 0);
+        ssize_t n = llistxattr(xattr_path.c_str(), nullptr, 0);
         if (n < 0) return errno;
         raw.resize(static_cast<size_t>(n));
         if (n == 0) break;
-        n = llistxattr(abs.c_str(), raw.data(), raw.size());
+        n = llistxattr(xattr_path.c_str(), raw.data(), raw.size());
         if (n >= 0) {
             raw.resize(static_cast<size_t>(n));
             break;
@@ -79,9 +79,9 @@ int Overlay::setxattr(Node* node, const char* name, const char* value, size_t si
     if (is_private_xattr(name) || (use_override_ && is_override_name(name))) return EPERM;
     std::unique_lock lock(tree_);
     if (int err = copy_up_locked(node)) return err;
-    std::string abs = stack_.abs_path(kUpperLayer, path_of(node));
+    std::string xattr_path = stack_.proc_path(kUpperLayer, path_of(node));
     invalidate_peers(node);
-    return xattr_result(lsetxattr(abs.c_str(), name, value, size, flags));
+    return xattr_result(lsetxattr(xattr_path.c_str(), name, value, size, flags));
 }
 
 int Overlay::removexattr(Node* node, const char* name) {
@@ -91,14 +91,14 @@ int Overlay::removexattr(Node* node, const char* name) {
     if (node->unlinked) return ENOENT;
     {
         // Removing a name the file does not have changes nothing and needs no copy-up.
-        std::string abs =
-            stack_.abs_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
-        if (lgetxattr(abs.c_str(), name, nullptr, 0) < 0) return errno;
+        std::string xattr_path =
+            stack_.proc_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
+        if (lgetxattr(xattr_path.c_str(), name, nullptr, 0) < 0) return errno;
     }
     if (int err = copy_up_locked(node)) return err;
-    std::string abs = stack_.abs_path(kUpperLayer, path_of(node));
+    std::string xattr_path = stack_.proc_path(kUpperLayer, path_of(node));
     invalidate_peers(node);
-    return xattr_result(lremovexattr(abs.c_str(), name));
+    return xattr_result(lremovexattr(xattr_path.c_str(), name));
 }
 
 }  // namespace lamina
