@@ -63,7 +63,10 @@ void setup_logging(const MountOptions& opts) {
 // The libfuse mount options: ours translated, the kernel-facing ones passed on.
 std::string fuse_mount_options(const MountOptions& opts, bool read_only) {
     std::string o = "fsname=" + opts.source + ",subtype=laminafs,default_permissions";
-    if (opts.allow_other) o += ",allow_other";
+    // A privileged daemon's mount is open to every user, as a kernel overlay mount is (the
+    // kernel checks permissions, default_permissions): a container in a user namespace
+    // (podman --uidmap) runs as ids that are not the daemon's.
+    if (opts.allow_other || (daemon_is_privileged() && !opts.allow_root)) o += ",allow_other";
     if (opts.allow_root) o += ",allow_root";
     if (read_only) o += ",ro";
     if (opts.noatime) o += ",noatime";
