@@ -41,7 +41,7 @@ void Overlay::show_ownership(const Node* node, struct stat& st) const {
             stack_.proc_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
         if (auto o = read_override_stat(xattr_path)) apply_override(*o, st);
     }
-    ids_.present(st);
+    ids_.present(st, stack_.layer(node->top_layer()).idmapped);
 }
 
 int Overlay::chown_or_override(int dirfd, const char* rel, const std::string& xattr_path, uid_t uid,

@@ -151,10 +151,17 @@ int Overlay::copy_up_locked(Node* node) {
     }
     if (!err) err = copy_xattrs(src_xattr_path, out.get(), tmp_xattr_path);
     // The copy keeps the owner the mount showed; where the host refuses it, in the override.
+    // The upper layer holds disk ids, which an idmapped lower shows as host ids.
+    uid_t uid = st.st_uid;
+    gid_t gid = st.st_gid;
+    if (stack_.layer(src_layer).idmapped) {
+        uid = ids_.disk_uid(uid);
+        gid = ids_.disk_gid(gid);
+    }
     bool overridden = false;
     if (!err)
-        err = chown_or_override(work, tmp.c_str(), tmp_xattr_path, st.st_uid, st.st_gid, st.st_mode,
-                                st.st_rdev, device_as_file, overridden);
+        err = chown_or_override(work, tmp.c_str(), tmp_xattr_path, uid, gid, st.st_mode, st.st_rdev,
+                                device_as_file, overridden);
     mode_t perm =
         overridden ? host_mode_under_override(st.st_mode, S_ISDIR(st.st_mode)) : st.st_mode & 07777;
     if (!err && !S_ISLNK(st.st_mode) && fchmodat(work, tmp.c_str(), perm, 0) != 0) err = errno;

@@ -8,6 +8,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 namespace lamina {
 
@@ -31,6 +33,25 @@ std::string open_layer(const std::string& path, const char* what, Layer& out) {
     return "";
 }
 
+// True when the mount fd lies on is idmapped: /proc/self/mountinfo names it in the mount's own
+// options. Read at start, while the mount is still attached (a detached one is not listed).
+bool on_idmapped_mount(int fd) {
+    struct statx stx;
+    if (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &stx) != 0 || !(stx.stx_mask & STATX_MNT_ID))
+        return false;
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream fields(line);
+        uint64_t id = 0;
+        std::string parent, devno, root, mountpoint, options;
+        if (!(fields >> id >> parent >> devno >> root >> mountpoint >> options)) continue;
+        if (id == stx.stx_mnt_id)
+            return ("," + options + ",").find(",idmapped,") != std::string::npos;
+    }
+    return false;
+}
+
 }  // namespace
 
 std::string LayerStack::open(const MountOptions& opts) {
@@ -44,6 +65,8 @@ std::string LayerStack::open(const MountOptions& opts) {
     for (size_t i = 0; i < opts.lowerdirs.size(); ++i) {
         if (auto err = open_layer(opts.lowerdirs[i], "lowerdir", layers_[i + 1]); !err.empty())
             return err;
+        if (!opts.uid_map.empty() || !opts.gid_map.empty())
+            layers_[i + 1].idmapped = on_idmapped_mount(layers_[i + 1].fd.get());
     }
     return "";
 }

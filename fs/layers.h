@@ -25,6 +25,10 @@ struct Layer {
     std::string path;
     UniqueFd fd;  // O_PATH|O_DIRECTORY descriptor of the root
     dev_t dev = 0;
+    // A lower layer on an idmapped mount, under uidmapping=/gidmapping=: its owners are host ids
+    // already. containers/storage before 1.47 (podman 4.3) passes such lowers together with the
+    // mapping, which would otherwise be applied twice.
+    bool idmapped = false;
 };
 
 class LayerStack {

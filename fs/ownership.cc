@@ -206,10 +206,10 @@ gid_t IdShift::disk_gid(gid_t shown) const {
     return map_id(gid_map_, shown, false);
 }
 
-void IdShift::present(struct stat& st) const {
+void IdShift::present(struct stat& st, bool host_ids) const {
     if (identity_) return;
-    st.st_uid = shown_uid(st.st_uid);
-    st.st_gid = shown_gid(st.st_gid);
+    st.st_uid = host_ids ? squash_uid_.value_or(st.st_uid) : shown_uid(st.st_uid);
+    st.st_gid = host_ids ? squash_gid_.value_or(st.st_gid) : shown_gid(st.st_gid);
     if (static_nlink_ && S_ISDIR(st.st_mode)) st.st_nlink = 1;
 }
 

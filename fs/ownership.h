@@ -67,8 +67,10 @@ public:
     uid_t disk_uid(uid_t shown) const;
     gid_t disk_gid(gid_t shown) const;
 
-    // Owner, and st_nlink of directories under static_nlink, as the mount shows them.
-    void present(struct stat& st) const;
+    // Owner, and st_nlink of directories under static_nlink, as the mount shows them. A stat
+    // that shows host ids already (from an idmapped lower layer) gets the squash options and
+    // static_nlink but not the mapping.
+    void present(struct stat& st, bool host_ids = false) const;
     // True when present() changes nothing.
     bool identity() const { return identity_; }
 

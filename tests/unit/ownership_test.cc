@@ -107,6 +107,23 @@ TEST(Ownership, mapping_shows_disk_ids_as_host_ids_and_writes_them_back) {
     EXPECT_FALSE(ids.identity());
 }
 
+TEST(Ownership, host_ids_from_an_idmapped_lower_are_not_mapped_again) {
+    struct stat st {};
+    st.st_uid = 100005;
+    st.st_gid = 100006;
+    st.st_mode = S_IFDIR | 0755;
+    st.st_nlink = 4;
+    struct stat s = st;
+    IdShift(with("uidmapping=0:100000:65536,gidmapping=0:100000:65536")).present(s, true);
+    EXPECT_EQ(s.st_uid, 100005u);
+    EXPECT_EQ(s.st_gid, 100006u);
+    s = st;
+    IdShift(with("uidmapping=0:100000:65536,squash_to_gid=7,static_nlink")).present(s, true);
+    EXPECT_EQ(s.st_uid, 100005u);
+    EXPECT_EQ(s.st_gid, 7u);
+    EXPECT_EQ(s.st_nlink, 1u);
+}
+
 TEST(Ownership, containers_storage_spelling_of_the_mapping_is_accepted) {
     MountOptions opts = with("uidmapping=:0:1000:1:1:100000:65536,gidmapping=:0:1000:1");
     ASSERT_EQ(opts.uid_map.size(), 2u);
