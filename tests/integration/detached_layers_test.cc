@@ -3,13 +3,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -191,6 +195,130 @@ TEST(DetachedLayers, copy_up_whiteouts_opaque_redirect_and_xattrs_work_after_umo
         EXPECT_EQ(xattr_of(mnt + "/file", "trusted.lamina.test"), std::nullopt);
     }
     EXPECT_EQ(fs.exit_report(), "");
+}
+
+// A descriptor of a fresh user namespace mapping 0..65535 to host_base..host_base+65535, for
+// MOUNT_ATTR_IDMAP; a child made it and is gone once the descriptor is open. -1 on failure.
+int user_namespace_fd(unsigned host_base) {
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) != 0) return -1;
+    pid_t child = fork();
+    if (child < 0) {
+        ::close(ready[0]);
+        ::close(ready[1]);
+        return -1;
+    }
+    if (child == 0) {
+        if (unshare(CLONE_NEWUSER) != 0) _exit(1);
+        (void)!write(ready[1], "u", 1);
+        pause();  // until the parent, done with its namespace, kills it
+        _exit(0);
+    }
+    char c;
+    int fd = -1;
+    ::close(ready[1]);
+    if (read(ready[0], &c, 1) == 1) {
+        std::string map = "0 " + std::to_string(host_base) + " 65536\n";
+        std::string proc = "/proc/" + std::to_string(child);
+        bool mapped = true;
+        for (const char* file : {"/uid_map", "/gid_map"}) {
+            int m = ::open((proc + file).c_str(), O_WRONLY | O_CLOEXEC);
+            mapped = mapped && m >= 0 && ::write(m, map.data(), map.size()) == ssize_t(map.size());
+            if (m >= 0) ::close(m);
+        }
+        if (mapped) fd = ::open((proc + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC);
+    }
+    ::close(ready[0]);
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    return fd;
+}
+
+// Mounts an idmapped copy of `from` at `to` (disk id n shows as host_base+n), as
+// containers/storage does for podman --uidmap. Returns "" or what failed.
+std::string mount_idmapped(const std::string& from, const std::string& to, unsigned host_base) {
+    int userns = user_namespace_fd(host_base);
+    if (userns < 0) return "cannot make a user namespace with a mapping";
+    int tree = open_tree(AT_FDCWD, from.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (tree < 0) {
+        ::close(userns);
+        return "open_tree " + from + ": " + strerror(errno);
+    }
+    struct mount_attr attr {};
+    attr.attr_set = MOUNT_ATTR_IDMAP;
+    attr.userns_fd = static_cast<uint64_t>(userns);
+    std::string err;
+    if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0)
+        err = "idmap " + from + ": " + strerror(errno);
+    else if (move_mount(tree, "", AT_FDCWD, to.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0)
+        err = "move_mount to " + to + ": " + strerror(errno);
+    ::close(tree);
+    ::close(userns);
+    return err;
+}
+
+std::string owner_of(const std::string& path) {
+    struct stat st;
+    if (lstat(path.c_str(), &st) != 0) return std::string("lstat: ") + strerror(errno);
+    return std::to_string(st.st_uid) + ":" + std::to_string(st.st_gid);
+}
+
+// podman --uidmap on podman 4.3: idmapped lowers, uidmapping= as well, and the idmapped mount
+// detached once laminafs runs. The mount must show what it shows over the plain lower.
+TEST(DetachedLayers, idmapped_lower_under_uidmapping_is_mapped_once) {
+    REQUIRE_FUSE();
+    TempDir dir("lamina-idmapped");
+    std::string lower = dir / "lower", mapped = dir / "mapped";
+    for (const auto& d : {lower, mapped}) make_dirs(d);
+    write_file(lower + "/file", "lower\n");
+    write_file(lower + "/owned", "owned\n");
+    ASSERT_EQ(lchown((lower + "/owned").c_str(), 5, 6), 0) << strerror(errno);
+    make_dirs(lower + "/d");
+    ASSERT_EQ(lchown((lower + "/d").c_str(), 7, 8), 0) << strerror(errno);
+    const std::string mapping = ",uidmapping=0:100000:65536,gidmapping=0:100000:65536";
+
+    std::string err = mount_idmapped(lower, mapped, 100000);
+    if (!err.empty()) GTEST_SKIP() << "no idmapped mount here: " << err;
+    BindMount held(mapped, mapped);  // only to detach it at scope exit if a step fails
+    ASSERT_EQ(owner_of(mapped + "/owned"), "100005:100006") << "the idmapped mount maps nothing";
+
+    // name → owner through the mount; then the same after a copy-up and a chown.
+    auto transcript = [&](const std::string& lowerdir, const std::string& tag,
+                          bool detach) -> std::map<std::string, std::string> {
+        std::string rw = dir / (tag + "-rw"), mnt = dir / (tag + "-mnt");
+        for (const auto& d : {rw + "/upper", rw + "/work", mnt}) make_dirs(d);
+        ForegroundLaminafs fs(
+            "lowerdir=" + lowerdir + ",upperdir=" + rw + "/upper,workdir=" + rw + "/work" + mapping,
+            mnt, dir / (tag + ".log"));
+        std::map<std::string, std::string> out;
+        if (auto e = fs.start(); !e.empty()) {
+            ADD_FAILURE() << tag << ": " << e;
+            return out;
+        }
+        if (detach) {
+            EXPECT_EQ(umount2(lowerdir.c_str(), MNT_DETACH), 0) << strerror(errno);
+        }
+        for (const char* name : {"file", "owned", "d"}) out[name] = owner_of(mnt + "/" + name);
+        int fd = ::open((mnt + "/owned").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+        EXPECT_GE(fd, 0) << tag << ": copy-up: " << strerror(errno) << "\n" << fs.log_text();
+        if (fd >= 0) ::close(fd);
+        EXPECT_EQ(::chown((mnt + "/d").c_str(), 100009, 100010), 0)
+            << tag << ": " << strerror(errno);
+        EXPECT_EQ(::mkdir((mnt + "/d/sub").c_str(), 0755), 0) << tag << ": " << strerror(errno);
+        for (const char* name : {"owned", "d"}) {
+            out[std::string(name) + " after"] = owner_of(mnt + "/" + name);
+            out[std::string(name) + " upper"] = owner_of(rw + "/upper/" + name);
+        }
+        EXPECT_EQ(fs.exit_report(), "") << tag;
+        return out;
+    };
+    auto over_plain = transcript(lower, "plain", false);
+    auto over_mapped = transcript(mapped, "idmapped", true);
+    EXPECT_EQ(over_plain["file"], "100000:100000");
+    EXPECT_EQ(over_plain["owned"], "100005:100006");
+    EXPECT_EQ(over_plain["owned upper"], "5:6") << "the upper holds container ids";
+    EXPECT_EQ(over_plain["d upper"], "9:10");
+    EXPECT_EQ(over_mapped, over_plain);
 }
 
 }  // namespace

@@ -203,6 +203,28 @@ CONF
 run_steps "$laminafs" "$work/store-laminafs"
 run_steps "$(command -v fuse-overlayfs)" "$work/store-fuse-overlayfs"
 
+# Rootful podman with a user namespace (--uidmap): containers/storage passes idmapped copies of
+# the lowers (podman 4.3: together with uidmapping=) and detaches them once laminafs has started,
+# so copy-up, whiteouts, opaque dirs and redirects must go through the layers' descriptors. The
+# container must see the same as one without a user namespace.
+userns_script='
+    echo changed >>/etc/motd
+    rm /etc/deleteme
+    rm -r /data/dir && mkdir /data/dir && echo fresh >/data/dir/new
+    mv /data/mvsrc /data/mvdst
+    echo added >/added && chown 5:6 /added
+    cd / && stat -c "%u:%g %a %n" / etc etc/motd added data/dir data/dir/new data/mvdst/file
+    cat etc/motd data/mvdst/file && ls -a data/dir etc | grep -Ev "^(hostname|hosts|resolv.conf)$"'
+plain_opts=(--network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
+podman_in "$work/store-laminafs" run "${plain_opts[@]}" --rm "$image" sh -c "$userns_script" \
+    >"$work/userns-plain.out" || fail "run without a user namespace failed"
+podman_in "$work/store-laminafs" run "${plain_opts[@]}" --uidmap 0:100000:65536 --gidmap 0:100000:65536 \
+    --rm "$image" sh -c "$userns_script" >"$work/userns-mapped.out" || fail "run --uidmap failed"
+echo "== podman run --uidmap with laminafs"
+cat "$work/userns-mapped.out"
+diff -u "$work/userns-plain.out" "$work/userns-mapped.out" ||
+    fail "the container sees other files or owners with --uidmap (+) than without (-)"
+
 # Rootless podman: a user with subordinate ids (made here, as for any rootless podman user), whose
 # podman runs laminafs inside its user namespace.
 rootless_user=lamina-rootless
