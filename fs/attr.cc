@@ -36,10 +36,17 @@ int Overlay::statfs(struct statvfs& st) {
 
 void Overlay::show_ownership(const Node* node, struct stat& st) const {
     // Only regular files and directories can carry user.* xattrs.
-    if (use_override_ && !node->unlinked && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
-        std::string xattr_path =
-            stack_.proc_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
-        if (auto o = read_override_stat(xattr_path)) apply_override(*o, st);
+    if (use_override_ && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
+        // An unlinked file that is still open is reached through the descriptor kept for it.
+        std::string xattr_path;
+        if (!node->unlinked)
+            xattr_path = stack_.proc_path(node->top_layer(),
+                                          node->in_upper ? path_of(node) : node->lower_path);
+        else if (node->unlinked_fd)
+            xattr_path = "/proc/self/fd/" + std::to_string(node->unlinked_fd.get());
+        if (!xattr_path.empty()) {
+            if (auto o = read_override_stat(xattr_path)) apply_override(*o, st);
+        }
     }
     ids_.present(st, stack_.layer(node->top_layer()).idmapped);
 }
