@@ -7,8 +7,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 
 #include "db.h"
 #include "digest.h"
@@ -16,6 +14,7 @@
 #include "fsutil.h"
 #include "internal.h"
 #include "lock.h"
+#include "mount_table.h"
 #include "process.h"
 #include "store.h"
 #include "volumes.h"
@@ -37,18 +36,6 @@ bool valid_container_name(const std::string& n) {
 }
 
 }  // namespace
-
-bool is_mount_point(const std::string& path) {
-    std::ifstream in("/proc/self/mountinfo");
-    std::string line;
-    while (std::getline(in, line)) {
-        std::istringstream fields(line);
-        std::string id, parent, devno, root, mnt;
-        fields >> id >> parent >> devno >> root >> mnt;
-        if (unescape_mountinfo(mnt) == path) return true;
-    }
-    return false;
-}
 
 void unmount_merged(const std::string& merged) {
     if (!is_mount_point(merged)) return;

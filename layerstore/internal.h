@@ -68,8 +68,6 @@ struct Layout {
 
 // Unmounts a container's merged directory (fusermount3 -u, then a lazy umount2 as a last resort).
 void unmount_merged(const std::string& merged);
-// True when something is mounted exactly at path (/proc/self/mountinfo).
-bool is_mount_point(const std::string& path);
 
 // A fresh directory under <root>/tmp for one operation's half-done work.
 std::string make_staging_dir(const Layout& layout, const std::string& tag);

@@ -15,13 +15,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <fstream>
 #include <map>
-#include <sstream>
 
 #include "db.h"
 #include "error.h"
 #include "fsutil.h"
+#include "mount_table.h"
 #include "volumes.h"
 
 namespace lamina::store {
@@ -321,21 +320,15 @@ void mount_container_volumes(Db& db, const Layout& l, const std::string& contain
 
 void unmount_below(const std::string& merged) {
     char* real = ::realpath(merged.c_str(), nullptr);
-    std::string prefix = (real ? std::string(real) : merged) + "/";
+    std::string path = real ? std::string(real) : merged;
     ::free(real);
-    std::vector<std::string> below;
-    std::ifstream in("/proc/self/mountinfo");
-    std::string line;
-    while (std::getline(in, line)) {
-        std::istringstream fields(line);
-        std::string id, parent, devno, root, mnt;
-        fields >> id >> parent >> devno >> root >> mnt;
-        mnt = unescape_mountinfo(mnt);
-        if (mnt.starts_with(prefix)) below.push_back(mnt);
-    }
+    auto mounts = mounts_at_or_below(path);
     // mountinfo lists mounts in the order they were made: the last one comes down first.
-    for (auto it = below.rbegin(); it != below.rend(); ++it)
-        if (::umount2(it->c_str(), 0) != 0 && errno == EBUSY) ::umount2(it->c_str(), MNT_DETACH);
+    for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) {
+        if (it->mount_point == path) continue;
+        const char* p = it->mount_point.c_str();
+        if (::umount2(p, 0) != 0 && errno == EBUSY) ::umount2(p, MNT_DETACH);
+    }
 }
 
 }  // namespace lamina::store
