@@ -4,9 +4,12 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
+#include <set>
 
 #include "db.h"
 #include "digest.h"
@@ -27,6 +30,8 @@ namespace {
 constexpr size_t kMountOptionLimit = 4095;
 // laminafs stacks at most this many lower layers.
 constexpr size_t kMaxLowers = 128;
+// Unions stacked at one merged directory that an unmount takes down before giving up.
+constexpr int kMaxUnmountRounds = 8;
 
 bool valid_container_name(const std::string& n) {
     if (n.empty() || n.size() > 128 || !isalnum(static_cast<unsigned char>(n[0]))) return false;
@@ -35,13 +40,71 @@ bool valid_container_name(const std::string& n) {
     });
 }
 
+// The file saying that the union at merged has all its volumes: the union's mount ID and device,
+// written after the last volume is up and removed before anything is mounted or unmounted there.
+// A mount killed part way leaves it missing, so the next mount knows to redo the volumes.
+std::string volumes_done_path(const std::string& container_dir) {
+    return container_dir + "/volumes-mounted";
+}
+
+std::string union_identity(const MountEntry& e) {
+    return std::to_string(e.id) + " " + e.device + "\n";
+}
+
+std::string read_volumes_done(const std::string& path) {
+    return path_exists(path) ? read_file(path) : std::string();
+}
+
+// The live laminafs union at merged when it is the only mount there and every mount below merged
+// sits inside it; nothing for a dead union, unions stacked by a killed mount, or mounts the union
+// hides (made before it, so left by an earlier mount that stopped half way).
+std::optional<MountEntry> usable_union(const std::string& merged) {
+    std::optional<MountEntry> top;
+    std::set<int> inside;
+    for (const auto& e : mounts_at_or_below(merged)) {
+        if (e.mount_point == merged) {
+            if (top) return std::nullopt;
+            top = e;
+        } else if (!inside.count(e.parent)) {
+            return std::nullopt;
+        }
+        inside.insert(e.id);
+    }
+    if (!top || top->fstype != "fuse.laminafs") return std::nullopt;
+    // ENOTCONN: its daemon is gone. statfs always asks the daemon, where stat may be answered
+    // from the kernel's attribute cache.
+    struct statfs sf;
+    if (::statfs(merged.c_str(), &sf) != 0) return std::nullopt;
+    return top;
+}
+
+// Mounts the container's volumes inside the union at dir/merged, then records that they are all
+// up; on failure unmounts everything, the union too.
+void mount_volumes_and_mark_done(Db& db, const Layout& l, const std::string& id,
+                                 const std::string& dir) {
+    std::string merged = dir + "/merged";
+    try {
+        mount_container_volumes(db, l, id, merged);
+        auto u = usable_union(merged);
+        if (!u) throw StoreError("cannot mount " + merged + ": the union went away");
+        write_file_atomic(volumes_done_path(dir), union_identity(*u));
+    } catch (...) {
+        unmount_merged(merged);
+        throw;
+    }
+}
+
 }  // namespace
 
 void unmount_merged(const std::string& merged) {
-    if (!is_mount_point(merged)) return;
-    unmount_below(merged);
-    auto r = run_process({"fusermount3", "-u", "-z", merged});
-    if (r.status != 0 && is_mount_point(merged)) ::umount2(merged.c_str(), MNT_DETACH);
+    // In rounds: a union's lazy unmount uncovers whatever it hid below merged (volume mounts
+    // left by a mount that was killed before the union went up over them).
+    for (int round = 0; round < kMaxUnmountRounds && !mounts_at_or_below(merged).empty(); ++round) {
+        unmount_below(merged);
+        if (!is_mount_point(merged)) continue;
+        auto r = run_process({"fusermount3", "-u", "-z", merged});
+        if (r.status != 0 && is_mount_point(merged)) ::umount2(merged.c_str(), MNT_DETACH);
+    }
 }
 
 std::string Store::laminafs_binary() {
@@ -54,7 +117,7 @@ std::string Store::laminafs_binary() {
 }
 
 bool Store::is_mounted(const ContainerRecord& c) const {
-    return is_mount_point(container_dir(c.id) + "/merged");
+    return !mounts_at_or_below(container_dir(c.id) + "/merged").empty();
 }
 
 ContainerRecord Store::container(const std::string& ref) {
@@ -168,7 +231,26 @@ std::string Store::mount(const std::string& ref) {
     ContainerRecord c = container(ref);
     std::string dir = container_dir(c.id);
     std::string merged = dir + "/merged";
-    if (is_mounted(c)) return merged;
+    std::string done = volumes_done_path(dir);
+    if (is_mount_point(merged)) {
+        if (auto u = usable_union(merged)) {
+            if (read_volumes_done(done) == union_identity(*u)) return merged;
+            // The union is up but its volumes are not all there: a mount killed between the
+            // two, or an unmount whose union would not come down. Put them up afresh.
+            ::unlink(done.c_str());
+            unmount_below(merged);
+            mount_volumes_and_mark_done(*db_, l, c.id, dir);
+            return merged;
+        }
+        unmount_merged(merged);
+        if (!mounts_at_or_below(merged).empty())
+            throw StoreError("cannot mount " + c.name + ": " + merged +
+                             " is still mounted after unmounting what was left there");
+    }
+    ::unlink(done.c_str());
+    // Volume mounts left without their union (by hand, or a union that went away under them)
+    // would be hidden by the new union and never come down.
+    unmount_below(merged);
     ImageRecord img = read_image(c.image_id);
     if (img.layers.empty())
         throw StoreError("cannot mount " + c.name + ": image " + img.id + " has no layers");
@@ -185,17 +267,11 @@ std::string Store::mount(const std::string& ref) {
         throw StoreError("cannot mount " + c.name + ": mount options are " +
                          std::to_string(opts.size()) + " bytes, over the " +
                          std::to_string(kMountOptionLimit) + "-byte page limit");
-    // A previous daemon that died leaves a dead FUSE mount behind ("Transport endpoint is not connected").
     auto r = run_process({laminafs_binary(), "-o", opts, merged}, root_);
     if (r.status != 0)
         throw StoreError("cannot mount " + c.name + ": laminafs failed: " +
                          (r.err.empty() ? "exit status " + std::to_string(r.status) : r.err));
-    try {
-        mount_container_volumes(*db_, l, c.id, merged);
-    } catch (...) {
-        unmount_merged(merged);
-        throw;
-    }
+    mount_volumes_and_mark_done(*db_, l, c.id, dir);
     return merged;
 }
 
@@ -203,14 +279,19 @@ void Store::unmount(const std::string& ref) {
     Layout l{root_};
     StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
     ContainerRecord c = container(ref);
-    std::string merged = container_dir(c.id) + "/merged";
-    if (!is_mount_point(merged)) return;
+    std::string dir = container_dir(c.id);
+    std::string merged = dir + "/merged";
+    // Gone first: an unmount that stops half way leaves a union the next mount completes.
+    ::unlink(volumes_done_path(dir).c_str());
+    // Below merged first, whether or not a union is there: volume mounts outlive a union that
+    // went away under them. Then each union (a killed mount can stack two), then what it hid.
     unmount_below(merged);
-    auto r = run_process({"fusermount3", "-u", merged});
-    if (r.status != 0 && is_mount_point(merged)) {
-        if (::umount(merged.c_str()) != 0)
+    for (int round = 0; round < kMaxUnmountRounds && is_mount_point(merged); ++round) {
+        auto r = run_process({"fusermount3", "-u", merged});
+        if (r.status != 0 && is_mount_point(merged) && ::umount(merged.c_str()) != 0)
             throw StoreError("cannot unmount " + merged + ": " +
                              (r.err.empty() ? strerror(errno) : r.err));
+        unmount_below(merged);
     }
 }
 
@@ -220,7 +301,9 @@ void Store::remove_container(const std::string& ref, bool force, bool remove_ano
     recover();
     ContainerRecord c = container(ref);
     std::string merged = container_dir(c.id) + "/merged";
-    if (is_mount_point(merged)) {
+    // A volume mount without its union counts too: removing the directory would otherwise
+    // delete through it into the volume.
+    if (is_mounted(c)) {
         if (!force)
             throw StoreError("container " + c.name +
                              " is mounted (lamina umount it first, or use -f)");

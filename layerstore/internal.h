@@ -66,7 +66,9 @@ struct Layout {
     std::string blob(const std::string& digest) const;
 };
 
-// Unmounts a container's merged directory (fusermount3 -u, then a lazy umount2 as a last resort).
+// Unmounts everything at and below a container's merged directory, lazily where busy: volumes
+// first, then the union (fusermount3 -u -z, a lazy umount2 as a last resort), then whatever the
+// union hid, until nothing is left.
 void unmount_merged(const std::string& merged);
 
 // A fresh directory under <root>/tmp for one operation's half-done work.

@@ -2,8 +2,8 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -136,8 +136,7 @@ void Store::recover() {
     auto containers = column_set(*db_, "SELECT id FROM containers", false);
     for (const auto& n : list_dir(l.containers())) {
         if (containers.count(n)) continue;
-        std::string merged = l.containers() + "/" + n + "/merged";
-        ::umount2(merged.c_str(), MNT_DETACH);
+        unmount_merged(l.containers() + "/" + n + "/merged");
         remove_tree(l.containers() + "/" + n);
     }
     recover_volumes(*db_, l);
@@ -388,11 +387,7 @@ std::vector<std::string> Store::remove_image(const std::string& ref, bool force)
             "image " + ref + " is used by container " + users[0].substr(0, 12) +
             (users.size() > 1 ? " and " + std::to_string(users.size() - 1) + " more" : "") +
             " (remove it first, or use -f)");
-    for (const auto& c : users) {
-        std::string merged = container_dir(c) + "/merged";
-        ContainerRecord rec{c, "", id, 0};
-        if (is_mounted(rec)) unmount_merged(merged);
-    }
+    for (const auto& c : users) unmount_merged(container_dir(c) + "/merged");
     {
         Transaction tx(*db_);
         for (const auto& c : users)

@@ -181,6 +181,8 @@ public:
     LoadedImage commit(const std::string& container_ref, const std::string& ref,
                        const std::string& message);
     std::string container_dir(const std::string& id) const { return root_ + "/containers/" + id; }
+    // Anything mounted at or below its merged directory: the union, or volume mounts a half
+    // mount left without it (`umount` clears those too).
     bool is_mounted(const ContainerRecord& c) const;
 
     // Volumes.

@@ -1,9 +1,12 @@
 // Volumes: lifecycle and listings, bad input, concurrent creates, and (with FUSE) volumes and binds
 // mounted inside a container: init-copy, read-only, tmpfs, data outliving its container, fio.
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -550,6 +553,128 @@ TEST(Volumes, mount_inside_a_user_namespace) {
     EXPECT_EQ(r.status, 0) << r.out << r.err;
     EXPECT_EQ(r.out, "0\n") << r.err;
     EXPECT_EQ(read_file(app.path("volumes/uvol/_data/userns")), "inside\n");
+}
+
+// The mount points at or below path, relative to it ("/" for path itself), one a line, in
+// mountinfo's order.
+std::string mounts_below(const std::string& path) {
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line, out;
+    while (std::getline(in, line)) {
+        std::istringstream fields(line);
+        std::string id, parent, devno, root, mount_point;
+        fields >> id >> parent >> devno >> root >> mount_point;
+        if (mount_point == path) out += "/\n";
+        if (mount_point.starts_with(path + "/")) out += mount_point.substr(path.size()) + "\n";
+    }
+    return out;
+}
+
+// The laminafs daemon serving merged, found by its command line (lamina runs it with merged as
+// its last argument); -1 when there is none.
+pid_t laminafs_serving(const std::string& merged) {
+    DIR* proc = opendir("/proc");
+    if (!proc) return -1;
+    pid_t found = -1;
+    while (auto* de = readdir(proc)) {
+        if (!isdigit(static_cast<unsigned char>(de->d_name[0]))) continue;
+        std::ifstream in(std::string("/proc/") + de->d_name + "/cmdline");
+        std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        if (cmdline.ends_with('\0')) cmdline.pop_back();
+        if (cmdline.ends_with(std::string(1, '\0') + merged)) found = atoi(de->d_name);
+    }
+    closedir(proc);
+    return found;
+}
+
+// Container c of AppStore with logs:/var/log (and the image's VOLUME /data), not yet mounted, for
+// putting it in the states a killed mount or a failed unmount leaves.
+class HalfMount : public ::testing::Test {
+protected:
+    // A whole mount: the union, then its volumes.
+    static constexpr const char* kWhole = "/\n/data\n/var/log\n";
+
+    void SetUp() override {
+        REQUIRE_FUSE();
+        app.load();
+        out_of(lamina({"create", "--name", "c", "-v", "logs:/var/log", "app:1"}));
+        m = inspect(lamina, {"inspect", "c"})[0]["MergedDir"];
+    }
+
+    // umount leaves nothing at or below merged, whatever state it started from.
+    void expect_umount_clears_everything() {
+        out_of(lamina({"umount", "c"}));
+        EXPECT_EQ(mounts_below(m), "");
+    }
+
+    AppStore app;
+    Lamina& lamina = app.lamina;
+    std::string m;
+};
+
+// `lamina umount` that stops after the volumes, because something holds the union busy, leaves
+// a union without volumes, as `kill -9` of `lamina mount` between the two does: the next mount
+// finishes the job rather than taking the bare union for a whole mount.
+TEST_F(HalfMount, a_union_left_without_its_volumes_gets_them_at_the_next_mount) {
+    EXPECT_EQ(out_of(lamina({"mount", "c"})), m);
+    EXPECT_EQ(mounts_below(m), kWhole);
+    write_file(m + "/var/log/kept", "in the volume");
+    {
+        int busy = open((m + "/etc/motd").c_str(), O_RDONLY);
+        ASSERT_GE(busy, 0);
+        EXPECT_NE(lamina({"umount", "c"}).status, 0);
+        close(busy);
+    }
+    ASSERT_EQ(mounts_below(m), "/\n");
+    EXPECT_EQ(out_of(lamina({"mount", "c"})), m);
+    EXPECT_EQ(mounts_below(m), kWhole);
+    EXPECT_EQ(read_file(m + "/var/log/kept"), "in the volume");
+    // A whole mount is left alone: mounting again changes nothing.
+    EXPECT_EQ(out_of(lamina({"mount", "c"})), m);
+    EXPECT_EQ(mounts_below(m), kWhole);
+    expect_umount_clears_everything();
+}
+
+// A volume mount left on the bare merged directory (its union gone from under it) would be hidden
+// by the next union and outlive every unmount; mount and umount both take it down.
+TEST_F(HalfMount, a_volume_mount_left_without_its_union_is_taken_down) {
+    std::string stray = app.tmp / "stray";
+    make_dirs(stray);
+    write_file(stray + "/precious", "data");
+    make_dirs(m + "/var/log");
+    ASSERT_EQ(run_command({"mount", "--bind", stray, m + "/var/log"}).status, 0);
+    // Mounted, as far as rm is concerned: it must not delete through the stray mount.
+    EXPECT_EQ(inspect(lamina, {"inspect", "c"})[0]["Mounted"], true);
+    expect_one_line_error(lamina({"rm", "c"}), "is mounted");
+    EXPECT_EQ(read_file(stray + "/precious"), "data");
+    expect_umount_clears_everything();
+
+    ASSERT_EQ(run_command({"mount", "--bind", stray, m + "/var/log"}).status, 0);
+    EXPECT_EQ(out_of(lamina({"mount", "c"})), m);
+    EXPECT_EQ(mounts_below(m), kWhole);
+    EXPECT_EQ(read_file(m + "/var/log/boot.log"), "booted\n");
+    write_file(m + "/var/log/new", "x");
+    EXPECT_FALSE(exists(stray + "/new"));
+    expect_umount_clears_everything();
+}
+
+// A union whose daemon died answers ENOTCONN; the next mount replaces it, volumes and all.
+TEST_F(HalfMount, a_dead_union_is_replaced_by_the_next_mount) {
+    EXPECT_EQ(out_of(lamina({"mount", "c"})), m);
+    pid_t daemon = laminafs_serving(m);
+    ASSERT_GT(daemon, 0);
+    ASSERT_EQ(kill(daemon, SIGKILL), 0);
+    // The connection is aborted once the daemon's /dev/fuse descriptor closes; statfs always asks.
+    struct statfs sf;
+    for (int i = 0; i < 200 && statfs(m.c_str(), &sf) == 0; ++i) usleep(5000);
+    ASSERT_NE(statfs(m.c_str(), &sf), 0);
+    EXPECT_EQ(errno, ENOTCONN);
+    EXPECT_EQ(out_of(lamina({"mount", "c"})), m);
+    EXPECT_EQ(read_file(m + "/etc/motd"), "hello\n");
+    EXPECT_EQ(read_file(m + "/var/log/boot.log"), "booted\n");
+    EXPECT_EQ(mounts_below(m), kWhole);
+    EXPECT_EQ(mount_fstype(m), "fuse.laminafs");
+    expect_umount_clears_everything();
 }
 
 // The store root spelled another way ("ROOT/./", "ROOT//") is the same store: a mounted container
