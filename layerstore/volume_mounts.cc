@@ -199,30 +199,99 @@ private:
     std::map<std::pair<dev_t, ino_t>, std::string> links_;  // first copy's path below dst_root_
 };
 
-bool dir_is_empty(int dir) {
-    std::vector<std::string> names;
-    return sorted_names_at(dir, ".", names) && names.empty();
+// The owner, mode, xattrs and times of the image's directory onto a volume's root, as Docker does.
+void copy_root_attrs(int image_dir, int volume_dir, const std::string& where) {
+    struct stat st;
+    if (::fstat(image_dir, &st) != 0) throw_errno("cannot stat", where, errno);
+    // "/." makes the path name the directory itself: lchown, the l*xattr calls and
+    // utimensat(AT_SYMLINK_NOFOLLOW) on a bare /proc/self/fd/N would act on the proc link.
+    TreeCopier(volume_dir, where)
+        .copy_attrs(fd_path(image_dir) + "/.", fd_path(volume_dir) + "/.", st);
 }
 
-// Fills an empty volume from the directory the image has where it is attached, and takes that
-// directory's owner and mode, as Docker does.
-void copy_image_content(int image_dir, int volume_dir, const std::string& where) {
-    if (!dir_is_empty(volume_dir)) return;
-    TreeCopier copier(volume_dir, where);
+// Where a volume's first copy is made before it is moved in: a directory on the data's own
+// filesystem, so that renames move it, and apart from the data, so that a copy cut short is never
+// taken for the volume's content.
+struct CopyStage {
+    Fd parent;            // holds the stage: the volume's store directory, or a device directory
+    std::string copying;  // the stage while the copy is made
+    std::string copied;   // the stage once the copy is whole: its entries are moved into the data
+};
+
+// The data directory holds nothing but (for a device volume, whose stage is inside it) the stage.
+bool data_is_empty(int data_dir, const CopyStage& stage) {
+    std::vector<std::string> names;
+    if (!sorted_names_at(data_dir, ".", names)) return false;
+    return std::all_of(names.begin(), names.end(), [&](const std::string& n) {
+        return n == stage.copying || n == stage.copied;
+    });
+}
+
+void copy_into_stage(int image_dir, const CopyStage& stage, const std::string& where) {
+    int parent = stage.parent.get();
+    if (::mkdirat(parent, stage.copying.c_str(), 0700) != 0)
+        throw_errno("cannot create directory", where + " (first copy)", errno);
     try {
-        copier.copy_dir(image_dir, volume_dir, "");
-        struct stat st;
-        if (::fstat(image_dir, &st) != 0) throw_errno("cannot stat", where, errno);
-        // "/." makes the path name the directory itself: lchown, the l*xattr calls and
-        // utimensat(AT_SYMLINK_NOFOLLOW) on a bare /proc/self/fd/N would act on the proc link.
-        copier.copy_attrs(fd_path(image_dir) + "/.", fd_path(volume_dir) + "/.", st);
+        Fd dst(::openat(parent, stage.copying.c_str(),
+                        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!dst) throw_errno("cannot open", where + " (first copy)", errno);
+        TreeCopier(dst.get(), where).copy_dir(image_dir, dst.get(), "");
+        // The copy reaches the disk before the rename says it is whole.
+        if (::syncfs(dst.get()) != 0) throw_errno("cannot sync", where, errno);
     } catch (const StoreError&) {
-        // Empty again, so the next mount copies afresh instead of keeping half a copy.
-        std::vector<std::string> names;
-        if (sorted_names_at(volume_dir, ".", names))
-            for (const auto& n : names) remove_tree_at(volume_dir, n);
+        remove_tree_at(parent, stage.copying);
         throw;
     }
+    if (::renameat(parent, stage.copying.c_str(), parent, stage.copied.c_str()) != 0)
+        throw_errno("cannot rename the first copy of", where, errno);
+}
+
+// Fills an empty volume from the directory the image has where it is attached, and gives it that
+// directory's owner and mode. A kill at any point leaves either no copy (a half-made stage, thrown
+// away here) or a whole one (the copied stage, moved in here), never part of one in the data:
+// the caller marks the volume populated only after this returns.
+void copy_image_content(int image_dir, int data_dir, const CopyStage& stage,
+                        const std::string& where) {
+    int parent = stage.parent.get();
+    Fd copied(
+        ::openat(parent, stage.copied.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!copied && errno != ENOENT) throw_errno("cannot open", where + " (first copy)", errno);
+    if (!copied) {
+        remove_tree_at(parent, stage.copying);
+        if (!data_is_empty(data_dir, stage)) return;
+        copy_into_stage(image_dir, stage, where);
+        copied = Fd(::openat(parent, stage.copied.c_str(),
+                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!copied) throw_errno("cannot open", where + " (first copy)", errno);
+    }
+    // Renames keep hard links and take no space; an entry that has meanwhile appeared in the
+    // data (another container writing there) is kept and the copy's dropped.
+    std::vector<std::string> names;
+    if (!sorted_names_at(copied.get(), ".", names)) throw_errno("cannot list", where, errno);
+    for (const auto& n : names) {
+        if (::renameat2(copied.get(), n.c_str(), data_dir, n.c_str(), RENAME_NOREPLACE) == 0)
+            continue;
+        if (errno != EEXIST) throw_errno("cannot move the first copy into", where + "/" + n, errno);
+        remove_tree_at(copied.get(), n);
+    }
+    copy_root_attrs(image_dir, data_dir, where);
+    copied.reset();
+    if (::unlinkat(parent, stage.copied.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
+        throw_errno("cannot remove the first copy's stage of", where, errno);
+}
+
+// The stage of a volume's first copy: beside _data in the store (volumes/NAME/_copy), or for a
+// type=none volume inside its device, the only place known to share its filesystem.
+CopyStage copy_stage_for(const Layout& l, const ContainerMount& m) {
+    std::string store_dir = volumes_dir(l) + "/" + m.spec.source;
+    bool in_store = m.host_path == store_dir + "/_data";
+    CopyStage stage;
+    std::string parent = in_store ? store_dir : m.host_path;
+    stage.parent = Fd(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!stage.parent) throw_errno("cannot open volume", parent, errno);
+    stage.copying = in_store ? "_copy" : ".lamina-copy";
+    stage.copied = in_store ? "_copied" : ".lamina-copied";
+    return stage;
 }
 
 bool volume_populated(Db& db, const std::string& name) {
@@ -251,7 +320,8 @@ void remount_readonly(const std::string& path, const std::string& where) {
         throw_errno("cannot make read-only", where, errno);
 }
 
-void mount_one(Db& db, int root, const std::string& merged, const ContainerMount& m) {
+void mount_one(Db& db, const Layout& l, int root, const std::string& merged,
+               const ContainerMount& m) {
     const std::string& dest = m.spec.destination;
     std::string where = merged + dest;
     bool want_dir = true;
@@ -272,7 +342,7 @@ void mount_one(Db& db, int root, const std::string& merged, const ContainerMount
     if (copy && !m.tmpfs && !volume_populated(db, m.spec.source)) {
         Fd data(::open(m.host_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (!data) throw_errno("cannot open volume", m.host_path, errno);
-        copy_image_content(image_dir.get(), data.get(), where);
+        copy_image_content(image_dir.get(), data.get(), copy_stage_for(l, m), where);
         mark_populated(db, m.spec.source);
     }
     int rc = m.tmpfs ? ::mount("tmpfs", fd_path(target.get()).c_str(), "tmpfs",
@@ -288,7 +358,10 @@ void mount_one(Db& db, int root, const std::string& merged, const ContainerMount
     if (copy && m.tmpfs) {
         Fd fresh(::openat(top.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (!fresh) throw_errno("cannot open", where, errno);
-        copy_image_content(image_dir.get(), fresh.get(), where);
+        // A fresh tmpfs each mount: a copy cut short dies with it, and the next mount (seeing the
+        // container's volumes incomplete) mounts a new one.
+        TreeCopier(fresh.get(), where).copy_dir(image_dir.get(), fresh.get(), "");
+        copy_root_attrs(image_dir.get(), fresh.get(), where);
     }
     if (m.spec.readonly) remount_readonly(fd_path(top.get()), where);
 }
@@ -311,7 +384,7 @@ void mount_container_volumes(Db& db, const Layout& l, const std::string& contain
             throw_errno("cannot make private", merged, errno);
         Fd root(::open(merged.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
         if (!root) throw_errno("cannot open", merged, errno);
-        for (const auto& m : mounts) mount_one(db, root.get(), merged, m);
+        for (const auto& m : mounts) mount_one(db, l, root.get(), merged, m);
     } catch (...) {
         unmount_below(merged);
         throw;

@@ -677,6 +677,53 @@ TEST_F(HalfMount, a_dead_union_is_replaced_by_the_next_mount) {
     expect_umount_clears_everything();
 }
 
+// The first copy is staged beside the data (volumes/NAME/_copy, or DEVICE/.lamina-copy) and
+// renamed to _copied once whole; a kill leaves one of the two, never a partial copy in the data
+// marked populated. Both states, made by hand: the half copy is thrown away and made again, the
+// whole one is moved in.
+TEST(Volumes, an_interrupted_first_copy_is_redone_and_a_whole_one_moved_in) {
+    REQUIRE_FUSE();
+    AppStore app;
+    app.load();
+    auto& lamina = app.lamina;
+    std::string device = app.tmp / "device";
+    make_dirs(device);
+    out_of(lamina({"volume", "create", "half"}));
+    out_of(lamina({"volume", "create", "whole"}));
+    out_of(lamina({"volume", "create", "-o", "type=none", "-o", "o=bind", "-o", "device=" + device,
+                   "bound"}));
+    out_of(lamina({"create", "--name", "c", "-v", "half:/var/log", "-v", "whole:/srv", "-v",
+                   "bound:/data", "app:1"}));
+    std::string half = app.path("volumes/half");
+    make_dirs(half + "/_copy");
+    write_file(half + "/_copy/boot.log", "boo");
+    std::string whole = app.path("volumes/whole");
+    // Killed while moving in: boot.log made it, sub/deep did not.
+    write_file(whole + "/_data/boot.log", "booted\n");
+    make_dirs(whole + "/_copied/sub");
+    write_file(whole + "/_copied/sub/deep", "deep");
+    make_dirs(device + "/.lamina-copy");
+    write_file(device + "/.lamina-copy/se", "");
+
+    std::string m = out_of(lamina({"mount", "c"}));
+    EXPECT_EQ(describe_tree(half + "/_data"), "f boot.log booted\n\nd sub\nf sub/deep deep\n");
+    EXPECT_FALSE(exists(half + "/_copy"));
+    EXPECT_EQ(describe_tree(device), "f seed seed\n");
+    // The image has nothing at /srv: what was staged is moved in, not copied again.
+    EXPECT_EQ(describe_tree(whole + "/_data"), "f boot.log booted\n\nd sub\nf sub/deep deep\n");
+    EXPECT_FALSE(exists(whole + "/_copied"));
+    struct stat st;
+    ASSERT_EQ(stat((half + "/_data").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0750u);
+    EXPECT_EQ(st.st_uid, 124u);
+    out_of(lamina({"umount", "c"}));
+    // Done once: emptied, they stay empty.
+    ASSERT_EQ(run_shell("rm -rf '" + half + "'/_data/*").status, 0);
+    m = out_of(lamina({"mount", "c"}));
+    EXPECT_EQ(run_shell("ls -A '" + m + "/var/log'").out, "");
+    out_of(lamina({"umount", "c"}));
+}
+
 // The store root spelled another way ("ROOT/./", "ROOT//") is the same store: a mounted container
 // must still look mounted, so `rm` without -f refuses instead of deleting through the live
 // union into its volumes.
