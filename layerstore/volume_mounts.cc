@@ -304,7 +304,7 @@ void mark_populated(Db& db, const std::string& name) {
     Stmt(db, "UPDATE volumes SET populated = 1 WHERE name = ?").bind(1, name).run();
 }
 
-// Read-only remount of the mount at path; the flags the kernel locks (nosuid, nodev, noexec,
+// Read-only remount of the one mount at path; the flags the kernel locks (nosuid, nodev, noexec,
 // atime) are kept, or a user namespace refuses the remount.
 void remount_readonly(const std::string& path, const std::string& where) {
     struct statvfs sv;
@@ -318,6 +318,21 @@ void remount_readonly(const std::string& path, const std::string& where) {
     if (sv.f_flag & ST_RELATIME) flags |= MS_RELATIME;
     if (::mount(nullptr, path.c_str(), nullptr, flags, nullptr) != 0)
         throw_errno("cannot make read-only", where, errno);
+}
+
+// Read-only for the mount at top and every mount below it, so that a bind's submounts (which
+// MS_REC brought along) are no way to write either: one mount_setattr(AT_RECURSIVE), or on
+// kernels without it (before 5.12) a remount of each, parents first.
+void make_readonly(int top, const std::string& where) {
+    struct mount_attr attr {};
+    attr.attr_set = MOUNT_ATTR_RDONLY;
+    if (::mount_setattr(top, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) == 0) return;
+    if (errno != ENOSYS) throw_errno("cannot make read-only", where, errno);
+    char path[PATH_MAX];
+    ssize_t n = ::readlink(fd_path(top).c_str(), path, sizeof path - 1);
+    if (n < 0) throw_errno("cannot read the path of", where, errno);
+    for (const auto& e : mounts_at_or_below(std::string(path, static_cast<size_t>(n))))
+        remount_readonly(e.mount_point, where);
 }
 
 void mount_one(Db& db, const Layout& l, int root, const std::string& merged,
@@ -363,7 +378,7 @@ void mount_one(Db& db, const Layout& l, int root, const std::string& merged,
         TreeCopier(fresh.get(), where).copy_dir(image_dir.get(), fresh.get(), "");
         copy_root_attrs(image_dir.get(), fresh.get(), where);
     }
-    if (m.spec.readonly) remount_readonly(fd_path(top.get()), where);
+    if (m.spec.readonly) make_readonly(top.get(), where);
 }
 
 }  // namespace

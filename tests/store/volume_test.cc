@@ -530,10 +530,22 @@ TEST(Volumes, fio_on_a_volume_inside_a_mounted_container) {
     out_of(lamina({"umount", "db"}));
 }
 
+bool can_unshare() {
+    return run_command({"unshare", "-Urm", "true"}).status == 0;
+}
+
+// Runs script with sh in a user and mount namespace of its own (unshare -Urm), where the shell
+// function `lamina` runs the lamina binary against this store.
+CommandResult run_in_user_namespace(const Lamina& lamina, const std::string& script) {
+    std::string bin;
+    for (const auto& a : lamina.argv({})) bin += "'" + a + "' ";
+    return run_command(
+        {"unshare", "-Urm", "sh", "-c", "lamina() { " + bin + "\"$@\"; }; " + script}, 60);
+}
+
 TEST(Volumes, mount_inside_a_user_namespace) {
     REQUIRE_FUSE();
-    if (run_command({"unshare", "-Urm", "true"}).status != 0)
-        GTEST_SKIP() << "unshare -Urm is not permitted here";
+    if (!can_unshare()) GTEST_SKIP() << "unshare -Urm is not permitted here";
     AppStore app;
     app.load();
     auto& lamina = app.lamina;
@@ -541,15 +553,11 @@ TEST(Volumes, mount_inside_a_user_namespace) {
     // only itself (unshare -Ur), inside laminafs as anywhere.
     out_of(
         lamina({"create", "--name", "u", "-v", "uvol:/srv/logs", "-v", "ro:/srv/ro:ro", "app:1"}));
-    std::string bin;
-    for (const auto& a : lamina.argv({})) bin += "'" + a + "' ";
-    auto r =
-        run_command({"unshare", "-Urm", "sh", "-c",
-                     "set -e; m=$(" + bin +
-                         "mount u); echo inside > \"$m/srv/logs/userns\"; "
-                         "if touch \"$m/srv/ro/x\" 2>/dev/null; then echo writable; exit 3; fi; " +
-                         bin + "umount u; grep -c /merged /proc/self/mountinfo || true"},
-                    60);
+    auto r = run_in_user_namespace(
+        lamina,
+        "set -e; m=$(lamina mount u); echo inside > \"$m/srv/logs/userns\"; "
+        "if touch \"$m/srv/ro/x\" 2>/dev/null; then echo writable; exit 3; fi; "
+        "lamina umount u; grep -c /merged /proc/self/mountinfo || true");
     EXPECT_EQ(r.status, 0) << r.out << r.err;
     EXPECT_EQ(r.out, "0\n") << r.err;
     EXPECT_EQ(read_file(app.path("volumes/uvol/_data/userns")), "inside\n");
@@ -722,6 +730,47 @@ TEST(Volumes, an_interrupted_first_copy_is_redone_and_a_whole_one_moved_in) {
     m = out_of(lamina({"mount", "c"}));
     EXPECT_EQ(run_shell("ls -A '" + m + "/var/log'").out, "");
     out_of(lamina({"umount", "c"}));
+}
+
+// A tmpfs mounted inside a bind's source comes along (MS_REC) and must be read-only too.
+TEST(Volumes, read_only_binds_are_read_only_in_their_submounts) {
+    REQUIRE_FUSE();
+    AppStore app;
+    app.load();
+    auto& lamina = app.lamina;
+    std::string host = app.tmp / "host";
+    make_dirs(host + "/sub");
+    ASSERT_EQ(run_command({"mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", host + "/sub"}).status,
+              0);
+    MountGuard sub(host + "/sub");
+    out_of(lamina({"create", "--name", "c", "-v", host + ":/p:ro", "app:1"}));
+    std::string m = out_of(lamina({"mount", "c"}));
+    for (std::string p : {"/p/new", "/p/sub/new"}) {
+        int fd = open((m + p).c_str(), O_WRONLY | O_CREAT, 0644);
+        EXPECT_EQ(fd, -1) << p;
+        EXPECT_EQ(errno, EROFS) << p;
+        if (fd >= 0) close(fd);
+    }
+    write_file(host + "/sub/outside", "the source itself stays writable");
+    EXPECT_EQ(read_file(m + "/p/sub/outside"), "the source itself stays writable");
+    out_of(lamina({"umount", "c"}));
+}
+
+TEST(Volumes, read_only_binds_are_read_only_in_their_submounts_inside_a_user_namespace) {
+    REQUIRE_FUSE();
+    if (!can_unshare()) GTEST_SKIP() << "unshare -Urm is not permitted here";
+    AppStore app;
+    app.load();
+    std::string host = app.tmp / "host";
+    make_dirs(host + "/sub");
+    out_of(app.lamina({"create", "--name", "u", "-v", host + ":/p:ro", "app:1"}));
+    auto r = run_in_user_namespace(
+        app.lamina, "set -e; mount -t tmpfs tmpfs '" + host +
+                        "/sub'; m=$(lamina mount u); for f in p/x p/sub/x; do "
+                        "if touch \"$m/$f\" 2>/dev/null; then echo \"$f writable\"; exit 3; fi; "
+                        "done; lamina umount u; echo ok");
+    EXPECT_EQ(r.status, 0) << r.out << r.err;
+    EXPECT_EQ(r.out, "ok\n") << r.err;
 }
 
 // The store root spelled another way ("ROOT/./", "ROOT//") is the same store: a mounted container
