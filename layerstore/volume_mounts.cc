@@ -360,8 +360,16 @@ void mount_one(Db& db, const Layout& l, int root, const std::string& merged,
         copy_image_content(image_dir.get(), data.get(), copy_stage_for(l, m), where);
         mark_populated(db, m.spec.source);
     }
-    int rc = m.tmpfs ? ::mount("tmpfs", fd_path(target.get()).c_str(), "tmpfs",
-                               MS_NOSUID | MS_NODEV, m.mount_options.c_str())
+    bool readonly = m.spec.readonly;
+    TmpfsMountOptions tmpfs;
+    if (m.tmpfs) {
+        tmpfs = parse_tmpfs_options(m.mount_options);
+        // An o=ro tmpfs is made read-only after its copy, like a :ro volume.
+        readonly = readonly || (tmpfs.flags & MS_RDONLY);
+        tmpfs.flags &= ~static_cast<unsigned long>(MS_RDONLY);
+    }
+    int rc = m.tmpfs ? ::mount("tmpfs", fd_path(target.get()).c_str(), "tmpfs", tmpfs.flags,
+                               tmpfs.data.c_str())
                      : ::mount(m.host_path.c_str(), fd_path(target.get()).c_str(), nullptr,
                                MS_BIND | MS_REC, nullptr);
     if (rc != 0)
@@ -378,7 +386,7 @@ void mount_one(Db& db, const Layout& l, int root, const std::string& merged,
         TreeCopier(fresh.get(), where).copy_dir(image_dir.get(), fresh.get(), "");
         copy_root_attrs(image_dir.get(), fresh.get(), where);
     }
-    if (m.spec.readonly) make_readonly(top.get(), where);
+    if (readonly) make_readonly(top.get(), where);
 }
 
 }  // namespace

@@ -89,6 +89,39 @@ std::vector<std::string> split(const std::string& s, char sep) {
     }
 }
 
+// The generic mount flags mount(8) knows by name: what each sets and what it clears.
+struct MountFlagName {
+    const char* name;
+    unsigned long set;
+    unsigned long clear;
+};
+constexpr MountFlagName kMountFlagNames[] = {
+    {"defaults", 0, 0},
+    {"ro", MS_RDONLY, 0},
+    {"rw", 0, MS_RDONLY},
+    {"noexec", MS_NOEXEC, 0},
+    {"exec", 0, MS_NOEXEC},
+    {"nosuid", MS_NOSUID, 0},
+    {"suid", 0, MS_NOSUID},
+    {"nodev", MS_NODEV, 0},
+    {"dev", 0, MS_NODEV},
+    {"sync", MS_SYNCHRONOUS, 0},
+    {"async", 0, MS_SYNCHRONOUS},
+    {"dirsync", MS_DIRSYNC, 0},
+    {"noatime", MS_NOATIME, 0},
+    {"atime", 0, MS_NOATIME},
+    {"nodiratime", MS_NODIRATIME, 0},
+    {"diratime", 0, MS_NODIRATIME},
+    {"relatime", MS_RELATIME, MS_STRICTATIME},
+    {"norelatime", 0, MS_RELATIME},
+    {"strictatime", MS_STRICTATIME, MS_RELATIME},
+    {"nostrictatime", 0, MS_STRICTATIME},
+    {"lazytime", MS_LAZYTIME, 0},
+    {"nolazytime", 0, MS_LAZYTIME},
+    {"silent", MS_SILENT, 0},
+    {"loud", 0, MS_SILENT},
+};
+
 bool is_bind_volume(const std::map<std::string, std::string>& options) {
     auto type = options.find("type");
     return type != options.end() && type->second == "none";
@@ -113,7 +146,8 @@ void check_local_options(const std::map<std::string, std::string>& options) {
         if (geteuid() != 0) return;
         std::string probe = "/tmp/lamina-tmpfs-probe-" + random_hex(12);
         if (::mkdir(probe.c_str(), 0700) != 0) return;
-        int rc = ::mount("tmpfs", probe.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, get("o").c_str());
+        auto o = parse_tmpfs_options(get("o"));
+        int rc = ::mount("tmpfs", probe.c_str(), "tmpfs", o.flags, o.data.c_str());
         int err = errno;
         if (rc == 0) ::umount2(probe.c_str(), MNT_DETACH);
         ::rmdir(probe.c_str());
@@ -207,6 +241,22 @@ bool parse_bool(const std::string& spec, const std::string& key, const std::stri
 }
 
 }  // namespace
+
+TmpfsMountOptions parse_tmpfs_options(const std::string& o) {
+    TmpfsMountOptions out;
+    out.flags = MS_NOSUID | MS_NODEV;
+    for (const auto& opt : split(o, ',')) {
+        if (opt.empty()) continue;
+        auto known = std::find_if(std::begin(kMountFlagNames), std::end(kMountFlagNames),
+                                  [&](const MountFlagName& f) { return opt == f.name; });
+        if (known == std::end(kMountFlagNames)) {
+            out.data += (out.data.empty() ? "" : ",") + opt;
+            continue;
+        }
+        out.flags = (out.flags & ~known->clear) | known->set;
+    }
+    return out;
+}
 
 void create_volume_schema(Db& db) {
     db.exec(kVolumeSchema);

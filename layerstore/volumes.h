@@ -22,6 +22,15 @@ void create_volume_schema(Db& db);
 // exclusive lock.
 void recover_volumes(Db& db, const Layout& l);
 
+// A tmpfs volume's o=, split as mount(8) does: the generic mount flags in it (ro, noexec, nosuid,
+// noatime...) go to mount(2) as flags, over nosuid and nodev; the rest (size=, mode=, uid=, gid=,
+// nr_inodes=...) are the tmpfs's own, passed as data.
+struct TmpfsMountOptions {
+    unsigned long flags = 0;
+    std::string data;
+};
+TmpfsMountOptions parse_tmpfs_options(const std::string& o);
+
 // Valid local volume names: [a-zA-Z0-9][a-zA-Z0-9_.-]+ (throws StoreError otherwise).
 void check_volume_name(const std::string& name);
 

@@ -773,6 +773,41 @@ TEST(Volumes, read_only_binds_are_read_only_in_their_submounts_inside_a_user_nam
     EXPECT_EQ(r.out, "ok\n") << r.err;
 }
 
+// o= mixes mount(8)'s generic flags with tmpfs's own options: the flags become mount flags, the
+// rest tmpfs data; an o=ro tmpfs still gets its first copy.
+TEST(Volumes, tmpfs_o_splits_mount_flags_from_tmpfs_options) {
+    REQUIRE_FUSE();
+    AppStore app;
+    app.load();
+    auto& lamina = app.lamina;
+    out_of(lamina({"volume", "create", "-o", "type=tmpfs", "-o",
+                   "o=size=10m,noexec,nosuid,uid=1000,nodiratime", "scratch"}));
+    out_of(lamina({"volume", "create", "-o", "type=tmpfs", "-o", "o=ro,size=1m", "frozen"}));
+    out_of(lamina(
+        {"create", "--name", "c", "-v", "scratch:/scratch", "-v", "frozen:/var/log", "app:1"}));
+    std::string m = out_of(lamina({"mount", "c"}));
+    struct statvfs sv;
+    ASSERT_EQ(statvfs((m + "/scratch").c_str(), &sv), 0);
+    EXPECT_TRUE(sv.f_flag & ST_NOEXEC);
+    EXPECT_TRUE(sv.f_flag & ST_NOSUID);
+    EXPECT_TRUE(sv.f_flag & ST_NODIRATIME);
+    EXPECT_FALSE(sv.f_flag & ST_RDONLY);
+    EXPECT_EQ(sv.f_blocks * sv.f_frsize, 10u << 20);
+    auto line = run_shell("grep ' " + m + "/scratch ' /proc/self/mountinfo").out;
+    EXPECT_NE(line.find(" - tmpfs tmpfs "), std::string::npos) << line;
+    std::string mount_options = line.substr(0, line.find(" - "));
+    std::string tmpfs_options = line.substr(line.find(" - "));
+    EXPECT_NE(mount_options.find(",noexec"), std::string::npos) << line;
+    EXPECT_NE(tmpfs_options.find(",uid=1000"), std::string::npos) << line;
+    EXPECT_EQ(tmpfs_options.find("exec"), std::string::npos) << line;
+    EXPECT_EQ(read_file(m + "/var/log/boot.log"), "booted\n");
+    int fd = open((m + "/var/log/new").c_str(), O_WRONLY | O_CREAT, 0644);
+    EXPECT_EQ(fd, -1);
+    EXPECT_EQ(errno, EROFS);
+    if (fd >= 0) close(fd);
+    out_of(lamina({"umount", "c"}));
+}
+
 // The store root spelled another way ("ROOT/./", "ROOT//") is the same store: a mounted container
 // must still look mounted, so `rm` without -f refuses instead of deleting through the live
 // union into its volumes.
