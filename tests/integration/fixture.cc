@@ -568,6 +568,16 @@ std::map<std::string, long> ForegroundLaminafs::stats() {
     return out;
 }
 
+long read_syscalls(pid_t pid) {
+    std::ifstream io("/proc/" + std::to_string(pid) + "/io");
+    std::string key;
+    long value = 0;
+    while (io >> key >> value)
+        if (key == "syscr:") return value;
+    ADD_FAILURE() << "no syscr in /proc/" << pid << "/io";
+    return 0;
+}
+
 FdCount count_fds(pid_t pid) {
     std::string fd_dir = "/proc/" + std::to_string(pid) + "/fd";
     FdCount c;

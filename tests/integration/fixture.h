@@ -130,6 +130,10 @@ struct FdCount {
 };
 FdCount count_fds(pid_t pid);
 
+// The process's read(2) count (/proc/PID/io syscr). For a laminafs daemon, one per FUSE request
+// it received: each costs it one read of /dev/fuse. Fails the test, and returns 0, without it.
+long read_syscalls(pid_t pid);
+
 // Small file helpers that fail the current test on error.
 void write_file(const std::string& path, const std::string& data, mode_t mode = 0644);
 std::string read_file(const std::string& path);

@@ -12,7 +12,6 @@
 
 #include <chrono>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -30,17 +29,6 @@ std::string random_data(size_t n, uint64_t seed) {
     std::string s(n, '\0');
     for (auto& c : s) c = static_cast<char>(rng.below(256));
     return s;
-}
-
-// The daemon's read(2) count: one per FUSE request it received.
-long read_syscalls(pid_t pid) {
-    std::ifstream io("/proc/" + std::to_string(pid) + "/io");
-    std::string key;
-    long value = 0;
-    while (io >> key >> value)
-        if (key == "syscr:") return value;
-    ADD_FAILURE() << "no syscr in /proc/" << pid << "/io";
-    return 0;
 }
 
 // Reads the file with mmap, page by page, and returns its bytes.
