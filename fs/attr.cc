@@ -130,7 +130,7 @@ int Overlay::change_owner_and_mode(Node* node, int fd, const char* rel, const st
 }
 
 int Overlay::setattr(Node* node, FileHandle* fh, const struct stat& attr, int to_set,
-                     const Credentials&, struct stat& out) {
+                     const Credentials& cred, struct stat& out) {
     if (int err = check_writable()) return err;
     std::unique_lock lock(tree_);
     // An open handle's descriptor still works for a file that has been unlinked; only one of
@@ -145,9 +145,17 @@ int Overlay::setattr(Node* node, FileHandle* fh, const struct stat& attr, int to
     int dirfd = stack_.fd(kUpperLayer);
     const char* rel = rel_or_dot(p);
 
+    // A chown clears set-id bits (the kernel asks us to since killpriv v2), unless the same
+    // request sets the mode. Which bits is decided by the owner and mode before it.
+    mode_t chown_clears = 0;
+    struct stat before {};
+    if ((to_set & (kSetUid | kSetGid)) && !(to_set & kSetMode)) {
+        if (int err = setid_to_clear_locked(node, fd, cred, true, chown_clears, before)) return err;
+    }
     if (to_set & (kSetMode | kSetUid | kSetGid)) {
         if (int err = change_owner_and_mode(node, fd, rel, attr, to_set)) return err;
     }
+    if (int err = clear_setid_locked(node, fd, chown_clears, before)) return err;
     if (to_set & kSetSize) {
         int rc;
         if (fd >= 0) {
@@ -157,6 +165,12 @@ int Overlay::setattr(Node* node, FileHandle* fh, const struct stat& attr, int to
             rc = tfd ? ftruncate(tfd.get(), attr.st_size) : -1;
         }
         if (rc != 0) return errno;
+        if (!(to_set & (kSetUid | kSetGid))) {
+            mode_t clears;
+            struct stat st;
+            if (int err = setid_to_clear_locked(node, fd, cred, false, clears, st)) return err;
+            if (int err = clear_setid_locked(node, fd, clears, st)) return err;
+        }
     }
     if (to_set & (kSetAtime | kSetMtime | kSetAtimeNow | kSetMtimeNow | kSetCtime)) {
         struct timespec tv[2];

@@ -24,7 +24,8 @@ int layer_open_flags(int flags) {
 
 }  // namespace
 
-int Overlay::open(Node* node, int flags, const Credentials&, std::unique_ptr<FileHandle>& out) {
+int Overlay::open(Node* node, int flags, const Credentials& cred,
+                  std::unique_ptr<FileHandle>& out) {
     if (node->unlinked) return ENOENT;  // raced with unlink: its path names something else
     auto fh = std::make_unique<FileHandle>();
     fh->node = node;
@@ -36,7 +37,14 @@ int Overlay::open(Node* node, int flags, const Credentials&, std::unique_ptr<Fil
         std::string p = path_of(node);
         fh->fd.reset(openat(stack_.fd(kUpperLayer), p.c_str(), layer_open_flags(flags)));
         if (!fh->fd) return errno;
-        if (flags & O_TRUNC) invalidate_peers(node);  // other names of the file were truncated too
+        if (flags & O_TRUNC) {
+            invalidate_peers(node);  // other names of the file were truncated too
+            mode_t clear;
+            struct stat st;
+            if (int err = setid_to_clear_locked(node, fh->fd.get(), cred, false, clear, st))
+                return err;
+            if (int err = clear_setid_locked(node, fh->fd.get(), clear, st)) return err;
+        }
     } else {
         // Borrowing the descriptor once now reports a failing open at open(2), as the kernel
         // would, and leaves it pooled for the reads that follow.

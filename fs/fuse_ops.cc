@@ -9,8 +9,10 @@
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "overlay.h"
+#include "wire.h"
 
 #if defined(__SANITIZE_THREAD__)
 #define LAMINA_TSAN 1
@@ -56,9 +58,29 @@ DirHandle* dir_of(fuse_file_info* fi) {
     return reinterpret_cast<DirHandle*>(fi->fh);
 }
 
-Credentials creds(fuse_req_t req) {
+bool caller_in_group(fuse_req_t req, gid_t gid) {
+    std::vector<gid_t> groups(32);
+    int n = fuse_req_getgroups(req, static_cast<int>(groups.size()), groups.data());
+    if (n > static_cast<int>(groups.size())) {
+        groups.resize(static_cast<size_t>(n));
+        n = fuse_req_getgroups(req, n, groups.data());
+    }
+    for (int i = 0; i < n && i < static_cast<int>(groups.size()); ++i)
+        if (groups[static_cast<size_t>(i)] == gid) return true;
+    return false;
+}
+
+// The caller, and whether the request is to clear set-id bits (kill_setid).
+Credentials creds(fuse_req_t req, bool kill_setid) {
     const fuse_ctx* c = fuse_req_ctx(req);
-    return Credentials{c->uid, c->gid};
+    Credentials cred{c->uid, c->gid};
+    cred.kill_setid = kill_setid;
+    if (kill_setid) cred.in_group = [req](gid_t gid) { return caller_in_group(req, gid); };
+    return cred;
+}
+
+Credentials creds(fuse_req_t req) {
+    return creds(req, wire::request_kills_setid());
 }
 
 // Drops the kernel's caches of what this request changed elsewhere (other names of a hardlinked
@@ -119,9 +141,11 @@ void set_cache_mode(fuse_file_info* fi) {
 }
 
 // With passthrough on, an open may instead go straight to its layer file. Writes to a file with
-// other names stay with the daemon, which keeps the other names' cached attributes coherent.
-// Returns ETXTBSY when the kernel would refuse the open (see passthrough::Mode::Busy).
-int set_open_mode(Overlay& overlay, fuse_file_info* fi, FileHandle& fh) {
+// other names stay with the daemon, which keeps the other names' cached attributes coherent, and
+// so do writes to a file with set-id bits, which the daemon clears on a write (a passthrough
+// write would keep them). Returns ETXTBSY when the kernel would refuse the open (see
+// passthrough::Mode::Busy).
+int set_open_mode(fuse_req_t req, fuse_file_info* fi, FileHandle& fh) {
     // close(2) need not wait for a FLUSH: laminafs keeps no locks or buffered data to settle, and
     // the layer file is closed at RELEASE. Saves one round trip per close.
     fi->noflush = 1;
@@ -130,13 +154,16 @@ int set_open_mode(Overlay& overlay, fuse_file_info* fi, FileHandle& fh) {
         return 0;
     }
     bool writes = (fi->flags & O_ACCMODE) != O_RDONLY;
-    bool may_pass = !(fi->flags & O_DIRECT) && !(writes && fh.node->has_peers);
+    auto allow = passthrough::Allow::Pass;
+    if ((fi->flags & O_DIRECT) || (writes && fh.node->has_peers))
+        allow = passthrough::Allow::PreferCached;
+    if (writes && ov(req).has_setid(fh)) allow = passthrough::Allow::CachedOnly;
     FileFd fd;
-    if (int err = overlay.file_fd(fh, fd)) return err;
-    fh.grant = passthrough::acquire(fh.node, fd.fd, may_pass);
+    if (int err = ov(req).file_fd(fh, fd)) return err;
+    fh.grant = passthrough::acquire(fh.node, fd.fd, allow);
     switch (fh.grant.mode) {
     case passthrough::Mode::Passthrough:
-        passthrough::attach_to_next_reply(fh.grant.backing_id);
+        wire::attach_backing_id(fh.grant.backing_id);
         return 0;
     case passthrough::Mode::Busy:
         return ETXTBSY;
@@ -162,8 +189,12 @@ void op_init(void* userdata, fuse_conn_info* conn) {
 #endif
     if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
     // The daemon writes with CAP_FSETID, so the backing filesystem would keep setuid bits a
-    // plain user's write must clear: the kernel clears them itself without this capability.
+    // plain user's write must clear. Not v1, then, which would leave that to the daemon with no
+    // word of who writes; the wire layer asks for v2 instead, whose requests carry a flag when
+    // the bits must go (setid.cc), and without it the kernel clears them itself.
     conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
+    // Requests are read with read(2), never spliced, so the wire layer sees each one.
+    conn->want &= ~FUSE_CAP_SPLICE_READ;
     // Locks are kept by the kernel for this mount: no lock requests reach us.
     conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
     conn->max_write = 1 << 20;
@@ -300,14 +331,14 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     fuse_entry_param p = entry_param(req, e);
     Overlay& o = ov(req);  // the request is freed by the reply, even a failed one
     send_invalidations(req);
-    if (int err = set_open_mode(o, fi, *fh)) {
+    if (int err = set_open_mode(req, fi, *fh)) {
         ov(req).release(std::move(fh));
         o.forget(e.node, 1);
         fuse_reply_err(req, err);
         return;
     }
     int sent = fuse_reply_create(req, &p, fi);
-    passthrough::attach_to_next_reply(0);
+    wire::attach_backing_id(0);
     if (sent == 0) {
         fh.release();
     } else {
@@ -325,13 +356,13 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     }
     fi->fh = reinterpret_cast<uint64_t>(fh.get());
     send_invalidations(req);
-    if (int err = set_open_mode(ov(req), fi, *fh)) {
+    if (int err = set_open_mode(req, fi, *fh)) {
         ov(req).release(std::move(fh));
         fuse_reply_err(req, err);
         return;
     }
     int sent = fuse_reply_open(req, fi);
-    passthrough::attach_to_next_reply(0);
+    wire::attach_backing_id(0);
     if (sent == 0)
         fh.release();
     else
@@ -355,6 +386,12 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 void op_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
     (void)ino;
     FileHandle* fh = file_of(fi);
+    if (wire::request_kills_setid()) {
+        if (int err = ov(req).clear_setid_for_write(*fh, creds(req))) {
+            reply_status(req, err);
+            return;
+        }
+    }
     fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
     out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
     out.buf[0].fd = fh->fd.get();
@@ -541,9 +578,20 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
     reply_status(req, result);
 }
 
+// FALLOCATE and COPY_FILE_RANGE change a file as a write does, but carry no flag to clear set-id
+// bits: under killpriv v2 the daemon decides by the caller alone.
+int clear_setid_unflagged(fuse_req_t req, FileHandle& fh) {
+    if (!wire::killpriv_active()) return 0;
+    return ov(req).clear_setid_for_write(fh, creds(req, true));
+}
+
 void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                   fuse_file_info* fi) {
     (void)ino;
+    if (int err = clear_setid_unflagged(req, *file_of(fi))) {
+        fuse_reply_err(req, err);
+        return;
+    }
     FileFd fd;
     int err = ov(req).file_fd(*file_of(fi), fd);
     if (!err && fallocate(fd.fd, mode, offset, length) != 0) err = errno;
@@ -567,6 +615,10 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
                         int flags) {
     (void)ino_in;
     (void)ino_out;
+    if (int err = clear_setid_unflagged(req, *file_of(fi_out))) {
+        fuse_reply_err(req, err);
+        return;
+    }
     FileFd in, out;
     int err = ov(req).file_fd(*file_of(fi_in), in);
     if (!err) err = ov(req).file_fd(*file_of(fi_out), out);

@@ -24,7 +24,7 @@
 #include "layers.h"
 #include "options.h"
 #include "overlay.h"
-#include "passthrough.h"
+#include "wire.h"
 
 namespace {
 
@@ -213,9 +213,12 @@ int main(int argc, char** argv) {
         fuse_remove_signal_handlers(se.get());
         return fail("cannot mount on '" + opts.mountpoint + "'");
     }
-    if (opts.passthrough && !passthrough::install(se.get()))
+    // Beneath libfuse: killpriv v2 (laminafs clears set-id bits, so the kernel stops asking for
+    // security.capability on every write) and passthrough, which libfuse 3.14 cannot negotiate.
+    if (!wire::install(se.get(), wire::Wanted{.killpriv = true, .passthrough = opts.passthrough}))
         spdlog::warn(
-            "passthrough: cannot wrap the FUSE device I/O; reads and writes go through laminafs");
+            "cannot wrap the FUSE device I/O: no passthrough, and the kernel asks for "
+            "security.capability before every write");
     // The mount exists now, so the parent returns only once `ls MOUNTPOINT` works.
     if (!opts.foreground && !opts.debug) fuse_daemonize(0);
     housekeeper.start(overlay);

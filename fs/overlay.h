@@ -94,6 +94,11 @@ enum SetAttr : int {
 struct Credentials {
     uid_t uid = 0;
     gid_t gid = 0;
+    // The kernel left it to laminafs to clear set-id bits for this request (wire.h): a write,
+    // truncation or O_TRUNC open by a caller without CAP_FSETID, or a chown.
+    bool kill_setid = false;
+    // Whether the caller is in a group, asked only when a set-group-ID bit depends on it.
+    std::function<bool(gid_t)> in_group;
 };
 
 // --- statistics: what the daemon holds, printed on SIGUSR1 (stats.cc).
@@ -149,6 +154,13 @@ public:
     // Attributes of an open file from its descriptor, shown as getattr shows them: for a file
     // that is unlinked but still open.
     int fstat_open(FileHandle& fh, struct stat& st);
+
+    // --- set-id bits (setid.cc): with FUSE_HANDLE_KILLPRIV_V2 the daemon clears them, as the
+    // kernel would, on writes and truncation by callers without CAP_FSETID and on chown.
+    // Before a write through fh.
+    int clear_setid_for_write(FileHandle& fh, const Credentials& cred);
+    // The open file has set-id bits that a write may clear, so the daemon must see its writes.
+    bool has_setid(FileHandle& fh);
 
     // --- xattr.cc
     int getxattr(Node* node, const char* name, std::string& value, size_t size);
@@ -235,6 +247,15 @@ private:
                           bool& overridden);
     int change_owner_and_mode(Node* node, int fd, const char* rel, const struct stat& attr,
                               int to_set);
+    // Set-id bits (setid.cc). What a write or truncation by `cred` clears from the node as the
+    // mount shows it (fd: an open descriptor of its upper copy, or -1); `chown` for a change
+    // of owner, which clears set-user-ID whoever asks.
+    int setid_to_clear_locked(Node* node, int fd, const Credentials& cred, bool chown,
+                              mode_t& clear, struct stat& st);
+    // Root as the layers see it, which keeps set-id bits on a write (CAP_FSETID).
+    bool is_root_caller(const Credentials& cred) const;
+    // Clears the bits, after setid_to_clear_locked said which.
+    int clear_setid_locked(Node* node, int fd, mode_t clear, const struct stat& st);
 
     XattrFlavour flavour() const { return flavour_; }
     std::string work_temp_name();
