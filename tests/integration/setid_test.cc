@@ -1,0 +1,320 @@
+// Set-id bits after writes, truncation and chown, as kernel overlayfs leaves them: laminafs
+// clears them itself since it takes FUSE_HANDLE_KILLPRIV_V2 (fs/setid.cc), with and without
+// passthrough. And the reason it takes it: a write no longer costs a GETXATTR request.
+//
+// Each case is a file in the lower layer owned by another user; an unprivileged caller (a
+// forked child that drops to kCaller) or root changes it through the mount, and the mode the
+// mount then shows, and the upper copy has, is compared with kernel overlayfs and with the
+// kernel's rules (setattr_should_drop_suidgid, chown_common).
+#include <fcntl.h>
+#include <grp.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fixture.h"
+
+namespace lamina::test {
+namespace {
+
+constexpr uid_t kOwner = 1234;   // owns the files
+constexpr uid_t kCaller = 4321;  // writes them: uid and gid 4321, supplementary group kGroup
+constexpr gid_t kGroup = 5555;
+
+enum class Who { User, Root };
+
+struct Case {
+    const char* name;
+    mode_t mode;  // in the lower layer
+    gid_t gid;
+    Who who;
+    std::function<bool(const std::string& path)> change;  // true on success
+    mode_t expected;                                      // kernel's rules
+};
+
+bool append(const std::string& path) {
+    int fd = open(path.c_str(), O_WRONLY | O_APPEND);
+    if (fd < 0) return false;
+    bool ok = write(fd, "more\n", 5) == 5;
+    return close(fd) == 0 && ok;
+}
+
+bool random_write(const std::string& path) {
+    int fd = open(path.c_str(), O_RDWR);
+    if (fd < 0) return false;
+    bool ok = pwrite(fd, "x", 1, 3) == 1;
+    return close(fd) == 0 && ok;
+}
+
+bool open_truncating(const std::string& path) {
+    int fd = open(path.c_str(), O_WRONLY | O_TRUNC);
+    return fd >= 0 && close(fd) == 0;
+}
+
+bool ftruncate_open(const std::string& path) {
+    int fd = open(path.c_str(), O_RDWR);
+    if (fd < 0) return false;
+    bool ok = ftruncate(fd, 2) == 0;
+    return close(fd) == 0 && ok;
+}
+
+// A plain file beside the cases, for copy_file_range to copy from within the mount (across
+// filesystems the kernel would fall back to write).
+constexpr const char* kCopySource = "copy_source";
+
+// Changes the file as a write does, without write(2).
+bool copy_range_into(const std::string& path) {
+    std::string source = path.substr(0, path.rfind('/') + 1) + kCopySource;
+    int in = open(source.c_str(), O_RDONLY);
+    int out = open(path.c_str(), O_WRONLY);
+    off_t off_in = 0;
+    off_t off_out = 2;
+    bool ok = in >= 0 && out >= 0 && copy_file_range(in, &off_in, out, &off_out, 4, 0) == 4;
+    if (in >= 0) close(in);
+    if (out >= 0) close(out);
+    return ok;
+}
+
+bool allocate(const std::string& path) {
+    int fd = open(path.c_str(), O_WRONLY);
+    if (fd < 0) return false;
+    bool ok = posix_fallocate(fd, 0, 1 << 16) == 0;
+    return close(fd) == 0 && ok;
+}
+
+const std::vector<Case>& cases() {
+    static const std::vector<Case> all = {
+        // An unprivileged write clears set-user-ID and, group-executable, set-group-ID.
+        {"user_append", 06777, kOwner, Who::User, append, 0777},
+        {"user_pwrite", 06777, kOwner, Who::User, random_write, 0777},
+        {"user_truncate", 06777, kOwner, Who::User,
+         [](const std::string& p) { return truncate(p.c_str(), 1) == 0; }, 0777},
+        {"user_ftruncate", 06777, kOwner, Who::User, ftruncate_open, 0777},
+        {"user_open_trunc", 06777, kOwner, Who::User, open_truncating, 0777},
+        {"user_copy_file_range", 06777, kOwner, Who::User, copy_range_into, 0777},
+        {"user_fallocate", 06777, kOwner, Who::User, allocate, 0777},
+        // Set-group-ID without group execute stays for a caller in the file's group (primary or
+        // supplementary) and goes for one outside it.
+        {"user_sgid_not_in_group", 02666, kOwner, Who::User, append, 0666},
+        {"user_sgid_primary_group", 02666, kCaller, Who::User, append, 02666},
+        {"user_sgid_supplementary_group", 02666, kGroup, Who::User, append, 02666},
+        {"user_sgid_group_exec", 02676, kGroup, Who::User, append, 0676},
+        // Root keeps them on a write and a truncation.
+        {"root_append", 06777, kOwner, Who::Root, append, 06777},
+        {"root_truncate", 06777, kOwner, Who::Root,
+         [](const std::string& p) { return truncate(p.c_str(), 1) == 0; }, 06777},
+        {"root_open_trunc", 06777, kOwner, Who::Root, open_truncating, 06777},
+        // A chown clears set-user-ID whoever asks; set-group-ID only with group execute.
+        {"root_chown", 06755, kOwner, Who::Root,
+         [](const std::string& p) { return chown(p.c_str(), kOwner + 1, -1) == 0; }, 0755},
+        {"root_chown_sgid_no_exec", 02644, kOwner, Who::Root,
+         [](const std::string& p) { return chown(p.c_str(), kOwner + 1, -1) == 0; }, 02644},
+    };
+    return all;
+}
+
+// Runs the cases of one kind against the tree at mnt; the unprivileged ones in a child that
+// drops to kCaller. Returns the names of cases whose change failed.
+std::vector<std::string> run_cases(const std::string& mnt, Who who) {
+    std::vector<std::string> failed;
+    if (who == Who::Root) {
+        for (const Case& c : cases())
+            if (c.who == Who::Root && !c.change(mnt + "/" + c.name)) failed.push_back(c.name);
+        return failed;
+    }
+    int pipefd[2];
+    if (pipe(pipefd) != 0) return {"pipe"};
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pipefd[0]);
+        gid_t groups[] = {kGroup};
+        if (setgroups(1, groups) != 0 || setresgid(kCaller, kCaller, kCaller) != 0 ||
+            setresuid(kCaller, kCaller, kCaller) != 0)
+            _exit(2);
+        std::string bad;
+        for (const Case& c : cases())
+            if (c.who == Who::User && !c.change(mnt + "/" + c.name))
+                bad += std::string(c.name) + " ";
+        if (write(pipefd[1], bad.data(), bad.size()) < 0) _exit(3);
+        _exit(0);
+    }
+    close(pipefd[1]);
+    std::string bad;
+    char buf[256];
+    ssize_t n;
+    while ((n = read(pipefd[0], buf, sizeof buf)) > 0) bad.append(buf, static_cast<size_t>(n));
+    close(pipefd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return {"child status " + std::to_string(status)};
+    size_t at = 0;
+    while (at < bad.size()) {
+        size_t sp = bad.find(' ', at);
+        failed.push_back(bad.substr(at, sp - at));
+        at = sp + 1;
+    }
+    return failed;
+}
+
+mode_t mode_of(const std::string& path) {
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0) return static_cast<mode_t>(-1);
+    return st.st_mode & 07777;
+}
+
+std::string octal(mode_t m) {
+    char buf[16];
+    snprintf(buf, sizeof buf, "0%o", m);
+    return buf;
+}
+
+class Setid : public ::testing::Test {
+protected:
+    void SetUp() override {
+        REQUIRE_FUSE();
+        // The unprivileged caller must reach the mount points.
+        ASSERT_EQ(chmod(dir_.path().c_str(), 0755), 0);
+    }
+
+    // A fresh tree: the lower layer with every case's file, an empty upper layer.
+    void make_tree(const std::string& tag) {
+        for (const char* d : {"l", "u", "w", "m"}) make_dirs(dir_ / (tag + "/" + d));
+        ASSERT_EQ(chmod((dir_ / tag).c_str(), 0755), 0);
+        write_file(dir_ / (tag + "/l/" + kCopySource), "source data\n", 0644);
+        for (const Case& c : cases()) {
+            std::string p = dir_ / (tag + "/l/" + c.name);
+            write_file(p, "some data\n");
+            ASSERT_EQ(chown(p.c_str(), kOwner, c.gid), 0);
+            ASSERT_EQ(chmod(p.c_str(), c.mode), 0);
+        }
+    }
+
+    // Runs every case on the tree mounted at tag/m and returns the modes the mount shows.
+    std::map<std::string, mode_t> run_all(const std::string& tag) {
+        std::string mnt = dir_ / (tag + "/m");
+        for (Who who : {Who::User, Who::Root}) {
+            auto failed = run_cases(mnt, who);
+            EXPECT_TRUE(failed.empty())
+                << tag << ": the change itself failed for " << ::testing::PrintToString(failed);
+        }
+        std::map<std::string, mode_t> modes;
+        for (const Case& c : cases()) modes[c.name] = mode_of(mnt + "/" + c.name);
+        return modes;
+    }
+
+    // Mounts laminafs (with `extra` options) on a fresh tree, runs the cases, and checks the
+    // modes against the kernel's rules and the upper layer.
+    std::map<std::string, mode_t> run_laminafs(const std::string& tag, const std::string& extra) {
+        make_tree(tag);
+        std::string opts =
+            "lowerdir=" + (dir_ / (tag + "/l")) + ",upperdir=" + (dir_ / (tag + "/u")) +
+            ",workdir=" + (dir_ / (tag + "/w")) + ",allow_other,log_level=info" + extra;
+        daemon_ =
+            std::make_unique<ForegroundLaminafs>(opts, dir_ / (tag + "/m"), dir_ / (tag + ".log"));
+        std::string err = daemon_->start();
+        EXPECT_EQ(err, "");
+        if (!err.empty()) return {};
+        auto modes = run_all(tag);
+        for (const Case& c : cases()) {
+            EXPECT_EQ(octal(modes[c.name]), octal(c.expected)) << tag << ": " << c.name;
+            EXPECT_EQ(octal(mode_of(dir_ / (tag + "/u/" + c.name))), octal(c.expected))
+                << tag << ": " << c.name << " in the upper layer";
+        }
+        return modes;
+    }
+
+    TempDir dir_{"setid"};
+    std::unique_ptr<ForegroundLaminafs> daemon_;
+};
+
+TEST_F(Setid, writes_truncation_and_chown_clear_set_id_bits_as_on_kernel_overlayfs) {
+    std::map<std::string, mode_t> kernel;
+    if (can_mount_kernel_overlay()) {
+        make_tree("kernel");
+        std::string err = mount_kernel_overlay("lowerdir=" + (dir_ / "kernel/l") +
+                                                   ",upperdir=" + (dir_ / "kernel/u") +
+                                                   ",workdir=" + (dir_ / "kernel/w"),
+                                               dir_ / "kernel/m");
+        ASSERT_EQ(err, "");
+        MountGuard guard(dir_ / "kernel/m");
+        kernel = run_all("kernel");
+        // The expectations are the kernel's: check them against the kernel first.
+        for (const Case& c : cases())
+            EXPECT_EQ(octal(kernel[c.name]), octal(c.expected)) << "kernel overlayfs: " << c.name;
+    }
+    auto plain = run_laminafs("plain", "");
+    if (!kernel.empty()) {
+        for (const Case& c : cases())
+            EXPECT_EQ(octal(plain[c.name]), octal(kernel[c.name])) << "plain: " << c.name;
+    }
+    daemon_->stop();
+    EXPECT_NE(daemon_->log_text().find("killpriv: "), std::string::npos) << daemon_->log_text();
+}
+
+TEST_F(Setid, with_passthrough_set_id_files_are_written_through_the_daemon) {
+    auto modes = run_laminafs("pt", ",passthrough");
+    std::string log = daemon_->log_text();
+    daemon_->stop();
+    if (log.find("passthrough: on") == std::string::npos)
+        GTEST_SKIP() << "FUSE passthrough is not available here, so this is the plain case: "
+                     << log;
+}
+
+// The point of killpriv v2: the kernel stops asking for security.capability before each
+// write. Random writes to a copied-up file, counted in requests reaching the daemon.
+TEST_F(Setid, writes_cost_no_getxattr_request) {
+    for (const char* tag : {"plain", "pt"}) {
+        SCOPED_TRACE(tag);
+        bool pt = std::string(tag) == "pt";
+        for (const char* d : {"l", "u", "w", "m"}) make_dirs(dir_ / (std::string(tag) + "/" + d));
+        write_file(dir_ / (std::string(tag) + "/l/f"), std::string(1 << 20, 'a'));
+        std::string opts = "lowerdir=" + (dir_ / (std::string(tag) + "/l")) +
+                           ",upperdir=" + (dir_ / (std::string(tag) + "/u")) +
+                           ",workdir=" + (dir_ / (std::string(tag) + "/w")) + ",log_level=info" +
+                           (pt ? ",passthrough" : "");
+        ForegroundLaminafs daemon(opts, dir_ / (std::string(tag) + "/m"),
+                                  dir_ / (std::string(tag) + ".log"));
+        ASSERT_EQ(daemon.start(), "");
+        std::string path = dir_ / (std::string(tag) + "/m/f");
+        struct stat st;
+        ASSERT_EQ(stat(path.c_str(), &st), 0);  // INIT is answered by now
+        std::string log = daemon.log_text();
+        if (log.find("killpriv: on") == std::string::npos) {
+            daemon.stop();
+            GTEST_SKIP() << "this kernel does not offer FUSE_HANDLE_KILLPRIV_V2: " << log;
+        }
+        if (pt && log.find("passthrough: on") == std::string::npos) {
+            daemon.stop();
+            GTEST_SKIP() << "FUSE passthrough is not available here: " << log;
+        }
+        int fd = open(path.c_str(), O_RDWR);  // copies up
+        ASSERT_GE(fd, 0);
+        ASSERT_EQ(pwrite(fd, "x", 1, 0), 1);  // the kernel asks once per inode
+        constexpr int kWrites = 256;
+        long before = read_syscalls(daemon.pid());
+        char block[4096] = {};
+        for (int i = 0; i < kWrites; ++i)
+            ASSERT_EQ(pwrite(fd, block, sizeof block, (i * 37 % 256) * 4096), 4096);
+        long requests = read_syscalls(daemon.pid()) - before;
+        close(fd);
+        daemon.stop();
+        // Without killpriv v2 a write was two requests (GETXATTR, WRITE), one with passthrough.
+        if (pt)
+            EXPECT_LT(requests, 8) << requests << " requests for " << kWrites << " writes";
+        else
+            EXPECT_LE(requests, kWrites + 8)
+                << requests << " requests for " << kWrites << " writes";
+        std::printf("%s: %ld requests for %d random 4 KiB writes\n", tag, requests, kWrites);
+    }
+}
+
+}  // namespace
+}  // namespace lamina::test
