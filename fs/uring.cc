@@ -1,0 +1,446 @@
+// FUSE over io_uring beneath libfuse 3.14: see uring.h.
+#include "uring.h"
+
+#include <liburing.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "unique_fd.h"
+
+namespace lamina::uring {
+namespace {
+
+// Protocol 7.42 names that Debian 12's <linux/fuse.h> (7.37) does not have yet.
+constexpr uint64_t kInitOverIoUring = 1ULL << 41;  // FUSE_OVER_IO_URING, in flags2 as bit 9
+constexpr uint32_t kCmdRegister = 1;               // FUSE_IO_URING_CMD_REGISTER
+constexpr uint32_t kCmdCommitAndFetch = 2;         // FUSE_IO_URING_CMD_COMMIT_AND_FETCH
+constexpr size_t kHeaderAreaSize = 128;            // FUSE_URING_IN_OUT_HEADER_SZ
+constexpr size_t kOpAreaSize = 128;                // FUSE_URING_OP_IN_OUT_SZ
+constexpr size_t kMinReadBuffer = 8192;            // FUSE_MIN_READ_BUFFER
+constexpr uint32_t kDefaultMaxPages = 32;          // FUSE_DEFAULT_MAX_PAGES_PER_REQ
+
+struct EntryInOut {  // struct fuse_uring_ent_in_out
+    uint64_t flags;
+    uint64_t commit_id;
+    uint32_t payload_sz;
+    uint32_t padding;
+    uint64_t reserved;
+};
+
+struct EntryHeader {  // struct fuse_uring_req_header
+    char in_out[kHeaderAreaSize];
+    char op_in[kOpAreaSize];
+    EntryInOut ent;
+};
+
+struct CommandRequest {  // struct fuse_uring_cmd_req, in the SQE's 80-byte command area
+    uint64_t flags;
+    uint64_t commit_id;
+    uint16_t qid;
+    uint8_t padding[6];
+};
+static_assert(sizeof(EntryInOut) == 32 && sizeof(EntryHeader) == 288);
+static_assert(sizeof(CommandRequest) == 24);
+
+// Ring entries per queue: one being served while the kernel fills another.
+constexpr int kEntriesPerQueue = 2;
+constexpr unsigned kRingDepth = 8;
+// Room in front of the payload for the fuse_in_header and the largest op header, so a request
+// is rebuilt in the layout of /dev/fuse without copying its payload.
+constexpr size_t kPrefix = 256;
+static_assert(kPrefix >= sizeof(fuse_in_header) + kOpAreaSize);
+
+// Anonymous memory, unmapped when the owner goes: a payload buffer of max_write bytes is touched
+// only as far as requests fill it.
+class Mapping {
+public:
+    explicit Mapping(size_t size) : size_(size) {
+        void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p != MAP_FAILED) base_ = static_cast<char*>(p);
+    }
+    ~Mapping() {
+        if (base_) munmap(base_, size_);
+    }
+    Mapping(const Mapping&) = delete;
+    Mapping& operator=(const Mapping&) = delete;
+    char* get() const { return base_; }
+
+private:
+    char* base_ = nullptr;
+    size_t size_;
+};
+
+struct Queue;
+
+// One ring entry: the two buffers the kernel fills with a request and reads the reply from.
+struct Entry {
+    Entry(Queue* q, size_t payload_size) : queue(q), buffer(kPrefix + payload_size) {}
+    Queue* queue;
+    EntryHeader header{};
+    Mapping buffer;       // kPrefix bytes, then the payload the kernel sees
+    iovec iov[2]{};       // header and payload, read by the kernel at REGISTER
+    uint64_t unique = 0;  // of the request being served
+    bool replied = false;
+    bool got_request = false;
+    char* payload() const { return buffer.get() + kPrefix; }
+};
+
+struct Queue {
+    unsigned qid = 0;
+    io_uring ring{};
+    bool ring_ready = false;
+    std::vector<std::unique_ptr<Entry>> entries;
+    std::thread thread;
+    ~Queue() {
+        if (ring_ready) io_uring_queue_exit(&ring);
+    }
+};
+
+struct State {
+    fuse_session* se = nullptr;
+    int devfd = -1;
+    bool kernel_offers = false;
+    bool granted = false;
+    size_t payload_size = 0;
+    std::vector<std::unique_ptr<Queue>> queues;
+    UniqueFd stop_fd;
+    std::atomic<uint64_t> served{0};
+    std::once_flag refused_once;
+};
+
+State& state() {
+    static State s;
+    return s;
+}
+
+thread_local Entry* current_entry = nullptr;
+
+// The kernel keeps one queue per possible CPU (num_possible_cpus()) and is ready only when each
+// has an entry, so that is how many queues are registered, online or not.
+unsigned possible_cpus() {
+    std::ifstream in("/sys/devices/system/cpu/possible");
+    std::string text;
+    if (!(in >> text) || text.empty()) return 0;
+    // "0-3" or "0,2-5": the highest number after the last separator.
+    size_t cut = text.find_last_of(",-");
+    std::string last = cut == std::string::npos ? text : text.substr(cut + 1);
+    return static_cast<unsigned>(std::stoul(last)) + 1;
+}
+
+// The largest payload the kernel may put into an entry (ring->max_payload_sz): it refuses to
+// register a smaller buffer.
+size_t max_payload_size(const fuse_init_out& out) {
+    size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    size_t pages =
+        (out.flags & FUSE_MAX_PAGES) ? std::max<uint32_t>(out.max_pages, 1) : kDefaultMaxPages;
+    size_t size = std::max<size_t>({kMinReadBuffer, out.max_write, pages * page});
+    return (size + page - 1) / page * page;
+}
+
+void prepare_command(io_uring_sqe* sqe, uint32_t cmd_op, Entry& e, uint64_t commit_id) {
+    std::memset(sqe, 0, 2 * sizeof(io_uring_sqe));  // SQE128: the command area is the 2nd half
+    sqe->opcode = IORING_OP_URING_CMD;
+    sqe->fd = state().devfd;
+    sqe->cmd_op = cmd_op;
+    if (cmd_op == kCmdRegister) {
+        sqe->addr = reinterpret_cast<uintptr_t>(e.iov);
+        sqe->len = 2;
+    }
+    CommandRequest req{};
+    req.commit_id = commit_id;
+    req.qid = static_cast<uint16_t>(e.queue->qid);
+    std::memcpy(sqe->cmd, &req, sizeof req);
+    io_uring_sqe_set_data(sqe, &e);
+}
+
+io_uring_sqe* next_sqe(io_uring& ring) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    if (!sqe) {
+        io_uring_submit(&ring);
+        sqe = io_uring_get_sqe(&ring);
+    }
+    return sqe;
+}
+
+// Builds the queue's ring and entries; false when the kernel or memory says no.
+bool build_queue(Queue& q, size_t payload_size) {
+    io_uring_params params{};
+    params.flags = IORING_SETUP_SQE128;
+    int err = io_uring_queue_init_params(kRingDepth, &q.ring, &params);
+    if (err < 0) {
+        spdlog::warn("io_uring: off: cannot set up a ring for CPU {}: {}", q.qid,
+                     std::strerror(-err));
+        return false;
+    }
+    q.ring_ready = true;
+    for (int i = 0; i < kEntriesPerQueue; i++) {
+        auto e = std::make_unique<Entry>(&q, payload_size);
+        if (!e->buffer.get()) {
+            spdlog::warn("io_uring: off: cannot map {} bytes for a ring entry", payload_size);
+            return false;
+        }
+        e->iov[0] = {&e->header, sizeof e->header};
+        e->iov[1] = {e->payload(), payload_size};
+        q.entries.push_back(std::move(e));
+    }
+    return true;
+}
+
+// Makes the kernel drop io_uring for this connection: a REGISTER it cannot accept (no buffers)
+// clears the connection's io_uring flag and wakes the requests waiting for the ring.
+void refuse(Queue& q) {
+    std::call_once(state().refused_once, [&q] {
+        io_uring_sqe* sqe = next_sqe(q.ring);
+        if (!sqe) return;
+        prepare_command(sqe, kCmdRegister, *q.entries.front(), 0);
+        sqe->len = 0;
+        io_uring_sqe_set_data(sqe, nullptr);
+        io_uring_cqe* cqe = nullptr;
+        if (io_uring_submit_and_wait(&q.ring, 1) >= 0 && io_uring_wait_cqe(&q.ring, &cqe) == 0)
+            io_uring_cqe_seen(&q.ring, cqe);
+    });
+}
+
+// A reply the handler did not send (it must always send one) still frees the entry.
+void commit_error(Entry& e, int err) {
+    current_entry = &e;
+    fuse_out_header out{sizeof out, -err, e.unique};
+    iovec iov{&out, sizeof out};
+    ssize_t written;
+    send_reply(&iov, 1, written);
+    current_entry = nullptr;
+}
+
+// Rebuilds the request the kernel put into e as /dev/fuse would have delivered it, and has
+// libfuse handle it in this thread.
+void serve(Entry& e) {
+    State& s = state();
+    fuse_in_header in;
+    std::memcpy(&in, e.header.in_out, sizeof in);
+    EntryInOut ent;
+    std::memcpy(&ent, &e.header.ent, sizeof ent);
+    e.unique = in.unique;
+    e.replied = false;
+    e.got_request = true;
+    // The kernel puts the first argument (the op header, possibly empty) into op_in and the
+    // rest into the payload; in.len counts all of them.
+    size_t fixed = sizeof in + ent.payload_sz;
+    if (in.len < fixed || in.len - fixed > kOpAreaSize || ent.payload_sz > s.payload_size) {
+        spdlog::warn("io_uring: request {} (opcode {}) has len {} and payload {}: dropped",
+                     in.unique, in.opcode, in.len, ent.payload_sz);
+        commit_error(e, EIO);
+        return;
+    }
+    size_t op_size = in.len - fixed;
+    char* start = e.payload() - op_size - sizeof in;
+    std::memcpy(start, &in, sizeof in);
+    std::memcpy(start + sizeof in, e.header.op_in, op_size);
+    fuse_buf buf{};
+    buf.size = in.len;
+    buf.mem = start;
+    current_entry = &e;
+    fuse_session_process_buf(s.se, &buf);
+    current_entry = nullptr;
+    s.served.fetch_add(1, std::memory_order_relaxed);
+    if (!e.replied) {
+        spdlog::debug("io_uring: request {} (opcode {}) got no reply", in.unique, in.opcode);
+        commit_error(e, EIO);
+    }
+}
+
+void pin_to_cpu(unsigned cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    // An offline CPU runs no callers either: its queue is served unpinned.
+    if (sched_setaffinity(0, sizeof set, &set) != 0)
+        spdlog::debug("io_uring: cannot pin to CPU {}: {}", cpu, std::strerror(errno));
+}
+
+// Why an entry ended, for the log: a refusal at REGISTER is worth a warning, the kernel ending
+// the commands at unmount is not.
+void note_entry_end(const Entry& e, int res) {
+    if (res == -ENOTCONN || res == -ECANCELED || res == -ECONNABORTED || res == -ENODEV) {
+        spdlog::debug("io_uring: queue {} entry ended: {}", e.queue->qid, std::strerror(-res));
+        return;
+    }
+    if (!e.got_request)
+        spdlog::warn(
+            "io_uring: off: the kernel refused to register a ring entry for CPU {}: {}; "
+            "requests go through /dev/fuse",
+            e.queue->qid, std::strerror(-res));
+    else
+        spdlog::warn("io_uring: queue {} entry failed: {}", e.queue->qid, std::strerror(-res));
+}
+
+void run_queue(Queue& q) {
+    State& s = state();
+    pin_to_cpu(q.qid);
+    io_uring_sqe* sqe = next_sqe(q.ring);
+    io_uring_prep_poll_add(sqe, s.stop_fd.get(), POLLIN);
+    io_uring_sqe_set_data(sqe, nullptr);
+    for (auto& e : q.entries) prepare_command(next_sqe(q.ring), kCmdRegister, *e, 0);
+    int live = static_cast<int>(q.entries.size());
+    bool stopping = false;
+    while (live > 0 && !stopping) {
+        int err = io_uring_submit_and_wait(&q.ring, 1);
+        if (err < 0 && err != -EINTR) {
+            spdlog::warn("io_uring: queue {} stopped: {}", q.qid, std::strerror(-err));
+            break;
+        }
+        io_uring_cqe* cqe;
+        while (io_uring_peek_cqe(&q.ring, &cqe) == 0) {
+            auto* e = static_cast<Entry*>(io_uring_cqe_get_data(cqe));
+            int res = cqe->res;
+            io_uring_cqe_seen(&q.ring, cqe);
+            if (!e) {
+                stopping = true;
+            } else if (res < 0) {
+                note_entry_end(*e, res);
+                live--;
+            } else {
+                serve(*e);
+            }
+        }
+    }
+    // The replies committed last are still to be submitted; closing the ring then cancels the
+    // entries the kernel holds.
+    io_uring_submit(&q.ring);
+}
+
+}  // namespace
+
+void request(fuse_session* se) {
+    state().se = se;
+}
+
+bool requested() {
+    return state().se != nullptr;
+}
+
+void note_init_request(uint64_t flags) {
+    state().kernel_offers = (flags & kInitOverIoUring) != 0;
+}
+
+void patch_init_reply(fuse_init_out& out) {
+    State& s = state();
+    if (!requested() || s.granted) return;
+    if (!s.kernel_offers) {
+        spdlog::warn(
+            "io_uring: off: the kernel does not offer FUSE over io_uring (Linux 6.14+, "
+            "and /sys/module/fuse/parameters/enable_uring must be Y)");
+        return;
+    }
+    unsigned cpus = possible_cpus();
+    if (cpus == 0 || cpus > 0xffff) {
+        spdlog::warn("io_uring: off: cannot read /sys/devices/system/cpu/possible");
+        return;
+    }
+    s.payload_size = max_payload_size(out);
+    s.stop_fd.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!s.stop_fd) {
+        spdlog::warn("io_uring: off: eventfd: {}", std::strerror(errno));
+        return;
+    }
+    for (unsigned cpu = 0; cpu < cpus; cpu++) {
+        auto q = std::make_unique<Queue>();
+        q->qid = cpu;
+        bool ok = build_queue(*q, s.payload_size);
+        s.queues.push_back(std::move(q));
+        if (!ok) {
+            s.queues.clear();
+            return;
+        }
+    }
+    out.flags |= FUSE_INIT_EXT;
+    out.flags2 |= static_cast<uint32_t>(kInitOverIoUring >> 32);
+    s.granted = true;
+}
+
+void start(int devfd) {
+    State& s = state();
+    if (!s.granted || s.devfd >= 0) return;
+    s.devfd = devfd;
+    for (auto& q : s.queues) {
+        try {
+            q->thread = std::thread(run_queue, std::ref(*q));
+        } catch (const std::system_error& e) {
+            spdlog::warn(
+                "io_uring: off: cannot start the thread for CPU {}: {}; requests go "
+                "through /dev/fuse",
+                q->qid, e.what());
+            refuse(*q);
+            return;
+        }
+    }
+    spdlog::info("io_uring: on: {} queues of {} entries with {} KiB payload buffers",
+                 s.queues.size(), kEntriesPerQueue, s.payload_size / 1024);
+}
+
+bool send_reply(const iovec* iov, int count, ssize_t& written) {
+    Entry* e = current_entry;
+    if (!e || e->replied || count < 1 || iov[0].iov_len < sizeof(fuse_out_header)) return false;
+    fuse_out_header out;
+    std::memcpy(&out, iov[0].iov_base, sizeof out);
+    // A notification (unique 0) from inside a handler still goes to /dev/fuse.
+    if (out.unique != e->unique) return false;
+    State& s = state();
+    size_t total = 0;
+    size_t payload = 0;
+    for (int i = 0; i < count; i++) {
+        size_t skip = i == 0 ? sizeof out : 0;
+        size_t n = iov[i].iov_len - skip;
+        total += iov[i].iov_len;
+        if (payload + n > s.payload_size) {
+            out.error = -EIO;
+            payload = 0;
+            break;
+        }
+        std::memcpy(e->payload() + payload, static_cast<const char*>(iov[i].iov_base) + skip, n);
+        payload += n;
+    }
+    std::memcpy(e->header.in_out, &out, sizeof out);
+    EntryInOut ent{};
+    ent.commit_id = e->unique;
+    ent.payload_sz = static_cast<uint32_t>(payload);
+    std::memcpy(&e->header.ent, &ent, sizeof ent);
+    io_uring_sqe* sqe = next_sqe(e->queue->ring);
+    if (!sqe) return false;
+    prepare_command(sqe, kCmdCommitAndFetch, *e, e->unique);
+    e->replied = true;
+    written = static_cast<ssize_t>(total);
+    return true;
+}
+
+void stop() {
+    State& s = state();
+    if (s.stop_fd) {
+        uint64_t one = 1;
+        if (write(s.stop_fd.get(), &one, sizeof one) != sizeof one)
+            spdlog::warn("io_uring: cannot signal the ring threads: {}", std::strerror(errno));
+    }
+    for (auto& q : s.queues)
+        if (q->thread.joinable()) q->thread.join();
+}
+
+uint64_t requests_served() {
+    return state().served.load(std::memory_order_relaxed);
+}
+
+}  // namespace lamina::uring
