@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "overlay.h"
+#include "uring.h"
 #include "wire.h"
 
 #if defined(__SANITIZE_THREAD__)
@@ -187,6 +188,8 @@ void op_init(void* userdata, fuse_conn_info* conn) {
     if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
     if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
 #endif
+    // A reply spliced to /dev/fuse cannot go into an io_uring entry: libfuse then copies.
+    if (uring::requested()) conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
     if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
     // The daemon writes with CAP_FSETID, so the backing filesystem would keep setuid bits a
     // plain user's write must clear. Not v1, then, which would leave that to the daemon with no

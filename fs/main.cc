@@ -24,6 +24,7 @@
 #include "layers.h"
 #include "options.h"
 #include "overlay.h"
+#include "uring.h"
 #include "wire.h"
 
 namespace {
@@ -213,11 +214,13 @@ int main(int argc, char** argv) {
         fuse_remove_signal_handlers(se.get());
         return fail("cannot mount on '" + opts.mountpoint + "'");
     }
+    if (opts.io_uring) uring::request(se.get());
     // Beneath libfuse: killpriv v2 (laminafs clears set-id bits, so the kernel stops asking for
-    // security.capability on every write) and passthrough, which libfuse 3.14 cannot negotiate.
+    // security.capability on every write), passthrough and FUSE over io_uring, which libfuse 3.14
+    // cannot negotiate.
     if (!wire::install(se.get(), wire::Wanted{.killpriv = true, .passthrough = opts.passthrough}))
         spdlog::warn(
-            "cannot wrap the FUSE device I/O: no passthrough, and the kernel asks for "
+            "cannot wrap the FUSE device I/O: no passthrough or io_uring, and the kernel asks for "
             "security.capability before every write");
     // The mount exists now, so the parent returns only once `ls MOUNTPOINT` works.
     if (!opts.foreground && !opts.debug) fuse_daemonize(0);
@@ -233,6 +236,7 @@ int main(int argc, char** argv) {
         rc = fuse_session_loop_mt(se.get(), cfg);
         fuse_loop_cfg_destroy(cfg);
     }
+    uring::stop();
     fuse_session_unmount(se.get());
     fuse_remove_signal_handlers(se.get());
     return rc == 0 ? 0 : 1;

@@ -147,6 +147,8 @@ std::string apply_flag(std::string_view name, MountOptions& opts) {
         opts.noacl = true;
     } else if (name == "passthrough") {
         opts.passthrough = true;
+    } else if (name == "io_uring") {
+        opts.io_uring = true;
     } else if (name == "volatile") {
         opts.volatile_mount = true;
     } else if (!is_ignored_option(name, false)) {
@@ -248,6 +250,12 @@ std::string apply_valued(std::string_view name, std::string_view value, MountOpt
         if (value != "on" && value != "off")
             return "passthrough=" + std::string(value) + ": expected on or off";
         opts.passthrough = value == "on";
+        return "";
+    }
+    if (name == "io_uring") {
+        if (value != "on" && value != "off")
+            return "io_uring=" + std::string(value) + ": expected on or off";
+        opts.io_uring = value == "on";
         return "";
     }
     if (name == "fsync") {

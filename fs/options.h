@@ -63,6 +63,9 @@ struct MountOptions {
     // Ask the kernel for FUSE passthrough (Linux 6.9+, root): reads, writes and mmap of open
     // files go straight to the layer file (passthrough.h).
     bool passthrough = false;
+    // Ask the kernel for FUSE over io_uring (Linux 6.14+, enable_uring=Y): per-CPU request
+    // queues served by pinned threads (uring.h).
+    bool io_uring = false;
     bool volatile_mount = false;
 };
 

@@ -22,6 +22,7 @@
 #include <spdlog/spdlog.h>
 
 #include "unique_fd.h"
+#include "wire.h"
 
 namespace lamina::uring {
 namespace {
@@ -255,6 +256,7 @@ void serve(Entry& e) {
     buf.size = in.len;
     buf.mem = start;
     current_entry = &e;
+    wire::note_request(start, in.len);  // what dev_read notes of a request from /dev/fuse
     fuse_session_process_buf(s.se, &buf);
     current_entry = nullptr;
     s.served.fetch_add(1, std::memory_order_relaxed);

@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "passthrough.h"
+#include "uring.h"
 
 namespace lamina::wire {
 namespace {
@@ -69,14 +70,24 @@ bool carries_kill_flag(uint32_t opcode, const void* buf, ssize_t n) {
     }
 }
 
+}  // namespace
+
+void note_request(const void* buf, ssize_t n) {
+    kills_setid = false;
+    if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return;
+    if (!state().killpriv.load(std::memory_order_relaxed)) return;
+    const auto* h = static_cast<const fuse_in_header*>(buf);
+    kills_setid = carries_kill_flag(h->opcode, buf, n);
+}
+
+namespace {
+
 ssize_t dev_read(int fd, void* buf, size_t len, void*) {
     ssize_t n = ::read(fd, buf, len);
-    kills_setid = false;
+    note_request(buf, n);
     if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return n;
     const auto* h = static_cast<const fuse_in_header*>(buf);
     State& s = state();
-    if (s.killpriv.load(std::memory_order_relaxed))
-        kills_setid = carries_kill_flag(h->opcode, buf, n);
     if (h->opcode == FUSE_INIT && !s.init_replied.load(std::memory_order_relaxed)) {
         fuse_init_in in;
         if (request_arg(buf, n, in)) {
@@ -84,6 +95,7 @@ ssize_t dev_read(int fd, void* buf, size_t len, void*) {
             if (flags & FUSE_INIT_EXT) flags |= static_cast<uint64_t>(in.flags2) << 32;
             s.kernel_flags = flags;
             s.init_unique = h->unique;
+            uring::note_init_request(flags);
         }
     }
     return n;
@@ -101,6 +113,14 @@ void patch_init(fuse_init_out& out) {
         spdlog::info("killpriv: off; the kernel does not offer FUSE_HANDLE_KILLPRIV_V2");
     }
     if (s.wanted.passthrough) passthrough::negotiate(s.kernel_flags, &out);
+    uring::patch_init_reply(out);
+}
+
+// Replies to requests that came through io_uring go back into their ring entry.
+ssize_t send(int fd, const iovec* iov, int count) {
+    ssize_t sent;
+    if (uring::send_reply(iov, count, sent)) return sent;
+    return ::writev(fd, iov, count);
 }
 
 // An OPEN reply is a fuse_open_out; a CREATE reply has it after the fuse_entry_out.
@@ -115,7 +135,7 @@ ssize_t write_with_backing_id(int fd, iovec* iov, int id) {
     out.padding = static_cast<uint32_t>(id);  // fuse_open_out.backing_id since 7.40
     std::memcpy(at, &out, sizeof out);
     iovec patched[2] = {iov[0], {copy, iov[1].iov_len}};
-    return ::writev(fd, patched, 2);
+    return send(fd, patched, 2);
 }
 
 ssize_t dev_writev(int fd, iovec* iov, int count, void*) {
@@ -135,12 +155,14 @@ ssize_t dev_writev(int fd, iovec* iov, int count, void*) {
                 std::memcpy(&out, iov[1].iov_base, sizeof out);
                 patch_init(out);
                 iovec patched[2] = {iov[0], {&out, sizeof out}};
-                return ::writev(fd, patched, 2);
+                ssize_t n = ::writev(fd, patched, 2);
+                if (n >= 0) uring::start(fd);
+                return n;
             }
             if (s.wanted.passthrough) passthrough::negotiate(0, nullptr);
         }
     }
-    return ::writev(fd, iov, count);
+    return send(fd, iov, count);
 }
 
 ssize_t dev_splice_send(int fdin, off_t* offin, int fdout, off_t* offout, size_t len,

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <fuse_lowlevel.h>
+#include <sys/types.h>
 
 #include <cstdint>
 
@@ -32,6 +33,10 @@ int device_fd();
 
 // After INIT: the kernel leaves clearing set-id bits to the daemon (FUSE_HANDLE_KILLPRIV_V2).
 bool killpriv_active();
+
+// Notes what the thread about to serve the request in buf (n bytes, as /dev/fuse delivers it)
+// must know of it: the set-id flag below. dev_read calls it; so does a ring thread (uring.h).
+void note_request(const void* buf, ssize_t n);
 
 // The request this thread serves carries the kernel's flag to clear set-id bits: a write,
 // truncation or O_TRUNC open by a caller without CAP_FSETID, or a chown of a non-directory.
