@@ -7,6 +7,7 @@
 #include <string>
 
 #include "overlay.h"
+#include "uring.h"
 
 namespace lamina {
 
@@ -60,7 +61,8 @@ std::string format_cache_stats(const CacheStats& s) {
         << " dir_index_evictions=" << s.table.dir_index_evictions << " open_files=" << s.open_files
         << " open_dirs=" << s.open_dirs << " read_fds=" << s.read_fds.entries
         << " read_fd_limit=" << s.read_fds.limit << " read_fd_opens=" << s.read_fds.opens
-        << " read_fd_evictions=" << s.read_fds.evictions << " fds=" << s.process_fds << " rss_kib=" << s.rss_kib;
+        << " read_fd_evictions=" << s.read_fds.evictions << " fds=" << s.process_fds << " rss_kib=" << s.rss_kib
+        << " uring_requests=" << uring::requests_served();
     return out.str();
 }
 
