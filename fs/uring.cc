@@ -122,6 +122,8 @@ struct State {
     std::vector<std::unique_ptr<Queue>> queues;
     UniqueFd stop_fd;
     std::atomic<uint64_t> served{0};
+    std::atomic<bool> told_on{false};
+    std::atomic<bool> told_refused{false};
     std::once_flag refused_once;
 };
 
@@ -252,6 +254,10 @@ void serve(Entry& e) {
     char* start = e.payload() - op_size - sizeof in;
     std::memcpy(start, &in, sizeof in);
     std::memcpy(start + sizeof in, e.header.op_in, op_size);
+    // A REGISTER succeeds silently; the first request in an entry is the kernel's yes.
+    if (!s.told_on.exchange(true))
+        spdlog::info("io_uring: on: {} queues of {} entries with {} KiB payload buffers",
+                     s.queues.size(), kEntriesPerQueue, s.payload_size / 1024);
     fuse_buf buf{};
     buf.size = in.len;
     buf.mem = start;
@@ -282,13 +288,13 @@ void note_entry_end(const Entry& e, int res) {
         spdlog::debug("io_uring: queue {} entry ended: {}", e.queue->qid, std::strerror(-res));
         return;
     }
-    if (!e.got_request)
+    if (e.got_request)
+        spdlog::warn("io_uring: queue {} entry failed: {}", e.queue->qid, std::strerror(-res));
+    else if (!state().told_refused.exchange(true))
         spdlog::warn(
             "io_uring: off: the kernel refused to register a ring entry for CPU {}: {}; "
             "requests go through /dev/fuse",
             e.queue->qid, std::strerror(-res));
-    else
-        spdlog::warn("io_uring: queue {} entry failed: {}", e.queue->qid, std::strerror(-res));
 }
 
 void run_queue(Queue& q) {
@@ -391,8 +397,7 @@ void start(int devfd) {
             return;
         }
     }
-    spdlog::info("io_uring: on: {} queues of {} entries with {} KiB payload buffers",
-                 s.queues.size(), kEntriesPerQueue, s.payload_size / 1024);
+    spdlog::debug("io_uring: registering {} queues", s.queues.size());
 }
 
 bool send_reply(const iovec* iov, int count, ssize_t& written) {
