@@ -4,6 +4,7 @@
 #include <liburing.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -297,8 +298,18 @@ void note_entry_end(const Entry& e, int res) {
             e.queue->qid, std::strerror(-res));
 }
 
+// The signals libfuse ends the session on must reach a thread blocked in read(2) on /dev/fuse,
+// which they interrupt; in a ring thread they would be lost and the daemon would not exit.
+void block_exit_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, sig);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
 void run_queue(Queue& q) {
     State& s = state();
+    block_exit_signals();
     pin_to_cpu(q.qid);
     io_uring_sqe* sqe = next_sqe(q.ring);
     io_uring_prep_poll_add(sqe, s.stop_fd.get(), POLLIN);
