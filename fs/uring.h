@@ -6,7 +6,7 @@
 // pinned to CPU n serves. The kernel offers FUSE_OVER_IO_URING at INIT only while the fuse module
 // parameter enable_uring is Y.
 //
-// laminafs asks for it from the device I/O wrapper (passthrough.cc): the INIT reply gains the
+// laminafs asks for it from the device I/O wrapper (wire.cc): the INIT reply gains the
 // flag, and once the reply is written one thread per possible CPU registers ring entries for its
 // queue. Each request that arrives in an entry is rebuilt as the byte stream /dev/fuse would have
 // delivered and handed to libfuse; the reply libfuse writes from that thread goes back into the
