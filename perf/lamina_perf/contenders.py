@@ -4,6 +4,7 @@ Each contender mounts a layer stack over its own hard-linked copy of the templat
 upper and work directory every time, and knows how to unmount itself, lazily if it must.
 """
 
+import atexit
 import os
 import re
 import shutil
@@ -379,9 +380,40 @@ def laminafs_binary(repo_root):
     )
 
 
+ENABLE_URING = "/sys/module/fuse/parameters/enable_uring"
+
+
+class UringLaminafs(FuseOverlay):
+    """laminafs -o io_uring. The kernel offers FUSE over io_uring only while the fuse module's
+    enable_uring is Y: the run sets it and puts the old value back when it ends."""
+
+    def check(self):
+        super().check()
+        if not self.available:
+            return
+        try:
+            with open(ENABLE_URING) as f:
+                before = f.read().strip()
+            if before != "Y":
+                with open(ENABLE_URING, "w") as f:
+                    f.write("Y")
+                atexit.register(_write_quietly, ENABLE_URING, before)
+        except OSError as e:
+            self.available, self.reason = False, f"cannot set {ENABLE_URING}: {e.strerror}"
+
+
+def _write_quietly(path, value):
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError:
+        pass
+
+
 # laminafs-passthrough: laminafs -o passthrough, the kernel reading and writing open files
 # directly (Linux 6.9+, root); where the kernel refuses it, it measures plain laminafs.
-ORDER = ("plain", "kernel", "fuse-overlayfs", "laminafs", "laminafs-passthrough")
+# laminafs-uring: laminafs -o io_uring, each request served on its caller's CPU (Linux 6.14+).
+ORDER = ("plain", "kernel", "fuse-overlayfs", "laminafs", "laminafs-passthrough", "laminafs-uring")
 
 
 def make_contenders(names, workroot, repo_root):
@@ -404,6 +436,10 @@ def make_contenders(names, workroot, repo_root):
         elif name == "laminafs-passthrough":
             made.append(
                 FuseOverlay(name, workroot, laminafs_binary(repo_root), extra_options=",passthrough")
+            )
+        elif name == "laminafs-uring":
+            made.append(
+                UringLaminafs(name, workroot, laminafs_binary(repo_root), extra_options=",io_uring")
             )
     for c in made:
         c.check()

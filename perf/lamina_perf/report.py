@@ -331,6 +331,7 @@ def write_charts(report, out_dir):
         "fuse-overlayfs": "#d95f02",
         "laminafs": "#1b9e77",
         "laminafs-passthrough": "#7570b3",
+        "laminafs-uring": "#e7298a",
     }
     for group, heading in GROUPS:
         entries = [j for j in report["jobs"] if j["group"] == group]
