@@ -346,6 +346,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         fh.release();
     } else {
         passthrough::release(fh->node, fh->grant);
+        o.release(std::move(fh));  // the open count and the node's pooled descriptor
         o.forget(e.node, 1);
     }
 }
@@ -364,12 +365,16 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         fuse_reply_err(req, err);
         return;
     }
+    Overlay& o = ov(req);  // the request is freed by the reply, even a failed one
     int sent = fuse_reply_open(req, fi);
     wire::attach_backing_id(0);
-    if (sent == 0)
+    if (sent == 0) {
         fh.release();
-    else
+    } else {
+        // The kernel never got the handle: no RELEASE will come for it.
         passthrough::release(fh->node, fh->grant);
+        o.release(std::move(fh));
+    }
 }
 
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
