@@ -201,7 +201,7 @@ void op_init(void* userdata, fuse_conn_info* conn) {
     // Locks are kept by the kernel for this mount: no lock requests reach us.
     conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
     conn->max_write = 1 << 20;
-    conn->max_readahead = 1 << 20;
+    conn->max_readahead = config.max_readahead;
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -22,6 +23,7 @@
 
 #include "fuse_ops.h"
 #include "layers.h"
+#include "mount_table.h"
 #include "options.h"
 #include "overlay.h"
 #include "uring.h"
@@ -32,6 +34,25 @@ namespace {
 using namespace lamina;
 
 constexpr double kCacheTimeout = 86400.0;
+
+// The kernel starts a FUSE mount's readahead at 128 KiB and the INIT reply can only lower it. A
+// page fault reads ahead one window, and a reader that faults pages backwards (glibc's memcpy of
+// large blocks does) then costs one request per 4 KiB page; a 1 MiB window makes them 1 MiB
+// requests, the most one request carries (max_write). Only root in the first user namespace may
+// write the mount's bdi, so elsewhere this quietly keeps the kernel's window.
+void set_readahead(const std::string& mountpoint, uint32_t kib) {
+    if (kib == 0) return;
+    std::string device;
+    for (const auto& e : read_mount_table())  // the newest mount on the path is ours
+        if (e.mount_point == mountpoint && e.fstype.starts_with("fuse")) device = e.device;
+    if (device.empty()) return;
+    std::string knob = "/sys/class/bdi/" + device + "/read_ahead_kb";
+    int fd = ::open(knob.c_str(), O_WRONLY | O_CLOEXEC);
+    std::string value = std::to_string(kib);
+    if (fd < 0 || ::write(fd, value.data(), value.size()) != static_cast<ssize_t>(value.size()))
+        spdlog::debug("readahead stays the kernel's: {}: {}", knob, strerror(errno));
+    if (fd >= 0) ::close(fd);
+}
 
 // Every file the kernel holds open (a linker's thousands of mmaps) is a descriptor here, so the
 // soft limit goes to the hard one; root (CAP_SYS_RESOURCE) lifts the hard limit to fs.nr_open.
@@ -205,6 +226,8 @@ int main(int argc, char** argv) {
     glue.config.timeout = kCacheTimeout;
     glue.config.fsync = opts.fsync;
     glue.config.posix_acl = !opts.noacl;
+    // The INIT reply lowers the window to what it offers, so it offers at least as much.
+    glue.config.max_readahead = std::max<uint32_t>(1 << 20, opts.readahead_kib * 1024);
     std::unique_ptr<fuse_session, SessionDeleter> se(
         fuse_session_new(&args, &ops, sizeof ops, &glue));
     if (!se) return fail("cannot create the FUSE session");
@@ -214,6 +237,7 @@ int main(int argc, char** argv) {
         fuse_remove_signal_handlers(se.get());
         return fail("cannot mount on '" + opts.mountpoint + "'");
     }
+    set_readahead(opts.mountpoint, opts.readahead_kib);
     if (opts.io_uring) uring::request(se.get());
     // Beneath libfuse: killpriv v2 (laminafs clears set-id bits, so the kernel stops asking for
     // security.capability on every write), passthrough and FUSE over io_uring, which libfuse 3.14

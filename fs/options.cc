@@ -203,6 +203,14 @@ std::string apply_valued(std::string_view name, std::string_view value, MountOpt
         opts.threads = n;
         return "";
     }
+    if (name == "readahead") {
+        uint32_t n = 0;
+        if (!parse_u32(value, n) || n > 65536) {
+            return "readahead=" + std::string(value) + ": expected KiB from 0 to 65536";
+        }
+        opts.readahead_kib = n;
+        return "";
+    }
     if (name == "dir_cache_entries") {
         uint32_t n = 0;
         if (!parse_u32(value, n)) {

@@ -43,6 +43,9 @@ struct MountOptions {
     bool noexec = false;
     std::string log_level = "warn";  // spdlog level name; -d sets "debug"
     unsigned threads = 0;            // 0: libfuse default
+    // The mount's readahead window in KiB, written to its bdi once mounted (the FUSE protocol
+    // cannot raise it above the kernel's 128 KiB start); 0 leaves the kernel's choice.
+    uint32_t readahead_kib = 1024;
     // Lower directory listings cached, counted in entries over all directories (0: none kept).
     uint32_t dir_cache_entries = 1'000'000;
     bool show_help = false;

@@ -211,17 +211,4 @@ std::string self_exe_dir() {
     return slash == std::string::npos ? "." : p.substr(0, slash);
 }
 
-std::string unescape_mountinfo(const std::string& s) {
-    std::string out;
-    for (size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '\\' && i + 3 < s.size()) {
-            out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8)));
-            i += 3;
-        } else {
-            out.push_back(s[i]);
-        }
-    }
-    return out;
-}
-
 }  // namespace lamina::store

@@ -31,7 +31,4 @@ bool path_exists(const std::string& path);
 // The directory holding the running executable (/proc/self/exe).
 std::string self_exe_dir();
 
-// A path field of /proc/self/mountinfo with its octal escapes (\040 for a space...) undone.
-std::string unescape_mountinfo(const std::string& s);
-
 }  // namespace lamina::store

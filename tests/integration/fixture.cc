@@ -25,6 +25,8 @@
 #include <sstream>
 #include <thread>
 
+#include "mount_table.h"
+
 namespace lamina::test {
 
 namespace {
@@ -48,49 +50,6 @@ private:
 
 std::string errno_text(int err) {
     return strerror(err);
-}
-
-// mountinfo writes space, tab, newline and backslash as \ooo.
-std::string decode_mountinfo_field(const std::string& field) {
-    std::string out;
-    out.reserve(field.size());
-    for (size_t i = 0; i < field.size(); ++i) {
-        if (field[i] == '\\' && i + 3 < field.size() &&
-            std::isdigit(static_cast<unsigned char>(field[i + 1])) &&
-            std::isdigit(static_cast<unsigned char>(field[i + 2])) &&
-            std::isdigit(static_cast<unsigned char>(field[i + 3]))) {
-            out += static_cast<char>((field[i + 1] - '0') * 64 + (field[i + 2] - '0') * 8 +
-                                     (field[i + 3] - '0'));
-            i += 3;
-        } else {
-            out += field[i];
-        }
-    }
-    return out;
-}
-
-struct MountEntry {
-    std::string mountpoint;
-    std::string fstype;
-};
-
-// Every mount of this process's namespace, in mount order (later entries cover earlier ones).
-std::vector<MountEntry> read_mountinfo() {
-    std::vector<MountEntry> entries;
-    std::ifstream in("/proc/self/mountinfo");
-    std::string line;
-    while (std::getline(in, line)) {
-        std::istringstream fields(line);
-        std::string id, parent, devno, root, mountpoint;
-        if (!(fields >> id >> parent >> devno >> root >> mountpoint)) continue;
-        std::string word;
-        while (fields >> word && word != "-") {
-        }
-        std::string fstype;
-        fields >> fstype;
-        entries.push_back({decode_mountinfo_field(mountpoint), fstype});
-    }
-    return entries;
 }
 
 // The path as mountinfo spells it: the parent resolved (it is not the mount itself, so resolving
@@ -317,8 +276,8 @@ TempDir::TempDir(const std::string& tag, const std::string& parent) {
 TempDir::~TempDir() {
     if (path_.empty()) return;
     std::vector<std::string> mounted;
-    for (const auto& entry : read_mountinfo()) {
-        if (is_under(entry.mountpoint, path_)) mounted.push_back(entry.mountpoint);
+    for (const auto& entry : lamina::read_mount_table()) {
+        if (is_under(entry.mount_point, path_)) mounted.push_back(entry.mount_point);
     }
     std::sort(mounted.begin(), mounted.end(),
               [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
@@ -375,8 +334,8 @@ void unmount(const std::string& mountpoint) {
 
 bool is_mountpoint(const std::string& path) {
     std::string want = canonical_mount_path(path);
-    for (const auto& entry : read_mountinfo()) {
-        if (entry.mountpoint == want) return true;
+    for (const auto& entry : lamina::read_mount_table()) {
+        if (entry.mount_point == want) return true;
     }
     return false;
 }
@@ -384,8 +343,8 @@ bool is_mountpoint(const std::string& path) {
 std::string mount_fstype(const std::string& path) {
     std::string want = canonical_mount_path(path);
     std::string fstype;
-    for (const auto& entry : read_mountinfo()) {
-        if (entry.mountpoint == want) fstype = entry.fstype;
+    for (const auto& entry : lamina::read_mount_table()) {
+        if (entry.mount_point == want) fstype = entry.fstype;
     }
     return fstype;
 }

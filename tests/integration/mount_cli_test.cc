@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "fixture.h"
+#include "mount_table.h"
 
 namespace lamina::test {
 namespace {
@@ -323,6 +324,48 @@ TEST(MountCli, PodmanStyleTrailingCommaMountsWritable) {
     write_file(layers.mnt + "/new.txt", "new\n");
     EXPECT_EQ(read_file(layers.upper + "/new.txt"), "new\n");
     EXPECT_EQ(read_file(layers.mnt + "/shared.txt"), "from top\n");
+}
+
+// The mount's readahead window, from its bdi in sysfs ("" when it cannot be read).
+std::string readahead_kib(const std::string& mnt) {
+    std::string device;
+    for (const auto& e : lamina::read_mount_table())
+        if (e.mount_point == mnt) device = e.device;
+    if (device.empty()) return "";
+    std::string kib = read_file("/sys/class/bdi/" + device + "/read_ahead_kb");
+    while (!kib.empty() && kib.back() == '\n') kib.pop_back();
+    return kib;
+}
+
+// The kernel starts a FUSE mount at 128 KiB of readahead and INIT cannot raise it; laminafs
+// writes its bdi once mounted, so page faults read ahead 1 MiB (docs/perf.md, mmap reads).
+TEST(MountCli, ReadaheadWindowIsSetOnTheMountsBdi) {
+    REQUIRE_FUSE();
+    if (geteuid() != 0) GTEST_SKIP() << "only root may write /sys/class/bdi";
+    Layers layers;
+    for (auto [option, want] : {std::pair<std::string, std::string>{"", "1024"},
+                                {",readahead=512", "512"},
+                                {",readahead=4096", "4096"}}) {
+        MountGuard guard(layers.mnt);
+        auto r = mount_laminafs(layers.lowerdir() + option, layers.mnt);
+        ASSERT_EQ(r.status, 0) << describe(r);
+        EXPECT_EQ(readahead_kib(layers.mnt), want) << "options " << option;
+        // The window holds after INIT, which the first request completes.
+        EXPECT_EQ(read_file(layers.mnt + "/shared.txt"), "from top\n");
+        EXPECT_EQ(readahead_kib(layers.mnt), want) << "options " << option;
+        unmount(layers.mnt);
+    }
+    // readahead=0 leaves the kernel's own window, which is smaller.
+    MountGuard guard(layers.mnt);
+    auto r = mount_laminafs(layers.lowerdir() + ",readahead=0", layers.mnt);
+    ASSERT_EQ(r.status, 0) << describe(r);
+    std::string kernels = readahead_kib(layers.mnt);
+    ASSERT_FALSE(kernels.empty());
+    EXPECT_LT(std::stoul(kernels), 512u) << kernels;
+    unmount(layers.mnt);
+
+    auto bad = mount_laminafs(layers.lowerdir() + ",readahead=lots", layers.mnt);
+    expect_refused(bad, layers.mnt, "readahead=lots");
 }
 
 TEST(MountCli, MountWithoutUpperdirRefusesWritesWithErofs) {

@@ -292,6 +292,19 @@ TEST(Options, DirCacheEntriesSetsTheListingCacheLimit) {
     }
 }
 
+TEST(Options, ReadaheadTakesKibibytes) {
+    MountOptions opts;
+    EXPECT_EQ(opts.readahead_kib, 1024u);
+    ASSERT_EQ(apply_opts("readahead=0", opts), "");
+    EXPECT_EQ(opts.readahead_kib, 0u);
+    ASSERT_EQ(apply_opts("readahead=8192", opts), "");
+    EXPECT_EQ(opts.readahead_kib, 8192u);
+    for (const char* bad : {"readahead=", "readahead=-1", "readahead=1M", "readahead=70000"}) {
+        std::string err = apply_opts(bad, opts);
+        EXPECT_NE(err.find("readahead="), std::string::npos) << bad << " -> " << err;
+    }
+}
+
 // Found by options_fuzzer: an option name with a newline made a two-line error.
 TEST(Options, ErrorsStayOneLineWhateverTheInputHolds) {
     MountOptions opts;

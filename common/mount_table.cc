@@ -4,9 +4,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "fsutil.h"
-
-namespace lamina::store {
+namespace lamina {
 
 namespace {
 
@@ -27,6 +25,20 @@ bool parse_mountinfo_line(const std::string& line, MountEntry& e) {
 }
 
 }  // namespace
+
+std::string unescape_mountinfo(const std::string& s) {
+    std::string out;
+    out.reserve(s.size());
+    for (size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '\\' && i + 3 < s.size()) {
+            out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8)));
+            i += 3;
+        } else {
+            out.push_back(s[i]);
+        }
+    }
+    return out;
+}
 
 std::vector<MountEntry> read_mount_table() {
     std::vector<MountEntry> out;
@@ -53,4 +65,4 @@ bool is_mount_point(const std::string& path) {
     return false;
 }
 
-}  // namespace lamina::store
+}  // namespace lamina

@@ -1,11 +1,11 @@
-// What /proc/self/mountinfo says is mounted in this mount namespace, for finding a container's
-// union and the volumes below it.
+// What /proc/self/mountinfo says is mounted in this mount namespace: for the store (a container's
+// union and the volumes below it), the daemon (its own mount's device) and the tests.
 #pragma once
 
 #include <string>
 #include <vector>
 
-namespace lamina::store {
+namespace lamina {
 
 struct MountEntry {
     int id = 0;
@@ -23,5 +23,7 @@ std::vector<MountEntry> read_mount_table();
 std::vector<MountEntry> mounts_at_or_below(const std::string& path);
 // True when something is mounted exactly at path.
 bool is_mount_point(const std::string& path);
+// A path field of mountinfo with its octal escapes (\040 for a space...) undone.
+std::string unescape_mountinfo(const std::string& s);
 
-}  // namespace lamina::store
+}  // namespace lamina
