@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -60,8 +61,13 @@ struct CommandRequest {  // struct fuse_uring_cmd_req, in the SQE's 80-byte comm
 static_assert(sizeof(EntryInOut) == 32 && sizeof(EntryHeader) == 288);
 static_assert(sizeof(CommandRequest) == 24);
 
-// Ring entries per queue: one being served while the kernel fills another.
-constexpr int kEntriesPerQueue = 2;
+// Each CPU's queue is served by a few threads, each with its own ring and one entry: a handler
+// that waits on the disk (a cold read, an fsync) holds up only its own entry, and the kernel
+// hands the next request of that CPU to another thread's free entry. A free entry goes to the
+// front of the kernel's list, so a CPU that asks one thing at a time keeps using one warm thread.
+constexpr int kEntriesPerRing = 1;
+constexpr unsigned kMaxRingsPerQueue = 4;
+constexpr unsigned kMaxRingThreads = 128;
 constexpr unsigned kRingDepth = 8;
 // Room in front of the payload for the fuse_in_header and the largest op header, so a request
 // is rebuilt in the layout of /dev/fuse without copying its payload.
@@ -103,6 +109,7 @@ struct Entry {
     char* payload() const { return buffer.get() + kPrefix; }
 };
 
+// One ring serving CPU qid's queue: its io_uring, its entries and the thread that waits on it.
 struct Queue {
     unsigned qid = 0;
     io_uring ring{};
@@ -120,7 +127,8 @@ struct State {
     bool kernel_offers = false;
     bool granted = false;
     size_t payload_size = 0;
-    std::vector<std::unique_ptr<Queue>> queues;
+    unsigned cpus = 0;
+    std::vector<std::unique_ptr<Queue>> queues;  // several per CPU, each with its own thread
     UniqueFd stop_fd;
     std::atomic<uint64_t> served{0};
     std::atomic<bool> told_on{false};
@@ -193,7 +201,7 @@ bool build_queue(Queue& q, size_t payload_size) {
         return false;
     }
     q.ring_ready = true;
-    for (int i = 0; i < kEntriesPerQueue; i++) {
+    for (int i = 0; i < kEntriesPerRing; i++) {
         auto e = std::make_unique<Entry>(&q, payload_size);
         if (!e->buffer.get()) {
             spdlog::warn("io_uring: off: cannot map {} bytes for a ring entry", payload_size);
@@ -257,8 +265,8 @@ void serve(Entry& e) {
     std::memcpy(start + sizeof in, e.header.op_in, op_size);
     // A REGISTER succeeds silently; the first request in an entry is the kernel's yes.
     if (!s.told_on.exchange(true))
-        spdlog::info("io_uring: on: {} queues of {} entries with {} KiB payload buffers",
-                     s.queues.size(), kEntriesPerQueue, s.payload_size / 1024);
+        spdlog::info("io_uring: on: {} rings of {} entries for {} CPUs, {} KiB payload buffers",
+                     s.queues.size(), kEntriesPerRing, s.cpus, s.payload_size / 1024);
     fuse_buf buf{};
     buf.size = in.len;
     buf.mem = start;
@@ -377,14 +385,18 @@ void patch_init_reply(fuse_init_out& out) {
         spdlog::warn("io_uring: off: eventfd: {}", std::strerror(errno));
         return;
     }
+    s.cpus = cpus;
+    unsigned per_cpu = std::clamp(kMaxRingThreads / cpus, 1u, kMaxRingsPerQueue);
     for (unsigned cpu = 0; cpu < cpus; cpu++) {
-        auto q = std::make_unique<Queue>();
-        q->qid = cpu;
-        bool ok = build_queue(*q, s.payload_size);
-        s.queues.push_back(std::move(q));
-        if (!ok) {
-            s.queues.clear();
-            return;
+        for (unsigned i = 0; i < per_cpu; i++) {
+            auto q = std::make_unique<Queue>();
+            q->qid = cpu;
+            bool ok = build_queue(*q, s.payload_size);
+            s.queues.push_back(std::move(q));
+            if (!ok) {
+                s.queues.clear();
+                return;
+            }
         }
     }
     out.flags |= FUSE_INIT_EXT;
@@ -408,7 +420,7 @@ void start(int devfd) {
             return;
         }
     }
-    spdlog::debug("io_uring: registering {} queues", s.queues.size());
+    spdlog::debug("io_uring: registering {} rings", s.queues.size());
 }
 
 bool send_reply(const iovec* iov, int count, ssize_t& written) {

@@ -7,8 +7,9 @@
 // parameter enable_uring is Y.
 //
 // laminafs asks for it from the device I/O wrapper (wire.cc): the INIT reply gains the
-// flag, and once the reply is written one thread per possible CPU registers ring entries for its
-// queue. Each request that arrives in an entry is rebuilt as the byte stream /dev/fuse would have
+// flag, and once the reply is written a few threads per possible CPU (up to 4, at most 128 in
+// all), each with its own ring and one entry, register for that CPU's queue: a handler that
+// waits on the disk holds up only its own entry. Each request that arrives in an entry is rebuilt as the byte stream /dev/fuse would have
 // delivered and handed to libfuse; the reply libfuse writes from that thread goes back into the
 // entry instead of to /dev/fuse. FORGET, INTERRUPT and notifications still use /dev/fuse, so the
 // normal libfuse loop keeps running.

@@ -7,11 +7,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -20,6 +23,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fixture.h"
@@ -201,6 +205,76 @@ TEST_F(IoUring, a_kernel_that_does_not_offer_it_leaves_a_working_mount) {
     EXPECT_NE(ring_log.find("io_uring: off: the kernel does not offer"), std::string::npos)
         << ring_log;
     EXPECT_EQ(ring_stats["uring_requests"], 0);
+}
+
+bool pin_to_cpu0() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(0, &set);
+    return sched_setaffinity(0, sizeof set, &set) == 0;
+}
+
+// Each CPU's queue has several rings: a handler that waits (here on a lower layer that is itself
+// a FUSE mount whose daemon is stopped) holds up only its own, and another caller on the same CPU
+// is still served. With one ring per CPU the second call would wait for the first.
+TEST_F(IoUring, a_request_that_waits_does_not_hold_up_its_cpu) {
+    REQUIRE_FUSE();
+    EnableUring enable(true);
+    if (!enable.ok())
+        GTEST_SKIP() << "cannot set " << kEnableUring << " (kernel without io_uring FUSE?)";
+    std::string root = dir_ / "stall";
+    for (const char* sub : {"", "/inner_l0", "/inner_mnt", "/up", "/wk", "/mnt"})
+        make_dirs(root + sub);
+    write_file(root + "/inner_l0/slow", "slow\n");
+    ForegroundLaminafs inner("lowerdir=" + root + "/inner_l0", root + "/inner_mnt",
+                             root + "/inner.log");
+    ASSERT_EQ(inner.start(), "");
+    ForegroundLaminafs outer("lowerdir=" + root + "/inner_mnt,upperdir=" + root +
+                                 "/up,workdir=" + root + "/wk,io_uring,log_level=info",
+                             root + "/mnt", root + "/outer.log");
+    ASSERT_EQ(outer.start(), "");
+    std::string mnt = root + "/mnt";
+    // Touches only the upper layer, and never cached by the kernel: always a round trip.
+    ASSERT_EQ(getxattr(mnt.c_str(), "user.absent", nullptr, 0), -1);
+    ASSERT_EQ(errno, ENODATA);
+    ASSERT_NE(outer.log_text().find("io_uring: on"), std::string::npos) << outer.log_text();
+
+    ASSERT_EQ(kill(inner.pid(), SIGSTOP), 0);
+    std::atomic<bool> stalled_done{false};
+    std::atomic<bool> pinned{true};
+    std::thread stalled([&] {
+        pinned = pin_to_cpu0();
+        // The lookup makes the outer daemon list its lower layer: it waits on the stopped one.
+        std::string data = read_file(mnt + "/slow");
+        stalled_done = true;
+        EXPECT_EQ(data, "slow\n");
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    bool stalled_early = stalled_done;
+
+    std::atomic<bool> second_done{false};
+    std::atomic<int> second_errno{0};
+    std::thread second([&] {
+        if (!pin_to_cpu0()) pinned = false;
+        if (getxattr(mnt.c_str(), "user.absent", nullptr, 0) == -1) second_errno = errno;
+        second_done = true;
+    });
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (!second_done && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    bool second_in_time = second_done;
+
+    kill(inner.pid(), SIGCONT);
+    stalled.join();
+    second.join();
+    if (!pinned) GTEST_SKIP() << "cannot pin the callers to CPU 0";
+    EXPECT_FALSE(stalled_early) << "the read did not wait on the stopped lower daemon";
+    EXPECT_TRUE(second_in_time)
+        << "a request from the same CPU waited for the stalled one to finish";
+    EXPECT_EQ(second_errno, ENODATA);
+    EXPECT_TRUE(stalled_done);
+    outer.stop();
+    inner.stop();
 }
 
 }  // namespace
