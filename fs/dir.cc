@@ -192,6 +192,7 @@ int Overlay::create_entry(Node* parent, std::string_view name,
     if (int err = check_writable()) return err;
     if (is_reserved_name(name)) return EINVAL;
     std::unique_lock lock(tree_);
+    parent->name_changes++;  // readdir.cc: listings of parent are stale
     std::unique_ptr<Node> probe;
     struct stat st;
     int err = lookup_locked(parent, name, probe, st);
@@ -233,6 +234,7 @@ int Overlay::link(Node* node, Node* new_parent, std::string_view new_name, Entry
     if (node->is_dir()) return EPERM;
     if (is_reserved_name(new_name)) return EINVAL;
     std::unique_lock lock(tree_);
+    new_parent->name_changes++;
     std::unique_ptr<Node> probe;
     struct stat st;
     int err = lookup_locked(new_parent, new_name, probe, st);
@@ -261,6 +263,7 @@ int Overlay::link(Node* node, Node* new_parent, std::string_view new_name, Entry
 int Overlay::unlink(Node* parent, std::string_view name) {
     if (int err = check_writable()) return err;
     std::unique_lock lock(tree_);
+    parent->name_changes++;
     std::unique_ptr<Node> child;
     struct stat st;
     if (int err = lookup_locked(parent, name, child, st)) return err;
@@ -298,7 +301,7 @@ int Overlay::unlink(Node* parent, std::string_view name) {
 
 int Overlay::merged_is_empty_locked(Node* dir, bool& empty) {
     std::vector<MergedEntry> entries;
-    if (int err = list_merged_locked(dir, entries, nullptr)) return err;
+    if (int err = list_merged_locked(dir, entries)) return err;
     empty = entries.size() <= 2;  // "." and ".."
     return 0;
 }
@@ -337,6 +340,7 @@ int Overlay::remove_upper_dir_locked(const std::string& rel, bool leave_whiteout
 int Overlay::rmdir(Node* parent, std::string_view name) {
     if (int err = check_writable()) return err;
     std::unique_lock lock(tree_);
+    parent->name_changes++;
     std::unique_ptr<Node> scratch;
     Node* child = nullptr;
     if (int err = existing_node_locked(parent, name, scratch, child)) return err;

@@ -7,6 +7,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -54,9 +55,6 @@ fuse_ino_t ino_of(Overlay& o, Node* node) {
 
 FileHandle* file_of(fuse_file_info* fi) {
     return reinterpret_cast<FileHandle*>(fi->fh);
-}
-DirHandle* dir_of(fuse_file_info* fi) {
-    return reinterpret_cast<DirHandle*>(fi->fh);
 }
 
 bool caller_in_group(fuse_req_t req, gid_t gid) {
@@ -202,6 +200,9 @@ void op_init(void* userdata, fuse_conn_info* conn) {
     conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
     conn->max_write = 1 << 20;
     conn->max_readahead = config.max_readahead;
+    // Whether OPENDIR may be answered ENOSYS (op_opendir).
+    static_cast<FuseContext*>(userdata)->config.no_opendir =
+        (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) != 0;
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -446,44 +447,52 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) 
 
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     log_op("opendir", ino);
-    std::unique_ptr<DirHandle> dh;
-    if (int err = ov(req).opendir(node_of(req, ino), dh)) {
-        fuse_reply_err(req, err);
+    // Readers share the directory node's listing, so there is no handle to make. A kernel that
+    // can do without OPENDIR (Linux 5.1+) takes ENOSYS as "never ask again": no OPENDIR and no
+    // RELEASEDIR round trip for each directory opened after this one, and it keeps listings it
+    // has read in full (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE) as it would have on our word.
+    if (ctx(req).config.no_opendir) {
+        fuse_reply_err(req, ENOSYS);
         return;
     }
-    fi->fh = reinterpret_cast<uint64_t>(dh.get());
+    if (!node_of(req, ino)->is_dir()) {
+        fuse_reply_err(req, ENOTDIR);
+        return;
+    }
+    fi->fh = 0;
     // The kernel may keep the listing: every change to a directory goes through this mount,
     // and the kernel drops its copy on each one.
     fi->cache_readdir = 1;
     fi->keep_cache = 1;
-    if (fuse_reply_open(req, fi) == 0) dh.release();
+    fuse_reply_open(req, fi);
 }
 
-void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
-                bool plus) {
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
     log_op(plus ? "readdirplus" : "readdir", ino);
-    DirHandle* dh = dir_of(fi);
-    // Never reply with the lock held: once the reply is out, releasedir may free the handle.
-    std::unique_lock lock(dh->mu);
-    if (off == 0 || !dh->loaded) {
-        if (int err = ov(req).load_dir(*dh)) {
-            lock.unlock();
-            fuse_reply_err(req, err);
-            return;
-        }
+    Node* dir = node_of(req, ino);
+    std::shared_ptr<const DirListing> listing;
+    if (int err = ov(req).listing_for(dir, static_cast<uint64_t>(off), listing)) {
+        fuse_reply_err(req, err);
+        return;
     }
     std::string buf(size, '\0');
     size_t used = 0;
-    for (size_t i = static_cast<size_t>(off); i < dh->entries.size(); ++i) {
-        const MergedEntry& e = dh->entries[i];
+    // On after the entry whose key the offset is, whether or not that entry is still there.
+    const auto& entries = listing->entries;
+    auto from = std::upper_bound(
+        entries.begin(), entries.end(), static_cast<uint64_t>(off),
+        [](uint64_t key, const MergedEntry& e) { return key < e.key; });
+    for (auto it = from; it != entries.end(); ++it) {
+        const MergedEntry& e = *it;
         size_t room = size - used;
+        auto next = static_cast<off_t>(e.key);
         size_t n;
         if (plus) {
             fuse_entry_param p{};
             EntryReply er;
             bool dot = e.name == "." || e.name == "..";
             if (!dot) {
-                if (ov(req).lookup(dh->node, e.name, er) != 0) continue;  // gone meanwhile
+                if (ov(req).lookup(dir, e.name, er) != 0) continue;  // gone meanwhile
                 p.ino = ino_of(ov(req), er.node);
                 p.attr = er.st;
                 p.attr_timeout = ctx(req).config.timeout;
@@ -492,8 +501,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
                 p.attr.st_ino = e.ino;
                 p.attr.st_mode = DTTOIF(e.dtype);
             }
-            n = fuse_add_direntry_plus(req, buf.data() + used, room, e.name.c_str(), &p,
-                                       static_cast<off_t>(i + 1));
+            n = fuse_add_direntry_plus(req, buf.data() + used, room, e.name.c_str(), &p, next);
             if (n > room) {
                 if (!dot) ov(req).forget(er.node, 1);
                 break;
@@ -502,38 +510,30 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
             struct stat st {};
             st.st_ino = e.ino;
             st.st_mode = DTTOIF(e.dtype);
-            n = fuse_add_direntry(req, buf.data() + used, room, e.name.c_str(), &st,
-                                  static_cast<off_t>(i + 1));
+            n = fuse_add_direntry(req, buf.data() + used, room, e.name.c_str(), &st, next);
             if (n > room) break;
         }
         used += n;
     }
-    lock.unlock();
+    // An empty reply is the end: the kernel has the whole listing now.
+    if (used == 0) ov(req).drop_listing(dir, listing.get());
     fuse_reply_buf(req, buf.data(), used);
 }
 
-void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-    do_readdir(req, ino, size, off, fi, false);
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+    do_readdir(req, ino, size, off, false);
 }
 
-void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-    do_readdir(req, ino, size, off, fi, true);
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+    do_readdir(req, ino, size, off, true);
 }
 
-void op_releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-    (void)ino;
-    std::unique_ptr<DirHandle> owned(dir_of(fi));
+void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
     fuse_reply_err(req, 0);
 }
 
-void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
-    (void)ino;
-    DirHandle* dh = dir_of(fi);
-    int err = 0;
-    if (ctx(req).config.fsync && dh->upper_fd) {
-        int rc = datasync ? fdatasync(dh->upper_fd.get()) : fsync(dh->upper_fd.get());
-        if (rc != 0) err = errno;
-    }
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
+    int err = ctx(req).config.fsync ? ov(req).fsyncdir(node_of(req, ino), datasync != 0) : 0;
     fuse_reply_err(req, err);
 }
 

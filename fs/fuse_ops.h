@@ -13,6 +13,8 @@ struct GlueConfig {
     bool posix_acl = true;     // let the kernel enforce and cache POSIX ACLs
     // The readahead window offered at INIT: it caps what main.cc writes to the mount's bdi.
     uint32_t max_readahead = 1 << 20;
+    // Set at INIT: the kernel can do without OPENDIR (and so without RELEASEDIR).
+    bool no_opendir = false;
 };
 
 // What every handler reaches through fuse_req_userdata(): main owns it for the session's life.

@@ -23,9 +23,15 @@ struct DirIndex;
 
 // A merged file or directory. Fields other than the lookup count are guarded by the overlay's
 // tree lock: read under the shared lock, changed under the exclusive one.
+struct DirListing;
+
 struct Node {
     Node* parent = nullptr;  // holds a child reference on the parent; null for the root
     std::string name;        // name in the merged parent
+    // The merged listing being read, if any (readdir.cc; guarded by the overlay's listing lock),
+    // and how many times the directory's names changed: a listing of an older count is stale.
+    std::shared_ptr<const DirListing> listing;
+    std::atomic<uint32_t> name_changes{0};
 
     uint64_t nlookup = 0;   // kernel references (LOOKUP/FORGET), guarded by the table mutex
     uint32_t children = 0;  // nodes in the table whose parent this is, guarded by the table mutex

@@ -46,17 +46,19 @@ struct MergedEntry {
     std::string name;
     uint64_t ino;
     uint8_t dtype;
+    uint64_t key = 0;  // its READDIR offset (readdir.cc): a hash of the name
 };
 
-// An open directory: a snapshot of the merged listing taken at opendir (and at rewind), so
-// offsets stay valid across telldir/seekdir and concurrent changes.
-struct DirHandle {
-    Node* node = nullptr;
-    std::mutex mu;
-    std::vector<MergedEntry> entries;  // offset i+1 follows entries[i]; "." and ".." first
-    bool loaded = false;
-    UniqueFd upper_fd;  // for fsyncdir
-    LiveCounter<DirHandle> live;
+// A merged directory listing, in the order of its keys. There are no directory handles (the
+// kernel is told opendir is not needed, and keeps each listing it has read in full), so READDIR
+// offsets must mean the same in any listing of the directory: an entry's offset is a hash of its
+// name, as ext4's are, and a reader goes on after the offset it was given in whatever listing is
+// current. Names that come or go meanwhile do not shift the others: none is listed twice or
+// skipped. The node keeps the listing while readers go through it, until the directory changes.
+struct DirListing {
+    uint32_t name_changes = 0;          // the directory's count when it was listed
+    std::vector<MergedEntry> entries;  // by key; "." and ".." first (keys 1 and 2)
+    LiveCounter<DirListing> live;
 };
 
 // An open file. A handle opened for writing (or made by create) owns a descriptor of the upper
@@ -105,7 +107,7 @@ struct Credentials {
 struct CacheStats {
     NodeTable::Stats table;
     long open_files = 0;    // file handles the kernel holds
-    long open_dirs = 0;     // directory handles, each with its listing snapshot
+    long dir_listings = 0;  // merged listings kept for readers part way through them
     ReadFdPool::Stats read_fds;
     long process_fds = -1;  // from /proc/self: every descriptor and the resident set
     long rss_kib = -1;
@@ -140,9 +142,13 @@ public:
     int statfs(struct statvfs& st);
 
     // --- readdir.cc
-    int opendir(Node* node, std::unique_ptr<DirHandle>& out);
-    int load_dir(DirHandle& dh);
-    int list_merged_locked(Node* node, std::vector<MergedEntry>& entries, UniqueFd* upper_fd);
+    // A listing of dir to read on from: the node's, unless the directory changed since or off
+    // is 0 (a reader starting over), then a new one, which the node keeps until drop_listing.
+    int listing_for(Node* dir, uint64_t off, std::shared_ptr<const DirListing>& out);
+    // A reader reached the end of listing: the kernel has it all, the node need not keep it.
+    void drop_listing(Node* dir, const DirListing* listing);
+    int fsyncdir(Node* dir, bool datasync);
+    int list_merged_locked(Node* node, std::vector<MergedEntry>& entries);
 
     // --- file.cc
     int open(Node* node, int flags, const Credentials& cred, std::unique_ptr<FileHandle>& out);
@@ -285,6 +291,8 @@ private:
     // Namespace lock: lookups, reads and attribute reads share it; operations that change names
     // or copy up hold it alone, so a merged path computed under it stays valid while in use.
     mutable std::shared_mutex tree_;
+    // Guards Node::listing of every node; taken alone, never while waiting for tree_.
+    std::mutex listings_mu_;
 };
 
 }  // namespace lamina

@@ -5,6 +5,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <unordered_set>
 
@@ -15,22 +18,68 @@
 
 namespace lamina {
 
-int Overlay::opendir(Node* node, std::unique_ptr<DirHandle>& out) {
-    if (!node->is_dir()) return ENOTDIR;
-    auto dh = std::make_unique<DirHandle>();
-    dh->node = node;
-    out = std::move(dh);
+namespace {
+
+constexpr uint64_t kDotKey = 1;
+constexpr uint64_t kDotDotKey = 2;
+
+// A name's READDIR offset: 62 bits of its hash, above the keys of "." and "..", so offsets stay
+// positive. Two names of one hash would both be listed, but a reply that ends between them
+// would skip the second: at 62 bits, about one directory in 10^10 of a million entries.
+uint64_t name_key(std::string_view name) {
+    return (XXH3_64bits(name.data(), name.size()) >> 2) + 3;
+}
+
+}  // namespace
+
+int Overlay::listing_for(Node* dir, uint64_t off, std::shared_ptr<const DirListing>& out) {
+    if (!dir->is_dir()) return ENOTDIR;
+    if (off != 0) {
+        std::lock_guard guard(listings_mu_);
+        if (dir->listing && dir->listing->name_changes == dir->name_changes.load()) {
+            out = dir->listing;
+            return 0;
+        }
+    }
+    auto listing = std::make_shared<DirListing>();
+    {
+        // Names change only under the exclusive lock: the count and the listing agree.
+        std::shared_lock lock(tree_);
+        listing->name_changes = dir->name_changes.load();
+        if (int err = list_merged_locked(dir, listing->entries)) return err;
+    }
+    for (auto& e : listing->entries)
+        e.key = e.name == "." ? kDotKey : e.name == ".." ? kDotDotKey : name_key(e.name);
+    std::sort(listing->entries.begin(), listing->entries.end(),
+              [](const MergedEntry& a, const MergedEntry& b) {
+                  return a.key != b.key ? a.key < b.key : a.name < b.name;
+              });
+    std::lock_guard guard(listings_mu_);
+    dir->listing = listing;
+    out = std::move(listing);
     return 0;
 }
 
-int Overlay::load_dir(DirHandle& dh) {
-    std::shared_lock lock(tree_);
-    int err = list_merged_locked(dh.node, dh.entries, &dh.upper_fd);
-    if (err == 0) dh.loaded = true;
-    return err;
+void Overlay::drop_listing(Node* dir, const DirListing* listing) {
+    std::lock_guard guard(listings_mu_);
+    if (dir->listing.get() == listing) dir->listing.reset();
 }
 
-int Overlay::list_merged_locked(Node* node, std::vector<MergedEntry>& entries, UniqueFd* upper_fd) {
+int Overlay::fsyncdir(Node* dir, bool datasync) {
+    if (!dir->in_upper) return 0;  // nothing of it was written
+    std::string rel;
+    {
+        std::shared_lock lock(tree_);
+        rel = path_of(dir);
+    }
+    UniqueFd fd(openat(stack_.fd(kUpperLayer), rel_or_dot(rel),
+                       O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) return errno;
+    int rc = datasync ? fdatasync(fd.get()) : fsync(fd.get());
+    return rc == 0 ? 0 : errno;
+}
+
+int Overlay::list_merged_locked(Node* node, std::vector<MergedEntry>& entries) {
     entries.clear();
     uint64_t parent_ino = node->parent ? node->parent->ino : node->ino;
     entries.push_back(MergedEntry{".", node->ino, DT_DIR});
@@ -63,7 +112,6 @@ int Overlay::list_merged_locked(Node* node, std::vector<MergedEntry>& entries, U
                 entries.push_back(MergedEntry{std::string(name), ino, dtype});
             });
         if (err) return err;
-        if (upper_fd) *upper_fd = std::move(dir);
     }
     if (!node->opaque && !node->lowers.empty()) {
         auto index = dir_index(node);

@@ -17,6 +17,8 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
                     std::string_view new_name, unsigned flags) {
     if (int err = check_writable()) return err;
     std::unique_lock lock(tree_);
+    parent->name_changes++;
+    new_parent->name_changes++;
 
     std::unique_ptr<Node> src_scratch, dst_scratch;
     Node* src = nullptr;

@@ -43,7 +43,7 @@ CacheStats Overlay::cache_stats() {
         s.table = table_.stats();
     }
     s.open_files = LiveCounter<FileHandle>::count;
-    s.open_dirs = LiveCounter<DirHandle>::count;
+    s.dir_listings = LiveCounter<DirListing>::count;
     s.read_fds = read_fds_.stats();
     s.process_fds = count_own_fds();
     s.rss_kib = own_rss_kib();
@@ -59,7 +59,7 @@ std::string format_cache_stats(const CacheStats& s) {
         << " dir_index_limit=" << s.table.dir_index_entry_limit
         << " dir_index_builds=" << s.table.dir_index_builds
         << " dir_index_evictions=" << s.table.dir_index_evictions << " open_files=" << s.open_files
-        << " open_dirs=" << s.open_dirs << " read_fds=" << s.read_fds.entries
+        << " dir_listings=" << s.dir_listings << " read_fds=" << s.read_fds.entries
         << " read_fd_limit=" << s.read_fds.limit << " read_fd_opens=" << s.read_fds.opens
         << " read_fd_evictions=" << s.read_fds.evictions << " fds=" << s.process_fds << " rss_kib=" << s.rss_kib
         << " uring_requests=" << uring::requests_served();

@@ -501,7 +501,7 @@ TEST_F(BoundsTest, sigusr1_prints_cache_statistics) {
     ::close(fd);
     for (const char* key :
          {"nodes", "unhashed_nodes", "kernel_refs", "kept_fds", "dir_indexes", "dir_index_entries",
-          "dir_index_limit", "dir_index_evictions", "open_files", "open_dirs", "fds", "rss_kib"})
+          "dir_index_limit", "dir_index_evictions", "open_files", "dir_listings", "fds", "rss_kib"})
         EXPECT_TRUE(stats.count(key)) << key << " missing from: " << daemon_->log_text();
     EXPECT_GE(stats["nodes"], 2);
     EXPECT_EQ(stats["open_files"], 1);

@@ -25,6 +25,7 @@
 #include <optional>
 #include <random>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -693,30 +694,41 @@ std::string open_fds_transcript(const std::string& mnt) {
     return t.str();
 }
 
+// A fresh one-layer stack under dir (names prefixed by tag), the lower layer filled by populate,
+// mounted with kernel overlayfs or laminafs; returns what body saw through the mount ("" and a
+// failure when it did not mount).
+std::string transcript_on(const TempDir& dir, const std::string& tag, bool kernel,
+                          const std::function<void(const std::string&)>& populate,
+                          const std::function<std::string(const std::string&)>& body) {
+    std::string lower = dir / (tag + "_lower"), upper = dir / (tag + "_upper"),
+                work = dir / (tag + "_work"), mnt = dir / (tag + "_mnt");
+    for (const auto& d : {lower, upper, work, mnt}) make_dirs(d);
+    populate(lower);
+    MountGuard guard(mnt);
+    std::string opts = layer_options({lower}, upper, work);
+    if (kernel) {
+        std::string err = mount_kernel_overlay(opts, mnt);
+        EXPECT_EQ(err, "");
+        if (!err.empty()) return "";
+    } else {
+        auto r = mount_laminafs(opts, mnt);
+        EXPECT_EQ(r.status, 0) << describe(r);
+        if (r.status != 0) return "";
+    }
+    return body(mnt);
+}
+
 TEST(WriteSide, open_fds_see_one_file_after_copy_up) {
     REQUIRE_FUSE();
     TempDir dir("lamina-ws-fds");
-    auto run_on = [&](const std::string& tag, bool kernel, std::string& transcript) {
-        std::string lower = dir / (tag + "_lower"), upper = dir / (tag + "_upper"),
-                    work = dir / (tag + "_work"), mnt = dir / (tag + "_mnt");
-        for (const auto& d : {lower, upper, work, mnt}) make_dirs(d);
+    auto populate = [](const std::string& lower) {
         write_file(lower + "/f", "old contents of f\n");
         write_file(lower + "/g", "lower\n");
         write_file(lower + "/h", "lower\n");
         make_dirs(lower + "/crowd");
         for (int i = 0; i < kCrowd; ++i) write_file(lower + "/crowd/" + std::to_string(i), "");
-        MountGuard guard(mnt);
-        std::string opts = layer_options({lower}, upper, work);
-        if (kernel) {
-            ASSERT_EQ(mount_kernel_overlay(opts, mnt), "");
-        } else {
-            auto r = mount_laminafs(opts, mnt);
-            ASSERT_EQ(r.status, 0) << describe(r);
-        }
-        transcript = open_fds_transcript(mnt);
     };
-    std::string lamina;
-    run_on("lamina", false, lamina);
+    std::string lamina = transcript_on(dir, "lamina", false, populate, open_fds_transcript);
     EXPECT_NE(lamina.find("reader after write: NEWDATAtents of f\n size 18\n"), std::string::npos)
         << lamina;
     EXPECT_NE(lamina.find("reader after truncate: short size 5\n"), std::string::npos) << lamina;
@@ -727,9 +739,82 @@ TEST(WriteSide, open_fds_see_one_file_after_copy_up) {
         std::cout << "[ info ] no kernel overlayfs to compare with: " << skip_reason() << "\n";
         return;
     }
-    std::string kernel;
-    run_on("kernel", true, kernel);
+    std::string kernel = transcript_on(dir, "kernel", true, populate, open_fds_transcript);
     EXPECT_EQ(lamina, kernel) << "laminafs:\n" << lamina << "kernel overlayfs:\n" << kernel;
+}
+
+// ---- 4b. directory readers while the directory changes
+
+// A reader part way through a large directory while entries are created and removed, a second
+// reader from the start, and the first reader going on to the end. POSIX leaves open whether the
+// names that came or went meanwhile are listed; every other name must be listed exactly once.
+std::string changing_dir_transcript(const std::string& mnt) {
+    std::ostringstream log;
+    std::string dir = mnt + "/big";
+    auto current = [&] {
+        std::set<std::string> now;
+        DIR* d = opendir(dir.c_str());
+        if (!d) return now;
+        while (dirent* e = readdir(d)) now.insert(e->d_name);
+        closedir(d);
+        return now;
+    };
+    std::set<std::string> at_start = current();
+    log << "entries at start: " << at_start.size() << "\n";
+
+    DIR* first = opendir(dir.c_str());
+    if (!first) return log.str() + "opendir failed\n";
+    std::vector<std::string> seen;
+    for (int i = 0; i < 100; ++i)
+        if (dirent* e = readdir(first)) seen.emplace_back(e->d_name);
+    // Both halves of the listing change: new upper entries, and lower ones whited out.
+    std::set<std::string> changed;
+    for (int i = 0; i < 60; ++i) {
+        std::string name = "new" + std::to_string(i);
+        write_file(dir + "/" + name, "");
+        changed.insert(name);
+    }
+    for (int i = 0; i < 3000; i += 50) {
+        std::string name = "f" + std::to_string(i);
+        if (::unlink((dir + "/" + name).c_str()) == 0) changed.insert(name);
+    }
+    std::set<std::string> now = current();  // a second reader, from the start, to the end
+    log << "second reader lists the directory as it is: " << (now.size() == 3000 + 2 ? "yes" : "no")
+        << "\n";
+    while (dirent* e = readdir(first)) seen.emplace_back(e->d_name);
+    closedir(first);
+
+    std::map<std::string, int> count;
+    for (const auto& name : seen) count[name]++;
+    int twice = 0, missing = 0;
+    for (const auto& [name, n] : count)
+        if (n > 1) twice++;
+    for (const auto& name : at_start)
+        if (!changed.contains(name) && !count.contains(name)) missing++;
+    log << "first reader: names listed twice " << twice << ", unchanged names missing "
+        << missing << "\n";
+    return log.str();
+}
+
+TEST(WriteSide, directory_readers_keep_their_listing_while_it_changes) {
+    REQUIRE_FUSE();
+    TempDir dir("lamina-ws-readdir");
+    auto populate = [](const std::string& lower) {
+        make_dirs(lower + "/big");
+        for (int i = 0; i < 3000; ++i) write_file(lower + "/big/f" + std::to_string(i), "");
+    };
+    const std::string expected =
+        "entries at start: 3002\n"
+        "second reader lists the directory as it is: yes\n"
+        "first reader: names listed twice 0, unchanged names missing 0\n";
+    std::string lamina = transcript_on(dir, "lamina", false, populate, changing_dir_transcript);
+    EXPECT_EQ(lamina, expected);
+    if (!can_mount_kernel_overlay()) {
+        std::cout << "[ info ] no kernel overlayfs to compare with: " << skip_reason() << "\n";
+        return;
+    }
+    std::string kernel = transcript_on(dir, "kernel", true, populate, changing_dir_transcript);
+    EXPECT_EQ(kernel, expected) << "the oracle disagrees with the test";
 }
 
 // ---- 5. concurrent writers
