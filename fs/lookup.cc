@@ -136,14 +136,12 @@ int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<
         node->in_upper = true;
         node->type = st.st_mode & S_IFMT;
         if (node->is_dir()) {
-            std::string xattr_path = stack_.proc_path(kUpperLayer, upath);
-            char opaque = read_opaque(xattr_path);
-            node->opaque = opaque == 'y';
-            node->xwhiteouts = opaque == 'x';
+            DirMarks marks = read_dir_marks(stack_.proc_path(kUpperLayer, upath),
+                                            opts_.redirect_dir != RedirectDir::NoFollow);
+            node->opaque = marks.opaque == 'y';
+            node->xwhiteouts = marks.opaque == 'x';
             if (!node->opaque) {
-                std::optional<std::string> redirect;
-                if (opts_.redirect_dir != RedirectDir::NoFollow)
-                    redirect = read_redirect(xattr_path);
+                std::optional<std::string>& redirect = marks.redirect;
                 if (redirect) {
                     // An invalid redirect hides the lower content rather than guess at it.
                     if (auto target = redirect_target(parent, *redirect)) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cstring>
 
 namespace lamina {
 
@@ -30,6 +31,17 @@ char first_opaque_value(Get&& get) {
     return 0;
 }
 
+// Which of `names` a listxattr result holds; all of them when the list could not be read (the
+// caller then asks for each, as without the list).
+template <size_t N>
+bool any_listed(ssize_t len, const char* list, const std::array<const char*, N>& names) {
+    if (len < 0) return true;
+    for (const char* at = list; at < list + len; at += std::strlen(at) + 1)
+        for (const char* name : names)
+            if (std::strcmp(at, name) == 0) return true;
+    return false;
+}
+
 }  // namespace
 
 std::optional<std::string_view> oci_whiteout_target(std::string_view name) {
@@ -50,6 +62,9 @@ char read_opaque(const std::string& path) {
 }
 
 char read_opaque_fd(int fd) {
+    char list[1024];
+    ssize_t len = flistxattr(fd, list, sizeof list);
+    if (!any_listed(len, list, kOpaqueNames)) return 0;  // one call for the usual no-xattr dir
     return first_opaque_value(
         [&](const char* name, char* buf, size_t size) { return fgetxattr(fd, name, buf, size); });
 }
@@ -68,6 +83,17 @@ std::optional<std::string> read_redirect(const std::string& path) {
         if (n > 0) return std::string(buf, static_cast<size_t>(n));
     }
     return std::nullopt;
+}
+
+DirMarks read_dir_marks(const std::string& path, bool want_redirect) {
+    DirMarks marks;
+    char list[1024];
+    ssize_t len = llistxattr(path.c_str(), list, sizeof list);
+    if (len == 0) return marks;  // the common case: no xattrs at all
+    if (any_listed(len, list, kOpaqueNames)) marks.opaque = read_opaque(path);
+    if (want_redirect && marks.opaque != 'y' && any_listed(len, list, kRedirectNames))
+        marks.redirect = read_redirect(path);
+    return marks;
 }
 
 std::optional<std::string> redirect_lower_path(std::string_view parent_lower_path,

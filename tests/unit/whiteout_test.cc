@@ -92,6 +92,48 @@ TEST_F(WhiteoutOnDisk, RedirectIsReadVerbatim) {
     EXPECT_EQ(read_redirect(d), "/a/b");
 }
 
+// read_dir_marks lists the xattrs first and reads only the overlay names present; it must agree
+// with read_opaque and read_redirect whatever else the directory holds, also when the list is
+// too long for its buffer.
+TEST_F(WhiteoutOnDisk, DirMarksAgreeWithTheSingleReads) {
+    auto make = [&](const std::string& name) {
+        std::string d = dir_ + "/" + name;
+        EXPECT_EQ(mkdir(d.c_str(), 0755), 0);
+        return d;
+    };
+    auto set = [](const std::string& d, const std::string& name, const std::string& value) {
+        ASSERT_EQ(lsetxattr(d.c_str(), name.c_str(), value.data(), value.size(), 0), 0) << name;
+    };
+    std::string bare = make("bare");
+    std::string other = make("other");
+    set(other, "user.something", "1");
+    std::string opaque = make("opaque");
+    set(opaque, "user.overlay.opaque", "y");
+    set(opaque, "user.overlay.redirect", "/ignored");
+    std::string redirected = make("redirected");
+    set(redirected, "user.note", "x");
+    set(redirected, "user.overlay.redirect", "/a/b");
+    std::string xdir = make("xdir");
+    set(xdir, "user.overlay.opaque", "x");
+    set(xdir, "user.overlay.redirect", "c");
+    std::string crowded = make("crowded");  // a name list over 1 KiB
+    for (int i = 0; i < 40; ++i) set(crowded, "user.padding-name-number-" + std::to_string(i), "");
+    set(crowded, "user.overlay.opaque", "y");
+
+    for (const auto& d : {bare, other, opaque, redirected, xdir, crowded}) {
+        DirMarks marks = read_dir_marks(d, true);
+        EXPECT_EQ(marks.opaque, read_opaque(d)) << d;
+        std::optional<std::string> want = marks.opaque == 'y' ? std::nullopt : read_redirect(d);
+        EXPECT_EQ(marks.redirect, want) << d;
+        EXPECT_FALSE(read_dir_marks(d, false).redirect) << d;
+    }
+    EXPECT_EQ(read_dir_marks(opaque, true).opaque, 'y');
+    EXPECT_EQ(read_dir_marks(redirected, true).redirect, "/a/b");
+    EXPECT_EQ(read_dir_marks(xdir, true).opaque, 'x');
+    EXPECT_EQ(read_dir_marks(xdir, true).redirect, "c");
+    EXPECT_EQ(read_dir_marks(crowded, true).opaque, 'y');
+}
+
 TEST_F(WhiteoutOnDisk, WhiteoutXattrIsFoundOnAFile) {
     std::string f = dir_ + "/f";
     std::ofstream(f).put('\0');
