@@ -58,17 +58,10 @@ int Overlay::make_whiteout_locked(Node* parent, std::string_view name) {
     return 0;
 }
 
-int Overlay::prepare_new_name_locked(Node* parent, std::string_view name, bool& over_whiteout,
-                                     std::string& dst) {
+int Overlay::prepare_new_name_locked(Node* parent, std::string_view name, std::string& dst) {
+    // A parent copied up here is a new, empty directory: no whiteout in it to replace.
     if (int err = copy_up_locked(parent)) return err;
     dst = join_path(path_of(parent), name);
-    struct stat st;
-    over_whiteout = false;
-    if (fstatat(stack_.fd(kUpperLayer), dst.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-        over_whiteout = true;  // lookup found no entry, so what is here is a whiteout
-    } else if (errno != ENOENT) {
-        return errno;
-    }
     return 0;
 }
 
@@ -195,12 +188,12 @@ int Overlay::create_entry(Node* parent, std::string_view name,
     parent->name_changes++;  // readdir.cc: listings of parent are stale
     std::unique_ptr<Node> probe;
     struct stat st;
-    int err = lookup_locked(parent, name, probe, st);
+    bool over_whiteout;
+    int err = lookup_locked(parent, name, probe, st, &over_whiteout);
     if (err == 0) return EEXIST;
     if (err != ENOENT) return err;
-    bool over_whiteout;
     std::string dst;
-    if ((err = prepare_new_name_locked(parent, name, over_whiteout, dst))) return err;
+    if ((err = prepare_new_name_locked(parent, name, dst))) return err;
     // make() tells whether it had to keep a device as a regular file.
     auto made_as_file = [&] { return device_as_file && *device_as_file; };
     // A directory made where a lower one was deleted must not show the old contents again.
@@ -237,13 +230,13 @@ int Overlay::link(Node* node, Node* new_parent, std::string_view new_name, Entry
     new_parent->name_changes++;
     std::unique_ptr<Node> probe;
     struct stat st;
-    int err = lookup_locked(new_parent, new_name, probe, st);
+    bool over_whiteout;
+    int err = lookup_locked(new_parent, new_name, probe, st, &over_whiteout);
     if (err == 0) return EEXIST;
     if (err != ENOENT) return err;
     if ((err = copy_up_locked(node))) return err;
-    bool over_whiteout;
     std::string dst;
-    if ((err = prepare_new_name_locked(new_parent, new_name, over_whiteout, dst))) return err;
+    if ((err = prepare_new_name_locked(new_parent, new_name, dst))) return err;
     std::string src = path_of(node);
     if (over_whiteout) {
         std::string tmp = work_temp_name();

@@ -104,7 +104,8 @@ std::optional<std::string> Overlay::redirect_target(const Node* parent,
 }
 
 int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh,
-                           struct stat& st) {
+                           struct stat& st, bool* upper_whiteout) {
+    if (upper_whiteout) *upper_whiteout = false;
     if (!parent->is_dir()) return ENOTDIR;
     if (parent->unlinked) return ENOENT;
     if (name.size() > NAME_MAX) return ENAMETOOLONG;
@@ -122,10 +123,12 @@ int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<
         if (!upath.empty()) upath.push_back('/');
         upath.append(name);
         if (fstatat(stack_.fd(kUpperLayer), upath.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-            if (is_chardev_whiteout(st)) return ENOENT;
-            if (S_ISREG(st.st_mode) && st.st_size == 0 && parent->xwhiteouts &&
-                has_whiteout_xattr(stack_.proc_path(kUpperLayer, upath)))
+            if (is_chardev_whiteout(st) ||
+                (S_ISREG(st.st_mode) && st.st_size == 0 && parent->xwhiteouts &&
+                 has_whiteout_xattr(stack_.proc_path(kUpperLayer, upath)))) {
+                if (upper_whiteout) *upper_whiteout = true;
                 return ENOENT;
+            }
             found_upper = true;
         } else if (errno != ENOENT && errno != ENOTDIR) {
             return errno;

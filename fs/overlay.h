@@ -211,8 +211,10 @@ private:
     friend class CopyUp;
 
     // namei helpers (lookup.cc)
+    // upper_whiteout, when given, tells whether an ENOENT came from a whiteout in the upper
+    // layer (which a new entry then replaces).
     int lookup_locked(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh,
-                      struct stat& st);
+                      struct stat& st, bool* upper_whiteout = nullptr);
     // The node the kernel knows at (parent, name), or a looked-up one kept in `scratch` when
     // the kernel has none; what namespace operations act on. Needs the exclusive lock.
     int existing_node_locked(Node* parent, std::string_view name, std::unique_ptr<Node>& scratch,
@@ -272,8 +274,9 @@ private:
                         std::string_view value);
     int install_from_work_locked(const std::string& tmp, const std::string& dst,
                                  bool replace_whiteout);
-    int prepare_new_name_locked(Node* parent, std::string_view name, bool& over_whiteout,
-                                std::string& dst);
+    // Copies up the parent and gives the new entry's upper path; over_whiteout is what the
+    // lookup that found no entry said (lookup_locked's upper_whiteout).
+    int prepare_new_name_locked(Node* parent, std::string_view name, std::string& dst);
     // Gives an entry the daemon made the caller's owner (the group of a setgid parent) and mode.
     int set_new_owner(int dirfd, const char* name, const Credentials& cred, Node* parent,
                       mode_t mode, dev_t rdev = 0, bool device_as_file = false);
