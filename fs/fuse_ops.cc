@@ -174,7 +174,7 @@ int set_open_mode(fuse_req_t req, fuse_file_info* fi, FileHandle& fh) {
 }
 
 void op_init(void* userdata, fuse_conn_info* conn) {
-    const GlueConfig& config = static_cast<FuseContext*>(userdata)->config;
+    GlueConfig& config = static_cast<FuseContext*>(userdata)->config;
     // With ACLs handled by the kernel it caches them per inode: `ls -l` stops asking for
     // system.posix_acl_access on every file.
     if (config.posix_acl && (conn->capable & FUSE_CAP_POSIX_ACL)) conn->want |= FUSE_CAP_POSIX_ACL;
@@ -201,8 +201,7 @@ void op_init(void* userdata, fuse_conn_info* conn) {
     conn->max_write = 1 << 20;
     conn->max_readahead = config.max_readahead;
     // Whether OPENDIR may be answered ENOSYS (op_opendir).
-    static_cast<FuseContext*>(userdata)->config.no_opendir =
-        (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) != 0;
+    config.no_opendir = (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) != 0;
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {

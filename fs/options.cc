@@ -184,6 +184,16 @@ std::string apply_log_level(std::string_view value, MountOptions& opts) {
     return "log_level=" + std::string(value) + ": expected trace, debug, info, warn, error or off";
 }
 
+// A "name=N" item with N from 0 to max, or the error saying what was expected.
+std::string apply_number(std::string_view name, std::string_view value, uint32_t max,
+                         std::string_view expected, uint32_t& out) {
+    uint32_t n = 0;
+    if (!parse_u32(value, n) || n > max)
+        return std::string(name) + "=" + std::string(value) + ": expected " + std::string(expected);
+    out = n;
+    return "";
+}
+
 // A "name=value" item.
 std::string apply_valued(std::string_view name, std::string_view value, MountOptions& opts) {
     auto needs_value = [&]() { return "mount option " + quoted(name) + " needs a value"; };
@@ -195,30 +205,12 @@ std::string apply_valued(std::string_view name, std::string_view value, MountOpt
     }
     if (name == "redirect_dir") return apply_redirect_dir(value, opts);
     if (name == "log_level") return apply_log_level(value, opts);
-    if (name == "threads") {
-        uint32_t n = 0;
-        if (!parse_u32(value, n) || n > 1024) {
-            return "threads=" + std::string(value) + ": expected a number from 0 to 1024";
-        }
-        opts.threads = n;
-        return "";
-    }
-    if (name == "readahead") {
-        uint32_t n = 0;
-        if (!parse_u32(value, n) || n > 65536) {
-            return "readahead=" + std::string(value) + ": expected KiB from 0 to 65536";
-        }
-        opts.readahead_kib = n;
-        return "";
-    }
-    if (name == "dir_cache_entries") {
-        uint32_t n = 0;
-        if (!parse_u32(value, n)) {
-            return "dir_cache_entries=" + std::string(value) + ": expected a number";
-        }
-        opts.dir_cache_entries = n;
-        return "";
-    }
+    if (name == "threads")
+        return apply_number(name, value, 1024, "a number from 0 to 1024", opts.threads);
+    if (name == "readahead")
+        return apply_number(name, value, 65536, "KiB from 0 to 65536", opts.readahead_kib);
+    if (name == "dir_cache_entries")
+        return apply_number(name, value, UINT32_MAX, "a number", opts.dir_cache_entries);
     if (name == "fsname" || name == "source") {
         if (value.empty()) return needs_value();
         opts.source = std::string(value);

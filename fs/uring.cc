@@ -94,12 +94,12 @@ private:
     size_t size_;
 };
 
-struct Queue;
+struct Ring;
 
 // One ring entry: the two buffers the kernel fills with a request and reads the reply from.
 struct Entry {
-    Entry(Queue* q, size_t payload_size) : queue(q), buffer(kPrefix + payload_size) {}
-    Queue* queue;
+    Entry(Ring* r, size_t payload_size) : ring(r), buffer(kPrefix + payload_size) {}
+    Ring* ring;  // the ring it is registered on, which serves queue ring->qid
     EntryHeader header{};
     Mapping buffer;       // kPrefix bytes, then the payload the kernel sees
     iovec iov[2]{};       // header and payload, read by the kernel at REGISTER
@@ -110,14 +110,14 @@ struct Entry {
 };
 
 // One ring serving CPU qid's queue: its io_uring, its entries and the thread that waits on it.
-struct Queue {
+struct Ring {
     unsigned qid = 0;
-    io_uring ring{};
-    bool ring_ready = false;
+    io_uring uring{};
+    bool uring_ready = false;
     std::vector<std::unique_ptr<Entry>> entries;
     std::thread thread;
-    ~Queue() {
-        if (ring_ready) io_uring_queue_exit(&ring);
+    ~Ring() {
+        if (uring_ready) io_uring_queue_exit(&uring);
     }
 };
 
@@ -128,7 +128,7 @@ struct State {
     bool granted = false;
     size_t payload_size = 0;
     unsigned cpus = 0;
-    std::vector<std::unique_ptr<Queue>> queues;  // several per CPU, each with its own thread
+    std::vector<std::unique_ptr<Ring>> rings;  // several per CPU, each with its own thread
     UniqueFd stop_fd;
     std::atomic<uint64_t> served{0};
     std::atomic<bool> told_on{false};
@@ -176,7 +176,7 @@ void prepare_command(io_uring_sqe* sqe, uint32_t cmd_op, Entry& e, uint64_t comm
     }
     CommandRequest req{};
     req.commit_id = commit_id;
-    req.qid = static_cast<uint16_t>(e.queue->qid);
+    req.qid = static_cast<uint16_t>(e.ring->qid);
     std::memcpy(sqe->cmd, &req, sizeof req);
     io_uring_sqe_set_data(sqe, &e);
 }
@@ -191,16 +191,16 @@ io_uring_sqe* next_sqe(io_uring& ring) {
 }
 
 // Builds the queue's ring and entries; false when the kernel or memory says no.
-bool build_queue(Queue& q, size_t payload_size) {
+bool build_ring(Ring& q, size_t payload_size) {
     io_uring_params params{};
     params.flags = IORING_SETUP_SQE128;
-    int err = io_uring_queue_init_params(kRingDepth, &q.ring, &params);
+    int err = io_uring_queue_init_params(kRingDepth, &q.uring, &params);
     if (err < 0) {
         spdlog::warn("io_uring: off: cannot set up a ring for CPU {}: {}", q.qid,
                      std::strerror(-err));
         return false;
     }
-    q.ring_ready = true;
+    q.uring_ready = true;
     for (int i = 0; i < kEntriesPerRing; i++) {
         auto e = std::make_unique<Entry>(&q, payload_size);
         if (!e->buffer.get()) {
@@ -216,16 +216,16 @@ bool build_queue(Queue& q, size_t payload_size) {
 
 // Makes the kernel drop io_uring for this connection: a REGISTER it cannot accept (no buffers)
 // clears the connection's io_uring flag and wakes the requests waiting for the ring.
-void refuse(Queue& q) {
+void refuse(Ring& q) {
     std::call_once(state().refused_once, [&q] {
-        io_uring_sqe* sqe = next_sqe(q.ring);
+        io_uring_sqe* sqe = next_sqe(q.uring);
         if (!sqe) return;
         prepare_command(sqe, kCmdRegister, *q.entries.front(), 0);
         sqe->len = 0;
         io_uring_sqe_set_data(sqe, nullptr);
         io_uring_cqe* cqe = nullptr;
-        if (io_uring_submit_and_wait(&q.ring, 1) >= 0 && io_uring_wait_cqe(&q.ring, &cqe) == 0)
-            io_uring_cqe_seen(&q.ring, cqe);
+        if (io_uring_submit_and_wait(&q.uring, 1) >= 0 && io_uring_wait_cqe(&q.uring, &cqe) == 0)
+            io_uring_cqe_seen(&q.uring, cqe);
     });
 }
 
@@ -266,7 +266,7 @@ void serve(Entry& e) {
     // A REGISTER succeeds silently; the first request in an entry is the kernel's yes.
     if (!s.told_on.exchange(true))
         spdlog::info("io_uring: on: {} rings of {} entries for {} CPUs, {} KiB payload buffers",
-                     s.queues.size(), kEntriesPerRing, s.cpus, s.payload_size / 1024);
+                     s.rings.size(), kEntriesPerRing, s.cpus, s.payload_size / 1024);
     fuse_buf buf{};
     buf.size = in.len;
     buf.mem = start;
@@ -294,16 +294,16 @@ void pin_to_cpu(unsigned cpu) {
 // the commands at unmount is not.
 void note_entry_end(const Entry& e, int res) {
     if (res == -ENOTCONN || res == -ECANCELED || res == -ECONNABORTED || res == -ENODEV) {
-        spdlog::debug("io_uring: queue {} entry ended: {}", e.queue->qid, std::strerror(-res));
+        spdlog::debug("io_uring: queue {} entry ended: {}", e.ring->qid, std::strerror(-res));
         return;
     }
     if (e.got_request)
-        spdlog::warn("io_uring: queue {} entry failed: {}", e.queue->qid, std::strerror(-res));
+        spdlog::warn("io_uring: queue {} entry failed: {}", e.ring->qid, std::strerror(-res));
     else if (!state().told_refused.exchange(true))
         spdlog::warn(
             "io_uring: off: the kernel refused to register a ring entry for CPU {}: {}; "
             "requests go through /dev/fuse",
-            e.queue->qid, std::strerror(-res));
+            e.ring->qid, std::strerror(-res));
 }
 
 // The signals libfuse ends the session on must reach a thread blocked in read(2) on /dev/fuse,
@@ -315,27 +315,27 @@ void block_exit_signals() {
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
-void run_queue(Queue& q) {
+void run_ring(Ring& q) {
     State& s = state();
     block_exit_signals();
     pin_to_cpu(q.qid);
-    io_uring_sqe* sqe = next_sqe(q.ring);
+    io_uring_sqe* sqe = next_sqe(q.uring);
     io_uring_prep_poll_add(sqe, s.stop_fd.get(), POLLIN);
     io_uring_sqe_set_data(sqe, nullptr);
-    for (auto& e : q.entries) prepare_command(next_sqe(q.ring), kCmdRegister, *e, 0);
+    for (auto& e : q.entries) prepare_command(next_sqe(q.uring), kCmdRegister, *e, 0);
     int live = static_cast<int>(q.entries.size());
     bool stopping = false;
     while (live > 0 && !stopping) {
-        int err = io_uring_submit_and_wait(&q.ring, 1);
+        int err = io_uring_submit_and_wait(&q.uring, 1);
         if (err < 0 && err != -EINTR) {
             spdlog::warn("io_uring: queue {} stopped: {}", q.qid, std::strerror(-err));
             break;
         }
         io_uring_cqe* cqe;
-        while (io_uring_peek_cqe(&q.ring, &cqe) == 0) {
+        while (io_uring_peek_cqe(&q.uring, &cqe) == 0) {
             auto* e = static_cast<Entry*>(io_uring_cqe_get_data(cqe));
             int res = cqe->res;
-            io_uring_cqe_seen(&q.ring, cqe);
+            io_uring_cqe_seen(&q.uring, cqe);
             if (!e) {
                 stopping = true;
             } else if (res < 0) {
@@ -348,7 +348,7 @@ void run_queue(Queue& q) {
     }
     // The replies committed last are still to be submitted; closing the ring then cancels the
     // entries the kernel holds.
-    io_uring_submit(&q.ring);
+    io_uring_submit(&q.uring);
 }
 
 }  // namespace
@@ -389,12 +389,12 @@ void patch_init_reply(fuse_init_out& out) {
     unsigned per_cpu = std::clamp(kMaxRingThreads / cpus, 1u, kMaxRingsPerQueue);
     for (unsigned cpu = 0; cpu < cpus; cpu++) {
         for (unsigned i = 0; i < per_cpu; i++) {
-            auto q = std::make_unique<Queue>();
+            auto q = std::make_unique<Ring>();
             q->qid = cpu;
-            bool ok = build_queue(*q, s.payload_size);
-            s.queues.push_back(std::move(q));
+            bool ok = build_ring(*q, s.payload_size);
+            s.rings.push_back(std::move(q));
             if (!ok) {
-                s.queues.clear();
+                s.rings.clear();
                 return;
             }
         }
@@ -408,9 +408,9 @@ void start(int devfd) {
     State& s = state();
     if (!s.granted || s.devfd >= 0) return;
     s.devfd = devfd;
-    for (auto& q : s.queues) {
+    for (auto& q : s.rings) {
         try {
-            q->thread = std::thread(run_queue, std::ref(*q));
+            q->thread = std::thread(run_ring, std::ref(*q));
         } catch (const std::system_error& e) {
             spdlog::warn(
                 "io_uring: off: cannot start the thread for CPU {}: {}; requests go "
@@ -420,7 +420,7 @@ void start(int devfd) {
             return;
         }
     }
-    spdlog::debug("io_uring: registering {} rings", s.queues.size());
+    spdlog::debug("io_uring: registering {} rings", s.rings.size());
 }
 
 bool send_reply(const iovec* iov, int count, ssize_t& written) {
@@ -450,7 +450,7 @@ bool send_reply(const iovec* iov, int count, ssize_t& written) {
     ent.commit_id = e->unique;
     ent.payload_sz = static_cast<uint32_t>(payload);
     std::memcpy(&e->header.ent, &ent, sizeof ent);
-    io_uring_sqe* sqe = next_sqe(e->queue->ring);
+    io_uring_sqe* sqe = next_sqe(e->ring->uring);
     if (!sqe) return false;
     prepare_command(sqe, kCmdCommitAndFetch, *e, e->unique);
     e->replied = true;
@@ -465,7 +465,7 @@ void stop() {
         if (write(s.stop_fd.get(), &one, sizeof one) != sizeof one)
             spdlog::warn("io_uring: cannot signal the ring threads: {}", std::strerror(errno));
     }
-    for (auto& q : s.queues)
+    for (auto& q : s.rings)
         if (q->thread.joinable()) q->thread.join();
 }
 

@@ -170,6 +170,18 @@ protected:
         return seen;
     }
 
+    // The same exercise on a plain mount and on one that asks for io_uring.
+    struct Both {
+        std::string plain, ring, plain_log, ring_log;
+        std::map<std::string, long> plain_stats, ring_stats;
+    };
+    Both run_both() {
+        Both b;
+        b.plain = run("plain", "", b.plain_stats, b.plain_log);
+        b.ring = run("ring", ",io_uring", b.ring_stats, b.ring_log);
+        return b;
+    }
+
     TempDir dir_{"io_uring"};
 };
 
@@ -178,33 +190,27 @@ TEST_F(IoUring, requests_go_through_the_rings_with_the_same_results) {
     EnableUring enable(true);
     if (!enable.ok())
         GTEST_SKIP() << "cannot set " << kEnableUring << " (kernel without io_uring FUSE?)";
-    std::map<std::string, long> plain_stats, ring_stats;
-    std::string plain_log, ring_log;
-    std::string plain = run("plain", "", plain_stats, plain_log);
-    std::string ring = run("ring", ",io_uring", ring_stats, ring_log);
-    ASSERT_FALSE(plain.empty());
-    EXPECT_EQ(ring, plain);
-    EXPECT_NE(ring_log.find("io_uring: on"), std::string::npos) << ring_log;
-    EXPECT_EQ(plain_stats["uring_requests"], 0);
+    Both b = run_both();
+    ASSERT_FALSE(b.plain.empty());
+    EXPECT_EQ(b.ring, b.plain);
+    EXPECT_NE(b.ring_log.find("io_uring: on"), std::string::npos) << b.ring_log;
+    EXPECT_EQ(b.plain_stats["uring_requests"], 0);
     // Well over a hundred requests: lookups, creates, writes, reads, renames...
-    EXPECT_GT(ring_stats["uring_requests"], 100) << ring_log;
-    std::printf("requests served through io_uring: %ld\n", ring_stats["uring_requests"]);
-    std::printf("%s", ring.c_str());
+    EXPECT_GT(b.ring_stats["uring_requests"], 100) << b.ring_log;
+    std::printf("requests served through io_uring: %ld\n", b.ring_stats["uring_requests"]);
+    std::printf("%s", b.ring.c_str());
 }
 
 TEST_F(IoUring, a_kernel_that_does_not_offer_it_leaves_a_working_mount) {
     REQUIRE_FUSE();
     EnableUring disable(false);
     if (!disable.ok()) GTEST_SKIP() << "cannot set " << kEnableUring;
-    std::map<std::string, long> plain_stats, ring_stats;
-    std::string plain_log, ring_log;
-    std::string plain = run("plain", "", plain_stats, plain_log);
-    std::string ring = run("ring", ",io_uring", ring_stats, ring_log);
-    ASSERT_FALSE(plain.empty());
-    EXPECT_EQ(ring, plain);
-    EXPECT_NE(ring_log.find("io_uring: off: the kernel does not offer"), std::string::npos)
-        << ring_log;
-    EXPECT_EQ(ring_stats["uring_requests"], 0);
+    Both b = run_both();
+    ASSERT_FALSE(b.plain.empty());
+    EXPECT_EQ(b.ring, b.plain);
+    EXPECT_NE(b.ring_log.find("io_uring: off: the kernel does not offer"), std::string::npos)
+        << b.ring_log;
+    EXPECT_EQ(b.ring_stats["uring_requests"], 0);
 }
 
 bool pin_to_cpu0() {
