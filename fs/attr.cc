@@ -20,9 +20,10 @@ int Overlay::getattr(Node* node, struct stat& st) {
 int Overlay::readlink(Node* node, std::string& target) {
     std::shared_lock lock(tree_);
     if (node->unlinked) return ENOENT;
-    std::string p = node->in_upper ? path_of(node) : node->lower_path;
+    Place at;
+    if (int err = top_place(node, at)) return err;
     char buf[PATH_MAX];
-    ssize_t n = readlinkat(stack_.fd(node->top_layer()), p.c_str(), buf, sizeof buf);
+    ssize_t n = readlinkat(at.dirfd, at.c_name(), buf, sizeof buf);
     if (n < 0) return errno;
     target.assign(buf, static_cast<size_t>(n));
     return 0;
@@ -39,10 +40,10 @@ void Overlay::show_ownership(const Node* node, struct stat& st) const {
     if (use_override_ && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
         // An unlinked file that is still open is reached through the descriptor kept for it.
         std::string xattr_path;
-        if (!node->unlinked)
-            xattr_path = stack_.proc_path(node->top_layer(),
-                                          node->in_upper ? path_of(node) : node->lower_path);
-        else if (node->unlinked_fd)
+        Place at;
+        if (!node->unlinked) {
+            if (top_place(node, at) == 0) xattr_path = at.xattr_path();
+        } else if (node->unlinked_fd)
             xattr_path = "/proc/self/fd/" + std::to_string(node->unlinked_fd.get());
         if (!xattr_path.empty()) {
             if (auto o = read_override_stat(xattr_path)) apply_override(*o, st);
@@ -70,16 +71,17 @@ int Overlay::chown_or_override(int dirfd, const char* rel, const std::string& xa
     return 0;
 }
 
-int Overlay::change_owner_and_mode(Node* node, int fd, const char* rel, const struct stat& attr,
+int Overlay::change_owner_and_mode(Node* node, int fd, const Place& at, const struct stat& attr,
                                    int to_set) {
-    int dirfd = stack_.fd(kUpperLayer);
+    int dirfd = at.dirfd;
+    const char* rel = at.c_name();
     struct stat cur;
     if ((fd >= 0 ? fstat(fd, &cur) : fstatat(dirfd, rel, &cur, AT_SYMLINK_NOFOLLOW)) != 0)
         return errno;
     bool is_dir = S_ISDIR(cur.st_mode);
     // An unlinked file has no path for the xattr calls; it keeps what the host allows.
     bool may_override = use_override_ && !node->unlinked && (S_ISREG(cur.st_mode) || is_dir);
-    std::string xattr_path = may_override ? stack_.proc_path(kUpperLayer, rel) : std::string();
+    std::string xattr_path = may_override ? at.xattr_path() : std::string();
     bool set_mode = to_set & kSetMode;
     mode_t perm = attr.st_mode & 07777;
     uid_t uid = (to_set & kSetUid) ? ids_.disk_uid(attr.st_uid) : static_cast<uid_t>(-1);
@@ -88,7 +90,9 @@ int Overlay::change_owner_and_mode(Node* node, int fd, const char* rel, const st
     // Moves the owner and mode into the override; the host copy keeps the daemon's access.
     auto keep_in_override = [&](StatOverride next) -> int {
         if (int err = write_override_stat(xattr_path, next)) return err;
-        if (fchmodat(dirfd, rel, host_mode_under_override(next.mode, is_dir), 0) != 0) return errno;
+        if (fchmodat(dirfd, rel, host_mode_under_override(next.mode, is_dir), AT_SYMLINK_NOFOLLOW) !=
+            0)
+            return errno;
         return 0;
     };
 
@@ -115,7 +119,7 @@ int Overlay::change_owner_and_mode(Node* node, int fd, const char* rel, const st
         }
     }
     if (set_mode) {
-        int rc = fd >= 0 ? fchmod(fd, perm) : fchmodat(dirfd, rel, perm, 0);
+        int rc = fd >= 0 ? fchmod(fd, perm) : fchmodat(dirfd, rel, perm, AT_SYMLINK_NOFOLLOW);
         if (rc != 0 && !(errno == EOPNOTSUPP && S_ISLNK(node->type))) return errno;
         // The host drops set-id bits the caller may set but the daemon may not (setgid for a
         // group the daemon is not in): the mount must still show them.
@@ -141,9 +145,13 @@ int Overlay::setattr(Node* node, FileHandle* fh, const struct stat& attr, int to
     if (!(node->unlinked && fd >= 0)) {
         if (int err = copy_up_locked(node)) return err;
     }
-    std::string p = node->unlinked ? std::string() : path_of(node);
-    int dirfd = stack_.fd(kUpperLayer);
-    const char* rel = rel_or_dot(p);
+    // An unlinked node is changed through its descriptor alone.
+    Place at;
+    if (!node->unlinked) {
+        if (int err = upper_place(node, at)) return err;
+    }
+    int dirfd = at.dirfd;
+    const char* rel = at.c_name();
 
     // A chown clears set-id bits (the kernel asks us to since killpriv v2), unless the same
     // request sets the mode. Which bits is decided by the owner and mode before it.
@@ -153,7 +161,7 @@ int Overlay::setattr(Node* node, FileHandle* fh, const struct stat& attr, int to
         if (int err = setid_to_clear_locked(node, fd, cred, true, chown_clears, before)) return err;
     }
     if (to_set & (kSetMode | kSetUid | kSetGid)) {
-        if (int err = change_owner_and_mode(node, fd, rel, attr, to_set)) return err;
+        if (int err = change_owner_and_mode(node, fd, at, attr, to_set)) return err;
     }
     if (int err = clear_setid_locked(node, fd, chown_clears, before)) return err;
     if (to_set & kSetSize) {

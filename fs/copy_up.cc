@@ -14,6 +14,7 @@
 
 #include "overlay.h"
 #include "path_util.h"
+#include "resolve.h"
 
 namespace lamina {
 
@@ -25,7 +26,7 @@ std::atomic<uint64_t> temp_counter{0};
 
 std::string Overlay::work_temp_name() {
     char buf[64];
-    snprintf(buf, sizeof buf, "work/#%x.%llx", static_cast<unsigned>(getpid()),
+    snprintf(buf, sizeof buf, "#%x.%llx", static_cast<unsigned>(getpid()),
              static_cast<unsigned long long>(temp_counter.fetch_add(1)));
     return buf;
 }
@@ -104,11 +105,13 @@ int Overlay::copy_up_locked(Node* node) {
         if (int err = copy_up_locked(node->parent)) return err;
     }
     LayerNo src_layer = node->top_layer();
-    int src_dir = stack_.fd(src_layer);
-    const char* src_rel = rel_or_dot(node->lower_path);
+    Place src;
+    if (int err = lower_place(node, src)) return err;
+    int src_dir = src.dirfd;
+    const char* src_rel = src.c_name();
     struct stat st;
     if (fstatat(src_dir, src_rel, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
-    std::string src_xattr_path = stack_.proc_path(src_layer, node->lower_path);
+    std::string src_xattr_path = src.xattr_path();
 
     std::string tmp = work_temp_name();
     std::string tmp_xattr_path = stack_.work_proc_path(tmp);
@@ -169,18 +172,17 @@ int Overlay::copy_up_locked(Node* node) {
         struct timespec times[2] = {st.st_atim, st.st_mtim};
         if (utimensat(work, tmp.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) err = errno;
     }
-    std::string dst = path_of(node);
+    // The parent was copied up above: its upper directory is held or found again.
+    Place dst;
+    if (!err) err = upper_place(node, dst);
     // Copy-up is no change the user made: the parent keeps its times, as with the kernel.
-    std::string parent_rel = node->parent ? path_of(node->parent) : std::string();
     struct stat pst;
-    bool have_parent_times =
-        fstatat(stack_.fd(kUpperLayer), rel_or_dot(parent_rel), &pst, AT_SYMLINK_NOFOLLOW) == 0;
-    if (!err &&
-        renameat2(work, tmp.c_str(), stack_.fd(kUpperLayer), dst.c_str(), RENAME_NOREPLACE) != 0)
+    bool have_parent_times = !err && fstatat(dst.dirfd, ".", &pst, AT_SYMLINK_NOFOLLOW) == 0;
+    if (!err && renameat2(work, tmp.c_str(), dst.dirfd, dst.c_name(), RENAME_NOREPLACE) != 0)
         err = errno;
     if (!err && have_parent_times) {
         struct timespec times[2] = {pst.st_atim, pst.st_mtim};
-        utimensat(stack_.fd(kUpperLayer), rel_or_dot(parent_rel), times, AT_SYMLINK_NOFOLLOW);
+        utimensat(dst.dirfd, ".", times, AT_SYMLINK_NOFOLLOW);
     }
     if (err) {
         unlinkat(work, tmp.c_str(), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
@@ -188,9 +190,15 @@ int Overlay::copy_up_locked(Node* node) {
     }
     node->in_upper = true;
     struct stat ust;
-    if (fstatat(stack_.fd(kUpperLayer), rel_or_dot(dst), &ust, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (fstatat(dst.dirfd, dst.c_name(), &ust, AT_SYMLINK_NOFOLLOW) == 0) {
         node->ino = make_ino(kUpperLayer, ust.st_ino);
         if (!S_ISDIR(ust.st_mode)) table_.set_upper_ino(node, ust.st_ino);
+    }
+    if (S_ISDIR(st.st_mode) && out) {
+        // The descriptor made in the work dir followed the rename: it is the node's directory.
+        struct stat dst_st;
+        if (fstat(out.get(), &dst_st) == 0) node->upper_dir_ino = dst_st.st_ino;
+        hold_upper_dir(node, out);
     }
     // The kernel's cached attributes (st_ino, and st_nlink of a lower hardlink) are stale now.
     pending_invalidations().push_back(Invalidation{reinterpret_cast<uintptr_t>(node), false});

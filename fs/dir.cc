@@ -42,38 +42,38 @@ int Overlay::set_upper_xattr(const std::string& xattr_path, std::string_view suf
 }
 
 int Overlay::make_whiteout_locked(Node* parent, std::string_view name) {
-    std::string rel = join_path(path_of(parent), name);
-    if (mknodat(stack_.fd(kUpperLayer), rel.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0) return 0;
+    Place at;
+    if (int err = upper_child_place(parent, name, at)) return err;
+    if (mknodat(at.dirfd, at.c_name(), S_IFCHR | 0, makedev(0, 0)) == 0) return 0;
     if (errno != EPERM) return errno;
     // Without the right to make device nodes: an empty file with overlay.whiteout in a
     // directory marked opaque="x", the kernel's xattr whiteout.
-    UniqueFd fd(
-        openat(stack_.fd(kUpperLayer), rel.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0));
+    UniqueFd fd(openat(at.dirfd, at.c_name(),
+                       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0));
     if (!fd) return errno;
     std::string wname = overlay_xattr(flavour_, "whiteout");
     if (fsetxattr(fd.get(), wname.c_str(), "y", 1, 0) != 0) return errno;
-    if (int err = set_upper_xattr(stack_.proc_path(kUpperLayer, path_of(parent)), "opaque", "x"))
-        return err;
+    if (int err = set_upper_xattr(proc_fd_path(at.dirfd, ""), "opaque", "x")) return err;
     parent->xwhiteouts = true;
     return 0;
 }
 
-int Overlay::prepare_new_name_locked(Node* parent, std::string_view name, std::string& dst) {
+int Overlay::prepare_new_name_locked(Node* parent, std::string_view name, Place& dst) {
     // A parent copied up here is a new, empty directory: no whiteout in it to replace.
     if (int err = copy_up_locked(parent)) return err;
-    dst = join_path(path_of(parent), name);
-    return 0;
+    return upper_child_place(parent, name, dst);
 }
 
-int Overlay::install_from_work_locked(const std::string& tmp, const std::string& dst,
+int Overlay::install_from_work_locked(const std::string& tmp, const Place& dst,
                                       bool replace_whiteout) {
-    int work = stack_.work_fd(), upper = stack_.fd(kUpperLayer);
+    int work = stack_.work_fd();
     if (replace_whiteout) {
-        if (renameat2(work, tmp.c_str(), upper, dst.c_str(), RENAME_EXCHANGE) != 0) return errno;
+        if (renameat2(work, tmp.c_str(), dst.dirfd, dst.c_name(), RENAME_EXCHANGE) != 0)
+            return errno;
         unlinkat(work, tmp.c_str(), 0);  // the whiteout, now in the work dir
         return 0;
     }
-    if (renameat2(work, tmp.c_str(), upper, dst.c_str(), RENAME_NOREPLACE) != 0) return errno;
+    if (renameat2(work, tmp.c_str(), dst.dirfd, dst.c_name(), RENAME_NOREPLACE) != 0) return errno;
     return 0;
 }
 
@@ -83,11 +83,13 @@ int Overlay::set_new_owner(int dirfd, const char* name, const Credentials& cred,
     uid_t uid = ids_.disk_uid(cred.uid);
     gid_t gid = ids_.disk_gid(cred.gid);
     struct stat pst;
-    std::string prel = path_of(parent);
+    UniqueFd parent_scratch;
+    int parent_fd = -1;
     bool setgid_parent = false;
-    if (fstatat(stack_.fd(kUpperLayer), rel_or_dot(prel), &pst, 0) == 0) {
+    if (upper_dir_fd(parent, parent_scratch, parent_fd) == 0 &&
+        fstatat(parent_fd, ".", &pst, AT_SYMLINK_NOFOLLOW) == 0) {
         if (use_override_) {
-            if (auto o = read_override_stat(stack_.proc_path(kUpperLayer, prel))) {
+            if (auto o = read_override_stat(proc_fd_path(parent_fd, ""))) {
                 pst.st_gid = o->gid;
                 pst.st_mode = (pst.st_mode & S_IFMT) | (o->mode & 07777);
             }
@@ -111,7 +113,7 @@ int Overlay::set_new_owner(int dirfd, const char* name, const Credentials& cred,
     if (S_ISLNK(mode)) return 0;
     // Set after chown, which drops set-id bits.
     if (overridden) perm = host_mode_under_override(perm, S_ISDIR(mode));
-    return fchmodat(dirfd, name, perm, 0) == 0 ? 0 : errno;
+    return fchmodat(dirfd, name, perm, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
 }
 
 int Overlay::finish_entry_locked(Node* parent, std::string_view name, EntryReply& out) {
@@ -192,7 +194,7 @@ int Overlay::create_entry(Node* parent, std::string_view name,
     int err = lookup_locked(parent, name, probe, st, &over_whiteout);
     if (err == 0) return EEXIST;
     if (err != ENOENT) return err;
-    std::string dst;
+    Place dst;
     if ((err = prepare_new_name_locked(parent, name, dst))) return err;
     // make() tells whether it had to keep a device as a regular file.
     auto made_as_file = [&] { return device_as_file && *device_as_file; };
@@ -201,11 +203,10 @@ int Overlay::create_entry(Node* parent, std::string_view name,
     if (!over_whiteout && !needs_opaque) {
         // Nothing to replace and nothing to mark: made in place, as the kernel does. The tree
         // lock keeps the entry out of sight until its owner is right.
-        int upper = stack_.fd(kUpperLayer);
-        if ((err = make(upper, dst.c_str()))) return err;
-        err = set_new_owner(upper, dst.c_str(), cred, parent, mode, rdev, made_as_file());
+        if ((err = make(dst.dirfd, dst.c_name()))) return err;
+        err = set_new_owner(dst.dirfd, dst.c_name(), cred, parent, mode, rdev, made_as_file());
         if (err) {
-            unlinkat(upper, dst.c_str(), is_dir ? AT_REMOVEDIR : 0);
+            unlinkat(dst.dirfd, dst.c_name(), is_dir ? AT_REMOVEDIR : 0);
             return err;
         }
         return finish_entry_locked(parent, name, out);
@@ -235,19 +236,18 @@ int Overlay::link(Node* node, Node* new_parent, std::string_view new_name, Entry
     if (err == 0) return EEXIST;
     if (err != ENOENT) return err;
     if ((err = copy_up_locked(node))) return err;
-    std::string dst;
+    Place dst;
     if ((err = prepare_new_name_locked(new_parent, new_name, dst))) return err;
-    std::string src = path_of(node);
+    Place src;
+    if ((err = upper_place(node, src))) return err;
     if (over_whiteout) {
         std::string tmp = work_temp_name();
-        if (linkat(stack_.fd(kUpperLayer), src.c_str(), stack_.work_fd(), tmp.c_str(), 0) != 0)
-            return errno;
+        if (linkat(src.dirfd, src.c_name(), stack_.work_fd(), tmp.c_str(), 0) != 0) return errno;
         if ((err = install_from_work_locked(tmp, dst, true))) {
             unlinkat(stack_.work_fd(), tmp.c_str(), 0);
             return err;
         }
-    } else if (linkat(stack_.fd(kUpperLayer), src.c_str(), stack_.fd(kUpperLayer), dst.c_str(),
-                      0) != 0) {
+    } else if (linkat(src.dirfd, src.c_name(), dst.dirfd, dst.c_name(), 0) != 0) {
         return errno;
     }
     return finish_entry_locked(new_parent, new_name, out);
@@ -264,21 +264,21 @@ int Overlay::unlink(Node* parent, std::string_view name) {
     if (int err = copy_up_locked(parent)) return err;
     if (Node* old = table_.find(parent, name)) keep_open_copy_locked(old);
     bool lower = lower_has_name(parent, name);
-    std::string rel = join_path(path_of(parent), name);
-    int upper = stack_.fd(kUpperLayer);
+    Place at;
+    if (int err = upper_child_place(parent, name, at)) return err;
     int err = 0;
     if (child->in_upper) {
         if (lower) {
             std::string tmp = work_temp_name();
-            if (renameat2(upper, rel.c_str(), stack_.work_fd(), tmp.c_str(), RENAME_WHITEOUT) ==
+            if (renameat2(at.dirfd, at.c_name(), stack_.work_fd(), tmp.c_str(), RENAME_WHITEOUT) ==
                 0) {
                 unlinkat(stack_.work_fd(), tmp.c_str(), 0);
-            } else if (unlinkat(upper, rel.c_str(), 0) == 0) {
+            } else if (unlinkat(at.dirfd, at.c_name(), 0) == 0) {
                 err = make_whiteout_locked(parent, name);
             } else {
                 err = errno;
             }
-        } else if (unlinkat(upper, rel.c_str(), 0) != 0) {
+        } else if (unlinkat(at.dirfd, at.c_name(), 0) != 0) {
             err = errno;
         }
     } else {
@@ -301,16 +301,17 @@ int Overlay::merged_is_empty_locked(Node* dir, bool& empty) {
 
 // Takes an upper directory that holds nothing but whiteouts out of the tree: it is renamed into
 // the work dir first (leaving a whiteout when lower layers still have the name), then emptied.
-int Overlay::remove_upper_dir_locked(const std::string& rel, bool leave_whiteout) {
-    int upper = stack_.fd(kUpperLayer), work = stack_.work_fd();
+int Overlay::remove_upper_dir_locked(const Place& at, bool leave_whiteout) {
+    int upper = at.dirfd, work = stack_.work_fd();
+    const char* rel = at.c_name();
     std::string tmp = work_temp_name();
-    if (renameat2(upper, rel.c_str(), work, tmp.c_str(), leave_whiteout ? RENAME_WHITEOUT : 0) !=
+    if (renameat2(upper, rel, work, tmp.c_str(), leave_whiteout ? RENAME_WHITEOUT : 0) !=
         0) {
         if (!leave_whiteout) return errno;
-        if (renameat2(upper, rel.c_str(), work, tmp.c_str(), 0) != 0) return errno;
-        if (mknodat(upper, rel.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0) {
+        if (renameat2(upper, rel, work, tmp.c_str(), 0) != 0) return errno;
+        if (mknodat(upper, rel, S_IFCHR | 0, makedev(0, 0)) != 0) {
             int err = errno;
-            renameat2(work, tmp.c_str(), upper, rel.c_str(), RENAME_NOREPLACE);
+            renameat2(work, tmp.c_str(), upper, rel, RENAME_NOREPLACE);
             return err;
         }
     }
@@ -343,9 +344,10 @@ int Overlay::rmdir(Node* parent, std::string_view name) {
     if (!empty) return ENOTEMPTY;
     if (int err = copy_up_locked(parent)) return err;
     bool lower = lower_has_name(parent, name);
-    std::string rel = join_path(path_of(parent), name);
+    Place at;
+    if (int err = upper_child_place(parent, name, at)) return err;
     int err =
-        child->in_upper ? remove_upper_dir_locked(rel, lower) : make_whiteout_locked(parent, name);
+        child->in_upper ? remove_upper_dir_locked(at, lower) : make_whiteout_locked(parent, name);
     if (err) return err;
     if (Node* old = table_.find(parent, name)) table_.unhash(old);
     return 0;

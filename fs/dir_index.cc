@@ -12,6 +12,7 @@
 
 #include "dirent_reader.h"
 #include "path_util.h"
+#include "resolve.h"
 #include "unique_fd.h"
 #include "whiteout.h"
 
@@ -47,23 +48,131 @@ LowerEntry* find_mut(DirIndex& index, std::string_view name) {
 
 }  // namespace
 
-int build_dir_index(const LayerStack& stack, const std::vector<LayerNo>& layers,
-                    const std::string& rel, DirIndex& out) {
-    const char* relc = rel_or_dot(rel);
+const std::string& DirIndex::path_in(LayerNo layer) const {
+    for (const LowerDir& d : stack)
+        if (d.layer == layer) return d.path;
+    static const std::string none;
+    return none;
+}
+
+LowerStack root_lower_stack(const LayerStack& stack) {
+    LowerStack root;
+    for (LayerNo n = stack.first_lower(); n < stack.end(); ++n) root.push_back(LowerDir{n, ""});
+    return root;
+}
+
+namespace {
+
+// Splits "a/b/c" into its names (empty ones dropped).
+std::vector<std::string> split_path(std::string_view path) {
+    std::vector<std::string> names;
+    while (!path.empty()) {
+        size_t slash = path.find('/');
+        std::string_view name = path.substr(0, slash);
+        if (!name.empty()) names.emplace_back(name);
+        path = slash == std::string_view::npos ? std::string_view() : path.substr(slash + 1);
+    }
+    return names;
+}
+
+std::string join_names(const std::vector<std::string>& names, size_t from, size_t to) {
+    std::string out;
+    for (size_t i = from; i < to; ++i) {
+        if (!out.empty()) out.push_back('/');
+        out.append(names[i]);
+    }
+    return out;
+}
+
+// Where a redirect met at `layer` leads the layers below it: the stack to go on in, the position
+// to go on from and the name to look up there. False for a value the kernel refuses too, which
+// then hides what is below. `prefix` and `rest` are the names before and after the component
+// that carried it; `base` is the stack the walk was in.
+bool follow_redirect(const LayerStack& stack, std::string_view redirect, LayerNo layer,
+                     const std::string& prefix, const std::string& rest, LowerStack& base,
+                     size_t& from, std::string& name) {
+    if (redirect.starts_with('/')) {
+        auto target = redirect_lower_path("", redirect);
+        if (!target) return false;
+        base = root_lower_stack(stack);
+        from = static_cast<size_t>(layer - stack.first_lower()) + 1;
+        name = join_path(*target, rest);
+        return true;
+    }
+    auto target = redirect_lower_path(prefix, redirect);
+    if (!target) return false;
+    from = base.size();
+    for (size_t i = 0; i < base.size(); ++i)
+        if (base[i].layer == layer) from = i + 1;
+    name = rest.empty() ? *target : join_path(*target, rest);
+    return true;
+}
+
+}  // namespace
+
+void redirect_chase(const LayerStack& stack, LowerStack base, size_t from, std::string name,
+                    bool follow, LowerStack& out) {
+    LayerNo bottom = static_cast<LayerNo>(stack.end() - 1);
+    size_t i = from;
+    while (i < base.size()) {
+        const LowerDir at = base[i];
+        std::vector<std::string> names = split_path(name);
+        if (names.empty()) return;
+        UniqueFd dir(open_beneath(stack.fd(at.layer), at.path, O_PATH | O_DIRECTORY));
+        bool redirected = false;
+        std::string path = at.path;
+        for (size_t k = 0; dir && k < names.size(); ++k) {
+            const std::string& c = names[k];
+            struct stat st;
+            if (fstatat(dir.get(), c.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) break;  // absent
+            if (is_chardev_whiteout(st)) return;
+            if (!S_ISDIR(st.st_mode)) {
+                // An empty file is a whiteout where its directory is marked opaque="x"; a
+                // whiteout or anything else that is not a directory ends the walk alike.
+                return;
+            }
+            UniqueFd child(openat(dir.get(), c.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (!child) return;
+            path = join_path(path, c);
+            bool last = k + 1 == names.size();
+            if (last) out.push_back(LowerDir{at.layer, path});
+            // The bottom layer hides nothing and leads nowhere: its marks are not read.
+            DirMarks marks;
+            if (at.layer != bottom) marks = read_dir_marks(proc_fd_path(child.get(), ""), follow);
+            if (marks.opaque == 'y') return;
+            if (marks.redirect) {
+                std::string prefix = join_names(names, 0, k);
+                std::string rest = join_names(names, k + 1, names.size());
+                if (!follow_redirect(stack, *marks.redirect, at.layer, prefix, rest, base, i, name))
+                    return;
+                redirected = true;
+                break;
+            }
+            dir = std::move(child);
+        }
+        if (!redirected) ++i;
+    }
+}
+
+int build_dir_index(const LayerStack& stack, const LowerStack& candidates,
+                    const RedirectRules& rules, DirIndex& out) {
+    LayerNo bottom = static_cast<LayerNo>(stack.end() - 1);
+    LowerStack todo = candidates;
+    bool by_name = rules.by_name;
     std::vector<RawEntry> raw;
     std::vector<std::string_view> oci_whiteouts;
-    for (LayerNo layer : layers) {
-        UniqueFd dir(
-            openat(stack.fd(layer), relc, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    for (size_t i = 0; i < todo.size(); ++i) {
+        LayerNo layer = todo[i].layer;
+        UniqueFd dir(open_beneath(stack.fd(layer), todo[i].path, O_RDONLY | O_DIRECTORY));
         if (!dir) {
             if (errno == ENOENT || errno == ENOTDIR) continue;
             return errno;
         }
-        out.layers.push_back(layer);
-        char opaque = read_opaque_fd(dir.get());
+        out.stack.push_back(todo[i]);
+        DirMarks marks = read_dir_marks_fd(dir.get(), by_name && rules.follow && layer != bottom);
+        char opaque = marks.opaque;
         raw.clear();
         if (int err = read_entries(dir.get(), raw)) return err;
-
         bool marker_opaque = false;
         oci_whiteouts.clear();
         for (RawEntry& e : raw) {
@@ -129,6 +238,20 @@ int build_dir_index(const LayerStack& stack, const std::vector<LayerNo>& layers,
             out.by_name.emplace(le.name, static_cast<uint32_t>(out.entries.size() - 1));
         }
         if (opaque == 'y' || marker_opaque) break;
+        if (marks.redirect) {
+            // The layers below are where the redirect leads, not where the name merges from.
+            by_name = false;
+            LowerStack base = marks.redirect->starts_with('/') || !rules.parent_stack
+                                  ? LowerStack()
+                                  : rules.parent_stack();
+            size_t from = 0;
+            std::string name;
+            LowerStack below;
+            if (follow_redirect(stack, *marks.redirect, layer, "", "", base, from, name))
+                redirect_chase(stack, std::move(base), from, std::move(name), rules.follow, below);
+            todo.resize(i + 1);
+            for (LowerDir& d : below) todo.push_back(std::move(d));
+        }
     }
     for (LowerEntry& le : out.entries) le.merging = false;
     return 0;

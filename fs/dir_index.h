@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <deque>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -13,6 +14,15 @@
 #include "layers.h"
 
 namespace lamina {
+
+// A directory in one lower layer: the layer and the directory's path in it.
+struct LowerDir {
+    LayerNo layer = 0;
+    std::string path;
+};
+// A merged directory's lower layers, top first. Each has its own path: a redirect in one layer
+// sends the layers below it elsewhere.
+using LowerStack = std::vector<LowerDir>;
 
 struct LowerEntry {
     std::string name;
@@ -30,20 +40,47 @@ struct DirIndex {
     // In discovery order, which readdir offsets follow; a deque so by_name's keys stay valid.
     std::deque<LowerEntry> entries;
     std::unordered_map<std::string_view, uint32_t> by_name;
-    // The lower layers that really contribute to this directory (cut at the first opaque one).
-    std::vector<LayerNo> layers;
+    // The lower layers that really contribute to this directory, with its path in each: cut at
+    // the first opaque one, and below a redirect the layers it leads to.
+    LowerStack stack;
 
     const LowerEntry* find(std::string_view name) const {
         auto it = by_name.find(name);
         return it == by_name.end() ? nullptr : &entries[it->second];
     }
+    // The directory's path in `layer` (one of stack's).
+    const std::string& path_in(LayerNo layer) const;
 };
 
-// Reads `rel` in each of `layers` (top first) and merges them under the overlay rules:
-// whiteouts (char 0/0, xattr whiteouts under an opaque="x" parent, OCI .wh.NAME) hide names
-// below their layer; an opaque directory (xattr "y" or .wh..wh..opq) ends the merge.
-// Returns 0 or an errno.
-int build_dir_index(const LayerStack& stack, const std::vector<LayerNo>& layers,
-                    const std::string& rel, DirIndex& out);
+// How the lower layers of a directory are found beyond those its name merges from.
+struct RedirectRules {
+    bool follow = true;  // redirect_dir=nofollow: redirects are ignored
+    // Whether `candidates` were found by name (lookup through the parent) and may still meet a
+    // redirect, or were already found by following one (redirect_chase), which went all the way.
+    bool by_name = true;
+    // The parent's stack: a relative redirect names another entry of the parent. Asked for
+    // only when one is met.
+    std::function<LowerStack()> parent_stack;
+};
+
+// Reads the directory in each of `candidates` (top first) and merges them under the overlay
+// rules: whiteouts (char 0/0, xattr whiteouts under an opaque="x" parent, OCI .wh.NAME) hide
+// names below their layer; an opaque directory (xattr "y" or .wh..wh..opq) ends the merge; a
+// redirect in a layer replaces the candidates below it by where it leads (redirect_chase).
+// Every directory is reached with open_beneath. Returns 0 or an errno.
+int build_dir_index(const LayerStack& stack, const LowerStack& candidates,
+                    const RedirectRules& rules, DirIndex& out);
+
+// The kernel's lookup of `name` (components joined by '/', relative to each entry's path) in
+// base[from..], as ovl_lookup walks the lower layers: an absent name goes on to the next layer; a
+// whiteout or a non-directory on the way ends the walk, as does an opaque directory once
+// reached; a redirect met in a directory on the way (absolute: from the layer root, with the
+// root stack; relative: in place of that component) goes on below with the name it gives. The
+// directories found are appended to out. `stack` gives the root stack (every lower, path "").
+void redirect_chase(const LayerStack& stack, LowerStack base, size_t from, std::string name,
+                    bool follow, LowerStack& out);
+
+// Every lower layer with path "": where a lookup from the root, or an absolute redirect, starts.
+LowerStack root_lower_stack(const LayerStack& stack);
 
 }  // namespace lamina

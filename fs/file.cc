@@ -34,8 +34,9 @@ int Overlay::open(Node* node, int flags, const Credentials& cred,
         if (int err = check_writable()) return err;
         std::unique_lock lock(tree_);
         if (int err = copy_up_locked(node)) return err;
-        std::string p = path_of(node);
-        fh->fd.reset(openat(stack_.fd(kUpperLayer), p.c_str(), layer_open_flags(flags)));
+        Place at;
+        if (int err = upper_place(node, at)) return err;
+        fh->fd.reset(openat(at.dirfd, at.c_name(), layer_open_flags(flags)));
         if (!fh->fd) return errno;
         if (flags & O_TRUNC) {
             invalidate_peers(node);  // other names of the file were truncated too
@@ -92,11 +93,10 @@ int Overlay::file_fd_locked(FileHandle& fh, FileFd& out) {
             if (!node->unlinked_fd) return ENOENT;
             std::string proc = "/proc/self/fd/" + std::to_string(node->unlinked_fd.get());
             opened.reset(::open(proc.c_str(), kReadFlags & ~O_NOFOLLOW));
-        } else if (upper) {
-            opened.reset(openat(stack_.fd(kUpperLayer), path_of(node).c_str(), kReadFlags));
         } else {
-            opened.reset(
-                openat(stack_.fd(node->top_layer()), node->lower_path.c_str(), kReadFlags));
+            Place at;
+            if (int err = upper ? upper_place(node, at) : lower_place(node, at)) return err;
+            opened.reset(openat(at.dirfd, at.c_name(), kReadFlags));
         }
         if (!opened) return errno;
         fd = read_fds_.insert(node, upper, std::move(opened));

@@ -85,9 +85,12 @@ std::string LayerStack::prepare_work_dir() {
     if (mkdirat(work_.fd.get(), "work", 0700) != 0 && errno != EEXIST)
         return "workdir '" + work_.path + "': " + std::strerror(errno);
     // Leftovers of copy-ups a crash interrupted: never visible, safe to drop.
-    nftw(work_proc_path("work").c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    nftw(proc_fd_path(work_.fd.get(), "work").c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     if (mkdirat(work_.fd.get(), "work", 0700) != 0 && errno != EEXIST)
         return "workdir '" + work + "': " + std::strerror(errno);
+    // Held from here on: copy-ups and whiteouts are made in this very directory.
+    work_dir_.reset(openat(work_.fd.get(), "work", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!work_dir_) return "workdir '" + work + "': " + std::strerror(errno);
     return "";
 }
 
@@ -96,7 +99,7 @@ std::string LayerStack::proc_path(LayerNo n, std::string_view rel) const {
 }
 
 std::string LayerStack::work_proc_path(std::string_view rel) const {
-    return proc_fd_path(work_.fd.get(), rel);
+    return proc_fd_path(work_dir_.get(), rel);
 }
 
 }  // namespace lamina

@@ -41,13 +41,15 @@ public:
     int fd(LayerNo n) const { return layers_[n].fd.get(); }
     LayerNo first_lower() const { return 1; }
     LayerNo end() const { return static_cast<LayerNo>(layers_.size()); }
-    int work_fd() const { return work_.fd.get(); }
+    // The work dir's "work" subdirectory, where entries are made before they are renamed into
+    // the upper layer (prepare_work_dir opens it).
+    int work_fd() const { return work_dir_.get(); }
 
     // Creates the work dir's "work" subdirectory (the kernel's name for it) and removes what
     // an interrupted copy-up left there. Returns "" or an error line.
     std::string prepare_work_dir();
 
-    // A path to `rel` inside layer n ("" is the root), or inside the work dir, for the calls that
+    // A path to `rel` inside layer n ("" is the root), or inside the work dir's "work", for the calls that
     // have no *at() form (lgetxattr and friends). It goes through the layer's descriptor
     // (proc_fd_path), never through the layer's own path.
     std::string proc_path(LayerNo n, std::string_view rel) const;
@@ -56,6 +58,7 @@ public:
 private:
     std::vector<Layer> layers_;  // [0] upper (empty when read-only), [1..] lowers
     Layer work_;
+    UniqueFd work_dir_;
     bool has_upper_ = false;
 };
 

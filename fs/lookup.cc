@@ -7,6 +7,9 @@
 #include <cstring>
 
 #include <cerrno>
+#include <sys/resource.h>
+
+#include <algorithm>
 
 #include "dir_index.h"
 #include "overlay.h"
@@ -22,7 +25,8 @@ Overlay::Overlay(const MountOptions& opts, LayerStack& stack)
                                                          : XattrFlavour::Trusted),
       ids_(opts),
       use_override_(!daemon_is_privileged()),
-      read_fds_(read_fd_pool_limit()) {
+      read_fds_(read_fd_pool_limit()),
+      dir_fd_limit_(static_cast<long>(upper_dir_fd_limit())) {
     table_.set_index_entry_limit(opts.dir_cache_entries);
 }
 
@@ -32,7 +36,7 @@ std::string Overlay::init() {
     for (LayerNo n = stack_.first_lower(); n < stack_.end(); ++n) root->lowers.push_back(n);
     root->lower_path.clear();
     if (root->in_upper) {
-        char opaque = read_opaque(stack_.proc_path(kUpperLayer, ""));
+        char opaque = read_dir_marks(stack_.proc_path(kUpperLayer, ""), false).opaque;
         root->opaque = opaque == 'y';
         root->xwhiteouts = opaque == 'x';
     }
@@ -57,15 +61,23 @@ std::string Overlay::path_of(const Node* node) const {
     return out;
 }
 
-std::string Overlay::child_lower_path(const Node* parent, std::string_view name) const {
-    return join_path(parent->lower_path, name);
+RedirectRules Overlay::redirect_rules(Node* dir) {
+    RedirectRules rules;
+    rules.follow = opts_.redirect_dir != RedirectDir::NoFollow;
+    rules.by_name = !dir->lowers_chased;
+    if (Node* parent = dir->parent)
+        rules.parent_stack = [this, parent] { return dir_index(parent)->stack; };
+    return rules;
 }
 
 std::shared_ptr<const DirIndex> Overlay::dir_index(Node* dir) {
     if (auto cached = table_.cached_index(dir)) return cached;
     auto built = std::make_shared<DirIndex>();
     if (!dir->opaque && !dir->lowers.empty()) {
-        if (build_dir_index(stack_, dir->lowers, dir->lower_path, *built) != 0) {
+        LowerStack candidates;
+        for (size_t i = 0; i < dir->lowers.size(); ++i)
+            candidates.push_back(LowerDir{dir->lowers[i], dir->lower_path_in(i)});
+        if (build_dir_index(stack_, candidates, redirect_rules(dir), *built) != 0) {
             // An unreadable lower directory contributes nothing; do not cache the failure.
             return built;
         }
@@ -73,34 +85,42 @@ std::shared_ptr<const DirIndex> Overlay::dir_index(Node* dir) {
     return table_.install_index(dir, std::move(built));
 }
 
-// The lower layers of a redirected directory, found the way a lookup from the root would find
-// them: every ancestor's whiteouts and opaque markers apply, not just the last component's.
-void Overlay::probe_redirected_lowers(Node* node) {
-    node->lowers.clear();
-    std::vector<LayerNo> layers;
-    for (LayerNo n = stack_.first_lower(); n < stack_.end(); ++n) layers.push_back(n);
-    std::string path;
-    std::string_view rest = node->lower_path;
-    while (!rest.empty()) {
-        size_t slash = rest.find('/');
-        std::string_view component = rest.substr(0, slash);
-        rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
-        if (component.empty()) continue;
-        DirIndex index;
-        if (build_dir_index(stack_, layers, path, index) != 0) return;
-        const LowerEntry* e = index.find(component);
-        if (!e || e->whiteout || e->dtype != DT_DIR) return;
-        layers = e->dir_layers;
-        path = join_path(path, component);
+// A redirect is absolute ("/a/b", from the layer root) or a name in the parent's lower dir. A
+// value that would leave the layer ("..") or that the kernel refuses points nowhere: the lower
+// content is hidden rather than guessed at. The walk through the lower layers follows further
+// redirects found there (redirect_chase), as the kernel's lookup does.
+void Overlay::follow_upper_redirect(Node* parent, Node* node, std::string_view redirect) {
+    auto target = redirect_lower_path(parent->lower_path, redirect);
+    if (!target) return;
+    node->lower_path = *target;
+    node->lowers_chased = true;
+    LowerStack found;
+    if (redirect.starts_with('/')) {
+        redirect_chase(stack_, root_lower_stack(stack_), 0, *target, true, found);
+    } else if (!parent->opaque && !parent->lowers.empty()) {
+        redirect_chase(stack_, dir_index(parent)->stack, 0, std::string(redirect), true, found);
     }
-    node->lowers = std::move(layers);
+    for (LowerDir& d : found) {
+        node->lowers.push_back(d.layer);
+        node->lower_paths.push_back(std::move(d.path));
+    }
+    // Every layer is where the redirect said: nothing differs, so lower_path serves them all.
+    bool same = true;
+    for (const std::string& p : node->lower_paths) same = same && p == node->lower_path;
+    if (same) node->lower_paths.clear();
 }
 
-// A redirect is absolute ("/a/b", from the layer root) or a name in the parent's lower dir. A
-// value that would leave the layer ("..") or that the kernel refuses points nowhere.
-std::optional<std::string> Overlay::redirect_target(const Node* parent,
-                                                    std::string_view redirect) const {
-    return redirect_lower_path(parent->lower_path, redirect);
+// Each lower copy of a node found by name in its parent's index lies at the parent's path in that
+// layer; lower_paths is kept only where one differs from lower_path.
+static void set_lower_paths(const DirIndex& parent_index, Node* node) {
+    node->lower_paths.clear();
+    bool same = true;
+    std::vector<std::string> paths;
+    for (LayerNo layer : node->lowers) {
+        paths.push_back(join_path(parent_index.path_in(layer), node->name));
+        same = same && paths.back() == node->lower_path;
+    }
+    if (!same) node->lower_paths = std::move(paths);
 }
 
 int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh,
@@ -117,19 +137,24 @@ int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<
     node->name.assign(name);
 
     bool found_upper = false;
-    std::string upath;
+    UniqueFd upper_dir;
     if (parent->in_upper) {
-        upath = path_of(parent);
-        if (!upath.empty()) upath.push_back('/');
-        upath.append(name);
-        if (fstatat(stack_.fd(kUpperLayer), upath.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        Place at;
+        if (int err = upper_child_place(parent, name, at)) return err;
+        if (fstatat(at.dirfd, at.c_name(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
             if (is_chardev_whiteout(st) ||
                 (S_ISREG(st.st_mode) && st.st_size == 0 && parent->xwhiteouts &&
-                 has_whiteout_xattr(stack_.proc_path(kUpperLayer, upath)))) {
+                 has_whiteout_xattr(at.xattr_path()))) {
                 if (upper_whiteout) *upper_whiteout = true;
                 return ENOENT;
             }
             found_upper = true;
+            if (S_ISDIR(st.st_mode)) {
+                // Held from here on: every later request reaches this very directory.
+                upper_dir.reset(openat(at.dirfd, at.c_name(),
+                                       O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+                if (!upper_dir || fstat(upper_dir.get(), &st) != 0) return errno;
+            }
         } else if (errno != ENOENT && errno != ENOTDIR) {
             return errno;
         }
@@ -139,24 +164,22 @@ int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<
         node->in_upper = true;
         node->type = st.st_mode & S_IFMT;
         if (node->is_dir()) {
-            DirMarks marks = read_dir_marks(stack_.proc_path(kUpperLayer, upath),
+            node->upper_dir_ino = st.st_ino;
+            DirMarks marks = read_dir_marks(proc_fd_path(upper_dir.get(), ""),
                                             opts_.redirect_dir != RedirectDir::NoFollow);
+            hold_upper_dir(node, upper_dir);
             node->opaque = marks.opaque == 'y';
             node->xwhiteouts = marks.opaque == 'x';
             if (!node->opaque) {
-                std::optional<std::string>& redirect = marks.redirect;
-                if (redirect) {
-                    // An invalid redirect hides the lower content rather than guess at it.
-                    if (auto target = redirect_target(parent, *redirect)) {
-                        node->lower_path = std::move(*target);
-                        probe_redirected_lowers(node);
-                    }
+                if (marks.redirect) {
+                    follow_upper_redirect(parent, node, *marks.redirect);
                 } else if (!parent->opaque && !parent->lowers.empty()) {
                     auto index = dir_index(parent);
                     const LowerEntry* e = index->find(name);
+                    node->lower_path = join_path(parent->lower_path, name);
                     if (e && !e->whiteout && e->dtype == DT_DIR) {
                         node->lowers = e->dir_layers;
-                        node->lower_path = child_lower_path(parent, name);
+                        set_lower_paths(*index, node);
                     }
                 }
             }
@@ -166,13 +189,15 @@ int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<
         auto index = dir_index(parent);
         const LowerEntry* e = index->find(name);
         if (!e || e->whiteout) return ENOENT;
-        node->lower_path = child_lower_path(parent, name);
+        node->lower_path = join_path(parent->lower_path, name);
         if (e->dtype == DT_DIR)
             node->lowers = e->dir_layers;
         else
             node->lowers.assign(1, e->layer);
-        if (fstatat(stack_.fd(e->layer), node->lower_path.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
-            return errno;
+        set_lower_paths(*index, node);
+        Place at;
+        if (int err = lower_place(node, at)) return err;
+        if (fstatat(at.dirfd, at.c_name(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
         node->type = st.st_mode & S_IFMT;
     }
     node->ino = make_ino(node->top_layer(), st.st_ino);
@@ -222,9 +247,9 @@ void Overlay::keep_open_copy_locked(Node* node) {
     // Fifos, sockets and devices are opened by the kernel without asking us: keep those always.
     bool special = !S_ISREG(node->type) && !S_ISDIR(node->type) && !S_ISLNK(node->type);
     if ((node->open_count == 0 && !special) || node->unlinked_fd) return;
-    std::string rel = node->in_upper ? path_of(node) : node->lower_path;
-    node->unlinked_fd.reset(
-        openat(stack_.fd(node->top_layer()), rel_or_dot(rel), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    Place at;
+    if (top_place(node, at) != 0) return;
+    node->unlinked_fd.reset(openat(at.dirfd, at.c_name(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
 }
 
 int Overlay::stat_node_locked(const Node* node, struct stat& st) {
@@ -233,17 +258,65 @@ int Overlay::stat_node_locked(const Node* node, struct stat& st) {
         fix_stat(node, st);
         return 0;
     }
-    int rc;
-    if (node->in_upper) {
-        std::string p = path_of(node);
-        rc = fstatat(stack_.fd(kUpperLayer), rel_or_dot(p), &st, AT_SYMLINK_NOFOLLOW);
-    } else {
-        rc = fstatat(stack_.fd(node->top_layer()), rel_or_dot(node->lower_path), &st,
-                     AT_SYMLINK_NOFOLLOW);
-    }
-    if (rc != 0) return errno;
+    Place at;
+    if (int err = top_place(node, at)) return err;
+    if (fstatat(at.dirfd, at.c_name(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
     fix_stat(node, st);
     return 0;
+}
+
+size_t upper_dir_fd_limit() {
+    // A quarter of the descriptor limit: the read pool takes an eighth, write handles and kept
+    // copies the rest. Past the limit a directory is found again per request, which costs one
+    // openat2 and one fstat.
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 64;
+    return std::clamp<size_t>(rl.rlim_cur / 4, 64, 65536);
+}
+
+void Overlay::hold_upper_dir(const Node* node, UniqueFd& fd) const {
+    if (OnceFd::live() < dir_fd_limit_) node->upper_dir.set(fd);
+}
+
+int Overlay::upper_dir_fd(const Node* dir, UniqueFd& scratch, int& fd) const {
+    if (!dir->parent) {
+        fd = stack_.fd(kUpperLayer);
+        return 0;
+    }
+    if ((fd = dir->upper_dir.get()) >= 0) return 0;
+    if (!dir->in_upper || !dir->is_dir()) return EIO;  // no upper directory to reach
+    UniqueFd found(open_beneath(stack_.fd(kUpperLayer), path_of(dir), O_PATH | O_DIRECTORY));
+    if (!found) return errno;
+    struct stat st;
+    if (fstat(found.get(), &st) != 0) return errno;
+    // Something else now stands where the directory was: not the one this node is.
+    if (st.st_ino != dir->upper_dir_ino) return ESTALE;
+    hold_upper_dir(dir, found);
+    if ((fd = dir->upper_dir.get()) >= 0) return 0;
+    scratch = std::move(found);
+    fd = scratch.get();
+    return 0;
+}
+
+int Overlay::upper_child_place(const Node* parent, std::string_view name, Place& out) const {
+    if (int err = upper_dir_fd(parent, out.owned, out.dirfd)) return err;
+    out.name.assign(name);
+    return 0;
+}
+
+int Overlay::upper_place(const Node* node, Place& out) const {
+    if (!node->parent) {
+        out.owned.reset();
+        out.dirfd = stack_.fd(kUpperLayer);
+        out.name = ".";
+        return 0;
+    }
+    return upper_child_place(node->parent, node->name, out);
+}
+
+int Overlay::lower_place(const Node* node, Place& out) const {
+    if (node->lowers.empty()) return ENOENT;
+    return locate_beneath(stack_.fd(node->lowers[0]), node->lower_path_in(0), out);
 }
 
 // st_ino follows the copy the entry has now: both names of an upper hardlink agree, and readdir

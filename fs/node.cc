@@ -7,6 +7,23 @@
 
 namespace lamina {
 
+OnceFd::~OnceFd() {
+    int fd = fd_.load(std::memory_order_acquire);
+    if (fd >= 0) {
+        ::close(fd);
+        live_.fetch_sub(1, std::memory_order_relaxed);
+    }
+}
+
+bool OnceFd::set(UniqueFd& fd) {
+    int expected = -1;
+    if (!fd || !fd_.compare_exchange_strong(expected, fd.get(), std::memory_order_acq_rel))
+        return false;
+    fd.release();
+    live_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+}
+
 uint64_t make_ino(LayerNo layer, ino_t real_ino) {
     constexpr int kShift = 56;
     constexpr uint64_t kLowMask = (uint64_t{1} << kShift) - 1;

@@ -21,6 +21,25 @@ namespace lamina {
 
 struct DirIndex;
 
+// A descriptor set at most once, by whichever thread gets there first, and closed with its owner.
+// Every one alive is counted, so the daemon can bound how many it holds.
+class OnceFd {
+public:
+    OnceFd() = default;
+    OnceFd(const OnceFd&) = delete;
+    OnceFd& operator=(const OnceFd&) = delete;
+    ~OnceFd();
+
+    int get() const { return fd_.load(std::memory_order_acquire); }
+    // Takes fd when none is set yet; otherwise fd stays with the caller. True when taken.
+    bool set(UniqueFd& fd);
+    static long live() { return live_.load(std::memory_order_relaxed); }
+
+private:
+    std::atomic<int> fd_{-1};
+    static inline std::atomic<long> live_{0};
+};
+
 // A merged file or directory. Fields other than the lookup count are guarded by the overlay's
 // tree lock: read under the shared lock, changed under the exclusive one.
 struct DirListing;
@@ -42,6 +61,12 @@ struct Node {
     // The upper layer holds this entry (at the merged path). Only ever set, under the exclusive
     // lock; atomic so a read can pick its pooled descriptor without the tree lock.
     std::atomic<bool> in_upper{false};
+    // Directory in the upper layer: a descriptor of its upper copy, so that requests reach the
+    // directory this node was looked up as, wherever it moves, and never through a symlink
+    // planted in its place. Unset once the daemon holds its share of such descriptors; then the
+    // copy is found again beneath the upper root and must have inode upper_dir_ino.
+    mutable OnceFd upper_dir;
+    ino_t upper_dir_ino = 0;
     bool opaque = false;    // directory: upper copy is opaque, no lower content below it
     // Directory: upper copy is marked opaque="x", so an empty file with overlay.whiteout in it
     // is a whiteout (the kernel looks for xattr whiteouts only in such directories).
@@ -62,8 +87,19 @@ struct Node {
     ino_t upper_ino = 0;
     std::atomic<bool> has_peers{false};
 
+    // lower_path is the entry's path as a lookup from the top lower layer starts it ("" for the
+    // root): what a redirect to it says. A redirect inside a lower layer sends the layers below it
+    // to another path; then lower_paths holds each layer's own path (empty: lower_path in all).
+    // For a directory these are the layers its name merges from; the ones that really contribute
+    // (opaque ones cut the rest, redirects in them lead elsewhere) are in its DirIndex.
     std::vector<LayerNo> lowers;
-    std::string lower_path;  // relative path inside the lower layers ("" for the root)
+    std::string lower_path;
+    std::vector<std::string> lower_paths;
+    // The lowers are where a redirect in the upper copy led, found all the way down already.
+    bool lowers_chased = false;
+    const std::string& lower_path_in(size_t i) const {
+        return lower_paths.empty() ? lower_path : lower_paths[i];
+    }
 
     // Directory: merged listing of the lower layers, built on first use. Lower layers never
     // change under a mount, so it stays valid until the node's lowers change. Guarded by the

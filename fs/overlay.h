@@ -15,12 +15,14 @@
 #include <string_view>
 #include <vector>
 
+#include "dir_index.h"
 #include "layers.h"
 #include "node.h"
 #include "options.h"
 #include "ownership.h"
 #include "passthrough.h"
 #include "read_fds.h"
+#include "resolve.h"
 #include "unique_fd.h"
 #include "whiteout.h"
 
@@ -117,6 +119,8 @@ std::string format_cache_stats(const CacheStats& stats);
 
 // How many idle read descriptors the pool keeps: a share of RLIMIT_NOFILE (file.cc).
 size_t read_fd_pool_limit();
+// How many upper directory descriptors the nodes may hold (lookup.cc).
+size_t upper_dir_fd_limit();
 
 class Overlay {
 public:
@@ -220,11 +224,31 @@ private:
     int existing_node_locked(Node* parent, std::string_view name, std::unique_ptr<Node>& scratch,
                              Node*& out);
     std::shared_ptr<const DirIndex> dir_index(Node* dir);
+    // How dir's lower layers are found (the candidates its node holds, and redirects).
+    RedirectRules redirect_rules(Node* dir);
+
+    // Where entries are reached (resolve.h): never through a symlink, never out of their layer.
+    // Need the tree lock. `dir`'s upper copy (it has one): the descriptor its node holds, or one
+    // found again beneath the upper root and checked to be that same directory, which `scratch`
+    // then owns.
+    int upper_dir_fd(const Node* dir, UniqueFd& scratch, int& fd) const;
+    // The name `name` in parent's upper copy.
+    int upper_child_place(const Node* parent, std::string_view name, Place& out) const;
+    // The node's upper copy ("." of the upper root for the root).
+    int upper_place(const Node* node, Place& out) const;
+    // The node's top lower copy.
+    int lower_place(const Node* node, Place& out) const;
+    // The copy the node shows: its upper copy if it has one, else its top lower one.
+    int top_place(const Node* node, Place& out) const {
+        return node->in_upper ? upper_place(node, out) : lower_place(node, out);
+    }
+    // Keeps fd (an upper directory's) on the node while the daemon's share of such descriptors
+    // allows; else it stays with the caller.
+    void hold_upper_dir(const Node* node, UniqueFd& fd) const;
     int stat_node_locked(const Node* node, struct stat& st);
     void fix_stat(const Node* node, struct stat& st) const;
-    std::string child_lower_path(const Node* parent, std::string_view name) const;
-    void probe_redirected_lowers(Node* node);
-    std::optional<std::string> redirect_target(const Node* parent, std::string_view redirect) const;
+    // Sets node's lowers to where the redirect in its upper copy leads.
+    void follow_upper_redirect(Node* parent, Node* node, std::string_view redirect);
 
     // write helpers (copy_up.cc, dir.cc)
     int copy_up_locked(Node* node);
@@ -253,7 +277,7 @@ private:
     int chown_or_override(int dirfd, const char* rel, const std::string& xattr_path, uid_t uid,
                           gid_t gid, mode_t mode, dev_t rdev, bool force_override,
                           bool& overridden);
-    int change_owner_and_mode(Node* node, int fd, const char* rel, const struct stat& attr,
+    int change_owner_and_mode(Node* node, int fd, const Place& at, const struct stat& attr,
                               int to_set);
     // Set-id bits (setid.cc). What a write or truncation by `cred` clears from the node as the
     // mount shows it (fd: an open descriptor of its upper copy, or -1); `chown` for a change
@@ -268,15 +292,14 @@ private:
     XattrFlavour flavour() const { return flavour_; }
     std::string work_temp_name();
     int merged_is_empty_locked(Node* dir, bool& empty);
-    int remove_upper_dir_locked(const std::string& rel, bool leave_whiteout);
+    int remove_upper_dir_locked(const Place& at, bool leave_whiteout);
     // Sets overlay.SUFFIX (in the mount's flavour) on the entry at xattr_path, a proc_fd_path.
     int set_upper_xattr(const std::string& xattr_path, std::string_view suffix,
                         std::string_view value);
-    int install_from_work_locked(const std::string& tmp, const std::string& dst,
-                                 bool replace_whiteout);
+    int install_from_work_locked(const std::string& tmp, const Place& dst, bool replace_whiteout);
     // Copies up the parent and gives the new entry's upper path; over_whiteout is what the
     // lookup that found no entry said (lookup_locked's upper_whiteout).
-    int prepare_new_name_locked(Node* parent, std::string_view name, std::string& dst);
+    int prepare_new_name_locked(Node* parent, std::string_view name, Place& dst);
     // Gives an entry the daemon made the caller's owner (the group of a setgid parent) and mode.
     int set_new_owner(int dirfd, const char* name, const Credentials& cred, Node* parent,
                       mode_t mode, dev_t rdev = 0, bool device_as_file = false);
@@ -290,6 +313,8 @@ private:
     // Without privilege, owners and modes the host refuses live in user.containers.override_stat.
     bool use_override_;
     ReadFdPool read_fds_;
+    // How many upper directory descriptors the nodes may hold (Node::upper_dir).
+    long dir_fd_limit_;
 
     // Namespace lock: lookups, reads and attribute reads share it; operations that change names
     // or copy up hold it alone, so a merged path computed under it stays valid while in use.

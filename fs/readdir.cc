@@ -67,13 +67,14 @@ void Overlay::drop_listing(Node* dir, const DirListing* listing) {
 
 int Overlay::fsyncdir(Node* dir, bool datasync) {
     if (!dir->in_upper) return 0;  // nothing of it was written
-    std::string rel;
+    UniqueFd fd;
     {
         std::shared_lock lock(tree_);
-        rel = path_of(dir);
+        UniqueFd scratch;
+        int upper_fd;
+        if (int err = upper_dir_fd(dir, scratch, upper_fd)) return err;
+        fd.reset(openat(upper_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     }
-    UniqueFd fd(openat(stack_.fd(kUpperLayer), rel_or_dot(rel),
-                       O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) return errno;
     int rc = datasync ? fdatasync(fd.get()) : fsync(fd.get());
     return rc == 0 ? 0 : errno;
@@ -88,11 +89,12 @@ int Overlay::list_merged_locked(Node* node, std::vector<MergedEntry>& entries) {
     if (node->unlinked) return 0;  // a removed directory still open lists as empty
     std::unordered_set<std::string> upper_names;
     if (node->in_upper) {
-        std::string rel = path_of(node);
-        UniqueFd dir(openat(stack_.fd(kUpperLayer), rel_or_dot(rel),
-                            O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        UniqueFd scratch;
+        int upper_fd;
+        if (int err = upper_dir_fd(node, scratch, upper_fd)) return err;
+        UniqueFd dir(openat(upper_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (!dir) return errno;
-        char opaque = read_opaque_fd(dir.get());
+        char opaque = read_dir_marks_fd(dir.get(), false).opaque;
         int err =
             for_each_dirent(dir.get(), [&](std::string_view name, ino_t d_ino, uint8_t dtype) {
                 bool whiteout = false;

@@ -31,10 +31,10 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
     // early when source and target are one inode; ours are separate FUSE inodes).
     if (dst && src->in_upper && dst->in_upper && !src->is_dir() && !dst->is_dir()) {
         struct stat a, b;
-        int upper = stack_.fd(kUpperLayer);
-        if (fstatat(upper, path_of(src).c_str(), &a, AT_SYMLINK_NOFOLLOW) == 0 &&
-            fstatat(upper, join_path(path_of(new_parent), new_name).c_str(), &b,
-                    AT_SYMLINK_NOFOLLOW) == 0 &&
+        Place pa, pb;
+        if (upper_place(src, pa) == 0 && upper_child_place(new_parent, new_name, pb) == 0 &&
+            fstatat(pa.dirfd, pa.c_name(), &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+            fstatat(pb.dirfd, pb.c_name(), &b, AT_SYMLINK_NOFOLLOW) == 0 &&
             a.st_ino == b.st_ino && a.st_dev == b.st_dev)
             return 0;
     }
@@ -63,17 +63,17 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
     }
     if (int err = copy_up_locked(new_parent)) return err;
 
-    int upper = stack_.fd(kUpperLayer);
-    std::string from = path_of(src);
-    std::string to = join_path(path_of(new_parent), new_name);
+    Place from, to;
+    if (int err = upper_place(src, from)) return err;
+    if (int err = upper_child_place(new_parent, new_name, to)) return err;
     bool src_lower_remains = lower_has_name(parent, name);
     bool dst_lower_below = lower_has_name(new_parent, new_name);
 
     // Where the new name had lower content, the moved directory must not merge with it: it
     // keeps its own lower content through a redirect, or becomes opaque.
-    auto mark_moved_dir = [&](Node* n, const std::string& rel, bool lower_below) -> int {
+    auto mark_moved_dir = [&](Node* n, const Place& at, bool lower_below) -> int {
         if (!n->is_dir()) return 0;
-        std::string xattr_path = stack_.proc_path(kUpperLayer, rel);
+        std::string xattr_path = at.xattr_path();
         if (needs_redirect(n)) return set_upper_xattr(xattr_path, "redirect", "/" + n->lower_path);
         if (lower_below && !n->opaque) {
             if (int err = set_upper_xattr(xattr_path, "opaque", "y")) return err;
@@ -83,7 +83,8 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
     };
 
     if (exchange) {
-        if (renameat2(upper, from.c_str(), upper, to.c_str(), RENAME_EXCHANGE) != 0) return errno;
+        if (renameat2(from.dirfd, from.c_name(), to.dirfd, to.c_name(), RENAME_EXCHANGE) != 0)
+            return errno;
         if (int err = mark_moved_dir(src, to, dst_lower_below)) return err;
         if (int err = mark_moved_dir(dst, from, src_lower_remains)) return err;
         Node* src_node = table_.find(parent, name);
@@ -96,21 +97,21 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
 
     // An upper target that is a whiteout, or a directory holding only whiteouts, goes first.
     struct stat tst;
-    bool target_in_upper = fstatat(upper, to.c_str(), &tst, AT_SYMLINK_NOFOLLOW) == 0;
+    bool target_in_upper = fstatat(to.dirfd, to.c_name(), &tst, AT_SYMLINK_NOFOLLOW) == 0;
     if (target_in_upper && S_ISDIR(tst.st_mode)) {
         if (int err = remove_upper_dir_locked(to, false)) return err;
         target_in_upper = false;
     } else if (target_in_upper && src->is_dir() && !S_ISDIR(tst.st_mode)) {
         // A directory cannot replace the whiteout in one rename(2).
-        if (unlinkat(upper, to.c_str(), 0) != 0) return errno;
+        if (unlinkat(to.dirfd, to.c_name(), 0) != 0) return errno;
         target_in_upper = false;
     }
     if (int err = mark_moved_dir(src, from, dst_lower_below)) return err;
     if (Node* old = table_.find(new_parent, new_name)) keep_open_copy_locked(old);
     unsigned rflags = src_lower_remains ? RENAME_WHITEOUT : 0;
-    if (renameat2(upper, from.c_str(), upper, to.c_str(), rflags) != 0) {
+    if (renameat2(from.dirfd, from.c_name(), to.dirfd, to.c_name(), rflags) != 0) {
         if (!src_lower_remains || (errno != EINVAL && errno != EPERM)) return errno;
-        if (renameat2(upper, from.c_str(), upper, to.c_str(), 0) != 0) return errno;
+        if (renameat2(from.dirfd, from.c_name(), to.dirfd, to.c_name(), 0) != 0) return errno;
         if (int err = make_whiteout_locked(parent, name)) return err;
     }
     if (Node* old = table_.find(new_parent, new_name)) {

@@ -50,8 +50,11 @@ int Overlay::clear_setid_locked(Node* node, int fd, mode_t clear, const struct s
     if (!clear) return 0;
     struct stat attr {};
     attr.st_mode = st.st_mode & ~clear;
-    std::string p = node->unlinked ? std::string() : path_of(node);
-    if (int err = change_owner_and_mode(node, fd, rel_or_dot(p), attr, kSetMode)) return err;
+    Place at;
+    if (!node->unlinked) {
+        if (int err = upper_place(node, at)) return err;
+    }
+    if (int err = change_owner_and_mode(node, fd, at, attr, kSetMode)) return err;
     // The kernel may hold the old mode for this name and its other names.
     pending_invalidations().push_back(Invalidation{reinterpret_cast<uintptr_t>(node), false});
     invalidate_peers(node);

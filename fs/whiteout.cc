@@ -61,14 +61,6 @@ char read_opaque(const std::string& path) {
     });
 }
 
-char read_opaque_fd(int fd) {
-    char list[1024];
-    ssize_t len = flistxattr(fd, list, sizeof list);
-    if (!any_listed(len, list, kOpaqueNames)) return 0;  // one call for the usual no-xattr dir
-    return first_opaque_value(
-        [&](const char* name, char* buf, size_t size) { return fgetxattr(fd, name, buf, size); });
-}
-
 bool has_whiteout_xattr(const std::string& path) {
     for (const char* name : kWhiteoutNames) {
         if (lgetxattr(path.c_str(), name, nullptr, 0) >= 0) return true;
@@ -76,24 +68,54 @@ bool has_whiteout_xattr(const std::string& path) {
     return false;
 }
 
-std::optional<std::string> read_redirect(const std::string& path) {
+// The first redirect xattr that holds a value; `get` is lgetxattr or fgetxattr.
+template <class Get>
+std::optional<std::string> first_redirect(Get&& get) {
     char buf[PATH_MAX];
     for (const char* name : kRedirectNames) {
-        ssize_t n = lgetxattr(path.c_str(), name, buf, sizeof buf);
+        ssize_t n = get(name, buf, sizeof buf);
         if (n > 0) return std::string(buf, static_cast<size_t>(n));
     }
     return std::nullopt;
 }
 
-DirMarks read_dir_marks(const std::string& path, bool want_redirect) {
+std::optional<std::string> read_redirect(const std::string& path) {
+    return first_redirect([&](const char* name, char* buf, size_t size) {
+        return lgetxattr(path.c_str(), name, buf, size);
+    });
+}
+
+namespace {
+
+// A directory's marks from one listxattr; `list` and `get` are the l* or f* calls.
+template <class List, class Get>
+DirMarks dir_marks(List&& list_names, Get&& get, bool want_redirect) {
     DirMarks marks;
     char list[1024];
-    ssize_t len = llistxattr(path.c_str(), list, sizeof list);
+    ssize_t len = list_names(list, sizeof list);
     if (len == 0) return marks;  // the common case: no xattrs at all
-    if (any_listed(len, list, kOpaqueNames)) marks.opaque = read_opaque(path);
+    if (any_listed(len, list, kOpaqueNames)) marks.opaque = first_opaque_value(get);
     if (want_redirect && marks.opaque != 'y' && any_listed(len, list, kRedirectNames))
-        marks.redirect = read_redirect(path);
+        marks.redirect = first_redirect(get);
     return marks;
+}
+
+}  // namespace
+
+DirMarks read_dir_marks(const std::string& path, bool want_redirect) {
+    return dir_marks([&](char* list, size_t size) { return llistxattr(path.c_str(), list, size); },
+                     [&](const char* name, char* buf, size_t size) {
+                         return lgetxattr(path.c_str(), name, buf, size);
+                     },
+                     want_redirect);
+}
+
+DirMarks read_dir_marks_fd(int fd, bool want_redirect) {
+    return dir_marks([&](char* list, size_t size) { return flistxattr(fd, list, size); },
+                     [&](const char* name, char* buf, size_t size) {
+                         return fgetxattr(fd, name, buf, size);
+                     },
+                     want_redirect);
 }
 
 std::optional<std::string> redirect_lower_path(std::string_view parent_lower_path,

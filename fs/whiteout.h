@@ -29,10 +29,8 @@ std::optional<std::string_view> oci_whiteout_target(std::string_view name);
 bool is_private_xattr(std::string_view name);
 
 // The value of overlay.opaque on a directory: 'y' opaque, 'x' holds xattr whiteouts, 0 neither.
-// `path` is one the l*xattr calls take (a proc_fd_path in the daemon); `fd` variants read an
-// open directory.
+// `path` is one the l*xattr calls take (a proc_fd_path in the daemon).
 char read_opaque(const std::string& path);
-char read_opaque_fd(int fd);
 
 // True when the file at `path` carries overlay.whiteout (only meaningful as an empty regular file
 // inside a directory whose opaque value is 'x', as the kernel requires).
@@ -49,6 +47,8 @@ struct DirMarks {
     std::optional<std::string> redirect;
 };
 DirMarks read_dir_marks(const std::string& path, bool want_redirect);
+// The same from an open (not O_PATH) directory.
+DirMarks read_dir_marks_fd(int fd, bool want_redirect);
 
 // Where a redirect value points, as a path inside the lower layers ("" is the layer root): an
 // absolute value ("/a/b") from the root, a relative one a name in the parent's lower directory.

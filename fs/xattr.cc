@@ -24,8 +24,9 @@ int Overlay::getxattr(Node* node, const char* name, std::string& value, size_t s
     if (is_private_xattr(name) || (use_override_ && is_override_name(name))) return ENODATA;
     std::shared_lock lock(tree_);
     if (node->unlinked) return ENOENT;
-    std::string xattr_path =
-        stack_.proc_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
+    Place at;
+    if (int err = top_place(node, at)) return err;
+    std::string xattr_path = at.xattr_path();
     if (size == 0) {
         ssize_t n = lgetxattr(xattr_path.c_str(), name, nullptr, 0);
         if (n < 0) return errno;
@@ -43,8 +44,9 @@ int Overlay::getxattr(Node* node, const char* name, std::string& value, size_t s
 int Overlay::listxattr(Node* node, std::string& names, size_t size) {
     std::shared_lock lock(tree_);
     if (node->unlinked) return ENOENT;
-    std::string xattr_path =
-        stack_.proc_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
+    Place at;
+    if (int err = top_place(node, at)) return err;
+    std::string xattr_path = at.xattr_path();
     std::string raw;
     for (;;) {
         ssize_t n = llistxattr(xattr_path.c_str(), nullptr, 0);
@@ -79,7 +81,9 @@ int Overlay::setxattr(Node* node, const char* name, const char* value, size_t si
     if (is_private_xattr(name) || (use_override_ && is_override_name(name))) return EPERM;
     std::unique_lock lock(tree_);
     if (int err = copy_up_locked(node)) return err;
-    std::string xattr_path = stack_.proc_path(kUpperLayer, path_of(node));
+    Place at;
+    if (int err = upper_place(node, at)) return err;
+    std::string xattr_path = at.xattr_path();
     invalidate_peers(node);
     return xattr_result(lsetxattr(xattr_path.c_str(), name, value, size, flags));
 }
@@ -91,12 +95,14 @@ int Overlay::removexattr(Node* node, const char* name) {
     if (node->unlinked) return ENOENT;
     {
         // Removing a name the file does not have changes nothing and needs no copy-up.
-        std::string xattr_path =
-            stack_.proc_path(node->top_layer(), node->in_upper ? path_of(node) : node->lower_path);
-        if (lgetxattr(xattr_path.c_str(), name, nullptr, 0) < 0) return errno;
+        Place at;
+        if (int err = top_place(node, at)) return err;
+        if (lgetxattr(at.xattr_path().c_str(), name, nullptr, 0) < 0) return errno;
     }
     if (int err = copy_up_locked(node)) return err;
-    std::string xattr_path = stack_.proc_path(kUpperLayer, path_of(node));
+    Place at;
+    if (int err = upper_place(node, at)) return err;
+    std::string xattr_path = at.xattr_path();
     invalidate_peers(node);
     return xattr_result(lremovexattr(xattr_path.c_str(), name));
 }

@@ -43,7 +43,8 @@ protected:
         for (int i = 1; i <= 3; ++i) opts.lowerdirs.push_back(layer(i));
         EXPECT_EQ(stack_.open(opts), "");
         DirIndex idx;
-        EXPECT_EQ(build_dir_index(stack_, {1, 2, 3}, rel, idx), 0);
+        LowerStack candidates = {{1, rel}, {2, rel}, {3, rel}};
+        EXPECT_EQ(build_dir_index(stack_, candidates, RedirectRules{}, idx), 0);
         return idx;
     }
     bool visible(const DirIndex& idx, const std::string& name) {
@@ -111,7 +112,8 @@ TEST_F(DirIndexTest, OciOpaqueMarkerEndsTheMergeBelowItsLayer) {
     EXPECT_TRUE(visible(idx, "mine"));
     EXPECT_FALSE(visible(idx, "below"));
     EXPECT_FALSE(visible(idx, ".wh..wh..opq"));
-    EXPECT_EQ(idx.layers, std::vector<LayerNo>{2});  // layer 1 has no d; layer 3 is cut off
+    ASSERT_EQ(idx.stack.size(), 1u);  // layer 1 has no d; layer 3 is cut off
+    EXPECT_EQ(idx.stack[0].layer, 2);
 }
 
 TEST_F(DirIndexTest, OpaqueXattrEndsTheMergeBelowItsLayer) {
