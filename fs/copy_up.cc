@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <vector>
 
 #include "overlay.h"
 #include "path_util.h"
@@ -101,9 +102,18 @@ int Overlay::copy_up_locked(Node* node) {
     if (node->unlinked) return ENOENT;
     if (node->in_upper) return 0;
     if (int err = check_writable()) return err;
-    if (node->parent) {
-        if (int err = copy_up_locked(node->parent)) return err;
+    // Parents first, from the highest one not yet copied; a loop, not recursion: a tree may be
+    // thousands of directories deep.
+    std::vector<Node*> chain;
+    for (Node* n = node; n && !n->in_upper; n = n->parent) chain.push_back(n);
+    for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+        if ((*it)->unlinked) return ENOENT;
+        if (int err = copy_up_one_locked(*it)) return err;
     }
+    return 0;
+}
+
+int Overlay::copy_up_one_locked(Node* node) {
     LayerNo src_layer = node->top_layer();
     Place src;
     if (int err = lower_place(node, src)) return err;
@@ -174,7 +184,7 @@ int Overlay::copy_up_locked(Node* node) {
     }
     // The parent was copied up above: its upper directory is held or found again.
     Place dst;
-    if (!err) err = upper_place(node, dst);
+    if (!err) err = upper_child_place(node->parent, node->name, dst);
     // Copy-up is no change the user made: the parent keeps its times, as with the kernel.
     struct stat pst;
     bool have_parent_times = !err && fstatat(dst.dirfd, ".", &pst, AT_SYMLINK_NOFOLLOW) == 0;

@@ -305,11 +305,10 @@ int Overlay::upper_child_place(const Node* parent, std::string_view name, Place&
 }
 
 int Overlay::upper_place(const Node* node, Place& out) const {
-    if (!node->parent) {
-        out.owned.reset();
-        out.dirfd = stack_.fd(kUpperLayer);
+    if (node->is_dir()) {
+        // The directory itself, as it was looked up: never whatever took its name since.
         out.name = ".";
-        return 0;
+        return upper_dir_fd(node, out.owned, out.dirfd);
     }
     return upper_child_place(node->parent, node->name, out);
 }

@@ -111,6 +111,8 @@ struct CacheStats {
     long open_files = 0;    // file handles the kernel holds
     long dir_listings = 0;  // merged listings kept for readers part way through them
     ReadFdPool::Stats read_fds;
+    long upper_dir_fds = 0;  // upper directories held by their nodes (Node::upper_dir)
+    long upper_dir_fd_limit = 0;
     long process_fds = -1;  // from /proc/self: every descriptor and the resident set
     long rss_kib = -1;
 };
@@ -234,7 +236,9 @@ private:
     int upper_dir_fd(const Node* dir, UniqueFd& scratch, int& fd) const;
     // The name `name` in parent's upper copy.
     int upper_child_place(const Node* parent, std::string_view name, Place& out) const;
-    // The node's upper copy ("." of the upper root for the root).
+    // The node's upper copy, for what acts on the entry itself (attributes, xattrs, opening):
+    // a directory is reached through its own descriptor (".").  What changes names acts on
+    // upper_child_place of the parent instead.
     int upper_place(const Node* node, Place& out) const;
     // The node's top lower copy.
     int lower_place(const Node* node, Place& out) const;
@@ -252,7 +256,8 @@ private:
 
     // write helpers (copy_up.cc, dir.cc)
     int copy_up_locked(Node* node);
-    int copy_up_parents_locked(Node* node);
+    // Copies up one node whose parent is in the upper layer already.
+    int copy_up_one_locked(Node* node);
     int make_whiteout_locked(Node* parent, std::string_view name);
     int check_writable() const { return read_only_ ? EROFS : 0; }
     bool lower_has_name(Node* parent, std::string_view name);

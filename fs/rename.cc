@@ -64,15 +64,17 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
     if (int err = copy_up_locked(new_parent)) return err;
 
     Place from, to;
-    if (int err = upper_place(src, from)) return err;
+    if (int err = upper_child_place(parent, name, from)) return err;
     if (int err = upper_child_place(new_parent, new_name, to)) return err;
     bool src_lower_remains = lower_has_name(parent, name);
     bool dst_lower_below = lower_has_name(new_parent, new_name);
 
     // Where the new name had lower content, the moved directory must not merge with it: it
     // keeps its own lower content through a redirect, or becomes opaque.
-    auto mark_moved_dir = [&](Node* n, const Place& at, bool lower_below) -> int {
+    auto mark_moved_dir = [&](Node* n, bool lower_below) -> int {
         if (!n->is_dir()) return 0;
+        Place at;  // the directory itself, wherever its name is now
+        if (int err = upper_place(n, at)) return err;
         std::string xattr_path = at.xattr_path();
         if (needs_redirect(n)) return set_upper_xattr(xattr_path, "redirect", "/" + n->lower_path);
         if (lower_below && !n->opaque) {
@@ -85,8 +87,8 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
     if (exchange) {
         if (renameat2(from.dirfd, from.c_name(), to.dirfd, to.c_name(), RENAME_EXCHANGE) != 0)
             return errno;
-        if (int err = mark_moved_dir(src, to, dst_lower_below)) return err;
-        if (int err = mark_moved_dir(dst, from, src_lower_remains)) return err;
+        if (int err = mark_moved_dir(src, dst_lower_below)) return err;
+        if (int err = mark_moved_dir(dst, src_lower_remains)) return err;
         Node* src_node = table_.find(parent, name);
         Node* dst_node = table_.find(new_parent, new_name);
         if (src_node) table_.unhash(src_node);
@@ -106,7 +108,7 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
         if (unlinkat(to.dirfd, to.c_name(), 0) != 0) return errno;
         target_in_upper = false;
     }
-    if (int err = mark_moved_dir(src, from, dst_lower_below)) return err;
+    if (int err = mark_moved_dir(src, dst_lower_below)) return err;
     if (Node* old = table_.find(new_parent, new_name)) keep_open_copy_locked(old);
     unsigned rflags = src_lower_remains ? RENAME_WHITEOUT : 0;
     if (renameat2(from.dirfd, from.c_name(), to.dirfd, to.c_name(), rflags) != 0) {
