@@ -10,7 +10,10 @@
 // merged trees (names, types, modes, owners, sizes, contents, symlink targets, xattrs, nlink of
 // non-directories) and the entries of the upper layers are compared. A "remount" operation
 // unmounts both and mounts them again over the same layers, so state kept only in memory (or in a
-// FUSE cache) shows. At the end of a depth each implementation mounts the other's upper layer and
+// FUSE cache) shows. A "rotate" operation does the same after pushing each side's upper layer
+// down as its new top lower layer (up to 8 lowers), with a fresh upper: redirects, whiteouts and
+// opaque directories one implementation wrote are then read from below, as a committed container
+// layer is. At the end of a depth each implementation mounts the other's upper layer and
 // must show the same tree. The first divergence stops that depth's run and prints the operations
 // leading to it.
 //
@@ -711,6 +714,7 @@ enum class OpKind {
     FdTruncate,
     FdClose,
     Remount,
+    Rotate,
 };
 
 struct KindInfo {
@@ -756,6 +760,7 @@ const std::vector<KindInfo> kKinds = {
     {OpKind::FdTruncate, "fd_truncate", 1},
     {OpKind::FdClose, "fd_close", 1},
     {OpKind::Remount, "remount", 1},
+    {OpKind::Rotate, "rotate", 1},
 };
 
 const char* kind_name(OpKind kind) {
@@ -893,6 +898,7 @@ std::string describe(const Op& op) {
             out << "slot " << op.slot;
             break;
         case OpKind::Remount:
+        case OpKind::Rotate:
             out << "(both mounts)";
             break;
         default:
@@ -903,12 +909,16 @@ std::string describe(const Op& op) {
 }
 
 // One mount under test and the descriptors its operation sequence holds.
+constexpr size_t kMaxRotatedLowers = 8;
+
 struct Side {
     std::string label;
     std::string mnt;
     std::string upper;
     std::string work;
     std::string lowerdirs;  // the lowerdir= value, top first
+    std::string base;       // the directory holding this side's layers
+    int rotations = 0;
     bool laminafs = false;  // mounted with laminafs, else with kernel overlayfs
     bool drop_phantoms = false;
     dev_t fuse_dev = 0;  // the FUSE connection, 0 for kernel overlayfs
@@ -939,6 +949,24 @@ struct Side {
     std::string remount() {
         close_slots();
         unmount(mnt);
+        return mount();
+    }
+    // A container committed and used again: the upper layer is pushed down as the new top
+    // lower layer and a fresh upper takes its place (up to kMaxRotatedLowers lowers in all;
+    // then it is a remount). What one implementation wrote in a layer, it now reads below.
+    std::string rotate() {
+        close_slots();
+        unmount(mnt);
+        size_t lowers = std::count(lowerdirs.begin(), lowerdirs.end(), ':') + 1;
+        if (lowers < kMaxRotatedLowers) {
+            lowerdirs = upper + ":" + lowerdirs;
+            ++rotations;
+            upper = base + "/upper" + std::to_string(rotations);
+            work = base + "/work" + std::to_string(rotations);
+            for (const auto& d : {upper, work}) {
+                if (mkdir(d.c_str(), 0755) != 0) return "mkdir " + d + ": " + strerror(errno);
+            }
+        }
         return mount();
     }
 };
@@ -1107,6 +1135,10 @@ std::string run_op(const Op& op, Side& side) {
         case OpKind::Remount: {
             std::string err = side.remount();
             return err.empty() ? "ok" : "remount failed: " + err;
+        }
+        case OpKind::Rotate: {
+            std::string err = side.rotate();
+            return err.empty() ? "ok" : "rotate failed: " + err;
         }
         case OpKind::FdOpen: {
             int& slot = side.slots[op.slot];
@@ -1327,6 +1359,7 @@ public:
                 if (op.kind == OpKind::FdWrite) op.data = random_bytes(rng_, data_length());
                 break;
             case OpKind::Remount:
+            case OpKind::Rotate:
                 for (auto& held : held_) held.clear();
                 break;
         }
@@ -1574,6 +1607,7 @@ private:
         if (mkdir(base.c_str(), 0755) != 0) return "mkdir " + base + ": " + strerror(errno);
         CommandResult r = run_command({"cp", "-a", "--preserve=all", pristine, base + "/layers"});
         if (r.status != 0) return "cp -a " + pristine + ": " + r.err;
+        side.base = base;
         side.mnt = base + "/mnt";
         side.upper = base + "/upper";
         side.work = base + "/work";

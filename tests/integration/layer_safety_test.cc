@@ -131,7 +131,8 @@ TEST(LayerSafety, a_symlink_planted_as_a_lower_directory_is_never_followed) {
     ASSERT_EQ(::rename((lo + "/d").c_str(), (lo + "/d_old").c_str()), 0);
     ASSERT_EQ(::symlink(target.c_str(), (lo + "/d").c_str()), 0);
     CommandResult r = run_command({"cat", m + "/d/sub/g"});
-    EXPECT_EQ(r.out.find("target secret"), std::string::npos) << r.out;
+    // The kernel still holds g's size, so a read through the symlink shows its first bytes.
+    EXPECT_EQ(r.out.find("target"), std::string::npos) << r.out;
 }
 
 // Makes `depth` nested directories named "a" below root with *at() calls (the path is longer
