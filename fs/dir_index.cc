@@ -75,15 +75,6 @@ std::vector<std::string> split_path(std::string_view path) {
     return names;
 }
 
-std::string join_names(const std::vector<std::string>& names, size_t from, size_t to) {
-    std::string out;
-    for (size_t i = from; i < to; ++i) {
-        if (!out.empty()) out.push_back('/');
-        out.append(names[i]);
-    }
-    return out;
-}
-
 // Where a redirect met at `layer` leads the layers below it: the stack to go on in, the position
 // to go on from and the name to look up there. False for a value the kernel refuses too, which
 // then hides what is below. `prefix` and `rest` are the names before and after the component
@@ -113,44 +104,71 @@ bool follow_redirect(const LayerStack& stack, std::string_view redirect, LayerNo
 void redirect_chase(const LayerStack& stack, LowerStack base, size_t from, std::string name,
                     bool follow, LowerStack& out) {
     LayerNo bottom = static_cast<LayerNo>(stack.end() - 1);
+    bool rooted = !name.empty() && base.size() == static_cast<size_t>(stack.end() - stack.first_lower());
+    for (const LowerDir& d : base) rooted = rooted && d.path.empty();
+    std::vector<std::string> names = split_path(name);
     size_t i = from;
-    while (i < base.size()) {
+    while (i < base.size() && !names.empty()) {
         const LowerDir at = base[i];
-        std::vector<std::string> names = split_path(name);
-        if (names.empty()) return;
+        // The walk in this layer goes on through the directories it finds; a redirect met on
+        // the way changes the name only for the layers below (the kernel rewrites the prefix
+        // of its name in place, counting the rest from the end).
+        std::vector<std::string> below = names;
+        bool absolute = false, stop = false, found = true;
         UniqueFd dir(open_beneath(stack.fd(at.layer), at.path, O_PATH | O_DIRECTORY));
-        bool redirected = false;
         std::string path = at.path;
-        for (size_t k = 0; dir && k < names.size(); ++k) {
+        found = static_cast<bool>(dir);
+        for (size_t k = 0; found && k < names.size(); ++k) {
             const std::string& c = names[k];
             struct stat st;
-            if (fstatat(dir.get(), c.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) break;  // absent
-            if (is_chardev_whiteout(st)) return;
-            if (!S_ISDIR(st.st_mode)) {
-                // An empty file is a whiteout where its directory is marked opaque="x"; a
-                // whiteout or anything else that is not a directory ends the walk alike.
-                return;
+            if (fstatat(dir.get(), c.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+                found = false;  // absent here: the next layer is asked
+                break;
             }
-            UniqueFd child(openat(dir.get(), c.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            // A whiteout, or anything that is not a directory, ends the whole walk.
+            if (!S_ISDIR(st.st_mode)) return;
+            UniqueFd child(
+                openat(dir.get(), c.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
             if (!child) return;
             path = join_path(path, c);
-            bool last = k + 1 == names.size();
-            if (last) out.push_back(LowerDir{at.layer, path});
             // The bottom layer hides nothing and leads nowhere: its marks are not read.
-            DirMarks marks;
-            if (at.layer != bottom) marks = read_dir_marks(proc_fd_path(child.get(), ""), follow);
-            if (marks.opaque == 'y') return;
-            if (marks.redirect) {
-                std::string prefix = join_names(names, 0, k);
-                std::string rest = join_names(names, k + 1, names.size());
-                if (!follow_redirect(stack, *marks.redirect, at.layer, prefix, rest, base, i, name))
-                    return;
-                redirected = true;
-                break;
+            if (at.layer != bottom) {
+                DirMarks marks = read_dir_marks(proc_fd_path(child.get(), ""), follow);
+                if (marks.opaque == 'y') {
+                    stop = true;
+                } else if (marks.redirect) {
+                    const std::string& r = *marks.redirect;
+                    std::vector<std::string> rest(names.begin() + static_cast<long>(k) + 1,
+                                                  names.end());
+                    std::vector<std::string> next;
+                    if (r.starts_with('/')) {
+                        auto target = redirect_lower_path("", r);
+                        if (!target) return;  // refused: hides what is below
+                        next = split_path(*target);
+                        absolute = true;
+                    } else {
+                        if (!redirect_lower_path("", r)) return;
+                        next.assign(below.begin(),
+                                    below.end() - static_cast<long>(names.size() - k));
+                        next.push_back(r);
+                    }
+                    next.insert(next.end(), rest.begin(), rest.end());
+                    below = std::move(next);
+                }
             }
             dir = std::move(child);
         }
-        if (!redirected) ++i;
+        if (found) out.push_back(LowerDir{at.layer, path});
+        if (stop) return;
+        names = std::move(below);
+        if (absolute && !rooted) {
+            // From here on the name is looked up from every layer's root.
+            base = root_lower_stack(stack);
+            rooted = true;
+            i = static_cast<size_t>(at.layer - stack.first_lower()) + 1;
+            continue;
+        }
+        ++i;
     }
 }
 

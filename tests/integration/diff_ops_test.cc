@@ -29,6 +29,7 @@
 //   LAMINA_FUZZ_MINIMIZE=1        on a divergence, replay ever smaller subsets of the operations
 //                                 on fresh copies and print the smallest sequence that still
 //                                 diverges the same way, with the lower entries it touches
+//   LAMINA_FUZZ_KEEP=DIR           on a divergence, copy both sides' layers (k/, f/) to DIR
 //   LAMINA_FUZZ_CANDIDATE=kernel  mount the kernel on both sides: checks the harness (must pass)
 //   LAMINA_FUZZ_DROP_CACHES=1     drop the kernel's caches before each tree comparison, which
 //                                 tells a stale FUSE cache (laminafs did not invalidate) from
@@ -1577,6 +1578,7 @@ public:
     Session& operator=(const Session&) = delete;
 
     const std::string& error() const { return error_; }
+    const std::string& dir() const { return dir_.path(); }
     Side& kernel() { return kernel_; }
     Side& lamina() { return lamina_; }
 
@@ -1878,6 +1880,17 @@ bool run_depth(const Config& cfg, int depth, HangGuard& guard) {
             divergence = compare_state(session, i, notes, cfg.drop_caches);
         }
         guard.disarm();
+    }
+    if (divergence) {
+        if (auto keep = env_text("LAMINA_FUZZ_KEEP")) {
+            // Both sides' layers as they were at the divergence (unmounted first), to look at.
+            session.kernel().close_slots();
+            session.lamina().close_slots();
+            unmount(session.kernel().mnt);
+            unmount(session.lamina().mnt);
+            run_command({"cp", "-a", session.dir(), *keep});
+            std::cout << "layers kept in " << *keep << "\n";
+        }
     }
     if (!divergence) divergence = cross_check(session, steps.empty() ? 0 : steps.size() - 1);
     double seconds =
