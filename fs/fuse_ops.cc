@@ -596,13 +596,13 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t 
                   fuse_file_info* fi) {
     (void)ino;
     if (int err = clear_setid_unflagged(req, *file_of(fi))) {
-        fuse_reply_err(req, err);
+        reply_status(req, err);
         return;
     }
     FileFd fd;
     int err = ov(req).file_fd(*file_of(fi), fd);
     if (!err && fallocate(fd.fd, mode, offset, length) != 0) err = errno;
-    fuse_reply_err(req, err);
+    reply_status(req, err);  // with the set-id clearing's invalidation
 }
 
 void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) {
@@ -623,7 +623,7 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
     (void)ino_in;
     (void)ino_out;
     if (int err = clear_setid_unflagged(req, *file_of(fi_out))) {
-        fuse_reply_err(req, err);
+        reply_status(req, err);
         return;
     }
     FileFd in, out;
@@ -632,10 +632,12 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
     ssize_t n = err ? -1 : copy_file_range(in.fd, &off_in, out.fd, &off_out, len,
                                            static_cast<unsigned>(flags));
     if (n < 0 && !err) err = errno;
-    if (n < 0)
-        fuse_reply_err(req, err);
-    else
-        fuse_reply_write(req, static_cast<size_t>(n));
+    if (n < 0) {
+        reply_status(req, err);
+        return;
+    }
+    send_invalidations(req);
+    fuse_reply_write(req, static_cast<size_t>(n));
 }
 
 }  // namespace

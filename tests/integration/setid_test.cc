@@ -7,6 +7,7 @@
 // mount then shows, and the upper copy has, is compared with kernel overlayfs and with the
 // kernel's rules (setattr_should_drop_suidgid, chown_common).
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <grp.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -39,6 +40,8 @@ struct Case {
     Who who;
     std::function<bool(const std::string& path)> change;  // true on success
     mode_t expected;                                      // kernel's rules
+    bool in_upper = false;  // the file is in the upper layer already: no copy-up on open
+    uid_t owner = kOwner;
 };
 
 bool append(const std::string& path) {
@@ -91,6 +94,25 @@ bool allocate(const std::string& path) {
     return close(fd) == 0 && ok;
 }
 
+// fallocate(2) modes that change data without changing the size: the kernel then has no size
+// change to refresh its cached attributes by, so a daemon that clears the bits must say so.
+// The mode is looked at at once: a reply that left the kernel's cached mode stale shows here,
+// before any later request happens to refresh it.
+bool fallocate_mode(const std::string& path, int mode) {
+    int fd = open(path.c_str(), O_RDWR);
+    if (fd < 0) return false;
+    bool ok = fallocate(fd, mode, 0, 2) == 0;
+    struct stat st;
+    ok = ok && fstat(fd, &st) == 0 && !(st.st_mode & S_ISUID);
+    return close(fd) == 0 && ok;
+}
+
+// The owner sets the bits through the mount (the kernel then holds the mode the daemon
+// replied), then changes the data without write(2).
+bool chmod_then_fallocate(const std::string& path, int mode) {
+    return chmod(path.c_str(), 06666) == 0 && fallocate_mode(path, mode);
+}
+
 const std::vector<Case>& cases() {
     static const std::vector<Case> all = {
         // An unprivileged write clears set-user-ID and, group-executable, set-group-ID.
@@ -102,6 +124,32 @@ const std::vector<Case>& cases() {
         {"user_open_trunc", 06777, kOwner, Who::User, open_truncating, 0777},
         {"user_copy_file_range", 06777, kOwner, Who::User, copy_range_into, 0777},
         {"user_fallocate", 06777, kOwner, Who::User, allocate, 0777},
+        {"user_punch_hole", 06666, kOwner, Who::User,
+         [](const std::string& p) {
+             return fallocate_mode(p, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
+         },
+         0666},
+        {"user_zero_range", 06666, kOwner, Who::User,
+         [](const std::string& p) { return fallocate_mode(p, FALLOC_FL_ZERO_RANGE); }, 0666},
+        // The same on upper files: no copy-up tells the kernel its cached mode is stale.
+        {"upper_user_fallocate", 06777, kOwner, Who::User, allocate, 0777, true},
+        {"upper_user_punch_hole", 06666, kOwner, Who::User,
+         [](const std::string& p) {
+             return fallocate_mode(p, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
+         },
+         0666, true},
+        {"upper_user_zero_range", 06666, kOwner, Who::User,
+         [](const std::string& p) { return fallocate_mode(p, FALLOC_FL_ZERO_RANGE); }, 0666,
+         true},
+        {"upper_user_copy_file_range", 06777, kOwner, Who::User, copy_range_into, 0777, true},
+        {"own_upper_zero_range", 0644, kOwner, Who::User,
+         [](const std::string& p) { return chmod_then_fallocate(p, FALLOC_FL_ZERO_RANGE); },
+         0666, true, kCaller},
+        {"own_upper_punch_hole", 0644, kOwner, Who::User,
+         [](const std::string& p) {
+             return chmod_then_fallocate(p, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
+         },
+         0666, true, kCaller},
         // Set-group-ID without group execute stays for a caller in the file's group (primary or
         // supplementary) and goes for one outside it.
         {"user_sgid_not_in_group", 02666, kOwner, Who::User, append, 0666},
@@ -192,9 +240,9 @@ protected:
         ASSERT_EQ(chmod((dir_ / tag).c_str(), 0755), 0);
         write_file(dir_ / (tag + "/l/" + kCopySource), "source data\n", 0644);
         for (const Case& c : cases()) {
-            std::string p = dir_ / (tag + "/l/" + c.name);
+            std::string p = dir_ / (tag + (c.in_upper ? "/u/" : "/l/") + c.name);
             write_file(p, "some data\n");
-            ASSERT_EQ(chown(p.c_str(), kOwner, c.gid), 0);
+            ASSERT_EQ(chown(p.c_str(), c.owner, c.gid), 0);
             ASSERT_EQ(chmod(p.c_str(), c.mode), 0);
         }
     }
@@ -341,6 +389,44 @@ TEST_F(Setid, writes_cost_no_getxattr_request) {
                 << requests << " requests for " << kWrites << " writes";
         std::printf("%s: %ld requests for %d random 4 KiB writes\n", tag, requests, kWrites);
     }
+}
+
+// The owner of a new file sets both bits and changes it with each fallocate(2) mode; the mode
+// is looked at at once. With killpriv v2 the daemon clears the bits, so its reply must drop the
+// kernel's cached mode (a reply that did not left -rwSrwSrw- in view).
+TEST_F(Setid, fallocate_by_the_owner_clears_set_user_id_as_on_kernel_overlayfs) {
+    if (!can_mount_kernel_overlay()) GTEST_SKIP() << "kernel overlayfs cannot mount here: it is the oracle";
+    if (run_command({"which", "setpriv"}).status != 0) GTEST_SKIP() << "no setpriv (util-linux)";
+    std::string out[2];
+    for (int kernel = 0; kernel < 2; ++kernel) {
+        std::string tag = kernel ? "kfa" : "ffa";
+        for (const char* d : {"l/tmp", "u", "w", "m"}) make_dirs(dir_ / (tag + "/" + d));
+        ASSERT_EQ(chmod((dir_ / tag).c_str(), 0755), 0);
+        ASSERT_EQ(chmod((dir_ / (tag + "/l/tmp")).c_str(), 01777), 0);
+        std::string opts = "lowerdir=" + (dir_ / (tag + "/l")) + ",upperdir=" + (dir_ / (tag + "/u")) +
+                           ",workdir=" + (dir_ / (tag + "/w"));
+        std::string mnt = dir_ / (tag + "/m");
+        if (kernel) {
+            ASSERT_EQ(mount_kernel_overlay(opts, mnt), "");
+        } else {
+            daemon_ = std::make_unique<ForegroundLaminafs>(opts + ",allow_other", mnt,
+                                                           dir_ / (tag + ".log"));
+            ASSERT_EQ(daemon_->start(), "");
+        }
+        MountGuard guard(mnt);
+        std::string script = "cd " + mnt + "/tmp || exit 9\n"
+                             "for mode in '-l 64k' '-p -o 0 -l 4k' '-z -o 0 -l 4096'; do\n"
+                             "  rm -f f; echo data > f; chmod 6666 f\n"
+                             "  fallocate $mode f && stat -c \"$mode %A\" f\n"
+                             "done\n";
+        CommandResult r = run_command({"setpriv", "--reuid=" + std::to_string(kCaller),
+                                       "--regid=" + std::to_string(kCaller), "--clear-groups",
+                                       "sh", "-c", script});
+        out[kernel] = r.out + r.err;
+        if (!kernel) daemon_->stop();
+    }
+    EXPECT_EQ(out[0], out[1]);
+    EXPECT_NE(out[1].find("-z -o 0 -l 4096 -rw-rwSrw-"), std::string::npos) << out[1];
 }
 
 }  // namespace
