@@ -159,6 +159,15 @@ int Overlay::setattr(Node* node, FileHandle* fh, const struct stat& attr, int to
     struct stat before {};
     if ((to_set & (kSetUid | kSetGid)) && !(to_set & kSetMode)) {
         if (int err = setid_to_clear_locked(node, fd, cred, true, chown_clears, before)) return err;
+    } else if ((to_set & ~kSetCtime) == 0 && !node->is_dir()) {
+        // chown(path, -1, -1): the kernel clears set-id bits as for any chown, but with killpriv
+        // v2 it sends only the ctime (which libfuse 3.14 passes on as nothing) and no request to
+        // clear them. Nothing else sends a ctime-only SETATTR (utimensat with both times
+        // UTIME_OMIT returns before the VFS).
+        Credentials as_chown = cred;
+        as_chown.kill_setid = true;
+        if (int err = setid_to_clear_locked(node, fd, as_chown, true, chown_clears, before))
+            return err;
     }
     if (to_set & (kSetMode | kSetUid | kSetGid)) {
         if (int err = change_owner_and_mode(node, fd, at, attr, to_set)) return err;

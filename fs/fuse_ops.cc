@@ -255,7 +255,8 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
-    log_op("setattr", ino);
+    if (spdlog::should_log(spdlog::level::debug))
+        spdlog::debug("setattr ino={:#x} to_set={:#x}", ino, to_set);
     struct stat out;
     int err = ov(req).setattr(node_of(req, ino), fi ? file_of(fi) : nullptr, *attr, to_set,
                               creds(req), out);

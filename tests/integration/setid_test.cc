@@ -166,6 +166,9 @@ const std::vector<Case>& cases() {
          [](const std::string& p) { return chown(p.c_str(), kOwner + 1, -1) == 0; }, 0755},
         {"root_chown_sgid_no_exec", 02644, kOwner, Who::Root,
          [](const std::string& p) { return chown(p.c_str(), kOwner + 1, -1) == 0; }, 02644},
+        // chown(-1, -1) changes no owner and still clears them, as any chown does.
+        {"root_chown_nothing", 06755, kOwner, Who::Root,
+         [](const std::string& p) { return chown(p.c_str(), -1, -1) == 0; }, 0755},
     };
     return all;
 }
