@@ -20,6 +20,11 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
     parent->name_changes++;
     new_parent->name_changes++;
 
+    auto require_empty = [this](Node* dir) {
+        bool empty = false;
+        if (int err = merged_is_empty_locked(dir, empty)) return err;
+        return empty ? 0 : ENOTEMPTY;
+    };
     std::unique_ptr<Node> src_scratch, dst_scratch;
     Node* src = nullptr;
     Node* dst = nullptr;
@@ -46,10 +51,10 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
     if (dst && !exchange) {
         if (src->is_dir() && !dst->is_dir()) return ENOTDIR;
         if (!src->is_dir() && dst->is_dir()) return EISDIR;
-        if (dst->is_dir()) {
-            bool empty = false;
-            if (int err = merged_is_empty_locked(dst, empty)) return err;
-            if (!empty) return ENOTEMPTY;
+        // A target that merges with lower content is checked before anything is copied up; a
+        // pure upper one only by the rename itself, after the copy-ups, as the kernel does.
+        if (dst->is_dir() && !dst->lowers.empty()) {
+            if (int err = require_empty(dst)) return err;
         }
     }
     // A directory with lower content moves only with a redirect, as the kernel does.
@@ -62,6 +67,9 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
         if (int err = copy_up_locked(dst)) return err;
     }
     if (int err = copy_up_locked(new_parent)) return err;
+    if (dst && !exchange && dst->is_dir() && dst->lowers.empty()) {
+        if (int err = require_empty(dst)) return err;
+    }
 
     Place from, to;
     if (int err = upper_child_place(parent, name, from)) return err;
