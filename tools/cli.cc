@@ -18,6 +18,16 @@ const OptionSpec* find_option(const CommandSpec& spec, const std::string& spelli
     return nullptr;
 }
 
+// "-aq": short switches written together, as docker users do.
+bool is_switch_cluster(const CommandSpec& spec, const std::string& arg) {
+    if (arg.size() < 3 || arg[1] == '-') return false;
+    for (size_t k = 1; k < arg.size(); ++k) {
+        const OptionSpec* o = find_option(spec, std::string("-") + arg[k]);
+        if (!o || o->takes_value()) return false;
+    }
+    return true;
+}
+
 }  // namespace
 
 Args parse_args(const std::vector<std::string>& argv, const CommandSpec& spec) {
@@ -46,6 +56,11 @@ Args parse_args(const std::vector<std::string>& argv, const CommandSpec& spec) {
             has_inline = true;
         }
         const OptionSpec* o = find_option(spec, arg);
+        if (!o && is_switch_cluster(spec, arg)) {
+            for (size_t k = 1; k < arg.size(); ++k)
+                a.flags.insert(find_option(spec, std::string("-") + arg[k])->key);
+            continue;
+        }
         if (!o || (has_inline && !o->takes_value()))
             throw UsageError("unknown option " + arg + " for \"lamina " + spec.name +
                              "\" (lamina " + spec.name + " --help lists them)");

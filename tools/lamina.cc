@@ -94,7 +94,7 @@ int run(int argc, char** argv) {
         name += " " + verb;
     }
     std::vector<std::string> rest(args.begin() + static_cast<long>(i), args.end());
-    if (name == "help") return help(rest);
+    if (name == "help" && (rest.empty() || !rest[0].starts_with("-"))) return help(rest);
     const CommandSpec* spec = find_command(name);
     if (!spec) throw UsageError("unknown command \"" + name + "\" (lamina --help lists them)");
     ctx.command = name;

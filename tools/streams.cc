@@ -58,6 +58,8 @@ SpooledStdin::SpooledStdin(const std::string& dir) {
         ::unlink(tmpl.c_str());
     }
     copy_fd(STDIN_FILENO, fd_.get(), "stdin", dir);
+    if (::lseek(fd_.get(), 0, SEEK_END) == 0)
+        throw StoreError("stdin is empty: there is no archive to read");
     path_ = "/proc/self/fd/" + std::to_string(fd_.get());
 }
 
