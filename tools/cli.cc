@@ -86,6 +86,17 @@ void need_operands(const Args& a, size_t min, size_t max) {
     if (a.operands.size() < min || a.operands.size() > max) usage_error(a);
 }
 
+store::Store& Context::store() {
+    if (store_) return *store_;
+    std::string path = store::resolve_store_root(root);
+    bool fresh = ::access(path.c_str(), F_OK) != 0;
+    store_ = std::make_unique<store::Store>(path);
+    if (fresh && !root.empty() && root[0] != '/')
+        std::cerr << "lamina: made a new, empty store at " << path << " (--root " << root
+                  << " is relative to the working directory)\n";
+    return *store_;
+}
+
 void print_json(const json& j) {
     std::cout << j.dump(2) << "\n";
 }

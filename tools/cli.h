@@ -56,10 +56,9 @@ struct Context {
     std::string root;
     std::string format = "table";  // or json
     std::string command;           // as it was typed: "images", "image ls"
-    store::Store& store() {
-        if (!store_) store_ = std::make_unique<store::Store>(store::resolve_store_root(root));
-        return *store_;
-    }
+    // Opens the store on first use; a relative --root that named no store yet is said, since
+    // it depends on the working directory.
+    store::Store& store();
     std::unique_ptr<store::Store> store_;
 };
 

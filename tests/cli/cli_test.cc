@@ -322,5 +322,62 @@ TEST_F(Script, system_prune_asks_first) {
     EXPECT_EQ(images({}), "base:1\napp:2\napp:1") << "the dangling image went";
 }
 
+TEST_F(Script, rmi_by_id_of_an_image_in_two_repositories_needs_force) {
+    std::string id = out_of(lamina({"images", "-q", "app:1"}));
+    out_of(lamina({"tag", "app:1", "mirror/app:1"}));
+    auto r = lamina({"rmi", id});
+    EXPECT_EQ(r.status, 1);
+    EXPECT_EQ(r.err, "lamina: image " + id +
+                         " is named in several repositories (app, mirror/app): remove the names, "
+                         "or use -f\n");
+    EXPECT_EQ(images({"-f", "reference=*/app"}), "mirror/app:1");
+    out_of(lamina({"tag", "app:2", "app:two"}));
+    r = lamina({"rmi", out_of(lamina({"images", "-q", "app:2"}))});
+    EXPECT_EQ(r.status, 0) << "two names in one repository: " << r.err;
+    r = lamina({"rmi", "-f", id});
+    EXPECT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(images({}), "base:1\n<none>:<none>");
+}
+
+TEST(RoughEdges, a_relative_root_that_makes_a_new_store_says_so) {
+    TempDir tmp("lamina-cli");
+    std::string cmd = "cd " + shell_quote(tmp.path()) + " && " + shell_quote(lamina_binary()) +
+                      " --root relstore images -q";
+    auto r = run_shell(cmd);
+    EXPECT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.err, "lamina: made a new, empty store at " + (tmp / "relstore") +
+                         " (--root relstore is relative to the working directory)\n");
+    r = run_shell(cmd);
+    EXPECT_EQ(r.err, "") << "only the first time";
+}
+
+// What the bash completion script offers for a command line whose last word is being typed.
+std::string complete(const Lamina& lamina, const std::vector<std::string>& line) {
+    const char* script = std::getenv("LAMINA_COMPLETION");
+    if (!script) return "LAMINA_COMPLETION is not set";
+    std::string bin_dir = lamina_binary().substr(0, lamina_binary().rfind('/'));
+    std::string words = "lamina --root " + shell_quote(lamina.root());
+    for (const auto& w : line) words += " " + shell_quote(w);
+    auto r = run_command({"bash", "-c",
+                          "PATH=" + shell_quote(bin_dir) + ":$PATH; source " + shell_quote(script) +
+                              "; COMP_WORDS=(" + words +
+                              "); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _lamina; printf '%s\\n' "
+                              "\"${COMPREPLY[@]}\" | sort"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    return r.out;
+}
+
+TEST_F(Script, bash_completion_offers_commands_options_and_names) {
+    EXPECT_EQ(complete(lamina, {"im"}), "image\nimages\nimport\n");
+    EXPECT_EQ(complete(lamina, {"volume", ""}), "create\ninspect\nls\nprune\nrm\n");
+    EXPECT_EQ(complete(lamina, {"images", "--f"}), "--filter\n--format\n");
+    EXPECT_EQ(complete(lamina, {"rmi", "ap"}), "app:1\napp:2\n");
+    EXPECT_EQ(complete(lamina, {"image", "history", "b"}), "base:1\n");
+    out_of(lamina({"create", "--name", "web", "app:1"}));
+    EXPECT_EQ(complete(lamina, {"container", "export", ""}), "web\n");
+    out_of(lamina({"volume", "create", "logs"}));
+    EXPECT_EQ(complete(lamina, {"volume", "rm", ""}), "logs\n");
+}
+
 }  // namespace
 }  // namespace lamina::test
