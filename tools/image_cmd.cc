@@ -361,7 +361,14 @@ int cmd_load(Context& ctx, const Args& a) {
     }
     std::optional<SpooledStdin> spooled;
     if (input == "-") input = spooled.emplace(ctx.store().root()).path();
-    for (const auto& img : ctx.store().load(input)) {
+    std::vector<store::LoadedImage> loaded;
+    try {
+        loaded = ctx.store().load(input);
+    } catch (const StoreError& e) {
+        if (!spooled) throw;
+        throw StoreError(spooled->as_given(e.what()));
+    }
+    for (const auto& img : loaded) {
         for (const auto& w : img.warnings) std::cerr << "lamina: warning: " << w << "\n";
         if (img.names.empty()) std::cout << "Loaded image ID: " << img.id << "\n";
         for (const auto& n : img.names) std::cout << "Loaded image: " << n << "\n";
@@ -377,8 +384,14 @@ int cmd_import(Context& ctx, const Args& a) {
         if (stdin_is_terminal()) throw UsageError("import -: stdin is a terminal, not a tarball");
         input = spooled.emplace(ctx.store().root()).path();
     }
-    auto img = ctx.store().import_tarball(input, a.operands.size() > 1 ? a.operands[1] : "",
-                                          a.value("message"));
+    store::LoadedImage img;
+    try {
+        img = ctx.store().import_tarball(input, a.operands.size() > 1 ? a.operands[1] : "",
+                                         a.value("message"), spooled ? "-" : "");
+    } catch (const StoreError& e) {
+        if (!spooled) throw;
+        throw StoreError(spooled->as_given(e.what()));
+    }
     for (const auto& w : img.warnings) std::cerr << "lamina: warning: " << w << "\n";
     std::cout << img.id << "\n";
     return 0;

@@ -63,6 +63,12 @@ SpooledStdin::SpooledStdin(const std::string& dir) {
     path_ = "/proc/self/fd/" + std::to_string(fd_.get());
 }
 
+std::string SpooledStdin::as_given(std::string message) const {
+    for (size_t pos; (pos = message.find(path_)) != std::string::npos;)
+        message.replace(pos, path_.size(), "stdin");
+    return message;
+}
+
 ScratchDir::ScratchDir(const std::string& dir) {
     std::string tmpl = dir + "/.scratch-XXXXXX";
     if (!::mkdtemp(tmpl.data())) throw_errno("cannot make a scratch directory in", dir, errno);

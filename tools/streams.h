@@ -14,6 +14,8 @@ class SpooledStdin {
 public:
     explicit SpooledStdin(const std::string& dir);
     const std::string& path() const { return path_; }
+    // message with the spooled file's name replaced by "stdin", what the user gave.
+    std::string as_given(std::string message) const;
 
 private:
     UniqueFd fd_;

@@ -253,6 +253,12 @@ TEST_F(Script, save_pipes_into_load_and_import_reads_stdin) {
     auto made = json::parse(out_of(second({"inspect", "piped:1"})));
     EXPECT_EQ(made[0]["Layers"].size(), 1u);
     EXPECT_EQ(read_file(made[0]["Layers"][0]["Path"].get<std::string>() + "/srv/x"), "x");
+    EXPECT_EQ(out_of(second({"history", "--format", "{{.CreatedBy}}", "piped:1"})),
+              "lamina import -");
+    r = run_shell("echo garbage | " + lamina_sh(second) + " load");
+    EXPECT_EQ(r.status, 1);
+    EXPECT_EQ(r.err.find("/proc/"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("cannot load stdin"), std::string::npos) << r.err;
 }
 
 TEST_F(Script, ps_filters_quiet_and_export) {
