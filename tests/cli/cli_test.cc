@@ -261,6 +261,27 @@ TEST_F(Script, save_pipes_into_load_and_import_reads_stdin) {
     EXPECT_NE(r.err.find("cannot load stdin"), std::string::npos) << r.err;
 }
 
+TEST_F(Script, archives_never_go_to_or_come_from_a_terminal) {
+    if (!have_program("script")) GTEST_SKIP() << "script(1) is not installed";
+    // script(1) gives the command a terminal for stdin and stdout.
+    auto on_terminal = [&](const std::string& args) {
+        return run_command({"script", "-qec", lamina_sh(lamina) + " " + args, "/dev/null"});
+    };
+    auto r = on_terminal("save app:1");
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.out.find("refusing to write an archive to a terminal"), std::string::npos) << r.out;
+    r = on_terminal("load");
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.out.find("give -i FILE"), std::string::npos) << r.out;
+    out_of(lamina({"create", "--name", "web", "app:1"}));
+    r = on_terminal("export web");
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.out.find("refusing to write a tar to a terminal"), std::string::npos) << r.out;
+    r = on_terminal("save -o " + shell_quote(tmp / "a.tar") + " app:1");
+    EXPECT_EQ(r.status, 0) << r.out;
+    EXPECT_EQ(out_of(lamina({"load", "-i", tmp / "a.tar"})), "Loaded image: app:1");
+}
+
 TEST_F(Script, ps_filters_quiet_and_export) {
     REQUIRE_FUSE();
     std::string c1 = out_of(lamina({"create", "--name", "web", "app:1"}));
