@@ -78,12 +78,25 @@ Args parse_args(const std::vector<std::string>& argv, const CommandSpec& spec) {
     return a;
 }
 
-void usage_error(const Args& a) {
-    throw UsageError("usage: " + usage_line(*a.spec) + " (lamina " + a.spec->name + " --help)");
+void need_operands(const Args& a, size_t min, size_t max) {
+    if (a.operands.size() < min || a.operands.size() > max)
+        throw UsageError("usage: " + usage_line(*a.spec) + " (lamina " + a.spec->name + " --help)");
 }
 
-void need_operands(const Args& a, size_t min, size_t max) {
-    if (a.operands.size() < min || a.operands.size() > max) usage_error(a);
+std::map<std::string, std::vector<std::string>> split_filters(
+    const std::vector<std::string>& filters, const std::set<std::string>& keys) {
+    std::map<std::string, std::vector<std::string>> out;
+    for (const auto& f : filters) {
+        auto eq = f.find('=');
+        std::string key = f.substr(0, eq);
+        if (eq == std::string::npos || !keys.count(key)) {
+            std::string known;
+            for (const auto& k : keys) known += (known.empty() ? "" : ", ") + k;
+            throw UsageError("bad filter \"" + f + "\": want KEY=VALUE with KEY one of " + known);
+        }
+        out[key].push_back(f.substr(eq + 1));
+    }
+    return out;
 }
 
 store::Store& Context::store() {

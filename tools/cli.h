@@ -50,7 +50,10 @@ struct Args {
 Args parse_args(const std::vector<std::string>& argv, const CommandSpec& spec);
 // Throws the command's usage line unless it has min..max operands.
 void need_operands(const Args& a, size_t min, size_t max);
-[[noreturn]] void usage_error(const Args& a);
+// --filter KEY=VALUE..., by key: values of one key are alternatives, keys must all match
+// (docker's rule). A key not in keys is a usage error.
+std::map<std::string, std::vector<std::string>> split_filters(
+    const std::vector<std::string>& filters, const std::set<std::string>& keys);
 
 struct Context {
     std::string root;
@@ -67,19 +70,14 @@ void print_json(const nlohmann::json& j);
 OutputFormat output_format(const Context& ctx, const Args& a);
 // For commands whose output has no template form: table or json.
 bool wants_json(const Context& ctx, const Args& a);
-// The stream a command writes an archive to: -o FILE, else stdout unless it is a terminal.
+// Archives go to stdout and come from stdin only when those are not terminals.
 bool stdout_is_terminal();
+bool stdin_is_terminal();
 // Prints warning and "Are you sure you want to continue? [y/N]"; true for y or yes.
 bool confirm(const std::string& warning);
-bool stdin_is_terminal();
 
 // An image as `images --format json` and `system df --format json` show it (image_cmd.cc).
 nlohmann::json image_json(const store::ImageSummary& s);
-// The filter label=K or label=K=V against labels.
-bool labels_match(const std::map<std::string, std::string>& labels, const std::string& want);
-// --filter KEY=VALUE..., by key; a key not in keys is a usage error (image_cmd.cc).
-std::map<std::string, std::vector<std::string>> split_filters(
-    const std::vector<std::string>& filters, const std::set<std::string>& keys);
 
 using Handler = std::function<int(Context&, const Args&)>;
 using CommandTable = std::map<std::string, Handler>;

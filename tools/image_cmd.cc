@@ -31,24 +31,6 @@ json image_json(const store::ImageSummary& s) {
             {"Layers", layers}};
 }
 
-// "KEY=VALUE" filters, each key's values kept apart: values of one key are alternatives, keys
-// must all match (docker's rule).
-std::map<std::string, std::vector<std::string>> split_filters(
-    const std::vector<std::string>& filters, const std::set<std::string>& keys) {
-    std::map<std::string, std::vector<std::string>> out;
-    for (const auto& f : filters) {
-        auto eq = f.find('=');
-        std::string key = f.substr(0, eq);
-        if (eq == std::string::npos || !keys.count(key)) {
-            std::string known;
-            for (const auto& k : keys) known += (known.empty() ? "" : ", ") + k;
-            throw UsageError("bad filter \"" + f + "\": want KEY=VALUE with KEY one of " + known);
-        }
-        out[key].push_back(f.substr(eq + 1));
-    }
-    return out;
-}
-
 namespace {
 
 std::map<std::string, std::string> image_labels(const store::ImageRecord& img) {
@@ -64,8 +46,6 @@ std::map<std::string, std::string> image_labels(const store::ImageRecord& img) {
     return out;
 }
 
-}  // namespace
-
 // label=K or label=K=V against a label map.
 bool labels_match(const std::map<std::string, std::string>& labels, const std::string& want) {
     auto eq = want.find('=');
@@ -73,8 +53,6 @@ bool labels_match(const std::map<std::string, std::string>& labels, const std::s
     if (it == labels.end()) return false;
     return eq == std::string::npos || it->second == want.substr(eq + 1);
 }
-
-namespace {
 
 // docker's reference filter: a glob over "repo" or "repo:tag".
 bool reference_matches(const std::string& pattern, const std::string& name) {
