@@ -118,17 +118,28 @@ std::string Template::render(const json& data) const {
         }
         const json* v = &data;
         std::string walked;
+        bool missing = false;
         for (const auto& name : p.path) {
             walked += "." + name;
-            if (!v->is_object() || !v->contains(name)) {
-                std::string known;
-                if (v->is_object())
-                    for (const auto& [k, item] : v->items())
-                        known += (known.empty() ? "" : ", ") + k;
-                throw UsageError("--format: no field " + walked +
-                                 (known.empty() ? "" : " (fields: " + known + ")"));
+            if (v->is_object() && v->contains(name)) {
+                v = &(*v)[name];
+                continue;
             }
-            v = &(*v)[name];
+            // Below the top, objects are maps (labels, a config), where Go prints <no value>
+            // for a key that is not there; the top's fields are the listing's, fixed.
+            if (v != &data && v->is_object()) {
+                missing = true;
+                break;
+            }
+            std::string known;
+            if (v->is_object())
+                for (const auto& [k, item] : v->items()) known += (known.empty() ? "" : ", ") + k;
+            throw UsageError("--format: no field " + walked +
+                             (known.empty() ? "" : " (fields: " + known + ")"));
+        }
+        if (missing) {
+            out += "<no value>";
+            continue;
         }
         if (p.function == "json") {
             out += v->dump();

@@ -223,6 +223,12 @@ TEST_F(Script, inspect_format_renders_each_object) {
     EXPECT_EQ(out_of(lamina({"image", "inspect", "-f", "{{json .Config.config.Labels}}", "app:1"})),
               R"({"tier":"web"})");
     EXPECT_EQ(out_of(lamina({"inspect", "--format", "{{.RepoTags}}", "app:1"})), "[app:1]");
+    EXPECT_EQ(
+        out_of(lamina({"inspect", "-f", "{{.Config.config.Labels.tier}}", "app:1", "base:1"})),
+        "web\n<no value>")
+        << "a key missing from a map below the top is Go's <no value>";
+    EXPECT_EQ(lamina({"inspect", "-f", "{{.Config.created.x}}", "app:1"}).status, 2)
+        << "a field of a string";
     auto r = lamina({"inspect", "nothere"});
     EXPECT_EQ(r.status, 1);
     EXPECT_EQ(r.err, "lamina: no such image or container: nothere\n");
