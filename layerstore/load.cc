@@ -293,7 +293,7 @@ std::vector<LoadedImage> Store::load(const std::string& path) {
 }
 
 LoadedImage Store::import_tarball(const std::string& tarball, const std::string& ref,
-                                  const std::string& message) {
+                                  const std::string& message, const std::string& shown_as) {
     Layout l{root_};
     std::string name = ref.empty() ? "" : normalize_reference(ref);
     StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
@@ -308,12 +308,13 @@ LoadedImage Store::import_tarball(const std::string& tarball, const std::string&
         std::string diff_id = unpack_tar(tarball, probe, opts).diff_id;
         remove_tree(probe);
         std::string now = format_rfc3339(now_seconds());
+        std::string source = shown_as.empty() ? tarball : shown_as;
         json cfg = {{"architecture", host_arch()},
                     {"os", "linux"},
                     {"created", now},
                     {"config", json::object()},
                     {"rootfs", {{"type", "layers"}, {"diff_ids", {diff_id}}}},
-                    {"history", {{{"created", now}, {"created_by", "lamina import " + tarball}}}}};
+                    {"history", {{{"created", now}, {"created_by", "lamina import " + source}}}}};
         if (!message.empty()) cfg["history"][0]["comment"] = message;
         SourceLayer sl;
         sl.path = tarball;

@@ -376,6 +376,17 @@ std::vector<std::string> Store::remove_image(const std::string& ref, bool force)
         tx.commit();
         return {"Untagged: " + name};
     }
+    // By ID, an image named in more than one repository goes only with force, as docker rmi.
+    if (name.empty() && !force) {
+        std::set<std::string> repos;
+        for (const auto& n : img.names) repos.insert(split_reference(n).first);
+        if (repos.size() > 1) {
+            std::string listed;
+            for (const auto& r : repos) listed += (listed.empty() ? "" : ", ") + r;
+            throw StoreError("image " + ref + " is named in several repositories (" + listed +
+                             "): remove the names, or use -f");
+        }
+    }
     std::vector<std::string> users;
     {
         Stmt st(*db_, "SELECT id FROM containers WHERE image_id = ?");

@@ -149,8 +149,9 @@ public:
 
     // Images.
     std::vector<LoadedImage> load(const std::string& path);  // archive file or OCI layout dir
+    // shown_as names the tarball in the image's history instead of its path ("-" for stdin).
     LoadedImage import_tarball(const std::string& tarball, const std::string& ref,
-                               const std::string& message = "");
+                               const std::string& message = "", const std::string& shown_as = "");
     void save(const std::vector<std::string>& refs, const std::string& output,
               ArchiveFormat format);
     std::vector<ImageSummary> images();

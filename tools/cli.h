@@ -1,6 +1,6 @@
 // What every lamina command shares: parsed arguments, the context (store root, output format),
-// and the table that maps command names to handlers. Each group of commands lives in its own
-// file and adds itself to the table through an add_*_commands function declared here.
+// and the table that maps command names (as tools/usage.cc spells them) to handlers. Each group
+// of commands lives in its own file and adds itself through an add_*_commands function here.
 #pragma once
 
 #include <functional>
@@ -14,7 +14,9 @@
 #include <nlohmann/json.hpp>
 
 #include "config.h"
+#include "format.h"
 #include "store.h"
+#include "usage.h"
 
 namespace lamina::cli {
 
@@ -23,9 +25,12 @@ struct UsageError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-// A command's options: which take a value, which are switches; the rest are operands.
-// A value option given several times keeps every value in `lists` (for -v, --label, ...).
+// A command's options, by the keys of its CommandSpec; the rest are operands. A value option
+// given several times keeps every value in `lists` (for -v, --label, ...).
 struct Args {
+    const CommandSpec* spec = nullptr;
+    bool help = false;  // -h or --help: the caller prints the command's help instead
+
     std::map<std::string, std::string> values;
     std::map<std::string, std::vector<std::string>> lists;
     std::set<std::string> flags;
@@ -42,36 +47,49 @@ struct Args {
     }
 };
 
-// with_value and switches map each spelling ("-q", "--quiet") to the option's key ("quiet").
-Args parse_args(const std::vector<std::string>& argv,
-                const std::map<std::string, std::string>& with_value,
-                const std::map<std::string, std::string>& switches);
-void need_operands(const Args& a, size_t min, size_t max, const std::string& usage);
+Args parse_args(const std::vector<std::string>& argv, const CommandSpec& spec);
+// Throws the command's usage line unless it has min..max operands.
+void need_operands(const Args& a, size_t min, size_t max);
+// --filter KEY=VALUE..., by key: values of one key are alternatives, keys must all match
+// (docker's rule). A key not in keys is a usage error.
+std::map<std::string, std::vector<std::string>> split_filters(
+    const std::vector<std::string>& filters, const std::set<std::string>& keys);
 
 struct Context {
     std::string root;
     std::string format = "table";  // or json
-    bool json() const { return format == "json"; }
-    store::Store& store() {
-        if (!store_) store_ = std::make_unique<store::Store>(store::resolve_store_root(root));
-        return *store_;
-    }
+    std::string command;           // as it was typed: "images", "image ls"
+    // Opens the store on first use; a relative --root that named no store yet is said, since
+    // it depends on the working directory.
+    store::Store& store();
     std::unique_ptr<store::Store> store_;
 };
 
 void print_json(const nlohmann::json& j);
-// The --format of this command, else the global one; table or json.
-std::string output_format(const Context& ctx, const Args& a);
+// The --format of this command, else the global one (table or json).
+OutputFormat output_format(const Context& ctx, const Args& a);
+// For commands whose output has no template form: table or json.
+bool wants_json(const Context& ctx, const Args& a);
+// Archives go to stdout and come from stdin only when those are not terminals.
+bool stdout_is_terminal();
+bool stdin_is_terminal();
+// Prints warning and "Are you sure you want to continue? [y/N]"; true for y or yes.
+bool confirm(const std::string& warning);
 
-struct Command {
-    std::function<int(Context&, const Args&)> run;
-    std::map<std::string, std::string> with_value;
-    std::map<std::string, std::string> switches;
-};
-using CommandTable = std::map<std::string, Command>;
+// An image as `images --format json` and `system df --format json` show it (image_cmd.cc).
+nlohmann::json image_json(const store::ImageSummary& s);
 
+using Handler = std::function<int(Context&, const Args&)>;
+using CommandTable = std::map<std::string, Handler>;
+
+// images, history, inspect, tag, rmi, load, import, save (image_cmd.cc).
+void add_image_commands(CommandTable& commands);
+// create, mount, umount, ps, rm, diff, commit, export (container_cmd.cc).
+void add_container_commands(CommandTable& commands);
 // `lamina volume ...` (volume_cmd.cc).
 void add_volume_commands(CommandTable& commands);
+// system df, system prune, info (system_cmd.cc).
+void add_system_commands(CommandTable& commands);
 
 // pull, push, login, logout (tools/registry_cmd.cc).
 void add_registry_commands(CommandTable& commands);

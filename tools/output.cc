@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "store.h"
+
 namespace lamina::cli {
 
 std::string Table::render() const {
@@ -58,6 +60,14 @@ std::string human_age(int64_t then, int64_t now) {
     if (s < 86400 * 60) return plural(s / (86400 * 7), "week");
     if (s < 86400 * 365 * 2) return plural(s / (86400 * 30), "month");
     return plural(s / (86400 * 365), "year");
+}
+
+std::string docker_time(int64_t seconds) {
+    if (seconds <= 0) return "N/A";
+    std::string t = store::format_rfc3339(seconds);  // 2024-01-02T03:04:05Z
+    t[10] = ' ';
+    t.pop_back();
+    return t + " +0000 UTC";
 }
 
 std::string short_id(const std::string& id) {

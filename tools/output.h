@@ -22,6 +22,8 @@ private:
 std::string human_size(int64_t bytes);
 // "3 minutes ago", "2 days ago", "About an hour ago".
 std::string human_age(int64_t then, int64_t now);
+// "2024-01-02 03:04:05 +0000 UTC", as docker's CreatedAt.
+std::string docker_time(int64_t seconds);
 // The first 12 hex digits of an ID, without "sha256:".
 std::string short_id(const std::string& id);
 // Shortens s to at most n characters with "…" replaced by "...".

@@ -53,9 +53,7 @@ std::string registry_operand(std::string text) {
 }
 
 int cmd_pull(Context& ctx, const Args& a) {
-    need_operands(a, 1, 1,
-                  "pull [--platform OS/ARCH[/VARIANT]] [--max-concurrent-downloads N] "
-                  "[--tls-verify=false] [-q] NAME[:TAG|@DIGEST]");
+    need_operands(a, 1, 1);
     Reference ref = reference_operand(a.operands[0]);
     registry::PullOptions o;
     if (a.values.count("platform")) {
@@ -91,7 +89,7 @@ int cmd_pull(Context& ctx, const Args& a) {
 }
 
 int cmd_push(Context& ctx, const Args& a) {
-    need_operands(a, 1, 2, "push [--tls-verify=false] [-q] IMAGE [DESTINATION]");
+    need_operands(a, 1, 2);
     std::string local = a.operands[0];
     Reference dest = reference_operand(a.operands.size() == 2 ? a.operands[1] : local);
     registry::PushOptions o;
@@ -124,8 +122,7 @@ std::string read_password_from_terminal() {
 }
 
 int cmd_login(Context&, const Args& a) {
-    need_operands(a, 1, 1,
-                  "login [-u USER] [-p PASSWORD | --password-stdin] [--tls-verify=false] REGISTRY");
+    need_operands(a, 1, 1);
     std::string host = registry_operand(a.operands[0]);
     registry::Credentials c;
     c.username = a.value("username");
@@ -166,7 +163,7 @@ int cmd_login(Context&, const Args& a) {
 }
 
 int cmd_logout(Context&, const Args& a) {
-    need_operands(a, 1, 1, "logout REGISTRY");
+    need_operands(a, 1, 1);
     std::string host = registry_operand(a.operands[0]);
     Settings settings = load_settings();
     if (!registry::remove_credentials(settings, host))
@@ -179,22 +176,10 @@ int cmd_logout(Context&, const Args& a) {
 }  // namespace
 
 void add_registry_commands(CommandTable& commands) {
-    const std::map<std::string, std::string> tls = {{"--tls-verify", "tls-verify"}};
-    const std::map<std::string, std::string> quiet = {{"-q", "quiet"}, {"--quiet", "quiet"}};
-    commands["pull"] = {cmd_pull,
-                        {{"--platform", "platform"},
-                         {"--max-concurrent-downloads", "max-concurrent-downloads"},
-                         {"--tls-verify", "tls-verify"}},
-                        quiet};
-    commands["push"] = {cmd_push, tls, quiet};
-    commands["login"] = {cmd_login,
-                         {{"-u", "username"},
-                          {"--username", "username"},
-                          {"-p", "password"},
-                          {"--password", "password"},
-                          {"--tls-verify", "tls-verify"}},
-                         {{"--password-stdin", "password-stdin"}}};
-    commands["logout"] = {cmd_logout, {}, {}};
+    commands["pull"] = cmd_pull;
+    commands["push"] = cmd_push;
+    commands["login"] = cmd_login;
+    commands["logout"] = cmd_logout;
 }
 
 }  // namespace lamina::cli

@@ -1,6 +1,4 @@
 // `lamina volume create|ls|inspect|rm|prune`: Docker's volume commands over the store's volumes.
-#include <unistd.h>
-
 #include <iostream>
 
 #include "cli.h"
@@ -39,14 +37,12 @@ json volume_json(const VolumeRecord& v) {
 }
 
 int volume_create(Context& ctx, const Args& a) {
-    if (a.operands.size() > 2)
-        throw UsageError(
-            "usage: lamina volume create [--label K=V]... [--driver local] [--opt K=V]... [NAME]");
+    need_operands(a, 0, 1);
     std::string name = a.value("name");
-    if (a.operands.size() == 2) {
-        if (!name.empty() && name != a.operands[1])
-            throw UsageError("conflicting volume names: --name " + name + " and " + a.operands[1]);
-        name = a.operands[1];
+    if (a.operands.size() == 1) {
+        if (!name.empty() && name != a.operands[0])
+            throw UsageError("conflicting volume names: --name " + name + " and " + a.operands[0]);
+        name = a.operands[0];
     }
     store::VolumeCreateOptions opts;
     opts.name = name;
@@ -57,16 +53,10 @@ int volume_create(Context& ctx, const Args& a) {
     return 0;
 }
 
-// `ls -f X` is Docker's short --filter, while `rm -f` and `prune -f` are --force: the group
-// parses -f as the switch, so ls takes the operands that follow it as filters.
 int volume_ls(Context& ctx, const Args& a) {
-    std::vector<std::string> filters = a.all("filter");
-    if (a.operands.size() > 1) {
-        if (!a.has("force"))
-            throw UsageError("usage: lamina volume ls [-q] [--filter KEY=VALUE]...");
-        filters.insert(filters.end(), a.operands.begin() + 1, a.operands.end());
-    }
-    auto filter = store::parse_volume_filters(filters);
+    need_operands(a, 0, 0);
+    auto format = output_format(ctx, a);
+    auto filter = store::parse_volume_filters(a.all("filter"));
     std::vector<VolumeRecord> shown;
     for (auto& v : ctx.store().volumes())
         if (filter.matches(v)) shown.push_back(std::move(v));
@@ -74,39 +64,63 @@ int volume_ls(Context& ctx, const Args& a) {
         for (const auto& v : shown) std::cout << v.name << "\n";
         return 0;
     }
-    if (output_format(ctx, a) == "json") {
+    if (format.kind == OutputFormat::Kind::Json) {
         json out = json::array();
         for (const auto& v : shown) out.push_back(volume_json(v));
         print_json(out);
         return 0;
     }
-    Table t({"DRIVER", "VOLUME NAME"});
-    for (const auto& v : shown) t.add({v.driver, v.name});
-    std::cout << t.render();
+    Listing l;
+    l.headers = {{"Name", "VOLUME NAME"}, {"Driver", "DRIVER"},
+                 {"Scope", "SCOPE"},      {"Mountpoint", "MOUNTPOINT"},
+                 {"Labels", "LABELS"},    {"Links", "LINKS"},
+                 {"Size", "SIZE"}};
+    l.default_table = "table {{.Driver}}\t{{.Name}}";
+    for (const auto& v : shown) {
+        std::string labels;
+        for (const auto& [k, val] : v.labels) labels += (labels.empty() ? "" : ",") + k + "=" + val;
+        l.rows.push_back({{"Name", v.name},
+                          {"Driver", v.driver},
+                          {"Scope", "local"},
+                          {"Mountpoint", v.mountpoint},
+                          {"Labels", labels},
+                          {"Links", std::to_string(v.users.size())},
+                          {"Size", "N/A"}});
+    }
+    print_listing(l, format);
     return 0;
 }
 
 int volume_inspect(Context& ctx, const Args& a) {
-    if (a.operands.size() < 2) throw UsageError("usage: lamina volume inspect NAME...");
-    json out = json::array();
+    need_operands(a, 1, SIZE_MAX);
+    std::string format = a.value("format", "json");
+    if (format != "json" && format.find("{{") == std::string::npos)
+        throw UsageError(
+            "--format must be json or a Go template such as '{{.Mountpoint}}', not \"" + format +
+            "\"");
+    if (format != "json") Template check(format);
+    std::vector<json> out;
     int rc = 0;
-    for (size_t i = 1; i < a.operands.size(); ++i) {
+    for (const auto& name : a.operands) {
         try {
-            out.push_back(volume_json(ctx.store().volume(a.operands[i])));
+            out.push_back(volume_json(ctx.store().volume(name)));
         } catch (const StoreError& e) {
             std::cerr << "lamina: " << e.what() << "\n";
             rc = 1;
         }
     }
-    print_json(out);
+    if (format == "json") {
+        print_json(out);
+    } else {
+        print_each(out, format);
+    }
     return rc;
 }
 
 int volume_rm(Context& ctx, const Args& a) {
-    if (a.operands.size() < 2) throw UsageError("usage: lamina volume rm [-f] NAME...");
+    need_operands(a, 1, SIZE_MAX);
     int rc = 0;
-    for (size_t i = 1; i < a.operands.size(); ++i) {
-        const auto& name = a.operands[i];
+    for (const auto& name : a.operands) {
         try {
             ctx.store().remove_volume(name);
             std::cout << name << "\n";
@@ -121,20 +135,13 @@ int volume_rm(Context& ctx, const Args& a) {
 }
 
 int volume_prune(Context& ctx, const Args& a) {
-    if (a.operands.size() > 1) throw UsageError("usage: lamina volume prune [-a] [-f]");
-    if (!a.has("force")) {
-        std::cout << (a.has("all") ? "WARNING! This will remove all local volumes not used by "
-                                     "at least one container."
-                                   : "WARNING! This will remove anonymous local volumes not used "
-                                     "by at least one container.")
-                  << "\nAre you sure you want to continue? [y/N] " << std::flush;
-        std::string answer;
-        std::getline(std::cin, answer);
-        if (answer != "y" && answer != "Y" && answer != "yes") {
-            std::cout << "\n";
-            return 0;
-        }
-    }
+    need_operands(a, 0, 0);
+    if (!a.has("force") &&
+        !confirm(a.has("all") ? "WARNING! This will remove all local volumes not used by at "
+                                "least one container."
+                              : "WARNING! This will remove anonymous local volumes not used by "
+                                "at least one container."))
+        return 0;
     auto r = ctx.store().prune_volumes(a.has("all"));
     if (!r.volumes.empty()) {
         std::cout << "Deleted Volumes:\n";
@@ -145,37 +152,14 @@ int volume_prune(Context& ctx, const Args& a) {
     return 0;
 }
 
-int cmd_volume(Context& ctx, const Args& a) {
-    const char* usage =
-        "usage: lamina volume create|ls|inspect|rm|prune ... (lamina(1), \"Volumes\")";
-    if (a.operands.empty()) throw UsageError(usage);
-    const std::string& sub = a.operands[0];
-    if (sub == "create") return volume_create(ctx, a);
-    if (sub == "ls" || sub == "list") return volume_ls(ctx, a);
-    if (sub == "inspect") return volume_inspect(ctx, a);
-    if (sub == "rm" || sub == "remove") return volume_rm(ctx, a);
-    if (sub == "prune") return volume_prune(ctx, a);
-    throw UsageError("unknown volume command \"" + sub + "\" (create, ls, inspect, rm, prune)");
-}
-
 }  // namespace
 
 void add_volume_commands(CommandTable& commands) {
-    commands["volume"] = {cmd_volume,
-                          {{"--label", "label"},
-                           {"--driver", "driver"},
-                           {"-d", "driver"},
-                           {"--opt", "opt"},
-                           {"-o", "opt"},
-                           {"--name", "name"},
-                           {"--filter", "filter"},
-                           {"--format", "format"}},
-                          {{"-q", "quiet"},
-                           {"--quiet", "quiet"},
-                           {"-f", "force"},
-                           {"--force", "force"},
-                           {"-a", "all"},
-                           {"--all", "all"}}};
+    commands["volume create"] = volume_create;
+    commands["volume ls"] = volume_ls;
+    commands["volume inspect"] = volume_inspect;
+    commands["volume rm"] = volume_rm;
+    commands["volume prune"] = volume_prune;
 }
 
 }  // namespace lamina::cli
