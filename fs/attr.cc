@@ -43,8 +43,9 @@ void Overlay::show_ownership(const Node* node, struct stat& st) const {
         Place at;
         if (!node->unlinked) {
             if (top_place(node, at) == 0) xattr_path = at.xattr_path();
-        } else if (node->unlinked_fd)
-            xattr_path = "/proc/self/fd/" + std::to_string(node->unlinked_fd.get());
+        } else if (int fd = gone_copy_fd(node); fd >= 0) {
+            xattr_path = "/proc/self/fd/" + std::to_string(fd);
+        }
         if (!xattr_path.empty()) {
             if (auto o = read_override_stat(xattr_path)) apply_override(*o, st);
         }
@@ -142,6 +143,9 @@ int Overlay::setattr(Node* node, FileHandle* fh, const struct stat& attr, int to
     FileFd handle_fd;
     if (fh && file_fd_locked(*fh, handle_fd) == 0 && !handle_fd.upper) handle_fd = FileFd{};
     int fd = handle_fd.fd;
+    // Through a descriptor of a name since removed or replaced (fchmod, fchown): its copy.
+    UniqueFd gone;
+    if (node->unlinked && fd < 0 && open_gone_copy(node, gone) == 0) fd = gone.get();
     if (!(node->unlinked && fd >= 0)) {
         if (int err = copy_up_locked(node)) return err;
     }

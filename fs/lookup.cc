@@ -252,9 +252,27 @@ void Overlay::keep_open_copy_locked(Node* node) {
     node->unlinked_fd.reset(openat(at.dirfd, at.c_name(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
 }
 
+int Overlay::gone_copy_fd(const Node* node) const {
+    if (node->unlinked_fd) return node->unlinked_fd.get();
+    if (node->is_dir() && node->in_upper) return node->upper_dir.get();
+    return -1;
+}
+
+int Overlay::open_gone_copy(const Node* node, UniqueFd& out) const {
+    // Lower copies are not changed in place, and other kinds could block or act when opened.
+    if (!node->in_upper || !(S_ISREG(node->type) || S_ISDIR(node->type))) return ENOENT;
+    int fd = gone_copy_fd(node);
+    if (fd < 0) return ENOENT;
+    std::string proc = "/proc/self/fd/" + std::to_string(fd);
+    int flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | (node->is_dir() ? O_DIRECTORY : 0);
+    out.reset(::open(proc.c_str(), flags));
+    return out ? 0 : errno;
+}
+
 int Overlay::stat_node_locked(const Node* node, struct stat& st) {
     if (node->unlinked) {
-        if (!node->unlinked_fd || fstat(node->unlinked_fd.get(), &st) != 0) return ENOENT;
+        int fd = gone_copy_fd(node);
+        if (fd < 0 || fstat(fd, &st) != 0) return ENOENT;
         fix_stat(node, st);
         return 0;
     }
@@ -322,6 +340,10 @@ int Overlay::lower_place(const Node* node, Place& out) const {
 // computes the same number from the layer and d_ino.
 void Overlay::fix_stat(const Node* node, struct stat& st) const {
     st.st_ino = make_ino(node->top_layer(), st.st_ino);
+    // A merged directory's link count would need its subdirectories counted in every layer:
+    // the kernel shows 1, which tells find(1) and friends not to trust it, and so does laminafs.
+    bool merged = node->in_upper ? !node->lowers.empty() : node->lowers.size() > 1;
+    if (S_ISDIR(st.st_mode) && merged) st.st_nlink = 1;
     show_ownership(node, st);
 }
 

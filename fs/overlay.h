@@ -262,6 +262,16 @@ private:
     int check_writable() const { return read_only_ ? EROFS : 0; }
     bool lower_has_name(Node* parent, std::string_view name);
     int finish_entry_locked(Node* parent, std::string_view name, EntryReply& out);
+    // An unlinked or renamed-over node's copy, which open descriptors still reach: the one
+    // kept for an open file, or an upper directory's own (-1: none). open_gone_copy gives a
+    // descriptor of it that the f* calls take (fchmod, fsetxattr...), for an upper regular file
+    // or directory.
+    int gone_copy_fd(const Node* node) const;
+    // Where the xattr calls on node go (xattr.cc): a path, and whether the calls must follow it
+    // (the /proc link of a removed node's copy) rather than act on it. `change`: the upper copy,
+    // copied up first.
+    int xattr_target_locked(Node* node, bool change, std::string& path, bool& via_link);
+    int open_gone_copy(const Node* node, UniqueFd& out) const;
     // Before a name goes away: keeps a descriptor of the copy if the node is open.
     void keep_open_copy_locked(Node* node);
     // Puts a freshly looked-up node in the table (or takes the one there) and fills `out`.

@@ -17,25 +17,66 @@ bool is_override_name(std::string_view name) {
     return name == kOverrideStatXattr;
 }
 
+// Where the xattr calls go: an entry reached through a Place, with the l* calls; or the copy a
+// removed or renamed-over node still has, through the /proc link of its kept descriptor, which
+// only the following calls go through (the l* ones would act on the link).
+struct XattrTarget {
+    std::string path;
+    bool via_link = false;
+
+    ssize_t get(const char* name, void* value, size_t size) const {
+        return via_link ? ::getxattr(path.c_str(), name, value, size)
+                        : lgetxattr(path.c_str(), name, value, size);
+    }
+    ssize_t list(char* names, size_t size) const {
+        return via_link ? ::listxattr(path.c_str(), names, size)
+                        : llistxattr(path.c_str(), names, size);
+    }
+    int set(const char* name, const void* value, size_t size, int flags) const {
+        return via_link ? ::setxattr(path.c_str(), name, value, size, flags)
+                        : lsetxattr(path.c_str(), name, value, size, flags);
+    }
+    int remove(const char* name) const {
+        return via_link ? ::removexattr(path.c_str(), name) : lremovexattr(path.c_str(), name);
+    }
+};
+
 }  // namespace
+
+int Overlay::xattr_target_locked(Node* node, bool change, std::string& path, bool& via_link) {
+    via_link = false;
+    if (node->unlinked) {
+        // Changes only to an upper copy: a removed lower copy is not copied up any more.
+        int fd = change && !node->in_upper ? -1 : gone_copy_fd(node);
+        if (fd < 0) return ENOENT;
+        path = "/proc/self/fd/" + std::to_string(fd);
+        via_link = true;
+        return 0;
+    }
+    if (change) {
+        if (int err = copy_up_locked(node)) return err;
+    }
+    Place at;
+    if (int err = change ? upper_place(node, at) : top_place(node, at)) return err;
+    path = at.xattr_path();
+    return 0;
+}
 
 int Overlay::getxattr(Node* node, const char* name, std::string& value, size_t size) {
     // An override the daemon honours is shown through stat, not as an xattr.
     if (is_private_xattr(name) || (use_override_ && is_override_name(name))) return ENODATA;
     std::shared_lock lock(tree_);
-    if (node->unlinked) return ENOENT;
-    Place at;
-    if (int err = top_place(node, at)) return err;
-    std::string xattr_path = at.xattr_path();
+    XattrTarget target;
+    if (int err = xattr_target_locked(node, false, target.path, target.via_link)) return err;
     if (size == 0) {
-        ssize_t n = lgetxattr(xattr_path.c_str(), name, nullptr, 0);
+        ssize_t n = target.get(name, nullptr, 0);
         if (n < 0) return errno;
         value.assign(static_cast<size_t>(n), '\0');
         value.resize(static_cast<size_t>(n));
         return 0;
     }
     value.resize(size);
-    ssize_t n = lgetxattr(xattr_path.c_str(), name, value.data(), size);
+    ssize_t n = target.get(name, value.data(), size);
     if (n < 0) return errno;
     value.resize(static_cast<size_t>(n));
     return 0;
@@ -43,17 +84,15 @@ int Overlay::getxattr(Node* node, const char* name, std::string& value, size_t s
 
 int Overlay::listxattr(Node* node, std::string& names, size_t size) {
     std::shared_lock lock(tree_);
-    if (node->unlinked) return ENOENT;
-    Place at;
-    if (int err = top_place(node, at)) return err;
-    std::string xattr_path = at.xattr_path();
+    XattrTarget target;
+    if (int err = xattr_target_locked(node, false, target.path, target.via_link)) return err;
     std::string raw;
     for (;;) {
-        ssize_t n = llistxattr(xattr_path.c_str(), nullptr, 0);
+        ssize_t n = target.list(nullptr, 0);
         if (n < 0) return errno;
         raw.resize(static_cast<size_t>(n));
         if (n == 0) break;
-        n = llistxattr(xattr_path.c_str(), raw.data(), raw.size());
+        n = target.list(raw.data(), raw.size());
         if (n >= 0) {
             raw.resize(static_cast<size_t>(n));
             break;
@@ -80,31 +119,26 @@ int Overlay::setxattr(Node* node, const char* name, const char* value, size_t si
     if (int err = check_writable()) return err;
     if (is_private_xattr(name) || (use_override_ && is_override_name(name))) return EPERM;
     std::unique_lock lock(tree_);
-    if (int err = copy_up_locked(node)) return err;
-    Place at;
-    if (int err = upper_place(node, at)) return err;
-    std::string xattr_path = at.xattr_path();
+    XattrTarget target;
+    if (int err = xattr_target_locked(node, true, target.path, target.via_link)) return err;
     invalidate_peers(node);
-    return xattr_result(lsetxattr(xattr_path.c_str(), name, value, size, flags));
+    return xattr_result(target.set(name, value, size, flags));
 }
 
 int Overlay::removexattr(Node* node, const char* name) {
     if (int err = check_writable()) return err;
     if (is_private_xattr(name) || (use_override_ && is_override_name(name))) return EPERM;
     std::unique_lock lock(tree_);
-    if (node->unlinked) return ENOENT;
     {
         // Removing a name the file does not have changes nothing and needs no copy-up.
-        Place at;
-        if (int err = top_place(node, at)) return err;
-        if (lgetxattr(at.xattr_path().c_str(), name, nullptr, 0) < 0) return errno;
+        XattrTarget shown;
+        if (int err = xattr_target_locked(node, false, shown.path, shown.via_link)) return err;
+        if (shown.get(name, nullptr, 0) < 0) return errno;
     }
-    if (int err = copy_up_locked(node)) return err;
-    Place at;
-    if (int err = upper_place(node, at)) return err;
-    std::string xattr_path = at.xattr_path();
+    XattrTarget target;
+    if (int err = xattr_target_locked(node, true, target.path, target.via_link)) return err;
     invalidate_peers(node);
-    return xattr_result(lremovexattr(xattr_path.c_str(), name));
+    return xattr_result(target.remove(name));
 }
 
 }  // namespace lamina

@@ -1,0 +1,167 @@
+// POSIX behaviours a filesystem conformance suite checks, compared with kernel overlayfs on the
+// same layers: each scenario runs against both mounts and writes a transcript of what every
+// call returned; the transcripts must be equal.
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <functional>
+#include <string>
+
+#include "fixture.h"
+
+namespace lamina::test {
+namespace {
+
+// What a call gave: "ok", or the errno's name.
+std::string rc(int result) {
+    if (result >= 0) return "ok";
+    return std::string("ERR ") + strerrorname_np(errno);
+}
+
+std::string stat_line(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return "fstat " + rc(-1);
+    char buf[128];
+    snprintf(buf, sizeof buf, "fstat ok mode=%o nlink=%lu uid=%u", st.st_mode & 07777,
+             static_cast<unsigned long>(st.st_nlink), st.st_uid);
+    return buf;
+}
+
+// Entries getdents gives on an open directory, besides "." and "..".
+std::string listing(int fd) {
+    int dup_fd = dup(fd);
+    DIR* d = fdopendir(dup_fd);
+    if (!d) return "opendir " + rc(-1);
+    rewinddir(d);
+    int n = 0;
+    while (dirent* e = readdir(d))
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) ++n;
+    closedir(d);
+    return "getdents entries=" + std::to_string(n);
+}
+
+using Scenario = std::function<std::string(const std::string& mnt)>;
+
+// Runs `scenario` on a fresh lower (made by `make_lower`) mounted by laminafs and by the
+// kernel, and expects the same transcript from both.
+void expect_same_as_kernel(const std::function<void(const std::string&)>& make_lower,
+                           const Scenario& scenario, const std::string& extra = "") {
+    if (!can_mount_fuse() || !can_mount_kernel_overlay())
+        GTEST_SKIP() << "needs both FUSE and kernel overlayfs: " << skip_reason();
+    std::string transcript[2];
+    for (int kernel = 0; kernel < 2; ++kernel) {
+        TempDir dir("lamina-posix");
+        std::string lo = dir / "lo", up = dir / "up", wk = dir / "wk", m = dir / "m";
+        for (const auto& d : {lo, up, wk, m}) make_dirs(d);
+        make_lower(lo);
+        std::string opts = "lowerdir=" + lo + ",upperdir=" + up + ",workdir=" + wk;
+        if (!extra.empty()) opts += "," + extra;
+        if (kernel) {
+            ASSERT_EQ(mount_kernel_overlay(opts, m), "");
+        } else {
+            CommandResult r = mount_laminafs(opts, m);
+            ASSERT_EQ(r.status, 0) << r.err;
+        }
+        MountGuard guard(m);
+        transcript[kernel] = scenario(m);
+    }
+    EXPECT_EQ(transcript[0], transcript[1]) << "laminafs first, kernel overlayfs second";
+}
+
+void nothing(const std::string&) {}
+
+void lower_dirs_and_files(const std::string& lo) {
+    make_dirs(lo + "/ld1/sub");
+    make_dirs(lo + "/ld2/sub");
+    write_file(lo + "/lf1", "one\n");
+    write_file(lo + "/lf2", "two\n");
+}
+
+// Every call on a descriptor whose name was replaced by rename: fstat, fchmod, fchown,
+// fsetxattr, getdents.
+std::string calls_on(int fd, bool is_dir) {
+    std::string out = stat_line(fd) + "\n";
+    out += "fchmod " + rc(fchmod(fd, is_dir ? 0711 : 0600)) + "\n";
+    out += "fchown " + rc(fchown(fd, 1234, 1234)) + "\n";
+    out += "fsetxattr " + rc(fsetxattr(fd, "user.k", "v", 1, 0)) + "\n";
+    char value[8] = {};
+    out += "fgetxattr " + rc(static_cast<int>(fgetxattr(fd, "user.k", value, sizeof value))) + " " +
+           value + "\n";
+    out += stat_line(fd) + "\n";
+    if (is_dir) out += listing(fd) + "\n";
+    return out;
+}
+
+TEST(Posix, an_open_directory_replaced_by_rename_answers_as_on_the_kernel) {
+    expect_same_as_kernel(
+        lower_dirs_and_files,
+        [](const std::string& m) {
+            std::string out;
+            // Made through the mount (upper only), and from the lower layer.
+            for (const char* pair : {"d", "ld"}) {
+                std::string a = m + "/" + pair + "1", b = m + "/" + pair + "2";
+                if (std::string(pair) == "d") {
+                    mkdir(a.c_str(), 0755);
+                    mkdir(b.c_str(), 0755);
+                } else {
+                    out += "rmdir sub " + rc(rmdir((a + "/sub").c_str())) + "\n";
+                    out += "rmdir sub " + rc(rmdir((b + "/sub").c_str())) + "\n";
+                }
+                int fd = open(b.c_str(), O_RDONLY | O_DIRECTORY);
+                out += std::string(pair) + ": open " + rc(fd) + "\n";
+                out += "rename " + rc(rename(a.c_str(), b.c_str())) + "\n";
+                if (fd >= 0) {
+                    out += calls_on(fd, true);
+                    close(fd);
+                }
+            }
+            return out;
+        },
+        "redirect_dir=on");
+}
+
+TEST(Posix, an_open_file_replaced_by_rename_answers_as_on_the_kernel) {
+    expect_same_as_kernel(lower_dirs_and_files, [](const std::string& m) {
+        std::string out;
+        for (const char* pair : {"f", "lf"}) {
+            std::string a = m + "/" + pair + "1", b = m + "/" + pair + "2";
+            if (std::string(pair) == "f") {
+                write_file(a, "one\n");
+                write_file(b, "two\n");
+            }
+            int fd = open(b.c_str(), O_RDWR);
+            out += std::string(pair) + ": open " + rc(fd) + "\n";
+            out += "rename " + rc(rename(a.c_str(), b.c_str())) + "\n";
+            if (fd >= 0) {
+                out += calls_on(fd, false);
+                close(fd);
+            }
+        }
+        return out;
+    });
+}
+
+TEST(Posix, directory_link_counts_are_the_kernels) {
+    expect_same_as_kernel(lower_dirs_and_files, [](const std::string& m) {
+        std::string out;
+        mkdir((m + "/ld1/new").c_str(), 0755);  // ld1 merges an upper copy with the lower
+        mkdir((m + "/fresh").c_str(), 0755);    // upper only
+        mkdir((m + "/fresh/sub").c_str(), 0755);
+        for (const char* d : {"", "/ld1", "/ld2", "/ld2/sub", "/fresh", "/ld1/new"}) {
+            struct stat st;
+            int r = stat((m + d).c_str(), &st);
+            out += std::string(d) + " " + rc(r) + " nlink=" + std::to_string(r ? 0 : st.st_nlink) +
+                   "\n";
+        }
+        return out;
+    });
+}
+
+}  // namespace
+}  // namespace lamina::test
