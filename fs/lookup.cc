@@ -94,6 +94,8 @@ void Overlay::follow_upper_redirect(Node* parent, Node* node, std::string_view r
     if (!target) return;
     node->lower_path = *target;
     node->lowers_chased = true;
+    node->upper_redirect = true;
+    node->redirect_absolute = redirect.starts_with('/');
     LowerStack found;
     if (redirect.starts_with('/')) {
         redirect_chase(stack_, root_lower_stack(stack_), 0, *target, true, found);

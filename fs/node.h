@@ -97,6 +97,9 @@ struct Node {
     std::vector<std::string> lower_paths;
     // The lowers are where a redirect in the upper copy led, found all the way down already.
     bool lowers_chased = false;
+    // The upper copy carries a redirect, and whether it is absolute ("/a/b").
+    bool upper_redirect = false;
+    bool redirect_absolute = false;
     const std::string& lower_path_in(size_t i) const {
         return lower_paths.empty() ? lower_path : lower_paths[i];
     }

@@ -270,7 +270,9 @@ private:
     // Where the xattr calls on node go (xattr.cc): a path, and whether the calls must follow it
     // (the /proc link of a removed node's copy) rather than act on it. `change`: the upper copy,
     // copied up first.
-    int xattr_target_locked(Node* node, bool change, std::string& path, bool& via_link);
+    // `at` keeps the directory the path goes through open while the path is used.
+    int xattr_target_locked(Node* node, bool change, Place& at, std::string& path,
+                            bool& via_link);
     int open_gone_copy(const Node* node, UniqueFd& out) const;
     // Before a name goes away: keeps a descriptor of the copy if the node is open.
     void keep_open_copy_locked(Node* node);

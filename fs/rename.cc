@@ -13,6 +13,14 @@
 
 namespace lamina {
 
+namespace {
+
+// The longest absolute redirect the kernel writes (overlay's redirect_max parameter, default
+// 256); a longer one makes it answer EXDEV and leave the move to userspace.
+constexpr size_t kRedirectMax = 256;
+
+}  // namespace
+
 int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
                     std::string_view new_name, unsigned flags) {
     if (int err = check_writable()) return err;
@@ -67,9 +75,6 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
         if (int err = copy_up_locked(dst)) return err;
     }
     if (int err = copy_up_locked(new_parent)) return err;
-    if (dst && !exchange && dst->is_dir() && dst->lowers.empty()) {
-        if (int err = require_empty(dst)) return err;
-    }
 
     Place from, to;
     if (int err = upper_child_place(parent, name, from)) return err;
@@ -84,7 +89,19 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
         Place at;  // the directory itself, wherever its name is now
         if (int err = upper_place(n, at)) return err;
         std::string xattr_path = at.xattr_path();
-        if (needs_redirect(n)) return set_upper_xattr(xattr_path, "redirect", "/" + n->lower_path);
+        if (needs_redirect(n)) {
+            // As the kernel: within one directory the old name (relative), elsewhere the whole
+            // lower path (absolute); a redirect the entry has already stays when it still
+            // serves. An absolute one longer than the kernel's redirect_max makes it EXDEV.
+            bool samedir = parent == new_parent;
+            if (n->upper_redirect && (samedir || n->redirect_absolute)) return 0;
+            std::string value = samedir ? n->name : "/" + n->lower_path;
+            if (!samedir && value.size() > kRedirectMax) return EXDEV;
+            if (int err = set_upper_xattr(xattr_path, "redirect", value)) return err;
+            n->upper_redirect = true;
+            n->redirect_absolute = !samedir;
+            return 0;
+        }
         if (lower_below && !n->opaque) {
             if (int err = set_upper_xattr(xattr_path, "opaque", "y")) return err;
             n->opaque = true;
@@ -93,10 +110,12 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
     };
 
     if (exchange) {
-        if (renameat2(from.dirfd, from.c_name(), to.dirfd, to.c_name(), RENAME_EXCHANGE) != 0)
-            return errno;
+        // Marked before the move, as the kernel does: a redirect it cannot write (EXDEV) leaves
+        // both names where they were.
         if (int err = mark_moved_dir(src, dst_lower_below)) return err;
         if (int err = mark_moved_dir(dst, src_lower_remains)) return err;
+        if (renameat2(from.dirfd, from.c_name(), to.dirfd, to.c_name(), RENAME_EXCHANGE) != 0)
+            return errno;
         Node* src_node = table_.find(parent, name);
         Node* dst_node = table_.find(new_parent, new_name);
         if (src_node) table_.unhash(src_node);
@@ -106,17 +125,23 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
     }
 
     // An upper target that is a whiteout, or a directory holding only whiteouts, goes first.
+    // A pure-upper target directory is left to the rename itself in the kernel, after the
+    // source is marked: it is checked for emptiness, and removed, only then.
     struct stat tst;
     bool target_in_upper = fstatat(to.dirfd, to.c_name(), &tst, AT_SYMLINK_NOFOLLOW) == 0;
-    if (target_in_upper && S_ISDIR(tst.st_mode)) {
+    bool pure_upper_target = target_in_upper && S_ISDIR(tst.st_mode) && dst && dst->is_dir() &&
+                             dst->lowers.empty();
+    if (target_in_upper && S_ISDIR(tst.st_mode) && !pure_upper_target) {
         if (int err = remove_upper_dir_locked(to, false)) return err;
-        target_in_upper = false;
     } else if (target_in_upper && src->is_dir() && !S_ISDIR(tst.st_mode)) {
         // A directory cannot replace the whiteout in one rename(2).
         if (unlinkat(to.dirfd, to.c_name(), 0) != 0) return errno;
-        target_in_upper = false;
     }
     if (int err = mark_moved_dir(src, dst_lower_below)) return err;
+    if (pure_upper_target) {
+        if (int err = require_empty(dst)) return err;
+        if (int err = remove_upper_dir_locked(to, false)) return err;
+    }
     if (Node* old = table_.find(new_parent, new_name)) keep_open_copy_locked(old);
     unsigned rflags = src_lower_remains ? RENAME_WHITEOUT : 0;
     if (renameat2(from.dirfd, from.c_name(), to.dirfd, to.c_name(), rflags) != 0) {

@@ -21,6 +21,7 @@ bool is_override_name(std::string_view name) {
 // removed or renamed-over node still has, through the /proc link of its kept descriptor, which
 // only the following calls go through (the l* ones would act on the link).
 struct XattrTarget {
+    Place place;  // holds the directory the path goes through open
     std::string path;
     bool via_link = false;
 
@@ -43,7 +44,8 @@ struct XattrTarget {
 
 }  // namespace
 
-int Overlay::xattr_target_locked(Node* node, bool change, std::string& path, bool& via_link) {
+int Overlay::xattr_target_locked(Node* node, bool change, Place& at, std::string& path,
+                                 bool& via_link) {
     via_link = false;
     if (node->unlinked) {
         // Changes only to an upper copy: a removed lower copy is not copied up any more.
@@ -56,7 +58,6 @@ int Overlay::xattr_target_locked(Node* node, bool change, std::string& path, boo
     if (change) {
         if (int err = copy_up_locked(node)) return err;
     }
-    Place at;
     if (int err = change ? upper_place(node, at) : top_place(node, at)) return err;
     path = at.xattr_path();
     return 0;
@@ -67,7 +68,7 @@ int Overlay::getxattr(Node* node, const char* name, std::string& value, size_t s
     if (is_private_xattr(name) || (use_override_ && is_override_name(name))) return ENODATA;
     std::shared_lock lock(tree_);
     XattrTarget target;
-    if (int err = xattr_target_locked(node, false, target.path, target.via_link)) return err;
+    if (int err = xattr_target_locked(node, false, target.place, target.path, target.via_link)) return err;
     if (size == 0) {
         ssize_t n = target.get(name, nullptr, 0);
         if (n < 0) return errno;
@@ -85,7 +86,7 @@ int Overlay::getxattr(Node* node, const char* name, std::string& value, size_t s
 int Overlay::listxattr(Node* node, std::string& names, size_t size) {
     std::shared_lock lock(tree_);
     XattrTarget target;
-    if (int err = xattr_target_locked(node, false, target.path, target.via_link)) return err;
+    if (int err = xattr_target_locked(node, false, target.place, target.path, target.via_link)) return err;
     std::string raw;
     for (;;) {
         ssize_t n = target.list(nullptr, 0);
@@ -120,7 +121,7 @@ int Overlay::setxattr(Node* node, const char* name, const char* value, size_t si
     if (is_private_xattr(name) || (use_override_ && is_override_name(name))) return EPERM;
     std::unique_lock lock(tree_);
     XattrTarget target;
-    if (int err = xattr_target_locked(node, true, target.path, target.via_link)) return err;
+    if (int err = xattr_target_locked(node, true, target.place, target.path, target.via_link)) return err;
     invalidate_peers(node);
     return xattr_result(target.set(name, value, size, flags));
 }
@@ -132,11 +133,11 @@ int Overlay::removexattr(Node* node, const char* name) {
     {
         // Removing a name the file does not have changes nothing and needs no copy-up.
         XattrTarget shown;
-        if (int err = xattr_target_locked(node, false, shown.path, shown.via_link)) return err;
+        if (int err = xattr_target_locked(node, false, shown.place, shown.path, shown.via_link)) return err;
         if (shown.get(name, nullptr, 0) < 0) return errno;
     }
     XattrTarget target;
-    if (int err = xattr_target_locked(node, true, target.path, target.via_link)) return err;
+    if (int err = xattr_target_locked(node, true, target.place, target.path, target.via_link)) return err;
     invalidate_peers(node);
     return xattr_result(target.remove(name));
 }
