@@ -13,13 +13,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <memory>
 
-#include "digest.h"
 #include "archive_error.h"
+#include "digest.h"
 #include "error.h"
 #include "fd.h"
 #include "fsutil.h"
+#include "overlay_names.h"
 
 namespace lamina::store {
 namespace {
@@ -62,12 +64,69 @@ std::string join(const std::vector<std::string>& comps, size_t n) {
     return s;
 }
 
-struct PendingDir {
-    std::vector<std::string> comps;
-    mode_t mode;
+// What an entry says about itself besides its type and content, applied once it exists.
+struct Attributes {
     uid_t uid;
     gid_t gid;
+    mode_t mode;
     struct timespec mtime;
+    std::vector<std::pair<std::string, std::string>> xattrs;
+};
+
+// security.capability goes last: any later chown or xattr change by the kernel's rules would
+// drop it, as a chown drops set-id bits.
+bool is_capability(const std::string& name) {
+    return name == "security.capability";
+}
+
+Attributes attributes_of(archive_entry* e, bool with_xattrs) {
+    Attributes at{static_cast<uid_t>(archive_entry_uid(e)),
+                  static_cast<gid_t>(archive_entry_gid(e)),
+                  static_cast<mode_t>(archive_entry_perm(e) & 07777),
+                  {archive_entry_mtime(e), archive_entry_mtime_nsec(e)},
+                  {}};
+    if (!with_xattrs || archive_entry_xattr_reset(e) == 0) return at;
+    const char* name;
+    const void* value;
+    size_t size;
+    while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
+        // Overlay-private xattrs in an archive would forge whiteouts and redirects.
+        if (is_overlay_private_xattr(name)) continue;
+        at.xattrs.emplace_back(name, std::string(static_cast<const char*>(value), size));
+    }
+    std::stable_partition(at.xattrs.begin(), at.xattrs.end(),
+                          [](const auto& x) { return !is_capability(x.first); });
+    return at;
+}
+
+// What an unpack could not keep (owners, xattrs, devices), said once per layer, not per entry.
+class Losses {
+public:
+    void add(const std::string& what, const std::string& why) {
+        auto& c = counts_[what];
+        if (c.n++ == 0) c.why = why;
+    }
+    std::string summary() const {
+        std::string s;
+        for (const auto& [what, c] : counts_) {
+            if (!s.empty()) s += "; ";
+            s += what + " of " + std::to_string(c.n) + (c.n == 1 ? " entry" : " entries") + " (" +
+                 c.why + ")";
+        }
+        return s.empty() ? s : "not kept: " + s;
+    }
+
+private:
+    struct Count {
+        uint64_t n = 0;
+        std::string why;
+    };
+    std::map<std::string, Count> counts_;
+};
+
+struct PendingDir {
+    std::vector<std::string> comps;
+    Attributes attrs;
 };
 
 class Extractor {
@@ -80,7 +139,7 @@ public:
     }
 
     void entry(archive* a, archive_entry* e, UnpackResult& result);
-    void finish();
+    void finish(UnpackResult& result);
 
 private:
     [[noreturn]] void refuse(const std::string& path, const std::string& why) {
@@ -91,8 +150,8 @@ private:
                 const std::string& entry_path);
     void clear_existing(int parent, const std::string& name, bool keep_dir,
                         const std::string& entry_path);
-    void apply_xattrs(archive_entry* e, int fd_for_path, const std::string& entry_path);
-    void set_owner_and_times(int parent, const std::string& name, archive_entry* e);
+    void apply(int parent, const std::string& name, const Attributes& at, bool symlink,
+               const std::string& entry_path);
     void mark_opaque(int dirfd, const std::vector<std::string>& dir_comps,
                      const std::string& entry_path, UnpackResult& result);
     void make_whiteout(int parent, const std::string& name, const std::string& entry_path);
@@ -105,6 +164,7 @@ private:
     uint64_t free_bytes_ = UINT64_MAX;
     uint64_t written_ = 0;
     std::vector<PendingDir> dirs_;
+    Losses losses_;
 };
 
 Fd Extractor::open_dir(const std::vector<std::string>& comps, size_t n, bool create,
@@ -144,34 +204,26 @@ void Extractor::clear_existing(int parent, const std::string& name, bool keep_di
     }
 }
 
-bool overlay_private(const char* name) {
-    return strncmp(name, "trusted.overlay.", 16) == 0 || strncmp(name, "user.overlay.", 13) == 0;
-}
-
-// Overlay-private xattrs in an archive would forge whiteouts and redirects, so they are dropped.
-void Extractor::apply_xattrs(archive_entry* e, int fd, const std::string& entry_path) {
-    if (archive_entry_xattr_reset(e) == 0) return;
-    const char* name;
-    const void* value;
-    size_t size;
-    while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
-        if (overlay_private(name)) continue;
-        if (!opts_.privileged && strncmp(name, "user.", 5) != 0) continue;
-        std::string proc = "/proc/self/fd/" + std::to_string(fd);
-        if (::setxattr(proc.c_str(), name, value, size, 0) != 0 && errno != ENOTSUP &&
-            errno != EPERM)
-            refuse(entry_path, std::string("cannot set xattr ") + name + ": " + strerror(errno));
+// Owner first, then mode, then xattrs (capability last), then times: the kernel clears set-id
+// bits and security.capability on every chown, and the ACL xattrs rewrite the group mode bits,
+// so this is the one order that leaves what GNU tar -xp --xattrs leaves.
+void Extractor::apply(int parent, const std::string& name, const Attributes& at, bool symlink,
+                      const std::string& entry_path) {
+    bool layer = opts_.mode == UnpackOptions::Mode::Layer;
+    if (layer && ::fchownat(parent, name.c_str(), at.uid, at.gid, AT_SYMLINK_NOFOLLOW) != 0)
+        losses_.add("owner", strerror(errno));
+    // Symlinks have no mode of their own on Linux.
+    if (!symlink && ::fchmodat(parent, name.c_str(), at.mode, 0) != 0)
+        refuse(entry_path, std::string("cannot set mode: ") + strerror(errno));
+    // The parent is held open, so the name resolves in it and is never followed.
+    std::string path = "/proc/self/fd/" + std::to_string(parent) + "/" + name;
+    for (const auto& [key, value] : at.xattrs) {
+        if (::lsetxattr(path.c_str(), key.c_str(), value.data(), value.size(), 0) == 0) continue;
+        if (errno != EPERM && errno != ENOTSUP && errno != EACCES)
+            refuse(entry_path, "cannot set xattr " + key + ": " + strerror(errno));
+        losses_.add("xattr " + key, strerror(errno));
     }
-}
-
-void Extractor::set_owner_and_times(int parent, const std::string& name, archive_entry* e) {
-    if (opts_.privileged)
-        ::fchownat(parent, name.c_str(), static_cast<uid_t>(archive_entry_uid(e)),
-                   static_cast<gid_t>(archive_entry_gid(e)), AT_SYMLINK_NOFOLLOW);
-    struct timespec ts[2];
-    ts[1].tv_sec = archive_entry_mtime(e);
-    ts[1].tv_nsec = archive_entry_mtime_nsec(e);
-    ts[0] = ts[1];
+    struct timespec ts[2] = {at.mtime, at.mtime};
     ::utimensat(parent, name.c_str(), ts, AT_SYMLINK_NOFOLLOW);
 }
 
@@ -232,8 +284,7 @@ void Extractor::write_regular(archive* a, archive_entry* e, int parent, const st
         if (rc == ARCHIVE_EOF) break;
         if (rc < ARCHIVE_WARN)
             refuse(entry_path,
-                   std::string("cannot read data: ") +
-                       archive_error_text(a, "truncated archive"));
+                   std::string("cannot read data: ") + archive_error_text(a, "truncated archive"));
         if (offset < 0 || static_cast<uint64_t>(offset) + len > usize)
             refuse(entry_path, "data beyond its size");
         const char* p = static_cast<const char*>(block);
@@ -250,13 +301,9 @@ void Extractor::write_regular(archive* a, archive_entry* e, int parent, const st
         refuse(entry_path, std::string("cannot size: ") + strerror(errno));
     written_ += usize;
     result.content_bytes += usize;
-    if (opts_.mode == UnpackOptions::Mode::Layer) apply_xattrs(e, f.get(), entry_path);
-    if (opts_.privileged)
-        ::fchown(f.get(), static_cast<uid_t>(archive_entry_uid(e)),
-                 static_cast<gid_t>(archive_entry_gid(e)));
-    ::fchmod(f.get(), archive_entry_perm(e) & 07777);
     f.reset();
-    set_owner_and_times(parent, name, e);
+    apply(parent, name, attributes_of(e, opts_.mode == UnpackOptions::Mode::Layer), false,
+          entry_path);
 }
 
 void Extractor::entry(archive* a, archive_entry* e, UnpackResult& result) {
@@ -311,17 +358,9 @@ void Extractor::entry(archive* a, archive_entry* e, UnpackResult& result) {
             clear_existing(parent.get(), name, true, entry_path);
             if (::mkdirat(parent.get(), name.c_str(), 0700) != 0 && errno != EEXIST)
                 refuse(entry_path, std::string("cannot create directory: ") + strerror(errno));
-            if (!plain) {
-                Fd d(::openat(parent.get(), name.c_str(),
-                              O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-                if (d) apply_xattrs(e, d.get(), entry_path);
-            }
-            PendingDir pd{comps,
-                          static_cast<mode_t>(archive_entry_perm(e) & 07777),
-                          static_cast<uid_t>(archive_entry_uid(e)),
-                          static_cast<gid_t>(archive_entry_gid(e)),
-                          {archive_entry_mtime(e), archive_entry_mtime_nsec(e)}};
-            dirs_.push_back(std::move(pd));
+            // All of a directory's attributes wait for finish(): a default ACL set now would be
+            // inherited by the entries still to come, and a read-only mode would refuse them.
+            dirs_.push_back({comps, attributes_of(e, !plain)});
             return;
         }
         case AE_IFREG:
@@ -333,7 +372,7 @@ void Extractor::entry(archive* a, archive_entry* e, UnpackResult& result) {
             clear_existing(parent.get(), name, false, entry_path);
             if (::symlinkat(target, parent.get(), name.c_str()) != 0)
                 refuse(entry_path, std::string("cannot create symlink: ") + strerror(errno));
-            set_owner_and_times(parent.get(), name, e);
+            apply(parent.get(), name, attributes_of(e, !plain), true, entry_path);
             return;
         }
         case AE_IFCHR:
@@ -347,18 +386,14 @@ void Extractor::entry(archive* a, archive_entry* e, UnpackResult& result) {
                 if (whiteout) {
                     make_whiteout(parent.get(), name, entry_path);
                 } else {
-                    result.warnings.push_back("skipped device node \"" + entry_path +
-                                              "\": creating devices needs root");
+                    losses_.add("device node", "creating devices needs root");
                 }
                 return;
             }
             mode_t kind = type == AE_IFCHR ? S_IFCHR : type == AE_IFBLK ? S_IFBLK : S_IFIFO;
-            if (::mknodat(parent.get(), name.c_str(), kind | (archive_entry_perm(e) & 07777),
-                          dev) != 0)
+            if (::mknodat(parent.get(), name.c_str(), kind | 0600, dev) != 0)
                 refuse(entry_path, std::string("cannot create node: ") + strerror(errno));
-            set_owner_and_times(parent.get(), name, e);
-            if (opts_.privileged)
-                ::fchmodat(parent.get(), name.c_str(), archive_entry_perm(e) & 07777, 0);
+            apply(parent.get(), name, attributes_of(e, true), false, entry_path);
             return;
         }
         default:
@@ -368,25 +403,23 @@ void Extractor::entry(archive* a, archive_entry* e, UnpackResult& result) {
 
 // Directory modes and times are applied last and deepest first: a read-only directory must still
 // take its children, and writing children moves the parent's mtime.
-void Extractor::finish() {
+void Extractor::finish(UnpackResult& result) {
     std::stable_sort(dirs_.begin(), dirs_.end(), [](const PendingDir& x, const PendingDir& y) {
         return x.comps.size() > y.comps.size();
     });
-    for (const auto& pd : dirs_) {
+    for (auto& pd : dirs_) {
         std::string path = join(pd.comps, pd.comps.size());
         Fd parent = open_dir(pd.comps, pd.comps.size() - 1, false, path);
-        const char* name = pd.comps.back().c_str();
+        const std::string& name = pd.comps.back();
         struct stat st;
-        if (::fstatat(parent.get(), name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+        if (::fstatat(parent.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISDIR(st.st_mode))
             continue;
-        if (opts_.privileged) ::fchownat(parent.get(), name, pd.uid, pd.gid, AT_SYMLINK_NOFOLLOW);
-        mode_t mode = pd.mode;
         // Unprivileged, the store must still be able to read and remove what it unpacked.
-        if (!opts_.privileged) mode |= 0700;
-        ::fchmodat(parent.get(), name, mode, 0);
-        struct timespec ts[2] = {pd.mtime, pd.mtime};
-        ::utimensat(parent.get(), name, ts, AT_SYMLINK_NOFOLLOW);
+        if (!opts_.privileged) pd.attrs.mode |= 0700;
+        apply(parent.get(), name, pd.attrs, false, path);
     }
+    if (std::string lost = losses_.summary(); !lost.empty()) result.warnings.push_back(lost);
 }
 
 }  // namespace
@@ -440,14 +473,13 @@ UnpackResult unpack_tar(const std::string& archive_path, const std::string& dest
         }
         ex.entry(tar.get(), e, result);
     }
-    ex.finish();
+    ex.finish(result);
     // Padding after the end-of-archive blocks is part of the layer's digest too.
     char sink[65536];
     for (;;) {
         la_ssize_t n = archive_read_data(raw.get(), sink, sizeof sink);
         if (n < 0)
-            throw StoreError("cannot read " + archive_path + ": " +
-                             archive_error_text(raw.get()));
+            throw StoreError("cannot read " + archive_path + ": " + archive_error_text(raw.get()));
         if (n == 0) break;
         src.hash.update(sink, static_cast<size_t>(n));
     }
