@@ -53,15 +53,8 @@ LoadedImage Store::store_pulled_image(const std::string& config, const std::stri
         s.size = p.size;
         sources.push_back(std::move(s));
     }
-    std::string staging = make_staging_dir(l, "pull");
-    try {
-        LoadedImage r = store_image(config, manifest, sources, names, staging);
-        remove_tree(staging);
-        return r;
-    } catch (...) {
-        remove_tree(staging);
-        throw;
-    }
+    StagingDir staging(l, "pull");
+    return store_image(config, manifest, sources, names, staging.path());
 }
 
 namespace {

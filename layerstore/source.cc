@@ -12,6 +12,7 @@
 #include "error.h"
 #include "fsutil.h"
 #include "internal.h"
+#include "unpack.h"
 
 namespace lamina::store {
 
@@ -21,7 +22,8 @@ std::shared_ptr<Fd> open_in_root(const std::string& dir, const std::string& rel)
     Fd root(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!root) throw_errno("cannot open", dir, errno);
     struct open_how how {};
-    how.flags = O_RDONLY | O_CLOEXEC;
+    // O_NONBLOCK: a FIFO in a layout is refused below instead of waited on.
+    how.flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC;
     how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
     int fd = static_cast<int>(::syscall(SYS_openat2, root.get(), rel.c_str(), &how, sizeof how));
     if (fd < 0) throw_errno("cannot open", dir + "/" + rel, errno);
@@ -103,11 +105,6 @@ static std::string read_verified_blob(const std::string& dir, const json& desc,
     return data;
 }
 
-static bool is_layer_media_type(const std::string& mt) {
-    return mt.starts_with("application/vnd.oci.image.layer.") ||
-           mt.starts_with("application/vnd.docker.image.rootfs.");
-}
-
 static bool is_index(const std::string& mt) {
     return mt == kOciIndex || mt == kDockerManifestList;
 }
@@ -157,7 +154,7 @@ static SourceImage oci_image(const std::string& dir, json desc, std::vector<std:
         sl.digest = l.value("digest", "");
         sl.media_type = l.value("mediaType", "");
         sl.size = l.value("size", int64_t(-1));
-        if (!is_layer_media_type(sl.media_type))
+        if (!layer_media_type_compression(sl.media_type))
             throw StoreError("layer " + sl.digest + ": unsupported media type \"" + sl.media_type +
                              "\"");
         sl.fd = open_in_root(dir, blob_path(sl.digest));

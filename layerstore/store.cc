@@ -75,6 +75,17 @@ std::string make_staging_dir(const Layout& layout, const std::string& tag) {
     return dir;
 }
 
+StagingDir::StagingDir(const Layout& layout, const std::string& tag)
+    : path_(make_staging_dir(layout, tag)) {}
+
+StagingDir::~StagingDir() {
+    try {
+        remove_tree(path_);
+    } catch (const StoreError&) {
+        // Left for the next command's recovery, which empties tmp/.
+    }
+}
+
 std::string new_link_name() {
     static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     std::string hex = random_hex(52);

@@ -146,6 +146,9 @@ public:
     Store& operator=(const Store&) = delete;
 
     const std::string& root() const { return root_; }
+    // Bytes of the store filesystem that unpacking leaves free; nullopt: the default (5% of the
+    // filesystem, at most 256 MiB). An image that needs more is refused.
+    void set_free_space_reserve(std::optional<uint64_t> bytes) { reserve_ = bytes; }
 
     // Images.
     std::vector<LoadedImage> load(const std::string& path);  // archive file or OCI layout dir
@@ -243,6 +246,7 @@ private:
     void set_name(const std::string& name, const std::string& image_id);
 
     std::string root_;
+    std::optional<uint64_t> reserve_;
     std::unique_ptr<Db> db_;
 };
 

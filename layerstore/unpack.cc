@@ -36,9 +36,15 @@ using ArchivePtr = std::unique_ptr<archive, ArchiveDeleter>;
 
 // The decompressing inner reader feeds the tar parser and hashes what it hands over, so the
 // diffID is the digest of exactly the uncompressed bytes that were unpacked.
+// It also counts them: a few hundred compressed bytes can expand to gigabytes, so the stream
+// stops at the room the store has (libarchive is C, so the error waits in `error` rather than
+// being thrown through it).
 struct HashingSource {
     archive* raw = nullptr;
     Sha256 hash;
+    uint64_t total = 0;
+    uint64_t limit = UINT64_MAX;
+    std::string limit_reason;
     char buf[128 * 1024];
     std::string error;
 };
@@ -50,9 +56,51 @@ la_ssize_t read_uncompressed(archive*, void* client, const void** out) {
         src->error = archive_error_text(src->raw, "decompression failed");
         return -1;
     }
+    src->total += static_cast<uint64_t>(n);
+    if (src->total > src->limit) {
+        src->error = "uncompressed data passes " + std::to_string(src->limit) + " bytes, " +
+                     src->limit_reason;
+        return -1;
+    }
     src->hash.update(src->buf, static_cast<size_t>(n));
     *out = src->buf;
     return n;
+}
+
+struct Filter {
+    int code;
+    Compression compression;
+    const char* name;
+};
+constexpr Filter kFilters[] = {{ARCHIVE_FILTER_NONE, kUncompressed, "uncompressed"},
+                               {ARCHIVE_FILTER_GZIP, kGzip, "gzip"},
+                               {ARCHIVE_FILTER_ZSTD, kZstd, "zstd"},
+                               {ARCHIVE_FILTER_BZIP2, kBzip2, "bzip2"},
+                               {ARCHIVE_FILTER_XZ, kXz, "xz"}};
+
+std::string compression_names(unsigned set) {
+    std::string s;
+    for (const auto& f : kFilters)
+        if (set & f.compression) s += std::string(s.empty() ? "" : " or ") + f.name;
+    return s;
+}
+
+// One compression at most, and one the caller accepts: a blob labelled gzip that holds bzip2,
+// or gzip inside gzip, is refused before its first entry.
+Compression check_compression(archive* raw, unsigned accepted) {
+    int filters = archive_filter_count(raw);
+    int code = archive_filter_code(raw, 0);
+    const char* name = archive_filter_name(raw, 0);
+    if (filters > 2)
+        throw StoreError(std::string("compressed more than once (") + (name ? name : "?") +
+                         " around " + archive_filter_name(raw, 1) + ")");
+    for (const auto& f : kFilters)
+        if (f.code == code && (accepted & f.compression)) return f.compression;
+    throw StoreError(std::string("the data is ") +
+                     (code == ARCHIVE_FILTER_NONE ? "uncompressed"
+                      : name                      ? name
+                                                  : "?") +
+                     ", expected " + compression_names(accepted));
 }
 
 std::string join(const std::vector<std::string>& comps, size_t n) {
@@ -131,11 +179,11 @@ struct PendingDir {
 
 class Extractor {
 public:
-    Extractor(const std::string& dest, const UnpackOptions& opts) : dest_(dest), opts_(opts) {
+    Extractor(const std::string& dest, const UnpackOptions& opts, uint64_t room,
+              const std::string& source_error)
+        : dest_(dest), opts_(opts), free_bytes_(room), source_error_(source_error) {
         root_.reset(::open(dest.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
         if (!root_) throw_errno("cannot open", dest, errno);
-        struct statvfs vfs;
-        if (::statvfs(dest.c_str(), &vfs) == 0) free_bytes_ = uint64_t(vfs.f_bavail) * vfs.f_frsize;
     }
 
     void entry(archive* a, archive_entry* e, UnpackResult& result);
@@ -161,7 +209,8 @@ private:
     std::string dest_;
     UnpackOptions opts_;
     Fd root_;
-    uint64_t free_bytes_ = UINT64_MAX;
+    uint64_t free_bytes_;  // the free space of the store less its reserve
+    const std::string& source_error_;
     uint64_t written_ = 0;
     std::vector<PendingDir> dirs_;
     Losses losses_;
@@ -267,10 +316,10 @@ void Extractor::write_regular(archive* a, archive_entry* e, int parent, const st
         refuse(entry_path, "size " + std::to_string(usize) + " exceeds the limit of " +
                                std::to_string(opts_.max_entry_size) + " bytes");
     if (free_bytes_ != UINT64_MAX && written_ + usize > free_bytes_)
-        refuse(entry_path, "size " + std::to_string(usize) +
-                               " exceeds the free space of the store filesystem (" +
-                               std::to_string(free_bytes_ - std::min(free_bytes_, written_)) +
-                               " bytes)");
+        refuse(entry_path,
+               "size " + std::to_string(usize) +
+                   " exceeds the free space of the store filesystem less its reserve (" +
+                   std::to_string(free_bytes_ - std::min(free_bytes_, written_)) + " bytes)");
     clear_existing(parent, name, false, entry_path);
     Fd f(
         ::openat(parent, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
@@ -284,7 +333,9 @@ void Extractor::write_regular(archive* a, archive_entry* e, int parent, const st
         if (rc == ARCHIVE_EOF) break;
         if (rc < ARCHIVE_WARN)
             refuse(entry_path,
-                   std::string("cannot read data: ") + archive_error_text(a, "truncated archive"));
+                   "cannot read data: " + (source_error_.empty()
+                                               ? archive_error_text(a, "truncated archive")
+                                               : source_error_));
         if (offset < 0 || static_cast<uint64_t>(offset) + len > usize)
             refuse(entry_path, "data beyond its size");
         const char* p = static_cast<const char*>(block);
@@ -440,12 +491,40 @@ std::vector<std::string> split_entry_path(const std::string& raw) {
     return comps;
 }
 
+std::optional<Compression> layer_media_type_compression(const std::string& media_type) {
+    static const std::pair<const char*, Compression> kTypes[] = {
+        {"application/vnd.oci.image.layer.v1.tar", kUncompressed},
+        {"application/vnd.oci.image.layer.v1.tar+gzip", kGzip},
+        {"application/vnd.oci.image.layer.v1.tar+zstd", kZstd},
+        {"application/vnd.oci.image.layer.nondistributable.v1.tar", kUncompressed},
+        {"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", kGzip},
+        {"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", kZstd},
+        {"application/vnd.docker.image.rootfs.diff.tar", kUncompressed},
+        {"application/vnd.docker.image.rootfs.diff.tar.gzip", kGzip},
+        {"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", kGzip},
+    };
+    for (const auto& [type, compression] : kTypes)
+        if (media_type == type) return compression;
+    return std::nullopt;
+}
+
+uint64_t default_free_space_reserve(uint64_t filesystem_bytes) {
+    return std::min(filesystem_bytes / 20, uint64_t(256) << 20);
+}
+
 UnpackResult unpack_tar(const std::string& archive_path, const std::string& dest_dir,
                         const UnpackOptions& opts) {
+    // O_NONBLOCK: a FIFO must be refused, not waited on; it changes nothing for a regular file.
+    Fd source(::open(archive_path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+    if (!source) throw_errno("cannot open", archive_path, errno);
+    struct stat st;
+    if (::fstat(source.get(), &st) != 0) throw_errno("cannot stat", archive_path, errno);
+    if (!S_ISREG(st.st_mode))
+        throw StoreError("cannot read " + archive_path + ": not a regular file");
     ArchivePtr raw(archive_read_new());
     archive_read_support_filter_all(raw.get());
     archive_read_support_format_raw(raw.get());
-    if (archive_read_open_filename(raw.get(), archive_path.c_str(), 1 << 17) != ARCHIVE_OK)
+    if (archive_read_open_fd(raw.get(), source.get(), 1 << 17) != ARCHIVE_OK)
         throw StoreError("cannot open " + archive_path + ": " + archive_error_text(raw.get()));
     archive_entry* raw_entry;
     HashingSource src;
@@ -455,13 +534,30 @@ UnpackResult unpack_tar(const std::string& archive_path, const std::string& dest
     if (rc == ARCHIVE_EOF) throw StoreError("cannot read " + archive_path + ": empty file");
     if (rc < ARCHIVE_WARN)
         throw StoreError("cannot read " + archive_path + ": " + archive_error_text(raw.get()));
+    try {
+        result.compression = check_compression(raw.get(), opts.compressions);
+    } catch (const StoreError& e) {
+        throw StoreError("cannot read " + archive_path + ": " + e.what());
+    }
+
+    uint64_t room = UINT64_MAX;
+    struct statvfs vfs;
+    if (::statvfs(dest_dir.c_str(), &vfs) == 0) {
+        uint64_t free_bytes = uint64_t(vfs.f_bavail) * vfs.f_frsize;
+        uint64_t reserve = opts.reserve_bytes.value_or(
+            default_free_space_reserve(uint64_t(vfs.f_blocks) * vfs.f_frsize));
+        room = free_bytes > reserve ? free_bytes - reserve : 0;
+        src.limit = room;
+        src.limit_reason = "the free space of the store filesystem (" + std::to_string(free_bytes) +
+                           ") less its reserve (" + std::to_string(reserve) + ")";
+    }
 
     ArchivePtr tar(archive_read_new());
     archive_read_support_format_tar(tar.get());
     if (archive_read_open(tar.get(), &src, nullptr, read_uncompressed, nullptr) != ARCHIVE_OK)
-        throw StoreError("cannot read " + archive_path +
-                         " as tar: " + archive_error_text(tar.get()));
-    Extractor ex(dest_dir, opts);
+        throw StoreError("cannot read " + archive_path + " as tar: " +
+                         (src.error.empty() ? archive_error_text(tar.get()) : src.error));
+    Extractor ex(dest_dir, opts, room, src.error);
     archive_entry* e;
     for (;;) {
         rc = archive_read_next_header(tar.get(), &e);
@@ -474,13 +570,20 @@ UnpackResult unpack_tar(const std::string& archive_path, const std::string& dest
         ex.entry(tar.get(), e, result);
     }
     ex.finish(result);
-    // Padding after the end-of-archive blocks is part of the layer's digest too.
+    // Padding after the end-of-archive blocks is part of the layer's digest too, but only so
+    // much of it: past that it is a stream that could run on without end.
     char sink[65536];
+    uint64_t after_end = 0;
     for (;;) {
         la_ssize_t n = archive_read_data(raw.get(), sink, sizeof sink);
         if (n < 0)
             throw StoreError("cannot read " + archive_path + ": " + archive_error_text(raw.get()));
         if (n == 0) break;
+        after_end += static_cast<uint64_t>(n);
+        if (after_end > kMaxBytesAfterTarEnd)
+            throw StoreError("cannot read " + archive_path + ": more than " +
+                             std::to_string(kMaxBytesAfterTarEnd) +
+                             " bytes after the end of the tar");
         src.hash.update(sink, static_cast<size_t>(n));
     }
     result.diff_id = src.hash.digest();

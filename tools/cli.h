@@ -50,10 +50,14 @@ void need_operands(const Args& a, size_t min, size_t max, const std::string& usa
 
 struct Context {
     std::string root;
+    std::string reserve;
     std::string format = "table";  // or json
     bool json() const { return format == "json"; }
     store::Store& store() {
-        if (!store_) store_ = std::make_unique<store::Store>(store::resolve_store_root(root));
+        if (!store_) {
+            store_ = std::make_unique<store::Store>(store::resolve_store_root(root));
+            store_->set_free_space_reserve(store::resolve_free_space_reserve(reserve));
+        }
         return *store_;
     }
     std::unique_ptr<store::Store> store_;

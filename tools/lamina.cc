@@ -461,7 +461,8 @@ int cmd_info(Context& ctx, const Args& a) {
     return 0;
 }
 
-const char* kUsage = R"(usage: lamina [--root DIR] [--format table|json] COMMAND [ARGS]
+const char* kUsage =
+    R"(usage: lamina [--root DIR] [--reserve SIZE] [--format table|json] COMMAND [ARGS]
 
 Images:      images, history IMAGE, inspect NAME, tag SRC DST, rmi [-f] IMAGE,
              load -i FILE, import TARBALL [REF], save -o FILE [--format oci-archive] IMAGE
@@ -496,6 +497,8 @@ int run(int argc, char** argv) {
         };
         if (a == "--root" || a.starts_with("--root=")) {
             ctx.root = value("--root");
+        } else if (a == "--reserve" || a.starts_with("--reserve=")) {
+            ctx.reserve = value("--reserve");
         } else if (a == "--format" || a.starts_with("--format=")) {
             ctx.format = value("--format");
             if (ctx.format != "table" && ctx.format != "json")

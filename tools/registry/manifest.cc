@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "unpack.h"
+
 namespace lamina::registry {
 
 using nlohmann::json;
@@ -194,20 +196,7 @@ const Descriptor& select_platform(const Manifest& index, const Platform& want) {
 }
 
 bool is_supported_layer(const std::string& mt) {
-    static const char* kTypes[] = {
-        "application/vnd.oci.image.layer.v1.tar",
-        "application/vnd.oci.image.layer.v1.tar+gzip",
-        "application/vnd.oci.image.layer.v1.tar+zstd",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-        "application/vnd.docker.image.rootfs.diff.tar.gzip",
-        "application/vnd.docker.image.rootfs.diff.tar",
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-    };
-    for (const char* t : kTypes)
-        if (mt == t) return true;
-    return false;
+    return store::layer_media_type_compression(mt).has_value();
 }
 
 }  // namespace lamina::registry
