@@ -15,6 +15,7 @@
 #include "error.h"
 #include "fsutil.h"
 #include "internal.h"
+#include "json_input.h"
 #include "lock.h"
 #include "store.h"
 #include "unpack.h"
@@ -64,16 +65,12 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
                                const std::vector<std::string>& names_in,
                                const std::string& staging) {
     Layout l{root_};
-    json cfg;
-    try {
-        cfg = json::parse(config);
-    } catch (const json::exception& e) {
-        throw StoreError(std::string("image config is not valid JSON: ") + e.what());
-    }
-    if (!cfg.contains("rootfs") || !cfg["rootfs"].contains("diff_ids") ||
-        !cfg["rootfs"]["diff_ids"].is_array())
-        throw StoreError("image config has no rootfs.diff_ids");
-    const json& diff_ids = cfg["rootfs"]["diff_ids"];
+    const std::string what = "image config " + sha256_digest(config);
+    json cfg = parse_json_limited(config, what, kMaxConfigBytes);
+    if (!require_object(cfg, what).contains("rootfs"))
+        throw StoreError(what + " has no rootfs.diff_ids");
+    const json& diff_ids =
+        array_member(require_object(cfg["rootfs"], what + " rootfs"), "diff_ids", what + " rootfs");
     if (diff_ids.size() != layers.size())
         throw StoreError("image config lists " + std::to_string(diff_ids.size()) +
                          " diff_ids but the image has " + std::to_string(layers.size()) +

@@ -51,6 +51,27 @@ protected:
     std::string before;
 };
 
+// A blob written into an OCI layout; returns its digest.
+std::string put_layout_blob(const std::string& layout, const std::string& data) {
+    std::string digest = sha256(data);
+    write_file(layout + "/blobs/sha256/" + digest.substr(7), data);
+    return digest;
+}
+
+// Rewrites the image config of the layout's only image (and the manifest and index naming it).
+void replace_config(const std::string& layout, const std::string& config) {
+    auto index = json::parse(read_file(layout + "/index.json"));
+    std::string mpath =
+        layout + "/blobs/sha256/" + index["manifests"][0]["digest"].get<std::string>().substr(7);
+    auto manifest = json::parse(read_file(mpath));
+    manifest["config"]["digest"] = put_layout_blob(layout, config);
+    manifest["config"]["size"] = config.size();
+    std::string m = manifest.dump();
+    index["manifests"][0]["digest"] = put_layout_blob(layout, m);
+    index["manifests"][0]["size"] = m.size();
+    write_file(layout + "/index.json", index.dump());
+}
+
 struct Mislabelled {
     const char* name;
     const char* compression;  // what the blob is
@@ -162,6 +183,63 @@ TEST_F(BoundedInput, entry_larger_than_the_free_space_is_refused_at_its_header) 
     write_oci_layout(tmp / "bomb2", {{make_huge_entry_tar("zeros", twice_free), "gzip"}}, "bomb:2");
     expect_refused(lamina({"load", "-i", tmp / "bomb2"}),
                    "exceeds the free space of the store filesystem less its reserve");
+}
+
+// The layer every JSON case uses, and a valid config for it.
+const std::string& one_file_layer() {
+    static const std::string tar = make_tar({file("f", "x")});
+    return tar;
+}
+json config_of_one_file_layer() {
+    return {{"os", "linux"},
+            {"rootfs", {{"type", "layers"}, {"diff_ids", {sha256(one_file_layer())}}}}};
+}
+
+TEST_F(BoundedInput, deeply_nested_json_is_refused_at_parse_time) {
+    write_oci_layout(tmp / "layout", {{one_file_layer(), ""}}, "deep:1");
+    std::string deep = config_of_one_file_layer().dump();
+    deep.insert(deep.size() - 1, ",\"x\":" + std::string(100000, '[') + std::string(100000, ']'));
+    replace_config(tmp / "layout", deep);
+    expect_refused(lamina({"load", "-i", tmp / "layout"}), ": nested more than 64 levels deep");
+
+    write_oci_layout(tmp / "index", {{one_file_layer(), ""}}, "deep:2");
+    write_file(tmp / "index/index.json", "{\"schemaVersion\":2,\"manifests\":" +
+                                             std::string(5000, '[') + std::string(5000, ']') + "}");
+    expect_refused(lamina({"load", "-i", tmp / "index"}),
+                   "index.json: nested more than 64 levels deep");
+}
+
+TEST_F(BoundedInput, oversized_config_and_index_are_refused) {
+    write_oci_layout(tmp / "layout", {{one_file_layer(), ""}}, "big:1");
+    json cfg = config_of_one_file_layer();
+    cfg["padding"] = std::string(9 << 20, 'x');
+    replace_config(tmp / "layout", cfg.dump());
+    expect_refused(lamina({"load", "-i", tmp / "layout"}), "is more than the limit of 8388608");
+    write_oci_layout(tmp / "index", {{one_file_layer(), ""}}, "big:2");
+    write_file(tmp / "index/index.json", std::string(5 << 20, ' ') + "{}");
+    expect_refused(lamina({"load", "-i", tmp / "index"}),
+                   "index.json: 5242882 bytes is more than the limit of 4194304");
+}
+
+TEST_F(BoundedInput, field_of_the_wrong_type_is_named_with_its_file) {
+    write_oci_layout(tmp / "layout", {{make_tar({file("f", "x")}), ""}}, "typed:1");
+    auto index = json::parse(read_file(tmp / "layout/index.json"));
+    index["manifests"][0]["digest"] = 5;
+    write_file(tmp / "layout/index.json", index.dump());
+    expect_refused(lamina({"load", "-i", tmp / "layout"}),
+                   "index.json: \"digest\" must be a string, not number");
+
+    write_oci_layout(tmp / "cfg", {{make_tar({file("f", "x")}), ""}}, "typed:2");
+    json cfg = {{"os", "linux"}, {"rootfs", {{"type", "layers"}, {"diff_ids", "sha256:0"}}}};
+    replace_config(tmp / "cfg", cfg.dump());
+    expect_refused(lamina({"load", "-i", tmp / "cfg"}),
+                   "rootfs: \"diff_ids\" must be an array, not string");
+
+    make_dirs(tmp / "docker");
+    write_file(tmp / "docker/manifest.json", R"([{"Config":"c.json","Layers":"layer.tar"}])");
+    write_file(tmp / "docker/c.json", "{}");
+    expect_refused(lamina({"load", "-i", tmp / "docker"}),
+                   "docker-archive manifest.json: \"Layers\" must be an array, not string");
 }
 
 }  // namespace

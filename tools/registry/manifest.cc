@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "error.h"
+#include "json_input.h"
 #include "unpack.h"
 
 namespace lamina::registry {
@@ -127,9 +129,9 @@ Manifest interpret(const json& j, const std::string& content_type);
 Manifest parse_manifest(const std::string& body, const std::string& content_type) {
     json j;
     try {
-        j = json::parse(body);
-    } catch (const json::exception& e) {
-        throw std::runtime_error("manifest is not valid JSON: " + shown(e.what()));
+        j = store::parse_json_limited(body, "manifest", store::kMaxManifestBytes);
+    } catch (const store::StoreError& e) {
+        throw std::runtime_error(shown(e.what()));
     }
     if (!j.is_object()) malformed("not a JSON object");
     try {
