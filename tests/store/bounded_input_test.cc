@@ -36,10 +36,10 @@ protected:
         ASSERT_EQ(r.status, 0) << r.err;
         before = store_state(lamina.root());
     }
-    // The refusal: exit status 1, exactly one line on stderr holding `expected`, nothing on
+    // The refusal: exit status 1 (2 for a bad command line), exactly one line on stderr holding `expected`, nothing on
     // stdout, and the store as it was.
-    void expect_refused(const CommandResult& r, const std::string& expected) {
-        EXPECT_EQ(r.status, 1) << r.err;
+    void expect_refused(const CommandResult& r, const std::string& expected, int status = 1) {
+        EXPECT_EQ(r.status, status) << r.err;
         EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
         EXPECT_TRUE(r.err.starts_with("lamina: ")) << r.err;
         EXPECT_NE(r.err.find(expected), std::string::npos)
@@ -240,6 +240,38 @@ TEST_F(BoundedInput, field_of_the_wrong_type_is_named_with_its_file) {
     write_file(tmp / "docker/c.json", "{}");
     expect_refused(lamina({"load", "-i", tmp / "docker"}),
                    "docker-archive manifest.json: \"Layers\" must be an array, not string");
+}
+
+// The distribution grammar, for every way a name comes in: tag, import, an archive's own name
+// and pull (refused before any network access). Control characters are never echoed raw.
+TEST_F(BoundedInput, references_outside_the_distribution_grammar_are_refused) {
+    write_file(tmp / "layer.tar", one_file_layer());
+    const std::string long_repo(5000, 'a');
+    const std::string escape = "evil\x1b[2J\x07name:1";
+    struct Case {
+        std::string ref;
+        std::string error;
+    };
+    for (const Case& c : std::vector<Case>{
+             {"../../../etc:latest", "invalid reference \"../../../etc:latest\""},
+             {long_repo + ":1", "the name is longer than 255 characters"},
+             {escape, "invalid reference \"evil\\x1b[2J\\x07name:1\""},
+             {"Upper/case:1", "repository names are lowercase"},
+             {"app:-tag", "a tag is up to 128"},
+             {"a//b:1", "repository names are lowercase"},
+         }) {
+        SCOPED_TRACE(c.ref.substr(0, 40));
+        for (const auto& argv : std::vector<std::vector<std::string>>{
+                 {"tag", "base:1", c.ref}, {"import", tmp / "layer.tar", c.ref}, {"pull", c.ref}}) {
+            auto r = lamina(argv);
+            // pull reads its operand as a command-line reference: a usage error.
+            expect_refused(r, c.error, argv[0] == "pull" ? 2 : 1);
+            EXPECT_EQ(r.err.find('\x1b'), std::string::npos) << "raw escape echoed";
+            EXPECT_LT(r.err.size(), 600u) << "the whole name echoed";
+        }
+        write_oci_layout(tmp / "named", {{one_file_layer(), ""}}, c.ref);
+        expect_refused(lamina({"load", "-i", tmp / "named"}), c.error);
+    }
 }
 
 }  // namespace
