@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -15,6 +16,7 @@
 #include "internal.h"
 #include "lock.h"
 #include "store.h"
+#include "unpack.h"
 
 namespace lamina::store {
 
@@ -67,6 +69,18 @@ std::string download_digest_hex(const std::string& name) {
 }
 
 }  // namespace
+
+void Store::check_free_space(uint64_t bytes, const std::string& what) const {
+    struct statvfs vfs;
+    if (::statvfs(root_.c_str(), &vfs) != 0) return;
+    uint64_t free_bytes = uint64_t(vfs.f_bavail) * vfs.f_frsize;
+    uint64_t reserve =
+        reserve_.value_or(default_free_space_reserve(uint64_t(vfs.f_blocks) * vfs.f_frsize));
+    if (bytes <= free_bytes && free_bytes - bytes >= reserve) return;
+    throw StoreError("not enough free space in " + root_ + " for " + what + ": " +
+                     std::to_string(bytes) + " bytes, with " + std::to_string(free_bytes) +
+                     " free and a reserve of " + std::to_string(reserve) + " (see --reserve)");
+}
 
 std::string Store::make_download_dir() {
     std::string parent = root_ + "/downloads";

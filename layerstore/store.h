@@ -149,6 +149,9 @@ public:
     // Bytes of the store filesystem that unpacking leaves free; nullopt: the default (5% of the
     // filesystem, at most 256 MiB). An image that needs more is refused.
     void set_free_space_reserve(std::optional<uint64_t> bytes) { reserve_ = bytes; }
+    // Throws unless the store filesystem has `bytes` free beyond the reserve; `what` names them
+    // in the message. A pull checks its layers' declared sizes before downloading any.
+    void check_free_space(uint64_t bytes, const std::string& what) const;
 
     // Images.
     std::vector<LoadedImage> load(const std::string& path);  // archive file or OCI layout dir

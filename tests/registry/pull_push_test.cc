@@ -145,6 +145,28 @@ TEST(RegistryPull, unknown_tag_and_bad_references_fail_with_one_line) {
     EXPECT_EQ(images_json(lamina).size(), 0u);
 }
 
+// The layers' declared sizes are checked against the free space less the reserve before any
+// download starts, so a registry declaring a huge layer cannot fill the store's disk.
+TEST(RegistryPull, layers_that_do_not_fit_beside_the_reserve_are_not_downloaded) {
+    REQUIRE_REGISTRY();
+    TempDir tmp("lamina-pull");
+    RegistryEnv env;
+    Registry reg;
+    push_big(reg, tmp, 1 << 20, 7);
+    Lamina lamina(tmp / "store");
+    std::string ref = reg.host() + "/test/big:v1";
+    auto r = lamina({"--reserve", "100000G", "pull", "--tls-verify=false", ref});
+    expect_one_line_failure(
+        r, "not enough free space in " + (tmp / "store") + " for the layers of " + ref);
+    EXPECT_TRUE(contains(r.err, "(see --reserve)")) << r.err;
+    EXPECT_EQ(r.status, 1);
+    EXPECT_EQ(entries(tmp / "store/downloads"), 0u);
+    EXPECT_EQ(entries(tmp / "store/tmp"), 0u);
+    EXPECT_EQ(images_json(lamina).size(), 0u);
+    auto ok = lamina({"--reserve", "0", "pull", "--tls-verify=false", ref});
+    EXPECT_EQ(ok.status, 0) << ok.err;
+}
+
 TEST(RegistryAuth, htpasswd_basic_auth_with_right_and_wrong_passwords) {
     REQUIRE_REGISTRY();
     TempDir tmp("lamina-auth");

@@ -162,6 +162,13 @@ std::string pull_image(store::Store& store, const Settings& settings, const Refe
         }
     }
 
+    // Declared sizes are checked before the first byte arrives, so a registry that lies cannot
+    // fill the disk (the download stops at the declared size, and unpacking at the free space).
+    uint64_t declared = 0;
+    for (size_t i : to_fetch)
+        declared += static_cast<uint64_t>(std::max<int64_t>(m.layers[i].size, 0));
+    if (!to_fetch.empty()) store.check_free_space(declared, "the layers of " + ref.str());
+
     DownloadDir dir{store, ""};
     if (!to_fetch.empty()) dir.path = store.make_download_dir();
     std::atomic<size_t> next{0};
