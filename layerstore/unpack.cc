@@ -491,23 +491,6 @@ std::vector<std::string> split_entry_path(const std::string& raw) {
     return comps;
 }
 
-std::optional<Compression> layer_media_type_compression(const std::string& media_type) {
-    static const std::pair<const char*, Compression> kTypes[] = {
-        {"application/vnd.oci.image.layer.v1.tar", kUncompressed},
-        {"application/vnd.oci.image.layer.v1.tar+gzip", kGzip},
-        {"application/vnd.oci.image.layer.v1.tar+zstd", kZstd},
-        {"application/vnd.oci.image.layer.nondistributable.v1.tar", kUncompressed},
-        {"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", kGzip},
-        {"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", kZstd},
-        {"application/vnd.docker.image.rootfs.diff.tar", kUncompressed},
-        {"application/vnd.docker.image.rootfs.diff.tar.gzip", kGzip},
-        {"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", kGzip},
-    };
-    for (const auto& [type, compression] : kTypes)
-        if (media_type == type) return compression;
-    return std::nullopt;
-}
-
 uint64_t default_free_space_reserve(uint64_t filesystem_bytes) {
     return std::min(filesystem_bytes / 20, uint64_t(256) << 20);
 }

@@ -7,7 +7,7 @@
 
 #include "error.h"
 #include "json_input.h"
-#include "unpack.h"
+#include "layer_media_type.h"
 
 namespace lamina::registry {
 
