@@ -82,6 +82,39 @@ void Store::check_free_space(uint64_t bytes, const std::string& what) const {
                      " free and a reserve of " + std::to_string(reserve) + " (see --reserve)");
 }
 
+namespace {
+
+// "PID-RANDOM" is a pull's own while it runs; "kept-RANDOM" (pid 0) one that failed.
+bool download_dir_in_use(const std::string& name) {
+    pid_t pid = static_cast<pid_t>(std::atol(name.c_str()));
+    return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
+}
+
+}  // namespace
+
+int64_t Store::kept_downloads_size() const {
+    std::string parent = root_ + "/downloads";
+    std::vector<std::string> names;
+    int64_t size = 0;
+    if (sorted_names_at(AT_FDCWD, parent, names))
+        for (const auto& n : names)
+            if (!download_dir_in_use(n)) size += static_cast<int64_t>(tree_size(parent + "/" + n));
+    return size;
+}
+
+int64_t Store::remove_kept_downloads() {
+    std::string parent = root_ + "/downloads";
+    std::vector<std::string> names;
+    int64_t freed = 0;
+    if (sorted_names_at(AT_FDCWD, parent, names))
+        for (const auto& n : names) {
+            if (download_dir_in_use(n)) continue;
+            freed += static_cast<int64_t>(tree_size(parent + "/" + n));
+            remove_tree(parent + "/" + n);
+        }
+    return freed;
+}
+
 std::string Store::make_download_dir() {
     std::string parent = root_ + "/downloads";
     make_dirs(parent, 0700);
@@ -90,10 +123,7 @@ std::string Store::make_download_dir() {
     std::vector<std::string> names;
     if (!sorted_names_at(AT_FDCWD, parent, names)) return dir;
     for (const auto& n : names) {
-        // "PID-RANDOM" is a pull's own while it runs; "kept-RANDOM" (pid 0) one that failed.
-        pid_t pid = static_cast<pid_t>(std::atol(n.c_str()));
-        if (parent + "/" + n == dir || (pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM)))
-            continue;
+        if (parent + "/" + n == dir || download_dir_in_use(n)) continue;
         // A pull that died or gave up: its blobs move here as partial ones (even those it had
         // verified are hashed again), so this pull can resume them; the rest goes.
         std::vector<std::string> files;

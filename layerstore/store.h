@@ -45,6 +45,7 @@ struct DiskUsage {
     int layers = 0;
     int64_t layers_size = 0;
     int64_t blobs_size = 0;
+    int64_t downloads_size = 0;  // partial downloads of failed pulls, kept for resuming
     std::vector<ImageSummary> image_details;
 };
 
@@ -53,6 +54,7 @@ struct PruneReport {
     std::vector<std::string> images;
     int layers = 0;
     int64_t reclaimed = 0;
+    int64_t downloads_reclaimed = 0;  // kept partial downloads removed (in reclaimed too)
 };
 
 struct StoreInfo {
@@ -226,6 +228,10 @@ public:
     // end_download_dir) are removed here, after their blobs (files "HEX" and "HEX.partial")
     // move into the new one as HEX.partial, to be hashed again and resumed.
     std::string make_download_dir();
+    // The partial downloads failed pulls kept (what a running pull holds is not counted), and
+    // their removal by system prune; returns the bytes.
+    int64_t kept_downloads_size() const;
+    int64_t remove_kept_downloads();
     // Ends a pull's download directory: removed, or with keep_blobs (the pull failed) its
     // non-empty blob files stay for the next pull, under <root>/downloads/kept-RANDOM.
     void end_download_dir(const std::string& dir, bool keep_blobs);

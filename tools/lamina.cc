@@ -378,6 +378,7 @@ int cmd_system(Context& ctx, const Args& a) {
                           {"Reclaimable", vu.reclaimable}}},
                         {"Layers", {{"Total", du.layers}, {"Size", du.layers_size}}},
                         {"BlobsSize", du.blobs_size},
+                        {"PartialDownloadsSize", du.downloads_size},
                         {"VolumeDetails", volumes},
                         {"ImageDetails", images}});
             return 0;
@@ -397,6 +398,8 @@ int cmd_system(Context& ctx, const Args& a) {
                human_size(vu.size), human_size(vu.reclaimable) + pct(vu.reclaimable, vu.size)});
         t.add({"Layers", std::to_string(du.layers), "", human_size(du.layers_size), ""});
         t.add({"Blobs (for save)", "", "", human_size(du.blobs_size), ""});
+        t.add({"Partial downloads", "", "", human_size(du.downloads_size),
+               human_size(du.downloads_size)});
         std::cout << t.render();
         if (a.has("verbose")) {
             Table v({"REPOSITORY", "TAG", "IMAGE ID", "LAYERS", "SIZE", "SHARED SIZE",
@@ -421,6 +424,8 @@ int cmd_system(Context& ctx, const Args& a) {
         auto r = ctx.store().prune(a.has("all"));
         for (const auto& c : r.containers) std::cout << "Deleted container: " << c << "\n";
         for (const auto& i : r.images) std::cout << "Deleted image: " << i << "\n";
+        if (r.downloads_reclaimed > 0)
+            std::cout << "Deleted partial downloads: " << human_size(r.downloads_reclaimed) << "\n";
         std::cout << "Total reclaimed space: " << human_size(r.reclaimed) << "\n";
         return 0;
     }

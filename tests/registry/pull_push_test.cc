@@ -526,6 +526,32 @@ TEST(RegistryResume, pull_refused_mid_blob_keeps_the_partial_file_for_the_next_p
     EXPECT_EQ(entries(tmp / "store/downloads"), 0u);
 }
 
+// What a failed pull keeps is counted by system df and removed by system prune.
+TEST(RegistryResume, kept_partial_downloads_show_in_system_df_and_go_with_system_prune) {
+    REQUIRE_REGISTRY();
+    TempDir tmp("lamina-keep");
+    RegistryEnv env;
+    Registry reg;
+    push_big(reg, tmp, 1 << 20, 23);
+    std::string layer = first_layer_digest(tmp / "big-layout");
+    ThrottlingProxy refusing(reg.port(), 50 << 20, ProxyFaults{layer, {"cut300000", "403"}});
+    Lamina lamina(tmp / "store");
+    expect_one_line_failure(
+        lamina({"pull", "--tls-verify=false",
+                "127.0.0.1:" + std::to_string(refusing.port()) + "/test/big:v1"}),
+        "access denied");
+    auto kept = files_under(tmp / "store/downloads");
+    ASSERT_EQ(kept.size(), 1u);
+    auto df = json::parse(lamina({"system", "df", "--format", "json"}).out);
+    EXPECT_GE(df["PartialDownloadsSize"].get<int64_t>(), int64_t(kept.begin()->second));
+    auto pruned = lamina({"system", "prune"});
+    ASSERT_EQ(pruned.status, 0) << pruned.err;
+    EXPECT_TRUE(contains(pruned.out, "Deleted partial downloads: ")) << pruned.out;
+    EXPECT_EQ(entries(tmp / "store/downloads"), 0u);
+    df = json::parse(lamina({"system", "df", "--format", "json"}).out);
+    EXPECT_EQ(df["PartialDownloadsSize"], 0);
+}
+
 TEST(RegistryRetry, a_blob_that_progresses_between_drops_is_not_given_up) {
     REQUIRE_REGISTRY();
     TempDir tmp("lamina-drops");
