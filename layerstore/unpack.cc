@@ -119,6 +119,9 @@ struct Attributes {
     mode_t mode;
     struct timespec mtime;
     std::vector<std::pair<std::string, std::string>> xattrs;
+    // GNU tar --acls writes ACLs as text (SCHILY.acl.*), which is not converted: only the
+    // system.posix_acl_* xattr form that container tools write is kept.
+    bool text_acl = false;
 };
 
 // security.capability goes last: any later chown or xattr change by the kernel's rules would
@@ -133,7 +136,9 @@ Attributes attributes_of(archive_entry* e, bool with_xattrs) {
                   static_cast<mode_t>(archive_entry_perm(e) & 07777),
                   {archive_entry_mtime(e), archive_entry_mtime_nsec(e)},
                   {}};
-    if (!with_xattrs || archive_entry_xattr_reset(e) == 0) return at;
+    if (!with_xattrs) return at;
+    at.text_acl = archive_entry_acl_count(e, ARCHIVE_ENTRY_ACL_TYPE_POSIX1E) > 0;
+    if (archive_entry_xattr_reset(e) == 0) return at;
     const char* name;
     const void* value;
     size_t size;
@@ -141,6 +146,7 @@ Attributes attributes_of(archive_entry* e, bool with_xattrs) {
         // Overlay-private xattrs in an archive would forge whiteouts and redirects.
         if (is_overlay_private_xattr(name)) continue;
         at.xattrs.emplace_back(name, std::string(static_cast<const char*>(value), size));
+        if (strncmp(name, "system.posix_acl_", 17) == 0) at.text_acl = false;
     }
     std::stable_partition(at.xattrs.begin(), at.xattrs.end(),
                           [](const auto& x) { return !is_capability(x.first); });
@@ -272,6 +278,9 @@ void Extractor::apply(int parent, const std::string& name, const Attributes& at,
             refuse(entry_path, "cannot set xattr " + key + ": " + strerror(errno));
         losses_.add("xattr " + key, strerror(errno));
     }
+    if (at.text_acl)
+        losses_.add("POSIX ACL in tar text form (SCHILY.acl)",
+                    "only system.posix_acl_* xattrs are applied");
     struct timespec ts[2] = {at.mtime, at.mtime};
     ::utimensat(parent, name.c_str(), ts, AT_SYMLINK_NOFOLLOW);
 }

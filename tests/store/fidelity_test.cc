@@ -127,6 +127,19 @@ TEST_F(Fidelity, round_trip_through_commit_save_skopeo_and_load_keeps_every_attr
     out_of(fresh({"umount", "x"}));
 }
 
+// GNU tar --acls stores ACLs as text, which the store does not convert: it says so instead of
+// dropping them silently.
+TEST_F(Fidelity, acl_in_tar_text_form_is_reported_as_not_kept) {
+    auto made = run_command({"python3", fidelity_script(), "make-text-acl-tar", tmp / "acl.tar"});
+    ASSERT_EQ(made.status, 0) << made.err;
+    Lamina lamina(tmp / "store");
+    auto r = lamina({"import", tmp / "acl.tar"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(warnings_of(r),
+              "warning: layer 1 of 1: not kept: POSIX ACL in tar text form (SCHILY.acl) of 1 entry "
+              "(only system.posix_acl_* xattrs are applied)\n");
+}
+
 // A store run by an ordinary user keeps modes (set-id included), data, links and times, and says
 // in one line per layer what it could not keep.
 TEST_F(Fidelity, rootless_store_keeps_what_it_can_and_says_what_it_could_not_once) {

@@ -3,6 +3,7 @@
 #
 #   layer_fidelity.py make-tar OUT   writes the layer (pax, xattrs as SCHILY.xattr records)
 #   layer_fidelity.py describe ROOT  prints one line per entry below ROOT, sorted
+#   layer_fidelity.py make-text-acl-tar OUT   one file whose ACL is in GNU tar --acls text form
 import hashlib
 import io
 import os
@@ -126,7 +127,16 @@ def describe(root):
     print("\n".join(sorted(lines)))
 
 
+def make_text_acl_tar(out):
+    ti = tarfile.TarInfo("shared")
+    ti.mode, ti.mtime = 0o640, 1_600_000_000
+    ti.pax_headers = {"SCHILY.acl.access": "user::rw-,user:1001:r--,group::r--,mask::r--,other::---"}
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(ti, io.BytesIO(b""))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("make-tar", "describe"):
-        sys.exit("usage: layer_fidelity.py make-tar OUT | describe ROOT")
-    make_tar(sys.argv[2]) if sys.argv[1] == "make-tar" else describe(sys.argv[2])
+    commands = {"make-tar": make_tar, "describe": describe, "make-text-acl-tar": make_text_acl_tar}
+    if len(sys.argv) != 3 or sys.argv[1] not in commands:
+        sys.exit("usage: layer_fidelity.py make-tar OUT | describe ROOT | make-text-acl-tar OUT")
+    commands[sys.argv[1]](sys.argv[2])
