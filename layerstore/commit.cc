@@ -23,9 +23,9 @@ LoadedImage Store::commit(const std::string& container_ref, const std::string& r
     recover();
     ContainerRecord c = container(container_ref);
     ImageRecord img = read_image(c.image_id);
-    std::string staging = make_staging_dir(l, "commit");
+    StagingDir staging(l, "commit");
     try {
-        std::string tar = staging + "/layer.tar";
+        std::string tar = staging.path() + "/layer.tar";
         std::string diff_id = write_layer_tar(container_dir(c.id) + "/upper", tar);
         auto [digest, size] = hash_file(tar);
         json cfg = json::parse(img.config);
@@ -51,16 +51,12 @@ LoadedImage Store::commit(const std::string& container_ref, const std::string& r
         top.media_type = kOciLayerTar;
         top.size = size;
         sources.push_back(top);
-        LoadedImage r =
-            store_image(cfg.dump(), "", sources,
-                        name.empty() ? std::vector<std::string>{} : std::vector{name}, staging);
-        remove_tree(staging);
-        return r;
+        return store_image(cfg.dump(), "", sources,
+                           name.empty() ? std::vector<std::string>{} : std::vector{name},
+                           staging.path());
     } catch (const json::exception& e) {
-        remove_tree(staging);
         throw StoreError("cannot commit " + c.name + ": image config: " + e.what());
     } catch (const StoreError& e) {
-        remove_tree(staging);
         throw StoreError("cannot commit " + c.name + ": " + e.what());
     }
 }

@@ -73,6 +73,20 @@ void unmount_merged(const std::string& merged);
 
 // A fresh directory under <root>/tmp for one operation's half-done work.
 std::string make_staging_dir(const Layout& layout, const std::string& tag);
+
+// A staging directory removed when the operation ends, however it ends: a refused archive must
+// not leave its half-unpacked copy behind until the next command's recovery.
+class StagingDir {
+public:
+    StagingDir(const Layout& layout, const std::string& tag);
+    ~StagingDir();
+    StagingDir(const StagingDir&) = delete;
+    StagingDir& operator=(const StagingDir&) = delete;
+    const std::string& path() const { return path_; }
+
+private:
+    std::string path_;
+};
 // A 26-character name for <root>/l/.
 std::string new_link_name();
 

@@ -15,6 +15,7 @@
 #include "error.h"
 #include "fsutil.h"
 #include "internal.h"
+#include "json_input.h"
 #include "lock.h"
 #include "store.h"
 #include "unpack.h"
@@ -36,16 +37,9 @@ struct StagedBlob {
     std::string path;
 };
 
-std::string sniff_layer_media_type(const std::string& path, bool uncompressed) {
-    if (uncompressed) return kOciLayerTar;
-    unsigned char magic[4] = {};
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (fd && ::read(fd.get(), magic, 4) == 4) {
-        if (magic[0] == 0x1f && magic[1] == 0x8b) return std::string(kOciLayerTar) + "+gzip";
-        if (magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd)
-            return std::string(kOciLayerTar) + "+zstd";
-    }
-    return kOciLayerTar;
+// The media type a layer blob that came without one is stored under, from what unpacking found.
+std::string layer_media_type(Compression c) {
+    return std::string(kOciLayerTar) + (c == kGzip ? "+gzip" : c == kZstd ? "+zstd" : "");
 }
 
 bool blob_known(Db& db, const std::string& digest) {
@@ -71,16 +65,12 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
                                const std::vector<std::string>& names_in,
                                const std::string& staging) {
     Layout l{root_};
-    json cfg;
-    try {
-        cfg = json::parse(config);
-    } catch (const json::exception& e) {
-        throw StoreError(std::string("image config is not valid JSON: ") + e.what());
-    }
-    if (!cfg.contains("rootfs") || !cfg["rootfs"].contains("diff_ids") ||
-        !cfg["rootfs"]["diff_ids"].is_array())
-        throw StoreError("image config has no rootfs.diff_ids");
-    const json& diff_ids = cfg["rootfs"]["diff_ids"];
+    const std::string what = "image config " + sha256_digest(config);
+    json cfg = parse_json_limited(config, what, kMaxConfigBytes);
+    if (!require_object(cfg, what).contains("rootfs"))
+        throw StoreError(what + " has no rootfs.diff_ids");
+    const json& diff_ids =
+        array_member(require_object(cfg["rootfs"], what + " rootfs"), "diff_ids", what + " rootfs");
     if (diff_ids.size() != layers.size())
         throw StoreError("image config lists " + std::to_string(diff_ids.size()) +
                          " diff_ids but the image has " + std::to_string(layers.size()) +
@@ -91,6 +81,7 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
     UnpackOptions opts;
     opts.mode = UnpackOptions::Mode::Layer;
     opts.privileged = geteuid() == 0;
+    opts.reserve_bytes = reserve_;
 
     LoadedImage result;
     result.id = sha256_digest(config);
@@ -152,21 +143,27 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
                                  std::to_string(size));
             ref.blob = digest;
             ref.blob_size = size;
-            if (ref.blob_media_type.empty())
-                ref.blob_media_type = sniff_layer_media_type(blob_file, digest == diff_id);
             const std::string& blob_digest = digest;  // C++20 lets a lambda capture a structured
-                                                       // binding; clang 14 does not yet
-            bool dup = std::any_of(new_blobs.begin(), new_blobs.end(), [&](const StagedBlob& b) {
-                return b.digest == blob_digest;
-            });
+                                                      // binding; clang 14 does not yet
+            bool dup = std::any_of(new_blobs.begin(), new_blobs.end(),
+                                   [&](const StagedBlob& b) { return b.digest == blob_digest; });
             if (!dup && !blob_known(*db_, digest)) new_blobs.push_back({digest, size, blob_file});
         }
         UnpackResult r;
         try {
+            // A blob's compression must be the one its media type names; one without a media
+            // type (docker-archive, import) may be any a media type can name.
+            opts.compressions = kLayerCompressions;
+            if (!src.media_type.empty()) {
+                auto c = layer_media_type_compression(src.media_type);
+                if (!c) throw StoreError("unsupported media type \"" + src.media_type + "\"");
+                opts.compressions = *c;
+            }
             r = unpack_tar(blob_file, stage + "/layer/diff", opts);
         } catch (const StoreError& e) {
             throw StoreError(where + ": " + e.what());
         }
+        if (ref.blob_media_type.empty()) ref.blob_media_type = layer_media_type(r.compression);
         if (r.diff_id != diff_id)
             throw StoreError(where + ": diffID mismatch: the config says " + diff_id +
                              ", the content is " + r.diff_id);
@@ -260,35 +257,31 @@ std::vector<LoadedImage> Store::load(const std::string& path) {
     Layout l{root_};
     StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
     recover();
-    std::string staging = make_staging_dir(l, "load");
     struct stat st;
     if (::stat(path.c_str(), &st) != 0) throw_errno("cannot load", path, errno);
-    std::string source = path;
-    if (!S_ISDIR(st.st_mode)) {
-        source = staging + "/archive";
-        make_dirs(source, 0700);
-        UnpackOptions opts;
-        opts.mode = UnpackOptions::Mode::Plain;
-        try {
-            unpack_tar(path, source, opts);
-        } catch (const StoreError& e) {
-            throw StoreError("cannot load " + path + ": " + e.what());
-        }
-    }
+    StagingDir staging(l, "load");
     std::vector<LoadedImage> out;
     try {
+        std::string source = path;
+        if (!S_ISDIR(st.st_mode)) {
+            source = staging.path() + "/archive";
+            make_dirs(source, 0700);
+            UnpackOptions opts;
+            opts.mode = UnpackOptions::Mode::Plain;
+            opts.compressions = kArchiveCompressions;
+            opts.reserve_bytes = reserve_;
+            unpack_tar(path, source, opts);
+        }
         auto images = read_image_source(source);
         for (size_t i = 0; i < images.size(); ++i) {
-            std::string dir = staging + "/image-" + std::to_string(i);
+            std::string dir = staging.path() + "/image-" + std::to_string(i);
             make_dirs(dir, 0700);
             out.push_back(store_image(images[i].config, images[i].manifest, images[i].layers,
                                       images[i].names, dir));
         }
     } catch (const StoreError& e) {
-        remove_tree(staging);
         throw StoreError("cannot load " + path + ": " + e.what());
     }
-    remove_tree(staging);
     return out;
 }
 
@@ -298,13 +291,14 @@ LoadedImage Store::import_tarball(const std::string& tarball, const std::string&
     std::string name = ref.empty() ? "" : normalize_reference(ref);
     StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
     recover();
-    std::string staging = make_staging_dir(l, "import");
+    StagingDir staging(l, "import");
     try {
         // The diffID is known only after reading the tar once.
-        std::string probe = staging + "/probe";
+        std::string probe = staging.path() + "/probe";
         make_dirs(probe, 0700);
         UnpackOptions opts;
         opts.privileged = geteuid() == 0;
+        opts.reserve_bytes = reserve_;
         std::string diff_id = unpack_tar(tarball, probe, opts).diff_id;
         remove_tree(probe);
         std::string now = format_rfc3339(now_seconds());
@@ -318,13 +312,10 @@ LoadedImage Store::import_tarball(const std::string& tarball, const std::string&
         if (!message.empty()) cfg["history"][0]["comment"] = message;
         SourceLayer sl;
         sl.path = tarball;
-        LoadedImage r =
-            store_image(cfg.dump(), "", {sl},
-                        name.empty() ? std::vector<std::string>{} : std::vector{name}, staging);
-        remove_tree(staging);
-        return r;
+        return store_image(cfg.dump(), "", {sl},
+                           name.empty() ? std::vector<std::string>{} : std::vector{name},
+                           staging.path());
     } catch (const StoreError& e) {
-        remove_tree(staging);
         throw StoreError("cannot import " + tarball + ": " + e.what());
     }
 }

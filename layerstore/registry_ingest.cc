@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -15,6 +16,7 @@
 #include "internal.h"
 #include "lock.h"
 #include "store.h"
+#include "unpack.h"
 
 namespace lamina::store {
 
@@ -53,15 +55,8 @@ LoadedImage Store::store_pulled_image(const std::string& config, const std::stri
         s.size = p.size;
         sources.push_back(std::move(s));
     }
-    std::string staging = make_staging_dir(l, "pull");
-    try {
-        LoadedImage r = store_image(config, manifest, sources, names, staging);
-        remove_tree(staging);
-        return r;
-    } catch (...) {
-        remove_tree(staging);
-        throw;
-    }
+    StagingDir staging(l, "pull");
+    return store_image(config, manifest, sources, names, staging.path());
 }
 
 namespace {
@@ -75,6 +70,51 @@ std::string download_digest_hex(const std::string& name) {
 
 }  // namespace
 
+void Store::check_free_space(uint64_t bytes, const std::string& what) const {
+    struct statvfs vfs;
+    if (::statvfs(root_.c_str(), &vfs) != 0) return;
+    uint64_t free_bytes = uint64_t(vfs.f_bavail) * vfs.f_frsize;
+    uint64_t reserve =
+        reserve_.value_or(default_free_space_reserve(uint64_t(vfs.f_blocks) * vfs.f_frsize));
+    if (bytes <= free_bytes && free_bytes - bytes >= reserve) return;
+    throw StoreError("not enough free space in " + root_ + " for " + what + ": " +
+                     std::to_string(bytes) + " bytes, with " + std::to_string(free_bytes) +
+                     " free and a reserve of " + std::to_string(reserve) + " (see --reserve)");
+}
+
+namespace {
+
+// "PID-RANDOM" is a pull's own while it runs; "kept-RANDOM" (pid 0) one that failed.
+bool download_dir_in_use(const std::string& name) {
+    pid_t pid = static_cast<pid_t>(std::atol(name.c_str()));
+    return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
+}
+
+}  // namespace
+
+int64_t Store::kept_downloads_size() const {
+    std::string parent = root_ + "/downloads";
+    std::vector<std::string> names;
+    int64_t size = 0;
+    if (sorted_names_at(AT_FDCWD, parent, names))
+        for (const auto& n : names)
+            if (!download_dir_in_use(n)) size += static_cast<int64_t>(tree_size(parent + "/" + n));
+    return size;
+}
+
+int64_t Store::remove_kept_downloads() {
+    std::string parent = root_ + "/downloads";
+    std::vector<std::string> names;
+    int64_t freed = 0;
+    if (sorted_names_at(AT_FDCWD, parent, names))
+        for (const auto& n : names) {
+            if (download_dir_in_use(n)) continue;
+            freed += static_cast<int64_t>(tree_size(parent + "/" + n));
+            remove_tree(parent + "/" + n);
+        }
+    return freed;
+}
+
 std::string Store::make_download_dir() {
     std::string parent = root_ + "/downloads";
     make_dirs(parent, 0700);
@@ -83,10 +123,7 @@ std::string Store::make_download_dir() {
     std::vector<std::string> names;
     if (!sorted_names_at(AT_FDCWD, parent, names)) return dir;
     for (const auto& n : names) {
-        // "PID-RANDOM" is a pull's own while it runs; "kept-RANDOM" (pid 0) one that failed.
-        pid_t pid = static_cast<pid_t>(std::atol(n.c_str()));
-        if (parent + "/" + n == dir || (pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM)))
-            continue;
+        if (parent + "/" + n == dir || download_dir_in_use(n)) continue;
         // A pull that died or gave up: its blobs move here as partial ones (even those it had
         // verified are hashed again), so this pull can resume them; the rest goes.
         std::vector<std::string> files;

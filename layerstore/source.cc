@@ -12,6 +12,8 @@
 #include "error.h"
 #include "fsutil.h"
 #include "internal.h"
+#include "json_input.h"
+#include "unpack.h"
 
 namespace lamina::store {
 
@@ -21,7 +23,8 @@ std::shared_ptr<Fd> open_in_root(const std::string& dir, const std::string& rel)
     Fd root(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!root) throw_errno("cannot open", dir, errno);
     struct open_how how {};
-    how.flags = O_RDONLY | O_CLOEXEC;
+    // O_NONBLOCK: a FIFO in a layout is refused below instead of waited on.
+    how.flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC;
     how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
     int fd = static_cast<int>(::syscall(SYS_openat2, root.get(), rel.c_str(), &how, sizeof how));
     if (fd < 0) throw_errno("cannot open", dir + "/" + rel, errno);
@@ -36,8 +39,13 @@ static std::string fd_path(const Fd& fd) {
     return "/proc/self/fd/" + std::to_string(fd.get());
 }
 
-static std::string read_in_root(const std::string& dir, const std::string& rel) {
+// A metadata file (never a layer) of the source: its size is checked before it is read.
+static std::string read_in_root(const std::string& dir, const std::string& rel, size_t max_bytes) {
     auto fd = open_in_root(dir, rel);
+    struct stat st;
+    if (::fstat(fd->get(), &st) == 0 && static_cast<uint64_t>(st.st_size) > max_bytes)
+        throw StoreError(rel + ": " + std::to_string(st.st_size) +
+                         " bytes is more than the limit of " + std::to_string(max_bytes));
     return read_file(fd_path(*fd));
 }
 
@@ -77,35 +85,24 @@ std::pair<std::string, int64_t> hash_file(const std::string& path) {
     return stream_hash(path, nullptr);
 }
 
-static json parse_json(const std::string& text, const std::string& what) {
-    try {
-        return json::parse(text);
-    } catch (const json::exception& e) {
-        throw StoreError(what + " is not valid JSON: " + e.what());
-    }
-}
-
 static std::string blob_path(const std::string& digest) {
     if (!is_sha256_digest(digest))
         throw StoreError("unsupported or invalid digest \"" + digest + "\"");
     return "blobs/sha256/" + digest.substr(7);
 }
 
-// Reads a blob named by a descriptor and checks its digest and size.
+// Reads a metadata blob named by a descriptor (found in the document `from`) and checks its
+// digest and size.
 static std::string read_verified_blob(const std::string& dir, const json& desc,
-                                      const std::string& what) {
-    std::string digest = desc.value("digest", "");
-    std::string data = read_in_root(dir, blob_path(digest));
+                                      const std::string& what, const std::string& from,
+                                      size_t max_bytes) {
+    std::string digest = string_member(desc, "digest", from);
+    int64_t size = int_member(desc, "size", from, -1);
+    std::string data = read_in_root(dir, blob_path(digest), max_bytes);
     if (sha256_digest(data) != digest) throw StoreError(what + " " + digest + ": digest mismatch");
-    if (desc.contains("size") && desc["size"].is_number_integer() &&
-        desc["size"].get<int64_t>() != int64_t(data.size()))
+    if (size >= 0 && size != int64_t(data.size()))
         throw StoreError(what + " " + digest + ": size mismatch");
     return data;
-}
-
-static bool is_layer_media_type(const std::string& mt) {
-    return mt.starts_with("application/vnd.oci.image.layer.") ||
-           mt.starts_with("application/vnd.docker.image.rootfs.");
 }
 
 static bool is_index(const std::string& mt) {
@@ -123,15 +120,17 @@ static std::string host_architecture() {
 }
 
 // From an index, the manifest for this host (linux/ARCH), else the first one.
-static json pick_manifest(const json& index, int depth) {
+static json pick_manifest(const json& index, int depth, const std::string& what) {
     if (depth > 4) throw StoreError("image index nested too deeply");
-    if (!index.contains("manifests") || !index["manifests"].is_array() ||
-        index["manifests"].empty())
-        throw StoreError("image index lists no manifests");
-    const json* chosen = &index["manifests"][0];
-    for (const auto& m : index["manifests"]) {
-        if (m.contains("platform") && m["platform"].value("os", "") == "linux" &&
-            m["platform"].value("architecture", "") == host_architecture()) {
+    const json& manifests = array_member(index, "manifests", what);
+    if (manifests.empty()) throw StoreError(what + " lists no manifests");
+    const json* chosen = &require_object(manifests[0], what + " manifests[0]");
+    for (const auto& m : manifests) {
+        require_object(m, what + " manifests[]");
+        if (!m.contains("platform")) continue;
+        std::string where = what + " platform";
+        if (string_member(m["platform"], "os", where) == "linux" &&
+            string_member(m["platform"], "architecture", where) == host_architecture()) {
             chosen = &m;
             break;
         }
@@ -139,25 +138,31 @@ static json pick_manifest(const json& index, int depth) {
     return *chosen;
 }
 
-static SourceImage oci_image(const std::string& dir, json desc, std::vector<std::string> names) {
-    for (int depth = 0; is_index(desc.value("mediaType", "")); ++depth) {
+static SourceImage oci_image(const std::string& dir, json desc, std::string from,
+                             std::vector<std::string> names) {
+    for (int depth = 0; is_index(string_member(desc, "mediaType", from)); ++depth) {
+        std::string what = "index " + string_member(desc, "digest", from);
         json nested =
-            parse_json(read_verified_blob(dir, desc, "index"), "index " + desc.value("digest", ""));
-        desc = pick_manifest(nested, depth);
+            parse_json_limited(read_verified_blob(dir, desc, "index", from, kMaxManifestBytes),
+                               what, kMaxManifestBytes);
+        desc = pick_manifest(nested, depth, what);
+        from = what;
     }
     SourceImage img;
     img.names = std::move(names);
-    img.manifest = read_verified_blob(dir, desc, "manifest");
-    json m = parse_json(img.manifest, "manifest " + desc.value("digest", ""));
-    if (!m.contains("config") || !m.contains("layers") || !m["layers"].is_array())
-        throw StoreError("manifest " + desc.value("digest", "") + " has no config or layers");
-    img.config = read_verified_blob(dir, m["config"], "config");
-    for (const auto& l : m["layers"]) {
+    img.manifest = read_verified_blob(dir, desc, "manifest", from, kMaxManifestBytes);
+    std::string what = "manifest " + string_member(desc, "digest", from);
+    json m = parse_json_limited(img.manifest, what, kMaxManifestBytes);
+    if (!require_object(m, what).contains("config"))
+        throw StoreError(what + " has no config or layers");
+    img.config = read_verified_blob(dir, require_object(m["config"], what + " config"), "config",
+                                    what, kMaxConfigBytes);
+    for (const auto& l : array_member(m, "layers", what)) {
         SourceLayer sl;
-        sl.digest = l.value("digest", "");
-        sl.media_type = l.value("mediaType", "");
-        sl.size = l.value("size", int64_t(-1));
-        if (!is_layer_media_type(sl.media_type))
+        sl.digest = string_member(l, "digest", what + " layers[]");
+        sl.media_type = string_member(l, "mediaType", what + " layers[]");
+        sl.size = int_member(l, "size", what + " layers[]", -1);
+        if (!layer_media_type_compression(sl.media_type))
             throw StoreError("layer " + sl.digest + ": unsupported media type \"" + sl.media_type +
                              "\"");
         sl.fd = open_in_root(dir, blob_path(sl.digest));
@@ -167,11 +172,11 @@ static SourceImage oci_image(const std::string& dir, json desc, std::vector<std:
     return img;
 }
 
-static std::vector<std::string> names_from_annotations(const json& desc) {
+static std::vector<std::string> names_from_annotations(const json& desc, const std::string& what) {
     if (!desc.contains("annotations")) return {};
-    const json& a = desc["annotations"];
+    const json& a = require_object(desc["annotations"], what + " annotations");
     for (const char* key : {"io.containerd.image.name", "org.opencontainers.image.ref.name"}) {
-        std::string v = a.value(key, "");
+        std::string v = string_member(a, key, what + " annotations");
         // A bare tag ("latest") names no repository, so it cannot become a name on its own.
         if (!v.empty() && (v.find(':') != std::string::npos || v.find('/') != std::string::npos))
             return {v};
@@ -182,24 +187,27 @@ static std::vector<std::string> names_from_annotations(const json& desc) {
 std::vector<SourceImage> read_image_source(const std::string& dir) {
     std::vector<SourceImage> out;
     if (path_exists(dir + "/manifest.json")) {
-        json manifest =
-            parse_json(read_in_root(dir, "manifest.json"), "docker-archive manifest.json");
+        const std::string what = "docker-archive manifest.json";
+        json manifest = parse_json_limited(read_in_root(dir, "manifest.json", kMaxManifestBytes),
+                                           what, kMaxManifestBytes);
         if (!manifest.is_array() || manifest.empty())
             throw StoreError("docker-archive manifest.json lists no images");
         for (const auto& entry : manifest) {
             SourceImage img;
-            std::string config_path = entry.value("Config", "");
-            img.config = read_in_root(dir, config_path);
+            std::string config_path = string_member(entry, "Config", what);
+            img.config = read_in_root(dir, config_path, kMaxConfigBytes);
             // The config's file name is its digest in every docker save format.
             std::string base = config_path.substr(config_path.rfind('/') + 1);
             if (base.ends_with(".json")) base.resize(base.size() - 5);
             if (base.size() == 64 && sha256_digest(img.config) != "sha256:" + base)
                 throw StoreError("config " + config_path + ": digest mismatch");
-            if (entry.contains("RepoTags") && entry["RepoTags"].is_array())
-                for (const auto& t : entry["RepoTags"]) img.names.push_back(t.get<std::string>());
-            if (!entry.contains("Layers") || !entry["Layers"].is_array())
-                throw StoreError("docker-archive manifest.json: image without Layers");
-            for (const auto& l : entry["Layers"]) {
+            if (entry.contains("RepoTags") && !entry["RepoTags"].is_null())
+                for (const auto& t : array_member(entry, "RepoTags", what)) {
+                    if (!t.is_string()) throw StoreError(what + ": \"RepoTags\" must hold strings");
+                    img.names.push_back(t.get<std::string>());
+                }
+            for (const auto& l : array_member(entry, "Layers", what)) {
+                if (!l.is_string()) throw StoreError(what + ": \"Layers\" must hold strings");
                 SourceLayer sl;
                 sl.fd = open_in_root(dir, l.get<std::string>());
                 sl.path = fd_path(*sl.fd);
@@ -212,15 +220,17 @@ std::vector<SourceImage> read_image_source(const std::string& dir) {
     if (!path_exists(dir + "/index.json"))
         throw StoreError("cannot read image from " + dir +
                          ": neither manifest.json (docker-archive) nor index.json (OCI layout)");
-    json layout = parse_json(read_in_root(dir, "oci-layout"), "oci-layout");
-    if (layout.value("imageLayoutVersion", "") != "1.0.0")
+    json layout = parse_json_limited(read_in_root(dir, "oci-layout", kMaxManifestBytes),
+                                     "oci-layout", kMaxManifestBytes);
+    if (string_member(layout, "imageLayoutVersion", "oci-layout") != "1.0.0")
         throw StoreError("oci-layout: unsupported imageLayoutVersion");
-    json index = parse_json(read_in_root(dir, "index.json"), "index.json");
-    if (!index.contains("manifests") || !index["manifests"].is_array() ||
-        index["manifests"].empty())
-        throw StoreError("index.json lists no manifests");
-    for (const auto& desc : index["manifests"])
-        out.push_back(oci_image(dir, desc, names_from_annotations(desc)));
+    json index = parse_json_limited(read_in_root(dir, "index.json", kMaxManifestBytes),
+                                    "index.json", kMaxManifestBytes);
+    const json& manifests = array_member(index, "manifests", "index.json");
+    if (manifests.empty()) throw StoreError("index.json lists no manifests");
+    for (const auto& desc : manifests)
+        out.push_back(
+            oci_image(dir, desc, "index.json", names_from_annotations(desc, "index.json")));
     return out;
 }
 

@@ -19,6 +19,7 @@
 #include "fsutil.h"
 #include "internal.h"
 #include "lock.h"
+#include "reference_grammar.h"
 #include "volumes.h"
 
 namespace lamina::store {
@@ -73,6 +74,17 @@ std::string make_staging_dir(const Layout& layout, const std::string& tag) {
     std::string dir = layout.tmp() + "/" + tag + "-" + random_hex(12);
     if (::mkdir(dir.c_str(), 0700) != 0) throw_errno("cannot create staging directory", dir, errno);
     return dir;
+}
+
+StagingDir::StagingDir(const Layout& layout, const std::string& tag)
+    : path_(make_staging_dir(layout, tag)) {}
+
+StagingDir::~StagingDir() {
+    try {
+        remove_tree(path_);
+    } catch (const StoreError&) {
+        // Left for the next command's recovery, which empties tmp/.
+    }
 }
 
 std::string new_link_name() {
@@ -204,7 +216,7 @@ std::string Store::resolve_image_id(const std::string& ref) {
         Stmt st(*db_, "SELECT id FROM images WHERE id = ?");
         st.bind(1, ref);
         if (st.step()) return st.text(0);
-        throw StoreError("no such image: " + ref);
+        throw StoreError("no such image: " + printable(ref));
     }
     std::string familiar;
     try {
@@ -228,7 +240,7 @@ std::string Store::resolve_image_id(const std::string& ref) {
         if (hits.size() == 1) return hits[0];
         if (hits.size() > 1) throw StoreError("image ID prefix " + ref + " is ambiguous");
     }
-    throw StoreError("no such image: " + ref);
+    throw StoreError("no such image: " + printable(ref));
 }
 
 ImageRecord Store::image(const std::string& ref) {
@@ -417,26 +429,19 @@ std::vector<std::string> Store::remove_image(const std::string& ref, bool force)
 }
 
 std::string normalize_reference(const std::string& ref) {
-    if (ref.empty()) throw StoreError("invalid reference: empty");
-    for (unsigned char c : ref) {
-        if (c <= ' ' || c == 0x7f || c == '@')
-            throw StoreError("invalid reference \"" + ref + "\": unexpected character");
-    }
-    auto [repo, tag] = split_reference(ref);
+    ReferenceParts r = parse_reference_parts(ref);
+    if (!r.digest.empty())
+        throw StoreError("invalid reference \"" + printable(ref) +
+                         "\": a name cannot hold a digest");
     // Docker Hub names are kept in their familiar form, as the docker CLI shows them.
-    for (const char* hub :
-         {"docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"}) {
-        if (repo.starts_with(hub) && repo.size() > strlen(hub)) {
-            repo = repo.substr(strlen(hub));
-            break;
-        }
+    std::string repo = r.path;
+    if (r.domain == "docker.io" || r.domain == "index.docker.io") {
+        if (repo.starts_with("library/") && repo.find('/', 8) == std::string::npos)
+            repo = repo.substr(8);
+    } else if (!r.domain.empty()) {
+        repo = r.domain + "/" + repo;
     }
-    if (repo.empty()) throw StoreError("invalid reference \"" + ref + "\": no repository");
-    for (char c : repo) {
-        if (c >= 'A' && c <= 'Z')
-            throw StoreError("invalid reference \"" + ref + "\": repository must be lowercase");
-    }
-    return repo + ":" + (tag.empty() ? "latest" : tag);
+    return repo + ":" + (r.tag.empty() ? "latest" : r.tag);
 }
 
 std::pair<std::string, std::string> split_reference(const std::string& name) {

@@ -45,6 +45,7 @@ struct DiskUsage {
     int layers = 0;
     int64_t layers_size = 0;
     int64_t blobs_size = 0;
+    int64_t downloads_size = 0;  // partial downloads of failed pulls, kept for resuming
     std::vector<ImageSummary> image_details;
 };
 
@@ -53,6 +54,7 @@ struct PruneReport {
     std::vector<std::string> images;
     int layers = 0;
     int64_t reclaimed = 0;
+    int64_t downloads_reclaimed = 0;  // kept partial downloads removed (in reclaimed too)
 };
 
 struct StoreInfo {
@@ -146,6 +148,12 @@ public:
     Store& operator=(const Store&) = delete;
 
     const std::string& root() const { return root_; }
+    // Bytes of the store filesystem that unpacking leaves free; nullopt: the default (5% of the
+    // filesystem, at most 256 MiB). An image that needs more is refused.
+    void set_free_space_reserve(std::optional<uint64_t> bytes) { reserve_ = bytes; }
+    // Throws unless the store filesystem has `bytes` free beyond the reserve; `what` names them
+    // in the message. A pull checks its layers' declared sizes before downloading any.
+    void check_free_space(uint64_t bytes, const std::string& what) const;
 
     // Images.
     std::vector<LoadedImage> load(const std::string& path);  // archive file or OCI layout dir
@@ -221,6 +229,10 @@ public:
     // end_download_dir) are removed here, after their blobs (files "HEX" and "HEX.partial")
     // move into the new one as HEX.partial, to be hashed again and resumed.
     std::string make_download_dir();
+    // The partial downloads failed pulls kept (what a running pull holds is not counted), and
+    // their removal by system prune; returns the bytes.
+    int64_t kept_downloads_size() const;
+    int64_t remove_kept_downloads();
     // Ends a pull's download directory: removed, or with keep_blobs (the pull failed) its
     // non-empty blob files stay for the next pull, under <root>/downloads/kept-RANDOM.
     void end_download_dir(const std::string& dir, bool keep_blobs);
@@ -244,6 +256,7 @@ private:
     void set_name(const std::string& name, const std::string& image_id);
 
     std::string root_;
+    std::optional<uint64_t> reserve_;
     std::unique_ptr<Db> db_;
 };
 

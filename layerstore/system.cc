@@ -58,12 +58,19 @@ DiskUsage Store::disk_usage() {
     }
     Stmt st(*db_, "SELECT COALESCE(SUM(size), 0) FROM blobs");
     if (st.step()) du.blobs_size = st.integer(0);
+    du.downloads_size = kept_downloads_size();
     return du;
 }
 
 PruneReport Store::prune(bool all_unused_images) {
     Layout l{root_};
     PruneReport report;
+    {
+        // Kept partial downloads go first: on a full disk SQLite needs room for what follows.
+        StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
+        report.downloads_reclaimed = remove_kept_downloads();
+        report.reclaimed += report.downloads_reclaimed;
+    }
     int64_t before = 0;
     for (const auto& layer : layers()) before += layer.size;
     std::vector<std::string> doomed_containers;

@@ -13,13 +13,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <memory>
 
-#include "digest.h"
 #include "archive_error.h"
+#include "digest.h"
 #include "error.h"
 #include "fd.h"
 #include "fsutil.h"
+#include "overlay_names.h"
 
 namespace lamina::store {
 namespace {
@@ -34,9 +36,15 @@ using ArchivePtr = std::unique_ptr<archive, ArchiveDeleter>;
 
 // The decompressing inner reader feeds the tar parser and hashes what it hands over, so the
 // diffID is the digest of exactly the uncompressed bytes that were unpacked.
+// It also counts them: a few hundred compressed bytes can expand to gigabytes, so the stream
+// stops at the room the store has (libarchive is C, so the error waits in `error` rather than
+// being thrown through it).
 struct HashingSource {
     archive* raw = nullptr;
     Sha256 hash;
+    uint64_t total = 0;
+    uint64_t limit = UINT64_MAX;
+    std::string limit_reason;
     char buf[128 * 1024];
     std::string error;
 };
@@ -48,9 +56,51 @@ la_ssize_t read_uncompressed(archive*, void* client, const void** out) {
         src->error = archive_error_text(src->raw, "decompression failed");
         return -1;
     }
+    src->total += static_cast<uint64_t>(n);
+    if (src->total > src->limit) {
+        src->error = "uncompressed data passes " + std::to_string(src->limit) + " bytes, " +
+                     src->limit_reason;
+        return -1;
+    }
     src->hash.update(src->buf, static_cast<size_t>(n));
     *out = src->buf;
     return n;
+}
+
+struct Filter {
+    int code;
+    Compression compression;
+    const char* name;
+};
+constexpr Filter kFilters[] = {{ARCHIVE_FILTER_NONE, kUncompressed, "uncompressed"},
+                               {ARCHIVE_FILTER_GZIP, kGzip, "gzip"},
+                               {ARCHIVE_FILTER_ZSTD, kZstd, "zstd"},
+                               {ARCHIVE_FILTER_BZIP2, kBzip2, "bzip2"},
+                               {ARCHIVE_FILTER_XZ, kXz, "xz"}};
+
+std::string compression_names(unsigned set) {
+    std::string s;
+    for (const auto& f : kFilters)
+        if (set & f.compression) s += std::string(s.empty() ? "" : " or ") + f.name;
+    return s;
+}
+
+// One compression at most, and one the caller accepts: a blob labelled gzip that holds bzip2,
+// or gzip inside gzip, is refused before its first entry.
+Compression check_compression(archive* raw, unsigned accepted) {
+    int filters = archive_filter_count(raw);
+    int code = archive_filter_code(raw, 0);
+    const char* name = archive_filter_name(raw, 0);
+    if (filters > 2)
+        throw StoreError(std::string("compressed more than once (") + (name ? name : "?") +
+                         " around " + archive_filter_name(raw, 1) + ")");
+    for (const auto& f : kFilters)
+        if (f.code == code && (accepted & f.compression)) return f.compression;
+    throw StoreError(std::string("the data is ") +
+                     (code == ARCHIVE_FILTER_NONE ? "uncompressed"
+                      : name                      ? name
+                                                  : "?") +
+                     ", expected " + compression_names(accepted));
 }
 
 std::string join(const std::vector<std::string>& comps, size_t n) {
@@ -62,25 +112,88 @@ std::string join(const std::vector<std::string>& comps, size_t n) {
     return s;
 }
 
-struct PendingDir {
-    std::vector<std::string> comps;
-    mode_t mode;
+// What an entry says about itself besides its type and content, applied once it exists.
+struct Attributes {
     uid_t uid;
     gid_t gid;
+    mode_t mode;
     struct timespec mtime;
+    std::vector<std::pair<std::string, std::string>> xattrs;
+    // GNU tar --acls writes ACLs as text (SCHILY.acl.*), which is not converted: only the
+    // system.posix_acl_* xattr form that container tools write is kept.
+    bool text_acl = false;
+};
+
+// security.capability goes last: any later chown or xattr change by the kernel's rules would
+// drop it, as a chown drops set-id bits.
+bool is_capability(const std::string& name) {
+    return name == "security.capability";
+}
+
+Attributes attributes_of(archive_entry* e, bool with_xattrs) {
+    Attributes at{static_cast<uid_t>(archive_entry_uid(e)),
+                  static_cast<gid_t>(archive_entry_gid(e)),
+                  static_cast<mode_t>(archive_entry_perm(e) & 07777),
+                  {archive_entry_mtime(e), archive_entry_mtime_nsec(e)},
+                  {}};
+    if (!with_xattrs) return at;
+    at.text_acl = archive_entry_acl_count(e, ARCHIVE_ENTRY_ACL_TYPE_POSIX1E) > 0;
+    if (archive_entry_xattr_reset(e) == 0) return at;
+    const char* name;
+    const void* value;
+    size_t size;
+    while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
+        // Overlay-private xattrs in an archive would forge whiteouts and redirects.
+        if (is_overlay_private_xattr(name)) continue;
+        at.xattrs.emplace_back(name, std::string(static_cast<const char*>(value), size));
+        if (strncmp(name, "system.posix_acl_", 17) == 0) at.text_acl = false;
+    }
+    std::stable_partition(at.xattrs.begin(), at.xattrs.end(),
+                          [](const auto& x) { return !is_capability(x.first); });
+    return at;
+}
+
+// What an unpack could not keep (owners, xattrs, devices), said once per layer, not per entry.
+class Losses {
+public:
+    void add(const std::string& what, const std::string& why) {
+        auto& c = counts_[what];
+        if (c.n++ == 0) c.why = why;
+    }
+    std::string summary() const {
+        std::string s;
+        for (const auto& [what, c] : counts_) {
+            if (!s.empty()) s += "; ";
+            s += what + " of " + std::to_string(c.n) + (c.n == 1 ? " entry" : " entries") + " (" +
+                 c.why + ")";
+        }
+        return s.empty() ? s : "not kept: " + s;
+    }
+
+private:
+    struct Count {
+        uint64_t n = 0;
+        std::string why;
+    };
+    std::map<std::string, Count> counts_;
+};
+
+struct PendingDir {
+    std::vector<std::string> comps;
+    Attributes attrs;
 };
 
 class Extractor {
 public:
-    Extractor(const std::string& dest, const UnpackOptions& opts) : dest_(dest), opts_(opts) {
+    Extractor(const std::string& dest, const UnpackOptions& opts, uint64_t room,
+              const std::string& source_error)
+        : dest_(dest), opts_(opts), free_bytes_(room), source_error_(source_error) {
         root_.reset(::open(dest.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
         if (!root_) throw_errno("cannot open", dest, errno);
-        struct statvfs vfs;
-        if (::statvfs(dest.c_str(), &vfs) == 0) free_bytes_ = uint64_t(vfs.f_bavail) * vfs.f_frsize;
     }
 
     void entry(archive* a, archive_entry* e, UnpackResult& result);
-    void finish();
+    void finish(UnpackResult& result);
 
 private:
     [[noreturn]] void refuse(const std::string& path, const std::string& why) {
@@ -91,8 +204,8 @@ private:
                 const std::string& entry_path);
     void clear_existing(int parent, const std::string& name, bool keep_dir,
                         const std::string& entry_path);
-    void apply_xattrs(archive_entry* e, int fd_for_path, const std::string& entry_path);
-    void set_owner_and_times(int parent, const std::string& name, archive_entry* e);
+    void apply(int parent, const std::string& name, const Attributes& at, bool symlink,
+               const std::string& entry_path);
     void mark_opaque(int dirfd, const std::vector<std::string>& dir_comps,
                      const std::string& entry_path, UnpackResult& result);
     void make_whiteout(int parent, const std::string& name, const std::string& entry_path);
@@ -102,9 +215,11 @@ private:
     std::string dest_;
     UnpackOptions opts_;
     Fd root_;
-    uint64_t free_bytes_ = UINT64_MAX;
+    uint64_t free_bytes_;  // the free space of the store less its reserve
+    const std::string& source_error_;
     uint64_t written_ = 0;
     std::vector<PendingDir> dirs_;
+    Losses losses_;
 };
 
 Fd Extractor::open_dir(const std::vector<std::string>& comps, size_t n, bool create,
@@ -144,34 +259,29 @@ void Extractor::clear_existing(int parent, const std::string& name, bool keep_di
     }
 }
 
-bool overlay_private(const char* name) {
-    return strncmp(name, "trusted.overlay.", 16) == 0 || strncmp(name, "user.overlay.", 13) == 0;
-}
-
-// Overlay-private xattrs in an archive would forge whiteouts and redirects, so they are dropped.
-void Extractor::apply_xattrs(archive_entry* e, int fd, const std::string& entry_path) {
-    if (archive_entry_xattr_reset(e) == 0) return;
-    const char* name;
-    const void* value;
-    size_t size;
-    while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
-        if (overlay_private(name)) continue;
-        if (!opts_.privileged && strncmp(name, "user.", 5) != 0) continue;
-        std::string proc = "/proc/self/fd/" + std::to_string(fd);
-        if (::setxattr(proc.c_str(), name, value, size, 0) != 0 && errno != ENOTSUP &&
-            errno != EPERM)
-            refuse(entry_path, std::string("cannot set xattr ") + name + ": " + strerror(errno));
+// Owner first, then mode, then xattrs (capability last), then times: the kernel clears set-id
+// bits and security.capability on every chown, and the ACL xattrs rewrite the group mode bits,
+// so this is the one order that leaves what GNU tar -xp --xattrs leaves.
+void Extractor::apply(int parent, const std::string& name, const Attributes& at, bool symlink,
+                      const std::string& entry_path) {
+    bool layer = opts_.mode == UnpackOptions::Mode::Layer;
+    if (layer && ::fchownat(parent, name.c_str(), at.uid, at.gid, AT_SYMLINK_NOFOLLOW) != 0)
+        losses_.add("owner", strerror(errno));
+    // Symlinks have no mode of their own on Linux.
+    if (!symlink && ::fchmodat(parent, name.c_str(), at.mode, 0) != 0)
+        refuse(entry_path, std::string("cannot set mode: ") + strerror(errno));
+    // The parent is held open, so the name resolves in it and is never followed.
+    std::string path = "/proc/self/fd/" + std::to_string(parent) + "/" + name;
+    for (const auto& [key, value] : at.xattrs) {
+        if (::lsetxattr(path.c_str(), key.c_str(), value.data(), value.size(), 0) == 0) continue;
+        if (errno != EPERM && errno != ENOTSUP && errno != EACCES)
+            refuse(entry_path, "cannot set xattr " + key + ": " + strerror(errno));
+        losses_.add("xattr " + key, strerror(errno));
     }
-}
-
-void Extractor::set_owner_and_times(int parent, const std::string& name, archive_entry* e) {
-    if (opts_.privileged)
-        ::fchownat(parent, name.c_str(), static_cast<uid_t>(archive_entry_uid(e)),
-                   static_cast<gid_t>(archive_entry_gid(e)), AT_SYMLINK_NOFOLLOW);
-    struct timespec ts[2];
-    ts[1].tv_sec = archive_entry_mtime(e);
-    ts[1].tv_nsec = archive_entry_mtime_nsec(e);
-    ts[0] = ts[1];
+    if (at.text_acl)
+        losses_.add("POSIX ACL in tar text form (SCHILY.acl)",
+                    "only system.posix_acl_* xattrs are applied");
+    struct timespec ts[2] = {at.mtime, at.mtime};
     ::utimensat(parent, name.c_str(), ts, AT_SYMLINK_NOFOLLOW);
 }
 
@@ -215,10 +325,10 @@ void Extractor::write_regular(archive* a, archive_entry* e, int parent, const st
         refuse(entry_path, "size " + std::to_string(usize) + " exceeds the limit of " +
                                std::to_string(opts_.max_entry_size) + " bytes");
     if (free_bytes_ != UINT64_MAX && written_ + usize > free_bytes_)
-        refuse(entry_path, "size " + std::to_string(usize) +
-                               " exceeds the free space of the store filesystem (" +
-                               std::to_string(free_bytes_ - std::min(free_bytes_, written_)) +
-                               " bytes)");
+        refuse(entry_path,
+               "size " + std::to_string(usize) +
+                   " exceeds the free space of the store filesystem less its reserve (" +
+                   std::to_string(free_bytes_ - std::min(free_bytes_, written_)) + " bytes)");
     clear_existing(parent, name, false, entry_path);
     Fd f(
         ::openat(parent, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
@@ -232,8 +342,9 @@ void Extractor::write_regular(archive* a, archive_entry* e, int parent, const st
         if (rc == ARCHIVE_EOF) break;
         if (rc < ARCHIVE_WARN)
             refuse(entry_path,
-                   std::string("cannot read data: ") +
-                       archive_error_text(a, "truncated archive"));
+                   "cannot read data: " + (source_error_.empty()
+                                               ? archive_error_text(a, "truncated archive")
+                                               : source_error_));
         if (offset < 0 || static_cast<uint64_t>(offset) + len > usize)
             refuse(entry_path, "data beyond its size");
         const char* p = static_cast<const char*>(block);
@@ -250,13 +361,9 @@ void Extractor::write_regular(archive* a, archive_entry* e, int parent, const st
         refuse(entry_path, std::string("cannot size: ") + strerror(errno));
     written_ += usize;
     result.content_bytes += usize;
-    if (opts_.mode == UnpackOptions::Mode::Layer) apply_xattrs(e, f.get(), entry_path);
-    if (opts_.privileged)
-        ::fchown(f.get(), static_cast<uid_t>(archive_entry_uid(e)),
-                 static_cast<gid_t>(archive_entry_gid(e)));
-    ::fchmod(f.get(), archive_entry_perm(e) & 07777);
     f.reset();
-    set_owner_and_times(parent, name, e);
+    apply(parent, name, attributes_of(e, opts_.mode == UnpackOptions::Mode::Layer), false,
+          entry_path);
 }
 
 void Extractor::entry(archive* a, archive_entry* e, UnpackResult& result) {
@@ -311,17 +418,9 @@ void Extractor::entry(archive* a, archive_entry* e, UnpackResult& result) {
             clear_existing(parent.get(), name, true, entry_path);
             if (::mkdirat(parent.get(), name.c_str(), 0700) != 0 && errno != EEXIST)
                 refuse(entry_path, std::string("cannot create directory: ") + strerror(errno));
-            if (!plain) {
-                Fd d(::openat(parent.get(), name.c_str(),
-                              O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-                if (d) apply_xattrs(e, d.get(), entry_path);
-            }
-            PendingDir pd{comps,
-                          static_cast<mode_t>(archive_entry_perm(e) & 07777),
-                          static_cast<uid_t>(archive_entry_uid(e)),
-                          static_cast<gid_t>(archive_entry_gid(e)),
-                          {archive_entry_mtime(e), archive_entry_mtime_nsec(e)}};
-            dirs_.push_back(std::move(pd));
+            // All of a directory's attributes wait for finish(): a default ACL set now would be
+            // inherited by the entries still to come, and a read-only mode would refuse them.
+            dirs_.push_back({comps, attributes_of(e, !plain)});
             return;
         }
         case AE_IFREG:
@@ -333,7 +432,7 @@ void Extractor::entry(archive* a, archive_entry* e, UnpackResult& result) {
             clear_existing(parent.get(), name, false, entry_path);
             if (::symlinkat(target, parent.get(), name.c_str()) != 0)
                 refuse(entry_path, std::string("cannot create symlink: ") + strerror(errno));
-            set_owner_and_times(parent.get(), name, e);
+            apply(parent.get(), name, attributes_of(e, !plain), true, entry_path);
             return;
         }
         case AE_IFCHR:
@@ -347,18 +446,14 @@ void Extractor::entry(archive* a, archive_entry* e, UnpackResult& result) {
                 if (whiteout) {
                     make_whiteout(parent.get(), name, entry_path);
                 } else {
-                    result.warnings.push_back("skipped device node \"" + entry_path +
-                                              "\": creating devices needs root");
+                    losses_.add("device node", "creating devices needs root");
                 }
                 return;
             }
             mode_t kind = type == AE_IFCHR ? S_IFCHR : type == AE_IFBLK ? S_IFBLK : S_IFIFO;
-            if (::mknodat(parent.get(), name.c_str(), kind | (archive_entry_perm(e) & 07777),
-                          dev) != 0)
+            if (::mknodat(parent.get(), name.c_str(), kind | 0600, dev) != 0)
                 refuse(entry_path, std::string("cannot create node: ") + strerror(errno));
-            set_owner_and_times(parent.get(), name, e);
-            if (opts_.privileged)
-                ::fchmodat(parent.get(), name.c_str(), archive_entry_perm(e) & 07777, 0);
+            apply(parent.get(), name, attributes_of(e, true), false, entry_path);
             return;
         }
         default:
@@ -368,25 +463,23 @@ void Extractor::entry(archive* a, archive_entry* e, UnpackResult& result) {
 
 // Directory modes and times are applied last and deepest first: a read-only directory must still
 // take its children, and writing children moves the parent's mtime.
-void Extractor::finish() {
+void Extractor::finish(UnpackResult& result) {
     std::stable_sort(dirs_.begin(), dirs_.end(), [](const PendingDir& x, const PendingDir& y) {
         return x.comps.size() > y.comps.size();
     });
-    for (const auto& pd : dirs_) {
+    for (auto& pd : dirs_) {
         std::string path = join(pd.comps, pd.comps.size());
         Fd parent = open_dir(pd.comps, pd.comps.size() - 1, false, path);
-        const char* name = pd.comps.back().c_str();
+        const std::string& name = pd.comps.back();
         struct stat st;
-        if (::fstatat(parent.get(), name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+        if (::fstatat(parent.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISDIR(st.st_mode))
             continue;
-        if (opts_.privileged) ::fchownat(parent.get(), name, pd.uid, pd.gid, AT_SYMLINK_NOFOLLOW);
-        mode_t mode = pd.mode;
         // Unprivileged, the store must still be able to read and remove what it unpacked.
-        if (!opts_.privileged) mode |= 0700;
-        ::fchmodat(parent.get(), name, mode, 0);
-        struct timespec ts[2] = {pd.mtime, pd.mtime};
-        ::utimensat(parent.get(), name, ts, AT_SYMLINK_NOFOLLOW);
+        if (!opts_.privileged) pd.attrs.mode |= 0700;
+        apply(parent.get(), name, pd.attrs, false, path);
     }
+    if (std::string lost = losses_.summary(); !lost.empty()) result.warnings.push_back(lost);
 }
 
 }  // namespace
@@ -407,12 +500,23 @@ std::vector<std::string> split_entry_path(const std::string& raw) {
     return comps;
 }
 
+uint64_t default_free_space_reserve(uint64_t filesystem_bytes) {
+    return std::min(filesystem_bytes / 20, uint64_t(256) << 20);
+}
+
 UnpackResult unpack_tar(const std::string& archive_path, const std::string& dest_dir,
                         const UnpackOptions& opts) {
+    // O_NONBLOCK: a FIFO must be refused, not waited on; it changes nothing for a regular file.
+    Fd source(::open(archive_path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+    if (!source) throw_errno("cannot open", archive_path, errno);
+    struct stat st;
+    if (::fstat(source.get(), &st) != 0) throw_errno("cannot stat", archive_path, errno);
+    if (!S_ISREG(st.st_mode))
+        throw StoreError("cannot read " + archive_path + ": not a regular file");
     ArchivePtr raw(archive_read_new());
     archive_read_support_filter_all(raw.get());
     archive_read_support_format_raw(raw.get());
-    if (archive_read_open_filename(raw.get(), archive_path.c_str(), 1 << 17) != ARCHIVE_OK)
+    if (archive_read_open_fd(raw.get(), source.get(), 1 << 17) != ARCHIVE_OK)
         throw StoreError("cannot open " + archive_path + ": " + archive_error_text(raw.get()));
     archive_entry* raw_entry;
     HashingSource src;
@@ -422,13 +526,30 @@ UnpackResult unpack_tar(const std::string& archive_path, const std::string& dest
     if (rc == ARCHIVE_EOF) throw StoreError("cannot read " + archive_path + ": empty file");
     if (rc < ARCHIVE_WARN)
         throw StoreError("cannot read " + archive_path + ": " + archive_error_text(raw.get()));
+    try {
+        result.compression = check_compression(raw.get(), opts.compressions);
+    } catch (const StoreError& e) {
+        throw StoreError("cannot read " + archive_path + ": " + e.what());
+    }
+
+    uint64_t room = UINT64_MAX;
+    struct statvfs vfs;
+    if (::statvfs(dest_dir.c_str(), &vfs) == 0) {
+        uint64_t free_bytes = uint64_t(vfs.f_bavail) * vfs.f_frsize;
+        uint64_t reserve = opts.reserve_bytes.value_or(
+            default_free_space_reserve(uint64_t(vfs.f_blocks) * vfs.f_frsize));
+        room = free_bytes > reserve ? free_bytes - reserve : 0;
+        src.limit = room;
+        src.limit_reason = "the free space of the store filesystem (" + std::to_string(free_bytes) +
+                           ") less its reserve (" + std::to_string(reserve) + ")";
+    }
 
     ArchivePtr tar(archive_read_new());
     archive_read_support_format_tar(tar.get());
     if (archive_read_open(tar.get(), &src, nullptr, read_uncompressed, nullptr) != ARCHIVE_OK)
-        throw StoreError("cannot read " + archive_path +
-                         " as tar: " + archive_error_text(tar.get()));
-    Extractor ex(dest_dir, opts);
+        throw StoreError("cannot read " + archive_path + " as tar: " +
+                         (src.error.empty() ? archive_error_text(tar.get()) : src.error));
+    Extractor ex(dest_dir, opts, room, src.error);
     archive_entry* e;
     for (;;) {
         rc = archive_read_next_header(tar.get(), &e);
@@ -440,15 +561,21 @@ UnpackResult unpack_tar(const std::string& archive_path, const std::string& dest
         }
         ex.entry(tar.get(), e, result);
     }
-    ex.finish();
-    // Padding after the end-of-archive blocks is part of the layer's digest too.
+    ex.finish(result);
+    // Padding after the end-of-archive blocks is part of the layer's digest too, but only so
+    // much of it: past that it is a stream that could run on without end.
     char sink[65536];
+    uint64_t after_end = 0;
     for (;;) {
         la_ssize_t n = archive_read_data(raw.get(), sink, sizeof sink);
         if (n < 0)
-            throw StoreError("cannot read " + archive_path + ": " +
-                             archive_error_text(raw.get()));
+            throw StoreError("cannot read " + archive_path + ": " + archive_error_text(raw.get()));
         if (n == 0) break;
+        after_end += static_cast<uint64_t>(n);
+        if (after_end > kMaxBytesAfterTarEnd)
+            throw StoreError("cannot read " + archive_path + ": more than " +
+                             std::to_string(kMaxBytesAfterTarEnd) +
+                             " bytes after the end of the tar");
         src.hash.update(sink, static_cast<size_t>(n));
     }
     result.diff_id = src.hash.digest();

@@ -2,10 +2,20 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "layer_media_type.h"
+
 namespace lamina::store {
+
+// Bytes kept free on the store filesystem when no reserve is configured: 5% of its size, at
+// most 256 MiB.
+uint64_t default_free_space_reserve(uint64_t filesystem_bytes);
+
+// What may follow the tar's end-of-archive blocks (tar pads to its record size; more is junk).
+inline constexpr uint64_t kMaxBytesAfterTarEnd = uint64_t(4) << 20;
 
 struct UnpackOptions {
     // Layer: ".wh.NAME" becomes a 0/0 character device, ".wh..wh..opq" an opaque xattr.
@@ -16,15 +26,23 @@ struct UnpackOptions {
     bool privileged = false;
     // Refuse any entry larger than this (besides the free-space check).
     uint64_t max_entry_size = uint64_t(1) << 40;
+    // Which compressions the source may use; anything else, or a second layer of compression,
+    // is refused before an entry is written.
+    unsigned compressions = kLayerCompressions;
+    // The uncompressed stream may not pass the free space of dest_dir's filesystem less this
+    // reserve (nullopt: default_free_space_reserve), which stops decompression bombs.
+    std::optional<uint64_t> reserve_bytes;
 };
 
 struct UnpackResult {
-    std::string diff_id;         // sha256 of the uncompressed tar stream
-    uint64_t content_bytes = 0;  // regular-file bytes written
+    std::string diff_id;                      // sha256 of the uncompressed tar stream
+    Compression compression = kUncompressed;  // what the source was compressed with
+    uint64_t content_bytes = 0;               // regular-file bytes written
     std::vector<std::string> warnings;
 };
 
-// Reads the tar at archive_path (none, gzip, zstd, bzip2 or xz compressed) and writes its entries
+// Reads the tar at archive_path (a regular file; none, gzip, zstd, bzip2 or xz compressed as
+// opts.compressions allows) and writes its entries
 // below dest_dir, which must exist. Never creates, changes or follows anything outside dest_dir:
 // every path is walked component by component with openat(O_NOFOLLOW) from dest_dir's fd.
 // Absolute paths, ".." components, entries through symlinks, hard links out of the tree and

@@ -104,6 +104,7 @@ store::Store& Context::store() {
     std::string path = store::resolve_store_root(root);
     bool fresh = ::access(path.c_str(), F_OK) != 0;
     store_ = std::make_unique<store::Store>(path);
+    store_->set_free_space_reserve(store::resolve_free_space_reserve(reserve));
     if (fresh && !root.empty() && root[0] != '/')
         std::cerr << "lamina: made a new, empty store at " << path << " (--root " << root
                   << " is relative to the working directory)\n";

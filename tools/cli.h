@@ -57,6 +57,7 @@ std::map<std::string, std::vector<std::string>> split_filters(
 
 struct Context {
     std::string root;
+    std::string reserve;           // --reserve: free space the store keeps ("" = its default)
     std::string format = "table";  // or json
     std::string command;           // as it was typed: "images", "image ls"
     // Opens the store on first use; a relative --root that named no store yet is said, since

@@ -65,6 +65,8 @@ int run(int argc, char** argv) {
         };
         if (a == "--root" || a.starts_with("--root=")) {
             ctx.root = value("--root");
+        } else if (a == "--reserve" || a.starts_with("--reserve=")) {
+            ctx.reserve = value("--reserve");
         } else if (a == "--format" || a.starts_with("--format=")) {
             ctx.format = value("--format");
             if (ctx.format != "table" && ctx.format != "json")

@@ -41,6 +41,7 @@ int system_df(Context& ctx, const Args& a) {
                       {"Reclaimable", vu.reclaimable}}},
                     {"Layers", {{"Total", du.layers}, {"Size", du.layers_size}}},
                     {"BlobsSize", du.blobs_size},
+                    {"PartialDownloadsSize", du.downloads_size},
                     {"VolumeDetails", volumes},
                     {"ImageDetails", images}});
         return 0;
@@ -73,6 +74,7 @@ int system_df(Context& ctx, const Args& a) {
         human_size(vu.reclaimable) + pct(vu.reclaimable, vu.size));
     row("Layers", std::to_string(du.layers), "", human_size(du.layers_size), "");
     row("Blobs (for save)", "", "", human_size(du.blobs_size), "");
+    row("Partial downloads", "", "", human_size(du.downloads_size), human_size(du.downloads_size));
     print_listing(l, format);
     if (a.has("verbose") && format.kind == OutputFormat::Kind::Table) {
         Table v({"REPOSITORY", "TAG", "IMAGE ID", "LAYERS", "SIZE", "SHARED SIZE", "UNIQUE SIZE",
@@ -105,6 +107,8 @@ int system_prune(Context& ctx, const Args& a) {
     auto r = ctx.store().prune(a.has("all"));
     for (const auto& c : r.containers) std::cout << "Deleted container: " << c << "\n";
     for (const auto& i : r.images) std::cout << "Deleted image: " << i << "\n";
+    if (r.downloads_reclaimed > 0)
+        std::cout << "Deleted partial downloads: " << human_size(r.downloads_reclaimed) << "\n";
     std::cout << "Total reclaimed space: " << human_size(r.reclaimed) << "\n";
     return 0;
 }

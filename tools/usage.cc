@@ -313,12 +313,15 @@ std::string group_help(const std::string& group) {
 
 std::string overview_help() {
     std::string out =
-        "Usage:  lamina [--root DIR] [--format table|json] COMMAND [ARGS]\n\n"
+        "Usage:  lamina [--root DIR] [--reserve SIZE] [--format table|json] COMMAND [ARGS]\n\n"
         "Container images, containers and volumes in a store on laminafs.\n\n"
         "Global options:\n" +
         command_list({{"--root DIR",
                        "The store (default: the config file's, else "
                        "/var/lib/lamina as root)"},
+                      {"--reserve SIZE",
+                       "Free space the store keeps (default: 5% of its filesystem, at most "
+                       "256 MiB)"},
                       {"--format table|json", "The output of every listing"},
                       {"-h, --help", "Show this help"},
                       {"-v, --version", "Show lamina's version"}});

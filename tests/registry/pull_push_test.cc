@@ -145,6 +145,28 @@ TEST(RegistryPull, unknown_tag_and_bad_references_fail_with_one_line) {
     EXPECT_EQ(images_json(lamina).size(), 0u);
 }
 
+// The layers' declared sizes are checked against the free space less the reserve before any
+// download starts, so a registry declaring a huge layer cannot fill the store's disk.
+TEST(RegistryPull, layers_that_do_not_fit_beside_the_reserve_are_not_downloaded) {
+    REQUIRE_REGISTRY();
+    TempDir tmp("lamina-pull");
+    RegistryEnv env;
+    Registry reg;
+    push_big(reg, tmp, 1 << 20, 7);
+    Lamina lamina(tmp / "store");
+    std::string ref = reg.host() + "/test/big:v1";
+    auto r = lamina({"--reserve", "100000G", "pull", "--tls-verify=false", ref});
+    expect_one_line_failure(
+        r, "not enough free space in " + (tmp / "store") + " for the layers of " + ref);
+    EXPECT_TRUE(contains(r.err, "(see --reserve)")) << r.err;
+    EXPECT_EQ(r.status, 1);
+    EXPECT_EQ(entries(tmp / "store/downloads"), 0u);
+    EXPECT_EQ(entries(tmp / "store/tmp"), 0u);
+    EXPECT_EQ(images_json(lamina).size(), 0u);
+    auto ok = lamina({"--reserve", "0", "pull", "--tls-verify=false", ref});
+    EXPECT_EQ(ok.status, 0) << ok.err;
+}
+
 TEST(RegistryAuth, htpasswd_basic_auth_with_right_and_wrong_passwords) {
     REQUIRE_REGISTRY();
     TempDir tmp("lamina-auth");
@@ -502,6 +524,32 @@ TEST(RegistryResume, pull_refused_mid_blob_keeps_the_partial_file_for_the_next_p
     ASSERT_EQ(images.size(), 1u);
     EXPECT_EQ(images[0]["Id"], built.config_digest);
     EXPECT_EQ(entries(tmp / "store/downloads"), 0u);
+}
+
+// What a failed pull keeps is counted by system df and removed by system prune.
+TEST(RegistryResume, kept_partial_downloads_show_in_system_df_and_go_with_system_prune) {
+    REQUIRE_REGISTRY();
+    TempDir tmp("lamina-keep");
+    RegistryEnv env;
+    Registry reg;
+    push_big(reg, tmp, 1 << 20, 23);
+    std::string layer = first_layer_digest(tmp / "big-layout");
+    ThrottlingProxy refusing(reg.port(), 50 << 20, ProxyFaults{layer, {"cut300000", "403"}});
+    Lamina lamina(tmp / "store");
+    expect_one_line_failure(
+        lamina({"pull", "--tls-verify=false",
+                "127.0.0.1:" + std::to_string(refusing.port()) + "/test/big:v1"}),
+        "access denied");
+    auto kept = files_under(tmp / "store/downloads");
+    ASSERT_EQ(kept.size(), 1u);
+    auto df = json::parse(lamina({"system", "df", "--format", "json"}).out);
+    EXPECT_GE(df["PartialDownloadsSize"].get<int64_t>(), int64_t(kept.begin()->second));
+    auto pruned = lamina({"system", "prune"});
+    ASSERT_EQ(pruned.status, 0) << pruned.err;
+    EXPECT_TRUE(contains(pruned.out, "Deleted partial downloads: ")) << pruned.out;
+    EXPECT_EQ(entries(tmp / "store/downloads"), 0u);
+    df = json::parse(lamina({"system", "df", "--format", "json"}).out);
+    EXPECT_EQ(df["PartialDownloadsSize"], 0);
 }
 
 TEST(RegistryRetry, a_blob_that_progresses_between_drops_is_not_given_up) {

@@ -125,12 +125,16 @@ std::string make_huge_entry_tar(const std::string& path, unsigned long long size
 
 std::string compress(const std::string& data, const std::string& how) {
     if (how.empty()) return data;
+    if (auto plus = how.find('+'); plus != std::string::npos)
+        return compress(compress(data, how.substr(0, plus)), how.substr(plus + 1));
     std::string out;
     archive* a = archive_write_new();
     archive_write_set_format_raw(a);
     archive_write_set_bytes_in_last_block(a, 1);
     if (how == "gzip") archive_write_add_filter_gzip(a);
     if (how == "zstd") archive_write_add_filter_zstd(a);
+    if (how == "bzip2") archive_write_add_filter_bzip2(a);
+    if (how == "xz") archive_write_add_filter_xz(a);
     archive_write_open(a, &out, nullptr, append, nullptr);
     archive_entry* e = archive_entry_new();
     archive_entry_set_filetype(e, AE_IFREG);
@@ -176,7 +180,9 @@ BuiltImage write_oci_layout(const std::string& dir, const std::vector<Layer>& la
         std::string digest;
         put_blob(dir, blob, &digest);
         std::string mt = "application/vnd.oci.image.layer.v1.tar";
-        if (!layers[i].compression.empty()) mt += "+" + layers[i].compression;
+        const std::string& named =
+            layers[i].labelled.empty() ? layers[i].compression : layers[i].labelled;
+        if (!named.empty() && named != "none") mt += "+" + named;
         manifest["layers"].push_back(
             {{"mediaType", mt}, {"digest", digest}, {"size", blob.size()}});
         std::string diff = sha256(layers[i].tar);

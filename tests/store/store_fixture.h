@@ -30,14 +30,15 @@ TarEntry opaque(const std::string& dir_path);
 std::string make_tar(const std::vector<TarEntry>& entries);
 // A ustar stream whose only entry declares `size` bytes and carries none.
 std::string make_huge_entry_tar(const std::string& path, unsigned long long size);
-// gzip or zstd of data ("" returns data).
+// gzip, zstd, bzip2 or xz of data ("" returns data; "gzip+gzip" compresses twice).
 std::string compress(const std::string& data, const std::string& how);
 
 std::string sha256(const std::string& data);
 
 struct Layer {
     std::string tar;          // uncompressed
-    std::string compression;  // "", "gzip", "zstd"
+    std::string compression;  // "", "gzip", "zstd" (or what compress() takes, for hostile blobs)
+    std::string labelled;     // the media type's compression when it lies ("none": plain tar)
 };
 
 // The two-layer image most store tests use: /etc/motd, data/a and data/b, keep/old; the top layer

@@ -17,6 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include "digest.h"
+#include "error.h"
+#include "json_input.h"
 #include "reference.h"
 
 namespace lamina::registry {
@@ -86,7 +88,7 @@ std::map<std::string, std::string> challenge_params(const std::string& header,
 // The registry's own words from an error body ({"errors":[{"code","message"}]}), or "".
 std::string registry_message(const std::string& body) {
     try {
-        json j = json::parse(body);
+        json j = store::parse_json_limited(body, "error body", store::kMaxManifestBytes);
         if (j.contains("errors") && j["errors"].is_array() && !j["errors"].empty()) {
             const json& e = j["errors"][0];
             std::string msg = e.value("message", "");
@@ -95,6 +97,7 @@ std::string registry_message(const std::string& body) {
         }
         if (j.contains("details") && j["details"].is_string()) return j["details"];
     } catch (const json::exception&) {
+    } catch (const store::StoreError&) {
     }
     return "";
 }
@@ -294,13 +297,15 @@ std::string Client::fetch_token() {
             "cannot get a token from " + challenge_.realm + ": HTTP " + std::to_string(r.status),
             r.status);
     try {
-        json j = json::parse(r.body);
+        json j = store::parse_json_limited(r.body, "token reply", store::kMaxManifestBytes);
         std::string t = j.value("token", "");
         if (t.empty()) t = j.value("access_token", "");
         if (t.empty()) throw RegistryError("the token server's reply holds no token");
         return t;
     } catch (const json::exception&) {
         throw RegistryError("the token server's reply is not JSON");
+    } catch (const store::StoreError& e) {
+        throw RegistryError(std::string("the token server's reply: ") + e.what());
     }
 }
 

@@ -5,6 +5,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "error.h"
+#include "json_input.h"
+#include "layer_media_type.h"
+
 namespace lamina::registry {
 
 using nlohmann::json;
@@ -125,9 +129,9 @@ Manifest interpret(const json& j, const std::string& content_type);
 Manifest parse_manifest(const std::string& body, const std::string& content_type) {
     json j;
     try {
-        j = json::parse(body);
-    } catch (const json::exception& e) {
-        throw std::runtime_error("manifest is not valid JSON: " + shown(e.what()));
+        j = store::parse_json_limited(body, "manifest", store::kMaxManifestBytes);
+    } catch (const store::StoreError& e) {
+        throw std::runtime_error(shown(e.what()));
     }
     if (!j.is_object()) malformed("not a JSON object");
     try {
@@ -194,20 +198,7 @@ const Descriptor& select_platform(const Manifest& index, const Platform& want) {
 }
 
 bool is_supported_layer(const std::string& mt) {
-    static const char* kTypes[] = {
-        "application/vnd.oci.image.layer.v1.tar",
-        "application/vnd.oci.image.layer.v1.tar+gzip",
-        "application/vnd.oci.image.layer.v1.tar+zstd",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-        "application/vnd.docker.image.rootfs.diff.tar.gzip",
-        "application/vnd.docker.image.rootfs.diff.tar",
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-    };
-    for (const char* t : kTypes)
-        if (mt == t) return true;
-    return false;
+    return store::layer_media_type_compression(mt).has_value();
 }
 
 }  // namespace lamina::registry

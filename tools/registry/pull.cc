@@ -11,6 +11,7 @@
 
 #include "digest.h"
 #include "error.h"
+#include "json_input.h"
 #include "progress.h"
 #include "transfer.h"
 
@@ -73,17 +74,13 @@ Source find_source(const Settings& settings, const Reference& ref, const PullOpt
 }
 
 std::vector<std::string> config_diff_ids(const std::string& config, size_t layers) {
-    json cfg;
-    try {
-        cfg = json::parse(config);
-    } catch (const json::exception& e) {
-        throw RegistryError(std::string("image config is not valid JSON: ") + e.what());
-    }
-    if (!cfg.contains("rootfs") || !cfg["rootfs"].contains("diff_ids") ||
-        !cfg["rootfs"]["diff_ids"].is_array())
+    json cfg = store::parse_json_limited(config, "image config", store::kMaxConfigBytes);
+    if (!store::require_object(cfg, "image config").contains("rootfs"))
         throw RegistryError("image config has no rootfs.diff_ids");
     std::vector<std::string> out;
-    for (const auto& d : cfg["rootfs"]["diff_ids"]) {
+    for (const auto& d :
+         store::array_member(store::require_object(cfg["rootfs"], "image config rootfs"),
+                             "diff_ids", "image config rootfs")) {
         if (!d.is_string() || !store::is_sha256_digest(d.get<std::string>()))
             throw RegistryError("image config: a diff_id is not a sha256 digest");
         out.push_back(d.get<std::string>());
@@ -136,8 +133,10 @@ std::string pull_image(store::Store& store, const Settings& settings, const Refe
     std::string config = client.get_blob(m.config);
     std::vector<std::string> diff_ids = config_diff_ids(config, m.layers.size());
     if (o.platform_given) {
-        json cfg = json::parse(config);
-        Platform got{cfg.value("os", ""), cfg.value("architecture", ""), cfg.value("variant", "")};
+        json cfg = store::parse_json_limited(config, "image config", store::kMaxConfigBytes);
+        Platform got{store::string_member(cfg, "os", "image config"),
+                     store::string_member(cfg, "architecture", "image config"),
+                     store::string_member(cfg, "variant", "image config")};
         if (got.os != o.platform.os || got.architecture != o.platform.architecture)
             progress.note("warning", "the image's platform " + got.str() +
                                          " does not match the requested " + o.platform.str());
@@ -162,6 +161,13 @@ std::string pull_image(store::Store& store, const Settings& settings, const Refe
             progress.add(short_digest(d.digest), "Pulling fs layer");
         }
     }
+
+    // Declared sizes are checked before the first byte arrives, so a registry that lies cannot
+    // fill the disk (the download stops at the declared size, and unpacking at the free space).
+    uint64_t declared = 0;
+    for (size_t i : to_fetch)
+        declared += static_cast<uint64_t>(std::max<int64_t>(m.layers[i].size, 0));
+    if (!to_fetch.empty()) store.check_free_space(declared, "the layers of " + ref.str());
 
     DownloadDir dir{store, ""};
     if (!to_fetch.empty()) dir.path = store.make_download_dir();

@@ -18,6 +18,8 @@
 #include <nlohmann/json.hpp>
 
 #include "config.h"
+#include "error.h"
+#include "json_input.h"
 #include "reference.h"
 
 namespace lamina::registry {
@@ -38,11 +40,11 @@ json read_json_file(const std::string& path) {
     auto text = slurp(path);
     if (!text) return json::object();
     try {
-        json j = json::parse(*text);
+        json j = lamina::store::parse_json_limited(*text, path, lamina::store::kMaxManifestBytes);
         if (!j.is_object()) throw std::runtime_error("cannot use " + path + ": not a JSON object");
         return j;
-    } catch (const json::exception& e) {
-        throw std::runtime_error("cannot parse " + path + ": " + e.what());
+    } catch (const lamina::store::StoreError& e) {
+        throw std::runtime_error(std::string("cannot parse ") + e.what());
     }
 }
 
