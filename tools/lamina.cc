@@ -261,6 +261,12 @@ int cmd_umount(Context& ctx, const Args& a) {
     return 0;
 }
 
+// ps's STATUS: "Dead" for a union whose daemon is gone, as docker names a defunct container.
+const char* container_status(const store::ContainerState& c) {
+    if (c.dead) return "Dead";
+    return c.mounted ? "Mounted" : "Created";
+}
+
 int cmd_ps(Context& ctx, const Args& a) {
     need_operands(a, 0, 0, "ps [-a] [-s] [--format json]");
     bool sizes = a.has("size");
@@ -281,7 +287,8 @@ int cmd_ps(Context& ctx, const Args& a) {
                       {"Image", image_name(c.record.image_id)},
                       {"ImageID", c.record.image_id},
                       {"Created", store::format_rfc3339(c.record.created)},
-                      {"Mounted", c.mounted}};
+                      {"Mounted", c.mounted},
+                      {"State", container_status(c)}};
             if (sizes) {
                 j["SizeRw"] = c.size;
                 j["SizeRootFs"] = c.virtual_size;
@@ -298,8 +305,8 @@ int cmd_ps(Context& ctx, const Args& a) {
     for (const auto& c : list) {
         if (!a.has("all") && !c.mounted) continue;
         std::vector<std::string> row = {short_id(c.record.id), image_name(c.record.image_id),
-                                        human_age(c.record.created, now),
-                                        c.mounted ? "Mounted" : "Created", c.record.name};
+                                        human_age(c.record.created, now), container_status(c),
+                                        c.record.name};
         if (sizes)
             row.push_back(human_size(c.size) + " (virtual " + human_size(c.virtual_size) + ")");
         t.add(row);
