@@ -181,8 +181,8 @@ std::string check_mount_point_outside(const Layer& layer, const char* what,
                                       const std::string& mountpoint) {
     if (layer.clone_error == 0 || !is_inside(mountpoint, layer.path)) return "";
     return "mountpoint '" + mountpoint + "' is inside " + what + " '" + layer.path +
-           "', and without a private clone of its mount (" + std::strerror(layer.clone_error) +
-           ") the mount would contain itself";
+           "', and without a private clone of its mount (open_tree: " +
+           std::strerror(layer.clone_error) + ") the mount would contain itself";
 }
 
 }  // namespace

@@ -311,10 +311,13 @@ struct NamedDir {
 
 // How two resolved directories overlap: "" when they are separate subtrees. One directory
 // reached by two paths (a bind mount) is the same directory, as the kernel's per-inode traps
-// see it; nesting is seen only along the paths.
+// see it. Nesting is seen along the paths, within one filesystem as the kernel sees it: a layer
+// on a filesystem mounted inside another layer is apart from it (lowerdir=/:/dev/shm/x), since
+// each layer is reached through a clone of its own mount only.
 std::string overlap(const NamedDir& a, const NamedDir& b) {
     if (a.path == b.path || (a.st.st_dev == b.st.st_dev && a.st.st_ino == b.st.st_ino))
         return "is the same directory as";
+    if (a.st.st_dev != b.st.st_dev) return "";
     if (is_inside(a.path, b.path)) return "is inside";
     if (is_inside(b.path, a.path)) return "contains";
     return "";

@@ -34,7 +34,7 @@ std::string status_of(const Lamina& lamina, const std::string& name) {
 
 std::string state_of(const Lamina& lamina, const std::string& name) {
     for (const auto& c : json::parse(out_of(lamina({"ps", "-a", "--format", "json"}))))
-        if (c["Name"] == name) return c["State"];
+        if (c["Name"] == name) return c.value("State", "no State field");
     return "not listed";
 }
 
