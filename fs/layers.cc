@@ -75,7 +75,7 @@ std::string open_root(const std::string& path, const char* what, Layer& out, str
 std::string reach_through_clone(UniqueFd reached, int clone_errno, const struct stat& root,
                                 const char* what, Layer& out) {
     if (!reached) {
-        out.clone_error = clone_errno;
+        out.clone_error = clone_errno != 0 ? clone_errno : EINVAL;
         return "";
     }
     struct stat st;

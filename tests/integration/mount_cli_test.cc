@@ -280,6 +280,13 @@ TEST(MountCli, OverlappingLayersRefusedAsTheKernelRefusesThem) {
     };
     if (have_alias)
         cases.push_back({"lowerdir=" + d + "/l:" + d + "/alias", "is the same directory as", true});
+    // Upper and work on one filesystem but two mounts: a copy-up could not rename across them.
+    make_dirs(d + "/rw/u");
+    make_dirs(d + "/rw_bind");
+    MountGuard rw_guard(d + "/rw_bind");
+    if (run_command({"mount", "--bind", "--make-private", d + "/rw", d + "/rw_bind"}).status == 0)
+        cases.push_back({"lowerdir=" + d + "/l,upperdir=" + d + "/rw_bind/u,workdir=" + d + "/w",
+                         "is not on the mount of upperdir", true});
     make_dirs(d + "/l2");
     for (const auto& c : cases) {
         SCOPED_TRACE(c.options);
