@@ -23,7 +23,12 @@ struct Layer {
     // The path it was opened by, for messages only: once the mount is up it may name nothing
     // (the caller may detach it), so every access goes through fd.
     std::string path;
-    UniqueFd fd;  // O_PATH|O_DIRECTORY descriptor of the root
+    // O_PATH|O_DIRECTORY descriptor of the root, inside a private clone of the layer's mount
+    // taken at start (see open_layer), so that no mount made later is crossed through it.
+    UniqueFd fd;
+    // 0 when fd lies in a private clone; otherwise why none could be made (EPERM without
+    // CAP_SYS_ADMIN over the mount namespace), and fd is on the layer's own mount.
+    int clone_error = 0;
     dev_t dev = 0;
     // A lower layer on an idmapped mount, under uidmapping=/gidmapping=: its owners are host ids
     // already. containers/storage before 1.47 (podman 4.3) passes such lowers together with the

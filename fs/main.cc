@@ -1,4 +1,5 @@
 // laminafs: parse the options, open the layers, mount, and serve FUSE requests until unmounted.
+#include <dirent.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <malloc.h>
@@ -18,9 +19,11 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
+#include "dead_mount.h"
 #include "fuse_ops.h"
 #include "layers.h"
 #include "mount_table.h"
@@ -181,6 +184,41 @@ private:
     std::thread thread_;
 };
 
+// Lets go of every descriptor on a file or directory (layer roots, nodes, open files, pooled
+// read descriptors) at once, as soon as the loop has ended and before the teardown, which takes
+// a while for a large node table: `umount MERGED` returns before the daemon sees the connection
+// end, and until then the layers' mounts are busy for an unmount of their own. Each is replaced
+// by a descriptor of an eventfd, so the objects that own them close that one later and no
+// number is closed twice. Kept: stdin, stdout, stderr, /dev/fuse (its close, in
+// fuse_session_unmount, next, ends the kernel's hold on passthrough backing files) and the
+// anonymous ones (eventfds, signalfds, io_uring, pipes, sockets).
+void release_layer_descriptors(int fuse_fd) {
+    UniqueFd placeholder(eventfd(0, EFD_CLOEXEC));
+    DIR* dir = opendir("/proc/self/fd");
+    if (!placeholder || !dir) {
+        if (dir) closedir(dir);
+        return;
+    }
+    std::vector<int> files;
+    while (dirent* e = readdir(dir)) {
+        int fd = atoi(e->d_name);
+        if (fd <= STDERR_FILENO || fd == fuse_fd || fd == dirfd(dir) || fd == placeholder.get())
+            continue;
+        char target[64];
+        std::string link = "/proc/self/fd/" + std::to_string(fd);
+        ssize_t n = readlink(link.c_str(), target, sizeof target - 1);
+        if (n < 0) continue;
+        std::string_view t(target, static_cast<size_t>(n));
+        if (t == "/dev/fuse" || t.starts_with("anon_inode:") || t.starts_with("pipe:") ||
+            t.starts_with("socket:"))
+            continue;
+        files.push_back(fd);
+    }
+    closedir(dir);
+    for (int fd : files) dup3(placeholder.get(), fd, O_CLOEXEC);
+    spdlog::debug("let go of {} layer descriptors", files.size());
+}
+
 struct SessionDeleter {
     void operator()(fuse_session* se) const { fuse_session_destroy(se); }
 };
@@ -198,10 +236,11 @@ int main(int argc, char** argv) {
         printf("laminafs %s (libfuse %s)\n", LAMINA_VERSION, fuse_pkgversion());
         return 0;
     }
+    setup_logging(opts);
+    if (auto err = clear_dead_mount(opts.mountpoint); !err.empty()) return fail(err);
     if (auto err = validate_mount_options(opts); !err.empty()) return fail(err);
     umask(0);  // modes of new entries come from the caller, already masked by the kernel
     raise_fd_limit();
-    setup_logging(opts);
 
     LayerStack stack;
     if (auto err = stack.open(opts); !err.empty()) return fail(err);
@@ -261,6 +300,8 @@ int main(int argc, char** argv) {
         fuse_loop_cfg_destroy(cfg);
     }
     uring::stop();
+    // The connection is over (or ending, on SIGTERM): no request needs a layer any more.
+    release_layer_descriptors(fuse_session_fd(se.get()));
     fuse_session_unmount(se.get());
     fuse_remove_signal_handlers(se.get());
     return rc == 0 ? 0 : 1;

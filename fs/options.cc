@@ -292,17 +292,59 @@ std::string resolve_directory(std::string_view what, std::string& path) {
     return "";
 }
 
+}  // namespace
+
 bool is_inside(const std::string& path, const std::string& dir) {
-    if (dir == "/") return true;
+    if (dir == "/") return path.size() > 1 && path[0] == '/';
     return path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
            path[dir.size()] == '/';
 }
 
-// How two resolved directories overlap: "" when they are separate subtrees.
-std::string overlap(const std::string& a, const std::string& b) {
-    if (a == b) return "is the same directory as";
-    if (is_inside(a, b)) return "is inside";
-    if (is_inside(b, a)) return "contains";
+namespace {
+
+// A resolved layer directory, as the overlap check compares it.
+struct NamedDir {
+    std::string_view what;  // "lowerdir", "upperdir", "workdir"
+    const std::string& path;
+    struct stat st;
+};
+
+// How two resolved directories overlap: "" when they are separate subtrees. One directory
+// reached by two paths (a bind mount) is the same directory, as the kernel's per-inode traps
+// see it. Nesting is seen along the paths, within one filesystem as the kernel sees it: a layer
+// on a filesystem mounted inside another layer is apart from it (lowerdir=/:/dev/shm/x), since
+// each layer is reached through a clone of its own mount only.
+std::string overlap(const NamedDir& a, const NamedDir& b) {
+    if (a.path == b.path || (a.st.st_dev == b.st.st_dev && a.st.st_ino == b.st.st_ino))
+        return "is the same directory as";
+    if (a.st.st_dev != b.st.st_dev) return "";
+    if (is_inside(a.path, b.path)) return "is inside";
+    if (is_inside(b.path, a.path)) return "contains";
+    return "";
+}
+
+// Every layer, the upper and the work dir must be separate subtrees. The kernel refuses a lower
+// that is, holds or lies inside another layer or the upper or work dir (ELOOP, "conflicting" or
+// "overlapping lowerdir path") and nested upper and work dirs; an upper or work dir inside a
+// lower it mounts, then fails lookups there with ELOOP. laminafs refuses all of them at start:
+// each would show the overlay's own private state through the merged tree.
+std::string check_overlapping_layers(const MountOptions& opts) {
+    std::vector<NamedDir> dirs;
+    dirs.reserve(opts.lowerdirs.size() + 2);
+    if (!opts.workdir.empty()) dirs.push_back({"workdir", opts.workdir, {}});
+    if (!opts.upperdir.empty()) dirs.push_back({"upperdir", opts.upperdir, {}});
+    for (const auto& lower : opts.lowerdirs) dirs.push_back({"lowerdir", lower, {}});
+    for (auto& d : dirs) {
+        if (stat(d.path.c_str(), &d.st) != 0) return errno_message(d.what, d.path, errno);
+    }
+    for (size_t i = 0; i < dirs.size(); ++i) {
+        for (size_t j = i + 1; j < dirs.size(); ++j) {
+            if (auto how = overlap(dirs[i], dirs[j]); !how.empty()) {
+                return std::string(dirs[i].what) + " " + quoted(dirs[i].path) + " " + how + " " +
+                       std::string(dirs[j].what) + " " + quoted(dirs[j].path);
+            }
+        }
+    }
     return "";
 }
 
@@ -313,14 +355,7 @@ std::string check_upper_and_work(MountOptions& opts) {
     if (opts.upperdir.empty()) return "workdir " + quoted(opts.workdir) + " given without upperdir";
     if (auto err = resolve_directory("upperdir", opts.upperdir); !err.empty()) return err;
     if (auto err = resolve_directory("workdir", opts.workdir); !err.empty()) return err;
-    for (const auto& lower : opts.lowerdirs) {
-        if (auto how = overlap(opts.upperdir, lower); !how.empty()) {
-            return "upperdir " + quoted(opts.upperdir) + " " + how + " lowerdir " + quoted(lower);
-        }
-    }
-    if (auto how = overlap(opts.workdir, opts.upperdir); !how.empty()) {
-        return "workdir " + quoted(opts.workdir) + " " + how + " upperdir " + quoted(opts.upperdir);
-    }
+    if (auto err = check_overlapping_layers(opts); !err.empty()) return err;
     struct stat upper_st, work_st;
     if (stat(opts.upperdir.c_str(), &upper_st) != 0) {
         return errno_message("upperdir", opts.upperdir, errno);
@@ -495,7 +530,10 @@ std::string validate_mount_options(MountOptions& opts) {
         if (auto err = resolve_directory("lowerdir", lower); !err.empty()) return err;
     }
     if (auto err = check_upper_and_work(opts); !err.empty()) return err;
-    if (opts.upperdir.empty()) opts.read_only = true;
+    if (opts.upperdir.empty()) {
+        if (auto err = check_overlapping_layers(opts); !err.empty()) return err;
+        opts.read_only = true;
+    }
     if (opts.mountpoint.empty()) return "missing mountpoint";
     if (auto err = resolve_directory("mountpoint", opts.mountpoint); !err.empty()) return err;
     return "";

@@ -90,9 +90,13 @@ std::string parse_command_line(int argc, char** argv, MountOptions& opts);
 // The --help text.
 std::string usage_text(std::string_view program);
 
+// Whether the resolved path lies strictly beneath the resolved directory dir.
+bool is_inside(const std::string& path, const std::string& dir);
+
 // Resolves relative paths against the cwd and checks the layer set: count <= kMaxLowerLayers,
-// every directory exists and is a directory, upperdir not inside a lowerdir (nor the reverse),
-// workdir on the same filesystem as upperdir and not inside it, mountpoint a usable directory.
+// every directory exists and is a directory, no two of the lowers, the upper and the work dir
+// the same or one inside another, workdir on the same filesystem as upperdir, mountpoint a
+// usable directory.
 // Returns "" or a one-line error naming the problem and the path.
 std::string validate_mount_options(MountOptions& opts);
 

@@ -191,6 +191,7 @@ std::vector<ContainerState> Store::containers(bool sizes) {
     for (auto& r : recs) {
         ContainerState s;
         s.mounted = is_mounted(r);
+        s.dead = s.mounted && !usable_union(container_dir(r.id) + "/merged");
         if (sizes) {
             s.size = static_cast<int64_t>(tree_size(container_dir(r.id) + "/upper"));
             int64_t image_size = 0;

@@ -25,6 +25,9 @@ struct LoadedImage {
 struct ContainerState {
     ContainerRecord record;
     bool mounted = false;
+    // Mounted, but with no working union there: its laminafs daemon was killed (docker's
+    // "Dead"). `lamina mount` puts up a fresh one, `lamina umount` clears it.
+    bool dead = false;
     int64_t size = -1;          // writable layer bytes (computed only when asked)
     int64_t virtual_size = -1;  // writable + image
 };

@@ -39,6 +39,19 @@ int cmd_umount(Context& ctx, const Args& a) {
 
 // What `ps --filter` asks of a container; keys as docker's (labels: lamina's containers carry
 // none, so a label filter matches nothing).
+// ps's STATUS: "Dead" for a union whose daemon is gone, as docker names a defunct container.
+const char* container_status(const store::ContainerState& c) {
+    if (c.dead) return "Dead";
+    return c.mounted ? "Mounted" : "Created";
+}
+
+// The same in the lower case docker's State and the status filter use.
+std::string container_state(const store::ContainerState& c) {
+    std::string s = container_status(c);
+    s[0] = static_cast<char>(s[0] - 'A' + 'a');
+    return s;
+}
+
 struct ContainerFilter {
     std::map<std::string, std::vector<std::string>> by_key;
     std::map<std::string, store::ImageRecord> ancestors;  // ancestor= value -> image
@@ -55,9 +68,7 @@ struct ContainerFilter {
                        return c.record.name.find(v) != std::string::npos;
                    }) &&
                any("status",
-                   [&](const std::string& v) {
-                       return v == (c.mounted ? "mounted" : "created");
-                   }) &&
+                   [&](const std::string& v) { return v == container_state(c); }) &&
                any("label", [](const std::string&) { return false; }) &&
                any("ancestor", [&](const std::string& v) {
                    auto it = ancestors.find(v);
@@ -79,8 +90,8 @@ int cmd_ps(Context& ctx, const Args& a) {
     ContainerFilter filter;
     filter.by_key = split_filters(a.all("filter"), {"id", "name", "status", "ancestor", "label"});
     for (const auto& v : filter.by_key["status"])
-        if (v != "created" && v != "mounted")
-            throw UsageError("bad filter \"status=" + v + "\": want created or mounted");
+        if (v != "created" && v != "mounted" && v != "dead")
+            throw UsageError("bad filter \"status=" + v + "\": want created, mounted or dead");
     bool all = a.has("all") || !filter.by_key["status"].empty();
     for (const auto& v : filter.by_key["ancestor"]) {
         try {
@@ -121,7 +132,8 @@ int cmd_ps(Context& ctx, const Args& a) {
                       {"Image", image_name(c->record.image_id)},
                       {"ImageID", c->record.image_id},
                       {"Created", store::format_rfc3339(c->record.created)},
-                      {"Mounted", c->mounted}};
+                      {"Mounted", c->mounted},
+                      {"State", container_status(*c)}};
             if (sizes) {
                 j["SizeRw"] = c->size;
                 j["SizeRootFs"] = c->virtual_size;
@@ -147,8 +159,8 @@ int cmd_ps(Context& ctx, const Args& a) {
                           {"ImageID", id_of(c->record.image_id)},
                           {"CreatedAt", docker_time(c->record.created)},
                           {"RunningFor", human_age(c->record.created, now)},
-                          {"Status", c->mounted ? "Mounted" : "Created"},
-                          {"State", c->mounted ? "mounted" : "created"},
+                          {"Status", container_status(*c)},
+                          {"State", container_state(*c)},
                           {"Names", c->record.name},
                           {"Size", size},
                           {"Labels", ""}});

@@ -168,7 +168,7 @@ TEST(DetachedLayers, copy_up_whiteouts_opaque_redirect_and_xattrs_work_after_umo
     EXPECT_NE(lstat((mnt + "/src").c_str(), &st), 0);
     auto redirect = xattr_of(rw + "/upper/moved", "trusted.overlay.redirect");
     if (!redirect) redirect = xattr_of(rw + "/upper/moved", "user.overlay.redirect");
-    EXPECT_EQ(redirect, "/src");
+    EXPECT_EQ(redirect, "src");  // within one directory: the old name, as the kernel writes it
 
     // setxattr, getxattr, listxattr and removexattr on lower entries and on the root.
     EXPECT_EQ(lsetxattr((mnt + "/xd").c_str(), "user.new", "v", 1, 0), 0) << strerror(errno);

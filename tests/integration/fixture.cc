@@ -332,6 +332,30 @@ void unmount(const std::string& mountpoint) {
     wait_until_unmounted(path, std::chrono::seconds(10));
 }
 
+void abort_fuse_connection(const std::string& mountpoint, pid_t pid) {
+    const std::string fusectl = "/sys/fs/fuse/connections";
+    bool mounted = false;
+    for (const auto& e : lamina::read_mount_table()) mounted = mounted || e.mount_point == fusectl;
+    if (!mounted) mount("fusectl", fusectl.c_str(), "fusectl", 0, nullptr);
+    std::ifstream in(pid ? "/proc/" + std::to_string(pid) + "/mountinfo" : "/proc/self/mountinfo");
+    for (std::string line; std::getline(in, line);) {
+        std::istringstream fields(line);
+        std::string id, parent, device, root, at;
+        if (!(fields >> id >> parent >> device >> root >> at)) continue;
+        if (lamina::unescape_mountinfo(at) != mountpoint ||
+            line.find(" - fuse") == std::string::npos)
+            continue;
+        // A FUSE connection is named by its device number: the minor, as the major is 0.
+        std::string conn = fusectl + "/" + device.substr(device.find(':') + 1) + "/abort";
+        int fd = open(conn.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            if (write(fd, "1", 1) != 1)
+                ADD_FAILURE() << "abort " << conn << ": " << strerror(errno);
+            close(fd);
+        }
+    }
+}
+
 bool is_mountpoint(const std::string& path) {
     std::string want = canonical_mount_path(path);
     for (const auto& entry : lamina::read_mount_table()) {

@@ -77,6 +77,12 @@ bool is_mountpoint(const std::string& path);
 // The fstype field of the mount at path, or "".
 std::string mount_fstype(const std::string& path);
 
+// Aborts the FUSE connection of the mount at mountpoint, as seen in the mount namespace of pid (0:
+// this process), through the fusectl filesystem (mounted on /sys/fs/fuse/connections if it is
+// not). The only way to free a walk that reached its own mount: a FUSE request the daemon has
+// read cannot be given up, so neither the walker nor the daemon can be killed. Needs root.
+void abort_fuse_connection(const std::string& mountpoint, pid_t pid = 0);
+
 // RAII: unmounts on scope exit.
 class MountGuard {
 public:

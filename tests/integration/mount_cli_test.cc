@@ -242,6 +242,68 @@ TEST(MountCli, UpperdirInsideLowerdirRefused) {
         layers.mnt, nested_upper);
 }
 
+// Each layer set the kernel refuses as overlapping is refused in one line, before anything is
+// mounted; the kernel, where it can mount, refuses the same set. An upper or work dir inside a
+// lower the kernel mounts and then fails lookups there (ELOOP); laminafs refuses it at start.
+TEST(MountCli, OverlappingLayersRefusedAsTheKernelRefusesThem) {
+    REQUIRE_FUSE();
+    Layers layers;
+    const std::string d = layers.dir.path();
+    for (const auto& sub : {"l/inner", "u/lo", "u/wk", "w/lo", "w/up", "l/up", "l/wk", "alias"})
+        make_dirs(d + "/" + sub);
+    // The same directory under a second name: a bind mount.
+    MountGuard alias_guard(d + "/alias");
+    bool have_alias =
+        run_command({"mount", "--bind", "--make-private", d + "/l", d + "/alias"}).status == 0;
+    struct Case {
+        std::string options;
+        std::string mentions;
+        bool kernel_refuses;
+    };
+    const std::string rw = ",upperdir=" + d + "/u,workdir=" + d + "/w";
+    std::vector<Case> cases = {
+        {"lowerdir=" + d + "/l:" + d + "/l", "is the same directory as", true},
+        {"lowerdir=" + d + "/l:" + d + "/l/inner", "contains lowerdir", true},
+        {"lowerdir=" + d + "/l/inner:" + d + "/l", "is inside lowerdir", true},
+        {"lowerdir=" + d + "/u/lo" + rw, "contains lowerdir '" + d + "/u/lo'", true},
+        {"lowerdir=" + d + "/u" + rw, "is the same directory as", true},
+        {"lowerdir=" + d + "/w" + rw, "is the same directory as", true},
+        {"lowerdir=" + d + "/w/lo" + rw, "contains lowerdir '" + d + "/w/lo'", true},
+        {"lowerdir=" + d + "/l2,upperdir=" + d + "/u,workdir=" + d + "/u/wk", "is inside upperdir",
+         true},
+        {"lowerdir=" + d + "/l2,upperdir=" + d + "/w/up,workdir=" + d + "/w", "contains upperdir",
+         true},
+        {"lowerdir=" + d + "/l,upperdir=" + d + "/l/up,workdir=" + d + "/w", "is inside lowerdir",
+         false},
+        {"lowerdir=" + d + "/l,upperdir=" + d + "/u,workdir=" + d + "/l/wk", "is inside lowerdir",
+         false},
+    };
+    if (have_alias)
+        cases.push_back({"lowerdir=" + d + "/l:" + d + "/alias", "is the same directory as", true});
+    // Upper and work on one filesystem but two mounts: a copy-up could not rename across them.
+    make_dirs(d + "/rw/u");
+    make_dirs(d + "/rw_bind");
+    MountGuard rw_guard(d + "/rw_bind");
+    if (run_command({"mount", "--bind", "--make-private", d + "/rw", d + "/rw_bind"}).status == 0)
+        cases.push_back({"lowerdir=" + d + "/l,upperdir=" + d + "/rw_bind/u,workdir=" + d + "/w",
+                         "is not on the mount of upperdir", true});
+    make_dirs(d + "/l2");
+    for (const auto& c : cases) {
+        SCOPED_TRACE(c.options);
+        MountGuard guard(layers.mnt);
+        expect_refused(mount_laminafs(c.options, layers.mnt), layers.mnt, c.mentions);
+        if (!can_mount_kernel_overlay()) continue;
+        // The kernel wants two lowers without an upper: an empty extra one changes nothing.
+        std::string kernel_options = c.options;
+        if (c.options.find("upperdir=") == std::string::npos &&
+            c.options.find(':') == std::string::npos)
+            kernel_options += ":" + d + "/l2";
+        std::string err = mount_kernel_overlay(kernel_options, layers.mnt);
+        EXPECT_EQ(!err.empty(), c.kernel_refuses) << "kernel overlayfs: " << err;
+        unmount(layers.mnt);
+    }
+}
+
 TEST(MountCli, WorkdirOnAnotherFilesystemRefused) {
     REQUIRE_FUSE();
     Layers layers;  // under $TMPDIR or /tmp
@@ -303,6 +365,55 @@ TEST(MountCli, FusermountUnmountMakesDaemonExit) {
     ASSERT_EQ(u.status, 0) << describe(u);
     EXPECT_FALSE(is_mountpoint(layers.mnt));
     EXPECT_TRUE(eventually([&] { return process_gone(pids[0]); })) << "daemon still running";
+}
+
+// How many mounts sit exactly at path.
+int mounts_at(const std::string& path) {
+    int n = 0;
+    for (const auto& e : lamina::read_mount_table()) n += e.mount_point == path;
+    return n;
+}
+
+// A daemon killed with SIGKILL leaves its mount behind, dead (ENOTCONN). A new laminafs on that
+// mount point takes the dead mount away first and never stacks on it: one umount leaves nothing.
+// Once with the dead mount's root attributes in the kernel's cache (stat still works) and once
+// without (stat fails).
+TEST(MountCli, RemountOverADeadMountReplacesIt) {
+    REQUIRE_FUSE();
+    Layers layers;
+    std::string mnt = absolute(layers.mnt);
+    MountGuard guard(mnt);
+    auto kill_daemon = [&] {
+        auto pids = processes_mentioning(mnt);
+        ASSERT_EQ(pids.size(), 1u) << "expected one daemon for " << mnt;
+        ASSERT_EQ(kill(pids[0], SIGKILL), 0) << strerror(errno);
+        ASSERT_TRUE(eventually([&] { return process_gone(pids[0]); }));
+        bool dead = eventually([&] {
+            return ::open((mnt + "/shared.txt").c_str(), O_RDONLY | O_CLOEXEC) < 0 &&
+                   errno == ENOTCONN;
+        });
+        ASSERT_TRUE(dead) << "the mount should be dead";
+    };
+    for (bool cached : {true, false}) {
+        SCOPED_TRACE(cached ? "root attributes cached" : "nothing cached");
+        auto r = mount_laminafs(layers.lowerdir(), mnt);
+        ASSERT_EQ(r.status, 0) << describe(r);
+        if (cached) {
+            EXPECT_EQ(read_file(mnt + "/shared.txt"), "from top\n");
+        }
+        kill_daemon();
+        struct stat st;
+        EXPECT_EQ(stat(mnt.c_str(), &st) == 0, cached) << strerror(errno);
+
+        r = mount_laminafs(layers.writable(), mnt);
+        ASSERT_EQ(r.status, 0) << describe(r);
+        EXPECT_EQ(mounts_at(mnt), 1) << "stacked on the dead mount";
+        EXPECT_EQ(read_file(mnt + "/shared.txt"), "from top\n");
+        auto u = run_command({"umount", mnt});
+        EXPECT_EQ(u.status, 0) << describe(u);
+        EXPECT_EQ(mounts_at(mnt), 0) << "one umount should leave nothing";
+        EXPECT_TRUE(eventually([&] { return no_process_mentions(mnt); }));
+    }
 }
 
 TEST(MountCli, VersionPrintsAVersionAndExitsZero) {

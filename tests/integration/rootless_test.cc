@@ -7,6 +7,7 @@
 #include <grp.h>
 #include <gtest/gtest.h>
 #include <pwd.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -227,7 +228,8 @@ TEST(Rootless, plain_user_mounts_writes_and_unmounts_through_fusermount3) {
     // Unprivileged metadata: user.overlay.* only, and whiteouts the kernel lets a user make.
     EXPECT_TRUE(xattrs_with_prefix(l.upper, "trusted.overlay").empty());
     EXPECT_EQ(get_xattr(l.upper + "/data/dir", "user.overlay.opaque"), "y");
-    EXPECT_EQ(get_xattr(l.upper + "/data/moved", "user.overlay.redirect"), "/data/moveme");
+    // Renamed within its directory: the old name, relative, as the kernel writes it.
+    EXPECT_EQ(get_xattr(l.upper + "/data/moved", "user.overlay.redirect"), "moveme");
     struct stat st;
     ASSERT_EQ(lstat((l.upper + "/etc/deleteme").c_str(), &st), 0);
     bool chardev = S_ISCHR(st.st_mode) && st.st_rdev == 0;
@@ -309,7 +311,8 @@ TEST(Rootless, user_namespace_mounts_directly_and_root_reads_it_back) {
     EXPECT_NE(r.out.find("0:0 644\n0:0 666\n"), std::string::npos) << r.out;
     // Written with the userxattr convention although the daemon ran as (namespaced) root.
     EXPECT_TRUE(xattrs_with_prefix(l.upper, "trusted.overlay").empty());
-    EXPECT_EQ(get_xattr(l.upper + "/data/moved", "user.overlay.redirect"), "/data/moveme");
+    // Renamed within its directory: the old name, relative, as the kernel writes it.
+    EXPECT_EQ(get_xattr(l.upper + "/data/moved", "user.overlay.redirect"), "moveme");
     EXPECT_EQ(get_xattr(l.upper + "/data/dir", "user.overlay.opaque"), "y");
 
     make_dirs(l.dir / "mnt2");
@@ -544,6 +547,72 @@ TEST(Rootless, id_mappings_and_squash_options_match_fuse_overlayfs) {
     EXPECT_NE(mapped.find("one-file 110000:110000"), std::string::npos) << mapped;
     EXPECT_NE(mapped.find("far-file 65534:65534"), std::string::npos) << mapped;
     EXPECT_NE(mapped.find("upper one-file 6:0"), std::string::npos) << mapped;
+}
+
+// A layout whose mount point lies inside its own lower, the mount point the user's.
+struct NestedMountPoint : Layout {
+    std::string inner = lower + "/inner";
+    NestedMountPoint() {
+        make_dirs(inner);
+        write_file(inner + "/under", "under\n");
+        chown_tree(inner, test_user()->uid, test_user()->gid);
+    }
+};
+
+// A plain user cannot clone mounts (open_tree: EPERM), so the layer would be reached through
+// its own mount, where the laminafs mount made later would show inside itself: refused.
+TEST(Rootless, plain_user_mount_point_inside_its_own_lower_is_refused) {
+    REQUIRE_ROOTLESS_SETUP();
+    NestedMountPoint l;
+    MountGuard guard(l.inner);
+    for (const std::string& lower : {l.lower, std::string("/")}) {
+        auto r = run_as_user(laminafs_binary() + " -o lowerdir=" + lower + " " + l.inner);
+        EXPECT_EQ(r.status, 1) << describe(r);
+        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+        EXPECT_NE(r.err.find("is inside lowerdir '" + lower + "'"), std::string::npos) << r.err;
+        EXPECT_FALSE(is_mountpoint(l.inner));
+        EXPECT_NE(run_command({"pgrep", "-f", l.inner}).status, 0) << "a daemon is left";
+    }
+}
+
+// In its own user namespace the user may clone mounts: the mount point shows what lies under it.
+TEST(Rootless, user_namespace_mount_point_inside_its_own_lower_shows_what_lies_underneath) {
+    REQUIRE_ROOTLESS_SETUP();
+    if (run_command({"which", "unshare"}).status != 0) GTEST_SKIP() << "no unshare";
+    NestedMountPoint l;
+    std::string script = "unshare -Urm sh -c '" + laminafs_binary() + " -o lowerdir=" + l.lower +
+                         " " + l.inner + " || exit 10; ls -A " + l.inner + " " + l.inner +
+                         "/inner; umount " + l.inner + "'";
+    auto r = run_as_user(script);
+    if (r.status == 128 + SIGKILL) {
+        // The walk reached the mount itself; free it, to end the test.
+        std::istringstream pids(run_command({"pgrep", "-f", l.inner}).out);
+        for (pid_t pid; pids >> pid;) {
+            abort_fuse_connection(l.inner, pid);
+            kill(pid, SIGKILL);
+        }
+    }
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(r.out, l.inner + ":\ninner\n\n" + l.inner + "/inner:\nunder\n") << describe(r);
+}
+
+// A plain user's daemon killed with SIGKILL leaves a dead mount the user made; the next
+// laminafs clears it with fusermount3 -u -z and mounts in its place, not on top of it.
+TEST(Rootless, plain_user_remount_over_a_dead_mount_replaces_it) {
+    REQUIRE_ROOTLESS_SETUP();
+    Layout l;
+    fill_lower(l.lower);
+    MountGuard guard(l.mnt);
+    std::string m = l.mnt;
+    auto r = run_as_user(laminafs_binary() + " -o " + l.options() + " " + m + " || exit 10\n" +
+                         "cat " + m + "/etc/motd >/dev/null || exit 11\n" +
+                         "kill -KILL $(pgrep -f -- ' " + m + "$') || exit 12\n" + "while cat " + m +
+                         "/etc/motd >/dev/null 2>&1; do sleep 0.05; done\n" + laminafs_binary() +
+                         " -o " + l.options() + " " + m + " || exit 13\n" + "cat " + m +
+                         "/etc/motd || exit 14\n" + "fusermount3 -u " + m + " || exit 15\n" +
+                         "grep -c ' " + m + " ' /proc/self/mountinfo\n");
+    EXPECT_EQ(r.out, "welcome\n0\n") << describe(r);
+    EXPECT_FALSE(is_mountpoint(m));
 }
 
 TEST(Rootless, malformed_mapping_is_one_clear_error) {
