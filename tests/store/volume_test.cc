@@ -557,7 +557,9 @@ TEST(Volumes, mount_inside_a_user_namespace) {
         lamina,
         "set -e; m=$(lamina mount u); echo inside > \"$m/srv/logs/userns\"; "
         "if touch \"$m/srv/ro/x\" 2>/dev/null; then echo writable; exit 3; fi; "
-        "lamina umount u; grep -c /merged /proc/self/mountinfo || true");
+        // Only this store's mounts: the namespace starts with a copy of every host mount,
+        // other stores' (other tests, other users) included.
+        "lamina umount u; grep -cF -e \" $m \" -e \" $m/\" /proc/self/mountinfo || true");
     EXPECT_EQ(r.status, 0) << r.out << r.err;
     EXPECT_EQ(r.out, "0\n") << r.err;
     EXPECT_EQ(read_file(app.path("volumes/uvol/_data/userns")), "inside\n");
