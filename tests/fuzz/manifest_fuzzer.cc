@@ -2,19 +2,22 @@
 // on any bytes. The first byte picks the Content-Type the reply claims; the rest is the body.
 // A manifest it cannot take must be refused with one line (std::runtime_error), never a crash,
 // another exception type or a message spread over several lines; an index it accepts must
-// answer a platform choice the same way.
+// answer a platform choice the same way. The normal build replays the corpus through it
+// (fuzz_corpus_test).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
 
+#include "fuzz_check.h"
 #include "registry/manifest.h"
 
 namespace {
 
 void check_one_line(const std::exception& e) {
-    if (std::string(e.what()).find('\n') != std::string::npos) abort();
+    lamina::fuzz::check(std::string(e.what()).find('\n') == std::string::npos,
+                        std::string("a refusal is one line: ") + e.what());
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 // libFuzzer target: the mount-option parser (-o strings, lowerdir escapes, id mappings, argv).
+// The normal build replays the corpus through it (fuzz_corpus_test).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -6,13 +7,14 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz_check.h"
 #include "options.h"
 
 namespace {
 
 // What the parser promises: an error is one line, and lowerdir splitting never invents bytes.
 void check_one_line(const std::string& err) {
-    if (err.find('\n') != std::string::npos) abort();
+    lamina::fuzz::check(err.find('\n') == std::string::npos, "an error is one line: " + err);
 }
 
 }  // namespace
@@ -25,12 +27,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
     size_t kept = 0;
     for (const auto& layer : lamina::split_lowerdir(input)) kept += layer.size();
-    if (kept > input.size()) abort();
+    lamina::fuzz::check(kept <= input.size(), "split_lowerdir returned more bytes than it got");
 
     std::vector<lamina::IdMapRange> ranges;
     // Its errors reach the user through apply_mount_options, which keeps them on one line.
     std::string err = lamina::parse_id_mapping(input, ranges);
-    if (err.empty() && ranges.empty() && !input.empty()) abort();
+    lamina::fuzz::check(!err.empty() || !ranges.empty() || input.empty(),
+                        "parse_id_mapping accepted a mapping and returned no range");
 
     // The command line: NUL-separated arguments after the program name.
     std::vector<std::string> args{"laminafs"};

@@ -1,5 +1,5 @@
 // libFuzzer target: the whiteout, private-xattr and redirect decoders, in memory and from real
-// xattrs on a scratch file.
+// xattrs on a scratch file. The normal build replays the corpus through it (fuzz_corpus_test).
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -9,9 +9,13 @@
 #include <string>
 #include <string_view>
 
+#include "fuzz_check.h"
 #include "whiteout.h"
 
 namespace {
+
+using lamina::fuzz::check;
+using lamina::fuzz::violated;
 
 // A file and a directory the decoders read their xattrs from, made once per process.
 struct Scratch {
@@ -19,11 +23,11 @@ struct Scratch {
     std::string file;
     Scratch() {
         char templ[] = "/tmp/lamina-fuzz-whiteout.XXXXXX";
-        if (!mkdtemp(templ)) abort();
+        if (!mkdtemp(templ)) violated("mkdtemp /tmp/lamina-fuzz-whiteout.XXXXXX");
         dir = templ;
         file = dir + "/f";
         FILE* f = fopen(file.c_str(), "w");
-        if (!f) abort();
+        if (!f) violated("cannot create " + file);
         fclose(f);
     }
     ~Scratch() {
@@ -35,15 +39,17 @@ struct Scratch {
 // A decoded redirect never leaves the layer: no "." or ".." component, no empty component, no
 // leading '/', no NUL.
 void check_lower_path(const std::string& path) {
-    if (path.find('\0') != std::string::npos) abort();
+    check(path.find('\0') == std::string::npos, "a decoded redirect holds a NUL");
     if (path.empty()) return;
-    if (path.front() == '/' || path.back() == '/') abort();
+    check(path.front() != '/' && path.back() != '/',
+          "a decoded redirect starts or ends with '/': " + path);
     size_t at = 0;
     while (at <= path.size()) {
         size_t slash = path.find('/', at);
         if (slash == std::string::npos) slash = path.size();
         std::string_view c(path.data() + at, slash - at);
-        if (c.empty() || c == "." || c == "..") abort();
+        check(!c.empty() && c != "." && c != "..",
+              "a decoded redirect has an empty, . or .. component: " + path);
         at = slash + 1;
     }
 }
@@ -55,13 +61,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string_view input(reinterpret_cast<const char*>(data), size);
 
     if (auto target = lamina::oci_whiteout_target(input)) {
-        if (!input.starts_with(lamina::kOciWhiteoutPrefix) || target->empty() ||
-            *target != input.substr(lamina::kOciWhiteoutPrefix.size()))
-            abort();
+        check(input.starts_with(lamina::kOciWhiteoutPrefix) && !target->empty() &&
+                  *target == input.substr(lamina::kOciWhiteoutPrefix.size()),
+              "oci_whiteout_target names something else than what follows .wh.");
     }
-    if (lamina::is_private_xattr(input) !=
-        (input.starts_with("trusted.overlay.") || input.starts_with("user.overlay.")))
-        abort();
+    check(lamina::is_private_xattr(input) ==
+              (input.starts_with("trusted.overlay.") || input.starts_with("user.overlay.")),
+          "is_private_xattr disagrees with the trusted./user.overlay. prefixes");
 
     // "PARENT\nREDIRECT": the parent's lower path (a decoded one, as lookup passes) and the value.
     size_t nl = input.find('\n');
@@ -77,7 +83,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (lsetxattr(scratch.file.c_str(), "user.overlay.redirect", stored.data(), stored.size(), 0) ==
         0) {
         auto read = lamina::read_redirect(scratch.file);
-        if (!stored.empty() && (!read || *read != stored)) abort();
+        check(stored.empty() || (read && *read == stored),
+              "read_redirect does not return the redirect stored");
         if (read) {
             if (auto lower = lamina::redirect_lower_path("a", *read)) check_lower_path(*lower);
         }
@@ -86,7 +93,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         0) {
         char opaque = lamina::read_opaque(scratch.file);
         char want = stored == "y" || stored == "x" ? stored[0] : 0;
-        if (opaque != want) abort();
+        check(opaque == want, "read_opaque reads another marker than the one stored");
     }
     lremovexattr(scratch.file.c_str(), "user.overlay.redirect");
     lremovexattr(scratch.file.c_str(), "user.overlay.opaque");

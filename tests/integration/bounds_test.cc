@@ -131,7 +131,7 @@ protected:
     struct Sample {
         FdCount fds;
         long rss = -1;
-        std::map<std::string, long> stats;
+        DaemonStats stats;
     };
     Sample sample(const std::string& label) {
         Sample s;
@@ -502,7 +502,7 @@ TEST_F(BoundsTest, sigusr1_prints_cache_statistics) {
     for (const char* key :
          {"nodes", "unhashed_nodes", "kernel_refs", "kept_fds", "dir_indexes", "dir_index_entries",
           "dir_index_limit", "dir_index_evictions", "open_files", "dir_listings", "fds", "rss_kib"})
-        EXPECT_TRUE(stats.count(key)) << key << " missing from: " << daemon_->log_text();
+        EXPECT_TRUE(stats.has(key)) << key << " missing from: " << daemon_->log_text();
     EXPECT_GE(stats["nodes"], 2);
     EXPECT_EQ(stats["open_files"], 1);
     EXPECT_GE(stats["dir_indexes"], 1);

@@ -278,7 +278,7 @@ TEST(DetachedLayers, idmapped_lower_under_uidmapping_is_mapped_once) {
     const std::string mapping = ",uidmapping=0:100000:65536,gidmapping=0:100000:65536";
 
     std::string err = mount_idmapped(lower, mapped, 100000);
-    if (!err.empty()) GTEST_SKIP() << "no idmapped mount here: " << err;
+    if (!err.empty()) SKIP_NEEDING("idmap") << "no idmapped mount here: " << err;
     BindMount held(mapped, mapped);  // only to detach it at scope exit if a step fails
     ASSERT_EQ(owner_of(mapped + "/owned"), "100005:100006") << "the idmapped mount maps nothing";
 

@@ -1934,25 +1934,56 @@ bool run_depth(const Config& cfg, int depth, HangGuard& guard) {
     return false;
 }
 
-Config config_from_env() {
+// A whole number in [min, max] from the environment, or std::nullopt when the variable is unset;
+// anything else is refused in `refused` (the knob would otherwise run nothing, or not what was
+// asked, and pass).
+std::optional<uint64_t> env_count(const char* name, uint64_t min, uint64_t max,
+                                  std::string& refused) {
+    auto text = env_text(name);
+    if (!text) return std::nullopt;
+    char* end = nullptr;
+    errno = 0;
+    uint64_t n = std::strtoull(text->c_str(), &end, 0);
+    if (errno != 0 || *end != '\0' || text->front() == '-' || n < min || n > max) {
+        if (refused.empty())
+            refused =
+                std::string(name) + "=" + *text + ": want a whole number " +
+                (max == UINT64_MAX ? "of at least " + std::to_string(min)
+                                   : "from " + std::to_string(min) + " to " + std::to_string(max));
+        return std::nullopt;
+    }
+    return n;
+}
+
+// The run the environment asks for; `refused` says which knob it cannot honour.
+Config config_from_env(std::string& refused) {
     Config cfg;
-    if (auto seed = env_text("LAMINA_FUZZ_SEED")) {
-        cfg.seed = std::strtoull(seed->c_str(), nullptr, 0);
+    if (auto seed = env_count("LAMINA_FUZZ_SEED", 0, UINT64_MAX, refused)) {
+        cfg.seed = *seed;
     } else {
         cfg.seed =
             static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) ^
             (static_cast<uint64_t>(getpid()) << 32);
         cfg.seed %= 1000000000000ULL;  // short enough to type
     }
-    if (auto ops = env_text("LAMINA_FUZZ_OPS")) cfg.ops = std::strtoull(ops->c_str(), nullptr, 0);
-    if (auto every = env_text("LAMINA_FUZZ_CHECK_EVERY"))
-        cfg.check_every = std::max<uint64_t>(1, std::strtoull(every->c_str(), nullptr, 0));
+    if (auto ops = env_count("LAMINA_FUZZ_OPS", 1, UINT64_MAX, refused)) cfg.ops = *ops;
+    if (auto every = env_count("LAMINA_FUZZ_CHECK_EVERY", 1, UINT64_MAX, refused))
+        cfg.check_every = *every;
     if (auto depths = env_text("LAMINA_FUZZ_DEPTHS")) {
         cfg.depths.clear();
         for (const auto& d : split_list(*depths)) {
-            int n = std::atoi(d.c_str());
-            if (n >= 1 && n <= 100) cfg.depths.push_back(n);
+            char* end = nullptr;
+            long n = std::strtol(d.c_str(), &end, 10);
+            if (*end != '\0' || n < 1 || n > 100) {
+                if (refused.empty())
+                    refused = "LAMINA_FUZZ_DEPTHS=" + *depths + ": " + quoted(d) +
+                              " is not a layer count from 1 to 100";
+                continue;
+            }
+            cfg.depths.push_back(static_cast<int>(n));
         }
+        if (cfg.depths.empty() && refused.empty())
+            refused = "LAMINA_FUZZ_DEPTHS=" + *depths + " names no layer count";
     }
     if (auto skip = env_text("LAMINA_FUZZ_SKIP")) {
         for (const auto& name : split_list(*skip)) cfg.skip.insert(name);
@@ -1964,8 +1995,10 @@ Config config_from_env() {
 }
 
 TEST(DiffOpsTest, random_operations_match_kernel_overlayfs) {
+    std::string refused;
+    Config cfg = config_from_env(refused);
+    if (!refused.empty()) GTEST_FAIL() << "refused: " << refused;
     if (!can_mount_fuse() || !can_mount_kernel_overlay()) GTEST_SKIP() << skip_reason();
-    Config cfg = config_from_env();
     for (const auto& name : cfg.skip) {
         bool known = std::any_of(kKinds.begin(), kKinds.end(),
                                  [&](const KindInfo& k) { return name == k.name; }) ||

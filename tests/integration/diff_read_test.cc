@@ -1251,6 +1251,8 @@ std::optional<uint64_t> env_number(const char* name) {
 std::vector<uint64_t> seeds_for(uint64_t base_seed, int default_iterations) {
     auto env_seed = env_number("LAMINA_DIFF_SEED");
     auto env_iterations = env_number("LAMINA_DIFF_ITERATIONS");
+    // Zero seeds would compare nothing and pass.
+    if (env_iterations == 0u) ADD_FAILURE() << "refused: LAMINA_DIFF_ITERATIONS=0 runs nothing";
     uint64_t first = env_seed.value_or(base_seed);
     uint64_t count =
         env_iterations.value_or(env_seed ? 1 : static_cast<uint64_t>(default_iterations));

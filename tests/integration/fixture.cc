@@ -200,23 +200,24 @@ void wait_until_unmounted(const std::string& path, std::chrono::milliseconds lim
     }
 }
 
+// Problems carry the "[needs CAPABILITY]" tag of tests/needs.h, since they end up in skips.
 std::string fuse_problem() {
-    if (geteuid() != 0) return "needs root (euid " + std::to_string(geteuid()) + ")";
+    if (geteuid() != 0) return "[needs root] not root (euid " + std::to_string(geteuid()) + ")";
     int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
-    if (fd < 0) return "cannot open /dev/fuse: " + errno_text(errno);
+    if (fd < 0) return "[needs fuse] cannot open /dev/fuse: " + errno_text(errno);
     close(fd);
     return "";
 }
 
 // Tries one real overlay mount, so kernels without overlay (or sandboxes forbidding it) skip.
 std::string kernel_overlay_problem() {
-    if (geteuid() != 0) return "kernel overlayfs needs root";
+    if (geteuid() != 0) return "[needs root] kernel overlayfs needs root";
     TempDir dir("lamina-probe");
     for (const char* sub : {"lower", "upper", "work", "mnt"}) mkdir((dir / sub).c_str(), 0755);
     std::string opts = "lowerdir=" + (dir / "lower") + ",upperdir=" + (dir / "upper") +
                        ",workdir=" + (dir / "work");
     std::string err = mount_kernel_overlay(opts, dir / "mnt");
-    if (!err.empty()) return "cannot mount kernel overlayfs: " + err;
+    if (!err.empty()) return "[needs overlay] cannot mount kernel overlayfs: " + err;
     unmount(dir / "mnt");
     return "";
 }
@@ -528,27 +529,36 @@ std::string ForegroundLaminafs::log_text() const {
     return ss.str();
 }
 
-std::map<std::string, long> ForegroundLaminafs::stats() {
-    std::map<std::string, long> out;
+long DaemonStats::operator[](const std::string& key) const {
+    auto it = fields_.find(key);
+    if (it != fields_.end()) return it->second;
+    ADD_FAILURE() << "the daemon's stats line has no " << key << " (it has " << fields_.size()
+                  << " fields)";
+    return 0;
+}
+
+DaemonStats ForegroundLaminafs::stats() {
+    std::map<std::string, long> fields;
     size_t before = log_text().size();
     kill(pid_, SIGUSR1);
-    poll_until(
+    bool arrived = poll_until(
         [&] {
             std::string text = log_text();
             size_t at = text.find("stats: ", before);
             size_t end = at == std::string::npos ? at : text.find('\n', at);
             if (end == std::string::npos) return false;
-            std::istringstream fields(text.substr(at + 7, end - at - 7));
+            std::istringstream line(text.substr(at + 7, end - at - 7));
             std::string field;
-            while (fields >> field) {
+            while (line >> field) {
                 size_t eq = field.find('=');
                 if (eq != std::string::npos)
-                    out[field.substr(0, eq)] = std::stol(field.substr(eq + 1));
+                    fields[field.substr(0, eq)] = std::stol(field.substr(eq + 1));
             }
             return true;
         },
         std::chrono::seconds(5));
-    return out;
+    if (!arrived) ADD_FAILURE() << "no stats line from laminafs (pid " << pid_ << ") within 5 s";
+    return DaemonStats(std::move(fields));
 }
 
 long read_syscalls(pid_t pid) {

@@ -6,11 +6,14 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "needs.h"
 #include "rng.h"
 
 // Skips the current test, saying why, when this process cannot mount FUSE.
+// (The reason carries the capability tag of needs.h.)
 #define REQUIRE_FUSE()                                                                        \
     do {                                                                                      \
         if (!::lamina::test::can_mount_fuse()) GTEST_SKIP() << ::lamina::test::skip_reason(); \
@@ -95,6 +98,20 @@ private:
     std::string mountpoint_;
 };
 
+// The statistics line a daemon printed ("stats: k=v ..."), parsed. Reading a key the line
+// lacks fails the current test and reads 0, so no assertion passes on a figure that never came.
+class DaemonStats {
+public:
+    DaemonStats() = default;
+    explicit DaemonStats(std::map<std::string, long> fields) : fields_(std::move(fields)) {}
+    long operator[](const std::string& key) const;
+    bool has(const std::string& key) const { return fields_.contains(key); }
+    bool empty() const { return fields_.empty(); }
+
+private:
+    std::map<std::string, long> fields_;
+};
+
 // laminafs run in the foreground as the test's child (`laminafs -f -o OPTIONS MOUNTPOINT`, its
 // stdout and stderr appended to a log file), so a test has its pid (to count descriptors, signal
 // or kill it) and what it logged.
@@ -116,9 +133,9 @@ public:
     // Unmounts; the daemon then exits by itself, or is killed after a grace period.
     void stop();
     std::string log_text() const;
-    // Sends SIGUSR1 and returns the statistics line the daemon prints ("stats: k=v ..."), parsed;
-    // empty if none came within 5 s.
-    std::map<std::string, long> stats();
+    // Sends SIGUSR1 and returns the statistics line the daemon prints, parsed; fails the test and
+    // returns no fields if none came within 5 s.
+    DaemonStats stats();
 
 private:
     std::string options_;

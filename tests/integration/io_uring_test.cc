@@ -144,8 +144,8 @@ class IoUring : public ::testing::Test {
 protected:
     // A fresh layer stack under dir_/NAME, mounted with these extra options; returns what
     // exercise() saw and the daemon's stats afterwards.
-    std::string run(const std::string& name, const std::string& extra,
-                    std::map<std::string, long>& stats, std::string& log) {
+    std::string run(const std::string& name, const std::string& extra, DaemonStats& stats,
+                    std::string& log) {
         std::string root = dir_ / name;
         for (const char* sub : {"", "/l0", "/l0/lower", "/up", "/wk", "/mnt"})
             make_dirs(root + sub);
@@ -173,7 +173,7 @@ protected:
     // The same exercise on a plain mount and on one that asks for io_uring.
     struct Both {
         std::string plain, ring, plain_log, ring_log;
-        std::map<std::string, long> plain_stats, ring_stats;
+        DaemonStats plain_stats, ring_stats;
     };
     Both run_both() {
         Both b;
@@ -189,7 +189,8 @@ TEST_F(IoUring, requests_go_through_the_rings_with_the_same_results) {
     REQUIRE_FUSE();
     EnableUring enable(true);
     if (!enable.ok())
-        GTEST_SKIP() << "cannot set " << kEnableUring << " (kernel without io_uring FUSE?)";
+        SKIP_NEEDING("uring") << "cannot set " << kEnableUring
+                              << " (kernel without io_uring FUSE?)";
     Both b = run_both();
     ASSERT_FALSE(b.plain.empty());
     EXPECT_EQ(b.ring, b.plain);
@@ -204,7 +205,7 @@ TEST_F(IoUring, requests_go_through_the_rings_with_the_same_results) {
 TEST_F(IoUring, a_kernel_that_does_not_offer_it_leaves_a_working_mount) {
     REQUIRE_FUSE();
     EnableUring disable(false);
-    if (!disable.ok()) GTEST_SKIP() << "cannot set " << kEnableUring;
+    if (!disable.ok()) SKIP_NEEDING("uring") << "cannot set " << kEnableUring;
     Both b = run_both();
     ASSERT_FALSE(b.plain.empty());
     EXPECT_EQ(b.ring, b.plain);
@@ -227,7 +228,8 @@ TEST_F(IoUring, a_request_that_waits_does_not_hold_up_its_cpu) {
     REQUIRE_FUSE();
     EnableUring enable(true);
     if (!enable.ok())
-        GTEST_SKIP() << "cannot set " << kEnableUring << " (kernel without io_uring FUSE?)";
+        SKIP_NEEDING("uring") << "cannot set " << kEnableUring
+                              << " (kernel without io_uring FUSE?)";
     std::string root = dir_ / "stall";
     for (const char* sub : {"", "/inner_l0", "/inner_mnt", "/up", "/wk", "/mnt"})
         make_dirs(root + sub);
@@ -273,7 +275,7 @@ TEST_F(IoUring, a_request_that_waits_does_not_hold_up_its_cpu) {
     kill(inner.pid(), SIGCONT);
     stalled.join();
     second.join();
-    if (!pinned) GTEST_SKIP() << "cannot pin the callers to CPU 0";
+    if (!pinned) SKIP_NEEDING("cpu0") << "cannot pin the callers to CPU 0";
     EXPECT_FALSE(stalled_early) << "the read did not wait on the stopped lower daemon";
     EXPECT_TRUE(second_in_time)
         << "a request from the same CPU waited for the stalled one to finish";

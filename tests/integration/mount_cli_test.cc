@@ -314,7 +314,8 @@ TEST(MountCli, WorkdirOnAnotherFilesystemRefused) {
     ASSERT_EQ(stat(layers.upper.c_str(), &upper_st), 0);
     ASSERT_EQ(stat(work.c_str(), &work_st), 0);
     if (upper_st.st_dev == work_st.st_dev) {
-        GTEST_SKIP() << "/dev/shm and " << layers.dir.path() << " share a filesystem";
+        SKIP_NEEDING("separate-shm")
+            << "/dev/shm and " << layers.dir.path() << " share a filesystem";
     }
     MountGuard guard(layers.mnt);
     expect_refused(
@@ -452,7 +453,7 @@ std::string readahead_kib(const std::string& mnt) {
 // writes its bdi once mounted, so page faults read ahead 1 MiB (docs/perf.md, mmap reads).
 TEST(MountCli, ReadaheadWindowIsSetOnTheMountsBdi) {
     REQUIRE_FUSE();
-    if (geteuid() != 0) GTEST_SKIP() << "only root may write /sys/class/bdi";
+    if (geteuid() != 0) SKIP_NEEDING("root") << "only root may write /sys/class/bdi";
     Layers layers;
     for (auto [option, want] : {std::pair<std::string, std::string>{"", "1024"},
                                 {",readahead=512", "512"},

@@ -83,8 +83,8 @@ protected:
         if (HasFatalFailure()) return;
         if (log_.find("passthrough: on") == std::string::npos) {
             auto at = log_.find("passthrough: off");
-            GTEST_SKIP() << "FUSE passthrough is not available here: "
-                         << (at == std::string::npos ? log_ : log_.substr(at));
+            SKIP_NEEDING("passthrough") << "FUSE passthrough is not available here: "
+                                        << (at == std::string::npos ? log_ : log_.substr(at));
         }
     }
 

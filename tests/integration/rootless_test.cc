@@ -55,22 +55,38 @@ void let_everyone_open_dev_fuse() {
     if (stat("/dev/fuse", &st) == 0 && (st.st_mode & 0666) != 0666) chmod("/dev/fuse", 0666);
 }
 
-#define REQUIRE_ROOTLESS_SETUP()                                                         \
-    do {                                                                                 \
-        REQUIRE_FUSE();                                                                  \
-        if (!test_user()) GTEST_SKIP() << "cannot make the test user " << kTestUser;     \
-        let_everyone_open_dev_fuse();                                                    \
-        if (run_command({"which", "setpriv"}).status != 0) GTEST_SKIP() << "no setpriv"; \
+#define REQUIRE_ROOTLESS_SETUP()                                                             \
+    do {                                                                                     \
+        REQUIRE_FUSE();                                                                      \
+        if (!test_user()) SKIP_NEEDING("user") << "cannot make the test user " << kTestUser; \
+        let_everyone_open_dev_fuse();                                                        \
+        if (run_command({"which", "setpriv"}).status != 0)                                   \
+            SKIP_NEEDING("program:setpriv") << "no setpriv";                                 \
     } while (0)
 
 std::string describe(const CommandResult& r) {
     return "status " + std::to_string(r.status) + "\nstdout:\n" + r.out + "stderr:\n" + r.err;
 }
 
-// Runs a shell script as the test user (no supplementary groups), from `cwd`.
+// The test user's own copy of laminafs, in a directory it may enter: the build directory may be
+// where it cannot (a clone under root's home, mode 0700 on Debian).
+const std::string& user_laminafs() {
+    static const std::string path = [] {
+        static TempDir dir("lamina-rootless-bin");
+        chmod(dir.path().c_str(), 0755);
+        std::string copy = dir / "laminafs";
+        CommandResult r = run_command({"install", "-m", "0755", laminafs_binary(), copy});
+        if (r.status != 0) ADD_FAILURE() << "copying " << laminafs_binary() << ": " << r.err;
+        return copy;
+    }();
+    return path;
+}
+
+// Runs a shell script as the test user (no supplementary groups), from /: the test's own working
+// directory (the build directory) may be one the user cannot enter.
 CommandResult run_as_user(const std::string& script) {
     const TestUser* u = test_user();
-    return run_command({"setpriv", "--reuid=" + std::to_string(u->uid),
+    return run_command({"env", "--chdir=/", "setpriv", "--reuid=" + std::to_string(u->uid),
                         "--regid=" + std::to_string(u->gid), "--clear-groups", "sh", "-c", script},
                        60);
 }
@@ -202,7 +218,7 @@ TEST(Rootless, plain_user_mounts_writes_and_unmounts_through_fusermount3) {
     REQUIRE_ROOTLESS_SETUP();
     Layout l;
     fill_lower(l.lower);
-    std::string script = laminafs_binary() + " -o " + l.options() + " " + l.mnt +
+    std::string script = user_laminafs() + " -o " + l.options() + " " + l.mnt +
                          " || exit 10\n"
                          "grep ' " +
                          l.mnt +
@@ -285,7 +301,8 @@ TEST(Rootless, plain_user_mounts_writes_and_unmounts_through_fusermount3) {
 
 TEST(Rootless, user_namespace_mounts_directly_and_root_reads_it_back) {
     REQUIRE_ROOTLESS_SETUP();
-    if (run_command({"which", "unshare"}).status != 0) GTEST_SKIP() << "no unshare";
+    if (run_command({"which", "unshare"}).status != 0)
+        SKIP_NEEDING("program:unshare") << "no unshare";
     Layout l;
     fill_lower(l.lower);
     // The image belongs to the user, so to root inside its namespace: the VFS refuses to delete
@@ -294,7 +311,7 @@ TEST(Rootless, user_namespace_mounts_directly_and_root_reads_it_back) {
     std::string script =
         "unshare -Urm sh -c '"
         "cat /proc/self/uid_map; " +
-        laminafs_binary() + " -o " + l.options() + " " + l.mnt + " || exit 10; grep \" " + l.mnt +
+        user_laminafs() + " -o " + l.options() + " " + l.mnt + " || exit 10; grep \" " + l.mnt +
         " \" /proc/self/mounts; "
         "sh -c \"$0\" - " +
         l.mnt +
@@ -330,12 +347,13 @@ TEST(Rootless, user_namespace_mounts_directly_and_root_reads_it_back) {
 // user namespace lacks: with -o passthrough it must still serve reads and writes itself.
 TEST(Rootless, passthrough_without_privilege_falls_back_to_the_daemon) {
     REQUIRE_ROOTLESS_SETUP();
-    if (run_command({"which", "unshare"}).status != 0) GTEST_SKIP() << "no unshare";
+    if (run_command({"which", "unshare"}).status != 0)
+        SKIP_NEEDING("program:unshare") << "no unshare";
     Layout l;
     fill_lower(l.lower);
     chown_tree(l.lower, test_user()->uid, test_user()->gid);
     std::string m = l.mnt;
-    std::string script = "unshare -Urm sh -c '" + laminafs_binary() + " -o " + l.options() +
+    std::string script = "unshare -Urm sh -c '" + user_laminafs() + " -o " + l.options() +
                          ",passthrough " + m + " || exit 10; cat " + m + "/etc/motd || exit 11; " +
                          "echo appended >> " + m + "/etc/motd || exit 12; cat " + m +
                          "/etc/motd; umount " + m + " || exit 13'";
@@ -350,7 +368,7 @@ TEST(Rootless, unprivileged_copy_up_keeps_the_owner_in_the_override_xattr) {
     Layout l;
     fill_lower(l.lower);
     std::string m = l.mnt;
-    auto r = run_as_user(laminafs_binary() + " -o " + l.options() + " " + m + " || exit 10\n" +
+    auto r = run_as_user(user_laminafs() + " -o " + l.options() + " " + m + " || exit 10\n" +
                          "echo more >> " + m + "/data/shared || exit 11\n" + "mkdir " + m +
                          "/data/dir/made || exit 12\n" + "stat -c '%n %u:%g %a' " + m +
                          "/data/shared " + m + "/data/dir " + m + "/data/dir/made\n" +
@@ -392,7 +410,7 @@ TEST(Rootless, override_xattrs_on_lower_layers_are_shown) {
     set(l.lower + "/old-form", "7:8:0100640");  // the three-field form, type bits in the mode
     set(l.lower + "/root-home", "0:0:0700:dir");
     std::string m = l.mnt;
-    auto r = run_as_user(laminafs_binary() + " -o " + l.options() + " " + m + " || exit 10\n" +
+    auto r = run_as_user(user_laminafs() + " -o " + l.options() + " " + m + " || exit 10\n" +
                          "stat -c '%n %F %t:%T %u:%g %a' " + m + "/null " + m + "/suid " + m +
                          "/old-form " + m + "/root-home\nfusermount3 -u " + m);
     ASSERT_EQ(r.status, 0) << describe(r);
@@ -476,7 +494,7 @@ TEST(Rootless, plain_user_mount_with_squash_and_mapping_options) {
     auto mount_and_stat = [&](const std::string& extra, const std::string& name,
                               const std::string& format) {
         std::string file = m + "/data/" + name;
-        return run_as_user(laminafs_binary() + " -o " + l.options() + "," + extra + " " + m +
+        return run_as_user(user_laminafs() + " -o " + l.options() + "," + extra + " " + m +
                            " || exit 10\necho new > " + file + " || exit 11\nstat -c '" + format +
                            "' " + m + "/etc/motd " + m + "/data " + file + "\nfusermount3 -u " + m);
     };
@@ -524,7 +542,8 @@ std::string ownership_transcript(const std::string& program, const std::string& 
 
 TEST(Rootless, id_mappings_and_squash_options_match_fuse_overlayfs) {
     REQUIRE_FUSE();
-    if (run_command({"which", "fuse-overlayfs"}).status != 0) GTEST_SKIP() << "no fuse-overlayfs";
+    if (run_command({"which", "fuse-overlayfs"}).status != 0)
+        SKIP_NEEDING("program:fuse-overlayfs") << "no fuse-overlayfs";
     for (std::string options : {
              "uidmapping=0:1000:1:1:110000:65536,gidmapping=0:1000:1:1:110000:65536",
              // containers/storage's spelling, with a ':' before the first range.

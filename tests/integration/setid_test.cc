@@ -317,8 +317,8 @@ TEST_F(Setid, with_passthrough_set_id_files_are_written_through_the_daemon) {
     std::string log = daemon_->log_text();
     if (log.find("passthrough: on") == std::string::npos) {
         daemon_->stop();
-        GTEST_SKIP() << "FUSE passthrough is not available here, so this was the plain case: "
-                     << log;
+        SKIP_NEEDING("passthrough")
+            << "FUSE passthrough is not available here, so this was the plain case: " << log;
     }
     // root_append kept its bits: root's writes to it still reach the daemon, one request each.
     std::string kept = dir_ / "pt/m/root_append";
@@ -367,11 +367,12 @@ TEST_F(Setid, writes_cost_no_getxattr_request) {
         std::string log = daemon.log_text();
         if (log.find("killpriv: on") == std::string::npos) {
             daemon.stop();
-            GTEST_SKIP() << "this kernel does not offer FUSE_HANDLE_KILLPRIV_V2: " << log;
+            SKIP_NEEDING("killpriv-v2")
+                << "this kernel does not offer FUSE_HANDLE_KILLPRIV_V2: " << log;
         }
         if (pt && log.find("passthrough: on") == std::string::npos) {
             daemon.stop();
-            GTEST_SKIP() << "FUSE passthrough is not available here: " << log;
+            SKIP_NEEDING("passthrough") << "FUSE passthrough is not available here: " << log;
         }
         int fd = open(path.c_str(), O_RDWR);  // copies up
         ASSERT_GE(fd, 0);

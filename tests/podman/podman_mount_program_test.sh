@@ -5,12 +5,15 @@
 #   podman_mount_program_test.sh LAMINAFS
 #
 # Everything lives in a temp dir: its own registry (Debian's docker-registry on a free port), its
-# own podman --root/--runroot, storage.conf and containers.conf. Exits 77 (skip) when a tool is missing.
+# own podman --root/--runroot, storage.conf and containers.conf. Exits 77 (skip) when a tool is missing,
+# saying "SKIP: [needs CAPABILITY] why" with a capability tag of tests/needs.h that scripts/test checks.
 set -euo pipefail
 
 laminafs=${1:-${LAMINAFS_BIN:-}}
-skip() {
-    echo "SKIP: $*"
+skip() { # CAPABILITY WHY...
+    local capability=$1
+    shift
+    echo "SKIP: [needs $capability] $*"
     exit 77
 }
 fail() {
@@ -18,14 +21,14 @@ fail() {
     exit 1
 }
 
-[[ -n $laminafs && -x $laminafs ]] || skip "no laminafs binary given"
-((EUID == 0)) || skip "needs root (podman --root, mounts)"
+[[ -n $laminafs && -x $laminafs ]] || fail "no laminafs binary given"
+((EUID == 0)) || skip root "needs root (podman --root, mounts)"
 for tool in podman runc skopeo docker-registry fuse-overlayfs busybox sha256sum python3; do
-    command -v "$tool" >/dev/null || skip "$tool is not installed"
+    command -v "$tool" >/dev/null || skip "program:$tool" "$tool is not installed"
 done
-[[ -c /dev/fuse ]] || skip "no /dev/fuse"
+[[ -c /dev/fuse ]] || skip fuse "no /dev/fuse"
 file /bin/busybox 2>/dev/null | grep -q 'statically linked' || [[ ! -x /usr/bin/file ]] ||
-    skip "busybox is not static (install busybox-static)"
+    skip static-busybox "busybox is not static (install busybox-static)"
 
 work=$(mktemp -d /tmp/lamina-podman.XXXXXX)
 registry_pid=""
@@ -230,16 +233,19 @@ diff -u "$work/userns-plain.out" "$work/userns-mapped.out" ||
 rootless_user=lamina-rootless
 if ! id "$rootless_user" >/dev/null 2>&1; then
     useradd --system --no-create-home --shell /usr/sbin/nologin "$rootless_user" ||
-        skip "cannot make the user $rootless_user"
+        skip user "cannot make the user $rootless_user"
 fi
 for f in /etc/subuid /etc/subgid; do
     grep -q "^$rootless_user:" "$f" 2>/dev/null || echo "$rootless_user:300000:65536" >>"$f"
 done
-command -v newuidmap >/dev/null || skip "newuidmap (uidmap) is not installed"
+command -v newuidmap >/dev/null || skip program:newuidmap "newuidmap (uidmap) is not installed"
 chmod 755 "$work"
 cp "$work/containers.conf" "$work/containers-rootless.conf"
 chmod 644 "$work/containers-rootless.conf"
-CONTAINERS_CONF=$work/containers-rootless.conf run_steps "$laminafs" "$work/store-rootless" "$rootless_user"
+# The user gets its own copy of laminafs and starts in the temp dir: the build directory may be
+# where it cannot go (a clone under root's home, mode 0700 on Debian).
+install -m 0755 "$laminafs" "$work/laminafs"
+(cd "$work" && CONTAINERS_CONF=$work/containers-rootless.conf run_steps "$work/laminafs" "$work/store-rootless" "$rootless_user")
 
 grep -q '^[^ ]* / fuse.laminafs ' "$work/store-laminafs/mounts.out" ||
     fail "the container's root is not a laminafs mount: $(grep ' / ' "$work/store-laminafs/mounts.out")"

@@ -383,9 +383,11 @@ void RegistryEnv::docker_auth(const std::string& host, const std::string& user,
 
 std::string registry_skip_reason() {
     for (const char* p : {"docker-registry", "skopeo", "openssl", "htpasswd"})
-        if (!have_program(p)) return std::string(p) + " is not installed";
+        if (!have_program(p))
+            return "[needs program:" + std::string(p) + "] " + p + " is not installed";
     if (run_command({"/usr/bin/python3", "-c", "import jwt, cryptography"}).status != 0)
-        return "/usr/bin/python3 with python3-jwt is not installed";
+        return "[needs python3:jwt,cryptography] /usr/bin/python3 with python3-jwt is not "
+               "installed";
     return "";
 }
 

@@ -146,7 +146,7 @@ private:
     std::string config_, docker_;
 };
 
-// Why registry tests cannot run here ("" when they can).
+// Why registry tests cannot run here, with its needs.h tag ("" when they can).
 std::string registry_skip_reason();
 
 // An OCI layout at dir whose index (ref name `name`) lists one image per platform.

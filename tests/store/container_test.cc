@@ -22,7 +22,7 @@ using nlohmann::json;
 
 TEST(Containers, newcomer_flow_load_two_containers_diff_commit_share_layers) {
     REQUIRE_FUSE();
-    if (!have_program("skopeo")) GTEST_SKIP() << "skopeo is not installed";
+    if (!have_program("skopeo")) SKIP_NEEDING("program:skopeo") << "skopeo is not installed";
     TempDir tmp("lamina-ctr");
     StoreGuard guard{tmp / "store"};
     write_oci_layout(tmp / "layout", demo_image(""), "demo:1");

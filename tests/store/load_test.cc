@@ -61,7 +61,7 @@ TEST(Load, oci_archive_with_gzip_and_zstd_layers_converts_whiteouts) {
 }
 
 TEST(Load, docker_archive_made_by_skopeo_loads_with_its_name) {
-    if (!have_program("skopeo")) GTEST_SKIP() << "skopeo is not installed";
+    if (!have_program("skopeo")) SKIP_NEEDING("program:skopeo") << "skopeo is not installed";
     TempDir tmp("lamina-load");
     // Docker image manifests cannot name zstd layers, so this image is all gzip.
     auto layers = demo_image("zstd");

@@ -12,6 +12,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "needs.h"
+
 namespace lamina {
 namespace {
 
@@ -83,9 +85,9 @@ TEST_F(DirIndexTest, FileInTheMiddleStopsADirectoryMerge) {
 
 TEST_F(DirIndexTest, ChardevWhiteoutHidesLowerLayersOnly) {
     file(3, "gone");
-    if (!chardev_whiteout(2, "gone")) GTEST_SKIP() << "mknod 0/0 not permitted here";
+    if (!chardev_whiteout(2, "gone")) SKIP_NEEDING("mknod") << "mknod 0/0 not permitted here";
     file(1, "back");
-    if (!chardev_whiteout(2, "back")) GTEST_SKIP() << "mknod 0/0 not permitted here";
+    if (!chardev_whiteout(2, "back")) SKIP_NEEDING("mknod") << "mknod 0/0 not permitted here";
     auto idx = build();
     EXPECT_FALSE(visible(idx, "gone"));
     EXPECT_TRUE(visible(idx, "back"));  // a copy above the whiteout shows

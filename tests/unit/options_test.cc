@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "needs.h"
+
 using lamina::MountOptions;
 
 namespace {
@@ -535,9 +537,10 @@ TEST(Options, WorkdirInsideUpperdirRefused) {
 TEST(Options, WorkdirOnAnotherFilesystemRefused) {
     struct stat shm, tmp;
     if (stat("/dev/shm", &shm) != 0 || stat("/tmp", &tmp) != 0) {
-        GTEST_SKIP() << "needs /dev/shm and /tmp";
+        SKIP_NEEDING("separate-shm") << "needs /dev/shm and /tmp";
     }
-    if (shm.st_dev == tmp.st_dev) GTEST_SKIP() << "/dev/shm and /tmp share a filesystem";
+    if (shm.st_dev == tmp.st_dev)
+        SKIP_NEEDING("separate-shm") << "/dev/shm and /tmp share a filesystem";
     ScratchDir on_tmp("/tmp");
     ScratchDir on_shm("/dev/shm");
     MountOptions opts = valid_set(on_tmp);
