@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "needs.h"
 #include "store_fixture.h"
 #include "usage.h"
 
@@ -268,7 +269,7 @@ TEST_F(Script, save_pipes_into_load_and_import_reads_stdin) {
 }
 
 TEST_F(Script, archives_never_go_to_or_come_from_a_terminal) {
-    if (!have_program("script")) GTEST_SKIP() << "script(1) is not installed";
+    if (!have_program("script")) SKIP_NEEDING("program:script") << "script(1) is not installed";
     // script(1) gives the command a terminal for stdin and stdout.
     auto on_terminal = [&](const std::string& args) {
         return run_command({"script", "-qec", lamina_sh(lamina) + " " + args, "/dev/null"});

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "fixture.h"
+#include "needs.h"
 #include "mount_table.h"
 
 namespace lamina::test {
@@ -121,7 +122,7 @@ TEST(LayerReach, mount_point_inside_its_own_lower_shows_what_lies_underneath_as_
               "d dir\nd inner\nd inner/deep\nf dir/g 2\nf inner/deep/x 2\n"
               "f inner/under 22\nf top 4\n");
 
-    if (!can_mount_kernel_overlay()) GTEST_SKIP() << skip_reason();
+    if (!can_mount_kernel_overlay()) SKIP_NEEDING("overlay") << skip_reason();
     std::string kmnt = kernel.l + "/inner";
     MountGuard kguard(kmnt);
     ASSERT_EQ(mount_kernel_overlay("lowerdir=" + kernel.l + ":" + kernel.l2, kmnt), "");
@@ -153,7 +154,7 @@ TEST(LayerReach, mount_point_inside_its_own_upper_shows_what_lies_underneath_as_
               "f inner/deep/x 2\nf inner/own/y 3\nf inner/under 22\nf new 4\nf top 4\n");
     EXPECT_EQ(read_file(fs.u + "/new"), "new\n");
 
-    if (!can_mount_kernel_overlay()) GTEST_SKIP() << skip_reason();
+    if (!can_mount_kernel_overlay()) SKIP_NEEDING("overlay") << skip_reason();
     std::string kmnt = kernel.u + "/inner";
     MountGuard kguard(kmnt);
     ASSERT_EQ(mount_kernel_overlay("lowerdir=" + kernel.l + ":" + kernel.l2 +
@@ -177,7 +178,7 @@ TEST(LayerReach, lowerdir_root_shows_the_directory_under_its_own_mount_point) {
     REQUIRE_FUSE();
     TempDir dir("lamina-reach-root");
     if (mount_id_of(dir.path()) != mount_id_of("/"))
-        GTEST_SKIP() << dir.path() << " is not on the mount of /";
+        SKIP_NEEDING("separate-shm") << dir.path() << " is not on the mount of /";
     TempDir shm("lamina-reach-shm", "/dev/shm");
     std::string mnt = dir / "mnt", other = shm / "other";
     make_dirs(mnt);
@@ -209,8 +210,8 @@ TEST(LayerReach, lowerdir_root_shows_the_directory_under_its_own_mount_point) {
     EXPECT_EQ(through_laminafs,
               "own mount point:\nits parent:\nd empty\nd mnt\nf beside 7\n/proc:\n");
 
-    if (!can_mount_kernel_overlay()) GTEST_SKIP() << skip_reason();
-    if (lowers == "lowerdir=/") GTEST_SKIP() << "/dev/shm is on the filesystem of /";
+    if (!can_mount_kernel_overlay()) SKIP_NEEDING("overlay") << skip_reason();
+    if (lowers == "lowerdir=/") SKIP_NEEDING("separate-shm") << "/dev/shm is on the filesystem of /";
     MountGuard kguard(mnt);
     ASSERT_EQ(mount_kernel_overlay(lowers, mnt), "");
     EXPECT_EQ(through_laminafs, look(mnt));
@@ -231,7 +232,7 @@ std::string bind_privately(const std::string& from, const std::string& to) {
 // layers' busy. Under load: a large node table to tear down and every core busy.
 TEST(LayerReach, umount_merged_then_the_layers_mount_never_finds_it_busy) {
     REQUIRE_FUSE();
-    if (geteuid() != 0) GTEST_SKIP() << "binds the layers' filesystem: needs root";
+    if (geteuid() != 0) SKIP_NEEDING("root") << "binds the layers' filesystem";
     TempDir dir("lamina-reach-umount");
     std::string source = dir / "source", lowerfs = dir / "lowerfs", mnt = dir / "mnt",
                 rw = dir / "rw";

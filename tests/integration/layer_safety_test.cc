@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "fixture.h"
+#include "needs.h"
 
 namespace lamina::test {
 namespace {
@@ -41,7 +42,7 @@ std::string mount_with(Impl impl, const std::string& options, const std::string&
     do {                                                                               \
         REQUIRE_FUSE();                                                                \
         if (!can_mount_kernel_overlay())                                               \
-            GTEST_SKIP() << "kernel overlayfs cannot mount here: it is the oracle";   \
+            SKIP_NEEDING("overlay") << "kernel overlayfs is the oracle";   \
     } while (0)
 
 // Runs a shell script as an ordinary user (nobody), with no supplementary groups.
@@ -100,7 +101,7 @@ AttackResult planted_symlink_attack(Impl impl) {
 
 TEST(LayerSafety, a_symlink_planted_in_the_upper_layer_is_never_followed) {
     REQUIRE_BOTH_MOUNTS();
-    if (run_command({"which", "setpriv"}).status != 0) GTEST_SKIP() << "no setpriv (util-linux)";
+    if (run_command({"which", "setpriv"}).status != 0) SKIP_NEEDING("program:setpriv") << "util-linux";
     AttackResult lamina = planted_symlink_attack(Impl::Laminafs);
     AttackResult kernel = planted_symlink_attack(Impl::Kernel);
     EXPECT_FALSE(lamina.wrote_target) << "laminafs wrote into the root-owned directory";

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "fixture.h"
+#include "needs.h"
 
 namespace lamina::test {
 namespace {
@@ -53,7 +54,7 @@ using Scenario = std::function<std::string(const std::string& mnt)>;
 void expect_same_as_kernel(const std::function<void(const std::string&)>& make_lower,
                            const Scenario& scenario, const std::string& extra = "") {
     if (!can_mount_fuse() || !can_mount_kernel_overlay())
-        GTEST_SKIP() << "needs both FUSE and kernel overlayfs: " << skip_reason();
+        SKIP_NEEDING(can_mount_fuse() ? "overlay" : "fuse") << "needs both FUSE and kernel overlayfs: " << skip_reason();
     std::string transcript[2];
     for (int kernel = 0; kernel < 2; ++kernel) {
         TempDir dir("lamina-posix");

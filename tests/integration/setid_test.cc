@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "fixture.h"
+#include "needs.h"
 
 namespace lamina::test {
 namespace {
@@ -399,8 +400,8 @@ TEST_F(Setid, writes_cost_no_getxattr_request) {
 // is looked at at once. With killpriv v2 the daemon clears the bits, so its reply must drop the
 // kernel's cached mode (a reply that did not left -rwSrwSrw- in view).
 TEST_F(Setid, fallocate_by_the_owner_clears_set_user_id_as_on_kernel_overlayfs) {
-    if (!can_mount_kernel_overlay()) GTEST_SKIP() << "kernel overlayfs cannot mount here: it is the oracle";
-    if (run_command({"which", "setpriv"}).status != 0) GTEST_SKIP() << "no setpriv (util-linux)";
+    if (!can_mount_kernel_overlay()) SKIP_NEEDING("overlay") << "kernel overlayfs is the oracle";
+    if (run_command({"which", "setpriv"}).status != 0) SKIP_NEEDING("program:setpriv") << "util-linux";
     std::string out[2];
     for (int kernel = 0; kernel < 2; ++kernel) {
         std::string tag = kernel ? "kfa" : "ffa";

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "needs.h"
 #include "store_fixture.h"
 
 namespace lamina::test {
@@ -61,9 +62,9 @@ std::string warnings_of(const CommandResult& r) {
 class Fidelity : public ::testing::Test {
 protected:
     void SetUp() override {
-        if (geteuid() != 0) GTEST_SKIP() << "set-id bits, owners and devices need root";
+        if (geteuid() != 0) SKIP_NEEDING("root") << "set-id bits, owners and devices need root";
         if (!have_program("python3") || !have_program("tar"))
-            GTEST_SKIP() << "python3 and GNU tar build and check the layer";
+            SKIP_NEEDING("program:tar") << "python3 and GNU tar build and check the layer";
         make_fidelity_layer(tmp / "layer.tar");
         oracle = gnu_tar_extraction(tmp / "layer.tar", tmp / "oracle");
         // The oracle must hold what the test is about, or equality proves nothing.
@@ -100,7 +101,7 @@ TEST_F(Fidelity, import_keeps_every_attribute) {
 // unpack -> mount -> commit -> save -> skopeo copy -> load into a fresh store -> mount.
 TEST_F(Fidelity, round_trip_through_commit_save_skopeo_and_load_keeps_every_attribute) {
     REQUIRE_FUSE();
-    if (!have_program("skopeo")) GTEST_SKIP() << "skopeo is not installed";
+    if (!have_program("skopeo")) SKIP_NEEDING("program:skopeo") << "skopeo is not installed";
     StoreGuard guard{tmp / "store"};
     StoreGuard guard2{tmp / "fresh"};
     // Docker archives cannot carry zstd layers, so gzip.
@@ -143,7 +144,7 @@ TEST_F(Fidelity, acl_in_tar_text_form_is_reported_as_not_kept) {
 // A store run by an ordinary user keeps modes (set-id included), data, links and times, and says
 // in one line per layer what it could not keep.
 TEST_F(Fidelity, rootless_store_keeps_what_it_can_and_says_what_it_could_not_once) {
-    if (!have_program("setpriv")) GTEST_SKIP() << "setpriv (util-linux) runs lamina as nobody";
+    if (!have_program("setpriv")) SKIP_NEEDING("program:setpriv") << "setpriv (util-linux) runs lamina as nobody";
     write_oci_layout(tmp / "layout", {{read_file(tmp / "layer.tar"), "gzip"}}, "fidelity:1");
     make_dirs(tmp / "store");
     ASSERT_EQ(::chown((tmp / "store").c_str(), 65534, 65534), 0);
