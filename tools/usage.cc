@@ -37,6 +37,11 @@ OptionSpec tls_option() {
                       "Verify the registry's TLS certificate (false: also allow plain HTTP)");
 }
 
+OptionSpec creds_option() {
+    return with_value({"--creds"}, "creds", "USER[:PASSWORD]",
+                      "Credentials for the registry instead of the stored ones");
+}
+
 std::vector<CommandSpec> make_specs() {
     return {
         // Images.
@@ -91,12 +96,13 @@ std::vector<CommandSpec> make_specs() {
                      "Which entry of a multi-platform image"),
           with_value({"--max-concurrent-downloads"}, "max-concurrent-downloads", "N",
                      "Layers downloaded at once (1-64, default 3)"),
-          tls_option(), flag({"-q", "--quiet"}, "quiet", "Print only the reference")}},
+          tls_option(), creds_option(),
+          flag({"-q", "--quiet"}, "quiet", "Print only the reference")}},
         {"push",
          {"image push"},
          "IMAGE [DESTINATION]",
          "Send an image to a registry",
-         {tls_option(), flag({"-q", "--quiet"}, "quiet", "Print no progress")}},
+         {tls_option(), creds_option(), flag({"-q", "--quiet"}, "quiet", "Print no progress")}},
         // Containers.
         {"create",
          {"container create"},
@@ -313,15 +319,18 @@ std::string group_help(const std::string& group) {
 
 std::string overview_help() {
     std::string out =
-        "Usage:  lamina [--root DIR] [--format table|json] COMMAND [ARGS]\n\n"
+        "Usage:  lamina [--root DIR] [--format table|json] [--log-level LEVEL] COMMAND [ARGS]\n\n"
         "Container images, containers and volumes in a store on laminafs.\n\n"
         "Global options:\n" +
-        command_list({{"--root DIR",
-                       "The store (default: the config file's, else "
-                       "/var/lib/lamina as root)"},
-                      {"--format table|json", "The output of every listing"},
-                      {"-h, --help", "Show this help"},
-                      {"-v, --version", "Show lamina's version"}});
+        command_list(
+            {{"--root DIR",
+              "The store (default: the config file's, else "
+              "/var/lib/lamina as root)"},
+             {"--format table|json", "The output of every listing"},
+             {"--log-level LEVEL", "debug shows every registry request on stderr (default: warn)"},
+             {"-D, --debug", "Same as --log-level debug"},
+             {"-h, --help", "Show this help"},
+             {"-v, --version", "Show lamina's version"}});
     std::vector<std::pair<std::string, std::string>> rows;
     for (const auto& c : command_specs())
         if (c.name.find(' ') == std::string::npos) rows.push_back({c.name, c.summary});

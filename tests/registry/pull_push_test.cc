@@ -89,9 +89,13 @@ TEST(RegistryPull, anonymous_pull_then_mount_shows_the_tree) {
     Lamina lamina(tmp / "store");
     std::string ref = reg.host() + "/test/app:v1";
 
-    // Plain HTTP only when asked for.
+    // Plain HTTP only when asked for (127.0.0.0/8 is insecure by default, as in docker; the
+    // registries.conf entry says otherwise) ...
+    env.secure(reg.host());
     auto refused = lamina({"pull", ref});
     expect_one_line_failure(refused, "--tls-verify=false");
+    EXPECT_TRUE(contains(refused.err, "plain HTTP")) << refused.err;
+    EXPECT_FALSE(contains(refused.err, "ca.crt")) << refused.err;
 
     auto r = lamina({"pull", "--tls-verify=false", ref});
     ASSERT_EQ(r.status, 0) << r.err;
@@ -158,9 +162,11 @@ TEST(RegistryAuth, htpasswd_basic_auth_with_right_and_wrong_passwords) {
     std::string ref = reg.host() + "/test/app:v1";
 
     expect_one_line_failure(lamina({"pull", "--tls-verify=false", ref}), "authentication required");
-    expect_one_line_failure(
-        lamina({"login", "--tls-verify=false", "-u", "alice", "-p", "wrong", reg.host()}),
-        "refused the credentials");
+    auto wrong = lamina({"login", "--tls-verify=false", "-u", "alice", "-p", "wrong", reg.host()});
+    EXPECT_NE(wrong.status, 0);
+    EXPECT_TRUE(contains(wrong.err, "WARNING! Using --password via the CLI is insecure"))
+        << wrong.err;
+    EXPECT_TRUE(contains(wrong.err, "refused the credentials")) << wrong.err;
     EXPECT_NE(access((env.config_dir() + "/auth.json").c_str(), F_OK), 0);
 
     auto login = lamina({"login", "--tls-verify=false", "-u", "alice", "-p", "s3cret", reg.host()});
@@ -177,7 +183,10 @@ TEST(RegistryAuth, htpasswd_basic_auth_with_right_and_wrong_passwords) {
 
     auto out = lamina({"logout", reg.host()});
     ASSERT_EQ(out.status, 0) << out.err;
-    expect_one_line_failure(lamina({"logout", reg.host()}), "not logged in");
+    // As docker: not logged in is said, and is no failure.
+    auto again = lamina({"logout", reg.host()});
+    EXPECT_EQ(again.status, 0) << again.err;
+    EXPECT_EQ(again.out, "Not logged in to " + reg.host() + "\n");
 
     // Docker's config.json serves too, and a wrong password there is named.
     env.docker_auth(reg.host(), "alice", "nope");
@@ -210,7 +219,8 @@ TEST(RegistryAuth, bearer_tokens_from_a_token_server) {
     expect_one_line_failure(src({"push", "--tls-verify=false", "demo:1", ref}),
                             "authentication required");
     auto bad = src({"login", "--tls-verify=false", "-u", "bob", "-p", "wrong", reg.host()});
-    expect_one_line_failure(bad, "refused the credentials");
+    EXPECT_NE(bad.status, 0);
+    EXPECT_TRUE(contains(bad.err, "refused the credentials")) << bad.err;
     ASSERT_EQ(src({"login", "--tls-verify=false", "-u", "bob", "-p", "hunter2", reg.host()}).status,
               0);
     auto push = src({"push", "--tls-verify=false", "demo:1", ref});
@@ -246,6 +256,7 @@ TEST(RegistryTls, self_signed_certificate_trusted_through_certs_d_and_refused_wi
     push_demo(reg, tmp, "test/app:v1");
     Lamina lamina(tmp / "store");
     std::string ref = reg.host() + "/test/app:v1";
+    env.secure(reg.host());  // else 127.0.0.0/8 is insecure by default
 
     expect_one_line_failure(lamina({"pull", ref}), "certs.d/" + reg.host() + "/ca.crt");
     EXPECT_EQ(images_json(lamina).size(), 0u);

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include "registry/credentials.h"
 #include "registry/manifest.h"
 #include "registry/reference.h"
 #include "registry/settings.h"

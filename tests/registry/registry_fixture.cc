@@ -358,11 +358,27 @@ RegistryEnv::RegistryEnv() {
     make_dirs(docker_);
     setenv("LAMINA_CONFIG_DIR", config_.c_str(), 1);
     setenv("DOCKER_CONFIG", docker_.c_str(), 1);
+    setenv("CONTAINERS_REGISTRIES_CONF", (dir_ / "system-registries.conf").c_str(), 1);
 }
 
 RegistryEnv::~RegistryEnv() {
     unsetenv("LAMINA_CONFIG_DIR");
     unsetenv("DOCKER_CONFIG");
+    unsetenv("CONTAINERS_REGISTRIES_CONF");
+}
+
+void RegistryEnv::registries_conf(const std::string& toml) {
+    write_file(config_ + "/registries.conf", toml);
+}
+
+void RegistryEnv::system_registries_conf(const std::string& toml) {
+    write_file(dir_ / "system-registries.conf", toml);
+}
+
+void RegistryEnv::secure(const std::string& host) {
+    std::string conf = config_ + "/registries.conf";
+    std::string old = access(conf.c_str(), F_OK) == 0 ? read_file(conf) : "";
+    registries_conf(old + "[[registry]]\nlocation = \"" + host + "\"\ninsecure = false\n");
 }
 
 void RegistryEnv::write_config(const std::string& text) {

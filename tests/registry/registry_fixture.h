@@ -129,14 +129,21 @@ private:
     Child proc_;
 };
 
-// A registry config dir (LAMINA_CONFIG_DIR) and an empty Docker config (DOCKER_CONFIG) for
-// this process and the lamina it runs; both are reset when the object goes.
+// A registry config dir (LAMINA_CONFIG_DIR), an empty Docker config (DOCKER_CONFIG) and
+// system registries.conf (CONTAINERS_REGISTRIES_CONF) for this process and the lamina it
+// runs; all are reset when the object goes.
 class RegistryEnv {
 public:
     RegistryEnv();
     ~RegistryEnv();
     const std::string& config_dir() const { return config_; }
     void write_config(const std::string& json);
+    // <config dir>/registries.conf; the system's is never read (CONTAINERS_REGISTRIES_CONF
+    // names a file of this env's, empty until system_registries_conf writes it).
+    void registries_conf(const std::string& toml);
+    void system_registries_conf(const std::string& toml);
+    // A registries.conf entry saying host is not insecure, against the 127.0.0.0/8 default.
+    void secure(const std::string& host);
     // certs.d/<host>/ca.crt
     void trust(const std::string& host, const std::string& ca_pem_file);
     void docker_auth(const std::string& host, const std::string& user, const std::string& pw);

@@ -49,6 +49,12 @@ bool valid_host(const std::string& h) {
     return true;
 }
 
+// The first path component of a reference is a registry when it looks like a host.
+bool names_a_host(const std::string& head) {
+    return !head.empty() && (head.find('.') != std::string::npos ||
+                             head.find(':') != std::string::npos || head == "localhost");
+}
+
 [[noreturn]] void bad(const std::string& text, const std::string& why) {
     throw std::invalid_argument("invalid reference \"" + text + "\": " + why);
 }
@@ -58,6 +64,11 @@ bool valid_host(const std::string& h) {
 std::string canonical_registry(const std::string& host) {
     if (host == "index.docker.io" || host == "registry-1.docker.io") return kDockerHub;
     return host;
+}
+
+bool is_short_name(const std::string& text) {
+    size_t first = text.find('/');
+    return first == std::string::npos || !names_a_host(text.substr(0, first));
 }
 
 Reference parse_reference(const std::string& text) {
@@ -83,8 +94,7 @@ Reference parse_reference(const std::string& text) {
     }
     size_t first = rest.find('/');
     std::string head = first == std::string::npos ? "" : rest.substr(0, first);
-    if (!head.empty() && (head.find('.') != std::string::npos ||
-                          head.find(':') != std::string::npos || head == "localhost")) {
+    if (names_a_host(head)) {
         if (!valid_host(head)) bad(text, "invalid registry host \"" + head + "\"");
         r.registry = canonical_registry(head);
         r.repository = rest.substr(first + 1);

@@ -26,6 +26,10 @@ struct Reference {
 // with a one-line reason).
 Reference parse_reference(const std::string& text);
 
+// True when text names no registry ("busybox", "user/app:1"): its first path component has no
+// "." or ":" and is not "localhost". Such names are resolved by Settings::resolve.
+bool is_short_name(const std::string& text);
+
 // "index.docker.io" and "registry-1.docker.io" are docker.io; other hosts are returned as given.
 std::string canonical_registry(const std::string& host);
 
