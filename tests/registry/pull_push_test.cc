@@ -18,35 +18,6 @@ namespace {
 
 using nlohmann::json;
 
-#define REQUIRE_REGISTRY()                        \
-    do {                                          \
-        std::string why = registry_skip_reason(); \
-        if (!why.empty()) GTEST_SKIP() << why;    \
-    } while (0)
-
-// The last line of a command that must succeed (pull prints progress before the image).
-std::string last_line_of(const CommandResult& r) {
-    std::string s = out_of(r);
-    return s.substr(s.rfind('\n') == std::string::npos ? 0 : s.rfind('\n') + 1);
-}
-
-bool contains(const std::string& hay, const std::string& needle) {
-    return hay.find(needle) != std::string::npos;
-}
-
-// One line on stderr, non-zero exit.
-void expect_one_line_failure(const CommandResult& r, const std::string& needle) {
-    EXPECT_NE(r.status, 0) << r.out;
-    EXPECT_TRUE(contains(r.err, needle)) << r.err;
-    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-}
-
-json images_json(const Lamina& lamina) {
-    auto r = lamina({"images", "--format", "json"});
-    EXPECT_EQ(r.status, 0) << r.err;
-    return json::parse(r.out);
-}
-
 size_t entries(const std::string& dir) {
     size_t n = 0;
     std::error_code ec;
@@ -56,13 +27,6 @@ size_t entries(const std::string& dir) {
     return n;
 }
 
-// The demo image (gzip bottom, zstd top) in the registry as repo_tag.
-BuiltImage push_demo(Registry& reg, const TempDir& tmp, const std::string& repo_tag) {
-    auto built = write_oci_layout(tmp / "demo-layout", demo_image("zstd"), "demo");
-    reg.push_layout(tmp / "demo-layout", "demo", repo_tag);
-    return built;
-}
-
 // An image of one layer, `bytes` random bytes that do not compress, in reg as test/big:v1;
 // its layout is tmp/big-layout.
 BuiltImage push_big(Registry& reg, const TempDir& tmp, size_t bytes, uint64_t seed) {
@@ -70,14 +34,6 @@ BuiltImage push_big(Registry& reg, const TempDir& tmp, size_t bytes, uint64_t se
     auto built = write_oci_layout(tmp / "big-layout", layers, "big");
     reg.push_layout(tmp / "big-layout", "big", "test/big:v1");
     return built;
-}
-
-// The digest of the first layer of the first image in an OCI layout.
-std::string first_layer_digest(const std::string& layout) {
-    json index = json::parse(read_file(layout + "/index.json"));
-    std::string mdigest = index["manifests"][0]["digest"];
-    json manifest = json::parse(read_file(layout + "/blobs/sha256/" + mdigest.substr(7)));
-    return manifest["layers"][0]["digest"];
 }
 
 TEST(RegistryPull, anonymous_pull_then_mount_shows_the_tree) {

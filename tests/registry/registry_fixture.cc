@@ -149,6 +149,7 @@ Registry::Registry(const RegistryOptions& o) : opts_(o) {
                "    rootcertbundle: " +
                o.token_cert + "\n";
     }
+    if (!o.proxy_remote.empty()) yml += "proxy:\n  remoteurl: " + o.proxy_remote + "\n";
     write_file(config_, yml);
     start();
 }
@@ -464,6 +465,40 @@ std::string random_bytes(size_t n, uint64_t seed) {
         for (size_t k = 0; k < 8 && i + k < n; ++k) out[i + k] = static_cast<char>(v >> (8 * k));
     }
     return out;
+}
+
+std::string last_line_of(const CommandResult& r) {
+    std::string s = out_of(r);
+    return s.substr(s.rfind('\n') == std::string::npos ? 0 : s.rfind('\n') + 1);
+}
+
+bool contains(const std::string& hay, const std::string& needle) {
+    return hay.find(needle) != std::string::npos;
+}
+
+void expect_one_line_failure(const CommandResult& r, const std::string& needle) {
+    EXPECT_NE(r.status, 0) << r.out;
+    EXPECT_TRUE(contains(r.err, needle)) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+json images_json(const Lamina& lamina) {
+    auto r = lamina({"images", "--format", "json"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    return json::parse(r.out);
+}
+
+BuiltImage push_demo(Registry& reg, const TempDir& tmp, const std::string& repo_tag) {
+    auto built = write_oci_layout(tmp / "demo-layout", demo_image("zstd"), "demo");
+    reg.push_layout(tmp / "demo-layout", "demo", repo_tag);
+    return built;
+}
+
+std::string first_layer_digest(const std::string& layout) {
+    json index = json::parse(read_file(layout + "/index.json"));
+    std::string mdigest = index["manifests"][0]["digest"];
+    json manifest = json::parse(read_file(layout + "/blobs/sha256/" + mdigest.substr(7)));
+    return manifest["layers"][0]["digest"];
 }
 
 }  // namespace lamina::test

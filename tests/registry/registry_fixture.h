@@ -8,9 +8,25 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "store_fixture.h"
 
+#define REQUIRE_REGISTRY()                                        \
+    do {                                                          \
+        std::string why = ::lamina::test::registry_skip_reason(); \
+        if (!why.empty()) GTEST_SKIP() << why;                    \
+    } while (0)
+
 namespace lamina::test {
+
+// The last line of a command that must succeed (pull prints progress before the image).
+std::string last_line_of(const CommandResult& r);
+bool contains(const std::string& hay, const std::string& needle);
+// One line on stderr, non-zero exit, needle in it.
+void expect_one_line_failure(const CommandResult& r, const std::string& needle);
+// `lamina images --format json`.
+nlohmann::json images_json(const Lamina& lamina);
 
 // A port nothing listens on right now.
 int free_port();
@@ -60,6 +76,8 @@ struct RegistryOptions {
     std::string htpasswd_user, htpasswd_password;  // basic auth when set
     // Token auth when set: realm URL, and the token signer's certificate.
     std::string token_realm, token_cert;
+    // A pull-through cache of this registry URL ("http://127.0.0.1:5000") when set.
+    std::string proxy_remote;
 };
 
 class Registry {
@@ -162,5 +180,12 @@ void write_multiplatform_layout(const std::string& dir, const std::string& name,
 
 // Incompressible bytes (a layer that takes a while to download).
 std::string random_bytes(size_t n, uint64_t seed);
+
+class Registry;
+// The demo image (gzip bottom, zstd top) in the registry as repo_tag; its layout is
+// tmp/demo-layout.
+BuiltImage push_demo(Registry& reg, const TempDir& tmp, const std::string& repo_tag);
+// The digest of the first layer of the first image in an OCI layout.
+std::string first_layer_digest(const std::string& layout);
 
 }  // namespace lamina::test
