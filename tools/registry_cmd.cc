@@ -63,11 +63,23 @@ std::string registry_operand(std::string text) {
 
 int cmd_pull(Context& ctx, const Args& a) {
     need_operands(a, 1, 1);
-    reference_operand(a.operands[0]);  // a malformed name is a usage error before any file
+    registry::ImageLocation from;
+    try {
+        from = registry::parse_image_location(a.operands[0]);
+    } catch (const std::invalid_argument& e) {
+        throw UsageError(e.what());
+    }
+    if (from.archive()) {
+        // podman's way: a pull from an archive or layout is a load.
+        report_loaded(ctx.store().load(archive_to_load(a.operands[0])));
+        return 0;
+    }
+    const std::string& name = from.text;
+    reference_operand(name);  // a malformed name is a usage error before any file
     Settings settings = Settings::load();
     std::vector<Reference> candidates;
     try {
-        candidates = settings.resolve(a.operands[0]);
+        candidates = settings.resolve(name);
     } catch (const std::invalid_argument& e) {
         throw UsageError(e.what());
     }
@@ -103,7 +115,14 @@ int cmd_pull(Context& ctx, const Args& a) {
 int cmd_push(Context& ctx, const Args& a) {
     need_operands(a, 1, 2);
     std::string local = a.operands[0];
-    Reference dest = reference_operand(a.operands.size() == 2 ? a.operands[1] : local);
+    std::string target = a.operands.size() == 2 ? a.operands[1] : local;
+    if (auto archive = archive_to_save(target)) {
+        // podman's way: push to an archive is a save.
+        ctx.store().save({local}, archive->first, archive->second);
+        return 0;
+    }
+    if (target.starts_with("docker://")) target = registry::parse_image_location(target).text;
+    Reference dest = reference_operand(target);
     registry::PushOptions o;
     o.client.tls_verify = tls_verify_option(a);
     o.client.credentials = creds_option(a);

@@ -253,5 +253,44 @@ TEST(RegistryTls, loopback_is_insecure_by_default_as_in_docker) {
                             "it speaks plain HTTP: list " + reg.host() + " in insecure-registries");
 }
 
+TEST(RegistryTransports, skopeo_names_for_registries_archives_and_layouts) {
+    REQUIRE_REGISTRY();
+    TempDir tmp("lamina-transports");
+    RegistryEnv env;
+    Registry reg;
+    auto built = push_demo(reg, tmp, "test/app:v1");
+    std::string ref = reg.host() + "/test/app:v1";
+    Lamina lamina(tmp / "store");
+    ASSERT_EQ(lamina({"pull", "docker://" + ref}).status, 0);
+    auto push = lamina({"push", ref, "docker://" + reg.host() + "/test/copy:v1"});
+    ASSERT_EQ(push.status, 0) << push.err;
+    ASSERT_EQ(lamina({"save", "-o", "docker-archive:" + (tmp / "d.tar"), ref}).status, 0);
+    ASSERT_EQ(lamina({"save", "-o", "oci-archive:" + (tmp / "o.tar"), ref}).status, 0);
+    ASSERT_EQ(lamina({"push", ref, "oci-archive:" + (tmp / "p.tar")}).status, 0);
+    EXPECT_EQ(lamina({"save", "--format", "oci-archive", "-o", "docker-archive:x.tar", ref}).status,
+              2);
+    EXPECT_EQ(lamina({"save", "-o", "oci:" + (tmp / "dir"), ref}).status, 2);
+
+    // skopeo reads what lamina wrote.
+    auto s = run_command({"skopeo", "inspect", "--raw", "oci-archive:" + (tmp / "p.tar")}, 60);
+    EXPECT_EQ(s.status, 0) << s.err;
+
+    Lamina back(tmp / "back");
+    auto l = back({"load", "-i", "docker-archive:" + (tmp / "d.tar")});
+    ASSERT_EQ(l.status, 0) << l.err;
+    EXPECT_TRUE(contains(l.out, "Loaded image")) << l.out;
+    for (const std::string& from :
+         {"oci-archive:" + (tmp / "o.tar"), "oci:" + (tmp / "demo-layout")}) {
+        Lamina fresh(tmp / ("fresh-" + std::to_string(from.size())));
+        auto r = fresh({"pull", from});
+        ASSERT_EQ(r.status, 0) << from << ": " << r.err;
+        EXPECT_EQ(images_json(fresh)[0]["Id"], built.config_digest) << from;
+    }
+    auto tagged = back({"pull", "oci:" + (tmp / "demo-layout") + ":demo"});
+    EXPECT_EQ(tagged.status, 2) << tagged.err;
+    EXPECT_TRUE(contains(tagged.err, "drop :demo")) << tagged.err;
+    EXPECT_EQ(back({"load", "-i", "docker://" + ref}).status, 2);
+}
+
 }  // namespace
 }  // namespace lamina::test

@@ -61,6 +61,30 @@ bool names_a_host(const std::string& head) {
 
 }  // namespace
 
+ImageLocation parse_image_location(const std::string& text) {
+    using Kind = ImageLocation::Kind;
+    static const std::pair<const char*, Kind> kTransports[] = {
+        {"docker://", Kind::kRegistry},
+        {"docker-archive:", Kind::kDockerArchive},
+        {"oci-archive:", Kind::kOciArchive},
+        {"oci:", Kind::kOciLayout},
+    };
+    for (const auto& [prefix, kind] : kTransports) {
+        if (!text.starts_with(prefix)) continue;
+        ImageLocation l{kind, text.substr(std::string(prefix).size()), ""};
+        // As skopeo: PATH[:REF], the first colon ending the path.
+        if (kind != Kind::kRegistry) {
+            if (auto colon = l.text.find(':'); colon != std::string::npos) {
+                l.ref = l.text.substr(colon + 1);
+                l.text.resize(colon);
+            }
+        }
+        if (l.text.empty()) throw std::invalid_argument("\"" + text + "\" names no image");
+        return l;
+    }
+    return {Kind::kRegistry, text, ""};
+}
+
 std::string canonical_registry(const std::string& host) {
     if (host == "index.docker.io" || host == "registry-1.docker.io") return kDockerHub;
     return host;
