@@ -181,6 +181,12 @@ TEST(RegistryAuth, credential_helpers_creds_and_the_registry_auth_file) {
     EXPECT_EQ(r2.status, 0) << r2.err;
     write_file(docker_config, json({{"credHelpers", {{reg.host(), "nosuch"}}}}).dump());
     expect_one_line_failure(two({"pull", ref}), "docker-credential-nosuch");
+    // A helper that fails without reading its stdin is named, and lamina is not killed.
+    write_file(tmp / "bin/docker-credential-broken", "#!/bin/sh\nexit 3\n", 0755);
+    write_file(docker_config, json({{"credHelpers", {{reg.host(), "broken"}}}}).dump());
+    expect_one_line_failure(
+        two({"pull", ref}),
+        "credential helper docker-credential-broken failed for " + reg.host() + ": exit status 3");
     write_file(docker_config, "{}");
     expect_one_line_failure(two({"pull", ref}), "authentication required");
 

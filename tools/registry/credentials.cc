@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@ namespace {
 
 constexpr size_t kMaxAuthFile = 4 << 20;
 constexpr size_t kMaxHelperOutput = 1 << 20;
+constexpr int kHelperTimeoutMs = 30000;
 
 std::optional<std::string> slurp(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
@@ -96,12 +98,32 @@ std::optional<Credentials> run_helper(const std::string& name, const std::string
         throw RegistryError("cannot run credential helper " + program + ": " + strerror(rc));
     }
     std::string url = helper_server_url(host);
+    // A helper that exits without reading must not kill lamina with SIGPIPE: the signal is
+    // held for this write and taken back if it came. The helper's exit status tells the rest.
+    sigset_t pipe_only, old_mask;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &old_mask);
     ssize_t w = write(in[1], url.data(), url.size());
-    (void)w;  // a helper that exits without reading fails below
+    if (w < 0 && errno == EPIPE) {
+        timespec none{0, 0};
+        sigtimedwait(&pipe_only, nullptr, &none);
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
     close(in[1]);
     std::string text;
     char buf[4096];
+    bool timed_out = false;
     for (;;) {
+        // A helper waiting on a keyring prompt nobody sees would hang the pull.
+        pollfd p{out[0], POLLIN, 0};
+        int ready = poll(&p, 1, kHelperTimeoutMs);
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready == 0) {
+            timed_out = true;
+            kill(pid, SIGKILL);
+            break;
+        }
         ssize_t n = read(out[0], buf, sizeof buf);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
@@ -111,6 +133,9 @@ std::optional<Credentials> run_helper(const std::string& name, const std::string
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
+    if (timed_out)
+        throw RegistryError("credential helper " + program + " gave no answer for " + host +
+                            " within " + std::to_string(kHelperTimeoutMs / 1000) + " s");
     while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         if (text.find("credentials not found") != std::string::npos) return std::nullopt;
