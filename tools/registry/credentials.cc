@@ -212,6 +212,10 @@ std::vector<std::string> credential_files(const std::string& lamina_auth_file) {
     out.push_back(lamina_auth_file);
     if (std::string d = env("XDG_RUNTIME_DIR"); !d.empty())
         out.push_back(d + "/containers/auth.json");
+    if (std::string d = env("XDG_CONFIG_HOME"); !d.empty())
+        out.push_back(d + "/containers/auth.json");
+    else if (std::string h = env("HOME"); !h.empty())
+        out.push_back(h + "/.config/containers/auth.json");
     if (std::string d = env("DOCKER_CONFIG"); !d.empty())
         out.push_back(d + "/config.json");
     else if (std::string h = env("HOME"); !h.empty())

@@ -14,7 +14,8 @@ struct Credentials {
 };
 
 // The files searched for credentials, in order (see docs/registry.md): $REGISTRY_AUTH_FILE,
-// lamina's auth.json, ${XDG_RUNTIME_DIR}/containers/auth.json, then Docker's config.json
+// lamina's auth.json, ${XDG_RUNTIME_DIR}/containers/auth.json,
+// ${XDG_CONFIG_HOME:-~/.config}/containers/auth.json, then Docker's config.json
 // ($DOCKER_CONFIG/config.json or ~/.docker/config.json). Missing ones are left out.
 std::vector<std::string> credential_files(const std::string& lamina_auth_file);
 
