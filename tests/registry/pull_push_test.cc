@@ -45,8 +45,8 @@ TEST(RegistryPull, anonymous_pull_then_mount_shows_the_tree) {
     Lamina lamina(tmp / "store");
     std::string ref = reg.host() + "/test/app:v1";
 
-    // Plain HTTP only when asked for (127.0.0.0/8 is insecure by default, as in docker; the
-    // registries.conf entry says otherwise) ...
+    // Plain HTTP only when asked for. 127.0.0.0/8 is insecure by default, as in docker, so a
+    // registries.conf entry says this registry is not; the error names insecure-registries.
     env.secure(reg.host());
     auto refused = lamina({"pull", ref});
     expect_one_line_failure(refused, "--tls-verify=false");
