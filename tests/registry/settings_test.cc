@@ -111,6 +111,27 @@ TEST(RegistryMirror, a_skipped_mirror_names_the_reference_whole) {
         << r.out;
 }
 
+TEST(RegistryMirror, a_registrys_credentials_are_not_sent_to_its_mirror) {
+    REQUIRE_REGISTRY();
+    TempDir tmp("lamina-mirrorcreds");
+    RegistryEnv env;
+    RegistryOptions o;
+    o.htpasswd_user = "erin";
+    o.htpasswd_password = "pw-erin";
+    Registry upstream(o);
+    Registry mirror(o);  // would take erin's password, were it sent there
+    push_demo(upstream, tmp, "test/app:v1");
+    push_demo(mirror, tmp, "test/app:v1");
+    env.registries_conf("[[registry]]\nlocation = \"" + upstream.host() +
+                        "\"\n[[registry.mirror]]\nlocation = \"" + mirror.host() + "\"\n");
+    env.docker_auth(upstream.host(), "erin", "pw-erin");
+    Lamina lamina(tmp / "store");
+    auto r = lamina({"pull", upstream.host() + "/test/app:v1"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_TRUE(contains(r.out, "mirror " + mirror.host() + " skipped")) << r.out;
+    EXPECT_TRUE(contains(r.out, "authentication required")) << r.out;
+}
+
 TEST(RegistryResume, a_blob_a_failed_pull_completed_is_verified_not_resumed) {
     REQUIRE_REGISTRY();
     TempDir tmp("lamina-complete");
