@@ -124,6 +124,13 @@ Cert make_cert(const std::string& dir, const std::string& cn) {
     return c;
 }
 
+RegistryOptions basic_auth(const std::string& user, const std::string& password) {
+    RegistryOptions o;
+    o.htpasswd_user = user;
+    o.htpasswd_password = password;
+    return o;
+}
+
 Registry::Registry(const RegistryOptions& o) : opts_(o) {
     storage_ = dir_ / "storage";
     config_ = dir_ / "config.yml";

@@ -80,6 +80,9 @@ struct RegistryOptions {
     std::string proxy_remote;
 };
 
+// Options for a registry with htpasswd basic auth for one user.
+RegistryOptions basic_auth(const std::string& user, const std::string& password);
+
 class Registry {
 public:
     explicit Registry(const RegistryOptions& o = {});

@@ -115,11 +115,9 @@ TEST(RegistryMirror, a_registrys_credentials_are_not_sent_to_its_mirror) {
     REQUIRE_REGISTRY();
     TempDir tmp("lamina-mirrorcreds");
     RegistryEnv env;
-    RegistryOptions o;
-    o.htpasswd_user = "erin";
-    o.htpasswd_password = "pw-erin";
-    Registry upstream(o);
-    Registry mirror(o);  // would take erin's password, were it sent there
+    Registry upstream(basic_auth("erin", "pw-erin"));
+    Registry mirror(
+        basic_auth("erin", "pw-erin"));  // would take erin's password, were it sent there
     push_demo(upstream, tmp, "test/app:v1");
     push_demo(mirror, tmp, "test/app:v1");
     env.registries_conf("[[registry]]\nlocation = \"" + upstream.host() +
@@ -180,10 +178,7 @@ TEST(RegistryAuth, credential_helpers_creds_and_the_registry_auth_file) {
     REQUIRE_REGISTRY();
     TempDir tmp("lamina-helpers");
     RegistryEnv env;
-    RegistryOptions o;
-    o.htpasswd_user = "alice";
-    o.htpasswd_password = "s3cret";
-    Registry reg(o);
+    Registry reg(basic_auth("alice", "s3cret"));
     push_demo(reg, tmp, "test/app:v1");
     std::string ref = reg.host() + "/test/app:v1";
     install_helper(tmp, reg.host());
