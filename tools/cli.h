@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -76,6 +77,16 @@ bool stdout_is_terminal();
 bool stdin_is_terminal();
 // Prints warning and "Are you sure you want to continue? [y/N]"; true for y or yes.
 bool confirm(const std::string& warning);
+
+// "Loaded image: NAME" (or its ID) for each, warnings on stderr (image_cmd.cc).
+void report_loaded(const std::vector<store::LoadedImage>& loaded);
+// The archive path of a docker-archive:, oci-archive: or oci: operand, as load and pull take
+// it (image_cmd.cc). A usage error for docker:// and for a :REF after the path.
+std::string archive_to_load(const std::string& operand);
+// The path and format of a docker-archive: or oci-archive: operand, as save and push write it;
+// nothing for a bare path or a registry (image_cmd.cc).
+std::optional<std::pair<std::string, store::ArchiveFormat>> archive_to_save(
+    const std::string& operand);
 
 // An image as `images --format json` and `system df --format json` show it (image_cmd.cc).
 nlohmann::json image_json(const store::ImageSummary& s);

@@ -11,6 +11,7 @@
 #include "error.h"
 #include "fsutil.h"
 #include "output.h"
+#include "registry/reference.h"
 #include "store.h"
 #include "streams.h"
 
@@ -330,6 +331,7 @@ int cmd_rmi(Context& ctx, const Args& a) {
 int cmd_load(Context& ctx, const Args& a) {
     need_operands(a, 0, 0);
     std::string input = a.value("input");
+    if (!input.empty() && input != "-") input = archive_to_load(input);
     if (input.empty()) {
         if (stdin_is_terminal())
             throw UsageError(
@@ -346,11 +348,7 @@ int cmd_load(Context& ctx, const Args& a) {
         if (!spooled) throw;
         throw StoreError(spooled->as_given(e.what()));
     }
-    for (const auto& img : loaded) {
-        for (const auto& w : img.warnings) std::cerr << "lamina: warning: " << w << "\n";
-        if (img.names.empty()) std::cout << "Loaded image ID: " << img.id << "\n";
-        for (const auto& n : img.names) std::cout << "Loaded image: " << n << "\n";
-    }
+    report_loaded(loaded);
     return 0;
 }
 
@@ -387,6 +385,12 @@ int cmd_save(Context& ctx, const Args& a) {
         throw UsageError("save: --format must be docker-archive or oci-archive");
     }
     std::string out = a.value("output");
+    if (auto target = archive_to_save(out)) {
+        if (a.values.count("format") && target->second != format)
+            throw UsageError("save: --format " + f + " and -o " + out + " disagree");
+        out = target->first;
+        format = target->second;
+    }
     if (!out.empty()) {
         ctx.store().save(a.operands, out, format);
         return 0;
@@ -404,6 +408,52 @@ int cmd_save(Context& ctx, const Args& a) {
 }
 
 }  // namespace
+
+void report_loaded(const std::vector<store::LoadedImage>& loaded) {
+    for (const auto& img : loaded) {
+        for (const auto& w : img.warnings) std::cerr << "lamina: warning: " << w << "\n";
+        if (img.names.empty()) std::cout << "Loaded image ID: " << img.id << "\n";
+        for (const auto& n : img.names) std::cout << "Loaded image: " << n << "\n";
+    }
+}
+
+std::string archive_to_load(const std::string& operand) {
+    registry::ImageLocation l;
+    try {
+        l = registry::parse_image_location(operand);
+    } catch (const std::invalid_argument& e) {
+        throw UsageError(e.what());
+    }
+    if (!l.archive()) {
+        if (operand.starts_with("docker://"))
+            throw UsageError(operand + " is in a registry: lamina pull fetches it");
+        return operand;
+    }
+    if (!l.ref.empty())
+        throw UsageError(operand +
+                         ": lamina loads every image of an archive or layout; drop :" + l.ref);
+    return l.text;
+}
+
+std::optional<std::pair<std::string, store::ArchiveFormat>> archive_to_save(
+    const std::string& operand) {
+    registry::ImageLocation l;
+    try {
+        l = registry::parse_image_location(operand);
+    } catch (const std::invalid_argument& e) {
+        throw UsageError(e.what());
+    }
+    using Kind = registry::ImageLocation::Kind;
+    if (!l.archive()) return std::nullopt;
+    if (l.kind == Kind::kOciLayout)
+        throw UsageError(
+            operand + ": lamina writes archives, not OCI layout dirs (oci-archive:" + l.text + ")");
+    if (!l.ref.empty())
+        throw UsageError(operand +
+                         ": the archive names the images by their own names; drop :" + l.ref);
+    return std::pair{l.text, l.kind == Kind::kDockerArchive ? store::ArchiveFormat::DockerArchive
+                                                            : store::ArchiveFormat::OciArchive};
+}
 
 void add_image_commands(CommandTable& commands) {
     commands["images"] = cmd_images;

@@ -1,5 +1,8 @@
 // lamina: the command line of the container store. This file finds the command (a verb, or a
 // group and a verb) and hands it its arguments; each group's commands live in *_cmd.cc.
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include <iostream>
 #include <string>
 #include <vector>
@@ -44,9 +47,21 @@ int help(const std::vector<std::string>& words) {
     throw UsageError("unknown command \"" + name + "\" (lamina help lists them)");
 }
 
+// Logs go to stderr, quiet unless asked for: output on stdout stays what scripts read.
+void set_up_logging(const std::string& level) {
+    auto lvl = spdlog::level::from_str(level);
+    if (lvl == spdlog::level::off && level != "off")
+        throw UsageError("--log-level must be debug, info, warn, error or off");
+    auto logger = spdlog::stderr_logger_st("lamina");
+    logger->set_pattern("lamina: %l: %v");
+    spdlog::set_default_logger(logger);
+    spdlog::set_level(lvl);
+}
+
 int run(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc);
     Context ctx;
+    std::string log_level = "warn";
     size_t i = 0;
     for (; i < args.size() && args[i].starts_with("-"); ++i) {
         const std::string& a = args[i];
@@ -67,6 +82,10 @@ int run(int argc, char** argv) {
             ctx.root = value("--root");
         } else if (a == "--reserve" || a.starts_with("--reserve=")) {
             ctx.reserve = value("--reserve");
+        } else if (a == "--log-level" || a.starts_with("--log-level=")) {
+            log_level = value("--log-level");
+        } else if (a == "-D" || a == "--debug") {
+            log_level = "debug";
         } else if (a == "--format" || a.starts_with("--format=")) {
             ctx.format = value("--format");
             if (ctx.format != "table" && ctx.format != "json")
@@ -75,6 +94,7 @@ int run(int argc, char** argv) {
             throw UsageError("unknown option " + a + " (lamina --help lists them)");
         }
     }
+    set_up_logging(log_level);
     if (i >= args.size()) {
         std::cerr << overview_help();
         return 2;

@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "error.h"
 #include "registry/client.h"
+#include "registry/credentials.h"
 #include "registry/reference.h"
 #include "registry/settings.h"
 #include "registry/transfer.h"
@@ -36,12 +37,20 @@ std::optional<bool> tls_verify_option(const Args& a) {
     throw UsageError("--tls-verify must be true or false");
 }
 
-Settings load_settings() {
-    try {
-        return Settings::load();
-    } catch (const std::runtime_error& e) {
-        throw store::StoreError(e.what());
+std::string read_password_from_terminal();
+
+// --creds USER[:PASSWORD], skopeo's and podman's spelling; the password is asked for on a
+// terminal when it is left out.
+std::optional<registry::Credentials> creds_option(const Args& a) {
+    if (!a.values.count("creds")) return std::nullopt;
+    registry::Credentials c = registry::parse_creds_option(a.value("creds"));
+    if (c.username.empty()) throw UsageError("--creds must be USER[:PASSWORD]");
+    if (a.value("creds").find(':') == std::string::npos) {
+        if (!isatty(STDIN_FILENO))
+            throw UsageError("--creds " + c.username + ": give USER:PASSWORD");
+        c.password = read_password_from_terminal();
     }
+    return c;
 }
 
 // "https://host:5000/" or "host:5000" -> "host:5000"; Docker Hub's names -> docker.io.
@@ -54,7 +63,26 @@ std::string registry_operand(std::string text) {
 
 int cmd_pull(Context& ctx, const Args& a) {
     need_operands(a, 1, 1);
-    Reference ref = reference_operand(a.operands[0]);
+    registry::ImageLocation from;
+    try {
+        from = registry::parse_image_location(a.operands[0]);
+    } catch (const std::invalid_argument& e) {
+        throw UsageError(e.what());
+    }
+    if (from.archive()) {
+        // podman's way: a pull from an archive or layout is a load.
+        report_loaded(ctx.store().load(archive_to_load(a.operands[0])));
+        return 0;
+    }
+    const std::string& name = from.text;
+    reference_operand(name);  // a malformed name is a usage error before any file
+    Settings settings = Settings::load();
+    std::vector<Reference> candidates;
+    try {
+        candidates = settings.resolve(name);
+    } catch (const std::invalid_argument& e) {
+        throw UsageError(e.what());
+    }
     registry::PullOptions o;
     if (a.values.count("platform")) {
         try {
@@ -77,31 +105,30 @@ int cmd_pull(Context& ctx, const Args& a) {
         o.max_concurrent_downloads = n;
     }
     o.client.tls_verify = tls_verify_option(a);
+    o.client.credentials = creds_option(a);
     o.quiet = a.has("quiet");
     o.live_progress = isatty(STDOUT_FILENO);
-    Settings settings = load_settings();
-    try {
-        registry::pull_image(ctx.store(), settings, ref, o, std::cout);
-    } catch (const registry::TransportError& e) {
-        throw store::StoreError("cannot pull " + ref.str() + ": " + e.what());
-    }
+    registry::pull_image(ctx.store(), settings, candidates, o, std::cout);
     return 0;
 }
 
 int cmd_push(Context& ctx, const Args& a) {
     need_operands(a, 1, 2);
     std::string local = a.operands[0];
-    Reference dest = reference_operand(a.operands.size() == 2 ? a.operands[1] : local);
+    std::string target = a.operands.size() == 2 ? a.operands[1] : local;
+    if (auto archive = archive_to_save(target)) {
+        // podman's way: push to an archive is a save.
+        ctx.store().save({local}, archive->first, archive->second);
+        return 0;
+    }
+    if (target.starts_with("docker://")) target = registry::parse_image_location(target).text;
+    Reference dest = reference_operand(target);
     registry::PushOptions o;
     o.client.tls_verify = tls_verify_option(a);
+    o.client.credentials = creds_option(a);
     o.quiet = a.has("quiet");
     o.live_progress = isatty(STDOUT_FILENO);
-    Settings settings = load_settings();
-    try {
-        registry::push_image(ctx.store(), settings, local, dest, o, std::cout);
-    } catch (const registry::TransportError& e) {
-        throw store::StoreError("cannot push to " + dest.str() + ": " + e.what());
-    }
+    registry::push_image(ctx.store(), Settings::load(), local, dest, o, std::cout);
     return 0;
 }
 
@@ -138,6 +165,7 @@ int cmd_login(Context&, const Args& a) {
         while (!c.password.empty() && (c.password.back() == '\n' || c.password.back() == '\r'))
             c.password.pop_back();
     } else if (a.values.count("password")) {
+        std::cerr << "WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n";
         c.password = a.value("password");
     } else {
         if (!isatty(STDIN_FILENO))
@@ -146,18 +174,18 @@ int cmd_login(Context&, const Args& a) {
     }
     if (c.username.empty() || c.password.empty())
         throw UsageError("login: the user name and password must not be empty");
-    Settings settings = load_settings();
+    Settings settings = Settings::load();
     ClientOptions o;
     o.tls_verify = tls_verify_option(a);
-    registry::Client client(settings, host, "", o);
-    client.set_credentials(c);
+    o.credentials = c;
+    registry::Client client(settings, settings.push_endpoint(Reference{host, "", "", ""}), o);
     try {
         client.ping();
         client.check_credentials();
     } catch (const registry::TransportError& e) {
-        throw store::StoreError("cannot log in to " + host + ": " + e.what());
+        throw registry::RegistryError("cannot log in to " + host + ": " + e.what());
     }
-    registry::save_credentials(settings, host, c);
+    registry::save_credentials(registry::login_auth_file(settings.auth_file()), host, c);
     std::cout << "Login Succeeded\n";
     return 0;
 }
@@ -165,10 +193,12 @@ int cmd_login(Context&, const Args& a) {
 int cmd_logout(Context&, const Args& a) {
     need_operands(a, 1, 1);
     std::string host = registry_operand(a.operands[0]);
-    Settings settings = load_settings();
-    if (!registry::remove_credentials(settings, host))
-        throw store::StoreError("not logged in to " + host + " (" + settings.auth_file() +
-                                " holds no credentials for it)");
+    Settings settings = Settings::load();
+    // As docker: logging out of a registry one is not logged in to is no failure.
+    if (!registry::remove_credentials(registry::login_auth_file(settings.auth_file()), host)) {
+        std::cout << "Not logged in to " << host << "\n";
+        return 0;
+    }
     std::cout << "Removed login credentials for " << host << "\n";
     return 0;
 }

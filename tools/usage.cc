@@ -37,6 +37,11 @@ OptionSpec tls_option() {
                       "Verify the registry's TLS certificate (false: also allow plain HTTP)");
 }
 
+OptionSpec creds_option() {
+    return with_value({"--creds"}, "creds", "USER[:PASSWORD]",
+                      "Credentials for the registry instead of the stored ones");
+}
+
 std::vector<CommandSpec> make_specs() {
     return {
         // Images.
@@ -70,7 +75,8 @@ std::vector<CommandSpec> make_specs() {
          "",
          "Load images from an archive or OCI layout (stdin when it is not a terminal)",
          {with_value({"-i", "--input"}, "input", "FILE",
-                     "docker-archive, oci-archive or OCI layout dir; - for stdin"),
+                     "docker-archive, oci-archive or OCI layout dir (a docker-archive:, "
+                     "oci-archive: or oci: prefix is accepted); - for stdin"),
           flag({"-q", "--quiet"}, "quiet", "Print nothing but the loaded names")}},
         {"import",
          {"image import"},
@@ -81,22 +87,25 @@ std::vector<CommandSpec> make_specs() {
          {"image save"},
          "IMAGE...",
          "Write images to an archive (stdout when it is not a terminal)",
-         {with_value({"-o", "--output"}, "output", "FILE", "Write to FILE instead of stdout"),
+         {with_value({"-o", "--output"}, "output", "FILE",
+                     "Write to FILE instead of stdout (docker-archive:FILE and oci-archive:FILE "
+                     "also choose the format)"),
           with_value({"--format"}, "format", "FORMAT", "docker-archive (default) or oci-archive")}},
         {"pull",
          {"image pull"},
-         "NAME[:TAG|@DIGEST]",
+         "[docker://]NAME[:TAG|@DIGEST] | docker-archive:FILE | oci-archive:FILE | oci:DIR",
          "Fetch an image from a registry",
          {with_value({"--platform"}, "platform", "OS/ARCH[/VARIANT]",
                      "Which entry of a multi-platform image"),
           with_value({"--max-concurrent-downloads"}, "max-concurrent-downloads", "N",
                      "Layers downloaded at once (1-64, default 3)"),
-          tls_option(), flag({"-q", "--quiet"}, "quiet", "Print only the reference")}},
+          tls_option(), creds_option(),
+          flag({"-q", "--quiet"}, "quiet", "Print only the reference")}},
         {"push",
          {"image push"},
-         "IMAGE [DESTINATION]",
+         "IMAGE [[docker://]DESTINATION | docker-archive:FILE | oci-archive:FILE]",
          "Send an image to a registry",
-         {tls_option(), flag({"-q", "--quiet"}, "quiet", "Print no progress")}},
+         {tls_option(), creds_option(), flag({"-q", "--quiet"}, "quiet", "Print no progress")}},
         // Containers.
         {"create",
          {"container create"},
@@ -313,18 +322,21 @@ std::string group_help(const std::string& group) {
 
 std::string overview_help() {
     std::string out =
-        "Usage:  lamina [--root DIR] [--reserve SIZE] [--format table|json] COMMAND [ARGS]\n\n"
+        "Usage:  lamina [--root DIR] [--reserve SIZE] [--format table|json] [--log-level LEVEL] "
+        "COMMAND [ARGS]\n\n"
         "Container images, containers and volumes in a store on laminafs.\n\n"
         "Global options:\n" +
-        command_list({{"--root DIR",
-                       "The store (default: the config file's, else "
-                       "/var/lib/lamina as root)"},
-                      {"--reserve SIZE",
-                       "Free space the store keeps (default: 5% of its filesystem, at most "
-                       "256 MiB)"},
-                      {"--format table|json", "The output of every listing"},
-                      {"-h, --help", "Show this help"},
-                      {"-v, --version", "Show lamina's version"}});
+        command_list(
+            {{"--root DIR",
+              "The store (default: the config file's, else "
+              "/var/lib/lamina as root)"},
+             {"--reserve SIZE",
+              "Free space the store keeps (default: 5% of its filesystem, at most 256 MiB)"},
+             {"--format table|json", "The output of every listing"},
+             {"--log-level LEVEL", "debug shows every registry request on stderr (default: warn)"},
+             {"-D, --debug", "Same as --log-level debug"},
+             {"-h, --help", "Show this help"},
+             {"-v, --version", "Show lamina's version"}});
     std::vector<std::pair<std::string, std::string>> rows;
     for (const auto& c : command_specs())
         if (c.name.find(' ') == std::string::npos) rows.push_back({c.name, c.summary});

@@ -124,6 +124,13 @@ Cert make_cert(const std::string& dir, const std::string& cn) {
     return c;
 }
 
+RegistryOptions basic_auth(const std::string& user, const std::string& password) {
+    RegistryOptions o;
+    o.htpasswd_user = user;
+    o.htpasswd_password = password;
+    return o;
+}
+
 Registry::Registry(const RegistryOptions& o) : opts_(o) {
     storage_ = dir_ / "storage";
     config_ = dir_ / "config.yml";
@@ -149,6 +156,7 @@ Registry::Registry(const RegistryOptions& o) : opts_(o) {
                "    rootcertbundle: " +
                o.token_cert + "\n";
     }
+    if (!o.proxy_remote.empty()) yml += "proxy:\n  remoteurl: " + o.proxy_remote + "\n";
     write_file(config_, yml);
     start();
 }
@@ -358,11 +366,27 @@ RegistryEnv::RegistryEnv() {
     make_dirs(docker_);
     setenv("LAMINA_CONFIG_DIR", config_.c_str(), 1);
     setenv("DOCKER_CONFIG", docker_.c_str(), 1);
+    setenv("CONTAINERS_REGISTRIES_CONF", (dir_ / "system-registries.conf").c_str(), 1);
 }
 
 RegistryEnv::~RegistryEnv() {
     unsetenv("LAMINA_CONFIG_DIR");
     unsetenv("DOCKER_CONFIG");
+    unsetenv("CONTAINERS_REGISTRIES_CONF");
+}
+
+void RegistryEnv::registries_conf(const std::string& toml) {
+    write_file(config_ + "/registries.conf", toml);
+}
+
+void RegistryEnv::system_registries_conf(const std::string& toml) {
+    write_file(dir_ / "system-registries.conf", toml);
+}
+
+void RegistryEnv::secure(const std::string& host) {
+    std::string conf = config_ + "/registries.conf";
+    std::string old = access(conf.c_str(), F_OK) == 0 ? read_file(conf) : "";
+    registries_conf(old + "[[registry]]\nlocation = \"" + host + "\"\ninsecure = false\n");
 }
 
 void RegistryEnv::write_config(const std::string& text) {
@@ -450,6 +474,40 @@ std::string random_bytes(size_t n, uint64_t seed) {
         for (size_t k = 0; k < 8 && i + k < n; ++k) out[i + k] = static_cast<char>(v >> (8 * k));
     }
     return out;
+}
+
+std::string last_line_of(const CommandResult& r) {
+    std::string s = out_of(r);
+    return s.substr(s.rfind('\n') == std::string::npos ? 0 : s.rfind('\n') + 1);
+}
+
+bool contains(const std::string& hay, const std::string& needle) {
+    return hay.find(needle) != std::string::npos;
+}
+
+void expect_one_line_failure(const CommandResult& r, const std::string& needle) {
+    EXPECT_NE(r.status, 0) << r.out;
+    EXPECT_TRUE(contains(r.err, needle)) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+json images_json(const Lamina& lamina) {
+    auto r = lamina({"images", "--format", "json"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    return json::parse(r.out);
+}
+
+BuiltImage push_demo(Registry& reg, const TempDir& tmp, const std::string& repo_tag) {
+    auto built = write_oci_layout(tmp / "demo-layout", demo_image("zstd"), "demo");
+    reg.push_layout(tmp / "demo-layout", "demo", repo_tag);
+    return built;
+}
+
+std::string first_layer_digest(const std::string& layout) {
+    json index = json::parse(read_file(layout + "/index.json"));
+    std::string mdigest = index["manifests"][0]["digest"];
+    json manifest = json::parse(read_file(layout + "/blobs/sha256/" + mdigest.substr(7)));
+    return manifest["layers"][0]["digest"];
 }
 
 }  // namespace lamina::test

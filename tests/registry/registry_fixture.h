@@ -8,9 +8,25 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "store_fixture.h"
 
+#define REQUIRE_REGISTRY()                                        \
+    do {                                                          \
+        std::string why = ::lamina::test::registry_skip_reason(); \
+        if (!why.empty()) GTEST_SKIP() << why;                    \
+    } while (0)
+
 namespace lamina::test {
+
+// The last line of a command that must succeed (pull prints progress before the image).
+std::string last_line_of(const CommandResult& r);
+bool contains(const std::string& hay, const std::string& needle);
+// One line on stderr, non-zero exit, needle in it.
+void expect_one_line_failure(const CommandResult& r, const std::string& needle);
+// `lamina images --format json`.
+nlohmann::json images_json(const Lamina& lamina);
 
 // A port nothing listens on right now.
 int free_port();
@@ -60,7 +76,12 @@ struct RegistryOptions {
     std::string htpasswd_user, htpasswd_password;  // basic auth when set
     // Token auth when set: realm URL, and the token signer's certificate.
     std::string token_realm, token_cert;
+    // A pull-through cache of this registry URL ("http://127.0.0.1:5000") when set.
+    std::string proxy_remote;
 };
+
+// Options for a registry with htpasswd basic auth for one user.
+RegistryOptions basic_auth(const std::string& user, const std::string& password);
 
 class Registry {
 public:
@@ -129,14 +150,21 @@ private:
     Child proc_;
 };
 
-// A registry config dir (LAMINA_CONFIG_DIR) and an empty Docker config (DOCKER_CONFIG) for
-// this process and the lamina it runs; both are reset when the object goes.
+// A registry config dir (LAMINA_CONFIG_DIR), an empty Docker config (DOCKER_CONFIG) and
+// system registries.conf (CONTAINERS_REGISTRIES_CONF) for this process and the lamina it
+// runs; all are reset when the object goes.
 class RegistryEnv {
 public:
     RegistryEnv();
     ~RegistryEnv();
     const std::string& config_dir() const { return config_; }
     void write_config(const std::string& json);
+    // <config dir>/registries.conf; the system's is never read (CONTAINERS_REGISTRIES_CONF
+    // names a file of this env's, empty until system_registries_conf writes it).
+    void registries_conf(const std::string& toml);
+    void system_registries_conf(const std::string& toml);
+    // A registries.conf entry saying host is not insecure, against the 127.0.0.0/8 default.
+    void secure(const std::string& host);
     // certs.d/<host>/ca.crt
     void trust(const std::string& host, const std::string& ca_pem_file);
     void docker_auth(const std::string& host, const std::string& user, const std::string& pw);
@@ -155,5 +183,12 @@ void write_multiplatform_layout(const std::string& dir, const std::string& name,
 
 // Incompressible bytes (a layer that takes a while to download).
 std::string random_bytes(size_t n, uint64_t seed);
+
+class Registry;
+// The demo image (gzip bottom, zstd top) in the registry as repo_tag; its layout is
+// tmp/demo-layout.
+BuiltImage push_demo(Registry& reg, const TempDir& tmp, const std::string& repo_tag);
+// The digest of the first layer of the first image in an OCI layout.
+std::string first_layer_digest(const std::string& layout);
 
 }  // namespace lamina::test

@@ -1,24 +1,22 @@
-// The registry client: auth wraps the HTTP exchange, retry wraps auth, and blobs are hashed
-// while they stream so nothing unverified is ever handed on.
+// The registry client's top layer: the /v2/ ping, manifests, and blobs verified as they stream.
+// Auth, retry and logging are the transports below it (client.h).
+#include "error.h"
+#include "json_input.h"
 #include "client.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <memory>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "digest.h"
-#include "error.h"
-#include "json_input.h"
+#include "logging.h"
 #include "reference.h"
 
 namespace lamina::registry {
@@ -26,64 +24,6 @@ namespace lamina::registry {
 using nlohmann::json;
 
 namespace {
-
-constexpr int kAttempts = 6;  // backoff 0.5 + 1 + 2 + 4 + 8 s between them
-// A mirror being probed: one attempt, a connect that takes over 2 s counts as dead, and no
-// exchange may take over 10 s.
-constexpr long kProbeConnectTimeout = 2;
-constexpr long kProbeTimeout = 10;
-
-std::chrono::milliseconds backoff(int attempt) {
-    return std::chrono::milliseconds(500 << attempt);
-}
-
-std::string percent_encode(const std::string& s) {
-    static const char* hex = "0123456789ABCDEF";
-    std::string out;
-    for (unsigned char c : s) {
-        if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-            out += static_cast<char>(c);
-        } else {
-            out += '%';
-            out += hex[c >> 4];
-            out += hex[c & 15];
-        }
-    }
-    return out;
-}
-
-// WWW-Authenticate: Bearer realm="...",service="...",scope="..."
-std::map<std::string, std::string> challenge_params(const std::string& header,
-                                                    std::string& scheme) {
-    std::map<std::string, std::string> out;
-    size_t sp = header.find(' ');
-    scheme = header.substr(0, sp);
-    for (auto& c : scheme) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
-    if (sp == std::string::npos) return out;
-    size_t i = sp + 1;
-    while (i < header.size()) {
-        while (i < header.size() && (header[i] == ' ' || header[i] == ',')) ++i;
-        size_t eq = header.find('=', i);
-        if (eq == std::string::npos) break;
-        std::string key = header.substr(i, eq - i);
-        for (auto& c : key) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
-        std::string value;
-        i = eq + 1;
-        if (i < header.size() && header[i] == '"') {
-            for (++i; i < header.size() && header[i] != '"'; ++i) {
-                if (header[i] == '\\' && i + 1 < header.size()) ++i;
-                value += header[i];
-            }
-            ++i;
-        } else {
-            size_t end = header.find(',', i);
-            value = header.substr(i, end == std::string::npos ? std::string::npos : end - i);
-            i = end == std::string::npos ? header.size() : end;
-        }
-        out[key] = value;
-    }
-    return out;
-}
 
 // The registry's own words from an error body ({"errors":[{"code","message"}]}), or "".
 std::string registry_message(const std::string& body) {
@@ -151,69 +91,84 @@ void check_blob_reply(const Descriptor& d, const HttpResponse& reply, int64_t as
                          " bytes, the manifest says " + std::to_string(d.size));
 }
 
-bool is_file(const std::string& p) {
-    struct stat st;
-    return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
 }  // namespace
 
-Client::Client(const Settings& settings, const std::string& registry, const std::string& repository,
-               const ClientOptions& options, const std::string& endpoint)
-    : settings_(settings), registry_(registry), repository_(repository), options_(options) {
-    std::string scheme = "https";
-    if (endpoint.empty()) {
-        host_ = registry == kDockerHub ? "registry-1.docker.io" : registry;
-    } else {
-        auto p = endpoint.find("://");
-        scheme = endpoint.substr(0, p);
-        host_ = endpoint.substr(p + 3);
-        if (auto slash = host_.find('/'); slash != std::string::npos) host_.resize(slash);
-    }
-    bool insecure = settings.is_insecure(host_) || settings.is_insecure(registry);
-    bool verify = options.tls_verify.value_or(!insecure);
+Client::Client(const Settings& settings, const Endpoint& endpoint, const ClientOptions& options)
+    : settings_(settings), ep_(endpoint), options_(options) {
+    bool verify = options.tls_verify.value_or(!ep_.insecure);
+    std::string scheme = ep_.scheme.empty() ? "https" : ep_.scheme;
     if (scheme == "http" && verify)
-        throw RegistryError("mirror " + endpoint +
+        throw RegistryError("mirror " + ep_.label +
                             " is plain HTTP; list it in insecure-registries to use it");
-    tls_.verify = verify;
-    try_plain_http_ = !verify && scheme == "https";
-    base_ = scheme + "://" + host_;
-    std::string certs = settings.certs_dir(host_);
-    if (is_file(certs + "/ca.crt")) tls_.ca_file = certs + "/ca.crt";
-    if (is_file(certs + "/client.cert")) tls_.client_cert = certs + "/client.cert";
-    if (is_file(certs + "/client.key")) tls_.client_key = certs + "/client.key";
-    credentials_ = find_credentials(settings, host_);
-    if (!credentials_ && host_ != registry) credentials_ = find_credentials(settings, registry);
+    try_plain_http_ = !verify && scheme == "https" && ep_.scheme.empty();
+    base_ = scheme + "://" + ep_.host;
+    std::optional<Credentials> creds = options.credentials;
+    if (!creds) creds = find_credentials(settings.auth_file(), canonical_registry(ep_.host));
+    if (!creds && ep_.host != ep_.registry && !ep_.mirror)
+        creds = find_credentials(settings.auth_file(), ep_.registry);
+
+    auto curl = std::make_unique<CurlTransport>(tls_for(settings, ep_.host, verify));
+    curl_ = curl.get();
+    auto auth = std::make_unique<AuthTransport>(std::move(curl), ep_.registry, ep_.host, creds,
+                                                AuthScope{ep_.repository, options.push});
+    auth_ = auth.get();
+    auto retry = std::make_unique<RetryTransport>(std::move(auth), policy_);
+    retry_ = retry.get();
+    stack_ = std::make_unique<LoggingTransport>(std::move(retry));
+}
+
+std::string Client::where() const {
+    return ep_.mirror ? " at mirror " + ep_.label : "";
 }
 
 std::string Client::describe() const {
-    if (registry_ != kDockerHub || host_ == "registry-1.docker.io")
-        return registry_ + "/" + repository_;
-    return registry_ + "/" + repository_ + " (mirror " + base_ + ")";
+    return ep_.name + where();
+}
+
+void Client::set_probing(bool on) {
+    curl_->set_limits(on ? probe_limits() : Limits{});
+    retry_->set_policy(on ? RetryPolicy::once() : policy_);
+}
+
+std::string Client::tls_hint() {
+    // A registry that answers plain HTTP needs insecure-registries, not a CA.
+    TlsOptions plain;
+    plain.verify = false;
+    CurlTransport probe(plain);
+    probe.set_limits(probe_limits());
+    HttpRequest req;
+    req.url = "http://" + ep_.host + "/v2/";
+    try {
+        // A TLS server answers plain HTTP with a 400; /v2/ of a registry says 200 or 401.
+        long status = probe.round_trip(req).status;
+        if (status == 200 || status == 401)
+            return " (it speaks plain HTTP: list " + ep_.host +
+                   " in insecure-registries, or use --tls-verify=false if you trust it)";
+    } catch (const TransportError&) {
+    }
+    return " (add its CA as " + settings_.certs_dir(ep_.host) +
+           "/ca.crt, or use --tls-verify=false if you trust it)";
 }
 
 void Client::ping() {
     HttpRequest req;
     req.url = base_ + "/v2/";
+    req.retry = Retry::kNotRefused;  // a registry (or mirror) that is not there is said at once
     HttpResponse r;
-    // A registry (or mirror) that refuses the connection is reported at once.
     try {
-        r = send(req, true, false);
+        r = send(req);
     } catch (const TransportError& e) {
         if (!try_plain_http_) {
-            std::string hint = e.tls_failure && tls_.verify
-                                   ? " (add its CA as " + settings_.certs_dir(host_) +
-                                         "/ca.crt, or use --tls-verify=false if you trust it)"
-                                   : "";
-            throw RegistryError("cannot reach " + base_ + ": " + e.what() + hint);
+            std::string hint = e.tls_failure && curl_->tls().verify ? tls_hint() : "";
+            throw RegistryError("cannot reach " + base_ + where() + ": " + e.what() + hint);
         }
         // An insecure registry may not speak TLS at all.
-        base_ = "http://" + host_;
+        base_ = "http://" + ep_.host;
         req.url = base_ + "/v2/";
         try {
-            r = send(req, true, false);
+            r = send(req);
         } catch (const TransportError& e2) {
-            throw RegistryError("cannot reach " + host_ + " over https or http: " + e2.what());
+            throw RegistryError("cannot reach " + ep_.host + " over https or http: " + e2.what());
         }
     }
     if (r.status == 404)
@@ -222,167 +177,27 @@ void Client::ping() {
 }
 
 void Client::check_credentials() {
-    std::string used;
-    {
-        std::lock_guard lk(auth_mu_);
-        if (challenge_.scheme == "bearer") {
-            extra_scopes_.clear();
-            auth_ = "Bearer " + fetch_token();
-        } else if (challenge_.scheme == "basic") {
-            if (!credentials_)
-                throw RegistryError(host_ + ": the registry asks for credentials", 401);
-            auth_ = "Basic " + base64_encode(credentials_->username + ":" + credentials_->password);
-        }
-        used = auth_;
-    }
+    auth_->authenticate_now();
     HttpRequest req;
     req.url = base_ + "/v2/";
-    HttpResponse r = send_once(req, used);
+    HttpResponse r = send(req);
+    const auto& c = auth_->credentials();
     if (r.status == 401)
-        throw RegistryError("cannot log in to " + host_ + ": the registry refused the credentials" +
-                                (credentials_ ? " for " + credentials_->username : ""),
+        throw RegistryError("cannot log in to " + ep_.host +
+                                ": the registry refused the credentials" +
+                                (c ? " for " + c->username : ""),
                             401);
-    if (r.status >= 300) fail(r, "cannot log in to " + host_);
-}
-
-void Client::add_pull_scope(const std::string& repository) {
-    std::lock_guard lk(auth_mu_);
-    if (repository != repository_ && extra_scopes_.insert(repository).second &&
-        challenge_.scheme == "bearer")
-        auth_.clear();  // fetched again with the new scope on the next request
-}
-
-std::string Client::fetch_token() {
-    std::string u = challenge_.realm;
-    u += (u.find('?') == std::string::npos ? "?" : "&");
-    u += "service=" + percent_encode(challenge_.service);
-    if (!repository_.empty())  // login asks for no repository
-        u += "&scope=" +
-             percent_encode("repository:" + repository_ + (options_.push ? ":pull,push" : ":pull"));
-    for (const auto& r : extra_scopes_)
-        u += "&scope=" + percent_encode("repository:" + r + ":pull");
-    HttpRequest req;
-    req.url = u;
-    if (credentials_)
-        req.headers.push_back("Authorization: Basic " +
-                              base64_encode(credentials_->username + ":" + credentials_->password));
-    int attempts = kAttempts;
-    if (probing_) {
-        attempts = 1;
-        req.connect_timeout_s = kProbeConnectTimeout;
-        req.timeout_s = kProbeTimeout;
-    }
-    HttpResponse r;
-    for (int attempt = 0;; ++attempt) {
-        try {
-            r = http_perform(req, tls_);
-            if (r.status < 500 || attempt + 1 >= attempts) break;
-        } catch (const TransportError& e) {
-            if (attempt + 1 >= attempts)
-                throw RegistryError("cannot get a token from " + challenge_.realm + ": " +
-                                    e.what());
-        }
-        std::this_thread::sleep_for(backoff(attempt));
-    }
-    if (r.status == 401 || r.status == 403)
-        throw RegistryError(host_ + ": " +
-                                (credentials_ ? "the token server refused the credentials for " +
-                                                    credentials_->username
-                                              : "the token server asks for credentials (lamina "
-                                                "login " +
-                                                    registry_ + ")"),
-                            r.status);
-    if (r.status != 200)
-        throw RegistryError(
-            "cannot get a token from " + challenge_.realm + ": HTTP " + std::to_string(r.status),
-            r.status);
-    try {
-        json j = store::parse_json_limited(r.body, "token reply", store::kMaxManifestBytes);
-        std::string t = j.value("token", "");
-        if (t.empty()) t = j.value("access_token", "");
-        if (t.empty()) throw RegistryError("the token server's reply holds no token");
-        return t;
-    } catch (const json::exception&) {
-        throw RegistryError("the token server's reply is not JSON");
-    } catch (const store::StoreError& e) {
-        throw RegistryError(std::string("the token server's reply: ") + e.what());
-    }
-}
-
-std::string Client::auth_header() {
-    std::lock_guard lk(auth_mu_);
-    if (auth_.empty() && challenge_.scheme == "bearer") auth_ = "Bearer " + fetch_token();
-    if (auth_.empty() && challenge_.scheme == "basic" && credentials_)
-        auth_ = "Basic " + base64_encode(credentials_->username + ":" + credentials_->password);
-    return auth_;
-}
-
-void Client::refresh_auth(const HttpResponse& unauthorized, const std::string& used) {
-    std::lock_guard lk(auth_mu_);
-    if (auth_ != used) return;  // another thread refreshed it already
-    std::string header = unauthorized.header("www-authenticate");
-    if (!header.empty()) {
-        std::string scheme;
-        auto params = challenge_params(header, scheme);
-        challenge_.scheme = scheme;
-        challenge_.realm = params["realm"];
-        challenge_.service = params["service"];
-    }
-    auth_.clear();
-    if (challenge_.scheme == "bearer") {
-        if (challenge_.realm.empty())
-            throw RegistryError(host_ + ": bearer challenge without a realm", 401);
-        auth_ = "Bearer " + fetch_token();
-    } else if (challenge_.scheme == "basic" && credentials_) {
-        auth_ = "Basic " + base64_encode(credentials_->username + ":" + credentials_->password);
-    }
-}
-
-HttpResponse Client::send_once(HttpRequest& req, const std::string& auth) {
-    HttpRequest r = req;
-    if (!auth.empty()) r.headers.push_back("Authorization: " + auth);
-    return http_perform(r, tls_);
-}
-
-HttpResponse Client::send(HttpRequest req, bool retry, bool retry_refused) {
-    if (probing_) {
-        retry = false;
-        req.connect_timeout_s = kProbeConnectTimeout;
-        req.timeout_s = kProbeTimeout;
-    }
-    for (int attempt = 0;; ++attempt) {
-        try {
-            std::string used = auth_header();
-            HttpResponse r = send_once(req, used);
-            if (r.status == 401) {
-                bool had = !used.empty();
-                refresh_auth(r, used);
-                std::string now = auth_header();
-                // Retry once with new or first credentials; a second 401 is final.
-                if (!now.empty() && (now != used || !had)) r = send_once(req, now);
-            }
-            if (r.status >= 500 && retry && attempt + 1 < kAttempts) {
-                std::this_thread::sleep_for(backoff(attempt));
-                continue;
-            }
-            return r;
-        } catch (const TransportError& e) {
-            if (!retry || e.tls_failure || (e.connection_refused && !retry_refused) ||
-                attempt + 1 >= kAttempts)
-                throw;
-            std::this_thread::sleep_for(backoff(attempt));
-        }
-    }
+    if (r.status >= 300) fail(r, "cannot log in to " + ep_.host);
 }
 
 void Client::fail(const HttpResponse& r, const std::string& what) const {
     std::string msg = registry_message(r.body);
     std::string why;
+    const auto& c = auth_->credentials();
     switch (r.status) {
         case 401:
-            why = credentials_ ? "unauthorized: the registry refused the credentials for " +
-                                     credentials_->username
-                               : "authentication required (lamina login " + registry_ + ")";
+            why = c ? "unauthorized: the registry refused the credentials for " + c->username
+                    : "authentication required (lamina login " + ep_.registry + ")";
             break;
         case 403:
             why = "access denied";
@@ -403,11 +218,11 @@ void Client::fail(const HttpResponse& r, const std::string& what) const {
 
 FetchedManifest Client::get_manifest(const std::string& ref) {
     HttpRequest req;
-    req.url = url(repository_ + "/manifests/" + ref);
+    req.url = url(ep_.repository + "/manifests/" + ref);
     req.headers.push_back(manifest_accept_header());
     HttpResponse r = send(req);
     if (r.status != 200)
-        fail(r, "manifest " + describe() + (ref.starts_with("sha256:") ? "@" : ":") + ref);
+        fail(r, "manifest " + ep_.name + (ref.starts_with("sha256:") ? "@" : ":") + ref + where());
     if (r.body.size() > (4 << 20)) throw RegistryError("manifest for " + ref + " is over 4 MiB");
     FetchedManifest m;
     m.body = r.body;
@@ -417,7 +232,7 @@ FetchedManifest Client::get_manifest(const std::string& ref) {
         throw RegistryError("manifest " + ref + ": digest mismatch: the registry sent " + m.digest);
     std::string said = r.header("docker-content-digest");
     if (said.starts_with("sha256:") && said != m.digest)
-        throw RegistryError("manifest " + describe() + ":" + ref +
+        throw RegistryError("manifest " + ep_.name + ":" + ref + where() +
                             ": digest mismatch: the registry says " + said + ", the body is " +
                             m.digest);
     return m;
@@ -427,7 +242,7 @@ std::string Client::get_blob(const Descriptor& d) {
     if (d.size > (16 << 20)) throw RegistryError("blob " + d.digest + " is too large to read");
     std::string data;
     HttpRequest req;
-    req.url = url(repository_ + "/blobs/" + d.digest);
+    req.url = url(ep_.repository + "/blobs/" + d.digest);
     req.sink = [&](const HttpResponse&, const char* p, size_t n) {
         data.append(p, n);
         if (static_cast<int64_t>(data.size()) > d.size)
@@ -491,11 +306,14 @@ void Client::fetch_blob_into(const Descriptor& d, int fd, const std::string& par
     bool kept = have > 0;  // bytes from an earlier pull, not proven right until the digest is
     if (kept) {
         progress(have);
-        note("resuming at byte " + std::to_string(have) + ", where an interrupted pull stopped");
+        note(have == d.size
+                 ? "an interrupted pull left all " + std::to_string(have) + " bytes; verifying them"
+                 : "resuming at byte " + std::to_string(have) +
+                       ", where an interrupted pull stopped");
     }
     // Progress is a byte past the furthest yet; fetching again bytes a restart dropped is not.
     int64_t furthest = have;
-    int failures = 0;  // attempts in a row that brought no progress
+    RetryBudget budget(policy_);
     for (;;) {
         if (have == d.size) {
             std::string got = hash->digest();
@@ -510,7 +328,7 @@ void Client::fetch_blob_into(const Descriptor& d, int fd, const std::string& par
             continue;
         }
         HttpRequest req;
-        req.url = url(repository_ + "/blobs/" + d.digest);
+        req.url = url(ep_.repository + "/blobs/" + d.digest);
         if (have > 0) req.headers.push_back("Range: bytes=" + std::to_string(have) + "-");
         bool first = true;
         const int64_t asked_from = have;
@@ -537,9 +355,10 @@ void Client::fetch_blob_into(const Descriptor& d, int fd, const std::string& par
             have += static_cast<int64_t>(n);
             progress(have);
         };
+        req.retry = Retry::kNone;  // retried here, resuming where the bytes stopped
         std::string why;
         try {
-            HttpResponse r = send(req, false);
+            HttpResponse r = send(req);
             if (r.status == 200 || r.status == 206) {
                 if (have == d.size) continue;
                 why = "the reply ended after " + std::to_string(have) + " of " +
@@ -558,24 +377,23 @@ void Client::fetch_blob_into(const Descriptor& d, int fd, const std::string& par
             if (e.tls_failure) throw RegistryError("blob " + d.digest + ": " + e.what());
             why = e.what();
         }
-        if (have > furthest) {
-            furthest = have;
-            failures = 0;
-        }
-        if (++failures >= kAttempts)
+        bool progressed = have > furthest;
+        furthest = std::max(furthest, have);
+        auto wait = budget.after_failure(progressed);
+        if (!wait)
             throw RegistryError("blob " + d.digest + ": giving up after " +
-                                std::to_string(kAttempts) + " attempts without progress: " + why);
-        auto wait = backoff(failures - 1);
+                                std::to_string(budget.attempts()) +
+                                " attempts without progress: " + why);
         note(why + "; " + (have > 0 ? "resuming at byte " + std::to_string(have) : "retrying") +
-             " in " + std::to_string(wait.count()) + " ms");
-        std::this_thread::sleep_for(wait);
+             " in " + std::to_string(wait->count()) + " ms");
+        std::this_thread::sleep_for(*wait);
     }
 }
 
 bool Client::blob_exists(const std::string& digest) {
     HttpRequest req;
     req.method = "HEAD";
-    req.url = url(repository_ + "/blobs/" + digest);
+    req.url = url(ep_.repository + "/blobs/" + digest);
     HttpResponse r = send(req);
     if (r.status == 200) return true;
     if (r.status == 404) return false;
@@ -592,7 +410,7 @@ std::string Client::upload_url(const std::string& location) const {
 bool Client::mount_blob(const std::string& digest, const std::string& from_repository) {
     HttpRequest req;
     req.method = "POST";
-    req.url = url(repository_ + "/blobs/uploads/?mount=" + percent_encode(digest) +
+    req.url = url(ep_.repository + "/blobs/uploads/?mount=" + percent_encode(digest) +
                   "&from=" + percent_encode(from_repository));
     HttpResponse r = send(req);
     if (r.status == 201) return true;
@@ -601,8 +419,9 @@ bool Client::mount_blob(const std::string& digest, const std::string& from_repos
         HttpRequest cancel;
         cancel.method = "DELETE";
         cancel.url = upload_url(r.header("location"));
+        cancel.retry = Retry::kNone;
         try {
-            send(cancel, false);
+            send(cancel);
         } catch (const TransportError&) {
         }
         return false;
@@ -619,11 +438,13 @@ void Client::upload_blob(const std::string& digest, const std::string& path, int
         int fd;
         ~Closer() { ::close(fd); }
     } closer{fd};
-    for (int attempt = 0;; ++attempt) {
+    // A failed upload starts again from a new session; the parts are not retried alone.
+    RetryBudget budget(policy_);
+    for (;;) {
         try {
             HttpRequest start;
             start.method = "POST";
-            start.url = url(repository_ + "/blobs/uploads/");
+            start.url = url(ep_.repository + "/blobs/uploads/");
             HttpResponse r = send(start);
             if (r.status != 202) fail(r, "cannot push to " + describe());
             std::string location = upload_url(r.header("location"));
@@ -640,7 +461,8 @@ void Client::upload_blob(const std::string& digest, const std::string& path, int
                     patch.upload_fd = fd;
                     patch.upload_offset = sent;
                     patch.upload_size = n;
-                    HttpResponse pr = send(patch, false);
+                    patch.retry = Retry::kNone;
+                    HttpResponse pr = send(patch);
                     if (pr.status != 202) fail(pr, "blob " + digest + ": chunk upload");
                     location = upload_url(pr.header("location"));
                     sent += n;
@@ -657,14 +479,15 @@ void Client::upload_blob(const std::string& digest, const std::string& path, int
                 put.upload_offset = 0;
                 put.upload_size = size;
             }
-            HttpResponse pr = send(put, false);
+            put.retry = Retry::kNone;
+            HttpResponse pr = send(put);
             if (pr.status != 201 && pr.status != 204) fail(pr, "blob " + digest + ": upload");
             progress(size);
             return;
         } catch (const TransportError& e) {
-            if (e.tls_failure || attempt + 1 >= 3)
-                throw RegistryError("blob " + digest + ": upload failed: " + e.what());
-            std::this_thread::sleep_for(backoff(attempt));
+            auto wait = is_retryable(e, Retry::kAll) ? budget.after_failure(false) : std::nullopt;
+            if (!wait) throw RegistryError("blob " + digest + ": upload failed: " + e.what());
+            std::this_thread::sleep_for(*wait);
         }
     }
 }
@@ -673,12 +496,12 @@ std::string Client::put_manifest(const std::string& ref, const std::string& body
                                  const std::string& media_type) {
     HttpRequest req;
     req.method = "PUT";
-    req.url = url(repository_ + "/manifests/" + ref);
+    req.url = url(ep_.repository + "/manifests/" + ref);
     req.headers = {"Content-Type: " + media_type};
     req.body = body;
     HttpResponse r = send(req);
     if (r.status != 201 && r.status != 200 && r.status != 202)
-        fail(r, "manifest " + describe() + ":" + ref);
+        fail(r, "manifest " + ep_.name + ":" + ref + where());
     return store::sha256_digest(body);
 }
 

@@ -1,32 +1,28 @@
-// A client for one repository on one registry (or a mirror of it): the /v2/ ping, bearer and
-// basic auth, retries with backoff, manifests, and blobs verified as they stream.
+// The registry client's top: one repository on one registry or mirror, speaking manifests and
+// blobs. Below it, as in go-containerregistry, a stack of transports: logging (logging.h)
+// wraps retry (retry.h), which wraps auth (auth.h), which wraps one libcurl exchange
+// (transport.h). Every blob is hashed while it streams, so nothing unverified is handed on.
 #pragma once
 
 #include <cstdint>
 #include <functional>
-#include <mutex>
+#include <memory>
 #include <optional>
-#include <set>
-#include <stdexcept>
 #include <string>
 
-#include "http.h"
+#include "auth.h"
+#include "credentials.h"
 #include "manifest.h"
+#include "retry.h"
 #include "settings.h"
+#include "transport.h"
 
 namespace lamina::registry {
 
-// A failure the user reads as one line: what, where, why.
-class RegistryError : public std::runtime_error {
-public:
-    RegistryError(const std::string& what, long status = 0)
-        : std::runtime_error(what), http_status(status) {}
-    long http_status;  // 0 when there was no HTTP reply
-};
-
 struct ClientOptions {
-    std::optional<bool> tls_verify;  // --tls-verify; unset: verify unless listed insecure
-    bool push = false;               // ask for push access as well as pull
+    std::optional<bool> tls_verify;          // --tls-verify; unset: verify unless insecure
+    bool push = false;                       // ask for push access as well as pull
+    std::optional<Credentials> credentials;  // --creds; unset: the stored ones
 };
 
 struct FetchedManifest {
@@ -37,25 +33,23 @@ struct FetchedManifest {
 
 class Client {
 public:
-    // endpoint is "" for the registry itself, or a mirror's URL ("https://mirror:5000").
-    Client(const Settings& settings, const std::string& registry, const std::string& repository,
-           const ClientOptions& options, const std::string& endpoint = "");
+    Client(const Settings& settings, const Endpoint& endpoint, const ClientOptions& options);
 
-    // "127.0.0.1:5000/test/app", or "mirror https://m:5000" for a mirror.
+    // "127.0.0.1:5000/test/app", or "docker.io/library/busybox at mirror https://m:5000".
     std::string describe() const;
-    const std::string& host() const { return host_; }
+    const std::string& host() const { return ep_.host; }
 
-    // GET /v2/: chooses https or (for insecure registries) http and learns the auth scheme.
+    // GET /v2/: chooses https or (for insecure registries) http and meets the auth challenge.
     void ping();
     // While probing (a mirror that has not yet served the manifest) every request gets one
-    // attempt, a short connect timeout and a time limit, so a dead mirror is left in seconds.
-    void set_probing(bool on) { probing_ = on; }
+    // attempt and the probe limits, so a dead mirror is left in seconds.
+    void set_probing(bool on);
     // Fetches a token (bearer) or checks the credentials (basic) without touching a repository.
     void check_credentials();
     // Uses these instead of the stored ones (login).
-    void set_credentials(const Credentials& c) { credentials_ = c; }
+    void set_credentials(const Credentials& c) { auth_->set_credentials(c); }
     // Also asks for pull access to another repository (for cross-repository mounts).
-    void add_pull_scope(const std::string& repository);
+    void add_pull_scope(const std::string& repository) { auth_->add_pull_scope(repository); }
 
     // ref is a tag or a digest; the body is checked against the digest asked for and against
     // the Docker-Content-Digest header when the registry sends one.
@@ -64,11 +58,11 @@ public:
     std::string get_blob(const Descriptor& d);
     // Streams a blob to path + ".partial", hashing on arrival, and renames it to path once its
     // digest checks out. Bytes already in the partial file (an earlier pull's) are hashed and
-    // the rest is asked for with Range; so is the rest after a dropped connection. Drops and
-    // 5xx are retried with backoff, the count starting again whenever an attempt brought the
-    // blob further. The partial file stays when the download fails, unless its bytes are
-    // proven wrong (digest or size mismatch, a range the registry cannot satisfy): then it is
-    // removed. progress(bytes) runs as data arrives; note(text) reports resumption and retries.
+    // the rest is asked for with Range; so is the rest after a dropped connection, under the
+    // retry policy's progress rule (retry.h). The partial file stays when the download fails,
+    // unless its bytes are proven wrong (digest or size mismatch, a range the registry cannot
+    // satisfy): then it is removed. progress(bytes) runs as data arrives; note(text) reports
+    // resumption and retries.
     void download_blob(const Descriptor& d, const std::string& path,
                        const std::function<void(int64_t)>& progress,
                        const std::function<void(const std::string&)>& note);
@@ -83,41 +77,29 @@ public:
                              const std::string& media_type);
 
 private:
-    struct Challenge {
-        std::string scheme;  // "bearer", "basic" or "" (none asked)
-        std::string realm, service;
-    };
-    // retry: dropped connections and 5xx are tried again with backoff; retry_refused: also
-    // a connection nobody accepts (the ping says at once that a registry is not there).
-    HttpResponse send(HttpRequest req, bool retry = true, bool retry_refused = true);
-    HttpResponse send_once(HttpRequest& req, const std::string& auth_header);
-    std::string auth_header();
-    void refresh_auth(const HttpResponse& unauthorized, const std::string& used);
-    std::string fetch_token();
-    // download_blob's transfer into the open partial file fd; throws WrongBytes (client.cc)
-    // when the bytes cannot be the blob's.
+    HttpResponse send(const HttpRequest& req) { return stack_->round_trip(req); }
+    // download_blob's transfer into the open partial file fd.
     void fetch_blob_into(const Descriptor& d, int fd, const std::string& partial,
                          const std::function<void(int64_t)>& progress,
                          const std::function<void(const std::string&)>& note);
+    // Why a registry's TLS handshake failed, as a hint for the user.
+    std::string tls_hint();
     [[noreturn]] void fail(const HttpResponse& r, const std::string& what) const;
     std::string url(const std::string& path) const { return base_ + "/v2/" + path; }
     std::string upload_url(const std::string& location) const;
+    std::string where() const;  // " at mirror ..." or ""
 
     Settings settings_;
-    std::string registry_;  // as referenced (docker.io)
-    std::string host_;      // where requests go (registry-1.docker.io, a mirror's host)
-    std::string repository_;
+    Endpoint ep_;
     ClientOptions options_;
     std::string base_;  // scheme://host
     bool try_plain_http_ = false;
-    TlsOptions tls_;
-    std::optional<Credentials> credentials_;
-    std::set<std::string> extra_scopes_;
-    bool probing_ = false;
+    RetryPolicy policy_;
 
-    std::mutex auth_mu_;
-    Challenge challenge_;
-    std::string auth_;  // the Authorization header value in use, "" for none
+    std::unique_ptr<Transport> stack_;  // logging(retry(auth(curl)))
+    CurlTransport* curl_ = nullptr;     // layers inside stack_, for their settings
+    AuthTransport* auth_ = nullptr;
+    RetryTransport* retry_ = nullptr;
 };
 
 }  // namespace lamina::registry

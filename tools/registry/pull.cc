@@ -41,33 +41,38 @@ struct DownloadDir {
 };
 
 struct Source {
+    Reference ref;  // the candidate that served the manifest
     std::unique_ptr<Client> client;
     FetchedManifest top;  // what the reference named (perhaps an index)
 };
 
-// The registry itself, or for docker.io each mirror first; the first that has the manifest.
-Source find_source(const Settings& settings, const Reference& ref, const PullOptions& o,
-                   Progress& progress) {
-    std::vector<std::string> endpoints;
-    if (ref.registry == kDockerHub) endpoints = settings.registry_mirrors;
-    endpoints.push_back("");
-    for (size_t i = 0; i < endpoints.size(); ++i) {
-        const std::string& ep = endpoints[i];
-        try {
-            Source s;
-            s.client =
-                std::make_unique<Client>(settings, ref.registry, ref.repository, o.client, ep);
-            // A mirror gets one quick try: the registry itself is there to fall back on.
-            s.client->set_probing(!ep.empty());
-            s.client->ping();
-            s.top = s.client->get_manifest(ref.manifest_ref());
-            s.client->set_probing(false);
-            return s;
-        } catch (const std::runtime_error& e) {  // RegistryError, TransportError
-            if (ep.empty()) throw;
-            progress.note("mirror " + ep + " skipped",
-                          std::string(e.what()) + "; trying " +
-                              (i + 2 < endpoints.size() ? "the next mirror" : ref.registry));
+// The first candidate (a short name may have several) whose mirrors or registry have the
+// manifest; mirrors first, each given one quick try, with the registry to fall back on.
+Source find_source(const Settings& settings, const std::vector<Reference>& candidates,
+                   const PullOptions& o, Progress& progress) {
+    for (size_t c = 0; c < candidates.size(); ++c) {
+        const Reference& ref = candidates[c];
+        std::vector<Endpoint> endpoints = settings.pull_endpoints(ref);
+        for (size_t i = 0; i < endpoints.size(); ++i) {
+            const Endpoint& ep = endpoints[i];
+            try {
+                Source s{ref, std::make_unique<Client>(settings, ep, o.client), {}};
+                s.client->set_probing(ep.mirror);
+                s.client->ping();
+                s.top = s.client->get_manifest(ref.manifest_ref());
+                s.client->set_probing(false);
+                return s;
+            } catch (const std::runtime_error& e) {  // RegistryError, TransportError
+                if (ep.mirror) {
+                    progress.note("mirror " + ep.label + " skipped",
+                                  std::string(e.what()) + "; trying " +
+                                      (endpoints[i + 1].mirror ? "the next mirror" : ref.registry));
+                    continue;
+                }
+                if (c + 1 == candidates.size()) throw;
+                progress.note(ref.str(),
+                              std::string(e.what()) + "; trying " + candidates[c + 1].registry);
+            }
         }
     }
     throw RegistryError("no registry to pull from");  // not reached: the last endpoint throws
@@ -91,14 +96,15 @@ std::vector<std::string> config_diff_ids(const std::string& config, size_t layer
     return out;
 }
 
-}  // namespace
-
-std::string pull_image(store::Store& store, const Settings& settings, const Reference& ref,
-                       const PullOptions& o, std::ostream& out) {
+// pull_image without its last word on transport failures.
+std::string pull_from(store::Store& store, const Settings& settings,
+                      const std::vector<Reference>& candidates, const PullOptions& o,
+                      std::ostream& out) {
     std::ostringstream sink;
     Progress progress(o.quiet ? static_cast<std::ostream&>(sink) : out,
                       o.live_progress && !o.quiet);
-    Source src = find_source(settings, ref, o, progress);
+    Source src = find_source(settings, candidates, o, progress);
+    const Reference& ref = src.ref;
     Client& client = *src.client;
     if (!o.quiet) out << ref.manifest_ref() << ": Pulling from " << ref.repository << "\n";
 
@@ -236,6 +242,18 @@ std::string pull_image(store::Store& store, const Settings& settings, const Refe
     }
     out << ref.str() << "\n";
     return img.id;
+}
+
+}  // namespace
+
+std::string pull_image(store::Store& store, const Settings& settings,
+                       const std::vector<Reference>& candidates, const PullOptions& o,
+                       std::ostream& out) {
+    try {
+        return pull_from(store, settings, candidates, o, out);
+    } catch (const TransportError& e) {
+        throw RegistryError("cannot pull " + candidates.back().str() + ": " + e.what());
+    }
 }
 
 }  // namespace lamina::registry

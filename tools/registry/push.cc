@@ -43,8 +43,10 @@ std::vector<std::string> mount_sources(const store::ImageRecord& img, const Refe
 
 }  // namespace
 
-std::string push_image(store::Store& store, const Settings& settings, const std::string& local,
-                       const Reference& dest, const PushOptions& o, std::ostream& out) {
+namespace {
+
+std::string push_to(store::Store& store, const Settings& settings, const std::string& local,
+                    const Reference& dest, const PushOptions& o, std::ostream& out) {
     store::ImageRecord img = store.image(local);
     auto hold = store.hold_blobs();  // nothing this image uses may go while it is pushed
     std::ostringstream sink;
@@ -52,7 +54,7 @@ std::string push_image(store::Store& store, const Settings& settings, const std:
                       o.live_progress && !o.quiet);
     ClientOptions copts = o.client;
     copts.push = true;
-    Client client(settings, dest.registry, dest.repository, copts);
+    Client client(settings, settings.push_endpoint(dest), copts);
     auto sources = mount_sources(img, dest);
     for (const auto& s : sources) client.add_pull_scope(s);
     client.ping();
@@ -115,6 +117,17 @@ std::string push_image(store::Store& store, const Settings& settings, const std:
     else
         out << dest.str() << "\n";
     return digest;
+}
+
+}  // namespace
+
+std::string push_image(store::Store& store, const Settings& settings, const std::string& local,
+                       const Reference& dest, const PushOptions& o, std::ostream& out) {
+    try {
+        return push_to(store, settings, local, dest, o, out);
+    } catch (const TransportError& e) {
+        throw RegistryError("cannot push to " + dest.str() + ": " + e.what());
+    }
 }
 
 }  // namespace lamina::registry

@@ -26,6 +26,22 @@ struct Reference {
 // with a one-line reason).
 Reference parse_reference(const std::string& text);
 
+// True when text names no registry ("busybox", "user/app:1"): its first path component has no
+// "." or ":" and is not "localhost". Such names are resolved by Settings::resolve.
+bool is_short_name(const std::string& text);
+
+// An image location as skopeo and podman users write it: "docker://REF" (a registry),
+// "docker-archive:PATH", "oci-archive:PATH", "oci:DIR" (archives and layouts), or a bare
+// reference, which is a registry's.
+struct ImageLocation {
+    enum class Kind { kRegistry, kDockerArchive, kOciArchive, kOciLayout } kind = Kind::kRegistry;
+    std::string text;  // the reference (kRegistry) or the path
+    std::string ref;   // what followed PATH after a colon ("" for none)
+    bool archive() const { return kind != Kind::kRegistry; }
+};
+// Splits the transport off; the reference itself is not checked here.
+ImageLocation parse_image_location(const std::string& text);
+
 // "index.docker.io" and "registry-1.docker.io" are docker.io; other hosts are returned as given.
 std::string canonical_registry(const std::string& host);
 

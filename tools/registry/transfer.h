@@ -21,10 +21,12 @@ struct PullOptions {
     bool quiet = false;          // print only the image name at the end
 };
 
-// Fetches ref (trying docker.io's mirrors first), verifies the manifest, config and every
-// layer, and stores the image under ref's name. Returns the image ID.
-std::string pull_image(store::Store& store, const Settings& settings, const Reference& ref,
-                       const PullOptions& options, std::ostream& out);
+// Fetches the first of candidates (Settings::resolve) that a mirror or its registry holds,
+// verifies the manifest, config and every layer, and stores the image under that reference's
+// name. Returns the image ID. Throws RegistryError.
+std::string pull_image(store::Store& store, const Settings& settings,
+                       const std::vector<Reference>& candidates, const PullOptions& options,
+                       std::ostream& out);
 
 struct PushOptions {
     ClientOptions client;
@@ -34,7 +36,7 @@ struct PushOptions {
 
 // Pushes the stored image `local` as dest: blobs the registry has are skipped, others are
 // mounted from a repository of the same registry that holds them or uploaded, then the
-// manifest goes up. Returns the manifest digest.
+// manifest goes up. Returns the manifest digest. Throws RegistryError.
 std::string push_image(store::Store& store, const Settings& settings, const std::string& local,
                        const Reference& dest, const PushOptions& options, std::ostream& out);
 

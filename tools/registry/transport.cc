@@ -1,5 +1,6 @@
-// libcurl glue: one easy handle per thread, reset for each request so connections are reused.
-#include "http.h"
+// The libcurl transport: one easy handle per thread, reset for each request so connections are
+// reused; the TLS settings and time limits of every exchange are set here and nowhere else.
+#include "transport.h"
 
 #include <curl/curl.h>
 #include <unistd.h>
@@ -99,7 +100,30 @@ bool is_tls_error(CURLcode c) {
 
 }  // namespace
 
-HttpResponse http_perform(const HttpRequest& req, const TlsOptions& tls) {
+std::string percent_encode(const std::string& s) {
+    static const char* hex = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char c : s) {
+        if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+            out += static_cast<char>(c);
+        } else {
+            out += '%';
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        }
+    }
+    return out;
+}
+
+Limits probe_limits() {
+    Limits l;
+    l.connect_timeout_s = 2;  // a connect that takes longer counts as a dead mirror
+    l.total_timeout_s = 10;
+    return l;
+}
+
+HttpResponse CurlTransport::round_trip(const HttpRequest& req) {
+    const TlsOptions& tls = tls_;
     CURL* c = thread_handle();
     HttpResponse resp;
     Exchange ex{&req, &resp, c, nullptr, 0};
@@ -110,20 +134,27 @@ HttpResponse http_perform(const HttpRequest& req, const TlsOptions& tls) {
     curl_easy_setopt(c, CURLOPT_USERAGENT, "lamina/" LAMINA_VERSION);
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, req.follow_redirects ? 1L : 0L);
     curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, req.connect_timeout_s);
-    if (req.timeout_s > 0) curl_easy_setopt(c, CURLOPT_TIMEOUT, req.timeout_s);
-    // A stalled transfer (under 1 byte/s for 30 s) counts as dropped and is retried.
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, limits_.connect_timeout_s);
+    if (limits_.total_timeout_s > 0) curl_easy_setopt(c, CURLOPT_TIMEOUT, limits_.total_timeout_s);
+    // A stalled transfer counts as dropped (a TransportError the retry layer may try again).
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, limits_.stall_bytes_per_s);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, limits_.stall_seconds);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &ex);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &ex);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, tls.verify ? 1L : 0L);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, tls.verify ? 2L : 0L);
-    if (!tls.ca_file.empty()) {
-        curl_easy_setopt(c, CURLOPT_CAINFO, tls.ca_file.c_str());
-        curl_easy_setopt(c, CURLOPT_CAPATH, "/etc/ssl/certs");
+    if (!tls.system_ca_file.empty())
+        curl_easy_setopt(c, CURLOPT_CAINFO, tls.system_ca_file.c_str());
+    if (!tls.system_ca_dir.empty()) curl_easy_setopt(c, CURLOPT_CAPATH, tls.system_ca_dir.c_str());
+    curl_blob cas{};
+    if (!tls.ca_bundle.empty()) {
+        // The blob replaces CURLOPT_CAINFO, so it holds the system bundle as well (certs.cc).
+        cas.data = const_cast<char*>(tls.ca_bundle.data());
+        cas.len = tls.ca_bundle.size();
+        cas.flags = CURL_BLOB_NOCOPY;
+        curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &cas);
     }
     if (!tls.client_cert.empty()) curl_easy_setopt(c, CURLOPT_SSLCERT, tls.client_cert.c_str());
     if (!tls.client_key.empty()) curl_easy_setopt(c, CURLOPT_SSLKEY, tls.client_key.c_str());
