@@ -29,6 +29,7 @@
 #include "mount_table.h"
 #include "options.h"
 #include "overlay.h"
+#include "remount.h"
 #include "uring.h"
 #include "wire.h"
 
@@ -238,6 +239,11 @@ int main(int argc, char** argv) {
     }
     setup_logging(opts);
     if (auto err = clear_dead_mount(opts.mountpoint); !err.empty()) return fail(err);
+    if (opts.remount) {
+        // The mount's daemon goes on serving it; nothing else to start.
+        if (auto err = remount_laminafs(opts); !err.empty()) return fail(err);
+        return 0;
+    }
     if (auto err = validate_mount_options(opts); !err.empty()) return fail(err);
     umask(0);  // modes of new entries come from the caller, already masked by the kernel
     raise_fd_limit();

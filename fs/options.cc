@@ -76,11 +76,14 @@ bool is_ignored_option(std::string_view name, bool has_value) {
         "defaults",   "auto",       "noauto",     "user",          "users",
         "nouser",     "owner",      "group",      "nofail",        "_netdev",
         "sync",       "async",      "dirsync",    "lazytime",      "nolazytime",
-        "diratime",   "nodiratime", "norelatime", "nostrictatime", "iversion",
+        "norelatime", "nostrictatime", "iversion",
         "noiversion", "mand",       "nomand",     "loud",          "silent",
     };
     static constexpr std::string_view kValued[] = {
         "comment", "context", "fscontext", "defcontext", "rootcontext",
+        // The kernel's own FUSE options, which mount(8) hands back from /proc/mounts on a
+        // remount; laminafs sets them itself when it mounts.
+        "user_id", "group_id", "max_read", "blksize", "rootmode", "fd",
     };
     if (name.starts_with("x-")) return true;
     if (!has_value) {
@@ -127,6 +130,13 @@ std::string apply_flag(std::string_view name, MountOptions& opts) {
         opts.noatime = true;
     } else if (name == "atime" || name == "relatime" || name == "strictatime") {
         opts.noatime = false;
+        opts.strictatime = name == "strictatime";
+    } else if (name == "nodiratime") {
+        opts.nodiratime = true;
+    } else if (name == "diratime") {
+        opts.nodiratime = false;
+    } else if (name == "remount") {
+        opts.remount = true;
     } else if (name == "nodev") {
         opts.nodev = true;
     } else if (name == "dev") {

@@ -38,6 +38,11 @@ struct MountOptions {
     bool allow_root = false;
     bool default_permissions = true;
     bool noatime = false;
+    bool strictatime = false;
+    bool nodiratime = false;
+    // "remount": mount(8) asks to change a laminafs mount's flags (ro/rw, nosuid...): the
+    // helper applies them with mount(2) and exits; no daemon is started (remount.cc).
+    bool remount = false;
     bool nodev = false;
     bool nosuid = false;
     bool noexec = false;

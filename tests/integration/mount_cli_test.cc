@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+
+#include <filesystem>
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -15,6 +17,7 @@
 #include <thread>
 
 #include "fixture.h"
+#include "needs.h"
 #include "mount_table.h"
 
 namespace lamina::test {
@@ -184,6 +187,66 @@ TEST(MountCli, MountTypeFuseLaminafsWorks) {
     ASSERT_EQ(r.status, 0) << describe(r);
     EXPECT_TRUE(is_mountpoint(layers.mnt));
     EXPECT_EQ(read_file(layers.mnt + "/only_top.txt"), "top\n");
+}
+
+// The mount's own options (ro,nosuid,...) at exactly mnt, the newest mount there.
+std::string mount_options_of(const std::string& mnt) {
+    std::string options;
+    for (const auto& e : read_mount_table())
+        if (e.mount_point == mnt) options = e.options + ",";
+    return options;
+}
+
+// Writes a file, remounts read-only and writes again, remounts read-write and writes again,
+// all through mount(8); the transcript of what each step gave.
+std::string remount_transcript(const std::string& mnt) {
+    std::string out;
+    auto try_write = [&](const char* name) {
+        int fd = ::open((mnt + "/" + name).c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        out += std::string(name) + (fd >= 0 ? " written" : std::string(" ") + strerrorname_np(errno));
+        out += "\n";
+        if (fd >= 0) ::close(fd);
+    };
+    auto remount = [&](const char* how) {
+        auto r = run_command({"mount", "-o", std::string("remount,") + how, mnt});
+        out += std::string("remount,") + how + " status " + std::to_string(r.status) + r.err + "\n";
+    };
+    try_write("before");
+    remount("ro");
+    try_write("while_ro");
+    out += "mount shows " + std::string(mount_options_of(mnt).find("ro,") == 0 ? "ro" : "rw") + "\n";
+    remount("rw");
+    try_write("after");
+    out += "mount shows " + std::string(mount_options_of(mnt).find("ro,") == 0 ? "ro" : "rw") + "\n";
+    out += "shared.txt " + read_file(mnt + "/shared.txt");
+    return out;
+}
+
+TEST(MountCli, RemountReadOnlyAndBackAsOnTheKernel) {
+    REQUIRE_FUSE();
+    if (!can_mount_kernel_overlay()) SKIP_NEEDING("overlay") << "kernel overlayfs is the oracle";
+    LaminafsOnPath on_path;
+    ASSERT_EQ(on_path.error(), "");
+    std::string seen[2];
+    for (int kernel = 0; kernel < 2; ++kernel) {
+        Layers layers;
+        MountGuard guard(layers.mnt);
+        auto r = run_command({"mount", "-t", kernel ? "overlay" : "fuse.laminafs",
+                              kernel ? "overlay" : "laminafs", layers.mnt, "-o",
+                              layers.writable()});
+        ASSERT_EQ(r.status, 0) << describe(r);
+        seen[kernel] = remount_transcript(layers.mnt);
+        EXPECT_FALSE(std::filesystem::exists(layers.upper + "/while_ro"));
+    }
+    EXPECT_EQ(seen[0], seen[1]) << "laminafs first, the kernel second";
+    EXPECT_NE(seen[1].find("while_ro EROFS"), std::string::npos) << seen[1];
+}
+
+TEST(MountCli, RemountOfSomethingElseIsRefused) {
+    TempDir dir("lamina-cli");
+    auto r = run_command({laminafs_binary(), "laminafs", dir.path(), "-o", "remount,ro"});
+    EXPECT_NE(r.status, 0);
+    EXPECT_NE(r.err.find("not a mount point"), std::string::npos) << r.err;
 }
 
 TEST(MountCli, MountFromFstabLineWorks) {
