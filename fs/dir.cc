@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <functional>
 
+#include "acl.h"
 #include "dir_index.h"
 #include "overlay.h"
 #include "path_util.h"
@@ -74,6 +75,24 @@ int Overlay::install_from_work_locked(const std::string& tmp, const Place& dst,
         return 0;
     }
     if (renameat2(work, tmp.c_str(), dst.dirfd, dst.c_name(), RENAME_NOREPLACE) != 0) return errno;
+    return 0;
+}
+
+std::optional<InheritedAcl> Overlay::inherited_acl_locked(int parent_fd, mode_t mode) {
+    char buf[4096];
+    ssize_t n = lgetxattr(proc_fd_path(parent_fd, "").c_str(), kAclDefaultXattr, buf, sizeof buf);
+    if (n <= 0) return std::nullopt;
+    return inherit_acl(std::string(buf, static_cast<size_t>(n)), mode);
+}
+
+int Overlay::set_inherited_acl(const std::string& xattr_path, const InheritedAcl& acl) {
+    const char* path = xattr_path.c_str();
+    if (!acl.access.empty() &&
+        lsetxattr(path, kAclAccessXattr, acl.access.data(), acl.access.size(), 0) != 0)
+        return errno;
+    if (!acl.default_acl.empty() &&
+        lsetxattr(path, kAclDefaultXattr, acl.default_acl.data(), acl.default_acl.size(), 0) != 0)
+        return errno;
     return 0;
 }
 
@@ -196,6 +215,13 @@ int Overlay::create_entry(Node* parent, std::string_view name,
     if (err != ENOENT) return err;
     Place dst;
     if ((err = prepare_new_name_locked(parent, name, dst))) return err;
+    // The mode and ACLs the new entry inherits, where the daemon applies the umask (acl.h).
+    std::optional<InheritedAcl> acl;
+    if (cred.apply_umask && !S_ISLNK(mode)) {
+        acl = inherited_acl_locked(dst.dirfd, mode);
+        mode_t perm = acl ? acl->mode & 07777 : (mode & 07777) & ~(cred.umask & 0777);
+        mode = (mode & S_IFMT) | perm;
+    }
     // make() tells whether it had to keep a device as a regular file.
     auto made_as_file = [&] { return device_as_file && *device_as_file; };
     // A directory made where a lower one was deleted must not show the old contents again.
@@ -205,6 +231,7 @@ int Overlay::create_entry(Node* parent, std::string_view name,
         // lock keeps the entry out of sight until its owner is right.
         if ((err = make(dst.dirfd, dst.c_name()))) return err;
         err = set_new_owner(dst.dirfd, dst.c_name(), cred, parent, mode, rdev, made_as_file());
+        if (!err && acl) err = set_inherited_acl(proc_fd_path(dst.dirfd, dst.name), *acl);
         if (err) {
             unlinkat(dst.dirfd, dst.c_name(), is_dir ? AT_REMOVEDIR : 0);
             return err;
@@ -214,6 +241,7 @@ int Overlay::create_entry(Node* parent, std::string_view name,
     std::string tmp = work_temp_name();
     if ((err = make(stack_.work_fd(), tmp.c_str()))) return err;
     err = set_new_owner(stack_.work_fd(), tmp.c_str(), cred, parent, mode, rdev, made_as_file());
+    if (!err && acl) err = set_inherited_acl(stack_.work_proc_path(tmp), *acl);
     if (!err && needs_opaque) err = set_upper_xattr(stack_.work_proc_path(tmp), "opaque", "y");
     if (!err) err = install_from_work_locked(tmp, dst, over_whiteout);
     if (err) {

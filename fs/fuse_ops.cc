@@ -74,6 +74,8 @@ Credentials creds(fuse_req_t req, bool kill_setid) {
     const fuse_ctx* c = fuse_req_ctx(req);
     Credentials cred{c->uid, c->gid};
     cred.kill_setid = kill_setid;
+    cred.apply_umask = ctx(req).config.dont_mask;
+    cred.umask = c->umask;
     if (kill_setid) cred.in_group = [req](gid_t gid) { return caller_in_group(req, gid); };
     return cred;
 }
@@ -178,6 +180,10 @@ void op_init(void* userdata, fuse_conn_info* conn) {
     // With ACLs handled by the kernel it caches them per inode: `ls -l` stops asking for
     // system.posix_acl_access on every file.
     if (config.posix_acl && (conn->capable & FUSE_CAP_POSIX_ACL)) conn->want |= FUSE_CAP_POSIX_ACL;
+    // With ACLs, the umask is the daemon's to apply, so that a default ACL can replace it as
+    // POSIX says (the kernel would mask first, whatever the directory's default ACL).
+    config.dont_mask = (conn->want & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK);
+    if (config.dont_mask) conn->want |= FUSE_CAP_DONT_MASK;
 #if LAMINA_TSAN
     // ThreadSanitizer learns that the kernel orders requests (a RELEASE only after the READ
     // replies) from read/write on /dev/fuse; it cannot see through splice, so none here.

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "acl.h"
 #include "dir_index.h"
 #include "layers.h"
 #include "node.h"
@@ -103,6 +104,10 @@ struct Credentials {
     bool kill_setid = false;
     // Whether the caller is in a group, asked only when a set-group-ID bit depends on it.
     std::function<bool(gid_t)> in_group;
+    // The kernel left the umask to laminafs (FUSE_DONT_MASK, taken with POSIX ACLs): a new
+    // entry gets it unless its directory's default ACL says otherwise (acl.h).
+    bool apply_umask = false;
+    mode_t umask = 0;
 };
 
 // --- statistics: what the daemon holds, printed on SIGUSR1 (stats.cc).
@@ -317,6 +322,10 @@ private:
     // Copies up the parent and gives the new entry's upper path; over_whiteout is what the
     // lookup that found no entry said (lookup_locked's upper_whiteout).
     int prepare_new_name_locked(Node* parent, std::string_view name, Place& dst);
+    // The mode and ACLs a new entry (mode with its type) gets from the default ACL of the
+    // directory held at parent_fd, or nullopt when it has none (acl.h).
+    std::optional<InheritedAcl> inherited_acl_locked(int parent_fd, mode_t mode);
+    int set_inherited_acl(const std::string& xattr_path, const InheritedAcl& acl);
     // Gives an entry the daemon made the caller's owner (the group of a setgid parent) and mode.
     int set_new_owner(int dirfd, const char* name, const Credentials& cred, Node* parent,
                       mode_t mode, dev_t rdev = 0, bool device_as_file = false);

@@ -54,7 +54,8 @@ using Scenario = std::function<std::string(const std::string& mnt)>;
 void expect_same_as_kernel(const std::function<void(const std::string&)>& make_lower,
                            const Scenario& scenario, const std::string& extra = "") {
     if (!can_mount_fuse() || !can_mount_kernel_overlay())
-        SKIP_NEEDING(can_mount_fuse() ? "overlay" : "fuse") << "needs both FUSE and kernel overlayfs: " << skip_reason();
+        SKIP_NEEDING(can_mount_fuse() ? "overlay" : "fuse")
+            << "needs both FUSE and kernel overlayfs: " << skip_reason();
     std::string transcript[2];
     for (int kernel = 0; kernel < 2; ++kernel) {
         TempDir dir("lamina-posix");
@@ -73,6 +74,8 @@ void expect_same_as_kernel(const std::function<void(const std::string&)>& make_l
         transcript[kernel] = scenario(m);
     }
     EXPECT_EQ(transcript[0], transcript[1]) << "laminafs first, kernel overlayfs second";
+    if (getenv("LAMINA_SHOW_TRANSCRIPT"))
+        printf("%s\n---\n%s\n", transcript[0].c_str(), transcript[1].c_str());
 }
 
 void nothing(const std::string&) {}
@@ -160,6 +163,33 @@ TEST(Posix, directory_link_counts_are_the_kernels) {
             out += std::string(d) + " " + rc(r) + " nlink=" + std::to_string(r ? 0 : st.st_nlink) +
                    "\n";
         }
+        return out;
+    });
+}
+
+// New entries under a default ACL take their mode and ACLs from it and not the umask; elsewhere
+// the umask applies (the daemon applies it itself since it takes FUSE_DONT_MASK).
+TEST(Posix, default_acls_are_inherited_as_on_the_kernel) {
+    if (run_command({"which", "setfacl"}).status != 0)
+        SKIP_NEEDING("program:setfacl") << "the acl package";
+    expect_same_as_kernel(lower_dirs_and_files, [](const std::string& m) {
+        std::string out;
+        std::string d = m + "/ld1";
+        auto r = run_command({"setfacl", "-d", "-m", "u::rwx,g::r-x,o::---,u:1000:rwx", d});
+        out += "setfacl " + std::to_string(r.status) + r.err + "\n";
+        auto shell = [&](const std::string& script) {
+            CommandResult c = run_command({"sh", "-c", script});
+            out += c.out + c.err;
+        };
+        shell("cd " + m +
+              " && umask 0 && touch ld1/f && mkdir ld1/new && mkdir ld1/new/deeper && "
+              "umask 077 && touch g ld1/h && umask 022 && mkdir e && "
+              "stat -c '%n %A' ld1/f ld1/new ld1/new/deeper g ld1/h e && "
+              "getfacl -cp ld1/f ld1/new ld1/new/deeper ld1/h e");
+        // Not vacuous: the default ACL, not the umask, made these.
+        EXPECT_NE(out.find("ld1/f -rw-rw----"), std::string::npos) << out;
+        EXPECT_NE(out.find("ld1/h -rw-rw----"), std::string::npos) << out;
+        EXPECT_NE(out.find("g -rw-------"), std::string::npos) << out;
         return out;
     });
 }
