@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -647,6 +648,43 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
     fuse_reply_write(req, static_cast<size_t>(n));
 }
 
+// chattr and lsattr. The kernel asks with an open file (a stub one for a directory, whose
+// OPENDIR laminafs declines), so the node comes from the inode number.
+void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void* arg, fuse_file_info* fi,
+              unsigned flags, const void* in_buf, size_t in_bufsz, size_t out_bufsz) {
+    (void)arg;
+    (void)fi;
+    if (flags & FUSE_IOCTL_COMPAT) {
+        fuse_reply_err(req, ENOSYS);
+        return;
+    }
+    Node* node = node_of(req, ino);
+    auto call = [&](auto value, bool set) {
+        using T = decltype(value);
+        if (set) {
+            if (in_bufsz < sizeof(T)) return reply_status(req, EINVAL);
+            memcpy(&value, in_buf, sizeof value);
+        } else if (out_bufsz < sizeof(T)) {
+            return reply_status(req, EINVAL);
+        }
+        if (int err = ov(req).fileattr(node, cmd, &value, set)) return reply_status(req, err);
+        send_invalidations(req);
+        fuse_reply_ioctl(req, 0, set ? nullptr : &value, set ? 0 : sizeof value);
+    };
+    switch (cmd) {
+    case FS_IOC_GETFLAGS:
+        return call(0, false);
+    case FS_IOC_SETFLAGS:
+        return call(0, true);
+    case FS_IOC_FSGETXATTR:
+        return call(fsxattr{}, false);
+    case FS_IOC_FSSETXATTR:
+        return call(fsxattr{}, true);
+    default:
+        fuse_reply_err(req, ENOTTY);
+    }
+}
+
 }  // namespace
 
 fuse_lowlevel_ops make_fuse_ops() {
@@ -685,6 +723,7 @@ fuse_lowlevel_ops make_fuse_ops() {
     ops.fallocate = op_fallocate;
     ops.lseek = op_lseek;
     ops.copy_file_range = op_copy_file_range;
+    ops.ioctl = op_ioctl;
     return ops;
 }
 

@@ -179,6 +179,11 @@ public:
     // The open file has set-id bits that a write may clear, so the daemon must see its writes.
     bool has_setid(FileHandle& fh);
 
+    // --- fileattr.cc: FS_IOC_GETFLAGS/SETFLAGS and FS_IOC_FSGETXATTR/FSSETXATTR (chattr,
+    // lsattr). `arg` is the ioctl's argument (an int or a struct fsxattr); `set` for the setters,
+    // which copy up first.
+    int fileattr(Node* node, unsigned long cmd, void* arg, bool set);
+
     // --- xattr.cc
     int getxattr(Node* node, const char* name, std::string& value, size_t size);
     int listxattr(Node* node, std::string& names, size_t size);
@@ -272,6 +277,8 @@ private:
     // descriptor of it that the f* calls take (fchmod, fsetxattr...), for an upper regular file
     // or directory.
     int gone_copy_fd(const Node* node) const;
+    // A descriptor of node's copy to ask for its attribute flags (the upper one for `upper`).
+    int open_for_fileattr_locked(Node* node, bool upper, UniqueFd& out);
     // Where the xattr calls on node go (xattr.cc): a path, and whether the calls must follow it
     // (the /proc link of a removed node's copy) rather than act on it. `change`: the upper copy,
     // copied up first.

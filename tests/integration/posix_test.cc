@@ -194,5 +194,24 @@ TEST(Posix, default_acls_are_inherited_as_on_the_kernel) {
     });
 }
 
+// chattr and lsattr through the mount: the flags of the copy that shows, set on the upper copy,
+// and enforced there (immutable, append-only).
+TEST(Posix, file_attributes_work_as_on_the_kernel) {
+    if (run_command({"which", "chattr"}).status != 0) SKIP_NEEDING("program:chattr") << "e2fsprogs";
+    expect_same_as_kernel(lower_dirs_and_files, [](const std::string& m) {
+        CommandResult c =
+            run_command({"sh", "-c",
+                         "cd " + m +
+                             " && lsattr -d lf1 ld1 && chattr +i lf1 && chattr +a ld2 && "
+                             "lsattr -d lf1 ld2; echo more >> lf1; echo \"append $?\"; rm lf1; "
+                             "echo \"rm $?\"; touch ld2/new; echo \"create $?\"; rm ld2/new; "
+                             "echo \"unlink $?\"; chattr -i lf1 && chattr -a ld2 && rm ld2/new && "
+                             "lsattr -d lf1 ld2"});
+        std::string out = c.out + c.err;
+        EXPECT_NE(out.find("----i"), std::string::npos) << out;  // not vacuous
+        return out;
+    });
+}
+
 }  // namespace
 }  // namespace lamina::test
