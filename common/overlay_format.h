@@ -39,8 +39,11 @@ inline constexpr std::string_view kOciWhiteoutPrefix = ".wh.";
 inline constexpr std::string_view kOciOpaqueMarker = ".wh..wh..opq";
 
 // The kernel's own whiteout: a character device with device number 0/0.
+inline bool is_whiteout_device(mode_t mode, dev_t rdev) {
+    return S_ISCHR(mode) && rdev == 0;
+}
 inline bool is_chardev_whiteout(const struct stat& st) {
-    return S_ISCHR(st.st_mode) && st.st_rdev == 0;
+    return is_whiteout_device(st.st_mode, st.st_rdev);
 }
 
 // The only shape an xattr whiteout may have: an empty regular file. Callers test this before

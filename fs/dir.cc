@@ -161,7 +161,8 @@ int Overlay::create(Node* parent, std::string_view name, mode_t mode, int flags,
 
 int Overlay::mknod(Node* parent, std::string_view name, mode_t mode, dev_t rdev,
                    const Credentials& cred, EntryReply& out) {
-    if (S_ISCHR(mode) && rdev == 0) return EPERM;  // a whiteout cannot be made through the mount
+    if (is_whiteout_device(mode, rdev))
+        return EPERM;  // a whiteout cannot be made through the mount
     bool device = S_ISCHR(mode) || S_ISBLK(mode);
     bool as_file = false;
     auto make = [&](int work, const char* tmp) {
