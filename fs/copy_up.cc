@@ -32,35 +32,6 @@ std::string Overlay::work_temp_name() {
     return buf;
 }
 
-// Copies user-visible xattrs (overlay-private ones are the layer's business, not the file's).
-// `from` and `to` are /proc/self/fd paths (LayerStack::proc_path); to_fd, when open, is used
-// instead of `to`.
-int copy_xattrs(const std::string& from, int to_fd, const std::string& to) {
-    ssize_t len = llistxattr(from.c_str(), nullptr, 0);
-    if (len <= 0) return len < 0 && errno != ENOTSUP ? errno : 0;
-    std::string names(static_cast<size_t>(len), '\0');
-    len = llistxattr(from.c_str(), names.data(), names.size());
-    if (len < 0) return errno;
-    names.resize(static_cast<size_t>(len));
-    std::string value;
-    for (size_t pos = 0; pos < names.size();) {
-        const char* name = names.c_str() + pos;
-        pos += strlen(name) + 1;
-        if (is_private_xattr(name)) continue;
-        ssize_t vlen = lgetxattr(from.c_str(), name, nullptr, 0);
-        if (vlen < 0) continue;
-        value.resize(static_cast<size_t>(vlen));
-        vlen = lgetxattr(from.c_str(), name, value.data(), value.size());
-        if (vlen < 0) continue;
-        int rc = to_fd >= 0
-                     ? fsetxattr(to_fd, name, value.data(), static_cast<size_t>(vlen), 0)
-                     : lsetxattr(to.c_str(), name, value.data(), static_cast<size_t>(vlen), 0);
-        // security.* and trusted.* may be refused to an unprivileged daemon; the data is not.
-        if (rc != 0 && errno != EPERM && errno != ENOTSUP) return errno;
-    }
-    return 0;
-}
-
 // Copies data extent by extent so holes stay holes; copy_file_range lets the filesystem reflink.
 int copy_data(int in, int out, off_t size) {
     off_t pos = 0;

@@ -42,21 +42,36 @@ int Overlay::set_upper_xattr(const std::string& xattr_path, std::string_view suf
     return 0;
 }
 
-int Overlay::make_whiteout_locked(Node* parent, std::string_view name) {
-    Place at;
-    if (int err = upper_child_place(parent, name, at)) return err;
+int Overlay::make_whiteout_at_locked(Node* parent, const Place& at) {
     if (mknodat(at.dirfd, at.c_name(), S_IFCHR | 0, makedev(0, 0)) == 0) return 0;
     if (errno != EPERM) return errno;
-    // Without the right to make device nodes: an empty file with overlay.whiteout in a
-    // directory marked opaque="x", the kernel's xattr whiteout.
-    UniqueFd fd(openat(at.dirfd, at.c_name(),
-                       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0));
+    // Device nodes refused (an unprivileged daemon where whiteout devices are not allowed): the
+    // kernel's xattr whiteout, in a parent marked 'x' so that readdir hides it too.
+    UniqueFd fd(
+        openat(at.dirfd, at.c_name(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0));
     if (!fd) return errno;
     std::string wname = overlay_xattr(flavour_, "whiteout");
-    if (fsetxattr(fd.get(), wname.c_str(), "y", 1, 0) != 0) return errno;
-    if (int err = set_upper_xattr(proc_fd_path(at.dirfd, ""), "opaque", "x")) return err;
+    int err = fsetxattr(fd.get(), wname.c_str(), "y", 1, 0) == 0 ? 0 : errno;
+    if (!err)
+        err = set_upper_xattr(proc_fd_path(at.dirfd, ""), "opaque",
+                              std::string_view(&kHoldsXattrWhiteouts, 1));
+    if (err) {
+        unlinkat(at.dirfd, at.c_name(), 0);  // an empty file would show where nothing should
+        return err;
+    }
     parent->xwhiteouts = true;
     return 0;
+}
+
+int Overlay::leave_whiteout_locked(Node* parent, const Place& at, const Place* move_to) {
+    if (!move_to) return make_whiteout_at_locked(parent, at);
+    if (renameat2(at.dirfd, at.c_name(), move_to->dirfd, move_to->c_name(), RENAME_WHITEOUT) == 0)
+        return 0;
+    // The upper filesystem, or the daemon's privilege, does not allow it in one step.
+    if (renameat2(at.dirfd, at.c_name(), move_to->dirfd, move_to->c_name(), 0) != 0) return errno;
+    int err = make_whiteout_at_locked(parent, at);
+    if (err) renameat2(move_to->dirfd, move_to->c_name(), at.dirfd, at.c_name(), RENAME_NOREPLACE);
+    return err;
 }
 
 int Overlay::prepare_new_name_locked(Node* parent, std::string_view name, Place& dst) {
@@ -123,7 +138,8 @@ int Overlay::set_new_owner(int dirfd, const char* name, const Credentials& cred,
     // root's files, the common case in a container) already has the owner and mode it needs.
     struct stat made;
     if (!device_as_file && fstatat(dirfd, name, &made, AT_SYMLINK_NOFOLLOW) == 0 &&
-        made.st_uid == uid && made.st_gid == gid && (S_ISLNK(mode) || (made.st_mode & 07777) == perm))
+        made.st_uid == uid && made.st_gid == gid &&
+        (S_ISLNK(mode) || (made.st_mode & 07777) == perm))
         return 0;
     bool overridden = false;
     if (int err = chown_or_override(dirfd, name, proc_fd_path(dirfd, name), uid, gid,
@@ -164,7 +180,8 @@ int Overlay::create(Node* parent, std::string_view name, mode_t mode, int flags,
 
 int Overlay::mknod(Node* parent, std::string_view name, mode_t mode, dev_t rdev,
                    const Credentials& cred, EntryReply& out) {
-    if (S_ISCHR(mode) && rdev == 0) return EPERM;  // a whiteout cannot be made through the mount
+    if (is_whiteout_device(mode, rdev))
+        return EPERM;  // a whiteout cannot be made through the mount
     bool device = S_ISCHR(mode) || S_ISBLK(mode);
     bool as_file = false;
     auto make = [&](int work, const char* tmp) {
@@ -295,22 +312,14 @@ int Overlay::unlink(Node* parent, std::string_view name) {
     Place at;
     if (int err = upper_child_place(parent, name, at)) return err;
     int err = 0;
-    if (child->in_upper) {
-        if (lower) {
-            std::string tmp = work_temp_name();
-            if (renameat2(at.dirfd, at.c_name(), stack_.work_fd(), tmp.c_str(), RENAME_WHITEOUT) ==
-                0) {
-                unlinkat(stack_.work_fd(), tmp.c_str(), 0);
-            } else if (unlinkat(at.dirfd, at.c_name(), 0) == 0) {
-                err = make_whiteout_locked(parent, name);
-            } else {
-                err = errno;
-            }
-        } else if (unlinkat(at.dirfd, at.c_name(), 0) != 0) {
-            err = errno;
-        }
+    if (child->in_upper && lower) {
+        Place work{{}, stack_.work_fd(), work_temp_name()};
+        err = leave_whiteout_locked(parent, at, &work);
+        if (!err) unlinkat(work.dirfd, work.c_name(), 0);
+    } else if (child->in_upper) {
+        if (unlinkat(at.dirfd, at.c_name(), 0) != 0) err = errno;
     } else {
-        err = make_whiteout_locked(parent, name);
+        err = leave_whiteout_locked(parent, at, nullptr);
     }
     if (err) return err;
     if (Node* old = table_.find(parent, name)) {
@@ -329,19 +338,14 @@ int Overlay::merged_is_empty_locked(Node* dir, bool& empty) {
 
 // Takes an upper directory that holds nothing but whiteouts out of the tree: it is renamed into
 // the work dir first (leaving a whiteout when lower layers still have the name), then emptied.
-int Overlay::remove_upper_dir_locked(const Place& at, bool leave_whiteout) {
-    int upper = at.dirfd, work = stack_.work_fd();
-    const char* rel = at.c_name();
-    std::string tmp = work_temp_name();
-    if (renameat2(upper, rel, work, tmp.c_str(), leave_whiteout ? RENAME_WHITEOUT : 0) !=
-        0) {
-        if (!leave_whiteout) return errno;
-        if (renameat2(upper, rel, work, tmp.c_str(), 0) != 0) return errno;
-        if (mknodat(upper, rel, S_IFCHR | 0, makedev(0, 0)) != 0) {
-            int err = errno;
-            renameat2(work, tmp.c_str(), upper, rel, RENAME_NOREPLACE);
-            return err;
-        }
+int Overlay::remove_upper_dir_locked(Node* parent, const Place& at, bool leave_whiteout) {
+    int work = stack_.work_fd();
+    Place taken{{}, work, work_temp_name()};
+    const std::string& tmp = taken.name;
+    if (leave_whiteout) {
+        if (int err = leave_whiteout_locked(parent, at, &taken)) return err;
+    } else if (renameat2(at.dirfd, at.c_name(), work, tmp.c_str(), 0) != 0) {
+        return errno;
     }
     UniqueFd dir(openat(work, tmp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (dir) {
@@ -374,8 +378,8 @@ int Overlay::rmdir(Node* parent, std::string_view name) {
     bool lower = lower_has_name(parent, name);
     Place at;
     if (int err = upper_child_place(parent, name, at)) return err;
-    int err =
-        child->in_upper ? remove_upper_dir_locked(at, lower) : make_whiteout_locked(parent, name);
+    int err = child->in_upper ? remove_upper_dir_locked(parent, at, lower)
+                              : leave_whiteout_locked(parent, at, nullptr);
     if (err) return err;
     if (Node* old = table_.find(parent, name)) table_.unhash(old);
     return 0;

@@ -104,7 +104,8 @@ bool follow_redirect(const LayerStack& stack, std::string_view redirect, LayerNo
 void redirect_chase(const LayerStack& stack, LowerStack base, size_t from, std::string name,
                     bool follow, LowerStack& out) {
     LayerNo bottom = static_cast<LayerNo>(stack.end() - 1);
-    bool rooted = !name.empty() && base.size() == static_cast<size_t>(stack.end() - stack.first_lower());
+    bool rooted =
+        !name.empty() && base.size() == static_cast<size_t>(stack.end() - stack.first_lower());
     for (const LowerDir& d : base) rooted = rooted && d.path.empty();
     std::vector<std::string> names = split_path(name);
     size_t i = from;
@@ -204,20 +205,17 @@ int build_dir_index(const LayerStack& stack, const LowerStack& candidates,
                 e.dtype = kSkip;  // the marker file itself is never listed
                 continue;
             }
+            bool xattr_whiteouts = readdir_hides_xattr_whiteouts(opaque);
             if (e.dtype == DT_UNKNOWN || e.dtype == DT_CHR ||
-                (opaque == 'x' && e.dtype == DT_REG)) {
+                (xattr_whiteouts && e.dtype == DT_REG)) {
                 struct stat st;
                 if (fstatat(dir.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
                     e.dtype = kSkip;
                     continue;
                 }
                 e.dtype = dtype_of(st.st_mode);
-                if (is_chardev_whiteout(st)) {
-                    e.whiteout = true;
-                } else if (opaque == 'x' && S_ISREG(st.st_mode) && st.st_size == 0 &&
-                           has_whiteout_xattr(proc_fd_path(dir.get(), e.name))) {
-                    e.whiteout = true;
-                }
+                e.whiteout = is_chardev_whiteout(st) ||
+                             (xattr_whiteouts && is_whiteout(st, proc_fd_path(dir.get(), e.name)));
             }
         }
         // Entries of this layer first: a whiteout in the same layer does not hide them.

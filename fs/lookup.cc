@@ -6,8 +6,8 @@
 #include <sys/stat.h>
 #include <cstring>
 
-#include <cerrno>
 #include <sys/resource.h>
+#include <cerrno>
 
 #include <algorithm>
 
@@ -144,17 +144,16 @@ int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<
         Place at;
         if (int err = upper_child_place(parent, name, at)) return err;
         if (fstatat(at.dirfd, at.c_name(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-            if (is_chardev_whiteout(st) ||
-                (S_ISREG(st.st_mode) && st.st_size == 0 && parent->xwhiteouts &&
-                 has_whiteout_xattr(at.xattr_path()))) {
+            // The kernel's lookup honours an xattr whiteout in any directory, marked 'x' or not.
+            if (is_whiteout(st, at.xattr_path())) {
                 if (upper_whiteout) *upper_whiteout = true;
                 return ENOENT;
             }
             found_upper = true;
             if (S_ISDIR(st.st_mode)) {
                 // Held from here on: every later request reaches this very directory.
-                upper_dir.reset(openat(at.dirfd, at.c_name(),
-                                       O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+                upper_dir.reset(
+                    openat(at.dirfd, at.c_name(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
                 if (!upper_dir || fstat(upper_dir.get(), &st) != 0) return errno;
             }
         } else if (errno != ENOENT && errno != ENOTDIR) {
@@ -200,6 +199,9 @@ int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<
         Place at;
         if (int err = lower_place(node, at)) return err;
         if (fstatat(at.dirfd, at.c_name(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+        // The index lists xattr whiteouts of directories not marked 'x', as the kernel's readdir
+        // does; its lookup refuses them all the same.
+        if (is_whiteout(st, at.xattr_path())) return ENOENT;
         node->type = st.st_mode & S_IFMT;
     }
     node->ino = make_ino(node->top_layer(), st.st_ino);

@@ -59,7 +59,7 @@ struct MergedEntry {
 // current. Names that come or go meanwhile do not shift the others: none is listed twice or
 // skipped. The node keeps the listing while readers go through it, until the directory changes.
 struct DirListing {
-    uint32_t name_changes = 0;          // the directory's count when it was listed
+    uint32_t name_changes = 0;         // the directory's count when it was listed
     std::vector<MergedEntry> entries;  // by key; "." and ".." first (keys 1 and 2)
     LiveCounter<DirListing> live;
 };
@@ -268,7 +268,15 @@ private:
     int copy_up_locked(Node* node);
     // Copies up one node whose parent is in the upper layer already.
     int copy_up_one_locked(Node* node);
-    int make_whiteout_locked(Node* parent, std::string_view name);
+    // The one whiteout maker, for unlink, rmdir and rename: leaves a whiteout at `at`, the place
+    // of a name in parent's upper dir. An upper entry there first moves to `move_to` (the work dir,
+    // or rename's new name), in one step with RENAME_WHITEOUT where allowed, otherwise by a plain
+    // rename and a fresh whiteout, the move undone when none can be made. With move_to null the
+    // place is empty.
+    int leave_whiteout_locked(Node* parent, const Place& at, const Place* move_to);
+    // A whiteout at the empty place `at`: a 0/0 character device or, where device nodes are
+    // refused, an empty file with overlay.whiteout in a parent marked 'x'.
+    int make_whiteout_at_locked(Node* parent, const Place& at);
     int check_writable() const { return read_only_ ? EROFS : 0; }
     bool lower_has_name(Node* parent, std::string_view name);
     int finish_entry_locked(Node* parent, std::string_view name, EntryReply& out);
@@ -283,8 +291,7 @@ private:
     // (the /proc link of a removed node's copy) rather than act on it. `change`: the upper copy,
     // copied up first.
     // `at` keeps the directory the path goes through open while the path is used.
-    int xattr_target_locked(Node* node, bool change, Place& at, std::string& path,
-                            bool& via_link);
+    int xattr_target_locked(Node* node, bool change, Place& at, std::string& path, bool& via_link);
     int open_gone_copy(const Node* node, UniqueFd& out) const;
     // Before a name goes away: keeps a descriptor of the copy if the node is open.
     void keep_open_copy_locked(Node* node);
@@ -321,7 +328,7 @@ private:
     XattrFlavour flavour() const { return flavour_; }
     std::string work_temp_name();
     int merged_is_empty_locked(Node* dir, bool& empty);
-    int remove_upper_dir_locked(const Place& at, bool leave_whiteout);
+    int remove_upper_dir_locked(Node* parent, const Place& at, bool leave_whiteout);
     // Sets overlay.SUFFIX (in the mount's flavour) on the entry at xattr_path, a proc_fd_path.
     int set_upper_xattr(const std::string& xattr_path, std::string_view suffix,
                         std::string_view value);

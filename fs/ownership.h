@@ -12,12 +12,9 @@
 #include <vector>
 
 #include "options.h"
+#include "overlay_format.h"  // kOverrideStatXattr
 
 namespace lamina {
-
-// containers/storage's name for the owner and mode a file should have when the host file
-// cannot carry them (rootless unpacking, fuse-overlayfs, and laminafs without privilege).
-inline constexpr std::string_view kOverrideStatXattr = "user.containers.override_stat";
 
 // The kernel's default overflow id: what an id outside every mapping range shows as.
 inline constexpr uint32_t kOverflowId = 65534;

@@ -94,25 +94,25 @@ int Overlay::list_merged_locked(Node* node, std::vector<MergedEntry>& entries) {
         if (int err = upper_dir_fd(node, scratch, upper_fd)) return err;
         UniqueFd dir(openat(upper_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (!dir) return errno;
-        char opaque = read_dir_marks_fd(dir.get(), false).opaque;
-        int err =
-            for_each_dirent(dir.get(), [&](std::string_view name, ino_t d_ino, uint8_t dtype) {
-                bool whiteout = false;
-                if (dtype == DT_CHR || dtype == DT_UNKNOWN || (opaque == 'x' && dtype == DT_REG)) {
-                    std::string sname(name);
-                    struct stat st;
-                    if (fstatat(dir.get(), sname.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return;
-                    whiteout = is_chardev_whiteout(st) ||
-                               (opaque == 'x' && S_ISREG(st.st_mode) && st.st_size == 0 &&
-                                has_whiteout_xattr(proc_fd_path(dir.get(), sname)));
-                    dtype = static_cast<uint8_t>(IFTODT(st.st_mode));
-                }
-                upper_names.emplace(name);
-                if (whiteout) return;
-                uint64_t ino = make_ino(kUpperLayer, d_ino);
-                table_.find_ino(node, name, ino);
-                entries.push_back(MergedEntry{std::string(name), ino, dtype});
-            });
+        bool xattr_whiteouts =
+            readdir_hides_xattr_whiteouts(read_dir_marks_fd(dir.get(), false).opaque);
+        int err = for_each_dirent(dir.get(), [&](std::string_view name, ino_t d_ino,
+                                                 uint8_t dtype) {
+            bool whiteout = false;
+            if (dtype == DT_CHR || dtype == DT_UNKNOWN || (xattr_whiteouts && dtype == DT_REG)) {
+                std::string sname(name);
+                struct stat st;
+                if (fstatat(dir.get(), sname.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return;
+                whiteout = is_chardev_whiteout(st) ||
+                           (xattr_whiteouts && is_whiteout(st, proc_fd_path(dir.get(), sname)));
+                dtype = static_cast<uint8_t>(IFTODT(st.st_mode));
+            }
+            upper_names.emplace(name);
+            if (whiteout) return;
+            uint64_t ino = make_ino(kUpperLayer, d_ino);
+            table_.find_ino(node, name, ino);
+            entries.push_back(MergedEntry{std::string(name), ino, dtype});
+        });
         if (err) return err;
     }
     if (!node->opaque && !node->lowers.empty()) {

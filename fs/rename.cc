@@ -47,8 +47,8 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
         Place pa, pb;
         if (upper_place(src, pa) == 0 && upper_child_place(new_parent, new_name, pb) == 0 &&
             fstatat(pa.dirfd, pa.c_name(), &a, AT_SYMLINK_NOFOLLOW) == 0 &&
-            fstatat(pb.dirfd, pb.c_name(), &b, AT_SYMLINK_NOFOLLOW) == 0 &&
-            a.st_ino == b.st_ino && a.st_dev == b.st_dev)
+            fstatat(pb.dirfd, pb.c_name(), &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == b.st_ino &&
+            a.st_dev == b.st_dev)
             return 0;
     }
     if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return EINVAL;  // RENAME_WHITEOUT too
@@ -129,10 +129,10 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
     // source is marked: it is checked for emptiness, and removed, only then.
     struct stat tst;
     bool target_in_upper = fstatat(to.dirfd, to.c_name(), &tst, AT_SYMLINK_NOFOLLOW) == 0;
-    bool pure_upper_target = target_in_upper && S_ISDIR(tst.st_mode) && dst && dst->is_dir() &&
-                             dst->lowers.empty();
+    bool pure_upper_target =
+        target_in_upper && S_ISDIR(tst.st_mode) && dst && dst->is_dir() && dst->lowers.empty();
     if (target_in_upper && S_ISDIR(tst.st_mode) && !pure_upper_target) {
-        if (int err = remove_upper_dir_locked(to, false)) return err;
+        if (int err = remove_upper_dir_locked(new_parent, to, false)) return err;
     } else if (target_in_upper && src->is_dir() && !S_ISDIR(tst.st_mode)) {
         // A directory cannot replace the whiteout in one rename(2).
         if (unlinkat(to.dirfd, to.c_name(), 0) != 0) return errno;
@@ -140,14 +140,13 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
     if (int err = mark_moved_dir(src, dst_lower_below)) return err;
     if (pure_upper_target) {
         if (int err = require_empty(dst)) return err;
-        if (int err = remove_upper_dir_locked(to, false)) return err;
+        if (int err = remove_upper_dir_locked(new_parent, to, false)) return err;
     }
     if (Node* old = table_.find(new_parent, new_name)) keep_open_copy_locked(old);
-    unsigned rflags = src_lower_remains ? RENAME_WHITEOUT : 0;
-    if (renameat2(from.dirfd, from.c_name(), to.dirfd, to.c_name(), rflags) != 0) {
-        if (!src_lower_remains || (errno != EINVAL && errno != EPERM)) return errno;
-        if (renameat2(from.dirfd, from.c_name(), to.dirfd, to.c_name(), 0) != 0) return errno;
-        if (int err = make_whiteout_locked(parent, name)) return err;
+    if (src_lower_remains) {
+        if (int err = leave_whiteout_locked(parent, from, &to)) return err;
+    } else if (renameat2(from.dirfd, from.c_name(), to.dirfd, to.c_name(), 0) != 0) {
+        return errno;
     }
     if (Node* old = table_.find(new_parent, new_name)) {
         invalidate_peers(old);

@@ -1,43 +1,16 @@
-// What marks a whiteout, an opaque directory and a redirect, in every format laminafs reads and writes.
+// How the daemon reads the layer format quickly: a directory's marks in one call, redirects resolved.
 #pragma once
-
-#include <sys/stat.h>
 
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "overlay_format.h"
+
 namespace lamina {
 
-// Overlay-private xattr names. Both prefixes are honoured when reading; one is written.
-inline constexpr std::string_view kTrustedPrefix = "trusted.overlay.";
-inline constexpr std::string_view kUserPrefix = "user.overlay.";
-
-// OCI/AUFS forms, found in unpacked image layers.
-inline constexpr std::string_view kOciWhiteoutPrefix = ".wh.";
-inline constexpr std::string_view kOciOpaqueMarker = ".wh..wh..opq";
-
-// The kernel's whiteout: a character device with device number 0/0.
-inline bool is_chardev_whiteout(const struct stat& st) {
-    return S_ISCHR(st.st_mode) && st.st_rdev == 0;
-}
-
-// ".wh.NAME" → "NAME"; the opaque marker and non-whiteout names → nullopt.
-std::optional<std::string_view> oci_whiteout_target(std::string_view name);
-
-// True for names that are overlay-private and never shown or changed through the mount.
-bool is_private_xattr(std::string_view name);
-
-// The value of overlay.opaque on a directory: 'y' opaque, 'x' holds xattr whiteouts, 0 neither.
-// `path` is one the l*xattr calls take (a proc_fd_path in the daemon).
-char read_opaque(const std::string& path);
-
-// True when the file at `path` carries overlay.whiteout (only meaningful as an empty regular file
-// inside a directory whose opaque value is 'x', as the kernel requires).
-bool has_whiteout_xattr(const std::string& path);
-
-// The directory's overlay.redirect value, or nullopt.
-std::optional<std::string> read_redirect(const std::string& path);
+// The format itself (whiteouts, opaque values, private xattrs, the OCI forms) is defined in
+// common/overlay_format.h; what follows are the daemon's ways of reading it on its hot paths.
 
 // A directory's opaque value and (when asked for) redirect, as read_opaque and read_redirect
 // give them, from one llistxattr when the directory has none of those names (most have no

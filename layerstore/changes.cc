@@ -72,9 +72,9 @@ public:
             for (const auto& n : sorted_names(dir.get())) {
                 struct stat st;
                 if (::fstatat(dir.get(), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-                if (n == ".wh..wh..opq") continue;
-                if (n.starts_with(".wh.")) {
-                    hidden.insert(n.substr(4));
+                if (n == kOciOpaqueMarker) continue;
+                if (auto target = oci_whiteout_target(n)) {
+                    hidden.emplace(*target);
                     continue;
                 }
                 if (is_whiteout_at(dir.get(), n, st)) {
@@ -99,9 +99,7 @@ private:
         return cur;
     }
     static bool is_opaque_dir(int dirfd) {
-        if (is_opaque_at(dirfd, ".")) return true;
-        struct stat st;
-        return ::fstatat(dirfd, ".wh..wh..opq", &st, AT_SYMLINK_NOFOLLOW) == 0;
+        return is_opaque_at(dirfd, ".") || has_oci_opaque_marker(dirfd);
     }
     // True when this layer hides everything below it at comps (an opaque ancestor, a whiteout
     // or a non-directory on the way).
@@ -124,8 +122,7 @@ private:
         for (size_t i = 0; i < comps.size(); ++i) {
             const std::string& c = comps[i];
             struct stat st;
-            if (::fstatat(cur.get(), ("." + std::string("wh.") + c).c_str(), &st,
-                          AT_SYMLINK_NOFOLLOW) == 0)
+            if (::fstatat(cur.get(), oci_whiteout_name(c).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
                 return -1;
             if (::fstatat(cur.get(), c.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return 0;
             if (is_whiteout_at(cur.get(), c, st)) return -1;
@@ -160,9 +157,9 @@ public:
             std::string path = rel + "/" + n;
             struct stat st;
             if (::fstatat(dirfd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-            if (n == ".wh..wh..opq") continue;
-            if (n.starts_with(".wh.")) {
-                out_.push_back({'D', rel + "/" + n.substr(4)});
+            if (n == kOciOpaqueMarker) continue;
+            if (auto target = oci_whiteout_target(n)) {
+                out_.push_back({'D', rel + "/" + std::string(*target)});
                 continue;
             }
             if (is_whiteout_at(dirfd, n, st)) {
@@ -177,11 +174,11 @@ public:
             auto upper_names = sorted_names(sub.get());
             std::set<std::string> in_upper(upper_names.begin(), upper_names.end());
             // A renamed directory shows its image content at the new place.
-            if (auto redirect = overlay_xattr_at(dirfd, n, "redirect")) {
+            if (auto redirect = redirect_at(dirfd, n)) {
                 std::string origin = redirect->starts_with("/") ? *redirect : rel + "/" + *redirect;
                 add_lower_tree(origin, path, in_upper);
             }
-            bool opaque = is_opaque_at(dirfd, n) || in_upper.count(".wh..wh..opq");
+            bool opaque = is_opaque_at(dirfd, n) || in_upper.count(std::string(kOciOpaqueMarker));
             if (opaque && in_lower) {
                 for (const auto& child : lower_.children(path))
                     if (!in_upper.count(child)) out_.push_back({'D', path + "/" + child});

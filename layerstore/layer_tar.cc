@@ -15,11 +15,11 @@
 #include <memory>
 #include <vector>
 
-#include "digest.h"
-#include "fsutil.h"
 #include "archive_error.h"
+#include "digest.h"
 #include "error.h"
 #include "fd.h"
+#include "fsutil.h"
 #include "overlay_names.h"
 
 namespace lamina::store {
@@ -77,19 +77,19 @@ public:
             if (::fstatat(dirfd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
                 throw StoreError("cannot stat " + upper_ + "/" + path + ": " + strerror(errno));
             if (is_whiteout_at(dirfd, n, st)) {
-                marker(rel.empty() ? ".wh." + n : rel + "/.wh." + n);
+                marker(rel.empty() ? oci_whiteout_name(n) : rel + "/" + oci_whiteout_name(n));
                 continue;
             }
             if (S_ISSOCK(st.st_mode)) continue;  // sockets do not travel in layers
             if (S_ISDIR(st.st_mode)) {
-                if (overlay_xattr_at(dirfd, n, "redirect"))
+                if (redirect_at(dirfd, n))
                     throw StoreError("cannot commit " + upper_ + "/" + path +
                                      ": a redirected (renamed) directory has no OCI form");
                 Fd sub(::openat(dirfd, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
                 if (!sub)
                     throw StoreError("cannot open " + upper_ + "/" + path + ": " + strerror(errno));
                 entry(dirfd, n, path, st, sub.get());
-                if (is_opaque_at(dirfd, n)) marker(path + "/.wh..wh..opq");
+                if (is_opaque_at(dirfd, n)) marker(path + "/" + std::string(kOciOpaqueMarker));
                 walk(sub.get(), path);
                 continue;
             }
@@ -123,7 +123,7 @@ private:
             keys.emplace_back(names + off);
         std::sort(keys.begin(), keys.end());
         for (const auto& k : keys) {
-            if (is_overlay_private_xattr(k.c_str())) continue;
+            if (is_private_xattr(k)) continue;
             char value[65536];
             ssize_t vlen = ::getxattr(proc.c_str(), k.c_str(), value, sizeof value);
             if (vlen >= 0)

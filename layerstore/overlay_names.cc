@@ -1,44 +1,30 @@
-// Reading overlay xattrs through O_PATH descriptors, so no lookup ever follows a symlink.
+// The store's reads of overlay marks, through the directory it holds open.
 #include "overlay_names.h"
 
-#include <errno.h>
 #include <fcntl.h>
-#include <string.h>
-#include <sys/xattr.h>
-
-#include "fd.h"
+#include <unistd.h>
 
 namespace lamina::store {
 
-std::optional<std::string> overlay_xattr_at(int dirfd, const std::string& name,
-                                            const char* suffix) {
-    Fd fd(::openat(dirfd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-    if (!fd) return std::nullopt;
-    struct stat st;
-    if (::fstat(fd.get(), &st) != 0 || S_ISLNK(st.st_mode)) return std::nullopt;
-    std::string proc = "/proc/self/fd/" + std::to_string(fd.get());
-    for (const char* prefix : {"trusted.overlay.", "user.overlay."}) {
-        std::string key = std::string(prefix) + suffix;
-        char buf[4096];
-        ssize_t n = ::getxattr(proc.c_str(), key.c_str(), buf, sizeof buf);
-        if (n >= 0) return std::string(buf, static_cast<size_t>(n));
-    }
-    return std::nullopt;
+std::string entry_xattr_path(int dirfd, const std::string& name) {
+    return "/proc/self/fd/" + std::to_string(dirfd) + "/" + name;
 }
 
 bool is_whiteout_at(int dirfd, const std::string& name, const struct stat& st) {
-    if (is_chardev_whiteout(st)) return true;
-    return S_ISREG(st.st_mode) && st.st_size == 0 &&
-           overlay_xattr_at(dirfd, name, "whiteout").has_value();
+    return lamina::is_whiteout(st, entry_xattr_path(dirfd, name));
 }
 
 bool is_opaque_at(int dirfd, const std::string& name) {
-    auto v = overlay_xattr_at(dirfd, name, "opaque");
-    return v && *v == "y";
+    return read_opaque(entry_xattr_path(dirfd, name)) == kOpaque;
 }
 
-bool is_overlay_private_xattr(const char* name) {
-    return strncmp(name, "trusted.overlay.", 16) == 0 || strncmp(name, "user.overlay.", 13) == 0;
+std::optional<std::string> redirect_at(int dirfd, const std::string& name) {
+    return read_redirect(entry_xattr_path(dirfd, name));
+}
+
+bool has_oci_opaque_marker(int dirfd) {
+    struct stat st;
+    return ::fstatat(dirfd, std::string(kOciOpaqueMarker).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
 }  // namespace lamina::store

@@ -155,9 +155,8 @@ StoreInfo Store::info() {
             info.kernel_whiteouts = true;
         ::unlink(probe.c_str());
         if (::mkdir(probe.c_str(), 0700) == 0) {
-            info.trusted_xattrs =
-                ::setxattr(probe.c_str(), "trusted.overlay.opaque", "y", 1, 0) == 0;
-            info.user_xattrs = ::setxattr(probe.c_str(), "user.overlay.opaque", "y", 1, 0) == 0;
+            info.trusted_xattrs = ::setxattr(probe.c_str(), kOpaqueXattrs[0], &kOpaque, 1, 0) == 0;
+            info.user_xattrs = ::setxattr(probe.c_str(), kOpaqueXattrs[1], &kOpaque, 1, 0) == 0;
             ::rmdir(probe.c_str());
         }
     }
@@ -196,9 +195,9 @@ void apply_layer(int src, int dst) {
     for (const auto& n : names_in(src)) {
         struct stat st;
         if (::fstatat(src, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-        if (n == ".wh..wh..opq") continue;
-        if (n.starts_with(".wh.")) {
-            remove_tree_at(dst, n.substr(4));
+        if (n == kOciOpaqueMarker) continue;
+        if (auto target = oci_whiteout_target(n)) {
+            remove_tree_at(dst, std::string(*target));
             continue;
         }
         if (is_whiteout_at(src, n, st)) {
@@ -209,8 +208,7 @@ void apply_layer(int src, int dst) {
         bool exists = ::fstatat(dst, n.c_str(), &dst_st, AT_SYMLINK_NOFOLLOW) == 0;
         if (S_ISDIR(st.st_mode)) {
             Fd s(::openat(src, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-            bool opaque = is_opaque_at(src, n) ||
-                          ::faccessat(s.get(), ".wh..wh..opq", F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+            bool opaque = is_opaque_at(src, n) || (s && has_oci_opaque_marker(s.get()));
             if (exists && (!S_ISDIR(dst_st.st_mode) || opaque)) {
                 remove_tree_at(dst, n);
                 exists = false;

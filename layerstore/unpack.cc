@@ -26,9 +26,6 @@
 namespace lamina::store {
 namespace {
 
-constexpr std::string_view kWhiteoutPrefix = ".wh.";
-constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
-
 struct ArchiveDeleter {
     void operator()(archive* a) const { archive_read_free(a); }
 };
@@ -144,7 +141,7 @@ Attributes attributes_of(archive_entry* e, bool with_xattrs) {
     size_t size;
     while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
         // Overlay-private xattrs in an archive would forge whiteouts and redirects.
-        if (is_overlay_private_xattr(name)) continue;
+        if (is_private_xattr(name)) continue;
         at.xattrs.emplace_back(name, std::string(static_cast<const char*>(value), size));
         if (strncmp(name, "system.posix_acl_", 17) == 0) at.text_acl = false;
     }
@@ -290,15 +287,15 @@ void Extractor::apply(int parent, const std::string& name, const Attributes& at,
 void Extractor::mark_opaque(int dirfd, const std::vector<std::string>& dir_comps,
                             const std::string& entry_path, UnpackResult& result) {
     std::string proc = "/proc/self/fd/" + std::to_string(dirfd);
-    const char* xattr = opts_.privileged ? "trusted.overlay.opaque" : "user.overlay.opaque";
-    if (::setxattr(proc.c_str(), xattr, "y", 1, 0) == 0) return;
+    const char* xattr = opts_.privileged ? kOpaqueXattrs[0] : kOpaqueXattrs[1];
+    if (::setxattr(proc.c_str(), xattr, &kOpaque, 1, 0) == 0) return;
     int err = errno;
-    Fd f(::openat(dirfd, std::string(kOpaqueMarker).c_str(),
+    Fd f(::openat(dirfd, std::string(kOciOpaqueMarker).c_str(),
                   O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!f) refuse(entry_path, std::string("cannot mark opaque: ") + strerror(err));
     result.warnings.push_back("directory \"" + join(dir_comps, dir_comps.size()) +
                               "\": cannot set " + xattr + " (" + strerror(err) + "); kept the " +
-                              std::string(kOpaqueMarker) + " marker");
+                              std::string(kOciOpaqueMarker) + " marker");
 }
 
 // A 0/0 character device needs CAP_MKNOD; without it ".wh.NAME" stays as an empty file.
@@ -309,7 +306,7 @@ void Extractor::make_whiteout(int parent, const std::string& target,
     clear_existing(parent, target, false, entry_path);
     if (opts_.privileged && ::mknodat(parent, target.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0)
         return;
-    std::string marker = std::string(kWhiteoutPrefix) + target;
+    std::string marker = oci_whiteout_name(target);
     clear_existing(parent, marker, false, entry_path);
     Fd f(::openat(parent, marker.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                   0600));
@@ -382,13 +379,13 @@ void Extractor::entry(archive* a, archive_entry* e, UnpackResult& result) {
     const char* hardlink = archive_entry_hardlink(e);
 
     Fd parent = open_dir(comps, comps.size() - 1, true, entry_path);
-    if (!plain && name == kOpaqueMarker) {
+    if (!plain && name == kOciOpaqueMarker) {
         std::vector<std::string> dir_comps(comps.begin(), comps.end() - 1);
         mark_opaque(parent.get(), dir_comps, entry_path, result);
         return;
     }
-    if (!plain && name.starts_with(kWhiteoutPrefix)) {
-        make_whiteout(parent.get(), name.substr(kWhiteoutPrefix.size()), entry_path);
+    if (!plain && name.starts_with(kOciWhiteoutPrefix)) {
+        make_whiteout(parent.get(), name.substr(kOciWhiteoutPrefix.size()), entry_path);
         return;
     }
 

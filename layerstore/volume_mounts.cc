@@ -21,6 +21,7 @@
 #include "error.h"
 #include "fsutil.h"
 #include "mount_table.h"
+#include "overlay_format.h"
 #include "volumes.h"
 
 namespace lamina::store {
@@ -82,33 +83,6 @@ Fd make_mount_point(int root, const std::string& destination, bool want_dir,
     return parent;
 }
 
-bool is_overlay_private(const std::string& name) {
-    return name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.");
-}
-
-void copy_xattrs(const std::string& src, const std::string& dst) {
-    ssize_t len = ::llistxattr(src.c_str(), nullptr, 0);
-    if (len <= 0) return;
-    std::string names(static_cast<size_t>(len), '\0');
-    len = ::llistxattr(src.c_str(), names.data(), names.size());
-    if (len <= 0) return;
-    names.resize(static_cast<size_t>(len));
-    for (size_t pos = 0; pos < names.size();) {
-        std::string name(names.c_str() + pos);
-        pos += name.size() + 1;
-        if (name.empty() || is_overlay_private(name)) continue;
-        ssize_t vlen = ::lgetxattr(src.c_str(), name.c_str(), nullptr, 0);
-        if (vlen < 0) continue;
-        std::string value(static_cast<size_t>(vlen), '\0');
-        vlen = ::lgetxattr(src.c_str(), name.c_str(), value.data(), value.size());
-        if (vlen < 0) continue;
-        if (::lsetxattr(dst.c_str(), name.c_str(), value.data(), static_cast<size_t>(vlen), 0) !=
-                0 &&
-            errno != ENOTSUP && errno != EPERM)
-            throw_errno("cannot set xattr " + name + " on", dst, errno);
-    }
-}
-
 // Copies a tree with *at() calls from open directories, never following a symlink.
 class TreeCopier {
 public:
@@ -126,7 +100,9 @@ public:
     void copy_attrs(const std::string& src, const std::string& dst, const struct stat& st) {
         if (::lchown(dst.c_str(), st.st_uid, st.st_gid) != 0 && geteuid() == 0 && errno != EINVAL)
             throw_errno("cannot chown", dst, errno);
-        copy_xattrs(src, dst);
+        std::string failed;
+        if (int err = copy_xattrs(src, -1, dst, &failed); err && !failed.empty())
+            throw_errno("cannot set xattr " + failed + " on", dst, err);
         if (!S_ISLNK(st.st_mode) && ::chmod(dst.c_str(), st.st_mode & 07777) != 0)
             throw_errno("cannot chmod", dst, errno);
         struct timespec times[2] = {st.st_atim, st.st_mtim};

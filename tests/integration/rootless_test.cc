@@ -6,10 +6,16 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <gtest/gtest.h>
+#include <linux/filter.h>
+#include <linux/fs.h>
+#include <linux/seccomp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -341,6 +347,115 @@ TEST(Rootless, user_namespace_mounts_directly_and_root_reads_it_back) {
     EXPECT_EQ(t["data/moved/inner/file"], "f 644 moved along\n");
     EXPECT_EQ(t["data/rename-dst"], "f 644 renamed\n");
     EXPECT_EQ(t["new/deep/file"], "f 644 made\n");
+}
+
+// Refuses device nodes to this process and all it starts: mknod of any kind and rename with
+// RENAME_WHITEOUT fail with EPERM, as on a host whose seccomp profile or upper filesystem allows
+// no whiteout devices. (Native system calls only: the test binary and what it runs are native.)
+bool refuse_whiteout_devices() {
+#ifdef __NR_mknod
+    constexpr unsigned kOtherMknod = __NR_mknod;
+#else
+    constexpr unsigned kOtherMknod = __NR_mknodat;
+#endif
+    struct sock_filter prog[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mknodat, 5, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kOtherMknod, 4, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_renameat2, 0, 2),
+        // renameat2's flags, the fifth argument: its low word on a little-endian machine.
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[4])),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, RENAME_WHITEOUT, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+    };
+    struct sock_fprog fprog = {static_cast<unsigned short>(sizeof prog / sizeof prog[0]), prog};
+    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+           prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) == 0;
+}
+
+// run_as_user(script) from a child that refuses whiteout devices first; its output passes
+// through files in `scratch`.
+CommandResult run_as_user_without_whiteout_devices(const std::string& script,
+                                                   const std::string& scratch) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!refuse_whiteout_devices()) _exit(97);
+        CommandResult r = run_as_user(script);
+        write_file(scratch + "/out", r.out);
+        write_file(scratch + "/err", r.err);
+        _exit(r.status & 0xff);
+    }
+    CommandResult r;
+    int ws = 0;
+    if (pid < 0 || waitpid(pid, &ws, 0) != pid) return r;
+    r.status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+    if (r.status == 97) r.err = "cannot install the seccomp filter";
+    if (access((scratch + "/out").c_str(), F_OK) == 0) r.out = read_file(scratch + "/out");
+    if (access((scratch + "/err").c_str(), F_OK) == 0) r.err = read_file(scratch + "/err");
+    return r;
+}
+
+// Where whiteout devices are refused, unlink, rmdir and rename all fall back to the kernel's
+// xattr whiteout: rmdir of a lower directory the daemon has copied up works as unlink does, and
+// laminafs and the kernel (userxattr) read what it left the same.
+TEST(Rootless, rmdir_of_a_lower_dir_leaves_an_xattr_whiteout_where_devices_are_refused) {
+    REQUIRE_ROOTLESS_SETUP();
+    if (run_command({"which", "unshare"}).status != 0)
+        SKIP_NEEDING("program:unshare") << "no unshare";
+    Layout l;
+    fill_lower(l.lower);
+    chown_tree(l.lower, test_user()->uid, test_user()->gid);
+    const std::string& m = l.mnt;
+    std::string script = "unshare -Urm sh -c '" + user_laminafs() + " -o " + l.options() + " " + m +
+                         " || exit 10; rm " + m + "/data/dir/sub/file || exit 11; rmdir " + m +
+                         "/data/dir/sub || exit 12; mv " + m + "/data/rename-src " + m +
+                         "/data/rename-dst || exit 13; ls " + m + "/data/dir; umount " + m +
+                         " || exit 14'";
+    TempDir scratch("lamina-rootless-out");
+    auto r = run_as_user_without_whiteout_devices(script, scratch.path());
+    ASSERT_EQ(r.status, 0) << describe(r);
+    EXPECT_EQ(r.out, "top\n");
+
+    for (const char* gone : {"/data/dir/sub", "/data/rename-src"}) {
+        struct stat st;
+        ASSERT_EQ(lstat((l.upper + gone).c_str(), &st), 0) << gone;
+        EXPECT_TRUE(S_ISREG(st.st_mode) && st.st_size == 0)
+            << gone << " " << std::oct << st.st_mode;
+        EXPECT_EQ(get_xattr(l.upper + gone, "user.overlay.whiteout"), "y") << gone;
+    }
+    EXPECT_EQ(get_xattr(l.upper + "/data/dir", "user.overlay.opaque"), "x");
+    EXPECT_EQ(get_xattr(l.upper + "/data", "user.overlay.opaque"), "x");
+
+    auto expect_removed = [](const std::string& root, const char* who) {
+        struct stat st;
+        for (const char* gone : {"/data/dir/sub", "/data/dir/sub/file", "/data/rename-src"}) {
+            errno = 0;
+            EXPECT_NE(lstat((root + gone).c_str(), &st), 0) << who << ": " << gone;
+            EXPECT_EQ(errno, ENOENT) << who << ": " << gone;
+        }
+        EXPECT_EQ(read_file(root + "/data/rename-dst"), "renamed\n") << who;
+        EXPECT_EQ(read_file(root + "/data/dir/top"), "top\n") << who;
+    };
+    make_dirs(l.dir / "mnt2");
+    {
+        ASSERT_EQ(mount_laminafs(l.options(), l.dir / "mnt2").status, 0);
+        MountGuard g2(l.dir / "mnt2");
+        expect_removed(l.dir / "mnt2", "laminafs");
+        Tree t = tree_of(l.dir / "mnt2");
+        EXPECT_EQ(t.count("data/dir/sub"), 0u);
+        EXPECT_EQ(t.count("data/rename-src"), 0u);
+    }
+    if (!can_mount_kernel_overlay())
+        SKIP_NEEDING("overlay") << "laminafs checked; the kernel's reading of the same upper not";
+    make_dirs(l.dir / "kmnt");
+    make_dirs(l.dir / "kwork");
+    // Read-only, with the user's upper as the top lower layer: the kernel writes nothing to it.
+    std::string err =
+        mount_kernel_overlay("lowerdir=" + l.upper + ":" + l.lower + ",userxattr", l.dir / "kmnt");
+    ASSERT_TRUE(err.empty()) << "kernel overlay with userxattr: " << err;
+    MountGuard g3(l.dir / "kmnt");
+    expect_removed(l.dir / "kmnt", "kernel");
 }
 
 // Registering a backing file needs CAP_SYS_ADMIN in the initial namespace, which a daemon in a

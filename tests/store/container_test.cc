@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -159,6 +160,60 @@ TEST(Containers, diff_reports_whiteouts_opaque_dirs_and_redirects_from_the_upper
     ASSERT_EQ(setxattr((upper + "/moved").c_str(), "user.overlay.redirect", "/keep", 5, 0), 0);
     EXPECT_EQ(out_of(lamina({"diff", "c"})),
               "C /data\nD /data/b\nC /etc\nD /etc/motd\nA /moved\nA /moved/new");
+}
+
+// An empty file with overlay.whiteout is a whiteout wherever it is: the kernel's lookup honours
+// it in a directory not marked 'x' too (only its readdir still lists the name there). diff and
+// commit call it a deletion; laminafs and the kernel must not show the file either.
+TEST(Containers, xattr_whiteout_in_a_directory_not_marked_x_is_a_deletion_everywhere) {
+    REQUIRE_FUSE();
+    TempDir tmp("lamina-ctr");
+    StoreGuard guard{tmp / "store"};
+    write_oci_layout(tmp / "layout", demo_image(""), "demo:1");
+    Lamina lamina(tmp / "store");
+    out_of(lamina({"load", "-i", tmp / "layout"}));
+    std::string id = out_of(lamina({"create", "--name", "c", "demo:1"}));
+    std::string upper = tmp / ("store/containers/" + id + "/upper");
+    make_dirs(upper + "/etc");  // no overlay.opaque at all
+    write_file(upper + "/etc/motd", "");
+    ASSERT_EQ(lsetxattr((upper + "/etc/motd").c_str(), "trusted.overlay.whiteout", "y", 1, 0), 0);
+
+    auto expect_no_motd = [](const std::string& root, const char* who) {
+        struct stat st;
+        errno = 0;
+        EXPECT_NE(lstat((root + "/etc/motd").c_str(), &st), 0) << who;
+        EXPECT_EQ(errno, ENOENT) << who;
+        EXPECT_EQ(read_file(root + "/etc/two"), "2") << who;
+    };
+    if (can_mount_kernel_overlay()) {
+        // Read-only, the upper as the top lower layer over the image layer holding etc/motd.
+        std::string base;
+        for (const auto& e : std::filesystem::directory_iterator(tmp / "store/l"))
+            if (access((e.path().string() + "/etc/motd").c_str(), F_OK) == 0) base = e.path();
+        std::string top;
+        for (const auto& e : std::filesystem::directory_iterator(tmp / "store/l"))
+            if (access((e.path().string() + "/etc/two").c_str(), F_OK) == 0) top = e.path();
+        ASSERT_FALSE(base.empty() || top.empty());
+        make_dirs(tmp / "kmnt");
+        std::string err =
+            mount_kernel_overlay("lowerdir=" + upper + ":" + top + ":" + base, tmp / "kmnt");
+        ASSERT_TRUE(err.empty()) << err;
+        MountGuard kernel(tmp / "kmnt");
+        expect_no_motd(tmp / "kmnt", "kernel");
+    }
+    {
+        std::string m = out_of(lamina({"mount", "c"}));
+        expect_no_motd(m, "laminafs");
+        out_of(lamina({"umount", "c"}));
+    }
+    EXPECT_EQ(out_of(lamina({"diff", "c"})), "C /etc\nD /etc/motd");
+    out_of(lamina({"commit", "c", "demo:2"}));
+    out_of(lamina({"create", "--name", "d", "demo:2"}));
+    std::string m = out_of(lamina({"mount", "d"}));
+    expect_no_motd(m, "committed image");
+    out_of(lamina({"umount", "d"}));
+    if (!can_mount_kernel_overlay())
+        SKIP_NEEDING("overlay") << "diff, commit and laminafs checked; the kernel not";
 }
 
 TEST(Containers, two_lamina_processes_at_once_keep_the_store_consistent) {

@@ -142,6 +142,43 @@ TEST_F(WhiteoutOnDisk, WhiteoutXattrIsFoundOnAFile) {
     EXPECT_TRUE(has_whiteout_xattr(f));
 }
 
+// As the kernel's lookup (ovl_path_is_whiteout): the parent's opaque 'x' is not asked for.
+TEST_F(WhiteoutOnDisk, EmptyFileWithTheXattrIsAWhiteoutInAnUnmarkedDirectory) {
+    std::string f = dir_ + "/gone";
+    { std::ofstream out(f); }
+    struct stat st;
+    ASSERT_EQ(lstat(f.c_str(), &st), 0);
+    EXPECT_FALSE(is_whiteout(st, f));
+    ASSERT_EQ(lsetxattr(f.c_str(), "user.overlay.whiteout", "", 0, 0), 0);
+    EXPECT_TRUE(is_whiteout(st, f));
+    EXPECT_EQ(read_opaque(dir_), 0);
+}
+
+TEST_F(WhiteoutOnDisk, FileWithContentOrADirectoryIsNoXattrWhiteout) {
+    std::string f = dir_ + "/full";
+    std::ofstream(f) << "data";
+    ASSERT_EQ(lsetxattr(f.c_str(), "user.overlay.whiteout", "", 0, 0), 0);
+    struct stat st;
+    ASSERT_EQ(lstat(f.c_str(), &st), 0);
+    EXPECT_FALSE(is_whiteout(st, f));
+    std::string d = dir_ + "/d";
+    ASSERT_EQ(mkdir(d.c_str(), 0755), 0);
+    ASSERT_EQ(lsetxattr(d.c_str(), "user.overlay.whiteout", "", 0, 0), 0);
+    ASSERT_EQ(lstat(d.c_str(), &st), 0);
+    EXPECT_FALSE(is_whiteout(st, d));
+}
+
+TEST(Whiteout, ReaddirHidesXattrWhiteoutsOnlyInDirectoriesMarkedX) {
+    EXPECT_TRUE(readdir_hides_xattr_whiteouts('x'));
+    EXPECT_FALSE(readdir_hides_xattr_whiteouts('y'));
+    EXPECT_FALSE(readdir_hides_xattr_whiteouts(0));
+}
+
+TEST(Whiteout, OciWhiteoutNameAndTargetRoundTrip) {
+    EXPECT_EQ(oci_whiteout_name("foo"), ".wh.foo");
+    EXPECT_EQ(oci_whiteout_target(oci_whiteout_name("foo")), "foo");
+}
+
 TEST(RedirectLowerPath, AbsoluteValuesAreFromTheLayerRoot) {
     EXPECT_EQ(redirect_lower_path("x/y", "/a/b"), "a/b");
     EXPECT_EQ(redirect_lower_path("x", "//a///b/"), "a/b");
