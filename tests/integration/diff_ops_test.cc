@@ -36,8 +36,9 @@
 // - compared: which non-directories share an st_ino (inode_sharing; hard links must, nothing
 //   else may), whether readdir's d_ino is the entry's st_ino (readdir_d_ino), and that st_ino
 //   survives a remount (the remount's result).
-// - mount options: each depth's seed picks laminafs's extra options among none, passthrough,
-//   dir_cache_entries=2 and both (mount_options); LAMINA_FUZZ_OPTIONS fixes them.
+// - mount options: each depth's seed picks laminafs's extra options among none, passthrough
+//   (feature passthrough), dir_cache_entries=2 and both (mount_options); LAMINA_FUZZ_OPTIONS
+//   fixes them.
 // kDefaultSkip lists the features left out by default, each for a known laminafs divergence.
 //
 //   LAMINA_FUZZ_SEED=S            base seed (printed; random when unset); a depth's run depends
@@ -318,14 +319,17 @@ struct Features {
     bool readdir_d_ino = true;      // compare whether readdir's d_ino is the entry's st_ino
     bool ranges_into_links = true;  // fallocate / copy_file_range into a file with hard links
     bool caller_listxattr = true;   // listxattr by unprivileged callers
+    bool caller_chown_noop = true;  // chown(-1, -1) by unprivileged callers
+    bool passthrough = true;        // passthrough among the mount option variants
     bool mount_options = true;      // laminafs with passthrough / a tiny directory cache
 
     mode_t dir_mode(mode_t mode) const { return setgid_dirs ? mode : mode & ~S_ISGID; }
 };
 const std::vector<std::string> kFeatureNames = {
-    "lower_hardlinks", "setgid_dirs",   "callers",           "shared_dirs",       "xattr_whiteouts",
-    "oci_whiteouts",   "device_nodes",  "sparse_files",      "cross_layer_links", "inode_sharing",
-    "readdir_d_ino",   "mount_options", "ranges_into_links", "caller_listxattr"};
+    "lower_hardlinks",   "setgid_dirs",      "callers",           "shared_dirs",
+    "xattr_whiteouts",   "oci_whiteouts",    "device_nodes",      "sparse_files",
+    "cross_layer_links", "inode_sharing",    "readdir_d_ino",     "mount_options",
+    "ranges_into_links", "caller_listxattr", "caller_chown_noop", "passthrough"};
 
 // Skipped unless LAMINA_FUZZ_SKIP says otherwise ("none": nothing), each for a known laminafs
 // divergence not fixed yet:
@@ -339,8 +343,15 @@ const std::vector<std::string> kFeatureNames = {
 // - caller_listxattr: listxattr by a caller without CAP_SYS_ADMIN lists trusted.* names, which
 //   the kernel hides from it (the VFS filters only getxattr; the daemon would need the caller's
 //   capabilities, which Overlay::listxattr is not given).
-const std::set<std::string> kDefaultSkip = {"readdir_d_ino", "ranges_into_links",
-                                            "cross_layer_links", "caller_listxattr"};
+// - caller_chown_noop: chown(f, -1, -1) of a set-id file by someone not its owner is EPERM in
+//   the kernel (clearing the bits is a mode change); laminafs clears them and succeeds. With
+//   killpriv v2 the kernel sends it as a ctime-only SETATTR without the kill flag, the same
+//   request a write by a non-owner sends (file_remove_privs), which must succeed.
+// - passthrough: an open for writing that copies up a file another descriptor holds open
+//   read-only (passed through to the lower file) fails with ETXTBSY (passthrough.h, Busy).
+const std::set<std::string> kDefaultSkip = {"readdir_d_ino",     "ranges_into_links",
+                                            "cross_layer_links", "caller_listxattr",
+                                            "caller_chown_noop", "passthrough"};
 
 Features features_without(const std::set<std::string>& skip) {
     Features f;
@@ -357,6 +368,8 @@ Features features_without(const std::set<std::string>& skip) {
     f.readdir_d_ino = !skip.count("readdir_d_ino");
     f.ranges_into_links = !skip.count("ranges_into_links");
     f.caller_listxattr = !skip.count("caller_listxattr");
+    f.caller_chown_noop = !skip.count("caller_chown_noop");
+    f.passthrough = !skip.count("passthrough");
     f.mount_options = !skip.count("mount_options");
     return f;
 }
@@ -1404,20 +1417,24 @@ std::string run_op(const Op& op, Side& side) {
             Fd fd(open(p.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
             if (fd.get() < 0) return failed(errno);
             // Where holes lie is copy-up's choice (the kernel copies whole chunks after the first
-            // data), so the answer is checked, not compared: what it skips reads as zeros.
+            // data), so the answer is checked, not compared: what SEEK_DATA skips, ENXIO's rest
+            // of the file, and the block where SEEK_HOLE lands read as zeros.
             // FUSE serves lseek of a directory in the kernel (generic_file_llseek: the offset
             // back), where overlayfs refuses SEEK_DATA/SEEK_HOLE with EINVAL; laminafs never
             // sees it, so directories are not asked.
             struct stat st;
             if (fstat(fd.get(), &st) != 0) return "fstat " + failed(errno);
             if (S_ISDIR(st.st_mode)) return "a directory";
-            off_t at = lseek(fd.get(), static_cast<off_t>(op.offset), op.flags);
-            if (at < 0) return failed(errno);
-            off_t from = op.flags == SEEK_DATA ? static_cast<off_t>(op.offset) : at;
-            off_t to = op.flags == SEEK_DATA ? at : std::min<off_t>(at + 4096, st.st_size);
-            if (at < static_cast<off_t>(op.offset) || at > st.st_size)
+            auto offset = static_cast<off_t>(op.offset);
+            off_t at = lseek(fd.get(), offset, op.flags);
+            bool no_data = at < 0 && errno == ENXIO && op.flags == SEEK_DATA && offset < st.st_size;
+            if (at < 0 && !no_data) return failed(errno);
+            if (!no_data && (at < offset || at > st.st_size))
                 return "ok " + std::to_string(at) + ", outside the file";
-            std::string skipped(static_cast<size_t>(to - from), '\0');
+            off_t from = op.flags == SEEK_DATA ? offset : at;
+            off_t to = no_data ? st.st_size : op.flags == SEEK_DATA ? at : (at / 4096 + 1) * 4096;
+            to = std::min<off_t>(to, st.st_size);
+            std::string skipped(static_cast<size_t>(std::max<off_t>(to - from, 0)), '\0');
             ssize_t n = pread(fd.get(), skipped.data(), skipped.size(), from);
             if (n < 0) return "read " + failed(errno);
             bool zeros =
@@ -1791,12 +1808,18 @@ public:
         }
         if (features_.callers && op.kind != OpKind::Remount && op.kind != OpKind::Rotate &&
             op.kind != OpKind::FdOpen && op.kind != OpKind::FdClose &&
-            (op.kind != OpKind::ListXattr || features_.caller_listxattr) && rng_.chance(35))
+            (op.kind != OpKind::ListXattr || features_.caller_listxattr) &&
+            (features_.caller_chown_noop || !is_chown_noop(op)) && rng_.chance(35))
             choose_caller(op);
         return op;
     }
 
 private:
+    static bool is_chown_noop(const Op& op) {
+        return (op.kind == OpKind::Chown || op.kind == OpKind::Lchown) &&
+               op.uid == static_cast<uid_t>(-1) && op.gid == static_cast<gid_t>(-1);
+    }
+
     // An unprivileged caller, the owner of some generated entries or not, with some groups.
     void choose_caller(Op& op) {
         static const std::vector<uint32_t> ids = {1000, 1001, 65534};
@@ -2037,7 +2060,10 @@ std::string lamina_options_for(const Config& cfg, uint64_t seed) {
     static const std::vector<std::string> variants = {"", "", "passthrough", "dir_cache_entries=2",
                                                       "passthrough,dir_cache_entries=3"};
     Rng rng(mix_seed(seed, 3));
-    return rng.pick(variants);
+    std::string options = rng.pick(variants);
+    if (cfg.skip.count("passthrough") && options.rfind("passthrough", 0) == 0)
+        options = options == "passthrough" ? "" : "dir_cache_entries=3";
+    return options;
 }
 
 class Session {
