@@ -17,6 +17,30 @@
 // must show the same tree. The first divergence stops that depth's run and prints the operations
 // leading to it.
 //
+// Dimensions beyond that (each a generator feature LAMINA_FUZZ_SKIP names):
+// - callers: about a third of the operations run in a child process as uid 1000, 1001 or
+//   65534 with a gid and supplementary groups of {0, 1000, 1001} (setgroups, setresgid,
+//   setresuid: no capabilities), under the operation's umask; shared_dirs makes lower
+//   directories sticky 1777 or setgid 2775. Results, EACCES/EPERM included, must agree.
+// - layer shapes: xattr whiteouts (empty file with trusted.overlay.whiteout in a directory
+//   marked opaque=x, as is the layer root) and opaque=x directories (xattr_whiteouts); OCI
+//   ".wh.NAME" and ".wh..wh..opq" in laminafs's copy of the lowers where the kernel's copy has
+//   char 0/0 and opaque=y (oci_whiteouts; converted back for the cross mount); char devices 1:3
+//   and 1:5 (device_nodes); files with holes (sparse_files); one inode linked from two lower
+//   layers (cross_layer_links). Redirects, origins and whiteouts written by the kernel reach
+//   laminafs through rotate.
+// - operations: fallocate (keep size, punch hole, zero range), copy_file_range, writes through a
+//   shared mmap, SEEK_DATA/SEEK_HOLE (checked, not compared: what is skipped must read as
+//   zeros), statvfs (f_namemax, read-only flag), flock and OFD locks seen from a second open,
+//   openat with O_CREAT/O_TRUNC/O_EXCL on a held directory descriptor.
+// - compared: which non-directories share an st_ino (inode_sharing; hard links must, nothing
+//   else may), whether readdir's d_ino is the entry's st_ino (readdir_d_ino), and that st_ino
+//   survives a remount (the remount's result).
+// - mount options: each depth's seed picks laminafs's extra options among none, passthrough
+//   (feature passthrough), dir_cache_entries=2 and both (mount_options); LAMINA_FUZZ_OPTIONS
+//   fixes them.
+// kDefaultSkip lists the features left out by default, each for a known laminafs divergence.
+//
 //   LAMINA_FUZZ_SEED=S            base seed (printed; random when unset); a depth's run depends
 //                                 only on S and the depth
 //   LAMINA_FUZZ_OPS=N             operations per depth (default 1200, about two minutes in all)
@@ -25,7 +49,9 @@
 //                                 grow, so long runs go faster with 5 or 10)
 //   LAMINA_FUZZ_SKIP=a,b          operation kinds not to generate (names as printed, e.g.
 //                                 rename_exchange) and generator features to leave out
-//                                 (lower_hardlinks, setgid_dirs), to get past a known divergence
+//                                 (lower_hardlinks, setgid_dirs, callers, ...), to get past a
+//                                 known divergence; replaces kDefaultSkip ("none": skip nothing)
+//   LAMINA_FUZZ_OPTIONS=o,p       laminafs's extra mount options for every depth ("none": none)
 //   LAMINA_FUZZ_MINIMIZE=1        on a divergence, replay ever smaller subsets of the operations
 //                                 on fresh copies and print the smallest sequence that still
 //                                 diverges the same way, with the lower entries it touches
@@ -48,11 +74,17 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <linux/falloc.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -274,19 +306,81 @@ mode_t random_dir_mode(Rng& rng) {
 // Generator features LAMINA_FUZZ_SKIP may turn off (besides operation kinds), to get past a
 // divergence already known.
 struct Features {
-    bool lower_hardlinks = true;  // hardlinks inside lower layers
-    bool setgid_dirs = true;      // S_ISGID on directories, from the layers or from chmod
+    bool lower_hardlinks = true;    // hardlinks inside lower layers
+    bool setgid_dirs = true;        // S_ISGID on directories, from the layers or from chmod
+    bool callers = true;            // operations as unprivileged uids/gids with groups
+    bool shared_dirs = true;        // sticky (1777) and setgid (2775) directories in the lowers
+    bool xattr_whiteouts = true;    // xattr whiteouts under opaque=x parents, opaque=x dirs
+    bool oci_whiteouts = true;      // laminafs's lowers hold .wh.NAME / .wh..wh..opq instead
+    bool device_nodes = true;       // char devices other than 0/0 in the lowers
+    bool sparse_files = true;       // lower files with holes
+    bool cross_layer_links = true;  // one inode linked from two lower layers
+    bool inode_sharing = true;      // compare which paths share st_ino; st_ino kept by remount
+    bool readdir_d_ino = true;      // compare whether readdir's d_ino is the entry's st_ino
+    bool ranges_into_links = true;  // fallocate / copy_file_range into a file with hard links
+    bool caller_listxattr = true;   // listxattr by unprivileged callers
+    bool caller_chown_noop = true;  // chown(-1, -1) by unprivileged callers
+    bool passthrough = true;        // passthrough among the mount option variants
+    bool mount_options = true;      // laminafs with passthrough / a tiny directory cache
 
     mode_t dir_mode(mode_t mode) const { return setgid_dirs ? mode : mode & ~S_ISGID; }
 };
-const std::vector<std::string> kFeatureNames = {"lower_hardlinks", "setgid_dirs"};
+const std::vector<std::string> kFeatureNames = {
+    "lower_hardlinks",   "setgid_dirs",      "callers",           "shared_dirs",
+    "xattr_whiteouts",   "oci_whiteouts",    "device_nodes",      "sparse_files",
+    "cross_layer_links", "inode_sharing",    "readdir_d_ino",     "mount_options",
+    "ranges_into_links", "caller_listxattr", "caller_chown_noop", "passthrough"};
+
+// Skipped unless LAMINA_FUZZ_SKIP says otherwise ("none": nothing), each for a known laminafs
+// divergence not fixed yet:
+// - readdir_d_ino: readdir of a directory whose child was forgotten gives the child's upper
+//   inode number, while lookup gives the number it had in the lower layer (copied-up dirs).
+// - ranges_into_links: fallocate and copy_file_range into one name of a hard-linked file leave
+//   the other names' cached pages and size stale (op_write_buf invalidates the peers; these
+//   two in fs/fuse_ops.cc do not).
+// - cross_layer_links: one inode linked from two lower layers gets two st_ino in laminafs (the
+//   layer index is part of the number, fs/lookup.cc), one in the kernel (same filesystem).
+// - caller_listxattr: listxattr by a caller without CAP_SYS_ADMIN lists trusted.* names, which
+//   the kernel hides from it (the VFS filters only getxattr; the daemon would need the caller's
+//   capabilities, which Overlay::listxattr is not given).
+// - caller_chown_noop: chown(f, -1, -1) of a set-id file by someone not its owner is EPERM in
+//   the kernel (clearing the bits is a mode change); laminafs clears them and succeeds. With
+//   killpriv v2 the kernel sends it as a ctime-only SETATTR without the kill flag, the same
+//   request a write by a non-owner sends (file_remove_privs), which must succeed.
+// - passthrough: an open for writing that copies up a file another descriptor holds open
+//   read-only (passed through to the lower file) fails with ETXTBSY (passthrough.h, Busy).
+const std::set<std::string> kDefaultSkip = {"readdir_d_ino",     "ranges_into_links",
+                                            "cross_layer_links", "caller_listxattr",
+                                            "caller_chown_noop", "passthrough"};
 
 Features features_without(const std::set<std::string>& skip) {
     Features f;
     f.lower_hardlinks = !skip.count("lower_hardlinks");
     f.setgid_dirs = !skip.count("setgid_dirs");
+    f.callers = !skip.count("callers");
+    f.shared_dirs = !skip.count("shared_dirs");
+    f.xattr_whiteouts = !skip.count("xattr_whiteouts");
+    f.oci_whiteouts = !skip.count("oci_whiteouts");
+    f.device_nodes = !skip.count("device_nodes");
+    f.sparse_files = !skip.count("sparse_files");
+    f.cross_layer_links = !skip.count("cross_layer_links");
+    f.inode_sharing = !skip.count("inode_sharing");
+    f.readdir_d_ino = !skip.count("readdir_d_ino");
+    f.ranges_into_links = !skip.count("ranges_into_links");
+    f.caller_listxattr = !skip.count("caller_listxattr");
+    f.caller_chown_noop = !skip.count("caller_chown_noop");
+    f.passthrough = !skip.count("passthrough");
+    f.mount_options = !skip.count("mount_options");
     return f;
 }
+
+// A lower entry written in the kernel's form that laminafs's copy gets in OCI form: a char 0/0
+// whiteout becomes an empty ".wh.NAME", an opaque=y directory gets ".wh..wh..opq" instead.
+struct OciEntry {
+    int layer = 0;
+    std::string path;
+    bool opaque = false;
+};
 
 class LayerWriter {
 public:
@@ -297,18 +391,22 @@ public:
         for (int i = count - 1; i >= 0; --i) {  // bottom first, so upper layers cover it
             std::string dir = root + "/l" + std::to_string(i);
             if (mkdir(dir.c_str(), 0755) != 0) return "mkdir " + dir + ": " + strerror(errno);
-            if (auto err = write_layer(dir, entries_per_layer); !err.empty()) return err;
+            if (auto err = write_layer(dir, i, entries_per_layer); !err.empty()) return err;
         }
         return "";
     }
 
+    // The entries laminafs's copy of the lowers gets in OCI form (oci_whiteouts).
+    const std::vector<OciEntry>& oci_entries() const { return oci_; }
+
 private:
-    enum class Kind { File, Dir, Symlink, Hardlink, Whiteout, Opaque, Fifo };
+    enum class Kind { File, Dir, Symlink, Hardlink, Whiteout, Opaque, Fifo, XattrWhiteout, Device };
 
     Kind random_kind() {
         static const std::vector<std::pair<Kind, int>> weights = {
-            {Kind::File, 34},     {Kind::Dir, 18},   {Kind::Symlink, 10}, {Kind::Hardlink, 7},
-            {Kind::Whiteout, 14}, {Kind::Opaque, 7}, {Kind::Fifo, 3}};
+            {Kind::File, 34},    {Kind::Dir, 18},          {Kind::Symlink, 10},
+            {Kind::Hardlink, 7}, {Kind::Whiteout, 14},     {Kind::Opaque, 7},
+            {Kind::Fifo, 3},     {Kind::XattrWhiteout, 6}, {Kind::Device, 2}};
         int total = 0;
         for (const auto& w : weights) total += w.second;
         int roll = static_cast<int>(rng_.below(static_cast<uint64_t>(total)));
@@ -337,9 +435,22 @@ private:
         uid_t uid = rng_.pick(kIds);
         gid_t gid = rng_.pick(kIds);
         if (lchown(abs.c_str(), uid, gid) != 0) return;
-        if (!is_symlink)
-            chmod(abs.c_str(),
-                  is_dir ? features_.dir_mode(random_dir_mode(rng_)) : random_file_mode(rng_));
+        if (is_symlink) return;
+        mode_t mode = is_dir ? features_.dir_mode(random_dir_mode(rng_)) : random_file_mode(rng_);
+        if (is_dir && features_.shared_dirs && rng_.chance(20))
+            mode = rng_.chance(60) ? 01777 : features_.dir_mode(02775);  // /tmp, a team directory
+        chmod(abs.c_str(), mode);
+    }
+
+    // Holes: the file grows past its data, and sometimes gets a block far out.
+    std::string make_sparse(int fd, const std::string& abs, size_t length) {
+        off_t end = static_cast<off_t>(length + rng_.between(1, 4) * 65536);
+        if (ftruncate(fd, end) != 0) return "ftruncate " + abs + ": " + strerror(errno);
+        if (!rng_.chance(50)) return "";
+        std::string block = random_bytes(rng_, rng_.between(1, 5000));
+        if (pwrite(fd, block.data(), block.size(), end + 131072) < 0)
+            return "pwrite " + abs + ": " + strerror(errno);
+        return "";
     }
 
     void add_xattrs(const std::string& abs) {
@@ -370,7 +481,7 @@ private:
         return true;
     }
 
-    std::string write_layer(const std::string& layer, int entries) {
+    std::string write_layer(const std::string& layer, int index, int entries) {
         std::map<std::string, char> kinds{{"", 'd'}};
         std::set<std::string> opaque;
         std::vector<std::string> files;
@@ -380,12 +491,18 @@ private:
             if (!make_parents(layer, kinds, path)) continue;
             std::string abs = layer + "/" + path;
             if (kinds.count(path)) {
-                if (kind == Kind::Opaque && kinds[path] == 'd' && opaque.insert(path).second)
-                    lsetxattr(abs.c_str(), "trusted.overlay.opaque", "y", 1, 0);
+                if (kind == Kind::Opaque && kinds[path] == 'd' && !xwhiteout_dirs_.count(path) &&
+                    opaque.insert(path).second)
+                    mark_opaque(abs, index, path);
                 continue;
             }
-            if (kind == Kind::Hardlink && (files.empty() || !features_.lower_hardlinks))
+            bool cross = features_.cross_layer_links && !lower_files_.empty() && rng_.chance(40);
+            if (kind == Kind::Hardlink && !cross && (files.empty() || !features_.lower_hardlinks))
                 kind = Kind::File;
+            std::string parent = parent_of(path);
+            if (kind == Kind::XattrWhiteout && (!features_.xattr_whiteouts || opaque.count(parent)))
+                kind = Kind::Whiteout;
+            if (kind == Kind::Device && !features_.device_nodes) kind = Kind::Fifo;
             char recorded = 'f';
             switch (kind) {
                 case Kind::File: {
@@ -396,9 +513,13 @@ private:
                     if (::write(fd.get(), data.data(), data.size()) !=
                         static_cast<ssize_t>(data.size()))
                         return "write " + abs + ": " + strerror(errno);
+                    if (features_.sparse_files && rng_.chance(10)) {
+                        if (auto err = make_sparse(fd.get(), abs, length); !err.empty()) return err;
+                    }
                     set_owner_and_mode(abs, false, false);
                     add_xattrs(abs);
                     files.push_back(path);
+                    layer_files_.push_back(abs);
                     break;
                 }
                 case Kind::Dir:
@@ -406,7 +527,7 @@ private:
                     if (mkdir(abs.c_str(), 0755) != 0)
                         return "mkdir " + abs + ": " + strerror(errno);
                     if (kind == Kind::Opaque) {
-                        lsetxattr(abs.c_str(), "trusted.overlay.opaque", "y", 1, 0);
+                        mark_opaque(abs, index, path);
                         opaque.insert(path);
                     }
                     set_owner_and_mode(abs, true, false);
@@ -423,7 +544,8 @@ private:
                     break;
                 }
                 case Kind::Hardlink: {
-                    std::string source = layer + "/" + rng_.pick(files);
+                    std::string source =
+                        cross ? rng_.pick(lower_files_) : layer + "/" + rng_.pick(files);
                     if (link(source.c_str(), abs.c_str()) != 0)
                         return "link " + abs + ": " + strerror(errno);
                     break;
@@ -431,7 +553,29 @@ private:
                 case Kind::Whiteout:
                     if (mknod(abs.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0)
                         return "mknod " + abs + ": " + strerror(errno);
+                    if (features_.oci_whiteouts && rng_.chance(40))
+                        oci_.push_back({index, path, false});
                     recorded = 'w';
+                    break;
+                case Kind::XattrWhiteout: {
+                    // An empty file marked trusted.overlay.whiteout, in a directory marked
+                    // opaque=x (not opaque: it holds xattr whiteouts), as is the layer root.
+                    Fd fd(open(abs.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+                    if (fd.get() < 0) return "create " + abs + ": " + strerror(errno);
+                    lsetxattr(abs.c_str(), "trusted.overlay.whiteout", "", 0, 0);
+                    std::string parent_abs = parent.empty() ? layer : layer + "/" + parent;
+                    lsetxattr(parent_abs.c_str(), "trusted.overlay.opaque", "x", 1, 0);
+                    lsetxattr(layer.c_str(), "trusted.overlay.opaque", "x", 1, 0);
+                    xwhiteout_dirs_.insert(parent);
+                    recorded = 'w';
+                    break;
+                }
+                case Kind::Device:
+                    if (mknod(abs.c_str(), S_IFCHR | 0644, makedev(1, rng_.chance(50) ? 3 : 5)) !=
+                        0)
+                        return "mknod " + abs + ": " + strerror(errno);
+                    set_owner_and_mode(abs, false, false);
+                    recorded = 'c';
                     break;
                 case Kind::Fifo:
                     if (mknod(abs.c_str(), S_IFIFO | 0644, 0) != 0)
@@ -443,13 +587,30 @@ private:
             kinds[path] = recorded;
             remember(path, recorded == 'd');
         }
+        lower_files_.insert(lower_files_.end(), layer_files_.begin(), layer_files_.end());
+        layer_files_.clear();
+        xwhiteout_dirs_.clear();
         return "";
+    }
+
+    // opaque=y, or opaque=x (a directory that holds xattr whiteouts, not opaque) now and then.
+    void mark_opaque(const std::string& abs, int index, const std::string& path) {
+        if (features_.xattr_whiteouts && rng_.chance(25)) {
+            lsetxattr(abs.c_str(), "trusted.overlay.opaque", "x", 1, 0);
+            return;
+        }
+        lsetxattr(abs.c_str(), "trusted.overlay.opaque", "y", 1, 0);
+        if (features_.oci_whiteouts && rng_.chance(40)) oci_.push_back({index, path, true});
     }
 
     Rng rng_;
     Features features_;
     std::vector<std::string> seen_paths_;
     std::vector<std::string> seen_dirs_;
+    std::vector<std::string> layer_files_;  // regular files of the layer being written
+    std::vector<std::string> lower_files_;  // of the layers below it, for links across layers
+    std::set<std::string> xwhiteout_dirs_;  // of the layer being written: opaque=x, not y
+    std::vector<OciEntry> oci_;
 };
 
 int entries_per_layer(int depth) {
@@ -465,6 +626,7 @@ int entries_per_layer(int depth) {
 struct Entry {
     char type = '?';
     std::map<std::string, std::string> fields;
+    ino_t ino = 0;  // compared only as "which paths share one", never by value
 };
 using Tree = std::map<std::string, Entry>;  // relative path -> entry; the root is ""
 
@@ -522,12 +684,20 @@ void read_xattrs(const std::string& abs, std::map<std::string, std::string>& fie
 struct WalkOptions {
     bool full = true;            // contents and xattrs, not only names and types
     bool drop_phantoms = false;  // drop names readdir lists but lstat cannot find (kernel quirk)
+    bool inodes = false;         // which paths share an inode
+    bool d_ino = false;          // whether readdir's d_ino is st_ino
 };
 
 void walk_dir(const std::string& root, const std::string& rel, const WalkOptions& opts, Tree& tree,
               int level) {
     std::string abs = rel.empty() ? root : root + "/" + rel;
-    std::vector<std::pair<std::string, unsigned char>> names;
+    struct Name {
+        std::string name;
+        unsigned char dtype;
+        ino_t d_ino;
+        bool operator<(const Name& other) const { return name < other.name; }
+    };
+    std::vector<Name> names;
     {
         DirStream dir(abs);
         if (!dir.get()) {
@@ -537,13 +707,13 @@ void walk_dir(const std::string& root, const std::string& rel, const WalkOptions
         errno = 0;
         while (struct dirent* de = readdir(dir.get())) {
             std::string name = de->d_name;
-            if (name != "." && name != "..") names.emplace_back(name, de->d_type);
+            if (name != "." && name != "..") names.push_back({name, de->d_type, de->d_ino});
             errno = 0;
         }
         if (errno != 0) tree[rel].fields["readdir"] = failed(errno);
     }
     std::sort(names.begin(), names.end());
-    for (const auto& [name, dtype] : names) {
+    for (const auto& [name, dtype, d_ino] : names) {
         std::string child = join_path(rel, name);
         std::string child_abs = abs + "/" + name;
         struct stat st;
@@ -557,6 +727,8 @@ void walk_dir(const std::string& root, const std::string& rel, const WalkOptions
         entry.type = type_char(st.st_mode);
         entry.fields["stat"] = stat_text(st);
         entry.fields["d_type"] = std::to_string(dtype);
+        entry.ino = st.st_ino;
+        if (opts.d_ino) entry.fields["d_ino"] = d_ino == st.st_ino ? "st_ino" : "not st_ino";
         if (!opts.full) {
             if (S_ISDIR(st.st_mode) && level < 32) walk_dir(root, child, opts, tree, level + 1);
             continue;
@@ -588,7 +760,19 @@ Tree walk_tree(const std::string& root, const WalkOptions& opts) {
     top.type = type_char(st.st_mode);
     top.fields["stat"] = stat_text(st);
     if (opts.full) read_xattrs(root, top.fields);
+    top.ino = st.st_ino;
     walk_dir(root, "", opts, tree, 0);
+    if (opts.inodes) {
+        // Hard links must share an inode number and nothing else may: each non-directory names
+        // the first path (in sorted order) with its st_ino. Directories are left out: the
+        // kernel gives a merged directory without an upper the inode number of a lower one.
+        std::map<ino_t, std::string> first;
+        for (auto& [path, entry] : tree) {
+            if (entry.ino == 0 || entry.type == 'd') continue;
+            auto [it, fresh] = first.emplace(entry.ino, path);
+            if (!fresh) entry.fields["same inode as"] = it->second;
+        }
+    }
     return tree;
 }
 
@@ -716,6 +900,13 @@ enum class OpKind {
     FdClose,
     Remount,
     Rotate,
+    Fallocate,
+    CopyRange,
+    MmapWrite,
+    Seek,
+    Statfs,
+    Lock,
+    OpenAt,
 };
 
 struct KindInfo {
@@ -762,6 +953,13 @@ const std::vector<KindInfo> kKinds = {
     {OpKind::FdClose, "fd_close", 1},
     {OpKind::Remount, "remount", 1},
     {OpKind::Rotate, "rotate", 1},
+    {OpKind::Fallocate, "fallocate", 3},
+    {OpKind::CopyRange, "copy_file_range", 2},
+    {OpKind::MmapWrite, "mmap_write", 2},
+    {OpKind::Seek, "seek", 2},
+    {OpKind::Statfs, "statfs", 1},
+    {OpKind::Lock, "lock", 2},
+    {OpKind::OpenAt, "openat", 3},
 };
 
 const char* kind_name(OpKind kind) {
@@ -778,6 +976,7 @@ struct Op {
     std::string data;   // bytes to write, symlink target, xattr value
     std::string name;   // xattr name
     uint64_t offset = 0;
+    uint64_t offset2 = 0;  // copy_file_range destination offset
     uint64_t length = 0;
     mode_t mode = 0;
     mode_t mask = 022;  // umask for creating operations
@@ -787,6 +986,10 @@ struct Op {
     dev_t rdev = 0;
     int slot = 0;
     struct timespec times[2] = {};
+    // The caller: 0/0 is the test itself (root); else a child process with these ids.
+    uid_t as_uid = 0;
+    gid_t as_gid = 0;
+    std::vector<gid_t> groups;
 };
 
 std::string open_flags_text(int flags) {
@@ -902,9 +1105,34 @@ std::string describe(const Op& op) {
         case OpKind::Rotate:
             out << "(both mounts)";
             break;
+        case OpKind::Fallocate:
+            out << p << " mode " << op.flags << " at " << op.offset << ", " << op.length;
+            break;
+        case OpKind::CopyRange:
+            out << p << " at " << op.offset << " -> " << q << " at " << op.offset2 << ", "
+                << op.length << " bytes";
+            break;
+        case OpKind::MmapWrite:
+            out << p << " at " << op.offset << ", " << op.data.size() << " bytes";
+            break;
+        case OpKind::Seek:
+            out << p << (op.flags == SEEK_DATA ? " SEEK_DATA " : " SEEK_HOLE ") << op.offset;
+            break;
+        case OpKind::Lock:
+            out << p << " " << open_flags_text(op.flags);
+            break;
+        case OpKind::OpenAt:
+            out << "slot " << op.slot << " " << p << " mode " << octal(op.mode) << " umask "
+                << octal(op.mask) << (op.flags & O_TRUNC ? " O_TRUNC" : "")
+                << (op.flags & O_EXCL ? " O_EXCL" : "") << " data " << op.data.size() << " bytes";
+            break;
         default:
             out << p;
             break;
+    }
+    if (op.as_uid != 0 || op.as_gid != 0) {
+        out << " as " << op.as_uid << ":" << op.as_gid;
+        for (size_t i = 0; i < op.groups.size(); ++i) out << (i ? "," : " groups ") << op.groups[i];
     }
     return out.str();
 }
@@ -922,7 +1150,8 @@ struct Side {
     int rotations = 0;
     bool laminafs = false;  // mounted with laminafs, else with kernel overlayfs
     bool drop_phantoms = false;
-    dev_t fuse_dev = 0;  // the FUSE connection, 0 for kernel overlayfs
+    std::string options;  // more mount options for laminafs (passthrough, dir_cache_entries=)
+    dev_t fuse_dev = 0;   // the FUSE connection, 0 for kernel overlayfs
     std::array<int, kSlots> slots{-1, -1, -1, -1};
 
     std::string at(const std::string& rel) const { return rel.empty() ? mnt : mnt + "/" + rel; }
@@ -939,7 +1168,8 @@ struct Side {
         fuse_dev = 0;
         if (!laminafs)
             return mount_kernel_overlay(opts + ",redirect_dir=on,index=off,metacopy=off", mnt);
-        CommandResult r = mount_laminafs(opts + ",redirect_dir=on", mnt);
+        CommandResult r =
+            mount_laminafs(opts + ",redirect_dir=on" + (options.empty() ? "" : "," + options), mnt);
         if (r.status != 0)
             return "laminafs mount failed (" + std::to_string(r.status) + "): " + r.err;
         struct stat st;
@@ -1134,8 +1364,110 @@ std::string run_op(const Op& op, Side& side) {
             return n < 0 ? failed(errno) : "ok " + quoted(std::string(buf, static_cast<size_t>(n)));
         }
         case OpKind::Remount: {
+            // Inode numbers survive a remount: a hard link, a cached handle or `find -inum`
+            // relies on them. op.flags: compare them.
+            Tree before;
+            if (op.flags) before = walk_tree(side.mnt, {false, side.drop_phantoms});
             std::string err = side.remount();
-            return err.empty() ? "ok" : "remount failed: " + err;
+            if (!err.empty()) return "remount failed: " + err;
+            if (!op.flags) return "ok";
+            Tree after = walk_tree(side.mnt, {false, side.drop_phantoms});
+            std::string changed;
+            for (const auto& [path, entry] : before) {
+                auto it = after.find(path);
+                if (it != after.end() && it->second.ino != entry.ino) {
+                    changed = " st_ino of " + quoted(path) + " changed";
+                    break;
+                }
+            }
+            return "ok" + changed;
+        }
+        case OpKind::Fallocate: {
+            Fd fd(open(p.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+            if (fd.get() < 0) return failed(errno);
+            return rc_result(fallocate(fd.get(), op.flags, static_cast<off_t>(op.offset),
+                                       static_cast<off_t>(op.length)));
+        }
+        case OpKind::CopyRange: {
+            Fd in(open(p.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+            if (in.get() < 0) return "source " + failed(errno);
+            Fd out(open(q.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+            if (out.get() < 0) return "destination " + failed(errno);
+            auto off_in = static_cast<off_t>(op.offset), off_out = static_cast<off_t>(op.offset2);
+            ssize_t n = copy_file_range(in.get(), &off_in, out.get(), &off_out, op.length, 0);
+            return n < 0 ? failed(errno) : "ok " + std::to_string(n);
+        }
+        case OpKind::MmapWrite: {
+            // A shared writable mapping of the file's first bytes, written and synced.
+            Fd fd(open(p.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+            if (fd.get() < 0) return failed(errno);
+            struct stat st;
+            if (fstat(fd.get(), &st) != 0) return "fstat " + failed(errno);
+            uint64_t end = std::min<uint64_t>(op.offset + op.data.size(), st.st_size);
+            if (!S_ISREG(st.st_mode) || end <= op.offset) return "ok nothing mapped";
+            void* map = mmap(nullptr, end, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+            if (map == MAP_FAILED) return "mmap " + failed(errno);
+            memcpy(static_cast<char*>(map) + op.offset, op.data.data(), end - op.offset);
+            int rc = msync(map, end, MS_SYNC);
+            int err = errno;
+            munmap(map, end);
+            return rc == 0 ? "ok" : "msync " + failed(err);
+        }
+        case OpKind::Seek: {
+            Fd fd(open(p.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+            if (fd.get() < 0) return failed(errno);
+            // Where holes lie is copy-up's choice (the kernel copies whole chunks after the first
+            // data), so the answer is checked, not compared: what SEEK_DATA skips, ENXIO's rest
+            // of the file, and the block where SEEK_HOLE lands read as zeros.
+            // FUSE serves lseek of a directory in the kernel (generic_file_llseek: the offset
+            // back), where overlayfs refuses SEEK_DATA/SEEK_HOLE with EINVAL; laminafs never
+            // sees it, so directories are not asked.
+            struct stat st;
+            if (fstat(fd.get(), &st) != 0) return "fstat " + failed(errno);
+            if (S_ISDIR(st.st_mode)) return "a directory";
+            auto offset = static_cast<off_t>(op.offset);
+            off_t at = lseek(fd.get(), offset, op.flags);
+            bool no_data = at < 0 && errno == ENXIO && op.flags == SEEK_DATA && offset < st.st_size;
+            if (at < 0 && !no_data) return failed(errno);
+            if (!no_data && (at < offset || at > st.st_size))
+                return "ok " + std::to_string(at) + ", outside the file";
+            off_t from = op.flags == SEEK_DATA ? offset : at;
+            off_t to = no_data ? st.st_size : op.flags == SEEK_DATA ? at : (at / 4096 + 1) * 4096;
+            to = std::min<off_t>(to, st.st_size);
+            std::string skipped(static_cast<size_t>(std::max<off_t>(to - from, 0)), '\0');
+            ssize_t n = pread(fd.get(), skipped.data(), skipped.size(), from);
+            if (n < 0) return "read " + failed(errno);
+            bool zeros =
+                std::all_of(skipped.begin(), skipped.begin() + n, [](char c) { return c == 0; });
+            return zeros ? "ok" : "ok " + std::to_string(at) + ", but data in the hole";
+        }
+        case OpKind::Statfs: {
+            struct statvfs sv;
+            if (statvfs(p.c_str(), &sv) != 0) return failed(errno);
+            return "ok namemax=" + std::to_string(sv.f_namemax) +
+                   " rdonly=" + std::to_string(sv.f_flag & ST_RDONLY);
+        }
+        case OpKind::Lock: {
+            // A lock of each kind on one open, then what a second open of the file sees.
+            Fd fd(open(p.c_str(), op.flags | O_NONBLOCK | O_CLOEXEC));
+            if (fd.get() < 0) return failed(errno);
+            bool writable = (op.flags & O_ACCMODE) != O_RDONLY;
+            std::string out = "flock " + rc_result(flock(fd.get(), LOCK_EX | LOCK_NB));
+            struct flock fl = {};
+            fl.l_type = writable ? F_WRLCK : F_RDLCK;
+            fl.l_whence = SEEK_SET;
+            fl.l_len = 10;
+            out += ", setlk " + rc_result(fcntl(fd.get(), F_OFD_SETLK, &fl));
+            Fd other(open(p.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+            if (other.get() < 0) return out + ", second open " + failed(errno);
+            out += ", second flock " + rc_result(flock(other.get(), LOCK_SH | LOCK_NB));
+            struct flock probe = {};
+            probe.l_type = F_WRLCK;
+            probe.l_whence = SEEK_SET;
+            probe.l_len = 1;
+            if (fcntl(other.get(), F_OFD_GETLK, &probe) != 0)
+                return out + ", getlk " + failed(errno);
+            return out + ", getlk type " + std::to_string(probe.l_type);
         }
         case OpKind::Rotate: {
             std::string err = side.rotate();
@@ -1170,10 +1502,63 @@ std::string run_op(const Op& op, Side& side) {
             side.slots[op.slot] = -1;
             return rc_result(close(fd));
         }
+        case OpKind::OpenAt: {
+            // Creating through a held directory descriptor, not a path from the root.
+            int flags = O_CREAT | O_WRONLY | O_NONBLOCK | O_CLOEXEC | op.flags;
+            int created;
+            {
+                ScopedUmask mask(op.mask);
+                created = openat(fd, op.name.c_str(), flags, op.mode);
+            }
+            if (created < 0) return failed(errno);
+            Fd owner(created);
+            if (op.data.empty()) return "ok";
+            return write_result(write(created, op.data.data(), op.data.size()), op.data.size());
+        }
         default:
             break;
     }
     return "unknown operation";
+}
+
+// Runs op as its caller: the test itself, or a child process that takes the caller's gid,
+// supplementary groups and uid (losing every capability) and sends back its result.
+std::string run_as_caller(const Op& op, Side& side) {
+    if (op.as_uid == 0 && op.as_gid == 0) return run_op(op, side);
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return "pipe " + failed(errno);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return "fork " + failed(errno);
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        std::string out;
+        if (setgroups(op.groups.size(), op.groups.data()) != 0)
+            out = "setgroups " + failed(errno);
+        else if (setresgid(op.as_gid, op.as_gid, op.as_gid) != 0)
+            out = "setresgid " + failed(errno);
+        else if (setresuid(op.as_uid, op.as_uid, op.as_uid) != 0)
+            out = "setresuid " + failed(errno);
+        else
+            out = run_op(op, side);
+        for (size_t done = 0; done < out.size();) {
+            ssize_t n = write(fds[1], out.data() + done, out.size() - done);
+            if (n <= 0) break;
+            done += static_cast<size_t>(n);
+        }
+        _exit(0);
+    }
+    close(fds[1]);
+    std::string out;
+    read_all(fds[0], out);
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status)) return "caller process died (status " + std::to_string(status) + ")";
+    return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1184,6 +1569,7 @@ struct TreeView {
     std::vector<std::string> dirs;  // the root included
     std::vector<std::string> files;
     std::vector<std::string> symlinks;
+    std::vector<std::string> single_files;  // regular files with one name
     std::map<std::string, off_t> sizes;
 
     explicit TreeView(const Tree& tree) {
@@ -1198,6 +1584,8 @@ struct TreeView {
                     it == entry.fields.end() ? std::string::npos : it->second.find("size=");
                 sizes[path] =
                     pos == std::string::npos ? 0 : std::atoll(it->second.c_str() + pos + 5);
+                if (it != entry.fields.end() && it->second.find(" nlink=1") != std::string::npos)
+                    single_files.push_back(path);
             }
         }
         if (dirs.empty()) dirs.push_back("");
@@ -1345,6 +1733,8 @@ public:
                                                        O_RDWR | O_APPEND,
                                                        O_RDONLY | O_DIRECTORY};
                 op.flags = rng_.pick(flags);
+                if ((op.flags & O_DIRECTORY) && rng_.chance(85))
+                    op.path = existing(view, view.dirs);
                 held_[op.slot] = op.path;
                 break;
             }
@@ -1362,12 +1752,84 @@ public:
             case OpKind::Remount:
             case OpKind::Rotate:
                 for (auto& held : held_) held.clear();
+                if (op.kind == OpKind::Remount && features_.inode_sharing) op.flags = 1;
+                break;
+            case OpKind::Fallocate: {
+                op.path = existing(view, rng_.chance(90) ? view.files : view.all);
+                static const std::vector<int> modes = {
+                    0,
+                    FALLOC_FL_KEEP_SIZE,
+                    FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                    FALLOC_FL_ZERO_RANGE,
+                    FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                    FALLOC_FL_PUNCH_HOLE};  // the last is EOPNOTSUPP: punching needs KEEP_SIZE
+                op.flags = rng_.pick(modes);
+                if (!features_.ranges_into_links) op.path = existing(view, view.single_files);
+                op.offset = write_offset(view, op.path);
+                op.length = rng_.chance(10) ? 0 : rng_.between(1, 20000);
+                break;
+            }
+            case OpKind::CopyRange:
+                op.path = existing(view, rng_.chance(90) ? view.files : view.all);
+                op.path2 = rng_.chance(20) ? op.path : existing(view, view.files);
+                if (!features_.ranges_into_links) op.path2 = existing(view, view.single_files);
+                op.offset = write_offset(view, op.path);
+                op.offset2 = write_offset(view, op.path2);
+                op.length = data_length();
+                break;
+            case OpKind::MmapWrite:
+                op.path = existing(view, rng_.chance(90) ? view.files : view.all);
+                op.offset = write_offset(view, op.path);
+                op.data = random_bytes(rng_, data_length());
+                break;
+            case OpKind::Seek:
+                op.path = existing(view, rng_.chance(90) ? view.files : view.all);
+                op.flags = rng_.chance(50) ? SEEK_DATA : SEEK_HOLE;
+                op.offset = write_offset(view, op.path);
+                break;
+            case OpKind::Statfs:
+                op.path = existing(view, view.all);
+                break;
+            case OpKind::Lock: {
+                op.path = existing(view, rng_.chance(90) ? view.files : view.all);
+                static const std::vector<int> flags = {O_RDONLY, O_WRONLY, O_RDWR};
+                op.flags = rng_.pick(flags);
+                break;
+            }
+            case OpKind::OpenAt:
+                op.slot = static_cast<int>(rng_.below(kSlots));
+                op.name = new_name();
+                op.path = join_path(held_[op.slot], op.name);  // only for the record
+                op.mode = random_file_mode(rng_);
+                op.mask = random_umask();
+                op.flags = (rng_.chance(50) ? O_TRUNC : 0) | (rng_.chance(20) ? O_EXCL : 0);
+                if (rng_.chance(60)) op.data = random_bytes(rng_, data_length());
                 break;
         }
+        if (features_.callers && op.kind != OpKind::Remount && op.kind != OpKind::Rotate &&
+            op.kind != OpKind::FdOpen && op.kind != OpKind::FdClose &&
+            (op.kind != OpKind::ListXattr || features_.caller_listxattr) &&
+            (features_.caller_chown_noop || !is_chown_noop(op)) && rng_.chance(35))
+            choose_caller(op);
         return op;
     }
 
 private:
+    static bool is_chown_noop(const Op& op) {
+        return (op.kind == OpKind::Chown || op.kind == OpKind::Lchown) &&
+               op.uid == static_cast<uid_t>(-1) && op.gid == static_cast<gid_t>(-1);
+    }
+
+    // An unprivileged caller, the owner of some generated entries or not, with some groups.
+    void choose_caller(Op& op) {
+        static const std::vector<uint32_t> ids = {1000, 1001, 65534};
+        op.as_uid = rng_.pick(ids);
+        op.as_gid = rng_.pick(ids);
+        for (gid_t group : {0u, 1000u, 1001u}) {
+            if (rng_.chance(25)) op.groups.push_back(group);
+        }
+    }
+
     OpKind random_kind() {
         int total = 0;
         for (const auto& info : kinds_) total += info.weight;
@@ -1552,19 +2014,73 @@ struct Config {
     bool minimize = false;
     bool candidate_is_kernel = false;
     bool drop_caches = false;
+    std::optional<std::string> lamina_options;  // LAMINA_FUZZ_OPTIONS; else chosen per depth
 };
+
+// Rewrites the lower entries laminafs's copy holds in OCI form (to_oci), or back to the kernel's
+// form for the cross mount, where the kernel reads that copy.
+std::string convert_oci(const std::string& layers, const std::vector<OciEntry>& entries,
+                        bool to_oci) {
+    for (const auto& e : entries) {
+        std::string dir = layers + "/l" + std::to_string(e.layer);
+        std::string abs = dir + "/" + e.path;
+        if (e.opaque) {
+            std::string marker = abs + "/.wh..wh..opq";
+            if (to_oci) {
+                if (lremovexattr(abs.c_str(), "trusted.overlay.opaque") != 0)
+                    return "removexattr " + abs + ": " + strerror(errno);
+                Fd fd(open(marker.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+                if (fd.get() < 0) return "create " + marker + ": " + strerror(errno);
+            } else {
+                if (unlink(marker.c_str()) != 0) return "unlink " + marker + ": " + strerror(errno);
+                lsetxattr(abs.c_str(), "trusted.overlay.opaque", "y", 1, 0);
+            }
+            continue;
+        }
+        std::string parent = parent_of(e.path);
+        std::string name = e.path.substr(parent.empty() ? 0 : parent.size() + 1);
+        std::string oci = (parent.empty() ? dir : dir + "/" + parent) + "/.wh." + name;
+        const std::string& from = to_oci ? abs : oci;
+        if (unlink(from.c_str()) != 0) return "unlink " + from + ": " + strerror(errno);
+        if (to_oci) {
+            Fd fd(open(oci.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+            if (fd.get() < 0) return "create " + oci + ": " + strerror(errno);
+        } else if (mknod(abs.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0) {
+            return "mknod " + abs + ": " + strerror(errno);
+        }
+    }
+    return "";
+}
+
+// laminafs's extra mount options for a depth: LAMINA_FUZZ_OPTIONS, or one of the variants
+// chosen by the depth's seed (a tiny directory cache evicts on nearly every lookup).
+std::string lamina_options_for(const Config& cfg, uint64_t seed) {
+    if (cfg.lamina_options) return *cfg.lamina_options;
+    if (cfg.skip.count("mount_options")) return "";
+    static const std::vector<std::string> variants = {"", "", "passthrough", "dir_cache_entries=2",
+                                                      "passthrough,dir_cache_entries=3"};
+    Rng rng(mix_seed(seed, 3));
+    std::string options = rng.pick(variants);
+    if (cfg.skip.count("passthrough") && options.rfind("passthrough", 0) == 0)
+        options = options == "passthrough" ? "" : "dir_cache_entries=3";
+    return options;
+}
 
 class Session {
 public:
-    Session(const std::string& pristine, int depth, bool candidate_is_kernel)
-        : dir_("lamina-fuzz-run") {
+    Session(const std::string& pristine, int depth, bool candidate_is_kernel,
+            const std::vector<OciEntry>& oci, const std::string& options)
+        : dir_("lamina-fuzz-run"), oci_(candidate_is_kernel ? std::vector<OciEntry>{} : oci) {
+        chmod(dir_.path().c_str(), 0755);  // unprivileged callers reach the mounts
         kernel_.label = "kernel";
         kernel_.drop_phantoms = true;
         lamina_.label = candidate_is_kernel ? "kernel (as candidate)" : "laminafs";
         lamina_.drop_phantoms = candidate_is_kernel;
         lamina_.laminafs = !candidate_is_kernel;
+        if (!candidate_is_kernel) lamina_.options = options;
         error_ = prepare(pristine, depth, kernel_, "k");
         if (error_.empty()) error_ = prepare(pristine, depth, lamina_, "f");
+        if (error_.empty()) error_ = convert_oci(lamina_.base + "/layers", oci_, true);
         if (error_.empty()) error_ = kernel_.mount();
         if (error_.empty()) error_ = lamina_.mount();
     }
@@ -1592,6 +2108,8 @@ public:
             if (mkdir(side->work.c_str(), 0755) != 0)
                 return "mkdir " + side->work + ": " + strerror(errno);
         }
+        if (auto err = convert_oci(lamina_.base + "/layers", oci_, false); !err.empty()) return err;
+        std::swap(kernel_.options, lamina_.options);
         std::swap(kernel_.laminafs, lamina_.laminafs);
         std::swap(kernel_.drop_phantoms, lamina_.drop_phantoms);
         kernel_.label =
@@ -1607,6 +2125,7 @@ private:
                         const std::string& sub) {
         std::string base = dir_ / sub;
         if (mkdir(base.c_str(), 0755) != 0) return "mkdir " + base + ": " + strerror(errno);
+        chmod(base.c_str(), 0755);
         CommandResult r = run_command({"cp", "-a", "--preserve=all", pristine, base + "/layers"});
         if (r.status != 0) return "cp -a " + pristine + ": " + r.err;
         side.base = base;
@@ -1623,6 +2142,7 @@ private:
     }
 
     TempDir dir_;
+    std::vector<OciEntry> oci_;
     Side kernel_;
     Side lamina_;
     std::string error_;
@@ -1652,15 +2172,15 @@ struct UpperNotes {
 };
 
 std::optional<Divergence> compare_state(Session& session, size_t index, UpperNotes& notes,
-                                        bool drop_caches) {
+                                        bool drop_caches, std::pair<bool, bool> inodes) {
     Side& k = session.kernel();
     Side& f = session.lamina();
     if (drop_caches) {
         sync();
         std::ofstream("/proc/sys/vm/drop_caches") << "3";
     }
-    Tree kernel = walk_tree(k.mnt, {true, k.drop_phantoms});
-    Tree lamina = walk_tree(f.mnt, {true, f.drop_phantoms});
+    Tree kernel = walk_tree(k.mnt, {true, k.drop_phantoms, inodes.first, inodes.second});
+    Tree lamina = walk_tree(f.mnt, {true, f.drop_phantoms, inodes.first, inodes.second});
     std::vector<std::string> differences;
     compare_trees(kernel, lamina, "merged", differences);
     if (!differences.empty()) {
@@ -1738,19 +2258,28 @@ void print_divergence(const Divergence& d, const std::vector<Step>& steps, size_
 }
 
 // Runs ops on a fresh pair of mounts; the first divergence, if any. check_every 0: only at the end.
-std::optional<Divergence> replay(const std::string& pristine, int depth, const Config& cfg,
-                                 const std::vector<Op>& ops, std::vector<Step>* steps_out,
-                                 HangGuard& guard) {
-    Session session(pristine, depth, cfg.candidate_is_kernel);
+// What a depth's run needs besides the lower layers and the operations.
+struct DepthSetup {
+    std::vector<OciEntry> oci;  // lower entries laminafs's copy holds in OCI form
+    std::string options;        // laminafs's extra mount options
+};
+
+std::optional<Divergence> replay(const std::string& pristine, int depth, const DepthSetup& setup,
+                                 const Config& cfg, const std::vector<Op>& ops,
+                                 std::vector<Step>* steps_out, HangGuard& guard) {
+    Session session(pristine, depth, cfg.candidate_is_kernel, setup.oci, setup.options);
     if (!session.error().empty()) return Divergence{0, "setup", {session.error()}};
+    std::pair<bool, bool> inodes{!cfg.skip.count("inode_sharing"),
+                                 !cfg.skip.count("readdir_d_ino")};
     UpperNotes notes;
     std::vector<Step> steps;
     bool check_each = ops.size() <= 60;
     // As in the first run: the walk before anything fills laminafs's attribute caches.
-    if (auto d = compare_state(session, 0, notes, cfg.drop_caches)) return d;
+    if (auto d = compare_state(session, 0, notes, cfg.drop_caches, inodes)) return d;
     for (size_t i = 0; i < ops.size(); ++i) {
         guard.arm(session.lamina().fuse_dev, describe(ops[i]));
-        Step step{ops[i], run_op(ops[i], session.kernel()), run_op(ops[i], session.lamina())};
+        Step step{ops[i], run_as_caller(ops[i], session.kernel()),
+                  run_as_caller(ops[i], session.lamina())};
         steps.push_back(step);
         std::optional<Divergence> d;
         if (step.kernel != step.lamina) {
@@ -1759,7 +2288,7 @@ std::optional<Divergence> replay(const std::string& pristine, int depth, const C
                 std::string("result ") + kind_name(ops[i].kind),
                 {describe(ops[i]) + ": kernel " + step.kernel + ", laminafs " + step.lamina}};
         } else if (check_each || (i + 1) % cfg.check_every == 0 || i + 1 == ops.size()) {
-            d = compare_state(session, i, notes, cfg.drop_caches);
+            d = compare_state(session, i, notes, cfg.drop_caches, inodes);
         }
         guard.disarm();
         if (d) {
@@ -1803,13 +2332,15 @@ void print_lowers(const std::string& pristine, int depth, const std::vector<Op>&
 }
 
 // Removes ever smaller chunks of the sequence while it still diverges the same way.
-std::vector<Op> minimize(const std::string& pristine, int depth, const Config& cfg,
-                         std::vector<Op> ops, const std::string& category, HangGuard& guard) {
+std::vector<Op> minimize(const std::string& pristine, int depth, const DepthSetup& setup,
+                         const Config& cfg, std::vector<Op> ops, const std::string& category,
+                         HangGuard& guard) {
     auto start = std::chrono::steady_clock::now();
     size_t trials = 0;
     auto still_fails = [&](std::vector<Op>& candidate) {
         ++trials;
-        std::optional<Divergence> d = replay(pristine, depth, cfg, candidate, nullptr, guard);
+        std::optional<Divergence> d =
+            replay(pristine, depth, setup, cfg, candidate, nullptr, guard);
         if (!d || d->category != category) return false;
         candidate.resize(d->index + 1);
         return true;
@@ -1849,13 +2380,15 @@ bool run_depth(const Config& cfg, int depth, HangGuard& guard) {
         ADD_FAILURE() << "mkdir " << pristine << ": " << strerror(errno);
         return false;
     }
-    if (auto err = LayerWriter(mix_seed(seed, 1), features_without(cfg.skip))
-                       .write(pristine, depth, entries_per_layer(depth));
-        !err.empty()) {
+    LayerWriter writer(mix_seed(seed, 1), features_without(cfg.skip));
+    if (auto err = writer.write(pristine, depth, entries_per_layer(depth)); !err.empty()) {
         ADD_FAILURE() << "writing layers: " << err;
         return false;
     }
-    Session session(pristine, depth, cfg.candidate_is_kernel);
+    DepthSetup setup{writer.oci_entries(), lamina_options_for(cfg, seed)};
+    std::pair<bool, bool> inodes{!cfg.skip.count("inode_sharing"),
+                                 !cfg.skip.count("readdir_d_ino")};
+    Session session(pristine, depth, cfg.candidate_is_kernel, setup.oci, setup.options);
     if (!session.error().empty()) {
         ADD_FAILURE() << session.error();
         return false;
@@ -1864,12 +2397,12 @@ bool run_depth(const Config& cfg, int depth, HangGuard& guard) {
     std::vector<Step> steps;
     UpperNotes notes;
     std::optional<Divergence> divergence =
-        compare_state(session, 0, notes, cfg.drop_caches);  // before anything
+        compare_state(session, 0, notes, cfg.drop_caches, inodes);  // before anything
     for (size_t i = 0; !divergence && i < cfg.ops; ++i) {
         TreeView view(walk_tree(session.kernel().mnt, {false, true}));
         Op op = generator.next(view);
         guard.arm(session.lamina().fuse_dev, describe(op));
-        Step step{op, run_op(op, session.kernel()), run_op(op, session.lamina())};
+        Step step{op, run_as_caller(op, session.kernel()), run_as_caller(op, session.lamina())};
         steps.push_back(step);
         if (step.kernel != step.lamina) {
             divergence = Divergence{
@@ -1877,7 +2410,7 @@ bool run_depth(const Config& cfg, int depth, HangGuard& guard) {
                 std::string("result ") + kind_name(op.kind),
                 {describe(op) + ": kernel " + step.kernel + ", laminafs " + step.lamina}};
         } else if ((i + 1) % cfg.check_every == 0 || i + 1 == cfg.ops) {
-            divergence = compare_state(session, i, notes, cfg.drop_caches);
+            divergence = compare_state(session, i, notes, cfg.drop_caches, inodes);
         }
         guard.disarm();
     }
@@ -1896,7 +2429,8 @@ bool run_depth(const Config& cfg, int depth, HangGuard& guard) {
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::cout << "depth " << depth << ": " << steps.size() << " operations in " << seconds
-              << " s\n";
+              << " s, laminafs options \"" << setup.options << "\", " << setup.oci.size()
+              << " OCI whiteouts\n";
     for (const auto& [field, info] : notes.by_field) {
         std::cout << "  note: " << field << " differs " << info.first
                   << " times in the uppers, first at " << info.second << "\n";
@@ -1908,20 +2442,19 @@ bool run_depth(const Config& cfg, int depth, HangGuard& guard) {
     std::cout << "reproduce: LAMINA_FUZZ_SEED=" << cfg.seed << " LAMINA_FUZZ_DEPTHS=" << depth
               << " LAMINA_FUZZ_OPS=" << steps.size()
               << " LAMINA_FUZZ_CHECK_EVERY=" << cfg.check_every;
-    if (!cfg.skip.empty()) {
-        std::cout << " LAMINA_FUZZ_SKIP=";
-        for (auto it = cfg.skip.begin(); it != cfg.skip.end(); ++it)
-            std::cout << (it == cfg.skip.begin() ? "" : ",") << *it;
-    }
+    std::cout << " LAMINA_FUZZ_SKIP=" << (cfg.skip.empty() ? "none" : "");
+    for (auto it = cfg.skip.begin(); it != cfg.skip.end(); ++it)
+        std::cout << (it == cfg.skip.begin() ? "" : ",") << *it;
     if (cfg.drop_caches) std::cout << " LAMINA_FUZZ_DROP_CACHES=1";
+    std::cout << " LAMINA_FUZZ_OPTIONS=" << (setup.options.empty() ? "none" : setup.options);
     if (cfg.candidate_is_kernel) std::cout << " LAMINA_FUZZ_CANDIDATE=kernel";
     std::cout << " (add LAMINA_FUZZ_MINIMIZE=1 to shrink it)\n";
     if (cfg.minimize && divergence->category != "setup") {
         std::vector<Op> ops;
         for (const auto& s : steps) ops.push_back(s.op);
-        ops = minimize(pristine, depth, cfg, ops, divergence->category, guard);
+        ops = minimize(pristine, depth, setup, cfg, ops, divergence->category, guard);
         std::vector<Step> replayed;
-        if (auto d = replay(pristine, depth, cfg, ops, &replayed, guard)) {
+        if (auto d = replay(pristine, depth, setup, cfg, ops, &replayed, guard)) {
             std::cout << "minimal sequence:\n";
             print_divergence(*d, replayed, 0);
             print_lowers(pristine, depth, ops);
@@ -1985,12 +2518,18 @@ Config config_from_env(std::string& refused) {
         if (cfg.depths.empty() && refused.empty())
             refused = "LAMINA_FUZZ_DEPTHS=" + *depths + " names no layer count";
     }
+    cfg.skip = kDefaultSkip;
     if (auto skip = env_text("LAMINA_FUZZ_SKIP")) {
-        for (const auto& name : split_list(*skip)) cfg.skip.insert(name);
+        cfg.skip.clear();
+        for (const auto& name : split_list(*skip)) {
+            if (name != "none") cfg.skip.insert(name);
+        }
     }
     cfg.minimize = env_text("LAMINA_FUZZ_MINIMIZE").value_or("0") != "0";
     cfg.candidate_is_kernel = env_text("LAMINA_FUZZ_CANDIDATE").value_or("") == "kernel";
     cfg.drop_caches = env_text("LAMINA_FUZZ_DROP_CACHES").value_or("0") != "0";
+    if (auto options = env_text("LAMINA_FUZZ_OPTIONS"))
+        cfg.lamina_options = *options == "none" ? "" : *options;
     return cfg;
 }
 
