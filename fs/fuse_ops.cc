@@ -577,7 +577,10 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
     log_op("listxattr", ino);
     std::string names;
-    if (int err = ov(req).listxattr(node_of(req, ino), names, size)) {
+    // trusted.* names are listed only to the privileged, as the kernel lists them (root here, as
+    // laminafs counts root privileged elsewhere: setid.cc).
+    bool trusted = fuse_req_ctx(req)->uid == 0;
+    if (int err = ov(req).listxattr(node_of(req, ino), names, size, trusted)) {
         fuse_reply_err(req, err);
         return;
     }
@@ -607,9 +610,12 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t 
         reply_status(req, err);
         return;
     }
+    FileHandle* fh = file_of(fi);
     FileFd fd;
-    int err = ov(req).file_fd(*file_of(fi), fd);
+    int err = ov(req).file_fd(*fh, fd);
     if (!err && fallocate(fd.fd, mode, offset, length) != 0) err = errno;
+    // Other names of the file changed size or data too, as after a write.
+    if (!err && fh->node->has_peers) ov(req).invalidate_peers(fh->node);
     reply_status(req, err);  // with the set-id clearing's invalidation
 }
 
@@ -644,6 +650,7 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
         reply_status(req, err);
         return;
     }
+    if (file_of(fi_out)->node->has_peers) ov(req).invalidate_peers(file_of(fi_out)->node);
     send_invalidations(req);
     fuse_reply_write(req, static_cast<size_t>(n));
 }

@@ -186,7 +186,9 @@ public:
 
     // --- xattr.cc
     int getxattr(Node* node, const char* name, std::string& value, size_t size);
-    int listxattr(Node* node, std::string& names, size_t size);
+    // list_trusted: the caller may see trusted.* names (the kernel lists them only to
+    // CAP_SYS_ADMIN).
+    int listxattr(Node* node, std::string& names, size_t size, bool list_trusted);
     int setxattr(Node* node, const char* name, const char* value, size_t size, int flags);
     int removexattr(Node* node, const char* name);
 

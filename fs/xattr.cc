@@ -83,7 +83,7 @@ int Overlay::getxattr(Node* node, const char* name, std::string& value, size_t s
     return 0;
 }
 
-int Overlay::listxattr(Node* node, std::string& names, size_t size) {
+int Overlay::listxattr(Node* node, std::string& names, size_t size, bool list_trusted) {
     std::shared_lock lock(tree_);
     XattrTarget target;
     if (int err = xattr_target_locked(node, false, target.place, target.path, target.via_link)) return err;
@@ -106,6 +106,7 @@ int Overlay::listxattr(Node* node, std::string& names, size_t size) {
         if (end == std::string::npos) end = raw.size();
         std::string_view name(raw.data() + pos, end - pos);
         if (!name.empty() && !is_private_xattr(name) &&
+            (list_trusted || !name.starts_with("trusted.")) &&
             !(use_override_ && is_override_name(name))) {
             names.append(name);
             names.push_back('\0');
