@@ -30,7 +30,10 @@ bool is_reserved_name(std::string_view name) {
 
 bool Overlay::lower_has_name(Node* parent, std::string_view name) {
     if (parent->opaque || parent->lowers.empty()) return false;
-    const LowerEntry* e = dir_index(parent)->find(name);
+    // Held while the entry is read: the cache may drop the index at any time (ASan found this
+    // with dir_cache_entries=2).
+    std::shared_ptr<const DirIndex> index = dir_index(parent);
+    const LowerEntry* e = index->find(name);
     return e && !e->whiteout;
 }
 
