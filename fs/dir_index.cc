@@ -122,15 +122,25 @@ void redirect_chase(const LayerStack& stack, LowerStack base, size_t from, std::
         for (size_t k = 0; found && k < names.size(); ++k) {
             const std::string& c = names[k];
             struct stat st;
+            // An OCI whiteout (.wh.NAME) hides the name in the layers below its own, as the
+            // index reads them: absent here, the walk ends; present, this layer is the last.
+            struct stat wst;
+            bool oci_whiteout = fstatat(dir.get(), oci_whiteout_name(c).c_str(), &wst,
+                                        AT_SYMLINK_NOFOLLOW) == 0;
             if (fstatat(dir.get(), c.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+                if (oci_whiteout) return;
                 found = false;  // absent here: the next layer is asked
                 break;
             }
             // A whiteout, or anything that is not a directory, ends the whole walk.
             if (!S_ISDIR(st.st_mode)) return;
+            if (oci_whiteout) stop = true;
             UniqueFd child(
                 openat(dir.get(), c.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
             if (!child) return;
+            if (fstatat(child.get(), std::string(kOciOpaqueMarker).c_str(), &wst,
+                        AT_SYMLINK_NOFOLLOW) == 0)
+                stop = true;  // .wh..wh..opq: opaque, as opaque="y"
             path = join_path(path, c);
             // The bottom layer hides nothing and leads nowhere: its marks are not read.
             if (at.layer != bottom) {
