@@ -91,8 +91,8 @@ int Overlay::change_owner_and_mode(Node* node, int fd, const Place& at, const st
     // Moves the owner and mode into the override; the host copy keeps the daemon's access.
     auto keep_in_override = [&](StatOverride next) -> int {
         if (int err = write_override_stat(xattr_path, next)) return err;
-        if (fchmodat(dirfd, rel, host_mode_under_override(next.mode, is_dir), AT_SYMLINK_NOFOLLOW) !=
-            0)
+        if (fchmodat(dirfd, rel, host_mode_under_override(next.mode, is_dir),
+                     AT_SYMLINK_NOFOLLOW) != 0)
             return errno;
         return 0;
     };

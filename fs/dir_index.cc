@@ -125,8 +125,8 @@ void redirect_chase(const LayerStack& stack, LowerStack base, size_t from, std::
             // An OCI whiteout (.wh.NAME) hides the name in the layers below its own, as the
             // index reads them: absent here, the walk ends; present, this layer is the last.
             struct stat wst;
-            bool oci_whiteout = fstatat(dir.get(), oci_whiteout_name(c).c_str(), &wst,
-                                        AT_SYMLINK_NOFOLLOW) == 0;
+            bool oci_whiteout =
+                fstatat(dir.get(), oci_whiteout_name(c).c_str(), &wst, AT_SYMLINK_NOFOLLOW) == 0;
             if (fstatat(dir.get(), c.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
                 if (oci_whiteout) return;
                 found = false;  // absent here: the next layer is asked

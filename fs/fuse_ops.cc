@@ -164,14 +164,14 @@ int set_open_mode(fuse_req_t req, fuse_file_info* fi, FileHandle& fh) {
     if (int err = ov(req).file_fd(fh, fd)) return err;
     fh.grant = passthrough::acquire(fh.node, fd.fd, allow);
     switch (fh.grant.mode) {
-    case passthrough::Mode::Passthrough:
-        wire::attach_backing_id(fh.grant.backing_id);
-        return 0;
-    case passthrough::Mode::Busy:
-        return ETXTBSY;
-    case passthrough::Mode::Cached:
-        set_cache_mode(fi);
-        return 0;
+        case passthrough::Mode::Passthrough:
+            wire::attach_backing_id(fh.grant.backing_id);
+            return 0;
+        case passthrough::Mode::Busy:
+            return ETXTBSY;
+        case passthrough::Mode::Cached:
+            set_cache_mode(fi);
+            return 0;
     }
     return 0;
 }
@@ -486,9 +486,8 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
     size_t used = 0;
     // On after the entry whose key the offset is, whether or not that entry is still there.
     const auto& entries = listing->entries;
-    auto from = std::upper_bound(
-        entries.begin(), entries.end(), static_cast<uint64_t>(off),
-        [](uint64_t key, const MergedEntry& e) { return key < e.key; });
+    auto from = std::upper_bound(entries.begin(), entries.end(), static_cast<uint64_t>(off),
+                                 [](uint64_t key, const MergedEntry& e) { return key < e.key; });
     for (auto it = from; it != entries.end(); ++it) {
         const MergedEntry& e = *it;
         size_t room = size - used;
@@ -643,8 +642,9 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
     FileFd in, out;
     int err = ov(req).file_fd(*file_of(fi_in), in);
     if (!err) err = ov(req).file_fd(*file_of(fi_out), out);
-    ssize_t n = err ? -1 : copy_file_range(in.fd, &off_in, out.fd, &off_out, len,
-                                           static_cast<unsigned>(flags));
+    ssize_t n =
+        err ? -1
+            : copy_file_range(in.fd, &off_in, out.fd, &off_out, len, static_cast<unsigned>(flags));
     if (n < 0 && !err) err = errno;
     if (n < 0) {
         reply_status(req, err);
@@ -679,16 +679,16 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void* arg, fuse_
         fuse_reply_ioctl(req, 0, set ? nullptr : &value, set ? 0 : sizeof value);
     };
     switch (cmd) {
-    case FS_IOC_GETFLAGS:
-        return call(0, false);
-    case FS_IOC_SETFLAGS:
-        return call(0, true);
-    case FS_IOC_FSGETXATTR:
-        return call(fsxattr{}, false);
-    case FS_IOC_FSSETXATTR:
-        return call(fsxattr{}, true);
-    default:
-        fuse_reply_err(req, ENOTTY);
+        case FS_IOC_GETFLAGS:
+            return call(0, false);
+        case FS_IOC_SETFLAGS:
+            return call(0, true);
+        case FS_IOC_FSGETXATTR:
+            return call(fsxattr{}, false);
+        case FS_IOC_FSSETXATTR:
+            return call(fsxattr{}, true);
+        default:
+            fuse_reply_err(req, ENOTTY);
     }
 }
 

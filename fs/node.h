@@ -67,7 +67,7 @@ struct Node {
     // copy is found again beneath the upper root and must have inode upper_dir_ino.
     mutable OnceFd upper_dir;
     ino_t upper_dir_ino = 0;
-    bool opaque = false;    // directory: upper copy is opaque, no lower content below it
+    bool opaque = false;  // directory: upper copy is opaque, no lower content below it
     // Directory: upper copy is marked opaque="x", so an empty file with overlay.whiteout in it
     // is a whiteout (the kernel looks for xattr whiteouts only in such directories).
     bool xwhiteouts = false;

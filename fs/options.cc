@@ -73,17 +73,25 @@ bool parse_u32(std::string_view text, uint32_t& out) {
 // Options mount(8), mount.fuse3 and fstab hand to every helper; they mean nothing to us.
 bool is_ignored_option(std::string_view name, bool has_value) {
     static constexpr std::string_view kFlags[] = {
-        "defaults",   "auto",       "noauto",     "user",          "users",
-        "nouser",     "owner",      "group",      "nofail",        "_netdev",
-        "sync",       "async",      "dirsync",    "lazytime",      "nolazytime",
-        "norelatime", "nostrictatime", "iversion",
-        "noiversion", "mand",       "nomand",     "loud",          "silent",
+        "defaults",   "auto",     "noauto",     "user",       "users",         "nouser",
+        "owner",      "group",    "nofail",     "_netdev",    "sync",          "async",
+        "dirsync",    "lazytime", "nolazytime", "norelatime", "nostrictatime", "iversion",
+        "noiversion", "mand",     "nomand",     "loud",       "silent",
     };
     static constexpr std::string_view kValued[] = {
-        "comment", "context", "fscontext", "defcontext", "rootcontext",
+        "comment",
+        "context",
+        "fscontext",
+        "defcontext",
+        "rootcontext",
         // The kernel's own FUSE options, which mount(8) hands back from /proc/mounts on a
         // remount; laminafs sets them itself when it mounts.
-        "user_id", "group_id", "max_read", "blksize", "rootmode", "fd",
+        "user_id",
+        "group_id",
+        "max_read",
+        "blksize",
+        "rootmode",
+        "fd",
     };
     if (name.starts_with("x-")) return true;
     if (!has_value) {

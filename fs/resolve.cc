@@ -32,7 +32,8 @@ int openat2_beneath(int dirfd, const std::string& path, int flags) {
 int open_beneath(int dirfd, std::string_view rel, int flags) {
     // Room for the NUL; pieces end at a '/' so no name is split.
     constexpr size_t kPiece = PATH_MAX - 1;
-    if (rel.size() <= kPiece) return openat2_beneath(dirfd, rel.empty() ? "." : std::string(rel), flags);
+    if (rel.size() <= kPiece)
+        return openat2_beneath(dirfd, rel.empty() ? "." : std::string(rel), flags);
     UniqueFd at;
     int from = dirfd;
     while (rel.size() > kPiece) {

@@ -64,8 +64,8 @@ std::string format_cache_stats(const CacheStats& s) {
         << " dir_listings=" << s.dir_listings << " read_fds=" << s.read_fds.entries
         << " read_fd_limit=" << s.read_fds.limit << " read_fd_opens=" << s.read_fds.opens
         << " read_fd_evictions=" << s.read_fds.evictions << " upper_dir_fds=" << s.upper_dir_fds
-        << " upper_dir_fd_limit=" << s.upper_dir_fd_limit << " fds=" << s.process_fds << " rss_kib=" << s.rss_kib
-        << " uring_requests=" << uring::requests_served();
+        << " upper_dir_fd_limit=" << s.upper_dir_fd_limit << " fds=" << s.process_fds
+        << " rss_kib=" << s.rss_kib << " uring_requests=" << uring::requests_served();
     return out.str();
 }
 

@@ -68,7 +68,8 @@ int Overlay::getxattr(Node* node, const char* name, std::string& value, size_t s
     if (is_private_xattr(name) || (use_override_ && is_override_name(name))) return ENODATA;
     std::shared_lock lock(tree_);
     XattrTarget target;
-    if (int err = xattr_target_locked(node, false, target.place, target.path, target.via_link)) return err;
+    if (int err = xattr_target_locked(node, false, target.place, target.path, target.via_link))
+        return err;
     if (size == 0) {
         ssize_t n = target.get(name, nullptr, 0);
         if (n < 0) return errno;
@@ -86,7 +87,8 @@ int Overlay::getxattr(Node* node, const char* name, std::string& value, size_t s
 int Overlay::listxattr(Node* node, std::string& names, size_t size, bool list_trusted) {
     std::shared_lock lock(tree_);
     XattrTarget target;
-    if (int err = xattr_target_locked(node, false, target.place, target.path, target.via_link)) return err;
+    if (int err = xattr_target_locked(node, false, target.place, target.path, target.via_link))
+        return err;
     std::string raw;
     for (;;) {
         ssize_t n = target.list(nullptr, 0);
@@ -122,7 +124,8 @@ int Overlay::setxattr(Node* node, const char* name, const char* value, size_t si
     if (is_private_xattr(name) || (use_override_ && is_override_name(name))) return EPERM;
     std::unique_lock lock(tree_);
     XattrTarget target;
-    if (int err = xattr_target_locked(node, true, target.place, target.path, target.via_link)) return err;
+    if (int err = xattr_target_locked(node, true, target.place, target.path, target.via_link))
+        return err;
     invalidate_peers(node);
     return xattr_result(target.set(name, value, size, flags));
 }
@@ -134,11 +137,13 @@ int Overlay::removexattr(Node* node, const char* name) {
     {
         // Removing a name the file does not have changes nothing and needs no copy-up.
         XattrTarget shown;
-        if (int err = xattr_target_locked(node, false, shown.place, shown.path, shown.via_link)) return err;
+        if (int err = xattr_target_locked(node, false, shown.place, shown.path, shown.via_link))
+            return err;
         if (shown.get(name, nullptr, 0) < 0) return errno;
     }
     XattrTarget target;
-    if (int err = xattr_target_locked(node, true, target.place, target.path, target.via_link)) return err;
+    if (int err = xattr_target_locked(node, true, target.place, target.path, target.via_link))
+        return err;
     invalidate_peers(node);
     return xattr_result(target.remove(name));
 }

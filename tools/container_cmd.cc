@@ -67,8 +67,7 @@ struct ContainerFilter {
                    [&](const std::string& v) {
                        return c.record.name.find(v) != std::string::npos;
                    }) &&
-               any("status",
-                   [&](const std::string& v) { return v == container_state(c); }) &&
+               any("status", [&](const std::string& v) { return v == container_state(c); }) &&
                any("label", [](const std::string&) { return false; }) &&
                any("ancestor", [&](const std::string& v) {
                    auto it = ancestors.find(v);

@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "fixture.h"
-#include "needs.h"
 #include "mount_table.h"
+#include "needs.h"
 
 namespace lamina::test {
 namespace {
@@ -211,7 +211,8 @@ TEST(LayerReach, lowerdir_root_shows_the_directory_under_its_own_mount_point) {
               "own mount point:\nits parent:\nd empty\nd mnt\nf beside 7\n/proc:\n");
 
     if (!can_mount_kernel_overlay()) SKIP_NEEDING("overlay") << skip_reason();
-    if (lowers == "lowerdir=/") SKIP_NEEDING("separate-shm") << "/dev/shm is on the filesystem of /";
+    if (lowers == "lowerdir=/")
+        SKIP_NEEDING("separate-shm") << "/dev/shm is on the filesystem of /";
     MountGuard kguard(mnt);
     ASSERT_EQ(mount_kernel_overlay(lowers, mnt), "");
     EXPECT_EQ(through_laminafs, look(mnt));

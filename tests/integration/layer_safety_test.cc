@@ -38,25 +38,24 @@ std::string mount_with(Impl impl, const std::string& options, const std::string&
     return r.status == 0 ? "" : "laminafs: " + r.err;
 }
 
-#define REQUIRE_BOTH_MOUNTS()                                                          \
-    do {                                                                               \
-        REQUIRE_FUSE();                                                                \
-        if (!can_mount_kernel_overlay())                                               \
-            SKIP_NEEDING("overlay") << "kernel overlayfs is the oracle";   \
+#define REQUIRE_BOTH_MOUNTS()                                            \
+    do {                                                                 \
+        REQUIRE_FUSE();                                                  \
+        if (!can_mount_kernel_overlay())                                 \
+            SKIP_NEEDING("overlay") << "kernel overlayfs is the oracle"; \
     } while (0)
 
 // Runs a shell script as an ordinary user (nobody), with no supplementary groups.
 CommandResult run_as_nobody(const std::string& script) {
-    return run_command({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c",
-                        script},
-                       60);
+    return run_command(
+        {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script}, 60);
 }
 
 // The planted-symlink attack of issue 15, against one implementation. The ordinary user may
 // write the 1777 tmp directory of the upper layer directly, as on any host where the upper
 // lies in a place users reach; the daemon (root) must still never go through what they plant.
 struct AttackResult {
-    std::string output;      // what the user's commands printed
+    std::string output;         // what the user's commands printed
     bool wrote_target = false;  // the root-owned directory gained the user's file
     bool read_secret = false;   // the root-only file's content reached the user
 };
@@ -75,8 +74,7 @@ AttackResult planted_symlink_attack(Impl impl) {
     make_dirs(rootonly, 0700);
     write_file(rootonly + "/secret", "root secret\n", 0600);
 
-    std::string err = mount_with(
-        impl, "lowerdir=" + lo + ",upperdir=" + up + ",workdir=" + wk, m);
+    std::string err = mount_with(impl, "lowerdir=" + lo + ",upperdir=" + up + ",workdir=" + wk, m);
     if (!err.empty()) {
         ADD_FAILURE() << impl_name(impl) << " mount: " << err;
         return result;
@@ -85,12 +83,16 @@ AttackResult planted_symlink_attack(Impl impl) {
     // Both overlays copy tmp up on the first mkdir; the user then swaps the new upper directory
     // for a symlink and uses the name the kernel already knows.
     std::string script =
-        "cd " + dir.path() + " || exit 9\n"
-        "mkdir m/tmp/x && mv up/tmp/x up/tmp/x_old && ln -s " + rootdir + " up/tmp/x\n"
+        "cd " + dir.path() +
+        " || exit 9\n"
+        "mkdir m/tmp/x && mv up/tmp/x up/tmp/x_old && ln -s " +
+        rootdir +
+        " up/tmp/x\n"
         "touch m/tmp/x/pwned; echo \"touch=$?\"\n"
         "ls up/tmp/x_old\n"
         "mkdir m/tmp/y && echo mine > m/tmp/y/secret && mv up/tmp/y up/tmp/y_old && ln -s " +
-        rootonly + " up/tmp/y\n"
+        rootonly +
+        " up/tmp/y\n"
         "cat m/tmp/y/secret; echo \"cat=$?\"\n";
     CommandResult r = run_as_nobody(script);
     result.output = r.out;
@@ -101,7 +103,8 @@ AttackResult planted_symlink_attack(Impl impl) {
 
 TEST(LayerSafety, a_symlink_planted_in_the_upper_layer_is_never_followed) {
     REQUIRE_BOTH_MOUNTS();
-    if (run_command({"which", "setpriv"}).status != 0) SKIP_NEEDING("program:setpriv") << "util-linux";
+    if (run_command({"which", "setpriv"}).status != 0)
+        SKIP_NEEDING("program:setpriv") << "util-linux";
     AttackResult lamina = planted_symlink_attack(Impl::Laminafs);
     AttackResult kernel = planted_symlink_attack(Impl::Kernel);
     EXPECT_FALSE(lamina.wrote_target) << "laminafs wrote into the root-owned directory";
@@ -142,7 +145,8 @@ void make_deep(const std::string& root, int depth, const std::string& content) {
     int fd = ::open(root.c_str(), O_PATH | O_DIRECTORY);
     ASSERT_GE(fd, 0) << root << ": " << strerror(errno);
     for (int i = 0; i < depth; ++i) {
-        if (mkdirat(fd, "a", 0755) != 0 && errno != EEXIST) FAIL() << "mkdirat: " << strerror(errno);
+        if (mkdirat(fd, "a", 0755) != 0 && errno != EEXIST)
+            FAIL() << "mkdirat: " << strerror(errno);
         int next = openat(fd, "a", O_PATH | O_DIRECTORY);
         ::close(fd);
         ASSERT_GE(next, 0) << strerror(errno);
@@ -176,16 +180,19 @@ std::string deep_walk(const std::string& mnt, int depth) {
                 finish("chdir failed at " + std::to_string(i) + ": " + strerror(errno));
         char buf[64] = {};
         int fd = ::open("f", O_RDONLY);
-        if (fd < 0 || ::read(fd, buf, sizeof buf - 1) < 0) finish(std::string("read f: ") + strerror(errno));
+        if (fd < 0 || ::read(fd, buf, sizeof buf - 1) < 0)
+            finish(std::string("read f: ") + strerror(errno));
         ::close(fd);
         out += std::string("read=") + buf + " ";
         fd = ::open("g", O_WRONLY | O_CREAT | O_EXCL, 0644);
-        if (fd < 0 || ::write(fd, "made", 4) != 4) finish(std::string("make g: ") + strerror(errno));
+        if (fd < 0 || ::write(fd, "made", 4) != 4)
+            finish(std::string("make g: ") + strerror(errno));
         ::close(fd);
         out += "made=0 ";
         if (mkdir("h", 0755) != 0) finish(std::string("mkdir h: ") + strerror(errno));
         fd = ::open("h/x", O_WRONLY | O_CREAT | O_EXCL, 0644);
-        if (fd < 0 || ::write(fd, "deeper", 6) != 6) finish(std::string("make h/x: ") + strerror(errno));
+        if (fd < 0 || ::write(fd, "deeper", 6) != 6)
+            finish(std::string("make h/x: ") + strerror(errno));
         ::close(fd);
         struct stat st;
         if (stat("h/x", &st) != 0 || st.st_size != 6) finish("stat h/x failed");
@@ -210,8 +217,7 @@ TEST(LayerSafety, paths_deeper_than_path_max_work_as_on_the_kernel) {
         std::string lo = dir / "lo", up = dir / "up", wk = dir / "wk", m = dir / "m";
         for (const auto& d : {lo, up, wk, m}) make_dirs(d);
         make_deep(lo, depth, "bottom");
-        ASSERT_EQ(mount_with(impl, "lowerdir=" + lo + ",upperdir=" + up + ",workdir=" + wk, m),
-                  "");
+        ASSERT_EQ(mount_with(impl, "lowerdir=" + lo + ",upperdir=" + up + ",workdir=" + wk, m), "");
         MountGuard guard(m);
         outputs[impl == Impl::Kernel] = deep_walk(m, depth);
     }
@@ -265,8 +271,8 @@ public:
         make_dirs(wk);
         make_dirs(m);
         std::string err = mount_with(
-            impl_, "lowerdir=" + lowers() + ",upperdir=" + up + ",workdir=" + wk + ",redirect_dir=on",
-            m);
+            impl_,
+            "lowerdir=" + lowers() + ",upperdir=" + up + ",workdir=" + wk + ",redirect_dir=on", m);
         if (!err.empty()) {
             ADD_FAILURE() << impl_name(impl_) << ": " << err;
             return "";
@@ -315,9 +321,9 @@ void expect_rotations_match(const std::function<void(const std::string&)>& make_
     make_dirs(m);
     for (Impl impl : {Impl::Laminafs, Impl::Kernel}) {
         const Rotation& written_by_other = impl == Impl::Kernel ? lamina : kernel;
-        ASSERT_EQ(mount_with(impl, "lowerdir=" + written_by_other.lowers() + ",redirect_dir=follow",
-                             m),
-                  "");
+        ASSERT_EQ(
+            mount_with(impl, "lowerdir=" + written_by_other.lowers() + ",redirect_dir=follow", m),
+            "");
         std::string seen = tree_of(m);
         unmount(m);
         EXPECT_EQ(seen, final_tree) << impl_name(impl) << " reading the layers the other wrote";

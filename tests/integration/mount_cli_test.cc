@@ -3,13 +3,13 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <filesystem>
 
 #include <chrono>
 #include <fstream>
@@ -17,8 +17,8 @@
 #include <thread>
 
 #include "fixture.h"
-#include "needs.h"
 #include "mount_table.h"
+#include "needs.h"
 
 namespace lamina::test {
 namespace {
@@ -203,7 +203,8 @@ std::string remount_transcript(const std::string& mnt) {
     std::string out;
     auto try_write = [&](const char* name) {
         int fd = ::open((mnt + "/" + name).c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        out += std::string(name) + (fd >= 0 ? " written" : std::string(" ") + strerrorname_np(errno));
+        out +=
+            std::string(name) + (fd >= 0 ? " written" : std::string(" ") + strerrorname_np(errno));
         out += "\n";
         if (fd >= 0) ::close(fd);
     };
@@ -214,10 +215,12 @@ std::string remount_transcript(const std::string& mnt) {
     try_write("before");
     remount("ro");
     try_write("while_ro");
-    out += "mount shows " + std::string(mount_options_of(mnt).find("ro,") == 0 ? "ro" : "rw") + "\n";
+    out +=
+        "mount shows " + std::string(mount_options_of(mnt).find("ro,") == 0 ? "ro" : "rw") + "\n";
     remount("rw");
     try_write("after");
-    out += "mount shows " + std::string(mount_options_of(mnt).find("ro,") == 0 ? "ro" : "rw") + "\n";
+    out +=
+        "mount shows " + std::string(mount_options_of(mnt).find("ro,") == 0 ? "ro" : "rw") + "\n";
     out += "shared.txt " + read_file(mnt + "/shared.txt");
     return out;
 }
@@ -231,9 +234,9 @@ TEST(MountCli, RemountReadOnlyAndBackAsOnTheKernel) {
     for (int kernel = 0; kernel < 2; ++kernel) {
         Layers layers;
         MountGuard guard(layers.mnt);
-        auto r = run_command({"mount", "-t", kernel ? "overlay" : "fuse.laminafs",
-                              kernel ? "overlay" : "laminafs", layers.mnt, "-o",
-                              layers.writable()});
+        auto r =
+            run_command({"mount", "-t", kernel ? "overlay" : "fuse.laminafs",
+                         kernel ? "overlay" : "laminafs", layers.mnt, "-o", layers.writable()});
         ASSERT_EQ(r.status, 0) << describe(r);
         seen[kernel] = remount_transcript(layers.mnt);
         EXPECT_FALSE(std::filesystem::exists(layers.upper + "/while_ro"));

@@ -985,7 +985,8 @@ TEST(WriteSide, concurrent_writers_keep_tree_consistent) {
         std::chrono::seconds(5));
     std::cout << "[ info ] daemon fds: " << fds_before.total << " at start (" << fds_before.files
               << " on files), " << fds_after.total << " after all handles closed ("
-              << fds_after.files << " on files besides " << held_dirs << " held upper directories)\n";
+              << fds_after.files << " on files besides " << held_dirs
+              << " held upper directories)\n";
     EXPECT_LE(fds_after.files, fds_before.files) << "the daemon leaks descriptors; at start:\n"
                                                  << fds_at_start << "now:\n"
                                                  << fd_targets(daemon.pid());

@@ -31,7 +31,8 @@ std::string store_state(const std::string& root) {
 class BoundedInput : public ::testing::Test {
 protected:
     void SetUp() override {
-        if (!have_program("sqlite3")) SKIP_NEEDING("program:sqlite3") << "sqlite3 reads the store's database";
+        if (!have_program("sqlite3"))
+            SKIP_NEEDING("program:sqlite3") << "sqlite3 reads the store's database";
         write_oci_layout(tmp / "base", {{make_tar({file("base", "kept")}), "gzip"}}, "base:1");
         auto r = lamina({"load", "-i", tmp / "base"});
         ASSERT_EQ(r.status, 0) << r.err;

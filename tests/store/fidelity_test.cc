@@ -144,7 +144,8 @@ TEST_F(Fidelity, acl_in_tar_text_form_is_reported_as_not_kept) {
 // A store run by an ordinary user keeps modes (set-id included), data, links and times, and says
 // in one line per layer what it could not keep.
 TEST_F(Fidelity, rootless_store_keeps_what_it_can_and_says_what_it_could_not_once) {
-    if (!have_program("setpriv")) SKIP_NEEDING("program:setpriv") << "setpriv (util-linux) runs lamina as nobody";
+    if (!have_program("setpriv"))
+        SKIP_NEEDING("program:setpriv") << "setpriv (util-linux) runs lamina as nobody";
     write_oci_layout(tmp / "layout", {{read_file(tmp / "layer.tar"), "gzip"}}, "fidelity:1");
     make_dirs(tmp / "store");
     ASSERT_EQ(::chown((tmp / "store").c_str(), 65534, 65534), 0);

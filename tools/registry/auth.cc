@@ -1,7 +1,7 @@
 // Registry auth: challenges, bearer tokens from the realm's token server, basic credentials.
+#include "auth.h"
 #include "error.h"
 #include "json_input.h"
-#include "auth.h"
 
 #include <nlohmann/json.hpp>
 

@@ -1,8 +1,8 @@
 // The registry client's top layer: the /v2/ ping, manifests, and blobs verified as they stream.
 // Auth, retry and logging are the transports below it (client.h).
+#include "client.h"
 #include "error.h"
 #include "json_input.h"
-#include "client.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 // Reading credentials from auth files and credential helpers; writing lamina login's file.
+#include "credentials.h"
 #include "error.h"
 #include "json_input.h"
-#include "credentials.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 // Reading the registry settings: config.json, registries.conf, certs.d.
+#include "settings.h"
 #include "error.h"
 #include "json_input.h"
-#include "settings.h"
 
 #include <arpa/inet.h>
 #include <stdlib.h>
