@@ -70,7 +70,7 @@ int copy_data(int in, int out, off_t size) {
 }
 
 int Overlay::copy_up_locked(Node* node) {
-    if (node->unlinked) return ENOENT;
+    if (node->unlinked) return gone_error(node);
     if (node->in_upper) return 0;
     if (int err = check_writable()) return err;
     // Parents first, from the highest one not yet copied; a loop, not recursion: a tree may be

@@ -26,7 +26,8 @@ int layer_open_flags(int flags) {
 
 int Overlay::open(Node* node, int flags, const Credentials& cred,
                   std::unique_ptr<FileHandle>& out) {
-    if (node->unlinked) return ENOENT;  // raced with unlink: its path names something else
+    // Raced with unlink: its path names something else; or superseded: look the name up again.
+    if (node->unlinked) return gone_error(node);
     auto fh = std::make_unique<FileHandle>();
     fh->node = node;
     fh->flags = flags;
@@ -56,6 +57,14 @@ int Overlay::open(Node* node, int flags, const Credentials& cred,
     node->open_count++;
     out = std::move(fh);
     return 0;
+}
+
+void Overlay::supersede(Node* node) {
+    std::unique_lock lock(tree_);
+    if (node->unlinked) return;
+    keep_open_copy_locked(node);  // what its handles and attribute requests reach from now on
+    node->superseded = true;
+    table_.unhash(node);
 }
 
 void Overlay::release(std::unique_ptr<FileHandle> fh) {

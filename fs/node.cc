@@ -116,6 +116,7 @@ void NodeTable::rename(Node* node, Node* new_parent, std::string_view new_name) 
     node->parent = new_parent;
     node->name.assign(new_name);
     node->unlinked = false;
+    node->superseded = false;
     by_name_.emplace(Key{new_parent, node->name}, node);
     old_parent->children--;
     release_locked(old_parent);

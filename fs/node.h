@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <list>
 #include <memory>
@@ -75,6 +76,9 @@ struct Node {
     // racing with unlink), but its merged path names something else now. Atomic: open() checks
     // it before taking the tree lock (ThreadSanitizer found that race).
     std::atomic<bool> unlinked{false};
+    // Unhashed with its name still there: the name has a new node (Overlay::supersede), which a
+    // request by path reaches after the kernel looks the name up again, as ESTALE makes it do.
+    std::atomic<bool> superseded{false};
     // Open file handles on this node, and, once it is unlinked while open, a descriptor of the
     // removed copy, so fstat() still answers and a read handle can still follow a copy-up.
     std::atomic<int> open_count{0};
@@ -113,6 +117,12 @@ struct Node {
     bool is_dir() const { return S_ISDIR(type); }
     LayerNo top_layer() const { return in_upper ? kUpperLayer : (lowers.empty() ? 0 : lowers[0]); }
 };
+
+// What a request for a node that lost its name fails with: ESTALE, so that the kernel looks the
+// name up again, if the name lives on in another node; else ENOENT.
+inline int gone_error(const Node* node) {
+    return node->superseded ? ESTALE : ENOENT;
+}
 
 // Folds the layer number into the high bits of the real inode number, as the kernel's xino does,
 // so st_ino is unique within the mount and stable across remounts of the same layers.

@@ -164,6 +164,12 @@ public:
     // --- file.cc
     int open(Node* node, int flags, const Credentials& cred, std::unique_ptr<FileHandle>& out);
     void release(std::unique_ptr<FileHandle> fh);
+    // Gives the name of an open file a new node, leaving node to the handles already open on it.
+    // For an open the kernel cannot pass through beside them (they pass through to the lower
+    // copy, this one needs the upper): the open is answered ESTALE, the kernel looks the name up
+    // again, meets the new node and opens that. node answers as the upper copy from then on,
+    // except that its passthrough handles read on from the lower copy.
+    void supersede(Node* node);
     // The descriptor to do I/O on an open file with; for a read-only handle, of the copy the
     // node has now. _locked: the caller holds the tree lock.
     int file_fd(FileHandle& fh, FileFd& out);
