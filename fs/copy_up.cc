@@ -102,7 +102,8 @@ int Overlay::copy_up_one_locked(Node* node) {
     UniqueFd out;
     switch (st.st_mode & S_IFMT) {
         case S_IFREG: {
-            UniqueFd in(openat(src_dir, src_rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+            UniqueFd in(open_maybe_noatime(O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME,
+                                           [&](int f) { return openat(src_dir, src_rel, f); }));
             if (!in) return errno;
             out.reset(openat(work, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
             if (!out) return errno;

@@ -37,7 +37,9 @@ int Overlay::open(Node* node, int flags, const Credentials& cred,
         if (int err = copy_up_locked(node)) return err;
         Place at;
         if (int err = upper_place(node, at)) return err;
-        fh->fd.reset(openat(at.dirfd, at.c_name(), layer_open_flags(flags)));
+        int dirfd = at.dirfd;
+        fh->fd.reset(open_maybe_noatime(layer_open_flags(flags) | atime_flag(true, false),
+                                        [&](int f) { return openat(dirfd, at.c_name(), f); }));
         if (!fh->fd) return errno;
         if (flags & O_TRUNC) {
             invalidate_peers(node);  // other names of the file were truncated too
@@ -56,6 +58,11 @@ int Overlay::open(Node* node, int flags, const Credentials& cred,
     }
     node->open_count++;
     out = std::move(fh);
+    return 0;
+}
+
+int Overlay::atime_flag(bool upper, bool dir) const {
+    if (!upper || opts_.noatime || (dir && opts_.nodiratime)) return O_NOATIME;
     return 0;
 }
 
@@ -105,7 +112,9 @@ int Overlay::file_fd_locked(FileHandle& fh, FileFd& out) {
         } else {
             Place at;
             if (int err = upper ? upper_place(node, at) : lower_place(node, at)) return err;
-            opened.reset(openat(at.dirfd, at.c_name(), kReadFlags));
+            opened.reset(open_maybe_noatime(kReadFlags | atime_flag(upper, false), [&](int f) {
+                return openat(at.dirfd, at.c_name(), f);
+            }));
         }
         if (!opened) return errno;
         fd = read_fds_.insert(node, upper, std::move(opened));

@@ -2,6 +2,9 @@
 // the daemon resolves inside a layer goes through here or starts at a directory it holds open.
 #pragma once
 
+#include <fcntl.h>
+
+#include <cerrno>
 #include <string>
 #include <string_view>
 
@@ -16,6 +19,17 @@ namespace lamina {
 // takes (PATH_MAX) is resolved a piece at a time, each piece beneath the last. `flags` are open
 // flags (O_PATH | O_DIRECTORY, O_RDONLY, ...). Returns the descriptor, or -1 with errno set.
 int open_beneath(int dirfd, std::string_view rel, int flags);
+
+// Runs open(flags); when flags has O_NOATIME and the open fails with EPERM (the daemon neither
+// owns the file nor has CAP_FOWNER: a rootless daemon reading another user's lower file), runs it
+// again without. Layer files are read with O_NOATIME where the merged file's atime must not move
+// (lower files always, as kernel overlayfs opens its real files; upper ones under noatime).
+template <class Open>
+int open_maybe_noatime(int flags, Open open) {
+    int fd = open(flags);
+    if (fd < 0 && errno == EPERM && (flags & O_NOATIME)) fd = open(flags & ~O_NOATIME);
+    return fd;
+}
 
 // An entry as the *at() calls take it: a directory held open and one name in it ("." for that
 // directory itself). Whoever made it got there without a symlink; the calls on `name` must not
