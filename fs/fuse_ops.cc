@@ -77,7 +77,9 @@ Credentials creds(fuse_req_t req, bool kill_setid) {
     cred.kill_setid = kill_setid;
     cred.apply_umask = ctx(req).config.dont_mask;
     cred.umask = c->umask;
-    if (kill_setid) cred.in_group = [req](gid_t gid) { return caller_in_group(req, gid); };
+    // Asked only when set-id bits may have to go, which a request without kill_setid can still
+    // mean (a ctime-only SETATTR: attr.cc): reading the caller's groups costs a /proc read.
+    cred.in_group = [req](gid_t gid) { return caller_in_group(req, gid); };
     return cred;
 }
 
