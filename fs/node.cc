@@ -187,6 +187,11 @@ std::shared_ptr<const DirIndex> NodeTable::cached_index(Node* dir) {
     return dir->index;
 }
 
+std::shared_ptr<const DirIndex> NodeTable::peek_index(const Node* dir) const {
+    std::lock_guard lock(mu_);
+    return dir->index;
+}
+
 std::shared_ptr<const DirIndex> NodeTable::install_index(Node* dir,
                                                          std::shared_ptr<const DirIndex> built) {
     std::lock_guard lock(mu_);

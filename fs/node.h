@@ -164,6 +164,8 @@ public:
 
     // The cached lower index of a directory node (marked recently used), or null.
     std::shared_ptr<const DirIndex> cached_index(Node* dir);
+    // The same without marking it used: for a peek that must not keep it cached.
+    std::shared_ptr<const DirIndex> peek_index(const Node* dir) const;
     // Caches a freshly built index unless another thread got there first; returns the one cached
     // (or `built` itself when the limit evicts it at once). Least recently used indexes are
     // dropped while the cached entries exceed the limit.
@@ -219,7 +221,7 @@ private:
     void release_locked(Node* node);
     bool hashed_locked(Node* node);
 
-    std::mutex mu_;
+    mutable std::mutex mu_;
     std::unique_ptr<Node> root_;
     std::unordered_map<Key, Node*, Hash, Eq> by_name_;
     std::unordered_map<Node*, std::unique_ptr<Node>> owned_;

@@ -116,8 +116,8 @@ struct CacheStats {
     long open_files = 0;    // file handles the kernel holds
     long dir_listings = 0;  // merged listings kept for readers part way through them
     ReadFdPool::Stats read_fds;
-    long upper_dir_fds = 0;  // upper directories held by their nodes (Node::upper_dir)
-    long upper_dir_fd_limit = 0;
+    long dir_fds = 0;  // directories held open: upper ones by their nodes, lower ones by indexes
+    long dir_fd_limit = 0;
     long process_fds = -1;  // from /proc/self: every descriptor and the resident set
     long rss_kib = -1;
 };
@@ -265,6 +265,10 @@ private:
     int upper_place(const Node* node, Place& out) const;
     // The node's top lower copy.
     int lower_place(const Node* node, Place& out) const;
+    // node's name in the directory parent_index holds open in layer, when it lies there (not
+    // elsewhere by a redirect); false when the index holds no such directory.
+    bool held_place(const std::shared_ptr<const DirIndex>& parent_index, LayerNo layer,
+                    const Node* node, Place& out) const;
     // The copy the node shows: its upper copy if it has one, else its top lower one.
     int top_place(const Node* node, Place& out) const {
         return node->in_upper ? upper_place(node, out) : lower_place(node, out);

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 
 #include <cerrno>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -38,6 +39,9 @@ struct Place {
     UniqueFd owned;  // the directory, when it was opened for this use alone
     int dirfd = -1;
     std::string name = ".";
+    // What holds dirfd open when someone else owns it (a cached directory index): kept alive
+    // with the Place, so the descriptor cannot be closed and its number reused meanwhile.
+    std::shared_ptr<const void> keep;
 
     const char* c_name() const { return name.c_str(); }
     // For the calls without an *at() form: "/proc/self/fd/DIRFD/NAME" (see proc_fd_path).

@@ -981,7 +981,7 @@ TEST(WriteSide, concurrent_writers_keep_tree_consistent) {
     eventually(
         [&] {
             auto stats = daemon.stats();
-            held_dirs = stats["upper_dir_fds"];
+            held_dirs = stats["dir_fds"];
             fds_after = count_fds(daemon.pid());
             fds_after.files -= static_cast<int>(held_dirs);
             return fds_after.files <= fds_before.files;
