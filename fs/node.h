@@ -137,6 +137,17 @@ public:
 
     Node* root() { return root_.get(); }
 
+    // The one mapping between nodes and FUSE node ids: the root is 1 (FUSE_ROOT_ID), every
+    // other node its address. The kernel hands back only ids it was given, and a node lives
+    // until the kernel forgets it.
+    static constexpr uint64_t kRootId = 1;
+    uint64_t id_of(const Node* node) const {
+        return node == root_.get() ? kRootId : reinterpret_cast<uintptr_t>(node);
+    }
+    Node* node_of(uint64_t id) {
+        return id == kRootId ? root_.get() : reinterpret_cast<Node*>(static_cast<uintptr_t>(id));
+    }
+
     // Finds (parent, name) or inserts `fresh` there. Either way one lookup reference is taken.
     // Returns the node in the table; `fresh` is consumed only when inserted.
     Node* find_or_insert(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh);
