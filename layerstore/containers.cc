@@ -11,6 +11,8 @@
 #include <optional>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
 #include "db.h"
 #include "digest.h"
 #include "error.h"
@@ -19,6 +21,7 @@
 #include "lock.h"
 #include "mount_table.h"
 #include "process.h"
+#include "reference_grammar.h"
 #include "store.h"
 #include "volumes.h"
 
@@ -38,6 +41,35 @@ bool valid_container_name(const std::string& n) {
     return std::all_of(n.begin(), n.end(), [](char c) {
         return isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
     });
+}
+
+void check_container_name(const std::string& n, bool empty_ok) {
+    if ((n.empty() && empty_ok) || valid_container_name(n)) return;
+    throw StoreError("invalid container name \"" + printable(n) +
+                     "\": use letters, digits, '_', '.' and '-'");
+}
+
+void check_name_free(Db& db, const std::string& name) {
+    Stmt st(db, "SELECT id FROM containers WHERE name = ?");
+    st.bind(1, name);
+    if (st.step())
+        throw StoreError("container name \"" + name + "\" is already in use by " +
+                         st.text(0).substr(0, 12));
+}
+
+// create -e and --label; containers made before they were kept have none.
+void read_container_settings(Db& db, ContainerRecord& c) {
+    Stmt st(db, "SELECT env, labels FROM container_settings WHERE container_id = ?");
+    st.bind(1, c.id);
+    if (!st.step()) return;
+    auto env = nlohmann::json::parse(st.text(0), nullptr, false);
+    auto labels = nlohmann::json::parse(st.text(1), nullptr, false);
+    if (env.is_array())
+        for (const auto& e : env)
+            if (e.is_string()) c.env.push_back(e.get<std::string>());
+    if (labels.is_object())
+        for (const auto& [k, v] : labels.items())
+            if (v.is_string()) c.labels[k] = v.get<std::string>();
 }
 
 // The file saying that the union at merged has all its volumes: the union's mount ID and device,
@@ -121,8 +153,10 @@ bool Store::is_mounted(const ContainerRecord& c) const {
 }
 
 ContainerRecord Store::container(const std::string& ref) {
-    auto row = [](Stmt& st) {
-        return ContainerRecord{st.text(0), st.text(1), st.text(2), st.integer(3)};
+    auto row = [&](Stmt& st) {
+        ContainerRecord c{st.text(0), st.text(1), st.text(2), st.integer(3)};
+        read_container_settings(*db_, c);
+        return c;
     };
     {
         Stmt st(*db_,
@@ -142,26 +176,22 @@ ContainerRecord Store::container(const std::string& ref) {
     throw StoreError("no such container: " + ref);
 }
 
-ContainerRecord Store::create_container(const std::string& image_ref, const std::string& name_in,
+ContainerRecord Store::create_container(const std::string& image_ref,
+                                        const ContainerRecord& settings,
                                         const std::vector<MountSpec>& mounts) {
     Layout l{root_};
-    if (!name_in.empty() && !valid_container_name(name_in))
-        throw StoreError("invalid container name \"" + name_in +
-                         "\": use letters, digits, '_', '.' and '-'");
+    check_container_name(settings.name, true);
+    for (const auto& e : settings.env)
+        if (e.empty() || e[0] == '=')
+            throw StoreError("invalid environment variable \"" + e + "\": use KEY=VALUE");
     StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
     recover();
-    ContainerRecord c;
+    ContainerRecord c = settings;
     c.image_id = resolve_image_id(image_ref);
     c.id = random_hex(64);
-    c.name = name_in.empty() ? "lamina-" + c.id.substr(0, 12) : name_in;
+    if (c.name.empty()) c.name = "lamina-" + c.id.substr(0, 12);
     c.created = now_seconds();
-    {
-        Stmt st(*db_, "SELECT id FROM containers WHERE name = ?");
-        st.bind(1, c.name);
-        if (st.step())
-            throw StoreError("container name \"" + c.name + "\" is already in use by " +
-                             st.text(0).substr(0, 12));
-    }
+    check_name_free(*db_, c.name);
     PreparedMounts prepared =
         prepare_container_mounts(*db_, l, mounts, read_image(c.image_id).config);
     std::string dir = container_dir(c.id);
@@ -174,6 +204,11 @@ ContainerRecord Store::create_container(const std::string& image_ref, const std:
         .bind(2, c.name)
         .bind(3, c.image_id)
         .bind(4, c.created)
+        .run();
+    Stmt(*db_, "INSERT INTO container_settings(container_id, env, labels) VALUES(?, ?, ?)")
+        .bind(1, c.id)
+        .bind(2, nlohmann::json(c.env).dump())
+        .bind(3, nlohmann::json(c.labels).dump())
         .run();
     record_container_mounts(*db_, c.id, prepared);
     tx.commit();
@@ -189,6 +224,7 @@ std::vector<ContainerState> Store::containers(bool sizes) {
         while (st.step()) recs.push_back({st.text(0), st.text(1), st.text(2), st.integer(3)});
     }
     for (auto& r : recs) {
+        read_container_settings(*db_, r);
         ContainerState s;
         s.mounted = is_mounted(r);
         s.dead = s.mounted && !usable_union(container_dir(r.id) + "/merged");
@@ -327,6 +363,34 @@ void Store::remove_container(const std::string& ref, bool force, bool remove_ano
     tx.commit();
     remove_tree(container_dir(c.id));
     for (const auto& v : doomed_volumes) remove_tree(volumes_dir(l) + "/" + v);
+}
+
+}  // namespace lamina::store
+
+namespace lamina::store {
+
+void Store::rename_container(const std::string& ref, const std::string& new_name) {
+    check_container_name(new_name, false);
+    StoreLock lock(Layout{root_}.lock(), StoreLock::Mode::Exclusive);
+    recover();
+    ContainerRecord c = container(ref);
+    if (c.name == new_name) throw StoreError("container " + c.name + " is already named so");
+    check_name_free(*db_, new_name);
+    Transaction tx(*db_);
+    Stmt(*db_, "UPDATE containers SET name = ? WHERE id = ?").bind(1, new_name).bind(2, c.id).run();
+    tx.commit();
+}
+
+PruneReport Store::prune_containers() {
+    PruneReport report;
+    for (const auto& c : containers(false)) {
+        if (c.mounted) continue;
+        auto size = static_cast<int64_t>(tree_size(container_dir(c.record.id) + "/upper"));
+        remove_container(c.record.id, false);
+        report.containers.push_back(c.record.id);
+        report.reclaimed += size;
+    }
+    return report;
 }
 
 }  // namespace lamina::store

@@ -44,6 +44,12 @@ CREATE TABLE IF NOT EXISTS names(
 CREATE TABLE IF NOT EXISTS containers(
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, image_id TEXT NOT NULL REFERENCES images(id),
     created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS container_settings(
+    container_id TEXT PRIMARY KEY REFERENCES containers(id) ON DELETE CASCADE,
+    env TEXT NOT NULL, labels TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS repo_digests(
+    image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE, repo TEXT NOT NULL,
+    digest TEXT NOT NULL, PRIMARY KEY(image_id, repo));
 CREATE TABLE IF NOT EXISTS squashes(
     id TEXT PRIMARY KEY, link TEXT NOT NULL UNIQUE, layers INTEGER NOT NULL, created INTEGER NOT NULL);
 )";
@@ -207,7 +213,26 @@ ImageRecord Store::read_image(const std::string& id) {
     layers.bind(1, id);
     while (layers.step())
         img.layers.push_back({layers.text(0), layers.text(1), layers.text(2), layers.integer(3)});
+    Stmt digests(*db_, "SELECT repo, digest FROM repo_digests WHERE image_id = ? ORDER BY repo");
+    digests.bind(1, id);
+    while (digests.step()) img.repo_digests.push_back(digests.text(0) + "@" + digests.text(1));
     return img;
+}
+
+void Store::record_repo_digest(const std::string& image_id, const std::string& repo,
+                               const std::string& digest) {
+    if (!is_sha256_digest(digest)) throw StoreError("not a sha256 digest: " + printable(digest));
+    std::string familiar = split_reference(normalize_reference(repo)).first;
+    StoreLock lock(Layout{root_}.lock(), StoreLock::Mode::Exclusive);
+    Transaction tx(*db_);
+    Stmt(*db_,
+         "INSERT INTO repo_digests(image_id, repo, digest) VALUES(?, ?, ?) ON CONFLICT(image_id, "
+         "repo) DO UPDATE SET digest = excluded.digest")
+        .bind(1, image_id)
+        .bind(2, familiar)
+        .bind(3, digest)
+        .run();
+    tx.commit();
 }
 
 std::string Store::resolve_image_id(const std::string& ref) {

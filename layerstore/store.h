@@ -22,6 +22,13 @@ struct LoadedImage {
     std::vector<std::string> warnings;
 };
 
+// What commit and import record in the new image's config besides its layer.
+struct ImageMetadata {
+    std::string message;               // the history entry's comment
+    std::string author;                // commit --author
+    std::vector<std::string> changes;  // --change: Dockerfile instructions (config_changes.h)
+};
+
 struct ContainerState {
     ContainerRecord record;
     bool mounted = false;
@@ -162,7 +169,7 @@ public:
     std::vector<LoadedImage> load(const std::string& path);  // archive file or OCI layout dir
     // shown_as names the tarball in the image's history instead of its path ("-" for stdin).
     LoadedImage import_tarball(const std::string& tarball, const std::string& ref,
-                               const std::string& message = "", const std::string& shown_as = "");
+                               const ImageMetadata& meta = {}, const std::string& shown_as = "");
     void save(const std::vector<std::string>& refs, const std::string& output,
               ArchiveFormat format);
     std::vector<ImageSummary> images();
@@ -175,12 +182,22 @@ public:
     std::vector<LayerRecord> layers();
     std::optional<LayerRecord> layer(const std::string& chain_id);
     std::string layer_dir(const std::string& chain_id) const;
+    // Records that repo (a name with or without tag, or registry/path) has the image's manifest
+    // under digest in its registry: `images --digests` and RepoDigests show it.
+    void record_repo_digest(const std::string& image_id, const std::string& repo,
+                            const std::string& digest);
+    // Images no container uses: unnamed ones, or with all_unused every one (image prune).
+    PruneReport prune_images(bool all_unused);
 
     // Containers.
     // Volumes and binds are checked and anonymous volumes (-v /path, the image's VOLUMEs) made
     // in the same transaction as the container.
-    ContainerRecord create_container(const std::string& image_ref, const std::string& name,
+    // From settings: the name ("" for lamina-ID), env and labels (create -e, --label).
+    ContainerRecord create_container(const std::string& image_ref, const ContainerRecord& settings,
                                      const std::vector<MountSpec>& mounts = {});
+    void rename_container(const std::string& ref, const std::string& new_name);
+    // Unmounted containers (container prune).
+    PruneReport prune_containers();
     std::vector<ContainerState> containers(bool sizes);
     ContainerRecord container(const std::string& ref);  // by name, ID or ID prefix
     // The merged path; the container's volumes and binds are mounted inside it, after the union.
@@ -191,7 +208,7 @@ public:
                           bool remove_anonymous_volumes = false);
     std::vector<Change> diff(const std::string& ref);
     LoadedImage commit(const std::string& container_ref, const std::string& ref,
-                       const std::string& message);
+                       const ImageMetadata& meta);
     std::string container_dir(const std::string& id) const { return root_ + "/containers/" + id; }
     // Anything mounted at or below its merged directory: the union, or volume mounts a half
     // mount left without it (`umount` clears those too).

@@ -3,13 +3,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/openat2.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -32,15 +30,6 @@ std::string fd_path(int fd) {
     return "/proc/self/fd/" + std::to_string(fd);
 }
 
-// rel below root, every symlink resolved as if root were "/": an image's symlinks cannot send a
-// mount outside the container.
-Fd resolve_in_container(int root, const std::string& rel, uint64_t flags) {
-    struct open_how how {};
-    how.flags = flags | O_CLOEXEC;
-    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    return Fd(static_cast<int>(::syscall(SYS_openat2, root, rel.c_str(), &how, sizeof how)));
-}
-
 // The mount point for destination inside the container, made (directories 0755, a file for a
 // file bind) where the image has nothing; an O_PATH descriptor of it.
 Fd make_mount_point(int root, const std::string& destination, bool want_dir,
@@ -55,7 +44,7 @@ Fd make_mount_point(int root, const std::string& destination, bool want_dir,
         std::string name = destination.substr(start, slash - start);
         bool last = slash == destination.size();
         rel += (rel.empty() ? "" : "/") + name;
-        Fd fd = resolve_in_container(root, rel, O_PATH);
+        Fd fd = open_in_root_dir(root, rel, O_PATH);
         if (!fd && errno == ENOENT) {
             int rc = 0;
             if (!last || want_dir) {
@@ -66,7 +55,7 @@ Fd make_mount_point(int root, const std::string& destination, bool want_dir,
                 rc = file ? 0 : -1;
             }
             if (rc != 0 && errno != EEXIST) throw_errno("cannot create mount point", where, errno);
-            fd = resolve_in_container(root, rel, O_PATH);
+            fd = open_in_root_dir(root, rel, O_PATH);
         }
         if (!fd) throw_errno("cannot open mount point", where, errno);
         struct stat st;
@@ -350,7 +339,7 @@ void mount_one(Db& db, const Layout& l, int root, const std::string& merged,
                                MS_BIND | MS_REC, nullptr);
     if (rc != 0)
         throw_errno("cannot mount " + (m.tmpfs ? "tmpfs" : m.host_path) + " at", where, errno);
-    Fd top = resolve_in_container(root, dest.substr(1), O_PATH);
+    Fd top = open_in_root_dir(root, dest.substr(1), O_PATH);
     if (!top) throw_errno("cannot open", where, errno);
     if (::mount(nullptr, fd_path(top.get()).c_str(), nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
         throw_errno("cannot make private", where, errno);

@@ -56,6 +56,15 @@ void need_operands(const Args& a, size_t min, size_t max);
 std::map<std::string, std::vector<std::string>> split_filters(
     const std::vector<std::string>& filters, const std::set<std::string>& keys);
 
+// "K=V" (or "K", an empty value) from --label, --opt and the like.
+std::map<std::string, std::string> key_values(const std::vector<std::string>& items,
+                                              const std::string& option);
+// label=K or label=K=V against a label map (the label filter of images and ps).
+bool labels_match(const std::map<std::string, std::string>& labels, const std::string& want);
+// -m, --author and --change of commit and import; a --change docker would refuse is a usage
+// error here, before anything is written.
+store::ImageMetadata image_metadata(const Args& a);
+
 struct Context {
     std::string root;
     std::string reserve;           // --reserve: free space the store keeps ("" = its default)
@@ -77,6 +86,9 @@ bool stdout_is_terminal();
 bool stdin_is_terminal();
 // Prints warning and "Are you sure you want to continue? [y/N]"; true for y or yes.
 bool confirm(const std::string& warning);
+// What a prune removed, as docker prints it: the title and each item, then the space.
+void print_prune_report(const std::string& title, const std::vector<std::string>& removed,
+                        int64_t reclaimed);
 
 // "Loaded image: NAME" (or its ID) for each, warnings on stderr (image_cmd.cc).
 void report_loaded(const std::vector<store::LoadedImage>& loaded);
