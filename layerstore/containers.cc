@@ -325,9 +325,19 @@ void Store::unmount(const std::string& ref) {
     unmount_below(merged);
     for (int round = 0; round < kMaxUnmountRounds && is_mount_point(merged); ++round) {
         auto r = run_process({"fusermount3", "-u", merged});
-        if (r.status != 0 && is_mount_point(merged) && ::umount(merged.c_str()) != 0)
+        if (r.status != 0 && is_mount_point(merged) && ::umount(merged.c_str()) != 0) {
+            int err = errno;
+            // Busy: a process works in the tree. Its volumes go back up, so the container is
+            // whole as it was, rather than a union with its volumes gone from under it.
+            if (err == EBUSY && usable_union(merged)) {
+                mount_volumes_and_mark_done(*db_, l, c.id, dir);
+                throw StoreError("cannot unmount " + c.name + ": " + merged +
+                                 " is busy (a process has a file or directory open in it); it "
+                                 "stays mounted");
+            }
             throw StoreError("cannot unmount " + merged + ": " +
-                             (r.err.empty() ? strerror(errno) : r.err));
+                             (r.err.empty() ? strerror(err) : r.err));
+        }
         unmount_below(merged);
     }
 }

@@ -12,10 +12,13 @@
 #include <memory>
 #include <vector>
 
+#include "archive_error.h"
 #include "error.h"
+#include "fsutil.h"
 
 namespace lamina::cli {
 
+using store::archive_error_text;
 using store::StoreError;
 using store::throw_errno;
 
@@ -86,19 +89,20 @@ void copy_file_to_stdout(const std::string& path) {
     copy_fd(fd.get(), STDOUT_FILENO, path, "stdout");
 }
 
-void write_tree_tar(const std::string& root, const std::string& out) {
-    std::string shown = out.empty() ? "stdout" : out;
+namespace {
+
+void write_tree_tar_to(const std::string& root, const std::string& file, const std::string& shown) {
     ArchivePtr w(archive_write_new());
     archive_write_set_format_pax_restricted(w.get());
-    int rc = out.empty() ? archive_write_open_fd(w.get(), STDOUT_FILENO)
-                         : archive_write_open_filename(w.get(), out.c_str());
+    int rc = file.empty() ? archive_write_open_fd(w.get(), STDOUT_FILENO)
+                          : archive_write_open_filename(w.get(), file.c_str());
     if (rc != ARCHIVE_OK)
-        throw StoreError("cannot write " + shown + ": " + archive_error_string(w.get()));
+        throw StoreError("cannot write " + shown + ": " + archive_error_text(w.get()));
     ArchivePtr disk(archive_read_disk_new());
     archive_read_disk_set_standard_lookup(disk.get());
     archive_read_disk_set_behavior(disk.get(), ARCHIVE_READDISK_NO_TRAVERSE_MOUNTS);
     if (archive_read_disk_open(disk.get(), root.c_str()) != ARCHIVE_OK)
-        throw StoreError("cannot read " + root + ": " + archive_error_string(disk.get()));
+        throw StoreError("cannot read " + root + ": " + archive_error_text(disk.get()));
     std::vector<char> buf(1 << 17);
     while (true) {
         struct archive_entry* e = archive_entry_new();
@@ -107,7 +111,7 @@ void write_tree_tar(const std::string& root, const std::string& out) {
         rc = archive_read_next_header2(disk.get(), e);
         if (rc == ARCHIVE_EOF) break;
         if (rc < ARCHIVE_WARN)
-            throw StoreError("cannot read " + root + ": " + archive_error_string(disk.get()));
+            throw StoreError("cannot read " + root + ": " + archive_error_text(disk.get()));
         std::string path = archive_entry_pathname(e);
         archive_read_disk_descend(disk.get());
         if (path == root) continue;
@@ -116,7 +120,7 @@ void write_tree_tar(const std::string& root, const std::string& out) {
         archive_entry_unset_atime(e);
         archive_entry_unset_ctime(e);
         if (archive_write_header(w.get(), e) < ARCHIVE_WARN)
-            throw StoreError("cannot write " + shown + ": " + archive_error_string(w.get()));
+            throw StoreError("cannot write " + shown + ": " + archive_error_text(w.get()));
         if (archive_entry_filetype(e) != AE_IFREG || archive_entry_size(e) == 0) continue;
         UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
         if (!fd) throw_errno("cannot open", path, errno);
@@ -126,11 +130,30 @@ void write_tree_tar(const std::string& root, const std::string& out) {
             if (r < 0) throw_errno("cannot read", path, errno);
             if (r == 0) break;
             if (archive_write_data(w.get(), buf.data(), static_cast<size_t>(r)) < 0)
-                throw StoreError("cannot write " + shown + ": " + archive_error_string(w.get()));
+                throw StoreError("cannot write " + shown + ": " + archive_error_text(w.get()));
         }
     }
     if (archive_write_close(w.get()) != ARCHIVE_OK)
-        throw StoreError("cannot write " + shown + ": " + archive_error_string(w.get()));
+        throw StoreError("cannot write " + shown + ": " + archive_error_text(w.get()));
+}
+
+}  // namespace
+
+void write_tree_tar(const std::string& root, const std::string& out) {
+    if (out.empty()) return write_tree_tar_to(root, "", "stdout");
+    // Beside out and renamed over it when whole: a failed export leaves no partial tar.
+    std::string partial = out + ".partial-" + store::random_hex(8);
+    try {
+        write_tree_tar_to(root, partial, out);
+    } catch (...) {
+        ::unlink(partial.c_str());
+        throw;
+    }
+    if (::rename(partial.c_str(), out.c_str()) != 0) {
+        int e = errno;
+        ::unlink(partial.c_str());
+        throw_errno("cannot rename into place", out, e);
+    }
 }
 
 }  // namespace lamina::cli

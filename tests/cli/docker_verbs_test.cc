@@ -1,6 +1,7 @@
 // The docker verbs that make and change image and container metadata, run as a user types them:
 // commit and import --change, create -e and --label, rename, image and container prune, and cp
 // between a container and the host in both directions.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,6 +28,8 @@ TEST_F(Script, commit_takes_changes_author_and_the_containers_env_and_labels) {
     EXPECT_EQ(c["Config"]["Env"], json({"A=1", "PATH=/bin"}));
     EXPECT_EQ(c["Config"]["Labels"], json({{"team", "ops"}, {"tier", "web"}}));
     EXPECT_EQ(c["Config"]["Image"], "app:1");
+    EXPECT_EQ(c["Image"], out_of(lamina({"images", "-q", "--no-trunc", "app:1"})))
+        << "the image's ID, never null";
     EXPECT_EQ(out_of(lamina({"ps", "-a", "--filter", "label=tier=web", "--format", "{{.Names}}"})),
               "web");
     EXPECT_EQ(out_of(lamina({"ps", "-a", "--filter", "label=tier=db", "-q"})), "");
@@ -232,6 +235,50 @@ TEST_F(CopyScript, cp_into_a_container_lands_in_its_upper_layer) {
     EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
     r = lamina({"cp", tmp / "note", "web:/no/such/dir/"});
     EXPECT_EQ(r.status, 1);
+}
+
+TEST_F(Script, archive_errors_name_the_file_asked_for_and_the_systems_reason) {
+    REQUIRE_FUSE();
+    if (geteuid() != 0) SKIP_NEEDING("tmpfs") << "mounting a small tmpfs needs root";
+    // 200 kB of incompressible data: more than the 64 kB filesystem holds.
+    write_file(tmp / "big.tar",
+               make_tar({file("big", run_shell("head -c 200000 /dev/urandom").out)}));
+    out_of(lamina({"import", tmp / "big.tar", "big:1"}));
+    out_of(lamina({"create", "--name", "bigc", "big:1"}));
+    make_dirs(tmp / "full");
+    ASSERT_EQ(run_command({"mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", tmp / "full"}).status,
+              0);
+    MountGuard full(tmp / "full");
+    auto r = lamina({"save", "-o", tmp / "full/out.tar", "big:1"});
+    EXPECT_EQ(r.status, 1);
+    EXPECT_TRUE(r.err.ends_with(" to " + (tmp / "full/out.tar") + ": No space left on device\n"))
+        << r.err;
+    r = lamina({"export", "-o", tmp / "full/out.tar", "bigc"});
+    EXPECT_EQ(r.status, 1);
+    EXPECT_EQ(r.err,
+              "lamina: cannot write " + (tmp / "full/out.tar") + ": No space left on device\n");
+    EXPECT_EQ(run_shell("ls -A " + shell_quote(tmp / "full")).out, "") << "no partial archive";
+    r = lamina({"save", "-o", "/nonexistent/x.tar", "big:1"});
+    EXPECT_EQ(r.err, "lamina: cannot create /nonexistent/x.tar: No such file or directory\n");
+}
+
+TEST_F(Script, umount_of_a_busy_container_leaves_it_whole_and_says_so) {
+    REQUIRE_FUSE();
+    out_of(lamina({"create", "--name", "busy", "-v", "/data", "app:1"}));
+    std::string m = out_of(lamina({"mount", "busy"}));
+    write_file(m + "/data/kept", "in the volume");
+    int fd = open((m + "/etc/name").c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    auto r = lamina({"umount", "busy"});
+    EXPECT_EQ(r.status, 1);
+    EXPECT_EQ(r.err, "lamina: cannot unmount busy: " + m +
+                         " is busy (a process has a file or directory open in it); it stays "
+                         "mounted\n");
+    EXPECT_EQ(read_file(m + "/data/kept"), "in the volume") << "the volume is back up";
+    EXPECT_EQ(out_of(lamina({"mount", "busy"})), m);
+    close(fd);
+    EXPECT_EQ(lamina({"umount", "busy"}).status, 0);
+    EXPECT_EQ(out_of(lamina({"ps", "-a", "--format", "{{.State}}"})), "created");
 }
 
 }  // namespace
