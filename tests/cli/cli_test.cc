@@ -315,22 +315,6 @@ TEST(RoughEdges, a_relative_root_that_makes_a_new_store_says_so) {
     EXPECT_EQ(r.err, "") << "only the first time";
 }
 
-// What the bash completion script offers for a command line whose last word is being typed.
-std::string complete(const Lamina& lamina, const std::vector<std::string>& line) {
-    const char* script = std::getenv("LAMINA_COMPLETION");
-    if (!script) return "LAMINA_COMPLETION is not set";
-    std::string bin_dir = lamina_binary().substr(0, lamina_binary().rfind('/'));
-    std::string words = "lamina --root " + shell_quote(lamina.root());
-    for (const auto& w : line) words += " " + shell_quote(w);
-    auto r = run_command({"bash", "-c",
-                          "PATH=" + shell_quote(bin_dir) + ":$PATH; source " + shell_quote(script) +
-                              "; COMP_WORDS=(" + words +
-                              "); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _lamina; printf '%s\\n' "
-                              "\"${COMPREPLY[@]}\" | sort"});
-    EXPECT_EQ(r.status, 0) << r.err;
-    return r.out;
-}
-
 TEST_F(Script, bash_completion_offers_commands_options_and_names) {
     EXPECT_EQ(complete(lamina, {"im"}), "image\nimages\nimport\n");
     EXPECT_EQ(complete(lamina, {"volume", ""}), "create\ninspect\nls\nprune\nrm\n");

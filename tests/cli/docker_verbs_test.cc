@@ -129,6 +129,8 @@ TEST_F(Script, rename_keeps_the_container_under_its_new_name) {
     EXPECT_EQ(r.status, 1);
     EXPECT_NE(r.err.find("invalid container name"), std::string::npos) << r.err;
     EXPECT_EQ(lamina({"rename", "nothere", "x"}).err, "lamina: no such container: nothere\n");
+    EXPECT_EQ(complete(lamina, {"rename", ""}), "new\ntaken\n");
+    EXPECT_EQ(complete(lamina, {"container", "cp", "ne"}), "new:\n");
 }
 
 TEST_F(Script, image_and_container_prune_ask_unless_forced) {

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -85,5 +86,21 @@ protected:
     StoreGuard guard{tmp / "store"};
     Lamina lamina{tmp / "store"};
 };
+
+// What the bash completion script offers for a command line whose last word is being typed.
+inline std::string complete(const Lamina& lamina, const std::vector<std::string>& line) {
+    const char* script = std::getenv("LAMINA_COMPLETION");
+    if (!script) return "LAMINA_COMPLETION is not set";
+    std::string bin_dir = lamina_binary().substr(0, lamina_binary().rfind('/'));
+    std::string words = "lamina --root " + shell_quote(lamina.root());
+    for (const auto& w : line) words += " " + shell_quote(w);
+    auto r = run_command({"bash", "-c",
+                          "PATH=" + shell_quote(bin_dir) + ":$PATH; source " + shell_quote(script) +
+                              "; COMP_WORDS=(" + words +
+                              "); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _lamina; printf '%s\\n' "
+                              "\"${COMPREPLY[@]}\" | sort"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    return r.out;
+}
 
 }  // namespace lamina::test
