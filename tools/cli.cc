@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "config_changes.h"
+#include "error.h"
 #include "output.h"
 
 namespace lamina::cli {
@@ -84,6 +85,19 @@ Args parse_args(const std::vector<std::string>& argv, const CommandSpec& spec) {
 void need_operands(const Args& a, size_t min, size_t max) {
     if (a.operands.size() < min || a.operands.size() > max)
         throw UsageError("usage: " + usage_line(*a.spec) + " (lamina " + a.spec->name + " --help)");
+}
+
+int for_each_operand(const Args& a, const std::function<void(const std::string&)>& fn) {
+    int rc = 0;
+    for (const auto& operand : a.operands) {
+        try {
+            fn(operand);
+        } catch (const store::StoreError& e) {
+            std::cerr << "lamina: " << e.what() << "\n";
+            rc = 1;
+        }
+    }
+    return rc;
 }
 
 std::map<std::string, std::vector<std::string>> split_filters(

@@ -51,6 +51,9 @@ struct Args {
 Args parse_args(const std::vector<std::string>& argv, const CommandSpec& spec);
 // Throws the command's usage line unless it has min..max operands.
 void need_operands(const Args& a, size_t min, size_t max);
+// Runs fn on each operand, as docker's rm does: a store error is printed and the rest still
+// run. 1 when any failed.
+int for_each_operand(const Args& a, const std::function<void(const std::string&)>& fn);
 // --filter KEY=VALUE..., by key: values of one key are alternatives, keys must all match
 // (docker's rule). A key not in keys is a usage error.
 std::map<std::string, std::vector<std::string>> split_filters(

@@ -192,17 +192,10 @@ int cmd_ps(Context& ctx, const Args& a) {
 
 int cmd_rm(Context& ctx, const Args& a) {
     need_operands(a, 1, SIZE_MAX);
-    int rc = 0;
-    for (const auto& ref : a.operands) {
-        try {
-            ctx.store().remove_container(ref, a.has("force"), a.has("volumes"));
-            std::cout << ref << "\n";
-        } catch (const StoreError& e) {
-            std::cerr << "lamina: " << e.what() << "\n";
-            rc = 1;
-        }
-    }
-    return rc;
+    return for_each_operand(a, [&](const std::string& ref) {
+        ctx.store().remove_container(ref, a.has("force"), a.has("volumes"));
+        std::cout << ref << "\n";
+    });
 }
 
 int cmd_diff(Context& ctx, const Args& a) {

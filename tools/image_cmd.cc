@@ -300,17 +300,10 @@ int cmd_tag(Context& ctx, const Args& a) {
 
 int cmd_rmi(Context& ctx, const Args& a) {
     need_operands(a, 1, SIZE_MAX);
-    int rc = 0;
-    for (const auto& ref : a.operands) {
-        try {
-            for (const auto& line : ctx.store().remove_image(ref, a.has("force")))
-                std::cout << line << "\n";
-        } catch (const StoreError& e) {
-            std::cerr << "lamina: " << e.what() << "\n";
-            rc = 1;
-        }
-    }
-    return rc;
+    return for_each_operand(a, [&](const std::string& ref) {
+        for (const auto& line : ctx.store().remove_image(ref, a.has("force")))
+            std::cout << line << "\n";
+    });
 }
 
 int cmd_load(Context& ctx, const Args& a) {

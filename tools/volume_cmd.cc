@@ -75,34 +75,24 @@ int volume_inspect(Context& ctx, const Args& a) {
     std::string format = a.value("format", "json");
     check_objects_format(format, "{{.Mountpoint}}");
     std::vector<json> out;
-    int rc = 0;
-    for (const auto& name : a.operands) {
-        try {
-            out.push_back(volume_json(ctx.store().volume(name)));
-        } catch (const StoreError& e) {
-            std::cerr << "lamina: " << e.what() << "\n";
-            rc = 1;
-        }
-    }
+    int rc = for_each_operand(
+        a, [&](const std::string& name) { out.push_back(volume_json(ctx.store().volume(name))); });
     print_objects(out, format, "{{.Mountpoint}}");
     return rc;
 }
 
 int volume_rm(Context& ctx, const Args& a) {
     need_operands(a, 1, SIZE_MAX);
-    int rc = 0;
-    for (const auto& name : a.operands) {
+    return for_each_operand(a, [&](const std::string& name) {
         try {
             ctx.store().remove_volume(name);
-            std::cout << name << "\n";
         } catch (const StoreError& e) {
             // -f: a volume that is not there is not an error (Docker's rm -f).
-            if (a.has("force") && std::string(e.what()) == "no such volume: " + name) continue;
-            std::cerr << "lamina: " << e.what() << "\n";
-            rc = 1;
+            if (a.has("force") && std::string(e.what()) == "no such volume: " + name) return;
+            throw;
         }
-    }
-    return rc;
+        std::cout << name << "\n";
+    });
 }
 
 int volume_prune(Context& ctx, const Args& a) {
