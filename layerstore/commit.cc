@@ -27,7 +27,7 @@ LoadedImage Store::commit(const std::string& container_ref, const std::string& r
     StagingDir staging(l, "commit");
     try {
         std::string tar = staging.path() + "/layer.tar";
-        std::string diff_id = write_layer_tar(container_dir(c.id) + "/upper", tar);
+        std::string diff_id = write_layer_tar(container_paths(c.id).upper(), tar);
         auto [digest, size] = hash_file(tar);
         json cfg = json::parse(img.config);
         std::string now = format_rfc3339(now_seconds());

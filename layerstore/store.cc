@@ -154,7 +154,7 @@ void Store::recover() {
     auto containers = column_set(*db_, "SELECT id FROM containers", false);
     for (const auto& n : list_dir(l.containers())) {
         if (containers.count(n)) continue;
-        unmount_merged(l.containers() + "/" + n + "/merged");
+        unmount_merged(container_paths(n).merged());
         remove_tree(l.containers() + "/" + n);
     }
     recover_volumes(*db_, l);
@@ -435,7 +435,7 @@ std::vector<std::string> Store::remove_image(const std::string& ref, bool force)
             "image " + ref + " is used by container " + users[0].substr(0, 12) +
             (users.size() > 1 ? " and " + std::to_string(users.size() - 1) + " more" : "") +
             " (remove it first, or use -f)");
-    for (const auto& c : users) unmount_merged(container_dir(c) + "/merged");
+    for (const auto& c : users) unmount_merged(container_paths(c).merged());
     {
         Transaction tx(*db_);
         for (const auto& c : users)
@@ -444,7 +444,7 @@ std::vector<std::string> Store::remove_image(const std::string& ref, bool force)
         tx.commit();
     }
     for (const auto& c : users) {
-        remove_tree(container_dir(c));
+        remove_tree(container_paths(c).dir);
         out.push_back("Deleted container: " + c.substr(0, 12));
     }
     for (const auto& n : img.names) out.push_back("Untagged: " + n);

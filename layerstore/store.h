@@ -29,6 +29,19 @@ struct ImageMetadata {
     std::vector<std::string> changes;  // --change: Dockerfile instructions (config_changes.h)
 };
 
+// Where a container's parts live, named once: dir holds the writable layer (upper), the
+// overlay's work directory, the mount point of the union (merged), and the file saying the
+// union's volumes are all mounted.
+struct ContainerPaths {
+    std::string dir;  // <root>/containers/<id>, or containers/<id> relative to the root
+    std::string upper() const { return dir + "/upper"; }
+    std::string work() const { return dir + "/work"; }
+    std::string merged() const { return dir + "/merged"; }
+    std::string volumes_done() const { return dir + "/volumes-mounted"; }
+    // Relative to the store root: what the mount options name, to stay within a page.
+    static ContainerPaths relative(const std::string& id) { return {"containers/" + id}; }
+};
+
 struct ContainerState {
     ContainerRecord record;
     bool mounted = false;
@@ -209,7 +222,9 @@ public:
     std::vector<Change> diff(const std::string& ref);
     LoadedImage commit(const std::string& container_ref, const std::string& ref,
                        const ImageMetadata& meta);
-    std::string container_dir(const std::string& id) const { return root_ + "/containers/" + id; }
+    ContainerPaths container_paths(const std::string& id) const {
+        return {root_ + "/" + ContainerPaths::relative(id).dir};
+    }
     // Anything mounted at or below its merged directory: the union, or volume mounts a half
     // mount left without it (`umount` clears those too).
     bool is_mounted(const ContainerRecord& c) const;

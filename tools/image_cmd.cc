@@ -243,7 +243,7 @@ json inspect_image(store::Store& st, const store::ImageRecord& img) {
 }
 
 json inspect_container(store::Store& st, const store::ContainerRecord& c) {
-    auto dir = st.container_dir(c.id);
+    auto paths = st.container_paths(c.id);
     std::string image_name;
     try {
         auto img = st.image(c.image_id);
@@ -256,9 +256,9 @@ json inspect_container(store::Store& st, const store::ContainerRecord& c) {
             {"Config", {{"Image", image_name}, {"Env", c.env}, {"Labels", c.labels}}},
             {"Created", store::format_rfc3339(c.created)},
             {"Mounted", st.is_mounted(c)},
-            {"UpperDir", dir + "/upper"},
-            {"WorkDir", dir + "/work"},
-            {"MergedDir", dir + "/merged"},
+            {"UpperDir", paths.upper()},
+            {"WorkDir", paths.work()},
+            {"MergedDir", paths.merged()},
             {"Mounts", mounts_json(st.container_mounts(c.id))}};
 }
 
