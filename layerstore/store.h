@@ -159,6 +159,7 @@ struct ContainerMount {
     std::string driver;         // "local" for volumes, "" for binds
     bool tmpfs = false;         // a tmpfs volume: host_path is not used
     std::string mount_options;  // a tmpfs volume's o=
+    bool populated = false;     // a volume that has had the image's content copied in once
 };
 
 class Store {
