@@ -49,24 +49,24 @@ bool request_arg(const void* buf, ssize_t n, Arg& arg) {
 
 bool carries_kill_flag(uint32_t opcode, const void* buf, ssize_t n) {
     switch (opcode) {
-    case FUSE_WRITE: {
-        fuse_write_in in;
-        return request_arg(buf, n, in) && (in.write_flags & FUSE_WRITE_KILL_SUIDGID);
-    }
-    case FUSE_SETATTR: {
-        fuse_setattr_in in;
-        return request_arg(buf, n, in) && (in.valid & FATTR_KILL_SUIDGID);
-    }
-    case FUSE_OPEN: {
-        fuse_open_in in;
-        return request_arg(buf, n, in) && (in.open_flags & FUSE_OPEN_KILL_SUIDGID);
-    }
-    case FUSE_CREATE: {
-        fuse_create_in in;
-        return request_arg(buf, n, in) && (in.open_flags & FUSE_OPEN_KILL_SUIDGID);
-    }
-    default:
-        return false;
+        case FUSE_WRITE: {
+            fuse_write_in in;
+            return request_arg(buf, n, in) && (in.write_flags & FUSE_WRITE_KILL_SUIDGID);
+        }
+        case FUSE_SETATTR: {
+            fuse_setattr_in in;
+            return request_arg(buf, n, in) && (in.valid & FATTR_KILL_SUIDGID);
+        }
+        case FUSE_OPEN: {
+            fuse_open_in in;
+            return request_arg(buf, n, in) && (in.open_flags & FUSE_OPEN_KILL_SUIDGID);
+        }
+        case FUSE_CREATE: {
+            fuse_create_in in;
+            return request_arg(buf, n, in) && (in.open_flags & FUSE_OPEN_KILL_SUIDGID);
+        }
+        default:
+            return false;
     }
 }
 
