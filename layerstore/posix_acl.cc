@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 namespace lamina::store {
@@ -32,43 +33,24 @@ struct AclEntry {
     uint32_t id;
 };
 
-// libarchive's tag -> the kernel's; 0 for tags POSIX ACLs do not have (NFSv4's everyone@).
+// libarchive's tag and the kernel's for each POSIX ACL entry kind.
+constexpr std::pair<int, uint16_t> kTags[] = {
+    {ARCHIVE_ENTRY_ACL_USER_OBJ, kUserObj},   {ARCHIVE_ENTRY_ACL_USER, kUser},
+    {ARCHIVE_ENTRY_ACL_GROUP_OBJ, kGroupObj}, {ARCHIVE_ENTRY_ACL_GROUP, kGroup},
+    {ARCHIVE_ENTRY_ACL_MASK, kMask},          {ARCHIVE_ENTRY_ACL_OTHER, kOther},
+};
+
+// 0 for tags POSIX ACLs do not have (NFSv4's everyone@).
 uint16_t kernel_tag(int archive_tag) {
-    switch (archive_tag) {
-        case ARCHIVE_ENTRY_ACL_USER_OBJ:
-            return kUserObj;
-        case ARCHIVE_ENTRY_ACL_USER:
-            return kUser;
-        case ARCHIVE_ENTRY_ACL_GROUP_OBJ:
-            return kGroupObj;
-        case ARCHIVE_ENTRY_ACL_GROUP:
-            return kGroup;
-        case ARCHIVE_ENTRY_ACL_MASK:
-            return kMask;
-        case ARCHIVE_ENTRY_ACL_OTHER:
-            return kOther;
-        default:
-            return 0;
-    }
+    for (const auto& [a, k] : kTags)
+        if (a == archive_tag) return k;
+    return 0;
 }
 
-int archive_tag(uint16_t tag) {
-    switch (tag) {
-        case kUserObj:
-            return ARCHIVE_ENTRY_ACL_USER_OBJ;
-        case kUser:
-            return ARCHIVE_ENTRY_ACL_USER;
-        case kGroupObj:
-            return ARCHIVE_ENTRY_ACL_GROUP_OBJ;
-        case kGroup:
-            return ARCHIVE_ENTRY_ACL_GROUP;
-        case kMask:
-            return ARCHIVE_ENTRY_ACL_MASK;
-        case kOther:
-            return ARCHIVE_ENTRY_ACL_OTHER;
-        default:
-            return 0;
-    }
+int archive_tag(uint16_t kernel_tag) {
+    for (const auto& [a, k] : kTags)
+        if (k == kernel_tag) return a;
+    return 0;
 }
 
 void put_le(std::string& out, uint32_t v, int bytes) {
