@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -70,6 +71,30 @@ std::set<std::string> column_set(Db& db, const char* sql, bool strip_digest) {
     return out;
 }
 
+// A file of this size is kept in the store and dropped when its filesystem is full, so that
+// SQLite has the room that even a delete needs: rm, rmi and prune then work on a full disk.
+constexpr uint64_t kSpaceReserve = 1 << 20;
+
+uint64_t free_bytes(const std::string& path) {
+    struct statvfs v;
+    if (::statvfs(path.c_str(), &v) != 0) return UINT64_MAX;
+    return static_cast<uint64_t>(v.f_bavail) * v.f_frsize;
+}
+
+// The reserve goes when less than it is free: this command may need the room.
+void release_space_reserve(const Layout& l) {
+    if (free_bytes(l.root) < kSpaceReserve) ::unlink(l.space_reserve().c_str());
+}
+
+// The reserve is made again once there is room for it several times over.
+void keep_space_reserve(const Layout& l) {
+    std::string path = l.space_reserve();
+    if (path_exists(path) || free_bytes(l.root) < 4 * kSpaceReserve) return;
+    Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!fd) return;
+    if (::posix_fallocate(fd.get(), 0, kSpaceReserve) != 0) ::unlink(path.c_str());
+}
+
 }  // namespace
 
 std::string Layout::blob(const std::string& digest) const {
@@ -105,6 +130,7 @@ std::string new_link_name() {
 }
 
 Store::Store(const std::string& root) : root_(root) {
+    if (path_exists(root_)) release_space_reserve(Layout{root_});
     ensure_layout();
     {
         // Opening a new store writes (WAL mode, the schema). Two processes doing it at once race
@@ -120,6 +146,7 @@ Store::Store(const std::string& root) : root_(root) {
     // writer (which takes the lock exclusively) does it.
     StoreLock lock(Layout{root_}.lock(), StoreLock::Mode::Exclusive, true);
     if (lock) recover();
+    keep_space_reserve(Layout{root_});
 }
 
 Store::~Store() = default;
