@@ -20,20 +20,8 @@ TEST(DockerScript, a_docker_users_script_runs_against_lamina) {
     RegistryEnv env;
     Registry upstream;
     auto built = push_demo(upstream, tmp, "team/app:v1");
-    RegistryOptions co;
-    co.tls = true;
-    co.htpasswd_user = "dave";
-    co.htpasswd_password = "pw-dave";
-    co.proxy_remote = "http://" + upstream.host();
-    Registry cache(co);
-    env.registries_conf("[[registry]]\nlocation = \"" + upstream.host() +
-                        "\"\n[[registry.mirror]]\nlocation = \"" + cache.host() +
-                        "\"\ninsecure = false\n");
-    make_dirs(env.config_dir() + "/certs.d/" + cache.host());
-    write_file(env.config_dir() + "/certs.d/" + cache.host() + "/myca.crt",
-               read_file(cache.cert().cert));
-    std::string auth = run_shell("printf dave:pw-dave | base64 -w0").out;
-    write_file(tmp / "auth.json", json({{"auths", {{cache.host(), {{"auth", auth}}}}}}).dump());
+    CacheMirror mirror(env, upstream, tmp / "auth.json");
+    const Registry& cache = mirror.cache;
     write_file(tmp / "note.txt", "from the host\n");
 
     std::string up = upstream.host();
