@@ -128,6 +128,12 @@ std::map<std::string, std::string> key_values(const std::vector<std::string>& it
     return out;
 }
 
+std::string labels_text(const std::map<std::string, std::string>& labels) {
+    std::string out;
+    for (const auto& [k, v] : labels) out += (out.empty() ? "" : ",") + k + "=" + v;
+    return out;
+}
+
 bool labels_match(const std::map<std::string, std::string>& labels, const std::string& want) {
     auto eq = want.find('=');
     auto it = labels.find(want.substr(0, eq));

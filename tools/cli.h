@@ -62,6 +62,8 @@ std::map<std::string, std::vector<std::string>> split_filters(
 // "K=V" (or "K", an empty value) from --label, --opt and the like.
 std::map<std::string, std::string> key_values(const std::vector<std::string>& items,
                                               const std::string& option);
+// "K=V,K2=V2": the LABELS column of ps and volume ls.
+std::string labels_text(const std::map<std::string, std::string>& labels);
 // label=K or label=K=V against a label map (the label filter of images and ps).
 bool labels_match(const std::map<std::string, std::string>& labels, const std::string& want);
 // -m, --author and --change of commit and import; a --change docker would refuse is a usage
@@ -109,9 +111,10 @@ nlohmann::json image_json(const store::ImageSummary& s);
 using Handler = std::function<int(Context&, const Args&)>;
 using CommandTable = std::map<std::string, Handler>;
 
-// images, history, inspect, tag, rmi, load, import, save (image_cmd.cc).
+// images, history, inspect, tag, rmi, load, import, save, image prune (image_cmd.cc).
 void add_image_commands(CommandTable& commands);
-// create, mount, umount, ps, rm, diff, commit, export (container_cmd.cc).
+// create, mount, umount, ps, rm, diff, commit, export, rename, cp, container prune
+// (container_cmd.cc; cp's copying in container_copy.cc).
 void add_container_commands(CommandTable& commands);
 // `lamina volume ...` (volume_cmd.cc).
 void add_volume_commands(CommandTable& commands);

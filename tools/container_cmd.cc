@@ -1,4 +1,5 @@
-// The container commands: create, mount, umount, ps, rm, diff, commit, export.
+// The container commands: create, mount, umount, ps, rm, diff, commit, export, rename, cp,
+// container prune.
 #include <algorithm>
 #include <cstdlib>
 #include <iostream>
@@ -170,9 +171,6 @@ int cmd_ps(Context& ctx, const Args& a) {
             j["SizeRootFs"] = c->virtual_size;
         }
         l.json.push_back(j);
-        std::string labels;
-        for (const auto& [k, v] : c->record.labels)
-            labels += (labels.empty() ? "" : ",") + k + "=" + v;
         std::string size =
             sizes ? human_size(c->size) + " (virtual " + human_size(c->virtual_size) + ")" : "";
         l.rows.push_back({{"ID", id_of(c->record.id)},
@@ -184,7 +182,7 @@ int cmd_ps(Context& ctx, const Args& a) {
                           {"State", container_state(*c)},
                           {"Names", c->record.name},
                           {"Size", size},
-                          {"Labels", labels}});
+                          {"Labels", labels_text(c->record.labels)}});
     }
     print_listing(l, format, a.has("quiet"));
     return 0;

@@ -1,4 +1,4 @@
-// The image commands: images, history, inspect, tag, rmi, load, import, save.
+// The image commands: images, history, inspect, tag, rmi, load, import, save, image prune.
 #include <fnmatch.h>
 
 #include <algorithm>

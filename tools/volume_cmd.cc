@@ -56,13 +56,11 @@ int volume_ls(Context& ctx, const Args& a) {
     for (const auto& v : shown) {
         l.quiet.push_back(v.name);
         l.json.push_back(volume_json(v));
-        std::string labels;
-        for (const auto& [k, val] : v.labels) labels += (labels.empty() ? "" : ",") + k + "=" + val;
         l.rows.push_back({{"Name", v.name},
                           {"Driver", v.driver},
                           {"Scope", "local"},
                           {"Mountpoint", v.mountpoint},
-                          {"Labels", labels},
+                          {"Labels", labels_text(v.labels)},
                           {"Links", std::to_string(v.users.size())},
                           {"Size", "N/A"}});
     }

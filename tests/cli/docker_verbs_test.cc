@@ -33,6 +33,7 @@ TEST_F(Script, commit_takes_changes_author_and_the_containers_env_and_labels) {
     EXPECT_EQ(out_of(lamina({"ps", "-a", "--filter", "label=tier=web", "--format", "{{.Names}}"})),
               "web");
     EXPECT_EQ(out_of(lamina({"ps", "-a", "--filter", "label=tier=db", "-q"})), "");
+    EXPECT_EQ(out_of(lamina({"ps", "-a", "--format", "{{.Labels}}"})), "team=ops,tier=web");
 
     auto r = lamina({"commit",
                      "-a",
