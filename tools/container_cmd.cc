@@ -274,18 +274,26 @@ int cmd_cp(Context& ctx, const Args& a) {
     need_operands(a, 2, 2);
     auto from = container_path(a.operands[0]);
     auto to = container_path(a.operands[1]);
-    if (a.operands[0] == "-" || a.operands[1] == "-")
-        throw UsageError("cp: tar streams (-) are not supported; lamina export writes a tar");
     if (bool(from) == bool(to))
         throw UsageError("cp: give one CONTAINER:PATH and one host path (lamina cp --help)");
+    bool stream = a.operands[0] == "-" || a.operands[1] == "-";
+    if (stream && a.operands[1] == "-" && stdout_is_terminal())
+        throw UsageError("cp: refusing to write a tar to a terminal; redirect stdout");
+    if (stream && a.operands[0] == "-" && stdin_is_terminal())
+        throw UsageError("cp -: stdin is a terminal, not a tar");
     CopyOptions o;
     o.archive = a.has("archive");
     o.follow_link = a.has("follow-link");
     MountedForCommand m(ctx.store(), from ? from->first : to->first);
-    if (from) {
-        copy_out_of_container(m.merged(), m.container().name, from->second, a.operands[1], o);
+    const std::string& name = m.container().name;
+    if (from && stream) {
+        copy_out_as_tar(m.merged(), name, from->second, o);
+    } else if (from) {
+        copy_out_of_container(m.merged(), name, from->second, a.operands[1], o);
+    } else if (stream) {
+        copy_tar_into(m.merged(), name, to->second, o);
     } else {
-        copy_into_container(a.operands[0], m.merged(), m.container().name, to->second, o);
+        copy_into_container(a.operands[0], m.merged(), name, to->second, o);
     }
     return 0;
 }

@@ -14,6 +14,7 @@
 #include "error.h"
 #include "fsutil.h"
 #include "process.h"
+#include "streams.h"
 
 namespace lamina::cli {
 namespace {
@@ -95,30 +96,52 @@ void run_copy(const std::string& from, const std::string& to, const CopyOptions&
     }
 }
 
+// The host path of a copy's source in the container: resolved all the way for SRC/. and -L,
+// else its directory resolved and its last name taken as it is.
+std::string source_path(const ContainerRoot& root, const ContainerPath& p, const std::string& src,
+                        const CopyOptions& o) {
+    std::string from;
+    if (p.name == "." || o.follow_link) {
+        from = root.resolve(p.name == "." ? p.dir : p.dir + "/" + p.name, true);
+    } else {
+        from = root.resolve(p.dir, true) + "/" + p.name;
+        struct stat st;
+        if (::lstat(from.c_str(), &st) != 0)
+            throw StoreError("no such file in container " + root.name() + ": " + src);
+    }
+    if (p.name == "." && !is_directory(from))
+        throw StoreError("cannot copy " + root.name() + ":" + src + ": not a directory");
+    return from;
+}
+
 }  // namespace
 
 void copy_out_of_container(const std::string& merged, const std::string& name,
                            const std::string& src, const std::string& dest, const CopyOptions& o) {
     ContainerRoot root(merged, name);
     ContainerPath p = split_container_path(src);
-    std::string from;
-    if (p.name == "." || o.follow_link) {
-        from = root.resolve(p.name == "." ? p.dir : p.dir + "/" + p.name, true);
-    } else {
-        std::string dir = root.resolve(p.dir, true);
-        from = dir + "/" + p.name;
-        struct stat st;
-        if (::lstat(from.c_str(), &st) != 0)
-            throw StoreError("no such file in container " + name + ": " + src);
-    }
-    std::string to = dest;
-    if (p.name != "." && is_directory(dest)) {
-        // Under its own name: a followed link's, not its target's.
-        to = dest + "/" + p.name;
-    } else if (p.name == "." && !is_directory(from)) {
-        throw StoreError("cannot copy " + name + ":" + src + ": not a directory");
-    }
+    std::string from = source_path(root, p, src, o);
+    // Under its own name: a followed link's, not its target's.
+    std::string to = p.name != "." && is_directory(dest) ? dest + "/" + p.name : dest;
     run_copy(from, to, o, false, name + ":" + src, dest);
+}
+
+void copy_out_as_tar(const std::string& merged, const std::string& name, const std::string& src,
+                     const CopyOptions& o) {
+    ContainerRoot root(merged, name);
+    ContainerPath p = split_container_path(src);
+    write_tree_tar(source_path(root, p, src, o), "", p.name);
+}
+
+void copy_tar_into(const std::string& merged, const std::string& name, const std::string& dest,
+                   const CopyOptions& o) {
+    ContainerRoot root(merged, name);
+    ContainerPath d = split_container_path(dest);
+    std::string rel = d.name == "." ? d.dir : (d.dir.empty() ? d.name : d.dir + "/" + d.name);
+    std::string to = root.resolve(rel, true);
+    if (!is_directory(to))
+        throw StoreError("cannot copy to " + name + ":" + dest + ": not a directory");
+    unpack_stdin_beneath(to, o.archive, "cannot copy stdin to " + name + ":" + dest);
 }
 
 void copy_into_container(const std::string& src, const std::string& merged, const std::string& name,

@@ -19,4 +19,12 @@ void copy_out_of_container(const std::string& merged, const std::string& name,
 void copy_into_container(const std::string& src, const std::string& merged, const std::string& name,
                          const std::string& dest, const CopyOptions& o);
 
+// `cp CONTAINER:SRC -`: SRC as a tar on stdout, under its own last name ("." for "SRC/.").
+void copy_out_as_tar(const std::string& merged, const std::string& name, const std::string& src,
+                     const CopyOptions& o);
+// `cp - CONTAINER:DEST`: a tar from stdin unpacked into the directory DEST. No entry may lead
+// out of it: ".." and absolute names are refused, and so is any path through a symlink.
+void copy_tar_into(const std::string& merged, const std::string& name, const std::string& dest,
+                   const CopyOptions& o);
+
 }  // namespace lamina::cli

@@ -91,7 +91,8 @@ void copy_file_to_stdout(const std::string& path) {
 
 namespace {
 
-void write_tree_tar_to(const std::string& root, const std::string& file, const std::string& shown) {
+void write_tree_tar_to(const std::string& root, const std::string& top, const std::string& file,
+                       const std::string& shown) {
     ArchivePtr w(archive_write_new());
     archive_write_set_format_pax_restricted(w.get());
     int rc = file.empty() ? archive_write_open_fd(w.get(), STDOUT_FILENO)
@@ -114,8 +115,14 @@ void write_tree_tar_to(const std::string& root, const std::string& file, const s
             throw StoreError("cannot read " + root + ": " + archive_error_text(disk.get()));
         std::string path = archive_entry_pathname(e);
         archive_read_disk_descend(disk.get());
-        if (path == root) continue;
-        std::string rel = path.substr(root.size() + 1);
+        std::string rel;
+        if (path == root) {
+            if (top.empty()) continue;
+            rel = top;
+        } else {
+            rel = path.substr(root.size() + 1);
+            if (!top.empty()) rel = top + "/" + rel;
+        }
         archive_entry_set_pathname(e, rel.c_str());
         archive_entry_unset_atime(e);
         archive_entry_unset_ctime(e);
@@ -139,12 +146,63 @@ void write_tree_tar_to(const std::string& root, const std::string& file, const s
 
 }  // namespace
 
-void write_tree_tar(const std::string& root, const std::string& out) {
-    if (out.empty()) return write_tree_tar_to(root, "", "stdout");
+void unpack_stdin_beneath(const std::string& dir, bool keep_owners, const std::string& what) {
+    UniqueFd target(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    UniqueFd back(::open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!target || !back) throw_errno("cannot open", target ? "." : dir, errno);
+    ArchivePtr in(archive_read_new());
+    archive_read_support_format_tar(in.get());
+    archive_read_support_filter_all(in.get());
+    if (archive_read_open_fd(in.get(), STDIN_FILENO, 1 << 17) != ARCHIVE_OK)
+        throw StoreError(what + ": " + archive_error_text(in.get()));
+    struct WriterCloser {
+        void operator()(struct archive* a) const { archive_write_free(a); }
+    };
+    std::unique_ptr<struct archive, WriterCloser> out(archive_write_disk_new());
+    int flags = ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_ACL |
+                ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+                ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS;
+    if (keep_owners) flags |= ARCHIVE_EXTRACT_OWNER;
+    archive_write_disk_set_options(out.get(), flags);
+    // The names are relative to dir; lamina is one thread, so the working directory is its own.
+    if (::fchdir(target.get()) != 0) throw_errno("cannot enter", dir, errno);
+    std::string error;
+    while (error.empty()) {
+        struct archive_entry* e = nullptr;
+        int rc = archive_read_next_header(in.get(), &e);
+        if (rc == ARCHIVE_EOF) break;
+        if (rc < ARCHIVE_WARN) {
+            error = archive_error_text(in.get());
+            break;
+        }
+        if (archive_write_header(out.get(), e) < ARCHIVE_WARN) {
+            error = std::string(archive_entry_pathname(e)) + ": " + archive_error_text(out.get());
+            break;
+        }
+        const void* buf;
+        size_t size;
+        la_int64_t offset;
+        while ((rc = archive_read_data_block(in.get(), &buf, &size, &offset)) == ARCHIVE_OK) {
+            if (archive_write_data_block(out.get(), buf, size, offset) < ARCHIVE_WARN) {
+                error =
+                    std::string(archive_entry_pathname(e)) + ": " + archive_error_text(out.get());
+                break;
+            }
+        }
+        if (error.empty() && rc < ARCHIVE_WARN) error = archive_error_text(in.get());
+    }
+    if (error.empty() && archive_write_close(out.get()) < ARCHIVE_WARN)
+        error = archive_error_text(out.get());
+    if (::fchdir(back.get()) != 0 && error.empty()) error = strerror(errno);
+    if (!error.empty()) throw StoreError(what + ": " + error);
+}
+
+void write_tree_tar(const std::string& root, const std::string& out, const std::string& top) {
+    if (out.empty()) return write_tree_tar_to(root, top, "", "stdout");
     // Beside out and renamed over it when whole: a failed export leaves no partial tar.
     std::string partial = out + ".partial-" + store::random_hex(8);
     try {
-        write_tree_tar_to(root, partial, out);
+        write_tree_tar_to(root, top, partial, out);
     } catch (...) {
         ::unlink(partial.c_str());
         throw;

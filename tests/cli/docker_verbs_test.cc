@@ -284,5 +284,31 @@ TEST_F(Script, umount_of_a_busy_container_leaves_it_whole_and_says_so) {
     EXPECT_EQ(out_of(lamina({"ps", "-a", "--format", "{{.State}}"})), "created");
 }
 
+TEST_F(CopyScript, cp_streams_tars_out_and_in_and_refuses_entries_that_leave_the_directory) {
+    REQUIRE_FUSE();
+    auto r = run_shell(lamina_sh(lamina) + " cp web:/srv - | tar -tf - | sort");
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.out, "srv/\nsrv/a\nsrv/sub/\nsrv/sub/b\n");
+    make_dirs(tmp / "in/pkg");
+    write_file(tmp / "in/pkg/f", "packed");
+    r = run_shell("tar -C " + shell_quote(tmp / "in") + " -cf - pkg | " + lamina_sh(lamina) +
+                  " container cp - web:/srv");
+    ASSERT_EQ(r.status, 0) << r.err;
+    r = run_shell(lamina_sh(lamina) + " cp web:/srv/pkg/f - | tar -xOf -");
+    EXPECT_EQ(r.out, "packed");
+    // A symlink to the host's /tmp, then a file through it: refused, nothing on the host.
+    std::string bait = tmp / "bait";
+    make_dirs(bait);
+    write_file(tmp / "evil.tar", make_tar({symlink("esc2", bait), file("esc2/planted", "x")}));
+    r = run_shell(lamina_sh(lamina) + " cp - web:/ < " + shell_quote(tmp / "evil.tar"));
+    EXPECT_EQ(r.status, 1);
+    EXPECT_NE(r.err.find("cannot copy stdin to web:/: esc2/planted: "), std::string::npos) << r.err;
+    EXPECT_EQ(access((bait + "/planted").c_str(), F_OK), -1);
+    write_file(tmp / "dotdot.tar", make_tar({file("../../up", "x")}));
+    r = run_shell(lamina_sh(lamina) + " cp - web:/srv < " + shell_quote(tmp / "dotdot.tar"));
+    EXPECT_EQ(r.status, 1);
+    EXPECT_EQ(status(), "created");
+}
+
 }  // namespace
 }  // namespace lamina::test
