@@ -160,6 +160,19 @@ TEST_F(Script, image_and_container_prune_ask_unless_forced) {
     EXPECT_EQ(out_of(lamina({"ps", "-aq"})), "");
 }
 
+TEST_F(Script, rough_edges_volume_conflicts_and_oci_layout_names) {
+    // A -v conflict names the path in the container, not the host's.
+    auto r = lamina({"create", "-v", "/tmp:/data", "-v", "/etc:/data", "app:1"});
+    EXPECT_EQ(r.status, 1);
+    EXPECT_EQ(r.err, "lamina: duplicate mount point: /data\n");
+    // An OCI layout's ref name names the loaded image, said once, without its ID besides.
+    write_oci_layout(tmp / "layout", demo_image("gzip"), "example.com/team/tool:v3");
+    r = lamina({"load", "-i", tmp / "layout"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.out, "Loaded image: example.com/team/tool:v3\n");
+    EXPECT_EQ(images({"example.com/team/tool"}), "example.com/team/tool:v3");
+}
+
 // An image whose symlinks point out of it, as a hostile image's would: "esc" -> /etc,
 // "hostname" -> /etc/hostname. Inside the container neither leads to the host's files.
 class CopyScript : public Script {
