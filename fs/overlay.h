@@ -381,8 +381,7 @@ private:
     int set_upper_xattr(const std::string& xattr_path, std::string_view suffix,
                         std::string_view value);
     int install_from_work_locked(const std::string& tmp, const Place& dst, bool replace_whiteout);
-    // Copies up the parent and gives the new entry's upper path; over_whiteout is what the
-    // lookup that found no entry said (lookup_locked's upper_whiteout).
+    // Copies up the parent and gives the place of the new entry `name` in its upper copy.
     int prepare_new_name_locked(Node* parent, std::string_view name, Place& dst);
     // The mode and ACLs a new entry (mode with its type) gets from the default ACL of the
     // directory held at parent_fd, or nullopt when it has none (acl.h).

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "config_changes.h"
 #include "db.h"
 #include "digest.h"
 #include "error.h"
@@ -286,7 +287,7 @@ std::vector<LoadedImage> Store::load(const std::string& path) {
 }
 
 LoadedImage Store::import_tarball(const std::string& tarball, const std::string& ref,
-                                  const std::string& message, const std::string& shown_as) {
+                                  const ImageMetadata& meta, const std::string& shown_as) {
     Layout l{root_};
     std::string name = ref.empty() ? "" : normalize_reference(ref);
     StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
@@ -309,7 +310,12 @@ LoadedImage Store::import_tarball(const std::string& tarball, const std::string&
                     {"config", json::object()},
                     {"rootfs", {{"type", "layers"}, {"diff_ids", {diff_id}}}},
                     {"history", {{{"created", now}, {"created_by", "lamina import " + source}}}}};
-        if (!message.empty()) cfg["history"][0]["comment"] = message;
+        if (!meta.message.empty()) cfg["history"][0]["comment"] = meta.message;
+        try {
+            apply_config_changes(cfg, meta.changes);
+        } catch (const std::invalid_argument& e) {
+            throw StoreError(e.what());
+        }
         SourceLayer sl;
         sl.path = tarball;
         return store_image(cfg.dump(), "", {sl},

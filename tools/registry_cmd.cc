@@ -128,7 +128,10 @@ int cmd_push(Context& ctx, const Args& a) {
     o.client.credentials = creds_option(a);
     o.quiet = a.has("quiet");
     o.live_progress = isatty(STDOUT_FILENO);
-    registry::push_image(ctx.store(), Settings::load(), local, dest, o, std::cout);
+    std::string digest =
+        registry::push_image(ctx.store(), Settings::load(), local, dest, o, std::cout);
+    ctx.store().record_repo_digest(ctx.store().image(local).id,
+                                   dest.registry + "/" + dest.repository, digest);
     return 0;
 }
 
