@@ -27,7 +27,7 @@ class Profile:
     huge_dir_entries: int = 2000  # one directory this big, spread over 4 layers (hugedir job)
     workloads: bool = True  # the podman and build jobs (not in --smoke: they need podman, minutes)
     podman_fs_bytes: int = 2 * GIB  # the fresh ext4 each podman run gets (a sparse file)
-    build_targets: tuple = ()  # what the build job compiles (empty: everything)
+    build_targets: tuple = ("laminafs", "lamina")  # what the build job compiles: the programs
     build_timeout: float = 1800  # seconds the build job may take
 
     @property

@@ -426,6 +426,9 @@ def _last_line(path, rc):
 # Building this project
 
 
+BUILD_PHASES = ("setup", "compile")
+
+
 def meson_build(ctx):
     """meson setup and a 2-job compile of the source tree in the mount, the build directory beside
     it in the upper layer; ccache is kept out so every contender compiles everything."""
@@ -433,13 +436,19 @@ def meson_build(ctx):
     build = os.path.join(ctx.mnt, "B")
     env = dict(C_LOCALE, CCACHE_DISABLE="1")
     start = time.perf_counter()
-    for argv in (
-        ["meson", "setup", build, src],
-        ["meson", "compile", "-C", build, "-j", "2"] + list(ctx.profile.build_targets),
+    phases = {}
+    for phase, argv in zip(
+        BUILD_PHASES,
+        (
+            ["meson", "setup", build, src],
+            ["meson", "compile", "-C", build, "-j", "2"] + list(ctx.profile.build_targets),
+        ),
     ):
-        left = ctx.timeout - (time.perf_counter() - start)
+        began = time.perf_counter()
+        left = ctx.timeout - (began - start)
         _run(argv, " ".join(argv[:2]), timeout=max(left, 1), env=env)
-    return time.perf_counter() - start
+        phases[phase] = time.perf_counter() - began
+    return {"value": time.perf_counter() - start, "parts": phases}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,6 +513,7 @@ def workload_jobs(profile, include):
             meson_build,
             ("cold",),
             needs=("meson", "ninja", "c++", "git"),
+            parts=BUILD_PHASES,
             timeout=profile.build_timeout,
         ),
     ]
