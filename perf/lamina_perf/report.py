@@ -8,6 +8,7 @@ import shutil
 import statistics
 
 from .runner import result_keys
+from .workloads import REQUESTS_IN, REQUESTS_OF, headline_figures
 
 SCHEMA = 1
 GROUPS = (("data", "Data path"), ("metadata", "Metadata"), ("workload", "Real workloads"))
@@ -171,9 +172,9 @@ def _cell(result, repeat):
         text += f" ({len(result['runs'])} run{'s' if len(result['runs']) > 1 else ''})"
     if result.get("disturbed_runs"):
         text += " †"
-    extra = result.get("extra") or {}
-    if extra:
-        text += " (" + ", ".join(f"{fmt(v)} {name}" for name, v in extra.items()) + ")"
+    shown = [f"{fmt(v)} {name}" for name, v in headline_figures(result.get("extra")).items()]
+    if shown:
+        text += " (" + ", ".join(shown) + ")"
     return text
 
 
@@ -261,6 +262,7 @@ def render_markdown(report, chart_prefix=None, level=2):
         lines += [f"{h} {heading}", ""] + _table(header, rows) + [""]
         if chart_prefix:
             lines += [f"![{heading}: ratio to kernel overlayfs]({chart_prefix}{group}.png)", ""]
+    lines += _requests_section(report, h)
     lines += _resources_section(report, chart_prefix, h)
     lines += _targets_section(report, h)
     lines += [f"{h} What each job does", ""]
@@ -277,6 +279,46 @@ def render_markdown(report, chart_prefix=None, level=2):
             lines.append(f"- {message} ({', '.join(keys)})")
         lines.append("")
     return "\n".join(lines)
+
+
+def _requests_section(report, h):
+    """The FUSE requests per file of each job that counted them (podman), in all, per phase and
+    per operation, one column per contender."""
+    lines = []
+    for j in report["jobs"]:
+        counted = {
+            n: r["extra"]
+            for n, r in j["results"].items()
+            if (r.get("extra") or {}).get("requests/file") is not None
+        }
+        if not counted:
+            continue
+        names = list(counted)
+        seen = list(dict.fromkeys(k for extra in counted.values() for k in extra))
+        phases = [k for k in seen if k.startswith(REQUESTS_IN)]
+        ops = [k for k in seen if k.startswith(REQUESTS_OF)]
+        ops.sort(key=lambda k: -max(extra.get(k, 0) for extra in counted.values()))
+        rows = []
+        for k in ["requests/file"] + phases + ops:
+            label = (
+                "all"
+                if k == "requests/file"
+                else f"in {k[len(REQUESTS_IN):]}"
+                if k.startswith(REQUESTS_IN)
+                else f"`{k[len(REQUESTS_OF):]}`"
+            )
+            rows.append([label] + [fmt(counted[n].get(k, 0)) for n in names])
+        lines += [
+            f"{h} FUSE requests per file, `{j['key']}`",
+            "",
+            "Requests the kernel sent the daemon (its `fuse_request_send` tracepoint, or laminafs's "
+            "own count of requests over io_uring where tracing is not available) over the "
+            "container's three phases, divided by the tar's entries: in all, in each phase and of "
+            "each operation.",
+            "",
+        ]
+        lines += _table(["requests per file", *names], rows) + [""]
+    return lines
 
 
 def _resources_section(report, chart_prefix, h):

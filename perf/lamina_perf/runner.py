@@ -15,6 +15,7 @@ import time
 from . import contenders as contenders_mod
 from . import trees
 from .jobs import Context, missing_programs
+from .workloads import headline_figures
 
 
 def drop_caches():
@@ -354,5 +355,5 @@ class Runner:
                 said.append(f"{part} {parts[part]:.4g}")
             else:
                 self.results.add(part_key, name, error="no figure")
-        said += [f"{figure:.3g} {what}" for what, figure in extra.items()]
+        said += [f"{figure:.3g} {what}" for what, figure in headline_figures(extra).items()]
         return " ".join(said)
