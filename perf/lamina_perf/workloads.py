@@ -7,6 +7,7 @@ import atexit
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -300,7 +301,7 @@ class PodmanTarget:
         self.pid = None  # no daemon of ours before the container starts
         self.trace_name = f"lamina-perf-{os.getpid()}"  # the tracing instance, if any
         self.run_root = None
-        self.argv = ["podman"]
+        self.argv = None  # podman with this store's options, once prepare() has made it
         self.env = None
 
     def _wrapped_program(self):
@@ -312,10 +313,10 @@ class PodmanTarget:
         with open(wrapper, "w") as f:
             f.write(
                 LAMINAFS_WRAPPER.format(
-                    binary=self.program,
-                    options=f"-o {extra} " if extra else "",
-                    log=self.log,
-                    pids=self.pids,
+                    binary=shlex.quote(self.program),
+                    options=f"-o {shlex.quote(extra)} " if extra else "",
+                    log=shlex.quote(self.log),
+                    pids=shlex.quote(self.pids),
                 )
             )
         os.chmod(wrapper, 0o755)
@@ -444,15 +445,16 @@ class PodmanTarget:
 
     def unmount(self):
         """Takes everything down: the container, the daemon's mount, the ext4, the loop device."""
-        try:
-            subprocess.run(
-                self.argv + ["rm", "-af", "-t", "0"],
-                env=self.env,
-                capture_output=True,
-                timeout=60,
-            )
-        except (subprocess.TimeoutExpired, OSError):
-            pass
+        if self.argv:  # never without --root: that would be the machine's own containers
+            try:
+                subprocess.run(
+                    self.argv + ["rm", "-af", "-t", "0"],
+                    env=self.env,
+                    capture_output=True,
+                    timeout=60,
+                )
+            except (subprocess.TimeoutExpired, OSError):
+                pass
         FuseRequestTrace(self.trace_name, None).remove_instance()
         self.fs.remove()
         if self.run_root:
