@@ -86,18 +86,35 @@ def _unmount(path):
 # filtered to one connection, in a tracing instance of its own.
 
 TRACEFS = "/sys/kernel/tracing"
+_tracefs = []  # where tracefs is for this run, once found or mounted
 
 
 def tracefs():
-    """The tracefs directory, mounted here if it is not yet (and unmounted when this process
-    ends: call it first in the process that lives on); None without it or the fuse events."""
-    if not os.path.isdir(os.path.join(TRACEFS, "instances")):
-        res = subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS], capture_output=True)
-        if res.returncode != 0:
-            return None
-        atexit.register(lambda: subprocess.run(["umount", TRACEFS], capture_output=True))
-    event = os.path.join(TRACEFS, "events", "fuse", "fuse_request_send")
-    return TRACEFS if os.path.isdir(event) else None
+    """The tracefs directory, or None without it or the fuse events. Where the system has not
+    mounted it, it is mounted for this run in a directory of its own under /run (unmounted and
+    removed when this process ends: call it first in the process that lives on), which leaves
+    /sys/kernel/tracing as it was."""
+    if not _tracefs:
+        if os.path.isdir(os.path.join(TRACEFS, "instances")):
+            _tracefs.append(TRACEFS)
+        else:
+            private = tempfile.mkdtemp(prefix="lamina-perf-tracefs-", dir="/run")
+            res = subprocess.run(["mount", "-t", "tracefs", "nodev", private], capture_output=True)
+            if res.returncode != 0:
+                os.rmdir(private)
+                return None
+            atexit.register(_unmount_private_tracefs, private)
+            _tracefs.append(private)
+    base = _tracefs[0]
+    return base if os.path.isdir(os.path.join(base, "events", "fuse", "fuse_request_send")) else None
+
+
+def _unmount_private_tracefs(path):
+    subprocess.run(["umount", path], capture_output=True)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 class FuseRequestTrace:
@@ -171,8 +188,9 @@ class FuseRequestTrace:
 
     def remove_instance(self):
         """Takes the tracing instance away, also one a killed run left behind."""
-        self.dir = self.dir or os.path.join(TRACEFS, "instances", self.name)
-        if os.path.isdir(self.dir):
+        if not self.dir and _tracefs:
+            self.dir = os.path.join(_tracefs[0], "instances", self.name)
+        if self.dir and os.path.isdir(self.dir):
             try:
                 self._write("events/fuse/fuse_request_send/enable", "0")
                 os.rmdir(self.dir)
