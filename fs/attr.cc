@@ -44,7 +44,7 @@ void Overlay::show_ownership(const Node* node, struct stat& st) const {
         if (!node->unlinked) {
             if (top_place(node, at) == 0) xattr_path = at.xattr_path();
         } else if (int fd = gone_copy_fd(node); fd >= 0) {
-            xattr_path = "/proc/self/fd/" + std::to_string(fd);
+            xattr_path = proc_fd_link(fd);
         }
         if (!xattr_path.empty()) {
             if (auto o = read_override_stat(xattr_path)) apply_override(*o, st);

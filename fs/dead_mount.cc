@@ -18,6 +18,7 @@
 #include <optional>
 
 #include "mount_table.h"
+#include "path_util.h"
 #include "unique_fd.h"
 
 extern char** environ;
@@ -49,7 +50,7 @@ std::optional<MountEntry> dead_fuse_mount(const std::string& path) {
     if (fstatfs(fd.get(), &sf) == 0 || (errno != ENOTCONN && errno != ECONNABORTED))
         return std::nullopt;
     char where[PATH_MAX];
-    std::string link = "/proc/self/fd/" + std::to_string(fd.get());
+    std::string link = proc_fd_link(fd.get());
     ssize_t n = readlink(link.c_str(), where, sizeof where - 1);
     if (n < 0) return std::nullopt;
     std::string mount_point(where, static_cast<size_t>(n));

@@ -115,8 +115,7 @@ int Overlay::set_inherited_acl(const std::string& xattr_path, const InheritedAcl
     return 0;
 }
 
-int Overlay::set_new_owner(int dirfd, const char* name, const Credentials& cred, Node* parent,
-                           mode_t mode, dev_t rdev, bool device_as_file) {
+Overlay::NewOwner Overlay::new_owner_locked(Node* parent, const Credentials& cred, mode_t mode) {
     // The caller's ids are what the mount shows; the disk gets them through the id mapping.
     uid_t uid = ids_.disk_uid(cred.uid);
     gid_t gid = ids_.disk_gid(cred.gid);
@@ -138,6 +137,12 @@ int Overlay::set_new_owner(int dirfd, const char* name, const Credentials& cred,
     // A directory in a setgid parent inherits the bit, which the work dir did not pass on.
     mode_t perm = mode & 07777;
     if (S_ISDIR(mode) && setgid_parent) perm |= S_ISGID;
+    return NewOwner{uid, gid, perm};
+}
+
+int Overlay::set_new_owner(int dirfd, const char* name, const Credentials& cred, Node* parent,
+                           mode_t mode, dev_t rdev, bool device_as_file) {
+    auto [uid, gid, perm] = new_owner_locked(parent, cred, mode);
     // The daemon runs with umask 0, so an entry made as the daemon's own user (root making
     // root's files, the common case in a container) already has the owner and mode it needs.
     struct stat made;
@@ -174,11 +179,59 @@ int Overlay::create(Node* parent, std::string_view name, mode_t mode, int flags,
         return fd ? 0 : errno;
     };
     if (int err = create_entry(parent, name, make, S_IFREG | (mode & 07777), cred, out)) return err;
-    fh = std::make_unique<FileHandle>();
-    out.node->open_count++;
-    fh->node = out.node;
+    fh = open_handle(out.node, flags, std::move(fd));
+    return 0;
+}
+
+std::unique_ptr<FileHandle> Overlay::open_handle(Node* node, int flags, UniqueFd fd) {
+    auto fh = std::make_unique<FileHandle>();
+    node->open_count++;
+    fh->node = node;
     fh->flags = flags;
     fh->fd = std::move(fd);
+    return fh;
+}
+
+int Overlay::create_tmpfile(Node* parent, mode_t mode, int flags, const Credentials& cred,
+                            EntryReply& out, std::unique_ptr<FileHandle>& fh) {
+    if (int err = check_writable()) return err;
+    std::unique_lock lock(tree_);
+    if (int err = copy_up_locked(parent)) return err;
+    UniqueFd scratch;
+    int dirfd;
+    if (int err = upper_dir_fd(parent, scratch, dirfd)) return err;
+    mode_t perm = mode & 07777;
+    std::optional<InheritedAcl> acl;
+    if (cred.apply_umask) {
+        acl = inherited_acl_locked(dirfd, S_IFREG | perm);
+        perm = acl ? acl->mode & 07777 : perm & ~(cred.umask & 0777);
+    }
+    // O_EXCL: never to be linked, as the caller asked.
+    int open_flags = O_TMPFILE | O_CLOEXEC | (flags & (O_ACCMODE | O_EXCL | O_APPEND));
+    UniqueFd fd(openat(dirfd, ".", open_flags, perm));
+    if (!fd) return errno;
+    // The file has no name for the *at() calls: everything goes through its descriptor. A
+    // daemon without the right to give it away keeps it (as a chown would).
+    NewOwner owner = new_owner_locked(parent, cred, S_IFREG | perm);
+    if (fchown(fd.get(), owner.uid, owner.gid) != 0 && errno != EPERM && errno != EINVAL)
+        return errno;
+    if (fchmod(fd.get(), owner.perm) != 0) return errno;  // after the chown, which drops set-id
+    if (acl && fsetxattr(fd.get(), kAclAccessXattr, acl->access.data(), acl->access.size(), 0) != 0)
+        return errno;
+    struct stat st;
+    if (fstat(fd.get(), &st) != 0) return errno;
+    auto fresh = std::make_unique<Node>();
+    fresh->type = S_IFREG;
+    fresh->in_upper = true;
+    fresh->upper_ino = st.st_ino;
+    // What getattr, and a link into place, reach it by.
+    fresh->unlinked_fd.reset(::open(proc_fd_link(fd.get()).c_str(), O_PATH | O_CLOEXEC));
+    if (!fresh->unlinked_fd) return errno;
+    out.node = table_.insert_unnamed(parent, fresh);
+    fix_stat(out.node, st);
+    out.node->ino = st.st_ino;
+    out.st = st;
+    fh = open_handle(out.node, flags, std::move(fd));
     return 0;
 }
 
@@ -284,19 +337,29 @@ int Overlay::link(Node* node, Node* new_parent, std::string_view new_name, Entry
     int err = lookup_locked(new_parent, new_name, probe, st, &over_whiteout);
     if (err == 0) return EEXIST;
     if (err != ENOENT) return err;
-    if ((err = copy_up_locked(node))) return err;
+    // An unnamed file (O_TMPFILE, or unlinked while open) is linked from its kept copy: the
+    // upper filesystem allows that for an O_TMPFILE only, as the kernel's overlay does.
+    bool unnamed = node->unlinked && node->in_upper && node->unlinked_fd;
+    if (!unnamed && (err = copy_up_locked(node))) return err;
     Place dst;
     if ((err = prepare_new_name_locked(new_parent, new_name, dst))) return err;
     Place src;
-    if ((err = upper_place(node, src))) return err;
+    if (unnamed) {
+        src.dirfd = AT_FDCWD;
+        src.name = proc_fd_link(node->unlinked_fd.get());
+    } else if ((err = upper_place(node, src))) {
+        return err;
+    }
+    int link_flags = unnamed ? AT_SYMLINK_FOLLOW : 0;
     if (over_whiteout) {
         std::string tmp = work_temp_name();
-        if (linkat(src.dirfd, src.c_name(), stack_.work_fd(), tmp.c_str(), 0) != 0) return errno;
+        if (linkat(src.dirfd, src.c_name(), stack_.work_fd(), tmp.c_str(), link_flags) != 0)
+            return errno;
         if ((err = install_from_work_locked(tmp, dst, true))) {
             unlinkat(stack_.work_fd(), tmp.c_str(), 0);
             return err;
         }
-    } else if (linkat(src.dirfd, src.c_name(), dst.dirfd, dst.c_name(), 0) != 0) {
+    } else if (linkat(src.dirfd, src.c_name(), dst.dirfd, dst.c_name(), link_flags) != 0) {
         return errno;
     }
     return finish_entry_locked(new_parent, new_name, out);

@@ -108,7 +108,7 @@ int Overlay::file_fd_locked(FileHandle& fh, FileFd& out) {
         if (node->unlinked) {
             // The name is gone; the copy lives on through the descriptor kept at unlink.
             if (!node->unlinked_fd) return ENOENT;
-            std::string proc = "/proc/self/fd/" + std::to_string(node->unlinked_fd.get());
+            std::string proc = proc_fd_link(node->unlinked_fd.get());
             opened.reset(::open(proc.c_str(), kReadFlags & ~O_NOFOLLOW));
         } else {
             Place at;

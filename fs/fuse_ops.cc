@@ -317,7 +317,11 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     log_op("create", parent, name);
     EntryReply e;
     std::unique_ptr<FileHandle> fh;
-    if (int err = ov(req).create(node_of(req, parent), name, mode, fi->flags, creds(req), e, fh)) {
+    // "/" is no name a create can carry: the wire layer's TMPFILE (wire.h), O_TMPFILE.
+    int err = std::string_view(name) == "/"
+                  ? ov(req).create_tmpfile(node_of(req, parent), mode, fi->flags, creds(req), e, fh)
+                  : ov(req).create(node_of(req, parent), name, mode, fi->flags, creds(req), e, fh);
+    if (err) {
         reply_status(req, err);
         return;
     }

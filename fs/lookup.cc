@@ -271,7 +271,7 @@ int Overlay::open_gone_copy(const Node* node, UniqueFd& out) const {
     if (!node->in_upper || !(S_ISREG(node->type) || S_ISDIR(node->type))) return ENOENT;
     int fd = gone_copy_fd(node);
     if (fd < 0) return ENOENT;
-    std::string proc = "/proc/self/fd/" + std::to_string(fd);
+    std::string proc = proc_fd_link(fd);
     int flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | (node->is_dir() ? O_DIRECTORY : 0);
     out.reset(::open(proc.c_str(), flags));
     return out ? 0 : errno;

@@ -207,7 +207,7 @@ void release_layer_descriptors(int fuse_fd) {
         if (fd <= STDERR_FILENO || fd == fuse_fd || fd == dirfd(dir) || fd == placeholder.get())
             continue;
         char target[64];
-        std::string link = "/proc/self/fd/" + std::to_string(fd);
+        std::string link = proc_fd_link(fd);
         ssize_t n = readlink(link.c_str(), target, sizeof target - 1);
         if (n < 0) continue;
         std::string_view t(target, static_cast<size_t>(n));

@@ -59,6 +59,18 @@ Node* NodeTable::find_or_insert(Node* parent, std::string_view name, std::unique
     return node;
 }
 
+Node* NodeTable::insert_unnamed(Node* parent, std::unique_ptr<Node>& fresh) {
+    std::lock_guard lock(mu_);
+    Node* node = fresh.get();
+    node->parent = parent;
+    node->name.clear();
+    node->nlookup = 1;
+    node->unlinked = true;
+    parent->children++;
+    owned_.emplace(node, std::move(fresh));
+    return node;
+}
+
 Node* NodeTable::find(Node* parent, std::string_view name) {
     std::lock_guard lock(mu_);
     auto it = by_name_.find(KeyView{parent, name});

@@ -151,6 +151,9 @@ public:
     // Finds (parent, name) or inserts `fresh` there. Either way one lookup reference is taken.
     // Returns the node in the table; `fresh` is consumed only when inserted.
     Node* find_or_insert(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh);
+    // Takes `fresh` into the table with one lookup reference but under no name: an O_TMPFILE,
+    // which gets one only if linked (it is unlinked until then).
+    Node* insert_unnamed(Node* parent, std::unique_ptr<Node>& fresh);
     // The node at (parent, name) without taking a reference, or null. Only for callers that
     // hold the tree lock exclusively (FORGET, which frees nodes, holds it shared).
     Node* find(Node* parent, std::string_view name);

@@ -239,6 +239,12 @@ public:
                 const Credentials& cred, struct stat& out);
     int create(Node* parent, std::string_view name, mode_t mode, int flags, const Credentials& cred,
                EntryReply& out, std::unique_ptr<FileHandle>& fh);
+    // A handle of a file just made, open on fd.
+    std::unique_ptr<FileHandle> open_handle(Node* node, int flags, UniqueFd fd);
+    // open(dir, O_TMPFILE): an unnamed file in the upper copy of parent, open as fh; linkat()
+    // gives it a name later (link() of an unlinked node that has its kept copy).
+    int create_tmpfile(Node* parent, mode_t mode, int flags, const Credentials& cred,
+                       EntryReply& out, std::unique_ptr<FileHandle>& fh);
     int mknod(Node* parent, std::string_view name, mode_t mode, dev_t rdev, const Credentials& cred,
               EntryReply& out);
     int mkdir(Node* parent, std::string_view name, mode_t mode, const Credentials& cred,
@@ -386,6 +392,15 @@ private:
     // The mode and ACLs a new entry (mode with its type) gets from the default ACL of the
     // directory held at parent_fd, or nullopt when it has none (acl.h).
     std::optional<InheritedAcl> inherited_acl_locked(int parent_fd, mode_t mode);
+    // The owner a new entry of `mode` (with its type) in parent gets on disk: the caller's ids
+    // through the mapping, the group of a set-group-ID parent, which a subdirectory's mode
+    // takes too.
+    struct NewOwner {
+        uid_t uid;
+        gid_t gid;
+        mode_t perm;
+    };
+    NewOwner new_owner_locked(Node* parent, const Credentials& cred, mode_t mode);
     int set_inherited_acl(const std::string& xattr_path, const InheritedAcl& acl);
     // Gives an entry the daemon made the caller's owner (the group of a setgid parent) and mode.
     int set_new_owner(int dirfd, const char* name, const Credentials& cred, Node* parent,

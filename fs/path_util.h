@@ -26,6 +26,11 @@ inline const char* rel_or_dot(const std::string& rel) {
 // gone (a bind mount detached with umount -l, containers/storage's idmapped lower mounts). REL is
 // then resolved as usual: the l* calls still act on a final symlink, not on its target. The
 // directory itself is DIRFD/. ("" or "."): on the bare link the l* calls would act on the link.
+// "/proc/self/fd/FD": the open file itself (a magic link: follow it to reach the file).
+inline std::string proc_fd_link(int fd) {
+    return "/proc/self/fd/" + std::to_string(fd);
+}
+
 inline std::string proc_fd_path(int dirfd, std::string_view rel) {
     std::string out = "/proc/self/fd/";
     out.append(std::to_string(dirfd));

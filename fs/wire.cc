@@ -72,11 +72,12 @@ bool carries_kill_flag(uint32_t opcode, const void* buf, ssize_t n) {
 
 }  // namespace
 
-void note_request(const void* buf, ssize_t n) {
+void note_request(void* buf, ssize_t n) {
     kills_setid = false;
     if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return;
+    auto* h = static_cast<fuse_in_header*>(buf);
+    if (h->opcode == FUSE_TMPFILE) h->opcode = FUSE_CREATE;
     if (!state().killpriv.load(std::memory_order_relaxed)) return;
-    const auto* h = static_cast<const fuse_in_header*>(buf);
     kills_setid = carries_kill_flag(h->opcode, buf, n);
 }
 

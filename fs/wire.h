@@ -38,7 +38,10 @@ bool killpriv_active();
 
 // Notes what the thread about to serve the request in buf (n bytes, as /dev/fuse delivers it)
 // must know of it: the set-id flag below. dev_read calls it; so does a ring thread (uring.h).
-void note_request(const void* buf, ssize_t n);
+// It also turns a TMPFILE request (O_TMPFILE, protocol 7.37), which libfuse 3.14 does not know,
+// into the CREATE it is shaped as: the same arguments and reply, with the name "/" that no real
+// create can carry (op_create tells them apart by it).
+void note_request(void* buf, ssize_t n);
 
 // The request this thread serves carries the kernel's flag to clear set-id bits: a write,
 // truncation or O_TRUNC open by a caller without CAP_FSETID, or a chown of a non-directory.

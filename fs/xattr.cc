@@ -51,7 +51,7 @@ int Overlay::xattr_target_locked(Node* node, bool change, Place& at, std::string
         // Changes only to an upper copy: a removed lower copy is not copied up any more.
         int fd = change && !node->in_upper ? -1 : gone_copy_fd(node);
         if (fd < 0) return ENOENT;
-        path = "/proc/self/fd/" + std::to_string(fd);
+        path = proc_fd_link(fd);
         via_link = true;
         return 0;
     }

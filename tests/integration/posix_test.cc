@@ -262,6 +262,43 @@ void aged_lower(const std::string& lo) {
         utimensat(AT_FDCWD, (lo + name).c_str(), days_ago, AT_SYMLINK_NOFOLLOW);
 }
 
+// open(dir, O_TMPFILE), in a directory of the upper layer and in one still lower, then linkat()
+// into place; with O_EXCL it may never be linked; nor may a file unlinked while open.
+std::string tmpfile_transcript(const std::string& m) {
+    std::string out;
+    auto linked_through_proc = [](int fd, const std::string& to) {
+        std::string link = "/proc/self/fd/" + std::to_string(fd);
+        return rc(linkat(AT_FDCWD, link.c_str(), AT_FDCWD, to.c_str(), AT_SYMLINK_FOLLOW));
+    };
+    make_dirs(m + "/ud");
+    for (const char* dir : {"ud", "ld1"}) {
+        std::string d = m + "/" + dir;
+        int fd = open(d.c_str(), O_TMPFILE | O_RDWR, 0640);
+        out += std::string(dir) + " O_TMPFILE " + rc(fd) + "\n";
+        if (fd < 0) continue;
+        out += stat_line(fd) + "\n";
+        out += "write " + rc(static_cast<int>(write(fd, "tmp\n", 4))) + "\n";
+        out += "linkat " + linked_through_proc(fd, d + "/named") + "\n";
+        out += stat_line(fd) + " content=" + read_file(d + "/named");
+        close(fd);
+        int excl = open(d.c_str(), O_TMPFILE | O_RDWR | O_EXCL, 0600);
+        out += "O_EXCL linkat " + linked_through_proc(excl, d + "/never") + "\n";
+        close(excl);
+    }
+    int gone = open((m + "/lf1").c_str(), O_RDWR);
+    unlink((m + "/lf1").c_str());
+    out += "unlinked linkat " + linked_through_proc(gone, m + "/back") + "\n";
+    close(gone);
+    for (const char* name : {"/ud/named", "/ud/never", "/ld1/named", "/ld1/never", "/back"})
+        out +=
+            std::string(name) + (access((m + name).c_str(), F_OK) == 0 ? " exists\n" : " absent\n");
+    return out;
+}
+
+TEST(Posix, o_tmpfile_and_linkat_work_as_on_the_kernel) {
+    expect_same_as_kernel(lower_dirs_and_files, tmpfile_transcript);
+}
+
 TEST(Posix, atime_options_are_honoured_as_on_the_kernel) {
     for (const char* option : {"", "relatime", "noatime", "nodiratime", "strictatime"}) {
         SCOPED_TRACE(option);
