@@ -47,8 +47,11 @@ std::optional<MountEntry> dead_fuse_mount(const std::string& path) {
     UniqueFd fd(::open(path.c_str(), O_PATH | O_CLOEXEC));
     if (!fd) return std::nullopt;
     struct statfs sf;
-    if (fstatfs(fd.get(), &sf) == 0 || (errno != ENOTCONN && errno != ECONNABORTED))
+    if (fstatfs(fd.get(), &sf) == 0) return std::nullopt;
+    if (errno != ENOTCONN && errno != ECONNABORTED) {
+        spdlog::debug("{}: not a dead FUSE mount: statfs says {}", path, std::strerror(errno));
         return std::nullopt;
+    }
     char where[PATH_MAX];
     std::string link = proc_fd_link(fd.get());
     ssize_t n = readlink(link.c_str(), where, sizeof where - 1);
