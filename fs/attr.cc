@@ -220,4 +220,29 @@ int Overlay::setattr(Node* node, FileHandle* fh, const struct stat& attr, int to
     return stat_node_locked(node, out);
 }
 
+int Overlay::stat_node_locked(const Node* node, struct stat& st) {
+    if (node->unlinked) {
+        int fd = gone_copy_fd(node);
+        if (fd < 0 || fstat(fd, &st) != 0) return ENOENT;
+        fix_stat(node, st);
+        return 0;
+    }
+    Place at;
+    if (int err = top_place(node, at)) return err;
+    if (fstatat(at.dirfd, at.c_name(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+    fix_stat(node, st);
+    return 0;
+}
+
+// st_ino follows the copy the entry has now: both names of an upper hardlink agree, and readdir
+// computes the same number from the layer and d_ino.
+void Overlay::fix_stat(const Node* node, struct stat& st) const {
+    st.st_ino = make_ino(node->top_layer(), st.st_ino);
+    // A merged directory's link count would need its subdirectories counted in every layer:
+    // the kernel shows 1, which tells find(1) and friends not to trust it, and so does laminafs.
+    bool merged = node->in_upper ? !node->lowers.empty() : node->lowers.size() > 1;
+    if (S_ISDIR(st.st_mode) && merged) st.st_nlink = 1;
+    show_ownership(node, st);
+}
+
 }  // namespace lamina

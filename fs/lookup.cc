@@ -17,36 +17,6 @@
 
 namespace lamina {
 
-Overlay::Overlay(const MountOptions& opts, LayerStack& stack)
-    : opts_(opts),
-      stack_(stack),
-      read_only_(opts.read_only || !stack.has_upper()),
-      flavour_(opts.userxattr || !daemon_is_privileged() ? XattrFlavour::User
-                                                         : XattrFlavour::Trusted),
-      ids_(opts),
-      use_override_(!daemon_is_privileged()),
-      read_fds_(read_fd_pool_limit()),
-      dir_fd_limit_(static_cast<long>(upper_dir_fd_limit())) {
-    table_.set_index_entry_limit(opts.dir_cache_entries);
-}
-
-std::string Overlay::init() {
-    Node* root = table_.root();
-    root->in_upper = stack_.has_upper();
-    for (LayerNo n = stack_.first_lower(); n < stack_.end(); ++n) root->lowers.push_back(n);
-    root->lower_path.clear();
-    if (root->in_upper) {
-        char opaque = read_dir_marks(stack_.proc_path(kUpperLayer, ""), false).opaque;
-        root->opaque = opaque == 'y';
-        root->xwhiteouts = opaque == 'x';
-    }
-    struct stat st;
-    if (fstatat(stack_.fd(root->top_layer()), ".", &st, 0) != 0)
-        return "cannot stat the top layer: " + std::string(strerror(errno));
-    root->ino = make_ino(root->top_layer(), st.st_ino);
-    return "";
-}
-
 std::string Overlay::path_of(const Node* node) const {
     if (!node->parent) return "";
     size_t len = 0;
@@ -277,29 +247,6 @@ int Overlay::open_gone_copy(const Node* node, UniqueFd& out) const {
     return out ? 0 : errno;
 }
 
-int Overlay::stat_node_locked(const Node* node, struct stat& st) {
-    if (node->unlinked) {
-        int fd = gone_copy_fd(node);
-        if (fd < 0 || fstat(fd, &st) != 0) return ENOENT;
-        fix_stat(node, st);
-        return 0;
-    }
-    Place at;
-    if (int err = top_place(node, at)) return err;
-    if (fstatat(at.dirfd, at.c_name(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
-    fix_stat(node, st);
-    return 0;
-}
-
-size_t upper_dir_fd_limit() {
-    // A quarter of the descriptor limit: the read pool takes an eighth, write handles and kept
-    // copies the rest. Past the limit a directory is found again per request, which costs one
-    // openat2 and one fstat.
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 64;
-    return std::clamp<size_t>(rl.rlim_cur / 4, 64, 65536);
-}
-
 void Overlay::hold_upper_dir(const Node* node, UniqueFd& fd) const {
     if (OnceFd::live() < dir_fd_limit_) node->upper_dir.set(fd);
 }
@@ -361,17 +308,6 @@ bool Overlay::held_place(const std::shared_ptr<const DirIndex>& parent_index, La
     out.dirfd = held;
     out.name = node->name;
     return true;
-}
-
-// st_ino follows the copy the entry has now: both names of an upper hardlink agree, and readdir
-// computes the same number from the layer and d_ino.
-void Overlay::fix_stat(const Node* node, struct stat& st) const {
-    st.st_ino = make_ino(node->top_layer(), st.st_ino);
-    // A merged directory's link count would need its subdirectories counted in every layer:
-    // the kernel shows 1, which tells find(1) and friends not to trust it, and so does laminafs.
-    bool merged = node->in_upper ? !node->lowers.empty() : node->lowers.size() > 1;
-    if (S_ISDIR(st.st_mode) && merged) st.st_nlink = 1;
-    show_ownership(node, st);
 }
 
 }  // namespace lamina
