@@ -90,16 +90,35 @@ Credentials creds(fuse_req_t req) {
 // Drops the kernel's caches of what this request changed elsewhere (other names of a hardlinked
 // file, attributes a copy-up made stale). Runs before the reply, so the caller never sees a stale
 // peer, and with no overlay lock held, so waiting on a page another request holds is safe.
-void send_invalidations(fuse_req_t req) {
-    auto& pending = Overlay::pending_invalidations();
-    if (pending.empty()) return;
-    std::vector<Overlay::Invalidation> todo;
-    todo.swap(pending);
-    fuse_session* se = ctx(req).se;
+void send(fuse_session* se, const std::vector<Overlay::Invalidation>& todo) {
     if (!se) return;
     for (const auto& inv : todo)
         fuse_lowlevel_notify_inval_inode(se, inv.node_id, inv.pages ? 0 : -1, 0);
 }
+
+void send_invalidations(fuse_req_t req) {
+    Overlay::Changes* changes = Overlay::Changes::current();
+    if (!changes || changes->empty()) return;
+    send(ctx(req).se, changes->take());
+}
+
+// Every request is served inside its own Overlay::Changes: what it changes beyond its reply goes
+// out with that reply (send_invalidations), and anything a handler left unsent goes out when it
+// returns, never with another request.
+template <auto Op>
+struct Served;
+template <class... Args, void (*Op)(fuse_req_t, Args...)>
+struct Served<Op> {
+    static void call(fuse_req_t req, Args... args) {
+        fuse_session* se = ctx(req).se;  // the request is freed by its reply
+        Overlay::Changes changes;
+        Op(req, args...);
+        if (!changes.empty()) {
+            spdlog::debug("invalidations sent after the reply");
+            send(se, changes.take());
+        }
+    }
+};
 
 void log_op(const char* op, fuse_ino_t ino, const char* name = nullptr) {
     if (spdlog::should_log(spdlog::level::debug))
@@ -649,40 +668,40 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void* arg, fuse_
 fuse_lowlevel_ops make_fuse_ops() {
     fuse_lowlevel_ops ops{};
     ops.init = op_init;
-    ops.lookup = op_lookup;
-    ops.forget = op_forget;
-    ops.forget_multi = op_forget_multi;
-    ops.getattr = op_getattr;
-    ops.setattr = op_setattr;
-    ops.readlink = op_readlink;
-    ops.mknod = op_mknod;
-    ops.mkdir = op_mkdir;
-    ops.symlink = op_symlink;
-    ops.link = op_link;
-    ops.unlink = op_unlink;
-    ops.rmdir = op_rmdir;
-    ops.rename = op_rename;
-    ops.create = op_create;
-    ops.open = op_open;
-    ops.read = op_read;
-    ops.write_buf = op_write_buf;
-    ops.flush = op_flush;
-    ops.release = op_release;
-    ops.fsync = op_fsync;
-    ops.opendir = op_opendir;
-    ops.readdir = op_readdir;
-    ops.readdirplus = op_readdirplus;
-    ops.releasedir = op_releasedir;
-    ops.fsyncdir = op_fsyncdir;
-    ops.statfs = op_statfs;
-    ops.setxattr = op_setxattr;
-    ops.getxattr = op_getxattr;
-    ops.listxattr = op_listxattr;
-    ops.removexattr = op_removexattr;
-    ops.fallocate = op_fallocate;
-    ops.lseek = op_lseek;
-    ops.copy_file_range = op_copy_file_range;
-    ops.ioctl = op_ioctl;
+    ops.lookup = Served<op_lookup>::call;
+    ops.forget = Served<op_forget>::call;
+    ops.forget_multi = Served<op_forget_multi>::call;
+    ops.getattr = Served<op_getattr>::call;
+    ops.setattr = Served<op_setattr>::call;
+    ops.readlink = Served<op_readlink>::call;
+    ops.mknod = Served<op_mknod>::call;
+    ops.mkdir = Served<op_mkdir>::call;
+    ops.symlink = Served<op_symlink>::call;
+    ops.link = Served<op_link>::call;
+    ops.unlink = Served<op_unlink>::call;
+    ops.rmdir = Served<op_rmdir>::call;
+    ops.rename = Served<op_rename>::call;
+    ops.create = Served<op_create>::call;
+    ops.open = Served<op_open>::call;
+    ops.read = Served<op_read>::call;
+    ops.write_buf = Served<op_write_buf>::call;
+    ops.flush = Served<op_flush>::call;
+    ops.release = Served<op_release>::call;
+    ops.fsync = Served<op_fsync>::call;
+    ops.opendir = Served<op_opendir>::call;
+    ops.readdir = Served<op_readdir>::call;
+    ops.readdirplus = Served<op_readdirplus>::call;
+    ops.releasedir = Served<op_releasedir>::call;
+    ops.fsyncdir = Served<op_fsyncdir>::call;
+    ops.statfs = Served<op_statfs>::call;
+    ops.setxattr = Served<op_setxattr>::call;
+    ops.getxattr = Served<op_getxattr>::call;
+    ops.listxattr = Served<op_listxattr>::call;
+    ops.removexattr = Served<op_removexattr>::call;
+    ops.fallocate = Served<op_fallocate>::call;
+    ops.lseek = Served<op_lseek>::call;
+    ops.copy_file_range = Served<op_copy_file_range>::call;
+    ops.ioctl = Served<op_ioctl>::call;
     return ops;
 }
 

@@ -209,16 +209,30 @@ void Overlay::insert_looked_up(Node* parent, std::string_view name, std::unique_
     out.node->ino = out.st.st_ino;
 }
 
-std::vector<Overlay::Invalidation>& Overlay::pending_invalidations() {
-    static thread_local std::vector<Invalidation> pending;
-    return pending;
+namespace {
+// The Changes of the request this thread serves, if any.
+thread_local Overlay::Changes* current_changes = nullptr;
+}  // namespace
+
+Overlay::Changes::Changes() {
+    current_changes = this;
+}
+
+Overlay::Changes::~Changes() {
+    current_changes = nullptr;
+}
+
+Overlay::Changes* Overlay::Changes::current() {
+    return current_changes;
+}
+
+void Overlay::invalidate(Invalidation inv) {
+    if (current_changes) current_changes->pending_.push_back(inv);
 }
 
 void Overlay::invalidate_peers(Node* node) {
     if (!node->has_peers) return;
-    auto peers = table_.peers_of(node);
-    auto& pending = pending_invalidations();
-    for (uint64_t id : peers) pending.push_back(Invalidation{id, true});
+    for (uint64_t id : table_.peers_of(node)) invalidate(Invalidation{id, true});
 }
 
 void Overlay::keep_open_copy_locked(Node* node) {

@@ -13,6 +13,7 @@
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "acl.h"
@@ -263,13 +264,34 @@ public:
     // The merged path of a node relative to the mount root ("" for the root). Needs the tree lock.
     std::string path_of(const Node* node) const;
 
-    // Kernel caches to drop after the current request is answered: other names of a hardlinked
-    // upper file that the request changed. Collected per thread, drained by the FUSE glue.
+    // Kernel caches a request made stale beyond its own reply: the attributes a copy-up or a
+    // set-id clearing changed, the other names of a hardlinked upper file.
     struct Invalidation {
         uint64_t node_id;
         bool pages;  // drop cached data too, not just attributes
     };
-    static std::vector<Invalidation>& pending_invalidations();
+    // What one request changed, collected while it is served: the FUSE glue makes one per
+    // request (on its stack, around the handler) and sends its invalidations with the reply, so
+    // they travel with that request's result and never with another's. Nesting is not allowed.
+    class Changes {
+    public:
+        Changes();
+        ~Changes();
+        Changes(const Changes&) = delete;
+        Changes& operator=(const Changes&) = delete;
+        // Takes what was collected so far (the glue sends it just before the reply).
+        std::vector<Invalidation> take() { return std::exchange(pending_, {}); }
+        // The Changes of the request this thread serves, or null.
+        static Changes* current();
+        bool empty() const { return pending_.empty(); }
+
+    private:
+        friend class Overlay;
+        std::vector<Invalidation> pending_;
+    };
+    // Records an invalidation with the request being served (none outside a request: the
+    // housekeeping thread changes nothing the kernel caches).
+    static void invalidate(Invalidation inv);
     // Queues the node's hardlink peers for invalidation if it has any.
     void invalidate_peers(Node* node);
 
