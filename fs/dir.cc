@@ -332,10 +332,29 @@ int Overlay::unlink(Node* parent, std::string_view name) {
     return 0;
 }
 
+// Empty as the kernel's ovl_check_empty_dir decides: besides the names listed, a lower xattr
+// whiteout counts as an entry (readdir hides it, the emptiness check does not), unless a
+// whiteout in the upper directory covers it.
 int Overlay::merged_is_empty_locked(Node* dir, bool& empty) {
     std::vector<MergedEntry> entries;
     if (int err = list_merged_locked(dir, entries)) return err;
     empty = entries.size() <= 2;  // "." and ".."
+    if (!empty || dir->opaque || dir->lowers.empty()) return 0;
+    auto index = dir_index(dir);
+    UniqueFd scratch;
+    int upper_fd = -1;
+    if (dir->in_upper) {
+        if (int err = upper_dir_fd(dir, scratch, upper_fd)) return err;
+    }
+    for (const LowerEntry& e : index->entries) {
+        if (!e.xattr_whiteout) continue;
+        struct stat st;
+        // Listed nothing: whatever the upper directory holds under this name is a whiteout.
+        if (upper_fd >= 0 && fstatat(upper_fd, e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
+            continue;
+        empty = false;
+        return 0;
+    }
     return 0;
 }
 
