@@ -15,6 +15,7 @@
 #include "dir_index.h"
 #include "overlay.h"
 #include "path_util.h"
+#include "resolve.h"
 
 namespace lamina {
 
@@ -34,7 +35,15 @@ bool Overlay::lower_has_name(Node* parent, std::string_view name) {
     // with dir_cache_entries=2).
     std::shared_ptr<const DirIndex> index = dir_index(parent);
     const LowerEntry* e = index->find(name);
-    return e && !e->whiteout;
+    if (!e || e->whiteout) return false;
+    if (e->dtype != DT_REG) return true;
+    // The index lists the xattr whiteouts readdir shows (in the bottom layer, in directories not
+    // marked 'x'); the kernel's ovl_lower_positive still takes them for whiteouts.
+    UniqueFd dir(open_beneath(stack_.fd(e->layer), index->path_in(e->layer), O_PATH | O_DIRECTORY));
+    struct stat st;
+    std::string sname(name);
+    if (!dir || fstatat(dir.get(), sname.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return true;
+    return !is_whiteout(st, proc_fd_path(dir.get(), sname));
 }
 
 int Overlay::set_upper_xattr(const std::string& xattr_path, std::string_view suffix,
