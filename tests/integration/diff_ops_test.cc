@@ -33,6 +33,15 @@
 //   shared mmap, SEEK_DATA/SEEK_HOLE (checked, not compared: what is skipped must read as
 //   zeros), statvfs (f_namemax, read-only flag), flock and OFD locks seen from a second open,
 //   openat with O_CREAT/O_TRUNC/O_EXCL on a held directory descriptor.
+// - threads: a "concurrent" operation runs 2-4 operations at once, one thread each, on
+//   overlapping names: one new name created by all, one entry removed by all, one file's
+//   attributes set by all, or distinct names below one directory (whose copy-up they race for).
+//   Its result is the sorted list of theirs, and the shapes are those whose sorted results and
+//   final tree do not depend on the order the threads ran in.
+// - long names and paths (long_paths): lower entries with names of 254 and 255 bytes (operations
+//   also use 255 and 256), and in most layers a chain "deep/<250 bytes>/..." that merges across
+//   layers and reaches past PATH_MAX through the mount point: operations on what lies beyond
+//   answer ENAMETOOLONG on both sides, and the tree comparison reaches it through descriptors.
 // - compared: which non-directories share an st_ino (inode_sharing; hard links must, nothing
 //   else may), whether readdir's d_ino is the entry's st_ino (readdir_d_ino), and that st_ino
 //   survives a remount (the remount's result).
@@ -105,6 +114,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -327,6 +337,7 @@ struct Features {
     bool caller_chown_noop = true;  // chown(-1, -1) by unprivileged callers
     bool passthrough = true;        // passthrough among the mount option variants
     bool mount_options = true;      // laminafs with passthrough / a tiny directory cache
+    bool long_paths = true;         // names of 250-255 bytes; a chain of them past PATH_MAX
 
     mode_t dir_mode(mode_t mode) const { return setgid_dirs ? mode : mode & ~S_ISGID; }
 };
@@ -334,7 +345,8 @@ const std::vector<std::string> kFeatureNames = {
     "lower_hardlinks",   "setgid_dirs",      "callers",           "shared_dirs",
     "xattr_whiteouts",   "oci_whiteouts",    "device_nodes",      "sparse_files",
     "cross_layer_links", "inode_sharing",    "readdir_d_ino",     "mount_options",
-    "ranges_into_links", "caller_listxattr", "caller_chown_noop", "passthrough"};
+    "ranges_into_links", "caller_listxattr", "caller_chown_noop", "passthrough",
+    "long_paths"};
 
 // Skipped unless LAMINA_FUZZ_SKIP says otherwise ("none": nothing), each for a known laminafs
 // divergence not fixed yet (ranges_into_links and caller_listxattr were, and run by default):
@@ -369,6 +381,7 @@ Features features_without(const std::set<std::string>& skip) {
     f.caller_chown_noop = !skip.count("caller_chown_noop");
     f.passthrough = !skip.count("passthrough");
     f.mount_options = !skip.count("mount_options");
+    f.long_paths = !skip.count("long_paths");
     return f;
 }
 
@@ -419,7 +432,47 @@ private:
         if (!seen_paths_.empty() && rng_.chance(55)) return rng_.pick(seen_paths_);
         std::string parent = !seen_dirs_.empty() && rng_.chance(60) ? rng_.pick(seen_dirs_) : "";
         if (depth_of(parent) >= kMaxLayerDepth) parent = "";
+        if (features_.long_paths && rng_.chance(4))
+            return join_path(parent, std::string(rng_.chance(50) ? 255 : 254, 'N'));
         return join_path(parent, rng_.pick(kNames));
+    }
+
+    // "deep" and below it directories of 250-byte names, the same in every layer so they
+    // merge, down to level 16 at most: 4,020 bytes below the root, within PATH_MAX in the
+    // layers (cp copies them by path) and past it through the mount points, whose paths are
+    // over 230 bytes long; level 15 is just within. This layer takes the chain to a random level,
+    // puts a file at some levels and now and then a whiteout or an opaque directory. Written
+    // with *at calls.
+    std::string write_deep_chain(const std::string& layer, int index) {
+        Fd root(open(layer.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (root.get() < 0) return "open " + layer + ": " + strerror(errno);
+        int levels = static_cast<int>(rng_.between(6, 17));
+        int dirfd = root.get();
+        std::vector<std::unique_ptr<Fd>> held;
+        for (int level = 0; level < levels; ++level) {
+            std::string name =
+                level == 0 ? "deep" : std::string(250, static_cast<char>('a' + level));
+            if (level > 0 && rng_.chance(4)) {
+                if (mknodat(dirfd, name.c_str(), S_IFCHR, makedev(0, 0)) != 0)
+                    return "mknod in the deep chain: " + std::string(strerror(errno));
+                return "";
+            }
+            if (mkdirat(dirfd, name.c_str(), 0755) != 0 && errno != EEXIST)
+                return "mkdir in the deep chain: " + std::string(strerror(errno));
+            held.push_back(std::make_unique<Fd>(
+                openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)));
+            dirfd = held.back()->get();
+            if (dirfd < 0) return "open in the deep chain: " + std::string(strerror(errno));
+            if (level > 0 && rng_.chance(4)) fsetxattr(dirfd, "trusted.overlay.opaque", "y", 1, 0);
+            if (rng_.chance(25) || level == levels - 1) {
+                std::string file = "f" + std::to_string(index);
+                Fd fd(openat(dirfd, file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+                std::string data = random_bytes(rng_, rng_.below(64));
+                if (fd.get() < 0 || ::write(fd.get(), data.data(), data.size()) < 0)
+                    return "file in the deep chain: " + std::string(strerror(errno));
+            }
+        }
+        return "";
     }
 
     void remember(const std::string& path, bool is_dir) {
@@ -551,7 +604,10 @@ private:
                 case Kind::Whiteout:
                     if (mknod(abs.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0)
                         return "mknod " + abs + ": " + strerror(errno);
-                    if (features_.oci_whiteouts && rng_.chance(40))
+                    // ".wh." and a name of more than 251 bytes is past NAME_MAX: OCI layers
+                    // cannot delete such names.
+                    if (features_.oci_whiteouts && rng_.chance(40) &&
+                        path.size() - path.rfind('/') - 1 <= 251)
                         oci_.push_back({index, path, false});
                     recorded = 'w';
                     break;
@@ -584,6 +640,9 @@ private:
             }
             kinds[path] = recorded;
             remember(path, recorded == 'd');
+        }
+        if (features_.long_paths && rng_.chance(25)) {
+            if (auto err = write_deep_chain(layer, index); !err.empty()) return err;
         }
         lower_files_.insert(lower_files_.end(), layer_files_.begin(), layer_files_.end());
         layer_files_.clear();
@@ -688,9 +747,30 @@ struct WalkOptions {
     bool d_ino = false;   // whether readdir's d_ino is st_ino
 };
 
-void walk_dir(const std::string& root, const std::string& rel, const WalkOptions& opts, Tree& tree,
-              int level) {
-    std::string abs = rel.empty() ? root : root + "/" + rel;
+// A path the system calls take for `abs`, however long: from 3,000 bytes on,
+// "/proc/self/fd/N/NAME" through a descriptor of its parent opened one component at a time (N
+// is `held`'s).
+std::string reachable(const std::string& abs, std::unique_ptr<Fd>& held) {
+    constexpr size_t kShort = 3000;
+    if (abs.size() < kShort) return abs;
+    size_t slash = abs.rfind('/');
+    size_t cut = abs.rfind('/', kShort);
+    int fd = open(abs.substr(0, cut).c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    for (size_t at = cut + 1; fd >= 0 && at <= slash;) {
+        size_t end = abs.find('/', at);
+        int next = openat(fd, abs.substr(at, end - at).c_str(),
+                          O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        close(fd);
+        fd = next;
+        at = end + 1;
+    }
+    held = std::make_unique<Fd>(fd);
+    return "/proc/self/fd/" + std::to_string(fd) + abs.substr(slash);
+}
+
+// Walks the directory open as dirfd (its path `rel`) through descriptors, one lookup per entry
+// however deep: paths past PATH_MAX are compared too.
+void walk_dir(int dirfd, const std::string& rel, const WalkOptions& opts, Tree& tree, int level) {
     struct Name {
         std::string name;
         unsigned char dtype;
@@ -699,25 +779,28 @@ void walk_dir(const std::string& root, const std::string& rel, const WalkOptions
     };
     std::vector<Name> names;
     {
-        DirStream dir(abs);
-        if (!dir.get()) {
+        int copy = dup(dirfd);
+        DIR* dir = copy < 0 ? nullptr : fdopendir(copy);
+        if (!dir) {
             tree[rel].fields["opendir"] = failed(errno);
+            if (copy >= 0) close(copy);
             return;
         }
         errno = 0;
-        while (struct dirent* de = readdir(dir.get())) {
+        while (struct dirent* de = readdir(dir)) {
             std::string name = de->d_name;
             if (name != "." && name != "..") names.push_back({name, de->d_type, de->d_ino});
             errno = 0;
         }
         if (errno != 0) tree[rel].fields["readdir"] = failed(errno);
+        closedir(dir);
     }
     std::sort(names.begin(), names.end());
+    const std::string here = "/proc/self/fd/" + std::to_string(dirfd) + "/";
     for (const auto& [name, dtype, d_ino] : names) {
         std::string child = join_path(rel, name);
-        std::string child_abs = abs + "/" + name;
         struct stat st;
-        if (lstat(child_abs.c_str(), &st) != 0) {
+        if (fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
             int err = errno;
             if (err == ENOENT && opts.drop_phantoms) {
                 tree[child].type = 'P';
@@ -733,23 +816,27 @@ void walk_dir(const std::string& root, const std::string& rel, const WalkOptions
         entry.fields["d_type"] = std::to_string(dtype);
         entry.ino = st.st_ino;
         if (opts.d_ino) entry.fields["d_ino"] = d_ino == st.st_ino ? "st_ino" : "not st_ino";
-        if (!opts.full) {
-            if (S_ISDIR(st.st_mode) && level < 32) walk_dir(root, child, opts, tree, level + 1);
-            continue;
+        if (opts.full) {
+            if (S_ISREG(st.st_mode)) {
+                Fd fd(openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+                std::string content;
+                std::string err = fd.get() < 0 ? failed(errno) : read_all(fd.get(), content);
+                entry.fields["content"] = err.empty() ? content : "read: " + err;
+            } else if (S_ISLNK(st.st_mode)) {
+                char buf[PATH_MAX + 1];
+                ssize_t n = readlinkat(dirfd, name.c_str(), buf, sizeof buf);
+                entry.fields["target"] =
+                    n < 0 ? failed(errno) : std::string(buf, static_cast<size_t>(n));
+            }
+            read_xattrs(here + name, entry.fields);
         }
-        if (S_ISREG(st.st_mode)) {
-            Fd fd(open(child_abs.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-            std::string content;
-            std::string err = fd.get() < 0 ? failed(errno) : read_all(fd.get(), content);
-            entry.fields["content"] = err.empty() ? content : "read: " + err;
-        } else if (S_ISLNK(st.st_mode)) {
-            char buf[PATH_MAX + 1];
-            ssize_t n = readlink(child_abs.c_str(), buf, sizeof buf);
-            entry.fields["target"] =
-                n < 0 ? failed(errno) : std::string(buf, static_cast<size_t>(n));
+        if (S_ISDIR(st.st_mode) && level < 32) {
+            Fd sub(openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (sub.get() < 0)
+                tree[child].fields["opendir"] = failed(errno);
+            else
+                walk_dir(sub.get(), child, opts, tree, level + 1);
         }
-        read_xattrs(child_abs, entry.fields);
-        if (S_ISDIR(st.st_mode) && level < 32) walk_dir(root, child, opts, tree, level + 1);
     }
 }
 
@@ -765,7 +852,11 @@ Tree walk_tree(const std::string& root, const WalkOptions& opts) {
     top.fields["stat"] = stat_text(st);
     if (opts.full) read_xattrs(root, top.fields);
     top.ino = st.st_ino;
-    walk_dir(root, "", opts, tree, 0);
+    Fd dir(open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dir.get() < 0)
+        top.fields["opendir"] = failed(errno);
+    else
+        walk_dir(dir.get(), "", opts, tree, 0);
     if (opts.inodes) {
         // Hard links must share an inode number and nothing else may: each non-directory names
         // the first path (in sorted order) with its st_ino. Directories are left out: the
@@ -787,7 +878,8 @@ Tree walk_upper(const std::string& upper) {
     while (!pending.empty()) {
         std::string rel = pending.back();
         pending.pop_back();
-        std::string abs = rel.empty() ? upper : upper + "/" + rel;
+        std::unique_ptr<Fd> abs_parent;
+        std::string abs = reachable(rel.empty() ? upper : upper + "/" + rel, abs_parent);
         std::vector<std::string> names;
         {
             DirStream dir(abs);
@@ -799,8 +891,10 @@ Tree walk_upper(const std::string& upper) {
         }
         for (const auto& name : names) {
             std::string child = join_path(rel, name);
+            std::unique_ptr<Fd> child_parent;
+            std::string child_abs = reachable(upper + "/" + child, child_parent);
             struct stat st;
-            if (lstat((abs + "/" + name).c_str(), &st) != 0) continue;
+            if (lstat(child_abs.c_str(), &st) != 0) continue;
             Entry& entry = tree[child];
             entry.type = type_char(st.st_mode);
             std::string kind(1, entry.type);
@@ -808,7 +902,7 @@ Tree walk_upper(const std::string& upper) {
                 kind += " " + std::to_string(major(st.st_rdev)) + ":" +
                         std::to_string(minor(st.st_rdev));
             entry.fields["kind"] = kind;
-            read_xattrs(abs + "/" + name, entry.fields, "trusted.overlay.");
+            read_xattrs(child_abs, entry.fields, "trusted.overlay.");
             if (S_ISDIR(st.st_mode)) pending.push_back(child);
         }
     }
@@ -915,6 +1009,7 @@ enum class OpKind {
     Statfs,
     Lock,
     OpenAt,
+    Concurrent,
 };
 
 struct KindInfo {
@@ -968,6 +1063,7 @@ const std::vector<KindInfo> kKinds = {
     {OpKind::Statfs, "statfs", 1},
     {OpKind::Lock, "lock", 2},
     {OpKind::OpenAt, "openat", 3},
+    {OpKind::Concurrent, "concurrent", 3},
 };
 
 const char* kind_name(OpKind kind) {
@@ -998,6 +1094,8 @@ struct Op {
     uid_t as_uid = 0;
     gid_t as_gid = 0;
     std::vector<gid_t> groups;
+    // Concurrent: what each of 2-4 threads runs, all at once (as root, under `mask`).
+    std::vector<Op> parts;
 };
 
 std::string open_flags_text(int flags) {
@@ -1133,6 +1231,12 @@ std::string describe(const Op& op) {
             out << "slot " << op.slot << " " << p << " mode " << octal(op.mode) << " umask "
                 << octal(op.mask) << (op.flags & O_TRUNC ? " O_TRUNC" : "")
                 << (op.flags & O_EXCL ? " O_EXCL" : "") << " data " << op.data.size() << " bytes";
+            break;
+        case OpKind::Concurrent:
+            out << "umask " << octal(op.mask) << " [";
+            for (size_t i = 0; i < op.parts.size(); ++i)
+                out << (i ? " | " : "") << describe(op.parts[i]);
+            out << "]";
             break;
         default:
             out << p;
@@ -1521,6 +1625,27 @@ std::string run_op(const Op& op, Side& side) {
             if (op.data.empty()) return "ok";
             return write_result(write(created, op.data.data(), op.data.size()), op.data.size());
         }
+        case OpKind::Concurrent: {
+            // The threads start together; their results are compared as a sorted list, which
+            // the generator's choice of parts makes independent of the order they ran in. The
+            // umask is the process's: set once, and each part's ScopedUmask keeps it.
+            ScopedUmask mask(op.mask);
+            std::vector<std::string> results(op.parts.size());
+            std::atomic<size_t> ready{0};
+            std::vector<std::thread> threads;
+            for (size_t i = 0; i < op.parts.size(); ++i) {
+                threads.emplace_back([&, i] {
+                    ready++;
+                    while (ready.load() < op.parts.size()) std::this_thread::yield();
+                    results[i] = run_op(op.parts[i], side);
+                });
+            }
+            for (auto& t : threads) t.join();
+            std::sort(results.begin(), results.end());
+            std::string out = "done";
+            for (const auto& r : results) out += " [" + r + "]";
+            return out;
+        }
         default:
             break;
     }
@@ -1802,6 +1927,9 @@ public:
                 op.flags = rng_.pick(flags);
                 break;
             }
+            case OpKind::Concurrent:
+                fill_concurrent(op, view);
+                break;
             case OpKind::OpenAt:
                 op.slot = static_cast<int>(rng_.below(kSlots));
                 op.name = new_name();
@@ -1813,7 +1941,8 @@ public:
                 break;
         }
         if (features_.callers && op.kind != OpKind::Remount && op.kind != OpKind::Rotate &&
-            op.kind != OpKind::FdOpen && op.kind != OpKind::FdClose &&
+            op.kind != OpKind::Concurrent && op.kind != OpKind::FdOpen &&
+            op.kind != OpKind::FdClose &&
             (op.kind != OpKind::ListXattr || features_.caller_listxattr) &&
             (features_.caller_chown_noop || !is_chown_noop(op)) && rng_.chance(35))
             choose_caller(op);
@@ -1821,6 +1950,80 @@ public:
     }
 
 private:
+    // 2-4 threads at once on overlapping names, in shapes whose final tree and sorted results do
+    // not depend on the order the threads ran in: one new name created by all (one wins, the
+    // others get EEXIST), one entry removed by all, one file's attributes set by all (distinct
+    // xattrs, a mode), or distinct names below one directory changed by all (their parents
+    // copied up at once).
+    void fill_concurrent(Op& op, const TreeView& view) {
+        size_t threads = rng_.between(2, 4);
+        op.mask = random_umask();
+        uint64_t shape = rng_.below(100);
+        auto add = [&](Op part) {
+            part.mask = op.mask;
+            op.parts.push_back(std::move(part));
+        };
+        if (shape < 25) {
+            Op part;
+            part.kind = rng_.chance(50) ? OpKind::Create : OpKind::Mkdir;
+            part.path = new_path(view);
+            part.mode = part.kind == OpKind::Create ? random_file_mode(rng_)
+                                                    : features_.dir_mode(random_dir_mode(rng_));
+            if (part.kind == OpKind::Create && rng_.chance(50))
+                part.data = random_bytes(rng_, data_length());
+            for (size_t i = 0; i < threads; ++i) add(part);
+        } else if (shape < 40) {
+            Op part;
+            part.path = existing(view, view.all);
+            bool is_dir = std::count(view.dirs.begin(), view.dirs.end(), part.path) > 0;
+            part.kind = is_dir ? OpKind::Rmdir : OpKind::Unlink;
+            for (size_t i = 0; i < threads; ++i) add(part);
+        } else if (shape < 65) {
+            std::string file = existing(view, view.files);
+            for (size_t i = 0; i < threads; ++i) {
+                Op part;
+                part.path = file;
+                if (i == 0 && rng_.chance(40)) {
+                    part.kind = OpKind::Chmod;
+                    part.mode = random_file_mode(rng_);
+                } else {
+                    part.kind = OpKind::SetXattr;
+                    part.name = "user.t" + std::to_string(i);
+                    part.data = random_bytes(rng_, rng_.below(30));
+                }
+                add(std::move(part));
+            }
+        } else {
+            std::string dir = rng_.pick(view.dirs);
+            std::vector<std::string> below;
+            // Files of one name: two names of one inode would make the order matter.
+            for (const auto& f : view.single_files)
+                if (dir.empty() || is_under(f, dir)) below.push_back(f);
+            std::set<std::string> taken;
+            for (size_t i = 0; i < threads; ++i) {
+                Op part;
+                if (below.empty() || rng_.chance(35)) {
+                    part.kind = rng_.chance(60) ? OpKind::Create : OpKind::Mkdir;
+                    part.path = join_path(dir, "t" + std::to_string(i));
+                    part.mode = part.kind == OpKind::Create ? random_file_mode(rng_) : 0755;
+                    if (part.kind == OpKind::Create) part.data = random_bytes(rng_, data_length());
+                } else {
+                    part.path = rng_.pick(below);
+                    static const std::vector<OpKind> kinds = {OpKind::Write, OpKind::Append,
+                                                              OpKind::Truncate, OpKind::SetXattr,
+                                                              OpKind::Chmod};
+                    part.kind = rng_.pick(kinds);
+                    part.offset = write_offset(view, part.path);
+                    part.length = write_offset(view, part.path);
+                    part.data = random_bytes(rng_, data_length());
+                    part.name = "user.t" + std::to_string(i);
+                    part.mode = random_file_mode(rng_);
+                }
+                if (taken.insert(part.path).second) add(std::move(part));
+            }
+        }
+    }
+
     static bool is_chown_noop(const Op& op) {
         return (op.kind == OpKind::Chown || op.kind == OpKind::Lchown) &&
                op.uid == static_cast<uid_t>(-1) && op.gid == static_cast<gid_t>(-1);
@@ -2132,7 +2335,9 @@ private:
         CommandResult r = run_command({"cp", "-a", "--preserve=all", pristine, base + "/layers"});
         if (r.status != 0) return "cp -a " + pristine + ": " + r.err;
         side.base = base;
-        side.mnt = base + "/mnt";
+        // A mount point path over 200 bytes long: the deep chain (long_paths) then passes
+        // PATH_MAX through it and stays within it in the layers, which cp copies by path.
+        side.mnt = base + "/mnt" + std::string(200, 'm');
         side.upper = base + "/upper";
         side.work = base + "/work";
         for (const auto& d : {side.mnt, side.upper, side.work}) {
