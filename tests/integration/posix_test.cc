@@ -94,7 +94,6 @@ void expect_same_as_kernel(const std::function<void(const std::string&)>& make_l
         1, [&](const std::vector<std::string>& lowers) { make_lower(lowers[0]); }, scenario, extra);
 }
 
-
 void lower_dirs_and_files(const std::string& lo) {
     make_dirs(lo + "/ld1/sub");
     make_dirs(lo + "/ld2/sub");
@@ -290,6 +289,36 @@ TEST(Posix, xattr_whiteouts_count_for_emptiness_as_on_the_kernel) {
             struct stat st;
             out += "upper gone: " + rc(lstat((m + "/../up/gone").c_str(), &st)) + "\n";
             EXPECT_NE(out.find("rmdir n1/n0 ERR ENOTEMPTY"), std::string::npos) << out;
+            return out;
+        },
+        "redirect_dir=on");
+}
+
+// A lower directory moved where its absolute redirect would pass the kernel's redirect_max
+// (256) is EXDEV, and the target stays as it was: a whiteout there still hides the lower file
+// (fuzzer seed 103, depth 16).
+TEST(Posix, rename_refused_with_exdev_keeps_the_target_whiteout) {
+    auto layers = [](const std::string& lo) {
+        std::string longname(255, 'N');
+        make_dirs(lo + "/" + longname + "/e");
+        write_file(lo + "/" + longname + "/e/inside", "x\n");
+        write_file(lo + "/f", "lower f\n");
+    };
+    expect_same_as_kernel(
+        layers,
+        [](const std::string& m) {
+            std::string out;
+            auto step = [&](const std::string& what, int r) { out += what + " " + rc(r) + "\n"; };
+            std::string from = m + "/" + std::string(255, 'N') + "/e";
+            struct stat st;
+            step("unlink f", unlink((m + "/f").c_str()));
+            step("rename to f", rename(from.c_str(), (m + "/f").c_str()));
+            step("stat f", lstat((m + "/f").c_str(), &st));
+            step("stat source", lstat(from.c_str(), &st));
+            // The mount may answer from the kernel's cache: the upper layer shows the damage.
+            int r = lstat((m + "/../up/f").c_str(), &st);
+            step("upper f is a whiteout", r == 0 && S_ISCHR(st.st_mode) ? 0 : -1);
+            EXPECT_NE(out.find("rename to f ERR EXDEV"), std::string::npos) << out;
             return out;
         },
         "redirect_dir=on");
