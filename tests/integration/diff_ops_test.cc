@@ -641,7 +641,7 @@ private:
             kinds[path] = recorded;
             remember(path, recorded == 'd');
         }
-        if (features_.long_paths && rng_.chance(25)) {
+        if (features_.long_paths && rng_.chance(15)) {
             if (auto err = write_deep_chain(layer, index); !err.empty()) return err;
         }
         lower_files_.insert(lower_files_.end(), layer_files_.begin(), layer_files_.end());
@@ -1063,7 +1063,7 @@ const std::vector<KindInfo> kKinds = {
     {OpKind::Statfs, "statfs", 1},
     {OpKind::Lock, "lock", 2},
     {OpKind::OpenAt, "openat", 3},
-    {OpKind::Concurrent, "concurrent", 3},
+    {OpKind::Concurrent, "concurrent", 2},
 };
 
 const char* kind_name(OpKind kind) {
