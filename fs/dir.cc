@@ -16,6 +16,7 @@
 #include "dir_index.h"
 #include "overlay.h"
 #include "path_util.h"
+#include "resolve.h"
 
 namespace lamina {
 
@@ -35,7 +36,15 @@ bool Overlay::lower_has_name(Node* parent, std::string_view name) {
     // with dir_cache_entries=2).
     std::shared_ptr<const DirIndex> index = dir_index(parent);
     const LowerEntry* e = index->find(name);
-    return e && !e->whiteout;
+    if (!e || e->whiteout) return false;
+    if (e->dtype != DT_REG) return true;
+    // The index lists the xattr whiteouts readdir shows (in the bottom layer, in directories not
+    // marked 'x'); the kernel's ovl_lower_positive still takes them for whiteouts.
+    UniqueFd dir(open_beneath(stack_.fd(e->layer), index->path_in(e->layer), O_PATH | O_DIRECTORY));
+    struct stat st;
+    std::string sname(name);
+    if (!dir || fstatat(dir.get(), sname.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return true;
+    return !is_whiteout(st, proc_fd_path(dir.get(), sname));
 }
 
 int Overlay::set_upper_xattr(const std::string& xattr_path, std::string_view suffix,
@@ -396,10 +405,29 @@ int Overlay::unlink(Node* parent, std::string_view name) {
     return 0;
 }
 
+// Empty as the kernel's ovl_check_empty_dir decides: besides the names listed, a lower xattr
+// whiteout counts as an entry (readdir hides it, the emptiness check does not), unless a
+// whiteout in the upper directory covers it.
 int Overlay::merged_is_empty_locked(Node* dir, bool& empty) {
     std::vector<MergedEntry> entries;
     if (int err = list_merged_locked(dir, entries)) return err;
     empty = entries.size() <= 2;  // "." and ".."
+    if (!empty || dir->opaque || dir->lowers.empty()) return 0;
+    auto index = dir_index(dir);
+    UniqueFd scratch;
+    int upper_fd = -1;
+    if (dir->in_upper) {
+        if (int err = upper_dir_fd(dir, scratch, upper_fd)) return err;
+    }
+    for (const LowerEntry& e : index->entries) {
+        if (!e.xattr_whiteout) continue;
+        struct stat st;
+        // Listed nothing: whatever the upper directory holds under this name is a whiteout.
+        if (upper_fd >= 0 && fstatat(upper_fd, e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
+            continue;
+        empty = false;
+        return 0;
+    }
     return 0;
 }
 

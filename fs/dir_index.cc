@@ -25,12 +25,13 @@ struct RawEntry {
     ino_t ino;
     uint8_t dtype;
     bool whiteout;
+    bool xattr_whiteout;
 };
 
 // Reads every entry of an open directory.
 int read_entries(int dirfd, std::vector<RawEntry>& out) {
     return for_each_dirent(dirfd, [&](std::string_view name, ino_t ino, uint8_t dtype) {
-        out.push_back(RawEntry{std::string(name), ino, dtype, false});
+        out.push_back(RawEntry{std::string(name), ino, dtype, false, false});
     });
 }
 
@@ -233,7 +234,8 @@ int build_dir_index(const LayerStack& stack, const LowerStack& candidates,
                 e.dtype = kSkip;  // the marker file itself is never listed
                 continue;
             }
-            bool xattr_whiteouts = readdir_hides_xattr_whiteouts(opaque);
+            // The bottom layer's opaque="x" is never read: its xattr whiteouts stay listed.
+            bool xattr_whiteouts = layer != bottom && readdir_hides_xattr_whiteouts(opaque);
             if (e.dtype == DT_UNKNOWN || e.dtype == DT_CHR ||
                 (xattr_whiteouts && e.dtype == DT_REG)) {
                 struct stat st;
@@ -242,8 +244,9 @@ int build_dir_index(const LayerStack& stack, const LowerStack& candidates,
                     continue;
                 }
                 e.dtype = dtype_of(st.st_mode);
-                e.whiteout = is_chardev_whiteout(st) ||
-                             (xattr_whiteouts && is_whiteout(st, proc_fd_path(dir.get(), e.name)));
+                e.xattr_whiteout = !is_chardev_whiteout(st) && xattr_whiteouts &&
+                                   is_whiteout(st, proc_fd_path(dir.get(), e.name));
+                e.whiteout = is_chardev_whiteout(st) || e.xattr_whiteout;
             }
         }
         // Entries of this layer first: a whiteout in the same layer does not hide them.
@@ -265,6 +268,7 @@ int build_dir_index(const LayerStack& stack, const LowerStack& candidates,
             le.layer = layer;
             le.dtype = e.dtype;
             le.whiteout = e.whiteout;
+            le.xattr_whiteout = e.xattr_whiteout;
             le.merging = is_dir;
             if (is_dir) le.dir_layers.push_back(layer);
             out.by_name.emplace(le.name, static_cast<uint32_t>(out.entries.size() - 1));

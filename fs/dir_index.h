@@ -31,6 +31,9 @@ struct LowerEntry {
     LayerNo layer = 0;      // topmost lower layer holding the name
     uint8_t dtype = 0;      // DT_* of that copy
     bool whiteout = false;  // the topmost mention is a whiteout: the name is absent
+    // That whiteout is an xattr one. The kernel's readdir leaves those out, but its emptiness
+    // check (rmdir, rename over a directory) reads no xattrs and counts them as entries.
+    bool xattr_whiteout = false;
     // For a directory: every lower layer it merges from, top first (stops at a whiteout or a
     // non-directory further down; opaque copies are cut when the child's own index is built).
     std::vector<LayerNo> dir_layers;

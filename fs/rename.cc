@@ -124,7 +124,10 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
         return 0;
     }
 
-    // An upper target that is a whiteout, or a directory holding only whiteouts, goes first.
+    // The source is marked first: a redirect it cannot have (EXDEV) must leave the target
+    // as it was, its whiteout included.
+    if (int err = mark_moved_dir(src, dst_lower_below)) return err;
+    // An upper target that is a whiteout, or a directory holding only whiteouts, goes next.
     // A pure-upper target directory is left to the rename itself in the kernel, after the
     // source is marked: it is checked for emptiness, and removed, only then.
     struct stat tst;
@@ -137,7 +140,6 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
         // A directory cannot replace the whiteout in one rename(2).
         if (unlinkat(to.dirfd, to.c_name(), 0) != 0) return errno;
     }
-    if (int err = mark_moved_dir(src, dst_lower_below)) return err;
     if (pure_upper_target) {
         if (int err = require_empty(dst)) return err;
         if (int err = remove_upper_dir_locked(new_parent, to, false)) return err;

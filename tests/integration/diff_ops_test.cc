@@ -33,6 +33,15 @@
 //   shared mmap, SEEK_DATA/SEEK_HOLE (checked, not compared: what is skipped must read as
 //   zeros), statvfs (f_namemax, read-only flag), flock and OFD locks seen from a second open,
 //   openat with O_CREAT/O_TRUNC/O_EXCL on a held directory descriptor.
+// - threads: a "concurrent" operation runs 2-4 operations at once, one thread each, on
+//   overlapping names: one new name created by all, one entry removed by all, one file's
+//   attributes set by all, or distinct names below one directory (whose copy-up they race for).
+//   Its result is the sorted list of theirs, and the shapes are those whose sorted results and
+//   final tree do not depend on the order the threads ran in.
+// - long names and paths (long_paths): lower entries with names of 254 and 255 bytes (operations
+//   also use 255 and 256), and in most layers a chain "deep/<250 bytes>/..." that merges across
+//   layers and reaches past PATH_MAX through the mount point: operations on what lies beyond
+//   answer ENAMETOOLONG on both sides, and the tree comparison reaches it through descriptors.
 // - compared: which non-directories share an st_ino (inode_sharing; hard links must, nothing
 //   else may), whether readdir's d_ino is the entry's st_ino (readdir_d_ino), and that st_ino
 //   survives a remount (the remount's result).
@@ -62,8 +71,13 @@
 //                                 wrong state in the daemon; affects the whole machine
 //
 // Things the kernel does that shape this harness (found on 6.18):
-// - readdir of a directory that merges with nothing below lists that layer's whiteouts, which
-//   lstat reports as ENOENT; such phantom names are dropped on the kernel side only.
+// - readdir of a directory that merges with nothing below lists that layer's whiteouts, and
+//   readdir anywhere lists the bottom layer's xattr whiteouts (its opaque="x" is never read);
+//   lstat reports such phantom names as ENOENT. The readdir operation leaves them out on both
+//   sides; the tree comparison lets the kernel have phantoms laminafs does not list, never the
+//   reverse (laminafs lists only the second kind).
+// - The kernel's emptiness check (rmdir, rename over a directory) reads no xattrs: a lower
+//   xattr whiteout its readdir hides still makes the directory "not empty".
 // - Upper layers differ in overlay-private xattrs (the kernel writes origin and impure, formats
 //   of redirects may differ); those are summarised as notes, not failures.
 // - Names starting with ".wh." are refused by laminafs on purpose and are never generated;
@@ -100,6 +114,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -322,6 +337,7 @@ struct Features {
     bool caller_chown_noop = true;  // chown(-1, -1) by unprivileged callers
     bool passthrough = true;        // passthrough among the mount option variants
     bool mount_options = true;      // laminafs with passthrough / a tiny directory cache
+    bool long_paths = true;         // names of 250-255 bytes; a chain of them past PATH_MAX
 
     mode_t dir_mode(mode_t mode) const { return setgid_dirs ? mode : mode & ~S_ISGID; }
 };
@@ -329,7 +345,8 @@ const std::vector<std::string> kFeatureNames = {
     "lower_hardlinks",   "setgid_dirs",      "callers",           "shared_dirs",
     "xattr_whiteouts",   "oci_whiteouts",    "device_nodes",      "sparse_files",
     "cross_layer_links", "inode_sharing",    "readdir_d_ino",     "mount_options",
-    "ranges_into_links", "caller_listxattr", "caller_chown_noop", "passthrough"};
+    "ranges_into_links", "caller_listxattr", "caller_chown_noop", "passthrough",
+    "long_paths"};
 
 // Skipped unless LAMINA_FUZZ_SKIP says otherwise ("none": nothing), each for a known laminafs
 // divergence not fixed yet (ranges_into_links and caller_listxattr were, and run by default):
@@ -341,8 +358,11 @@ const std::vector<std::string> kFeatureNames = {
 //   the kernel (clearing the bits is a mode change); laminafs clears them and succeeds. With
 //   killpriv v2 the kernel sends it as a ctime-only SETATTR without the kill flag, the same
 //   request a write by a non-owner sends (file_remove_privs), which must succeed.
-// - passthrough: an open for writing that copies up a file another descriptor holds open
-//   read-only (passed through to the lower file) fails with ETXTBSY (passthrough.h, Busy).
+// - passthrough: laminafs's default where it runs as root. A descriptor opened for reading
+//   before its file's copy-up goes on reading the lower copy (the name gets a new node,
+//   Overlay::supersede; docs/architecture.md), where the kernel's reads see the new data
+//   (seed 101, depth 1: fd_open, truncate, fd_read). Skipped, laminafs runs with
+//   passthrough=off.
 const std::set<std::string> kDefaultSkip = {"readdir_d_ino", "cross_layer_links",
                                             "caller_chown_noop", "passthrough"};
 
@@ -364,6 +384,7 @@ Features features_without(const std::set<std::string>& skip) {
     f.caller_chown_noop = !skip.count("caller_chown_noop");
     f.passthrough = !skip.count("passthrough");
     f.mount_options = !skip.count("mount_options");
+    f.long_paths = !skip.count("long_paths");
     return f;
 }
 
@@ -384,7 +405,6 @@ public:
         for (int i = count - 1; i >= 0; --i) {  // bottom first, so upper layers cover it
             std::string dir = root + "/l" + std::to_string(i);
             if (mkdir(dir.c_str(), 0755) != 0) return "mkdir " + dir + ": " + strerror(errno);
-            bottom_ = i == count - 1;
             if (auto err = write_layer(dir, i, entries_per_layer); !err.empty()) return err;
         }
         return "";
@@ -415,7 +435,47 @@ private:
         if (!seen_paths_.empty() && rng_.chance(55)) return rng_.pick(seen_paths_);
         std::string parent = !seen_dirs_.empty() && rng_.chance(60) ? rng_.pick(seen_dirs_) : "";
         if (depth_of(parent) >= kMaxLayerDepth) parent = "";
+        if (features_.long_paths && rng_.chance(4))
+            return join_path(parent, std::string(rng_.chance(50) ? 255 : 254, 'N'));
         return join_path(parent, rng_.pick(kNames));
+    }
+
+    // "deep" and below it directories of 250-byte names, the same in every layer so they
+    // merge, down to level 16 at most: 4,020 bytes below the root, within PATH_MAX in the
+    // layers (cp copies them by path) and past it through the mount points, whose paths are
+    // over 230 bytes long; level 15 is just within. This layer takes the chain to a random level,
+    // puts a file at some levels and now and then a whiteout or an opaque directory. Written
+    // with *at calls.
+    std::string write_deep_chain(const std::string& layer, int index) {
+        Fd root(open(layer.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (root.get() < 0) return "open " + layer + ": " + strerror(errno);
+        int levels = static_cast<int>(rng_.between(6, 17));
+        int dirfd = root.get();
+        std::vector<std::unique_ptr<Fd>> held;
+        for (int level = 0; level < levels; ++level) {
+            std::string name =
+                level == 0 ? "deep" : std::string(250, static_cast<char>('a' + level));
+            if (level > 0 && rng_.chance(4)) {
+                if (mknodat(dirfd, name.c_str(), S_IFCHR, makedev(0, 0)) != 0)
+                    return "mknod in the deep chain: " + std::string(strerror(errno));
+                return "";
+            }
+            if (mkdirat(dirfd, name.c_str(), 0755) != 0 && errno != EEXIST)
+                return "mkdir in the deep chain: " + std::string(strerror(errno));
+            held.push_back(std::make_unique<Fd>(
+                openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)));
+            dirfd = held.back()->get();
+            if (dirfd < 0) return "open in the deep chain: " + std::string(strerror(errno));
+            if (level > 0 && rng_.chance(4)) fsetxattr(dirfd, "trusted.overlay.opaque", "y", 1, 0);
+            if (rng_.chance(25) || level == levels - 1) {
+                std::string file = "f" + std::to_string(index);
+                Fd fd(openat(dirfd, file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+                std::string data = random_bytes(rng_, rng_.below(64));
+                if (fd.get() < 0 || ::write(fd.get(), data.data(), data.size()) < 0)
+                    return "file in the deep chain: " + std::string(strerror(errno));
+            }
+        }
+        return "";
     }
 
     void remember(const std::string& path, bool is_dir) {
@@ -494,11 +554,7 @@ private:
             if (kind == Kind::Hardlink && !cross && (files.empty() || !features_.lower_hardlinks))
                 kind = Kind::File;
             std::string parent = parent_of(path);
-            // Not in the bottom layer: how the kernel lists an opaque="x" directory there (whose
-            // marks its lookup never reads) is not matched yet (seed 5, depth 2: rmdir of such a
-            // directory is ENOTEMPTY on the kernel).
-            if (kind == Kind::XattrWhiteout &&
-                (!features_.xattr_whiteouts || opaque.count(parent) || bottom_))
+            if (kind == Kind::XattrWhiteout && (!features_.xattr_whiteouts || opaque.count(parent)))
                 kind = Kind::Whiteout;
             if (kind == Kind::Device && !features_.device_nodes) kind = Kind::Fifo;
             char recorded = 'f';
@@ -551,7 +607,10 @@ private:
                 case Kind::Whiteout:
                     if (mknod(abs.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0)
                         return "mknod " + abs + ": " + strerror(errno);
-                    if (features_.oci_whiteouts && rng_.chance(40))
+                    // ".wh." and a name of more than 251 bytes is past NAME_MAX: OCI layers
+                    // cannot delete such names.
+                    if (features_.oci_whiteouts && rng_.chance(40) &&
+                        path.size() - path.rfind('/') - 1 <= 251)
                         oci_.push_back({index, path, false});
                     recorded = 'w';
                     break;
@@ -585,6 +644,9 @@ private:
             kinds[path] = recorded;
             remember(path, recorded == 'd');
         }
+        if (features_.long_paths && rng_.chance(15)) {
+            if (auto err = write_deep_chain(layer, index); !err.empty()) return err;
+        }
         lower_files_.insert(lower_files_.end(), layer_files_.begin(), layer_files_.end());
         layer_files_.clear();
         xwhiteout_dirs_.clear();
@@ -593,7 +655,7 @@ private:
 
     // opaque=y, or opaque=x (a directory that holds xattr whiteouts, not opaque) now and then.
     void mark_opaque(const std::string& abs, int index, const std::string& path) {
-        if (features_.xattr_whiteouts && !bottom_ && rng_.chance(25)) {
+        if (features_.xattr_whiteouts && rng_.chance(25)) {
             lsetxattr(abs.c_str(), "trusted.overlay.opaque", "x", 1, 0);
             return;
         }
@@ -603,7 +665,6 @@ private:
 
     Rng rng_;
     Features features_;
-    bool bottom_ = false;  // writing the bottom layer
     std::vector<std::string> seen_paths_;
     std::vector<std::string> seen_dirs_;
     std::vector<std::string> layer_files_;  // regular files of the layer being written
@@ -681,15 +742,38 @@ void read_xattrs(const std::string& abs, std::map<std::string, std::string>& fie
 }
 
 struct WalkOptions {
-    bool full = true;            // contents and xattrs, not only names and types
-    bool drop_phantoms = false;  // drop names readdir lists but lstat cannot find (kernel quirk)
-    bool inodes = false;         // which paths share an inode
-    bool d_ino = false;          // whether readdir's d_ino is st_ino
+    bool full = true;  // contents and xattrs, not only names and types
+    // Names readdir lists but lstat cannot find (kernel quirk) become type 'P' entries without
+    // fields, which compare_trees lets the kernel have alone.
+    bool drop_phantoms = false;
+    bool inodes = false;  // which paths share an inode
+    bool d_ino = false;   // whether readdir's d_ino is st_ino
 };
 
-void walk_dir(const std::string& root, const std::string& rel, const WalkOptions& opts, Tree& tree,
-              int level) {
-    std::string abs = rel.empty() ? root : root + "/" + rel;
+// A path the system calls take for `abs`, however long: from 3,000 bytes on,
+// "/proc/self/fd/N/NAME" through a descriptor of its parent opened one component at a time (N
+// is `held`'s).
+std::string reachable(const std::string& abs, std::unique_ptr<Fd>& held) {
+    constexpr size_t kShort = 3000;
+    if (abs.size() < kShort) return abs;
+    size_t slash = abs.rfind('/');
+    size_t cut = abs.rfind('/', kShort);
+    int fd = open(abs.substr(0, cut).c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    for (size_t at = cut + 1; fd >= 0 && at <= slash;) {
+        size_t end = abs.find('/', at);
+        int next = openat(fd, abs.substr(at, end - at).c_str(),
+                          O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        close(fd);
+        fd = next;
+        at = end + 1;
+    }
+    held = std::make_unique<Fd>(fd);
+    return "/proc/self/fd/" + std::to_string(fd) + abs.substr(slash);
+}
+
+// Walks the directory open as dirfd (its path `rel`) through descriptors, one lookup per entry
+// however deep: paths past PATH_MAX are compared too.
+void walk_dir(int dirfd, const std::string& rel, const WalkOptions& opts, Tree& tree, int level) {
     struct Name {
         std::string name;
         unsigned char dtype;
@@ -698,27 +782,34 @@ void walk_dir(const std::string& root, const std::string& rel, const WalkOptions
     };
     std::vector<Name> names;
     {
-        DirStream dir(abs);
-        if (!dir.get()) {
+        int copy = dup(dirfd);
+        DIR* dir = copy < 0 ? nullptr : fdopendir(copy);
+        if (!dir) {
             tree[rel].fields["opendir"] = failed(errno);
+            if (copy >= 0) close(copy);
             return;
         }
         errno = 0;
-        while (struct dirent* de = readdir(dir.get())) {
+        while (struct dirent* de = readdir(dir)) {
             std::string name = de->d_name;
             if (name != "." && name != "..") names.push_back({name, de->d_type, de->d_ino});
             errno = 0;
         }
         if (errno != 0) tree[rel].fields["readdir"] = failed(errno);
+        closedir(dir);
     }
     std::sort(names.begin(), names.end());
+    const std::string here = "/proc/self/fd/" + std::to_string(dirfd) + "/";
     for (const auto& [name, dtype, d_ino] : names) {
         std::string child = join_path(rel, name);
-        std::string child_abs = abs + "/" + name;
         struct stat st;
-        if (lstat(child_abs.c_str(), &st) != 0) {
+        if (fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
             int err = errno;
-            if (err == ENOENT && opts.drop_phantoms) continue;
+            if (err == ENOENT && opts.drop_phantoms) {
+                tree[child].type = 'P';
+                tree[child].fields["phantom"] = "listed, lstat ENOENT";
+                continue;
+            }
             tree[child].fields["lstat"] = failed(err);
             continue;
         }
@@ -728,23 +819,27 @@ void walk_dir(const std::string& root, const std::string& rel, const WalkOptions
         entry.fields["d_type"] = std::to_string(dtype);
         entry.ino = st.st_ino;
         if (opts.d_ino) entry.fields["d_ino"] = d_ino == st.st_ino ? "st_ino" : "not st_ino";
-        if (!opts.full) {
-            if (S_ISDIR(st.st_mode) && level < 32) walk_dir(root, child, opts, tree, level + 1);
-            continue;
+        if (opts.full) {
+            if (S_ISREG(st.st_mode)) {
+                Fd fd(openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+                std::string content;
+                std::string err = fd.get() < 0 ? failed(errno) : read_all(fd.get(), content);
+                entry.fields["content"] = err.empty() ? content : "read: " + err;
+            } else if (S_ISLNK(st.st_mode)) {
+                char buf[PATH_MAX + 1];
+                ssize_t n = readlinkat(dirfd, name.c_str(), buf, sizeof buf);
+                entry.fields["target"] =
+                    n < 0 ? failed(errno) : std::string(buf, static_cast<size_t>(n));
+            }
+            read_xattrs(here + name, entry.fields);
         }
-        if (S_ISREG(st.st_mode)) {
-            Fd fd(open(child_abs.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-            std::string content;
-            std::string err = fd.get() < 0 ? failed(errno) : read_all(fd.get(), content);
-            entry.fields["content"] = err.empty() ? content : "read: " + err;
-        } else if (S_ISLNK(st.st_mode)) {
-            char buf[PATH_MAX + 1];
-            ssize_t n = readlink(child_abs.c_str(), buf, sizeof buf);
-            entry.fields["target"] =
-                n < 0 ? failed(errno) : std::string(buf, static_cast<size_t>(n));
+        if (S_ISDIR(st.st_mode) && level < 32) {
+            Fd sub(openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (sub.get() < 0)
+                tree[child].fields["opendir"] = failed(errno);
+            else
+                walk_dir(sub.get(), child, opts, tree, level + 1);
         }
-        read_xattrs(child_abs, entry.fields);
-        if (S_ISDIR(st.st_mode) && level < 32) walk_dir(root, child, opts, tree, level + 1);
     }
 }
 
@@ -760,7 +855,11 @@ Tree walk_tree(const std::string& root, const WalkOptions& opts) {
     top.fields["stat"] = stat_text(st);
     if (opts.full) read_xattrs(root, top.fields);
     top.ino = st.st_ino;
-    walk_dir(root, "", opts, tree, 0);
+    Fd dir(open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dir.get() < 0)
+        top.fields["opendir"] = failed(errno);
+    else
+        walk_dir(dir.get(), "", opts, tree, 0);
     if (opts.inodes) {
         // Hard links must share an inode number and nothing else may: each non-directory names
         // the first path (in sorted order) with its st_ino. Directories are left out: the
@@ -782,7 +881,8 @@ Tree walk_upper(const std::string& upper) {
     while (!pending.empty()) {
         std::string rel = pending.back();
         pending.pop_back();
-        std::string abs = rel.empty() ? upper : upper + "/" + rel;
+        std::unique_ptr<Fd> abs_parent;
+        std::string abs = reachable(rel.empty() ? upper : upper + "/" + rel, abs_parent);
         std::vector<std::string> names;
         {
             DirStream dir(abs);
@@ -794,8 +894,10 @@ Tree walk_upper(const std::string& upper) {
         }
         for (const auto& name : names) {
             std::string child = join_path(rel, name);
+            std::unique_ptr<Fd> child_parent;
+            std::string child_abs = reachable(upper + "/" + child, child_parent);
             struct stat st;
-            if (lstat((abs + "/" + name).c_str(), &st) != 0) continue;
+            if (lstat(child_abs.c_str(), &st) != 0) continue;
             Entry& entry = tree[child];
             entry.type = type_char(st.st_mode);
             std::string kind(1, entry.type);
@@ -803,7 +905,7 @@ Tree walk_upper(const std::string& upper) {
                 kind += " " + std::to_string(major(st.st_rdev)) + ":" +
                         std::to_string(minor(st.st_rdev));
             entry.fields["kind"] = kind;
-            read_xattrs(abs + "/" + name, entry.fields, "trusted.overlay.");
+            read_xattrs(child_abs, entry.fields, "trusted.overlay.");
             if (S_ISDIR(st.st_mode)) pending.push_back(child);
         }
     }
@@ -820,7 +922,7 @@ void compare_trees(const Tree& kernel, const Tree& lamina, const std::string& wh
     };
     // What an entry is, for "only in" lines: its attributes, its upper kind, or why lstat failed.
     auto summary = [](const Entry& e) {
-        for (const char* field : {"stat", "kind", "lstat", "opendir"}) {
+        for (const char* field : {"stat", "kind", "lstat", "opendir", "phantom"}) {
             if (auto it = e.fields.find(field); it != e.fields.end()) return it->second;
         }
         return std::string("?");
@@ -829,6 +931,10 @@ void compare_trees(const Tree& kernel, const Tree& lamina, const std::string& wh
     auto li = lamina.begin();
     while (ki != kernel.end() || li != lamina.end()) {
         if (li == lamina.end() || (ki != kernel.end() && ki->first < li->first)) {
+            if (ki->second.type == 'P') {  // a phantom the kernel lists and laminafs need not
+                ++ki;
+                continue;
+            }
             differences.push_back(what + " " + quoted(ki->first) + ": only in " + kernel_name +
                                   " (" + summary(ki->second) + ")");
             ++ki;
@@ -906,6 +1012,7 @@ enum class OpKind {
     Statfs,
     Lock,
     OpenAt,
+    Concurrent,
 };
 
 struct KindInfo {
@@ -959,6 +1066,7 @@ const std::vector<KindInfo> kKinds = {
     {OpKind::Statfs, "statfs", 1},
     {OpKind::Lock, "lock", 2},
     {OpKind::OpenAt, "openat", 3},
+    {OpKind::Concurrent, "concurrent", 2},
 };
 
 const char* kind_name(OpKind kind) {
@@ -989,6 +1097,8 @@ struct Op {
     uid_t as_uid = 0;
     gid_t as_gid = 0;
     std::vector<gid_t> groups;
+    // Concurrent: what each of 2-4 threads runs, all at once (as root, under `mask`).
+    std::vector<Op> parts;
 };
 
 std::string open_flags_text(int flags) {
@@ -1125,6 +1235,12 @@ std::string describe(const Op& op) {
                 << octal(op.mask) << (op.flags & O_TRUNC ? " O_TRUNC" : "")
                 << (op.flags & O_EXCL ? " O_EXCL" : "") << " data " << op.data.size() << " bytes";
             break;
+        case OpKind::Concurrent:
+            out << "umask " << octal(op.mask) << " [";
+            for (size_t i = 0; i < op.parts.size(); ++i)
+                out << (i ? " | " : "") << describe(op.parts[i]);
+            out << "]";
+            break;
         default:
             out << p;
             break;
@@ -1148,9 +1264,8 @@ struct Side {
     std::string base;       // the directory holding this side's layers
     int rotations = 0;
     bool laminafs = false;  // mounted with laminafs, else with kernel overlayfs
-    bool drop_phantoms = false;
-    std::string options;  // more mount options for laminafs (passthrough, dir_cache_entries=)
-    dev_t fuse_dev = 0;   // the FUSE connection, 0 for kernel overlayfs
+    std::string options;    // more mount options for laminafs (passthrough, dir_cache_entries=)
+    dev_t fuse_dev = 0;     // the FUSE connection, 0 for kernel overlayfs
     std::array<int, kSlots> slots{-1, -1, -1, -1};
 
     std::string at(const std::string& rel) const { return rel.empty() ? mnt : mnt + "/" + rel; }
@@ -1333,8 +1448,7 @@ std::string run_op(const Op& op, Side& side) {
                 std::string name = de->d_name;
                 if (name == "." || name == "..") continue;
                 struct stat st;
-                if (side.drop_phantoms && lstat((p + "/" + name).c_str(), &st) != 0 &&
-                    errno == ENOENT) {
+                if (lstat((p + "/" + name).c_str(), &st) != 0 && errno == ENOENT) {
                     errno = 0;
                     continue;
                 }
@@ -1366,11 +1480,11 @@ std::string run_op(const Op& op, Side& side) {
             // Inode numbers survive a remount: a hard link, a cached handle or `find -inum`
             // relies on them. op.flags: compare them.
             Tree before;
-            if (op.flags) before = walk_tree(side.mnt, {false, side.drop_phantoms});
+            if (op.flags) before = walk_tree(side.mnt, {false, true});
             std::string err = side.remount();
             if (!err.empty()) return "remount failed: " + err;
             if (!op.flags) return "ok";
-            Tree after = walk_tree(side.mnt, {false, side.drop_phantoms});
+            Tree after = walk_tree(side.mnt, {false, true});
             std::string changed;
             for (const auto& [path, entry] : before) {
                 auto it = after.find(path);
@@ -1513,6 +1627,27 @@ std::string run_op(const Op& op, Side& side) {
             Fd owner(created);
             if (op.data.empty()) return "ok";
             return write_result(write(created, op.data.data(), op.data.size()), op.data.size());
+        }
+        case OpKind::Concurrent: {
+            // The threads start together; their results are compared as a sorted list, which
+            // the generator's choice of parts makes independent of the order they ran in. The
+            // umask is the process's: set once, and each part's ScopedUmask keeps it.
+            ScopedUmask mask(op.mask);
+            std::vector<std::string> results(op.parts.size());
+            std::atomic<size_t> ready{0};
+            std::vector<std::thread> threads;
+            for (size_t i = 0; i < op.parts.size(); ++i) {
+                threads.emplace_back([&, i] {
+                    ready++;
+                    while (ready.load() < op.parts.size()) std::this_thread::yield();
+                    results[i] = run_op(op.parts[i], side);
+                });
+            }
+            for (auto& t : threads) t.join();
+            std::sort(results.begin(), results.end());
+            std::string out = "done";
+            for (const auto& r : results) out += " [" + r + "]";
+            return out;
         }
         default:
             break;
@@ -1795,6 +1930,9 @@ public:
                 op.flags = rng_.pick(flags);
                 break;
             }
+            case OpKind::Concurrent:
+                fill_concurrent(op, view);
+                break;
             case OpKind::OpenAt:
                 op.slot = static_cast<int>(rng_.below(kSlots));
                 op.name = new_name();
@@ -1806,7 +1944,8 @@ public:
                 break;
         }
         if (features_.callers && op.kind != OpKind::Remount && op.kind != OpKind::Rotate &&
-            op.kind != OpKind::FdOpen && op.kind != OpKind::FdClose &&
+            op.kind != OpKind::Concurrent && op.kind != OpKind::FdOpen &&
+            op.kind != OpKind::FdClose &&
             (op.kind != OpKind::ListXattr || features_.caller_listxattr) &&
             (features_.caller_chown_noop || !is_chown_noop(op)) && rng_.chance(35))
             choose_caller(op);
@@ -1814,6 +1953,80 @@ public:
     }
 
 private:
+    // 2-4 threads at once on overlapping names, in shapes whose final tree and sorted results do
+    // not depend on the order the threads ran in: one new name created by all (one wins, the
+    // others get EEXIST), one entry removed by all, one file's attributes set by all (distinct
+    // xattrs, a mode), or distinct names below one directory changed by all (their parents
+    // copied up at once).
+    void fill_concurrent(Op& op, const TreeView& view) {
+        size_t threads = rng_.between(2, 4);
+        op.mask = random_umask();
+        uint64_t shape = rng_.below(100);
+        auto add = [&](Op part) {
+            part.mask = op.mask;
+            op.parts.push_back(std::move(part));
+        };
+        if (shape < 25) {
+            Op part;
+            part.kind = rng_.chance(50) ? OpKind::Create : OpKind::Mkdir;
+            part.path = new_path(view);
+            part.mode = part.kind == OpKind::Create ? random_file_mode(rng_)
+                                                    : features_.dir_mode(random_dir_mode(rng_));
+            if (part.kind == OpKind::Create && rng_.chance(50))
+                part.data = random_bytes(rng_, data_length());
+            for (size_t i = 0; i < threads; ++i) add(part);
+        } else if (shape < 40) {
+            Op part;
+            part.path = existing(view, view.all);
+            bool is_dir = std::count(view.dirs.begin(), view.dirs.end(), part.path) > 0;
+            part.kind = is_dir ? OpKind::Rmdir : OpKind::Unlink;
+            for (size_t i = 0; i < threads; ++i) add(part);
+        } else if (shape < 65) {
+            std::string file = existing(view, view.files);
+            for (size_t i = 0; i < threads; ++i) {
+                Op part;
+                part.path = file;
+                if (i == 0 && rng_.chance(40)) {
+                    part.kind = OpKind::Chmod;
+                    part.mode = random_file_mode(rng_);
+                } else {
+                    part.kind = OpKind::SetXattr;
+                    part.name = "user.t" + std::to_string(i);
+                    part.data = random_bytes(rng_, rng_.below(30));
+                }
+                add(std::move(part));
+            }
+        } else {
+            std::string dir = rng_.pick(view.dirs);
+            std::vector<std::string> below;
+            // Files of one name: two names of one inode would make the order matter.
+            for (const auto& f : view.single_files)
+                if (dir.empty() || is_under(f, dir)) below.push_back(f);
+            std::set<std::string> taken;
+            for (size_t i = 0; i < threads; ++i) {
+                Op part;
+                if (below.empty() || rng_.chance(35)) {
+                    part.kind = rng_.chance(60) ? OpKind::Create : OpKind::Mkdir;
+                    part.path = join_path(dir, "t" + std::to_string(i));
+                    part.mode = part.kind == OpKind::Create ? random_file_mode(rng_) : 0755;
+                    if (part.kind == OpKind::Create) part.data = random_bytes(rng_, data_length());
+                } else {
+                    part.path = rng_.pick(below);
+                    static const std::vector<OpKind> kinds = {OpKind::Write, OpKind::Append,
+                                                              OpKind::Truncate, OpKind::SetXattr,
+                                                              OpKind::Chmod};
+                    part.kind = rng_.pick(kinds);
+                    part.offset = write_offset(view, part.path);
+                    part.length = write_offset(view, part.path);
+                    part.data = random_bytes(rng_, data_length());
+                    part.name = "user.t" + std::to_string(i);
+                    part.mode = random_file_mode(rng_);
+                }
+                if (taken.insert(part.path).second) add(std::move(part));
+            }
+        }
+    }
+
     static bool is_chown_noop(const Op& op) {
         return (op.kind == OpKind::Chown || op.kind == OpKind::Lchown) &&
                op.uid == static_cast<uid_t>(-1) && op.gid == static_cast<gid_t>(-1);
@@ -2055,13 +2268,17 @@ std::string convert_oci(const std::string& layers, const std::vector<OciEntry>& 
 // chosen by the depth's seed (a tiny directory cache evicts on nearly every lookup).
 std::string lamina_options_for(const Config& cfg, uint64_t seed) {
     if (cfg.lamina_options) return *cfg.lamina_options;
-    if (cfg.skip.count("mount_options")) return "";
+    if (cfg.skip.count("mount_options")) return cfg.skip.count("passthrough") ? "passthrough=off" : "";
     static const std::vector<std::string> variants = {"", "", "passthrough", "dir_cache_entries=2",
                                                       "passthrough,dir_cache_entries=3"};
     Rng rng(mix_seed(seed, 3));
     std::string options = rng.pick(variants);
-    if (cfg.skip.count("passthrough") && options.rfind("passthrough", 0) == 0)
-        options = options == "passthrough" ? "" : "dir_cache_entries=3";
+    // Passthrough is on by default: skipping it means turning it off.
+    if (cfg.skip.count("passthrough")) {
+        if (options.rfind("passthrough", 0) == 0)
+            options = options == "passthrough" ? "" : "dir_cache_entries=3";
+        options = "passthrough=off" + std::string(options.empty() ? "" : ",") + options;
+    }
     return options;
 }
 
@@ -2072,9 +2289,7 @@ public:
         : dir_("lamina-fuzz-run"), oci_(candidate_is_kernel ? std::vector<OciEntry>{} : oci) {
         chmod(dir_.path().c_str(), 0755);  // unprivileged callers reach the mounts
         kernel_.label = "kernel";
-        kernel_.drop_phantoms = true;
         lamina_.label = candidate_is_kernel ? "kernel (as candidate)" : "laminafs";
-        lamina_.drop_phantoms = candidate_is_kernel;
         lamina_.laminafs = !candidate_is_kernel;
         if (!candidate_is_kernel) lamina_.options = options;
         error_ = prepare(pristine, depth, kernel_, "k");
@@ -2110,7 +2325,6 @@ public:
         if (auto err = convert_oci(lamina_.base + "/layers", oci_, false); !err.empty()) return err;
         std::swap(kernel_.options, lamina_.options);
         std::swap(kernel_.laminafs, lamina_.laminafs);
-        std::swap(kernel_.drop_phantoms, lamina_.drop_phantoms);
         kernel_.label =
             std::string(kernel_.laminafs ? "laminafs" : "kernel") + " reading the kernel's upper";
         lamina_.label =
@@ -2128,7 +2342,9 @@ private:
         CommandResult r = run_command({"cp", "-a", "--preserve=all", pristine, base + "/layers"});
         if (r.status != 0) return "cp -a " + pristine + ": " + r.err;
         side.base = base;
-        side.mnt = base + "/mnt";
+        // A mount point path over 200 bytes long: the deep chain (long_paths) then passes
+        // PATH_MAX through it and stays within it in the layers, which cp copies by path.
+        side.mnt = base + "/mnt" + std::string(200, 'm');
         side.upper = base + "/upper";
         side.work = base + "/work";
         for (const auto& d : {side.mnt, side.upper, side.work}) {
@@ -2178,8 +2394,8 @@ std::optional<Divergence> compare_state(Session& session, size_t index, UpperNot
         sync();
         std::ofstream("/proc/sys/vm/drop_caches") << "3";
     }
-    Tree kernel = walk_tree(k.mnt, {true, k.drop_phantoms, inodes.first, inodes.second});
-    Tree lamina = walk_tree(f.mnt, {true, f.drop_phantoms, inodes.first, inodes.second});
+    Tree kernel = walk_tree(k.mnt, {true, true, inodes.first, inodes.second});
+    Tree lamina = walk_tree(f.mnt, {true, true, inodes.first, inodes.second});
     std::vector<std::string> differences;
     compare_trees(kernel, lamina, "merged", differences);
     if (!differences.empty()) {
@@ -2225,13 +2441,13 @@ std::optional<Divergence> compare_state(Session& session, size_t index, UpperNot
 
 // After a run: each implementation must read the other's upper layer as the tree both showed.
 std::optional<Divergence> cross_check(Session& session, size_t index) {
-    Tree expected = walk_tree(session.kernel().mnt, {true, session.kernel().drop_phantoms});
+    Tree expected = walk_tree(session.kernel().mnt, {true, true});
     if (auto err = session.cross_mount(); !err.empty())
         return Divergence{index, "cross mount", {err}};
     std::vector<std::string> differences;
     std::string category;
     for (Side* side : {&session.kernel(), &session.lamina()}) {
-        Tree seen = walk_tree(side->mnt, {true, side->drop_phantoms});
+        Tree seen = walk_tree(side->mnt, {true, true});
         size_t before = differences.size();
         compare_trees(expected, seen, side->label + ":", differences, "expected", "seen");
         if (category.empty() && differences.size() > before) category = "cross " + side->label;

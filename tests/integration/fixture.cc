@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -485,6 +486,8 @@ std::string ForegroundLaminafs::start() {
         if (devnull >= 0) dup2(devnull, STDIN_FILENO);
         dup2(log_fd, STDOUT_FILENO);
         dup2(log_fd, STDERR_FILENO);
+        struct rlimit limit = {nofile_, nofile_};
+        if (nofile_ && setrlimit(RLIMIT_NOFILE, &limit) != 0) _exit(126);
         execv(cargv[0], cargv.data());
         _exit(127);
     }

@@ -123,6 +123,8 @@ public:
     ForegroundLaminafs& operator=(const ForegroundLaminafs&) = delete;
     ~ForegroundLaminafs() { stop(); }
 
+    // RLIMIT_NOFILE (soft and hard) for the daemon, set in its process before exec; 0: inherited.
+    void limit_descriptors(unsigned long limit) { nofile_ = limit; }
     // Starts the daemon and waits until the mount is there. Returns "" or what went wrong.
     std::string start();
     pid_t pid() const { return pid_; }
@@ -142,6 +144,7 @@ private:
     std::string mnt_;
     std::string log_;
     pid_t pid_ = -1;
+    unsigned long nofile_ = 0;
 };
 
 // Descriptors a process holds: all of them, and those on files and directories (libfuse's

@@ -226,6 +226,46 @@ TEST(LayerSafety, paths_deeper_than_path_max_work_as_on_the_kernel) {
     EXPECT_NE(outputs[0].find("deeper"), std::string::npos) << outputs[0];
 }
 
+// ---- a directory replaced under the mount
+
+// Past its descriptor budget (a quarter of RLIMIT_NOFILE, at least 64) the daemon holds no
+// descriptor for an upper directory and finds it again by path per request. If something else
+// stands there now (the directory was replaced in the upper layer under the mount), a request
+// fails with ESTALE rather than act on the newcomer.
+TEST(LayerSafety, an_upper_directory_replaced_past_the_descriptor_budget_answers_estale) {
+    REQUIRE_FUSE();
+    TempDir dir("lamina-estale");
+    std::string lower = dir / "lower", upper = dir / "upper", work = dir / "work",
+                mnt = dir / "mnt";
+    for (const auto& d : {lower, upper, work, mnt}) make_dirs(d);
+    constexpr int kDirs = 100;
+    for (int i = 0; i < kDirs; ++i) make_dirs(upper + "/d" + std::to_string(i));
+    ForegroundLaminafs fs("lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work, mnt,
+                          dir / "log");
+    fs.limit_descriptors(256);  // a budget of 64 upper directories
+    std::string started = fs.start();
+    ASSERT_EQ(started, "");
+    for (int i = 0; i < kDirs; ++i) {
+        struct stat st;
+        ASSERT_EQ(stat((mnt + "/d" + std::to_string(i) + "/.").c_str(), &st), 0) << i;
+    }
+    DaemonStats stats = fs.stats();
+    EXPECT_EQ(stats["upper_dir_fd_limit"], 64);
+    EXPECT_LE(stats["upper_dir_fds"], 64);  // not vacuous: d99 is one of those not held
+
+    std::string last = "/d" + std::to_string(kDirs - 1);
+    ASSERT_EQ(rename((upper + last).c_str(), (upper + last + ".old").c_str()), 0);
+    make_dirs(upper + last);
+    errno = 0;
+    int fd = open((mnt + last + "/x").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    int err = errno;
+    if (fd >= 0) close(fd);
+    EXPECT_EQ(fd, -1);
+    EXPECT_EQ(err, ESTALE) << strerror(err);
+    EXPECT_FALSE(std::filesystem::exists(upper + last + "/x"));
+    EXPECT_FALSE(std::filesystem::exists(upper + last + ".old/x"));
+}
+
 // ---- redirects across layer rotations
 
 // One line per entry below root, sorted: path, type, and the content of a file or the target

@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <filesystem>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -250,6 +251,34 @@ TEST(MountCli, RemountOfSomethingElseIsRefused) {
     auto r = run_command({laminafs_binary(), "laminafs", dir.path(), "-o", "remount,ro"});
     EXPECT_NE(r.status, 0);
     EXPECT_NE(r.err.find("not a mount point"), std::string::npos) << r.err;
+}
+
+// Only root may remount (mount(2) needs CAP_SYS_ADMIN, and fusermount3 has no remount): a plain
+// user gets one line saying so, and the mount stays as it was.
+TEST(MountCli, RemountByAPlainUserIsRefusedWithOneLine) {
+    REQUIRE_FUSE();
+    if (run_command({"which", "setpriv"}).status != 0)
+        SKIP_NEEDING("program:setpriv") << "util-linux's setpriv runs the command as nobody";
+    Layers layers;
+    chmod(layers.dir.path().c_str(), 0755);  // nobody resolves the mount point
+    MountGuard guard(layers.mnt);
+    auto mounted = mount_laminafs(layers.writable(), layers.mnt);
+    ASSERT_EQ(mounted.status, 0) << describe(mounted);
+    // The binary where nobody may run it: the build directory may be where it cannot.
+    TempDir bin("lamina-cli-bin");
+    chmod(bin.path().c_str(), 0755);
+    std::string copy = bin / "laminafs";
+    ASSERT_EQ(run_command({"install", "-m", "0755", laminafs_binary(), copy}).status, 0);
+    auto r = run_command({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", copy,
+                          "laminafs", layers.mnt, "-o", "remount,ro"});
+    EXPECT_NE(r.status, 0);
+    EXPECT_NE(r.err.find("remount '" + layers.mnt +
+                         "': Operation not permitted (remounting "
+                         "needs CAP_SYS_ADMIN; fusermount3 cannot remount)"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    write_file(layers.mnt + "/still_writable", "yes\n");
 }
 
 TEST(MountCli, MountFromFstabLineWorks) {

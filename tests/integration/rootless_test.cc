@@ -220,6 +220,24 @@ std::vector<std::string> xattrs_with_prefix(const std::string& root, const std::
     return found;
 }
 
+// For a test that runs laminafs inside `unshare -Urm` as the test user.
+#define REQUIRE_USERNS_SETUP()                               \
+    do {                                                     \
+        REQUIRE_ROOTLESS_SETUP();                            \
+        if (run_command({"which", "unshare"}).status != 0)   \
+            SKIP_NEEDING("program:unshare") << "no unshare"; \
+    } while (0)
+
+// A layout whose image (fill_lower) belongs to the test user, so to root inside its namespace:
+// the VFS refuses to delete or rename what belongs to an id the namespace does not map
+// (EOVERFLOW), on any filesystem.
+struct UserOwnedImage : Layout {
+    UserOwnedImage() {
+        fill_lower(lower);
+        chown_tree(lower, test_user()->uid, test_user()->gid);
+    }
+};
+
 TEST(Rootless, plain_user_mounts_writes_and_unmounts_through_fusermount3) {
     REQUIRE_ROOTLESS_SETUP();
     Layout l;
@@ -306,14 +324,8 @@ TEST(Rootless, plain_user_mounts_writes_and_unmounts_through_fusermount3) {
 }
 
 TEST(Rootless, user_namespace_mounts_directly_and_root_reads_it_back) {
-    REQUIRE_ROOTLESS_SETUP();
-    if (run_command({"which", "unshare"}).status != 0)
-        SKIP_NEEDING("program:unshare") << "no unshare";
-    Layout l;
-    fill_lower(l.lower);
-    // The image belongs to the user, so to root inside its namespace: the VFS refuses to delete
-    // or rename what belongs to an id the namespace does not map (EOVERFLOW), on any filesystem.
-    chown_tree(l.lower, test_user()->uid, test_user()->gid);
+    REQUIRE_USERNS_SETUP();
+    UserOwnedImage l;
     std::string script =
         "unshare -Urm sh -c '"
         "cat /proc/self/uid_map; " +
@@ -400,12 +412,8 @@ CommandResult run_as_user_without_whiteout_devices(const std::string& script,
 // xattr whiteout: rmdir of a lower directory the daemon has copied up works as unlink does, and
 // laminafs and the kernel (userxattr) read what it left the same.
 TEST(Rootless, rmdir_of_a_lower_dir_leaves_an_xattr_whiteout_where_devices_are_refused) {
-    REQUIRE_ROOTLESS_SETUP();
-    if (run_command({"which", "unshare"}).status != 0)
-        SKIP_NEEDING("program:unshare") << "no unshare";
-    Layout l;
-    fill_lower(l.lower);
-    chown_tree(l.lower, test_user()->uid, test_user()->gid);
+    REQUIRE_USERNS_SETUP();
+    UserOwnedImage l;
     const std::string& m = l.mnt;
     std::string script = "unshare -Urm sh -c '" + user_laminafs() + " -o " + l.options() + " " + m +
                          " || exit 10; rm " + m + "/data/dir/sub/file || exit 11; rmdir " + m +
@@ -463,9 +471,7 @@ TEST(Rootless, rmdir_of_a_lower_dir_leaves_an_xattr_whiteout_where_devices_are_r
 // it turn on the fuse module's enable_uring: with -o io_uring and the parameter off, the mount
 // works over /dev/fuse and the parameter stays off.
 TEST(Rootless, passthrough_without_privilege_falls_back_to_the_daemon) {
-    REQUIRE_ROOTLESS_SETUP();
-    if (run_command({"which", "unshare"}).status != 0)
-        SKIP_NEEDING("program:unshare") << "no unshare";
+    REQUIRE_USERNS_SETUP();
     const char* kEnableUring = "/sys/module/fuse/parameters/enable_uring";
     std::string uring_before = read_file(kEnableUring);
     if (!uring_before.empty()) write_file(kEnableUring, "N\n");
@@ -475,9 +481,7 @@ TEST(Rootless, passthrough_without_privilege_falls_back_to_the_daemon) {
             if (!value.empty()) write_file(path, value);
         }
     } restore{kEnableUring, uring_before};
-    Layout l;
-    fill_lower(l.lower);
-    chown_tree(l.lower, test_user()->uid, test_user()->gid);
+    UserOwnedImage l;
     std::string m = l.mnt;
     std::string script =
         "unshare -Urm sh -c '" + user_laminafs() + " -o " + l.options() + ",passthrough,io_uring " +
@@ -725,8 +729,7 @@ TEST(Rootless, plain_user_mount_point_inside_its_own_lower_is_refused) {
 
 // In its own user namespace the user may clone mounts: the mount point shows what lies under it.
 TEST(Rootless, user_namespace_mount_point_inside_its_own_lower_shows_what_lies_underneath) {
-    REQUIRE_ROOTLESS_SETUP();
-    if (run_command({"which", "unshare"}).status != 0) GTEST_SKIP() << "no unshare";
+    REQUIRE_USERNS_SETUP();
     NestedMountPoint l;
     std::string script = "unshare -Urm sh -c '" + laminafs_binary() + " -o lowerdir=" + l.lower +
                          " " + l.inner + " || exit 10; ls -A " + l.inner + " " + l.inner +

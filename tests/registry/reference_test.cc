@@ -239,27 +239,33 @@ location = "quay-cache.local:5000"
     ASSERT_EQ(s.files_read.size(), 2u);
     EXPECT_EQ(s.search_registries, (std::vector<std::string>{"quay.io", "docker.io"}));
 
-    // lamina's file replaced the system's quay.io entry: no longer blocked, one mirror.
-    auto quay = s.pull_endpoints(parse_reference("quay.io/org/app:1"));
-    ASSERT_EQ(quay.size(), 2u);
-    EXPECT_EQ(quay[0].host, "quay-cache.local:5000");
-    EXPECT_EQ(quay[0].repository, "org/app");
-    EXPECT_TRUE(quay[0].mirror);
-    EXPECT_EQ(quay[1].host, "quay.io");
-
-    // A prefix below the host: the rest of the name follows the mirror's and location's paths.
-    auto team = s.pull_endpoints(parse_reference("example.com/team/app/x:1"));
-    ASSERT_EQ(team.size(), 2u);
-    EXPECT_EQ(team[0].host, "cache.local");
-    EXPECT_EQ(team[0].repository, "hub/app/x");
-    EXPECT_TRUE(team[0].insecure);
-    EXPECT_EQ(team[1].host, "internal.example.com:5000");
-    EXPECT_EQ(team[1].repository, "mirrored/team/app/x");
-    EXPECT_EQ(team[1].name, "example.com/team/app/x");
-    // Not under the prefix: the registry as named.
-    auto other = s.pull_endpoints(parse_reference("example.com/other/app:1"));
-    ASSERT_EQ(other.size(), 1u);
-    EXPECT_EQ(other[0].host, "example.com");
+    // Where a pull goes, in order: host, repository there, mirror, insecure. lamina's file
+    // replaced the system's quay.io entry (no longer blocked, one mirror); a prefix below the
+    // host puts the rest of the name after the mirror's and location's paths; a name not under
+    // the prefix goes to the registry as named.
+    struct Want {
+        std::string host, repository;
+        bool mirror = false, insecure = false;
+    };
+    const std::vector<std::pair<std::string, std::vector<Want>>> cases = {
+        {"quay.io/org/app:1", {{"quay-cache.local:5000", "org/app", true}, {"quay.io", "org/app"}}},
+        {"example.com/team/app/x:1",
+         {{"cache.local", "hub/app/x", true, true},
+          {"internal.example.com:5000", "mirrored/team/app/x"}}},
+        {"example.com/other/app:1", {{"example.com", "other/app"}}},
+    };
+    for (const auto& [reference, want] : cases) {
+        SCOPED_TRACE(reference);
+        auto got = s.pull_endpoints(parse_reference(reference));
+        ASSERT_EQ(got.size(), want.size());
+        for (size_t i = 0; i < want.size(); ++i) {
+            EXPECT_EQ(got[i].host, want[i].host);
+            EXPECT_EQ(got[i].repository, want[i].repository);
+            EXPECT_EQ(got[i].mirror, want[i].mirror);
+            EXPECT_EQ(got[i].insecure, want[i].insecure);
+            EXPECT_EQ(got[i].name, reference.substr(0, reference.rfind(':')));
+        }
+    }
 
     // Short names: an alias, else the search registries in order; qualified names as given.
     auto tool = s.resolve("tool:2");
