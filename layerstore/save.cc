@@ -14,9 +14,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "archive_error.h"
 #include "db.h"
 #include "digest.h"
-#include "archive_error.h"
 #include "error.h"
 #include "fd.h"
 #include "fsutil.h"
@@ -29,13 +29,6 @@ namespace lamina::store {
 using nlohmann::json;
 
 namespace {
-
-struct WriterDeleter {
-    void operator()(archive* a) const { archive_write_free(a); }
-};
-struct ReaderDeleter {
-    void operator()(archive* a) const { archive_read_free(a); }
-};
 
 class ArchiveOut {
 public:
@@ -95,13 +88,13 @@ private:
     }
 
     std::string path_;
-    std::unique_ptr<archive, WriterDeleter> a_;
+    WriteArchive a_;
     std::set<std::string> names_;
 };
 
 // The uncompressed tar of a stored blob, for docker-archive, which carries layers uncompressed.
 void decompress(const std::string& src, const std::string& dst) {
-    std::unique_ptr<archive, ReaderDeleter> a(archive_read_new());
+    ReadArchive a(archive_read_new());
     archive_read_support_filter_all(a.get());
     archive_read_support_format_raw(a.get());
     archive_entry* e;

@@ -128,6 +128,11 @@ int cmd_push(Context& ctx, const Args& a) {
     o.client.credentials = creds_option(a);
     o.quiet = a.has("quiet");
     o.live_progress = isatty(STDOUT_FILENO);
+    if (a.values.count("compression-format")) {
+        o.compression_format = a.value("compression-format");
+        if (o.compression_format != "estargz")
+            throw UsageError("--compression-format must be estargz (zstd:chunked is not done yet)");
+    }
     registry::push_image(ctx.store(), Settings::load(), local, dest, o, std::cout);
     return 0;
 }

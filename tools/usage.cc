@@ -105,7 +105,10 @@ std::vector<CommandSpec> make_specs() {
          {"image push"},
          "IMAGE [[docker://]DESTINATION | docker-archive:FILE | oci-archive:FILE]",
          "Send an image to a registry",
-         {tls_option(), creds_option(), flag({"-q", "--quiet"}, "quiet", "Print no progress")}},
+         {tls_option(), creds_option(), flag({"-q", "--quiet"}, "quiet", "Print no progress"),
+          with_value({"--compression-format"}, "compression-format", "estargz",
+                     "Rewrite the layers as eStargz, which lamina pull --lazy mounts before "
+                     "they are downloaded")}},
         // Containers.
         {"create",
          {"container create"},

@@ -30,6 +30,9 @@ std::string pull_image(store::Store& store, const Settings& settings,
 
 struct PushOptions {
     ClientOptions client;
+    // "" sends the stored blobs as they are; "estargz" rewrites every layer (and so the config
+    // and manifest) as eStargz, lazily pullable (docs/lazy.md).
+    std::string compression_format;
     bool live_progress = false;
     bool quiet = false;
 };

@@ -1,0 +1,253 @@
+// eStargz against a real docker-registry: `lamina push --compression-format estargz` makes an
+// image skopeo and lamina pull as ordinary gzip with its diff IDs, and the same layers read by
+// byte ranges (footer, TOC, one file) give the tree a full pull gives, chunk digests checked.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "error.h"
+#include "estargz.h"
+#include "fd.h"
+#include "needs.h"
+#include "registry/client.h"
+#include "registry_fixture.h"
+
+namespace lamina::test {
+namespace {
+
+using nlohmann::json;
+namespace ez = store::estargz;
+
+std::string fidelity_script() {
+    const char* src = std::getenv("LAMINA_SOURCE_ROOT");
+    return std::string(src ? src : ".") + "/tests/store/layer_fidelity.py";
+}
+
+// Every entry below root with mode, owner, mtime, content digest, link target, xattrs, hard
+// links; the two files eStargz adds to each layer are left out when asked.
+std::string describe(const std::string& root, bool without_estargz_files = false) {
+    auto r = run_command({"python3", fidelity_script(), "describe-layer", root});
+    EXPECT_EQ(r.status, 0) << r.err;
+    if (!without_estargz_files) return r.out;
+    std::string out, line;
+    std::istringstream in(r.out);
+    while (std::getline(in, line))
+        if (!line.starts_with("stargz.index.json ") && !line.starts_with(".no.prefetch.landmark "))
+            out += line + "\n";
+    return out;
+}
+
+std::string read_all(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// A two-layer image with a 1 MiB file that does not compress, so what a TOC costs is small
+// beside the blob: the bottom layer gzip, the top zstd with a whiteout and an opaque dir.
+void push_lazy_demo(Registry& reg, const TempDir& tmp, const std::string& repo_tag) {
+    std::vector<Layer> layers = {
+        {make_tar({dir("etc"), file("etc/os-release", "ID=lamina\n"), dir("data"),
+                   file("data/big", random_bytes(1 << 20, 7)), file("data/gone", "old\n"),
+                   hardlink("data/big-link", "data/big"), symlink("os", "etc/os-release"),
+                   dir("keep"), file("keep/old", "old\n"), file("bin-su", "su\n", 04755)}),
+         "gzip"},
+        {make_tar({dir("data"), whiteout("data/gone"), dir("keep"), opaque("keep"),
+                   file("keep/new", "new\n"), dir("etc"), file("etc/two", "two\n", 0600)}),
+         "zstd"}};
+    write_oci_layout(tmp / "lazy-layout", layers, "lazy");
+    reg.push_layout(tmp / "lazy-layout", "lazy", repo_tag);
+}
+
+// The layer directories of a stored image, bottom first.
+std::vector<std::string> layer_dirs(const Lamina& lamina, const std::string& image) {
+    auto r = lamina({"inspect", image});
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::vector<std::string> out;
+    json j = json::parse(r.out, nullptr, false);
+    if (j.is_array() && !j.empty())
+        for (const auto& l : j[0]["Layers"]) out.push_back(l["Path"]);
+    EXPECT_FALSE(out.empty()) << r.out;
+    return out;
+}
+
+// The image's manifest, config and blobs from an OCI layout skopeo wrote.
+struct LayoutImage {
+    json manifest, config;
+    std::string blobs;
+};
+LayoutImage read_layout(const std::string& dir) {
+    LayoutImage img;
+    img.blobs = dir + "/blobs/sha256/";
+    json index = json::parse(read_all(dir + "/index.json"));
+    std::string m = index["manifests"][0]["digest"];
+    img.manifest = json::parse(read_all(img.blobs + m.substr(7)));
+    std::string c = img.manifest["config"]["digest"];
+    img.config = json::parse(read_all(img.blobs + c.substr(7)));
+    return img;
+}
+
+// The registry, the source image pulled into one store and pushed back as eStargz.
+struct EstargzImage {
+    TempDir tmp{"lamina-lazy"};
+    RegistryEnv env;
+    Registry reg;
+    Lamina src{tmp / "src"};
+    std::string plain, lazy;
+    EstargzImage() {
+        push_lazy_demo(reg, tmp, "test/app:v1");
+        plain = reg.host() + "/test/app:v1";
+        lazy = reg.host() + "/test/app:ez";
+        auto pull = src({"pull", "--tls-verify=false", plain});
+        EXPECT_EQ(pull.status, 0) << pull.err;
+        auto push =
+            src({"push", "--tls-verify=false", "--compression-format", "estargz", plain, lazy});
+        EXPECT_EQ(push.status, 0) << push.err;
+        EXPECT_TRUE(contains(push.out, "Converting 2 layers to eStargz")) << push.out;
+    }
+};
+
+TEST(LazyPush, estargz_image_pulls_as_ordinary_gzip_with_skopeo_and_lamina) {
+    REQUIRE_REGISTRY();
+    if (!have_program("gzip")) SKIP_NEEDING("program:gzip") << "decompresses the layers";
+    EstargzImage img;
+
+    // skopeo copies it like any image; each layer is gzip whose content is its diff ID.
+    auto cp = run_command({"skopeo", "copy", "--src-tls-verify=false", "docker://" + img.lazy,
+                           "oci:" + img.tmp / "ez-layout" + ":ez"});
+    ASSERT_EQ(cp.status, 0) << cp.err;
+    LayoutImage li = read_layout(img.tmp / "ez-layout");
+    ASSERT_EQ(li.manifest["layers"].size(), 2u);
+    for (size_t i = 0; i < 2; ++i) {
+        const json& l = li.manifest["layers"][i];
+        EXPECT_EQ(l["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+        EXPECT_TRUE(l["annotations"].contains(std::string(ez::kTocDigestAnnotation))) << l.dump();
+        std::string blob = li.blobs + l["digest"].get<std::string>().substr(7);
+        auto sum = run_shell("gzip -dc '" + blob + "' | sha256sum");
+        ASSERT_EQ(sum.status, 0) << sum.err;
+        EXPECT_EQ("sha256:" + sum.out.substr(0, 64), li.config["rootfs"]["diff_ids"][i]);
+    }
+
+    // lamina pulls it fully into a fresh store (verifying every diff ID); each layer holds what
+    // the source's does, plus the TOC and the landmark eStargz adds.
+    Lamina dst(img.tmp / "dst");
+    auto pull = dst({"pull", "--tls-verify=false", img.lazy});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    auto a = layer_dirs(img.src, img.plain), b = layer_dirs(dst, img.lazy);
+    ASSERT_EQ(a.size(), 2u);
+    ASSERT_EQ(b.size(), 2u);
+    for (size_t i = 0; i < 2; ++i) {
+        EXPECT_EQ(describe(b[i], true), describe(a[i])) << "layer " << i;
+        EXPECT_TRUE(contains(describe(b[i]), "stargz.index.json ")) << "layer " << i;
+    }
+
+    // Only estargz is a format; anything else is a usage error.
+    auto bad = img.src({"push", "--tls-verify=false", "--compression-format", "zip", img.plain,
+                        img.reg.host() + "/test/app:zip"});
+    expect_one_line_failure(bad, "--compression-format");
+}
+
+// Reads a registry blob by ranges, counting the bytes asked for (the client refuses a reply
+// longer than the range).
+struct RangeCounter {
+    registry::Client& client;
+    registry::Descriptor desc;
+    uint64_t bytes = 0;
+    ez::RangeReader reader() {
+        return [this](uint64_t off, uint64_t len) {
+            bytes += len;
+            return client.get_blob_range(desc, static_cast<int64_t>(off),
+                                         static_cast<int64_t>(len));
+        };
+    }
+};
+
+TEST(LazyFetch, layers_read_by_ranges_equal_a_full_pull_and_bad_chunks_give_no_bytes) {
+    REQUIRE_REGISTRY();
+    EstargzImage img;
+    Lamina full(img.tmp / "full");
+    auto pull = full({"pull", "--tls-verify=false", img.lazy});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    auto full_dirs = layer_dirs(full, img.lazy);
+
+    registry::Settings settings = registry::Settings::load();
+    registry::Reference ref = registry::parse_reference(img.lazy);
+    registry::ClientOptions copts;
+    copts.tls_verify = false;
+    registry::Client client(settings, settings.pull_endpoints(ref).back(), copts);
+    client.ping();
+    auto fetched = client.get_manifest("ez");
+    registry::Manifest m = registry::parse_manifest(fetched.body, fetched.media_type);
+    ASSERT_EQ(m.layers.size(), 2u);
+
+    for (size_t i = 0; i < 2; ++i) {
+        const registry::Descriptor& d = m.layers[i];
+        ASSERT_FALSE(d.estargz_toc_digest.empty());
+        RangeCounter ranges{client, d};
+        ez::Toc toc =
+            ez::read_toc(ranges.reader(), static_cast<uint64_t>(d.size), d.estargz_toc_digest);
+        // The tree costs the footer and the TOC: a small part of the 1 MiB layer.
+        if (i == 0) {
+            EXPECT_LT(ranges.bytes, static_cast<uint64_t>(d.size) / 20);
+        }
+        std::string dir = img.tmp / ("lazy-" + std::to_string(i));
+        make_dirs(dir);
+        store::UnpackOptions uo;
+        uo.privileged = geteuid() == 0;
+        store::UnpackResult ur;
+        auto pending = ez::unpack_toc(toc, dir, uo, ur);
+        store::Fd root(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        uint64_t before = ranges.bytes;
+        for (const auto& p : pending) {
+            if (toc.entries[p.entry].name != "etc/os-release") continue;
+            ez::fill_placeholder(root.get(), toc, p, ranges.reader());
+            EXPECT_EQ(read_file(dir + "/etc/os-release"), "ID=lamina\n");
+            EXPECT_LT(ranges.bytes - before, 1024u);  // one small member, not the layer
+        }
+        for (const auto& p : pending) {
+            if (toc.entries[p.entry].name != "etc/os-release")
+                ez::fill_placeholder(root.get(), toc, p, ranges.reader());
+        }
+        EXPECT_EQ(describe(dir), describe(full_dirs[i])) << "layer " << i;
+    }
+
+    // A corrupted chunk in the registry's copy of the bottom layer: refused, nothing written.
+    const registry::Descriptor& d = m.layers[0];
+    RangeCounter ranges{client, d};
+    ez::Toc toc =
+        ez::read_toc(ranges.reader(), static_cast<uint64_t>(d.size), d.estargz_toc_digest);
+    const ez::TocEntry* big = nullptr;
+    for (const auto& e : toc.entries)
+        if (e.name == "data/big") big = &e;
+    ASSERT_NE(big, nullptr);
+    std::string stored = img.reg.blob_data(d.digest);
+    {
+        std::fstream f(stored, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(static_cast<std::streamoff>(big->chunks[0].offset + 5000));
+        char c = 0;
+        f.seekg(static_cast<std::streamoff>(big->chunks[0].offset + 5000));
+        f.get(c);
+        f.seekp(static_cast<std::streamoff>(big->chunks[0].offset + 5000));
+        f.put(static_cast<char>(c ^ 0x5a));
+    }
+    uint64_t written = 0;
+    EXPECT_THROW(ez::fetch_file(*big, ranges.reader(),
+                                [&](uint64_t, std::string_view b) { written += b.size(); }),
+                 store::StoreError);
+    EXPECT_EQ(written, 0u);
+
+    // The registry gone: a range read fails at once; back again, it works.
+    img.reg.kill();
+    EXPECT_ANY_THROW(ranges.reader()(toc.toc_offset, 16));
+    img.reg.restart();
+    EXPECT_EQ(ranges.reader()(toc.toc_offset, 2), std::string("\x1f\x8b", 2));
+}
+
+}  // namespace
+}  // namespace lamina::test
