@@ -16,6 +16,7 @@
 #include "error.h"
 #include "fsutil.h"
 #include "internal.h"
+#include "lazy_layer.h"
 #include "lock.h"
 #include "mount_table.h"
 #include "process.h"
@@ -219,6 +220,10 @@ std::vector<std::string> Store::lower_links(const ImageRecord& img) {
         if (!l)
             throw StoreError("image " + img.id + ": layer " + img.layers[i].chain_id +
                              " is missing");
+        // Never a placeholder in a mount: a lazy layer is completed first (lamina mount does).
+        if (is_lazy_layer(Layout{root_}.layers() + "/" + digest_hex(l->id)))
+            throw StoreError("image " + img.id + ": layer " + l->id +
+                             " is lazy and not yet complete");
         out.push_back("l/" + l->link);
     }
     if (squashed) out.push_back("l/" + squash_lowest(img, squashed));

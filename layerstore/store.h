@@ -265,11 +265,15 @@ private:
 
 // Registry: a layer blob a pull fetched and verified against digest (path "" when the store
 // already has it).
+struct LazyPull;
 struct PulledLayer {
     std::string path;
     std::string digest;
     std::string media_type;
     int64_t size = 0;
+    // Set for a layer `pull --lazy` read by its TOC (path is then empty): it is stored as a
+    // lazy layer (lazy_layer.h, docs/lazy.md).
+    std::shared_ptr<const LazyPull> lazy;
 };
 
 // "busybox" -> "busybox:latest"; validates the characters of a reference.

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -247,6 +248,138 @@ TEST(LazyFetch, layers_read_by_ranges_equal_a_full_pull_and_bad_chunks_give_no_b
     EXPECT_ANY_THROW(ranges.reader()(toc.toc_offset, 16));
     img.reg.restart();
     EXPECT_EQ(ranges.reader()(toc.toc_offset, 2), std::string("\x1f\x8b", 2));
+}
+
+// The digest of the bottom layer of a stored image (the one holding the 1 MiB file).
+std::string bottom_blob(const Lamina& lamina, const std::string& image) {
+    auto r = lamina({"inspect", image});
+    EXPECT_EQ(r.status, 0) << r.err;
+    return json::parse(r.out)[0]["Layers"][0]["Blob"];
+}
+
+void flip_byte(const std::string& path, std::streamoff at) {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(at);
+    char c = 0;
+    f.get(c);
+    f.seekp(at);
+    f.put(static_cast<char>(c ^ 0x5a));
+}
+
+off_t file_size(const std::string& path) {
+    struct stat st;
+    return ::stat(path.c_str(), &st) == 0 ? st.st_size : -1;
+}
+
+TEST(LazyPull, lazy_pull_reads_tables_of_contents_and_mount_completes_the_layers) {
+    REQUIRE_REGISTRY();
+    if (!can_mount_fuse()) GTEST_SKIP() << skip_reason();
+    EstargzImage img;
+    ThrottlingProxy proxy(img.reg.port(), 1 << 30);
+    std::string via = "127.0.0.1:" + std::to_string(proxy.port()) + "/test/app:ez";
+    Lamina lz(img.tmp / "lz");
+    StoreGuard lz_guard{lz.root()};
+
+    auto pull = lz({"pull", "--tls-verify=false", "--lazy", via});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    EXPECT_TRUE(contains(pull.out, "Table of contents read (lazy)")) << pull.out;
+    EXPECT_FALSE(contains(pull.out, "Pull complete")) << pull.out;
+    // Manifest, config, two footers and two TOCs: a small part of the 1 MiB layer.
+    int64_t after_pull = proxy.bytes_sent();
+    EXPECT_LT(after_pull, 128 << 10);
+    auto dirs = layer_dirs(lz, via);
+    ASSERT_EQ(dirs.size(), 2u);
+    struct stat st;
+    ASSERT_EQ(::stat((dirs[0] + "/data/big").c_str(), &st), 0);
+    EXPECT_EQ(st.st_size, 1 << 20);
+    EXPECT_EQ(st.st_blocks, 0);  // a placeholder: a hole of its size
+    // The record of what is missing lies beside the tree, not in it.
+    EXPECT_FALSE(contains(describe(dirs[0]), "lazy")) << describe(dirs[0]);
+    EXPECT_EQ(access((dirs[0] + "/../lazy/source.json").c_str(), F_OK), 0);
+
+    // Mounting fetches the files first; the union shows what a full pull's does.
+    last_line_of(lz({"create", "--name", "web", via}));
+    auto mount = lz({"mount", "web"});
+    ASSERT_EQ(mount.status, 0) << mount.err;
+    std::string merged = last_line_of(mount);
+    EXPECT_GT(proxy.bytes_sent() - after_pull, 1 << 20);
+    EXPECT_NE(access((dirs[0] + "/../lazy").c_str(), F_OK), 0);
+
+    Lamina full(img.tmp / "full");
+    StoreGuard full_guard{full.root()};
+    ASSERT_EQ(full({"pull", "--tls-verify=false", img.lazy}).status, 0);
+    last_line_of(full({"create", "--name", "web", img.lazy}));
+    std::string full_merged = last_line_of(full({"mount", "web"}));
+    EXPECT_EQ(describe(merged), describe(full_merged));
+    EXPECT_EQ(read_file(merged + "/os"), "ID=lamina\n");
+
+    // Complete now: mounting again moves nothing.
+    last_line_of(lz({"umount", "web"}));
+    int64_t before = proxy.bytes_sent();
+    last_line_of(lz({"mount", "web"}));
+    EXPECT_EQ(proxy.bytes_sent(), before);
+    last_line_of(lz({"umount", "web"}));
+    last_line_of(full({"umount", "web"}));
+}
+
+TEST(LazyPull, a_corrupt_chunk_or_a_dead_registry_fails_the_mount_and_mounts_nothing) {
+    REQUIRE_REGISTRY();
+    if (!can_mount_fuse()) GTEST_SKIP() << skip_reason();
+    EstargzImage img;
+    Lamina lz(img.tmp / "lz");
+    StoreGuard guard{lz.root()};
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", img.lazy}).status, 0);
+    last_line_of(lz({"create", "--name", "web", img.lazy}));
+    std::string blob = img.reg.blob_data(bottom_blob(lz, img.lazy));
+    off_t middle = file_size(blob) / 2;  // inside data/big's member
+    std::string merged = img.tmp / "lz/containers";
+
+    flip_byte(blob, middle);
+    auto bad = lz({"mount", "web"});
+    EXPECT_NE(bad.status, 0);
+    EXPECT_TRUE(contains(bad.err, "data/big")) << bad.err;
+    EXPECT_FALSE(contains(bad.out, "/merged")) << bad.out;
+    auto ps = lz({"ps"});
+    EXPECT_FALSE(contains(ps.out, "web")) << ps.out;  // not mounted
+    flip_byte(blob, middle);
+
+    // The registry gone: the mount gives up after the bound, with one line.
+    img.reg.kill();
+    setenv("LAMINA_LAZY_TIMEOUT", "2", 1);
+    auto t0 = std::chrono::steady_clock::now();
+    auto dead = lz({"mount", "web"});
+    auto took = std::chrono::steady_clock::now() - t0;
+    unsetenv("LAMINA_LAZY_TIMEOUT");
+    EXPECT_NE(dead.status, 0);
+    EXPECT_TRUE(contains(dead.err, "no reply within 2 s")) << dead.err;
+    EXPECT_LT(took, std::chrono::seconds(15));
+
+    // Back again: the mount completes and shows the right bytes.
+    img.reg.restart();
+    auto good = lz({"mount", "web"});
+    ASSERT_EQ(good.status, 0) << good.err;
+    std::string m = last_line_of(good);
+    EXPECT_EQ(read_file(m + "/data/big"), random_bytes(1 << 20, 7));
+    last_line_of(lz({"umount", "web"}));
+}
+
+TEST(LazyPull, a_full_pull_replaces_the_lazy_layers_with_verified_ones) {
+    REQUIRE_REGISTRY();
+    EstargzImage img;
+    Lamina lz(img.tmp / "lz");
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", img.lazy}).status, 0);
+    auto dirs = layer_dirs(lz, img.lazy);
+    ASSERT_EQ(access((dirs[0] + "/../lazy/source.json").c_str(), F_OK), 0);
+
+    auto pull = lz({"pull", "--tls-verify=false", img.lazy});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    EXPECT_TRUE(contains(pull.out, "Pull complete")) << pull.out;
+    EXPECT_EQ(layer_dirs(lz, img.lazy), dirs);  // the same layers (chain IDs), now whole
+    for (const auto& d : dirs) EXPECT_NE(access((d + "/../lazy").c_str(), F_OK), 0) << d;
+    EXPECT_EQ(read_file(dirs[0] + "/data/big"), random_bytes(1 << 20, 7));
+    // Whole layers are ordinary: pushing the image back needs their blobs, and has them.
+    auto push = lz({"push", "--tls-verify=false", img.lazy, img.reg.host() + "/test/app:again"});
+    EXPECT_EQ(push.status, 0) << push.err;
 }
 
 }  // namespace

@@ -19,6 +19,8 @@ struct PullOptions {
     ClientOptions client;
     bool live_progress = false;  // redraw per-layer bars (a terminal)
     bool quiet = false;          // print only the image name at the end
+    // Layers with an eStargz TOC are stored lazily: footer and TOC only (docs/lazy.md).
+    bool lazy = false;
 };
 
 // Fetches the first of candidates (Settings::resolve) that a mirror or its registry holds,
@@ -27,6 +29,14 @@ struct PullOptions {
 std::string pull_image(store::Store& store, const Settings& settings,
                        const std::vector<Reference>& candidates, const PullOptions& options,
                        std::ostream& out);
+
+// Fills every placeholder of the image's lazy layers from the registry each came from, each
+// chunk checked, so the layers are complete (what `lamina mount` does before mounting). A
+// placeholder that cannot be fetched within timeout_s (a registry that is down) ends it with a
+// RegistryError; a chunk that does not match its digest at once.
+void complete_lazy_layers(store::Store& store, const Settings& settings,
+                          const store::ImageRecord& image, const ClientOptions& client,
+                          int timeout_s, std::ostream& out);
 
 struct PushOptions {
     ClientOptions client;
