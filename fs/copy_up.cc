@@ -102,6 +102,9 @@ int Overlay::copy_up_one_locked(Node* node) {
     UniqueFd out;
     switch (st.st_mode & S_IFMT) {
         case S_IFREG: {
+            // A placeholder is completed first (lazy.h); under the tree lock, as copy-up is.
+            if (lazy_ && (err = lazy_->ensure_complete(src_layer, node->lower_path_in(0))))
+                return err;
             UniqueFd in(openat(src_dir, src_rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
             if (!in) return errno;
             out.reset(openat(work, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));

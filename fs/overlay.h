@@ -18,6 +18,7 @@
 #include "acl.h"
 #include "dir_index.h"
 #include "layers.h"
+#include "lazy.h"
 #include "node.h"
 #include "options.h"
 #include "ownership.h"
@@ -254,6 +255,8 @@ private:
     int upper_place(const Node* node, Place& out) const;
     // The node's top lower copy.
     int lower_place(const Node* node, Place& out) const;
+    // 0 once a node's lower copy may be read (file.cc; lazy.h).
+    int complete_lazy_lower(const Node* node);
     // The copy the node shows: its upper copy if it has one, else its top lower one.
     int top_place(const Node* node, Place& out) const {
         return node->in_upper ? upper_place(node, out) : lower_place(node, out);
@@ -363,6 +366,8 @@ private:
     mutable std::shared_mutex tree_;
     // Guards Node::listing of every node; taken alone, never while waiting for tree_.
     std::mutex listings_mu_;
+    // Lower layers with placeholders (lazy.h); nullptr for a mount without them.
+    std::unique_ptr<LazyLayers> lazy_ = make_lazy_layers(opts_);
 };
 
 }  // namespace lamina

@@ -6,6 +6,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <set>
+#include <sstream>
+
 #include <nlohmann/json.hpp>
 
 #include "digest.h"
@@ -70,6 +73,11 @@ std::optional<LazyRecord> read_lazy_record(const std::string& layer_dir) {
     if (r.toc.digest != r.source.toc_digest)
         throw StoreError(dir + "/toc.json does not match its digest " + r.source.toc_digest);
     r.toc.entries = estargz::parse_toc_json(r.toc.json, r.toc.toc_offset);
+    std::set<int64_t> done;
+    if (path_exists(dir + "/done")) {
+        std::istringstream in(read_file(dir + "/done"));
+        for (int64_t n; in >> n;) done.insert(n);
+    }
     std::string pwhat = dir + "/pending.json";
     json p = parse_json_limited(read_file(pwhat), pwhat, 256 << 20);
     if (!p.is_array()) throw StoreError(pwhat + " is not a list");
@@ -78,9 +86,20 @@ std::optional<LazyRecord> read_lazy_record(const std::string& layer_dir) {
         int64_t entry = int_member(e, "entry", pwhat, -1);
         if (entry < 0 || static_cast<uint64_t>(entry) >= r.toc.entries.size())
             throw StoreError(pwhat + ": entry out of range");
+        if (done.count(entry)) continue;
         r.pending.push_back({static_cast<size_t>(entry), string_member(e, "path", pwhat)});
     }
     return r;
+}
+
+void mark_lazy_done(const std::string& layer_dir, size_t entry) {
+    std::string path = record_dir(layer_dir) + "/done";
+    Fd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!f) throw_errno("cannot open", path, errno);
+    std::string line = std::to_string(entry) + "\n";
+    if (::write(f.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size()) ||
+        ::fsync(f.get()) != 0)
+        throw_errno("cannot write", path, errno);
 }
 
 void drop_lazy_record(const std::string& layer_dir) {

@@ -38,8 +38,11 @@ void write_lazy_record(const std::string& layer_dir, const LazySource& source,
                        const estargz::Toc& toc, const std::vector<estargz::Placeholder>& pending);
 bool is_lazy_layer(const std::string& layer_dir);
 // Reads the record back, checking the TOC against its digest again; nullopt for a complete
-// layer. Throws StoreError for a record that does not parse.
+// layer. pending leaves out the placeholders marked done. Throws StoreError for a record that
+// does not parse.
 std::optional<LazyRecord> read_lazy_record(const std::string& layer_dir);
+// A placeholder (by its TOC entry) is filled: one line appended to lazy/done, synced.
+void mark_lazy_done(const std::string& layer_dir, size_t entry);
 // Every placeholder is filled: the layer is complete and the record goes.
 void drop_lazy_record(const std::string& layer_dir);
 

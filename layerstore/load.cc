@@ -164,6 +164,16 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
         // one once it is unpacked and its diff ID checked.
         std::string lazy_link;
         if (existing && is_lazy_layer(existing_dir)) {
+            // A mounted container reads the lazy tree: it cannot be swapped under it.
+            Stmt users(*db_,
+                       "SELECT DISTINCT c.id FROM containers c JOIN image_layers il "
+                       "ON il.image_id = c.image_id WHERE il.layer_id = ?");
+            users.bind(1, chain);
+            while (users.step())
+                if (is_mounted(container(users.text(0))))
+                    throw StoreError(where + ": layer " + chain +
+                                     " is lazy and a mounted container uses it; unmount it "
+                                     "before pulling the image whole");
             lazy_link = existing->link;
             existing.reset();
         }

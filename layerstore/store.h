@@ -248,7 +248,7 @@ private:
     class Recovery;
     void recover();
     void ensure_layout();
-    std::vector<std::string> lower_links(const ImageRecord& img);
+    std::vector<std::string> lower_links(const ImageRecord& img, std::vector<size_t>& lazy);
     std::string squash_lowest(const ImageRecord& img, size_t count);
     void delete_unreferenced();
     LoadedImage store_image(const std::string& config, const std::string& manifest,

@@ -105,8 +105,5 @@ void add_system_commands(CommandTable& commands);
 
 // pull, push, login, logout (tools/registry_cmd.cc).
 void add_registry_commands(CommandTable& commands);
-// Completes the lazy layers (pull --lazy) of a container's image from their registries, so
-// that mounting it never shows a placeholder (registry_cmd.cc).
-void complete_lazy_layers_of(Context& ctx, const std::string& container);
 
 }  // namespace lamina::cli

@@ -27,7 +27,6 @@ int cmd_create(Context& ctx, const Args& a) {
 
 int cmd_mount(Context& ctx, const Args& a) {
     need_operands(a, 1, 1);
-    complete_lazy_layers_of(ctx, a.operands[0]);
     std::cout << ctx.store().mount(a.operands[0]) << "\n";
     return 0;
 }

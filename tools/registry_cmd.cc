@@ -2,8 +2,6 @@
 #include <termios.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cstdlib>
 #include <iostream>
 #include <iterator>
 #include <stdexcept>
@@ -212,13 +210,6 @@ int cmd_logout(Context&, const Args& a) {
 }
 
 }  // namespace
-
-void complete_lazy_layers_of(Context& ctx, const std::string& container) {
-    store::ImageRecord img = ctx.store().image(ctx.store().container(container).image_id);
-    int timeout_s = 30;
-    if (const char* t = std::getenv("LAMINA_LAZY_TIMEOUT")) timeout_s = std::max(1, std::atoi(t));
-    registry::complete_lazy_layers(ctx.store(), Settings::load(), img, {}, timeout_s, std::cerr);
-}
 
 void add_registry_commands(CommandTable& commands) {
     commands["pull"] = cmd_pull;
