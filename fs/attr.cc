@@ -166,7 +166,10 @@ int Overlay::setattr(Node* node, FileHandle* fh, const struct stat& attr, int to
     } else if ((to_set & ~kSetCtime) == 0 && !node->is_dir()) {
         // chown(path, -1, -1): the kernel clears set-id bits as for any chown, but with killpriv
         // v2 it sends only the ctime (which libfuse 3.14 passes on as nothing) and no request to
-        // clear them. Nothing else sends a ctime-only SETATTR (utimensat with both times
+        // clear them. The only other ctime-only SETATTR is the kernel's own file_remove_privs()
+        // before a write or fallocate by a caller without CAP_FSETID of a set-user-ID file,
+        // whose rule is the same for such a caller: set-user-ID goes, set-group-ID when the file
+        // is group-executable or the caller is outside its group (utimensat with both times
         // UTIME_OMIT returns before the VFS).
         Credentials as_chown = cred;
         as_chown.kill_setid = true;

@@ -70,7 +70,7 @@ int copy_data(int in, int out, off_t size) {
 }
 
 int Overlay::copy_up_locked(Node* node) {
-    if (node->unlinked) return ENOENT;
+    if (node->unlinked) return gone_error(node);
     if (node->in_upper) return 0;
     if (int err = check_writable()) return err;
     // Parents first, from the highest one not yet copied; a loop, not recursion: a tree may be
@@ -105,7 +105,8 @@ int Overlay::copy_up_one_locked(Node* node) {
             // A placeholder is completed first (lazy.h); under the tree lock, as copy-up is.
             if (lazy_ && (err = lazy_->ensure_complete(src_layer, node->lower_path_in(0))))
                 return err;
-            UniqueFd in(openat(src_dir, src_rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+            UniqueFd in(open_maybe_noatime(O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME,
+                                           [&](int f) { return openat(src_dir, src_rel, f); }));
             if (!in) return errno;
             out.reset(openat(work, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
             if (!out) return errno;

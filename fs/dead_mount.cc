@@ -41,12 +41,13 @@ int fd_mount_id(int fd) {
 // The mount whose root path names, when it is a FUSE mount whose daemon is gone. Opening with
 // O_PATH asks the daemon nothing; statfs always asks it (stat may be answered from the kernel's
 // attribute cache), and the kernel answers ENOTCONN once the daemon's end of the connection is
-// closed.
+// closed; ECONNABORTED while it is still ending the requests the daemon's io_uring queues held.
 std::optional<MountEntry> dead_fuse_mount(const std::string& path) {
     UniqueFd fd(::open(path.c_str(), O_PATH | O_CLOEXEC));
     if (!fd) return std::nullopt;
     struct statfs sf;
-    if (fstatfs(fd.get(), &sf) == 0 || errno != ENOTCONN) return std::nullopt;
+    if (fstatfs(fd.get(), &sf) == 0 || (errno != ENOTCONN && errno != ECONNABORTED))
+        return std::nullopt;
     char where[PATH_MAX];
     std::string link = "/proc/self/fd/" + std::to_string(fd.get());
     ssize_t n = readlink(link.c_str(), where, sizeof where - 1);

@@ -55,6 +55,12 @@ const std::string& DirIndex::path_in(LayerNo layer) const {
     return none;
 }
 
+int DirIndex::held_fd(LayerNo layer) const {
+    for (size_t i = 0; i < stack.size() && i < held.size(); ++i)
+        if (stack[i].layer == layer) return held[i].get();
+    return -1;
+}
+
 LowerStack root_lower_stack(const LayerStack& stack) {
     LowerStack root;
     for (LayerNo n = stack.first_lower(); n < stack.end(); ++n) root.push_back(LowerDir{n, ""});
@@ -184,7 +190,7 @@ void redirect_chase(const LayerStack& stack, LowerStack base, size_t from, std::
 }
 
 int build_dir_index(const LayerStack& stack, const LowerStack& candidates,
-                    const RedirectRules& rules, DirIndex& out) {
+                    const RedirectRules& rules, DirIndex& out, long hold_limit) {
     LayerNo bottom = static_cast<LayerNo>(stack.end() - 1);
     LowerStack todo = candidates;
     bool by_name = rules.by_name;
@@ -192,12 +198,24 @@ int build_dir_index(const LayerStack& stack, const LowerStack& candidates,
     std::vector<std::string_view> oci_whiteouts;
     for (size_t i = 0; i < todo.size(); ++i) {
         LayerNo layer = todo[i].layer;
-        UniqueFd dir(open_beneath(stack.fd(layer), todo[i].path, O_RDONLY | O_DIRECTORY));
+        // O_NOATIME: listing a lower directory leaves its atime, as on kernel overlayfs.
+        UniqueFd dir(open_maybe_noatime(O_RDONLY | O_DIRECTORY | O_NOATIME, [&](int f) {
+            return open_beneath(stack.fd(layer), todo[i].path, f);
+        }));
         if (!dir) {
             if (errno == ENOENT || errno == ENOTDIR) continue;
             return errno;
         }
         out.stack.push_back(todo[i]);
+        OnceFd& held = out.held.emplace_back();
+        struct Keep {  // the descriptor is held once the directory has been read
+            UniqueFd& dir;
+            OnceFd& held;
+            long limit;
+            ~Keep() {
+                if (dir && OnceFd::live() < limit) held.set(dir);
+            }
+        } keep{dir, held, hold_limit};
         DirMarks marks = read_dir_marks_fd(dir.get(), by_name && rules.follow && layer != bottom);
         char opaque = marks.opaque;
         raw.clear();

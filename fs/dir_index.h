@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "layers.h"
+#include "node.h"
 
 namespace lamina {
 
@@ -43,6 +44,10 @@ struct DirIndex {
     // The lower layers that really contribute to this directory, with its path in each: cut at
     // the first opaque one, and below a redirect the layers it leads to.
     LowerStack stack;
+    // stack's directories, each held open while the index is cached (within the daemon's share
+    // of directory descriptors: unset beyond it), so that a lookup in this directory finds a
+    // name without resolving the directory's path in its layer again.
+    std::deque<OnceFd> held;
 
     const LowerEntry* find(std::string_view name) const {
         auto it = by_name.find(name);
@@ -50,6 +55,8 @@ struct DirIndex {
     }
     // The directory's path in `layer` (one of stack's).
     const std::string& path_in(LayerNo layer) const;
+    // The held descriptor of the directory in `layer` (at path_in(layer)), or -1.
+    int held_fd(LayerNo layer) const;
 };
 
 // How the lower layers of a directory are found beyond those its name merges from.
@@ -68,8 +75,9 @@ struct RedirectRules {
 // names below their layer; an opaque directory (xattr "y" or .wh..wh..opq) ends the merge; a
 // redirect in a layer replaces the candidates below it by where it leads (redirect_chase).
 // Every directory is reached with open_beneath. Returns 0 or an errno.
+// The directories read are kept in out.held while fewer than hold_limit OnceFds are alive.
 int build_dir_index(const LayerStack& stack, const LowerStack& candidates,
-                    const RedirectRules& rules, DirIndex& out);
+                    const RedirectRules& rules, DirIndex& out, long hold_limit = 0);
 
 // The kernel's lookup of `name` (components joined by '/', relative to each entry's path) in
 // base[from..], as ovl_lookup walks the lower layers: an absent name goes on to the next layer; a

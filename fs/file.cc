@@ -26,7 +26,8 @@ int layer_open_flags(int flags) {
 
 int Overlay::open(Node* node, int flags, const Credentials& cred,
                   std::unique_ptr<FileHandle>& out) {
-    if (node->unlinked) return ENOENT;  // raced with unlink: its path names something else
+    // Raced with unlink: its path names something else; or superseded: look the name up again.
+    if (node->unlinked) return gone_error(node);
     if (int err = complete_lazy_lower(node)) return err;
     auto fh = std::make_unique<FileHandle>();
     fh->node = node;
@@ -37,7 +38,9 @@ int Overlay::open(Node* node, int flags, const Credentials& cred,
         if (int err = copy_up_locked(node)) return err;
         Place at;
         if (int err = upper_place(node, at)) return err;
-        fh->fd.reset(openat(at.dirfd, at.c_name(), layer_open_flags(flags)));
+        int dirfd = at.dirfd;
+        fh->fd.reset(open_maybe_noatime(layer_open_flags(flags) | atime_flag(true, false),
+                                        [&](int f) { return openat(dirfd, at.c_name(), f); }));
         if (!fh->fd) return errno;
         if (flags & O_TRUNC) {
             invalidate_peers(node);  // other names of the file were truncated too
@@ -72,6 +75,19 @@ int Overlay::complete_lazy_lower(const Node* node) {
         rel = node->lower_path_in(0);
     }
     return lazy_->ensure_complete(layer, rel);
+}
+
+int Overlay::atime_flag(bool upper, bool dir) const {
+    if (!upper || opts_.noatime || (dir && opts_.nodiratime)) return O_NOATIME;
+    return 0;
+}
+
+void Overlay::supersede(Node* node) {
+    std::unique_lock lock(tree_);
+    if (node->unlinked) return;
+    keep_open_copy_locked(node);  // what its handles and attribute requests reach from now on
+    node->superseded = true;
+    table_.unhash(node);
 }
 
 void Overlay::release(std::unique_ptr<FileHandle> fh) {
@@ -112,7 +128,9 @@ int Overlay::file_fd_locked(FileHandle& fh, FileFd& out) {
         } else {
             Place at;
             if (int err = upper ? upper_place(node, at) : lower_place(node, at)) return err;
-            opened.reset(openat(at.dirfd, at.c_name(), kReadFlags));
+            opened.reset(open_maybe_noatime(kReadFlags | atime_flag(upper, false), [&](int f) {
+                return openat(at.dirfd, at.c_name(), f);
+            }));
         }
         if (!opened) return errno;
         fd = read_fds_.insert(node, upper, std::move(opened));

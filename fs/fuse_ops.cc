@@ -77,7 +77,9 @@ Credentials creds(fuse_req_t req, bool kill_setid) {
     cred.kill_setid = kill_setid;
     cred.apply_umask = ctx(req).config.dont_mask;
     cred.umask = c->umask;
-    if (kill_setid) cred.in_group = [req](gid_t gid) { return caller_in_group(req, gid); };
+    // Asked only when set-id bits may have to go, which a request without kill_setid can still
+    // mean (a ctime-only SETATTR: attr.cc): reading the caller's groups costs a /proc read.
+    cred.in_group = [req](gid_t gid) { return caller_in_group(req, gid); };
     return cred;
 }
 
@@ -145,8 +147,9 @@ void set_cache_mode(fuse_file_info* fi) {
 // With passthrough on, an open may instead go straight to its layer file. Writes to a file with
 // other names stay with the daemon, which keeps the other names' cached attributes coherent, and
 // so do writes to a file with set-id bits, which the daemon clears on a write (a passthrough
-// write would keep them). Returns ETXTBSY when the kernel would refuse the open (see
-// passthrough::Mode::Busy).
+// write would keep them). An open the kernel would refuse beside the node's other opens
+// (passthrough::Mode::Busy: they pass through to the lower copy) gets the name a new node and
+// fails with ESTALE, on which the kernel looks the name up again and opens the new node.
 int set_open_mode(fuse_req_t req, fuse_file_info* fi, FileHandle& fh) {
     // close(2) need not wait for a FLUSH: laminafs keeps no locks or buffered data to settle, and
     // the layer file is closed at RELEASE. Saves one round trip per close.
@@ -168,7 +171,8 @@ int set_open_mode(fuse_req_t req, fuse_file_info* fi, FileHandle& fh) {
             wire::attach_backing_id(fh.grant.backing_id);
             return 0;
         case passthrough::Mode::Busy:
-            return ETXTBSY;
+            ov(req).supersede(fh.node);
+            return ESTALE;
         case passthrough::Mode::Cached:
             set_cache_mode(fi);
             return 0;
@@ -194,7 +198,7 @@ void op_init(void* userdata, fuse_conn_info* conn) {
     if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
 #endif
     // A reply spliced to /dev/fuse cannot go into an io_uring entry: libfuse then copies.
-    if (uring::requested()) conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+    if (uring::offered()) conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
     if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
     // The daemon writes with CAP_FSETID, so the backing filesystem would keep setuid bits a
     // plain user's write must clear. Not v1, then, which would leave that to the daemon with no

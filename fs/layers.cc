@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <linux/openat2.h>
+#include <spdlog/spdlog.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -51,8 +52,25 @@ bool on_idmapped_mount(int fd) {
 // mount's flags and idmapping. Invalid, errno set, where the caller may not clone mounts: EPERM
 // without CAP_SYS_ADMIN over its mount namespace, EINVAL in a user namespace when mounts it may
 // not reveal lie below fd (lowerdir=/).
-UniqueFd clone_private_mount(int fd) {
-    return UniqueFd(open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
+//
+// atime (MOUNT_ATTR_NOATIME, _STRICTATIME, _NODIRATIME or 0) is set on the clone: it governs every
+// read of the layer's files, the daemon's own and the kernel's passthrough reads of backing
+// files alike (those are opened on the daemon's mount, with the reader's flags). Where the clone
+// cannot take it, the daemon's opens carry O_NOATIME (Overlay::atime_flag) instead.
+UniqueFd clone_private_mount(int fd, uint64_t atime) {
+    UniqueFd clone(open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
+    if (clone && atime) {
+        int saved = errno;
+        mount_attr attr{};
+        attr.attr_set = atime;
+        attr.attr_clr = MOUNT_ATTR__ATIME;
+        if (atime == MOUNT_ATTR_NODIRATIME) attr.attr_clr = 0;
+        if (mount_setattr(clone.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) != 0)
+            spdlog::debug("cannot set the atime rule of a layer's private mount: {}",
+                          std::strerror(errno));
+        errno = saved;
+    }
+    return clone;
 }
 
 bool same_inode(const struct stat& a, const struct stat& b) {
@@ -103,7 +121,8 @@ std::string open_layer(const std::string& path, const char* what, bool check_idm
     struct stat st;
     if (auto err = open_root(path, what, out, st); !err.empty()) return err;
     if (check_idmapped) out.idmapped = on_idmapped_mount(out.fd.get());
-    UniqueFd clone = clone_private_mount(out.fd.get());
+    // A lower file's atime never moves through the mount, as on kernel overlayfs.
+    UniqueFd clone = clone_private_mount(out.fd.get(), MOUNT_ATTR_NOATIME);
     if (auto err = reach_through_clone(std::move(clone), errno, st, what, out); !err.empty())
         return err;
     return check_proc_reach(out, what);
@@ -134,8 +153,8 @@ std::string common_parent(const std::string& a, const std::string& b) {
 // included. The clone is taken at their nearest common directory, and each is opened beneath
 // it; the kernel, which needs no path, clones the upper's mount and likewise requires the work
 // dir on it.
-std::string open_upper_and_work(const std::string& upper, const std::string& work, Layer& up,
-                                Layer& wk) {
+std::string open_upper_and_work(const std::string& upper, const std::string& work, uint64_t atime,
+                                Layer& up, Layer& wk) {
     struct stat up_st, wk_st;
     if (auto err = open_root(upper, "upperdir", up, up_st); !err.empty()) return err;
     if (auto err = open_root(work, "workdir", wk, wk_st); !err.empty()) return err;
@@ -148,7 +167,7 @@ std::string open_upper_and_work(const std::string& upper, const std::string& wor
     UniqueFd clone;
     int clone_errno = EXDEV;  // the common directory lies on another mount
     if (parent_fd && mount_id(parent_fd.get()) == mnt) {
-        clone = clone_private_mount(parent_fd.get());
+        clone = clone_private_mount(parent_fd.get(), atime);
         clone_errno = errno;
     }
     // Each lies inside the clone; the clone itself may go, they hold it.
@@ -192,7 +211,13 @@ std::string LayerStack::open(const MountOptions& opts) {
     layers_.resize(opts.lowerdirs.size() + 1);
     has_upper_ = !opts.upperdir.empty();
     if (has_upper_) {
-        if (auto err = open_upper_and_work(opts.upperdir, opts.workdir, layers_[0], work_);
+        // The upper copies' atime follows the mount's option, as the kernel's touch_atime on
+        // the overlay inode and then on the upper file does.
+        uint64_t atime = opts.noatime       ? MOUNT_ATTR_NOATIME
+                         : opts.strictatime ? MOUNT_ATTR_STRICTATIME
+                         : opts.nodiratime  ? MOUNT_ATTR_NODIRATIME
+                                            : 0;
+        if (auto err = open_upper_and_work(opts.upperdir, opts.workdir, atime, layers_[0], work_);
             !err.empty())
             return err;
     }

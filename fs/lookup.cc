@@ -77,7 +77,7 @@ std::shared_ptr<const DirIndex> Overlay::dir_index(Node* dir) {
         LowerStack candidates;
         for (size_t i = 0; i < dir->lowers.size(); ++i)
             candidates.push_back(LowerDir{dir->lowers[i], dir->lower_path_in(i)});
-        if (build_dir_index(stack_, candidates, redirect_rules(dir), *built) != 0) {
+        if (build_dir_index(stack_, candidates, redirect_rules(dir), *built, dir_fd_limit_) != 0) {
             // An unreadable lower directory contributes nothing; do not cache the failure.
             return built;
         }
@@ -196,8 +196,12 @@ int Overlay::lookup_locked(Node* parent, std::string_view name, std::unique_ptr<
         else
             node->lowers.assign(1, e->layer);
         set_lower_paths(*index, node);
+        // The parent's index holds its directory in that layer, while the descriptor budget
+        // lasts: then the name is found without resolving the parent's path again.
         Place at;
-        if (int err = lower_place(node, at)) return err;
+        if (!held_place(index, node->lowers[0], node, at)) {
+            if (int err = lower_place(node, at)) return err;
+        }
         if (fstatat(at.dirfd, at.c_name(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
         // The index lists xattr whiteouts of directories not marked 'x', as the kernel's readdir
         // does; its lookup refuses them all the same.
@@ -337,7 +341,26 @@ int Overlay::upper_place(const Node* node, Place& out) const {
 
 int Overlay::lower_place(const Node* node, Place& out) const {
     if (node->lowers.empty()) return ENOENT;
-    return locate_beneath(stack_.fd(node->lowers[0]), node->lower_path_in(0), out);
+    LayerNo layer = node->lowers[0];
+    // The parent's cached index may hold the directory the name lies in (held_place).
+    if (node->parent) {
+        if (auto index = table_.peek_index(node->parent);
+            index && held_place(index, layer, node, out))
+            return 0;
+    }
+    return locate_beneath(stack_.fd(layer), node->lower_path_in(0), out);
+}
+
+bool Overlay::held_place(const std::shared_ptr<const DirIndex>& parent_index, LayerNo layer,
+                         const Node* node, Place& out) const {
+    int held = parent_index->held_fd(layer);
+    if (held < 0 || node->lower_path_in(0) != join_path(parent_index->path_in(layer), node->name))
+        return false;
+    out.owned.reset();
+    out.keep = parent_index;
+    out.dirfd = held;
+    out.name = node->name;
+    return true;
 }
 
 // st_ino follows the copy the entry has now: both names of an upper hardlink agree, and readdir

@@ -29,6 +29,7 @@
 #include "mount_table.h"
 #include "options.h"
 #include "overlay.h"
+#include "ownership.h"
 #include "remount.h"
 #include "uring.h"
 #include "wire.h"
@@ -278,16 +279,24 @@ int main(int argc, char** argv) {
     if (!se) return fail("cannot create the FUSE session");
     glue.se = se.get();
     if (fuse_set_signal_handlers(se.get()) != 0) return fail("cannot install signal handlers");
+    // The fast paths, on by default where this kernel and the daemon's privileges allow them.
+    // The kernel offers io_uring in the INIT request it sends while mounting: decide before.
+    bool admin = daemon_is_privileged();
+    bool use_uring = opts.io_uring != Want::Off &&
+                     (uring::allowed_on_this_machine(admin) || opts.io_uring == Want::On);
     if (fuse_session_mount(se.get(), opts.mountpoint.c_str()) != 0) {
         fuse_remove_signal_handlers(se.get());
         return fail("cannot mount on '" + opts.mountpoint + "'");
     }
     set_readahead(opts.mountpoint, opts.readahead_kib);
-    if (opts.io_uring) uring::request(se.get());
+    if (use_uring) uring::request(se.get(), opts.io_uring == Want::On);
+    bool passthrough = opts.passthrough == Want::On || (opts.passthrough == Want::Auto && admin);
     // Beneath libfuse: killpriv v2 (laminafs clears set-id bits, so the kernel stops asking for
     // security.capability on every write), passthrough and FUSE over io_uring, which libfuse 3.14
     // cannot negotiate.
-    if (!wire::install(se.get(), wire::Wanted{.killpriv = true, .passthrough = opts.passthrough}))
+    if (!wire::install(se.get(), wire::Wanted{.killpriv = true,
+                                              .passthrough = passthrough,
+                                              .insist_passthrough = opts.passthrough == Want::On}))
         spdlog::warn(
             "cannot wrap the FUSE device I/O: no passthrough or io_uring, and the kernel asks for "
             "security.capability before every write");

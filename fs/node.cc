@@ -116,6 +116,7 @@ void NodeTable::rename(Node* node, Node* new_parent, std::string_view new_name) 
     node->parent = new_parent;
     node->name.assign(new_name);
     node->unlinked = false;
+    node->superseded = false;
     by_name_.emplace(Key{new_parent, node->name}, node);
     old_parent->children--;
     release_locked(old_parent);
@@ -183,6 +184,11 @@ std::shared_ptr<const DirIndex> NodeTable::cached_index(Node* dir) {
     std::lock_guard lock(mu_);
     if (!dir->index) return nullptr;
     index_lru_.splice(index_lru_.begin(), index_lru_, dir->index_lru);
+    return dir->index;
+}
+
+std::shared_ptr<const DirIndex> NodeTable::peek_index(const Node* dir) const {
+    std::lock_guard lock(mu_);
     return dir->index;
 }
 

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <list>
 #include <memory>
@@ -75,6 +76,9 @@ struct Node {
     // racing with unlink), but its merged path names something else now. Atomic: open() checks
     // it before taking the tree lock (ThreadSanitizer found that race).
     std::atomic<bool> unlinked{false};
+    // Unhashed with its name still there: the name has a new node (Overlay::supersede), which a
+    // request by path reaches after the kernel looks the name up again, as ESTALE makes it do.
+    std::atomic<bool> superseded{false};
     // Open file handles on this node, and, once it is unlinked while open, a descriptor of the
     // removed copy, so fstat() still answers and a read handle can still follow a copy-up.
     std::atomic<int> open_count{0};
@@ -113,6 +117,12 @@ struct Node {
     bool is_dir() const { return S_ISDIR(type); }
     LayerNo top_layer() const { return in_upper ? kUpperLayer : (lowers.empty() ? 0 : lowers[0]); }
 };
+
+// What a request for a node that lost its name fails with: ESTALE, so that the kernel looks the
+// name up again, if the name lives on in another node; else ENOENT.
+inline int gone_error(const Node* node) {
+    return node->superseded ? ESTALE : ENOENT;
+}
 
 // Folds the layer number into the high bits of the real inode number, as the kernel's xino does,
 // so st_ino is unique within the mount and stable across remounts of the same layers.
@@ -154,6 +164,8 @@ public:
 
     // The cached lower index of a directory node (marked recently used), or null.
     std::shared_ptr<const DirIndex> cached_index(Node* dir);
+    // The same without marking it used: for a peek that must not keep it cached.
+    std::shared_ptr<const DirIndex> peek_index(const Node* dir) const;
     // Caches a freshly built index unless another thread got there first; returns the one cached
     // (or `built` itself when the limit evicts it at once). Least recently used indexes are
     // dropped while the cached entries exceed the limit.
@@ -209,7 +221,7 @@ private:
     void release_locked(Node* node);
     bool hashed_locked(Node* node);
 
-    std::mutex mu_;
+    mutable std::mutex mu_;
     std::unique_ptr<Node> root_;
     std::unordered_map<Key, Node*, Hash, Eq> by_name_;
     std::unordered_map<Node*, std::unique_ptr<Node>> owned_;

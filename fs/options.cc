@@ -164,9 +164,13 @@ std::string apply_flag(std::string_view name, MountOptions& opts) {
     } else if (name == "noacl") {
         opts.noacl = true;
     } else if (name == "passthrough") {
-        opts.passthrough = true;
+        opts.passthrough = Want::On;
+    } else if (name == "nopassthrough") {
+        opts.passthrough = Want::Off;
     } else if (name == "io_uring") {
-        opts.io_uring = true;
+        opts.io_uring = Want::On;
+    } else if (name == "noio_uring") {
+        opts.io_uring = Want::Off;
     } else if (name == "volatile") {
         opts.volatile_mount = true;
     } else if (!is_ignored_option(name, false)) {
@@ -293,16 +297,16 @@ std::string apply_valued(std::string_view name, std::string_view value, MountOpt
         }
         return "";
     }
-    if (name == "passthrough") {
-        if (value != "on" && value != "off")
-            return "passthrough=" + std::string(value) + ": expected on or off";
-        opts.passthrough = value == "on";
-        return "";
-    }
-    if (name == "io_uring") {
-        if (value != "on" && value != "off")
-            return "io_uring=" + std::string(value) + ": expected on or off";
-        opts.io_uring = value == "on";
+    if (name == "passthrough" || name == "io_uring") {
+        Want& want = name == "passthrough" ? opts.passthrough : opts.io_uring;
+        if (value == "on")
+            want = Want::On;
+        else if (value == "off")
+            want = Want::Off;
+        else if (value == "auto")
+            want = Want::Auto;
+        else
+            return std::string(name) + "=" + std::string(value) + ": expected on, off or auto";
         return "";
     }
     if (name == "fsync") {

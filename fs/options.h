@@ -15,6 +15,11 @@ inline constexpr size_t kMaxLowerLayers = 128;
 enum class RedirectDir { On, Follow, NoFollow, Off };
 enum class Xino { Auto, On, Off };
 
+// A fast path the kernel may or may not offer. Auto: used where the kernel and the daemon's
+// privileges allow it, silently left off elsewhere. On: also asked for, with a warning when it
+// cannot be had. Off: never.
+enum class Want { Auto, On, Off };
+
 // One CONTAINER:HOST:SIZE range of a uidmapping=/gidmapping= option.
 struct IdMapRange {
     uint32_t container = 0;
@@ -74,12 +79,13 @@ struct MountOptions {
     bool noacl = false;
     Xino xino = Xino::Auto;
     bool fsync = true;  // fsync=0: skip fsync on the upper layer
-    // Ask the kernel for FUSE passthrough (Linux 6.9+, root): reads, writes and mmap of open
-    // files go straight to the layer file (passthrough.h).
-    bool passthrough = false;
-    // Ask the kernel for FUSE over io_uring (Linux 6.14+, enable_uring=Y): per-CPU request
-    // queues served by pinned threads (uring.h).
-    bool io_uring = false;
+    // FUSE passthrough (Linux 6.9+, CAP_SYS_ADMIN): reads, writes and mmap of open files go
+    // straight to the layer file (passthrough.h). On by default where it can be had.
+    Want passthrough = Want::Auto;
+    // FUSE over io_uring (Linux 6.14+): per-CPU request queues served by pinned threads
+    // (uring.h). On by default where the kernel offers it; a root daemon turns the fuse module's
+    // enable_uring on for it (uring::allow_on_this_machine).
+    Want io_uring = Want::Auto;
     bool volatile_mount = false;
 };
 

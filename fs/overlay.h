@@ -117,8 +117,8 @@ struct CacheStats {
     long open_files = 0;    // file handles the kernel holds
     long dir_listings = 0;  // merged listings kept for readers part way through them
     ReadFdPool::Stats read_fds;
-    long upper_dir_fds = 0;  // upper directories held by their nodes (Node::upper_dir)
-    long upper_dir_fd_limit = 0;
+    long dir_fds = 0;  // directories held open: upper ones by their nodes, lower ones by indexes
+    long dir_fd_limit = 0;
     long process_fds = -1;  // from /proc/self: every descriptor and the resident set
     long rss_kib = -1;
 };
@@ -165,6 +165,17 @@ public:
     // --- file.cc
     int open(Node* node, int flags, const Credentials& cred, std::unique_ptr<FileHandle>& out);
     void release(std::unique_ptr<FileHandle> fh);
+    // Gives the name of an open file a new node, leaving node to the handles already open on it.
+    // For an open the kernel cannot pass through beside them (they pass through to the lower
+    // copy, this one needs the upper): the open is answered ESTALE, the kernel looks the name up
+    // again, meets the new node and opens that. node answers as the upper copy from then on,
+    // except that its passthrough handles read on from the lower copy.
+    void supersede(Node* node);
+    // O_NOATIME or 0, for opening a layer's copy of a file or directory to read it. Lower copies
+    // always (kernel overlayfs reads its real files so: a lower file's atime never moves); upper
+    // ones under noatime, and directories under nodiratime. Otherwise the upper filesystem's own
+    // rule (its relatime or strictatime) decides, as it does below kernel overlayfs.
+    int atime_flag(bool upper, bool dir) const;
     // The descriptor to do I/O on an open file with; for a read-only handle, of the copy the
     // node has now. _locked: the caller holds the tree lock.
     int file_fd(FileHandle& fh, FileFd& out);
@@ -257,6 +268,10 @@ private:
     int lower_place(const Node* node, Place& out) const;
     // 0 once a node's lower copy may be read (file.cc; lazy.h).
     int complete_lazy_lower(const Node* node);
+    // node's name in the directory parent_index holds open in layer, when it lies there (not
+    // elsewhere by a redirect); false when the index holds no such directory.
+    bool held_place(const std::shared_ptr<const DirIndex>& parent_index, LayerNo layer,
+                    const Node* node, Place& out) const;
     // The copy the node shows: its upper copy if it has one, else its top lower one.
     int top_place(const Node* node, Place& out) const {
         return node->in_upper ? upper_place(node, out) : lower_place(node, out);

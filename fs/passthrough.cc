@@ -53,16 +53,18 @@ State& state() {
     return s;
 }
 
-void log_outcome() {
+void log_outcome(bool insist) {
     if (active())
         spdlog::info("passthrough: on; open files are read and written by the kernel directly");
-    else
+    else if (insist)
         spdlog::warn("passthrough: off: {}", state().reason);
+    else
+        spdlog::info("passthrough: off: {}", state().reason);
 }
 
 }  // namespace
 
-void negotiate(uint64_t kernel_flags, fuse_init_out* out) {
+void negotiate(uint64_t kernel_flags, fuse_init_out* out, bool insist) {
     State& s = state();
     if (!out) {
         s.reason = "libfuse refused the INIT request";
@@ -77,7 +79,7 @@ void negotiate(uint64_t kernel_flags, fuse_init_out* out) {
         s.reason = "";
         s.active.store(true);
     }
-    log_outcome();
+    log_outcome(insist);
 }
 
 bool active() {

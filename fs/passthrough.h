@@ -25,8 +25,9 @@ namespace passthrough {
 
 // Called by the wire layer with libfuse's INIT reply when passthrough is wanted: adds
 // FUSE_PASSTHROUGH if the kernel offered it (kernel_flags: the 64 INIT flags it sent). `out` is
-// null when libfuse answered INIT with an error. active() then tells whether it is on.
-void negotiate(uint64_t kernel_flags, fuse_init_out* out);
+// null when libfuse answered INIT with an error. active() then tells whether it is on. insist:
+// passthrough was asked for by name, so its absence is a warning rather than a note.
+void negotiate(uint64_t kernel_flags, fuse_init_out* out, bool insist);
 bool active();
 // Why passthrough is off after INIT ("" when active), for the log.
 const char* inactive_reason();

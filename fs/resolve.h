@@ -2,6 +2,10 @@
 // the daemon resolves inside a layer goes through here or starts at a directory it holds open.
 #pragma once
 
+#include <fcntl.h>
+
+#include <cerrno>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -17,6 +21,17 @@ namespace lamina {
 // flags (O_PATH | O_DIRECTORY, O_RDONLY, ...). Returns the descriptor, or -1 with errno set.
 int open_beneath(int dirfd, std::string_view rel, int flags);
 
+// Runs open(flags); when flags has O_NOATIME and the open fails with EPERM (the daemon neither
+// owns the file nor has CAP_FOWNER: a rootless daemon reading another user's lower file), runs it
+// again without. Layer files are read with O_NOATIME where the merged file's atime must not move
+// (lower files always, as kernel overlayfs opens its real files; upper ones under noatime).
+template <class Open>
+int open_maybe_noatime(int flags, Open open) {
+    int fd = open(flags);
+    if (fd < 0 && errno == EPERM && (flags & O_NOATIME)) fd = open(flags & ~O_NOATIME);
+    return fd;
+}
+
 // An entry as the *at() calls take it: a directory held open and one name in it ("." for that
 // directory itself). Whoever made it got there without a symlink; the calls on `name` must not
 // follow one either (AT_SYMLINK_NOFOLLOW, O_NOFOLLOW, the l*xattr calls).
@@ -24,6 +39,9 @@ struct Place {
     UniqueFd owned;  // the directory, when it was opened for this use alone
     int dirfd = -1;
     std::string name = ".";
+    // What holds dirfd open when someone else owns it (a cached directory index): kept alive
+    // with the Place, so the descriptor cannot be closed and its number reused meanwhile.
+    std::shared_ptr<const void> keep;
 
     const char* c_name() const { return name.c_str(); }
     // For the calls without an *at() form: "/proc/self/fd/DIRFD/NAME" (see proc_fd_path).

@@ -44,8 +44,8 @@ CacheStats Overlay::cache_stats() {
     }
     s.open_files = LiveCounter<FileHandle>::count;
     s.dir_listings = LiveCounter<DirListing>::count;
-    s.upper_dir_fds = OnceFd::live();
-    s.upper_dir_fd_limit = dir_fd_limit_;
+    s.dir_fds = OnceFd::live();
+    s.dir_fd_limit = dir_fd_limit_;
     s.read_fds = read_fds_.stats();
     s.process_fds = count_own_fds();
     s.rss_kib = own_rss_kib();
@@ -63,8 +63,8 @@ std::string format_cache_stats(const CacheStats& s) {
         << " dir_index_evictions=" << s.table.dir_index_evictions << " open_files=" << s.open_files
         << " dir_listings=" << s.dir_listings << " read_fds=" << s.read_fds.entries
         << " read_fd_limit=" << s.read_fds.limit << " read_fd_opens=" << s.read_fds.opens
-        << " read_fd_evictions=" << s.read_fds.evictions << " upper_dir_fds=" << s.upper_dir_fds
-        << " upper_dir_fd_limit=" << s.upper_dir_fd_limit << " fds=" << s.process_fds
+        << " read_fd_evictions=" << s.read_fds.evictions << " dir_fds=" << s.dir_fds
+        << " dir_fd_limit=" << s.dir_fd_limit << " fds=" << s.process_fds
         << " rss_kib=" << s.rss_kib << " uring_requests=" << uring::requests_served();
     return out.str();
 }

@@ -123,6 +123,7 @@ struct Ring {
 
 struct State {
     fuse_session* se = nullptr;
+    bool insist = false;
     int devfd = -1;
     bool kernel_offers = false;
     bool granted = false;
@@ -353,12 +354,36 @@ void run_ring(Ring& q) {
 
 }  // namespace
 
-void request(fuse_session* se) {
+bool allowed_on_this_machine(bool may_enable) {
+    constexpr const char* kParameter = "/sys/module/fuse/parameters/enable_uring";
+    std::ifstream in(kParameter);
+    std::string value;
+    if (!(in >> value)) return false;  // a kernel without FUSE over io_uring
+    if (value == "Y") return true;
+    if (!may_enable) return false;
+    std::ofstream out(kParameter);
+    if (!(out << "Y" << std::flush)) {
+        spdlog::info("io_uring: cannot set {} to Y: {}", kParameter, std::strerror(errno));
+        return false;
+    }
+    spdlog::info(
+        "io_uring: set {} to Y, which lets FUSE daemons ask for io_uring (-o io_uring=off "
+        "keeps it as it was)",
+        kParameter);
+    return true;
+}
+
+void request(fuse_session* se, bool insist) {
     state().se = se;
+    state().insist = insist;
 }
 
 bool requested() {
     return state().se != nullptr;
+}
+
+bool offered() {
+    return requested() && state().kernel_offers;
 }
 
 void note_init_request(uint64_t flags) {
@@ -369,9 +394,9 @@ void patch_init_reply(fuse_init_out& out) {
     State& s = state();
     if (!requested() || s.granted) return;
     if (!s.kernel_offers) {
-        spdlog::warn(
-            "io_uring: off: the kernel does not offer FUSE over io_uring (Linux 6.14+, "
-            "and /sys/module/fuse/parameters/enable_uring must be Y)");
+        spdlog::log(s.insist ? spdlog::level::warn : spdlog::level::info,
+                    "io_uring: off: the kernel does not offer FUSE over io_uring (Linux 6.14+, "
+                    "and /sys/module/fuse/parameters/enable_uring must be Y)");
         return;
     }
     unsigned cpus = possible_cpus();

@@ -28,9 +28,17 @@
 
 namespace lamina::uring {
 
-// -o io_uring: ask for FUSE over io_uring on this session. Call before the session serves INIT.
-void request(fuse_session* se);
+// Whether the kernel lets daemons ask for FUSE over io_uring: its fuse module's enable_uring is
+// Y. When it is N and may_enable (a root daemon in the initial namespace), it is set to Y: the
+// parameter only allows daemons to ask, nothing changes for a FUSE daemon that does not.
+bool allowed_on_this_machine(bool may_enable);
+
+// Ask for FUSE over io_uring on this session. Call before the session serves INIT. insist: asked
+// for by name, so its absence is a warning rather than a note.
+void request(fuse_session* se, bool insist);
 bool requested();
+// Requested, and the INIT request offered it: the rings will be tried.
+bool offered();
 
 // From the device wrapper: the INIT request's flags (flags2 shifted into the high word).
 void note_init_request(uint64_t flags);

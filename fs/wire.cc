@@ -49,24 +49,24 @@ bool request_arg(const void* buf, ssize_t n, Arg& arg) {
 
 bool carries_kill_flag(uint32_t opcode, const void* buf, ssize_t n) {
     switch (opcode) {
-    case FUSE_WRITE: {
-        fuse_write_in in;
-        return request_arg(buf, n, in) && (in.write_flags & FUSE_WRITE_KILL_SUIDGID);
-    }
-    case FUSE_SETATTR: {
-        fuse_setattr_in in;
-        return request_arg(buf, n, in) && (in.valid & FATTR_KILL_SUIDGID);
-    }
-    case FUSE_OPEN: {
-        fuse_open_in in;
-        return request_arg(buf, n, in) && (in.open_flags & FUSE_OPEN_KILL_SUIDGID);
-    }
-    case FUSE_CREATE: {
-        fuse_create_in in;
-        return request_arg(buf, n, in) && (in.open_flags & FUSE_OPEN_KILL_SUIDGID);
-    }
-    default:
-        return false;
+        case FUSE_WRITE: {
+            fuse_write_in in;
+            return request_arg(buf, n, in) && (in.write_flags & FUSE_WRITE_KILL_SUIDGID);
+        }
+        case FUSE_SETATTR: {
+            fuse_setattr_in in;
+            return request_arg(buf, n, in) && (in.valid & FATTR_KILL_SUIDGID);
+        }
+        case FUSE_OPEN: {
+            fuse_open_in in;
+            return request_arg(buf, n, in) && (in.open_flags & FUSE_OPEN_KILL_SUIDGID);
+        }
+        case FUSE_CREATE: {
+            fuse_create_in in;
+            return request_arg(buf, n, in) && (in.open_flags & FUSE_OPEN_KILL_SUIDGID);
+        }
+        default:
+            return false;
     }
 }
 
@@ -112,7 +112,8 @@ void patch_init(fuse_init_out& out) {
     } else if (s.wanted.killpriv) {
         spdlog::info("killpriv: off; the kernel does not offer FUSE_HANDLE_KILLPRIV_V2");
     }
-    if (s.wanted.passthrough) passthrough::negotiate(s.kernel_flags, &out);
+    if (s.wanted.passthrough)
+        passthrough::negotiate(s.kernel_flags, &out, s.wanted.insist_passthrough);
     uring::patch_init_reply(out);
 }
 
@@ -159,7 +160,8 @@ ssize_t dev_writev(int fd, iovec* iov, int count, void*) {
                 if (n >= 0) uring::start(fd);
                 return n;
             }
-            if (s.wanted.passthrough) passthrough::negotiate(0, nullptr);
+            if (s.wanted.passthrough)
+                passthrough::negotiate(0, nullptr, s.wanted.insist_passthrough);
         }
     }
     return send(fd, iov, count);

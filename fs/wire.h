@@ -22,6 +22,8 @@ namespace lamina::wire {
 struct Wanted {
     bool killpriv = true;
     bool passthrough = false;
+    // Passthrough was asked for by name: say so as a warning when it cannot be had.
+    bool insist_passthrough = false;
 };
 
 // Wraps the session's device I/O; call after fuse_session_mount. Returns false (and leaves the

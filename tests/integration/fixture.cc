@@ -313,7 +313,25 @@ CommandResult mount_laminafs(const std::string& options, const std::string& moun
 }
 
 std::string mount_kernel_overlay(const std::string& options, const std::string& mountpoint) {
-    if (mount("overlay", mountpoint.c_str(), "overlay", 0, options.c_str()) != 0) {
+    // The atime options are mount flags, which mount(8) would take out of the data string.
+    static const std::pair<const char*, unsigned long> kFlags[] = {{"noatime", MS_NOATIME},
+                                                                   {"relatime", MS_RELATIME},
+                                                                   {"strictatime", MS_STRICTATIME},
+                                                                   {"nodiratime", MS_NODIRATIME}};
+    unsigned long flags = 0;
+    std::string data;
+    std::stringstream items(options);
+    for (std::string item; std::getline(items, item, ',');) {
+        bool flag = false;
+        for (const auto& [name, bit] : kFlags) {
+            if (item == name) {
+                flags |= bit;
+                flag = true;
+            }
+        }
+        if (!flag) data += (data.empty() ? "" : ",") + item;
+    }
+    if (mount("overlay", mountpoint.c_str(), "overlay", flags, data.c_str()) != 0) {
         return "mount overlay on " + mountpoint + ": " + errno_text(errno);
     }
     return "";

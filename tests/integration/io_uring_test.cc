@@ -177,7 +177,7 @@ protected:
     };
     Both run_both() {
         Both b;
-        b.plain = run("plain", "", b.plain_stats, b.plain_log);
+        b.plain = run("plain", ",io_uring=off", b.plain_stats, b.plain_log);
         b.ring = run("ring", ",io_uring", b.ring_stats, b.ring_log);
         return b;
     }
@@ -202,16 +202,31 @@ TEST_F(IoUring, requests_go_through_the_rings_with_the_same_results) {
     std::printf("%s", b.ring.c_str());
 }
 
-TEST_F(IoUring, a_kernel_that_does_not_offer_it_leaves_a_working_mount) {
+// enable_uring only lets FUSE daemons ask for io_uring. A root daemon in the initial namespace
+// turns it on itself and uses io_uring by default; -o io_uring=off leaves both alone. (A daemon
+// that cannot set it falls back to /dev/fuse: rootless_test.)
+TEST_F(IoUring, a_root_daemon_turns_it_on_by_default_and_io_uring_off_refuses) {
     REQUIRE_FUSE();
     EnableUring disable(false);
     if (!disable.ok()) SKIP_NEEDING("uring") << "cannot set " << kEnableUring;
-    Both b = run_both();
-    ASSERT_FALSE(b.plain.empty());
-    EXPECT_EQ(b.ring, b.plain);
-    EXPECT_NE(b.ring_log.find("io_uring: off: the kernel does not offer"), std::string::npos)
-        << b.ring_log;
-    EXPECT_EQ(b.ring_stats["uring_requests"], 0);
+    auto parameter = [] {
+        std::ifstream in(kEnableUring);
+        std::string v;
+        in >> v;
+        return v;
+    };
+    DaemonStats stats;
+    std::string log;
+    std::string refused = run("refused", ",io_uring=off", stats, log);
+    ASSERT_FALSE(refused.empty());
+    EXPECT_EQ(parameter(), "N") << log;
+    EXPECT_EQ(stats["uring_requests"], 0);
+    std::string by_default = run("default", "", stats, log);
+    EXPECT_EQ(by_default, refused);
+    EXPECT_EQ(parameter(), "Y");
+    EXPECT_NE(log.find("to Y, which lets FUSE daemons ask for io_uring"), std::string::npos) << log;
+    EXPECT_NE(log.find("io_uring: on"), std::string::npos) << log;
+    EXPECT_GT(stats["uring_requests"], 100) << log;
 }
 
 bool pin_to_cpu0() {

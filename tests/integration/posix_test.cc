@@ -213,5 +213,61 @@ TEST(Posix, file_attributes_work_as_on_the_kernel) {
     });
 }
 
+// Whether reading moves atime, under each atime option, for a lower file, an upper file (twice),
+// a lower directory and an upper directory. Kernel overlayfs reads its real files with
+// O_NOATIME and updates only upper copies, by its own mount's rule and then the upper
+// filesystem's.
+std::string atime_transcript(const std::string& m) {
+    const timespec days_ago[2] = {{time(nullptr) - 3 * 86400, 0}, {0, UTIME_OMIT}};
+    auto age = [&](const std::string& path) {
+        return rc(utimensat(AT_FDCWD, path.c_str(), days_ago, AT_SYMLINK_NOFOLLOW));
+    };
+    auto atime = [](const std::string& path) {
+        struct stat st {};
+        stat(path.c_str(), &st);
+        return st.st_atim;
+    };
+    auto moved = [&](const std::string& path, const std::function<void()>& touch) {
+        timespec before = atime(path);
+        touch();
+        timespec after = atime(path);
+        bool same = before.tv_sec == after.tv_sec && before.tv_nsec == after.tv_nsec;
+        return std::string(same ? "kept" : "moved");
+    };
+    auto read_all = [](const std::string& path) { (void)read_file(path); };
+    auto list = [](const std::string& path) {
+        DIR* d = opendir(path.c_str());
+        if (!d) return;
+        while (readdir(d)) {
+        }
+        closedir(d);
+    };
+    std::string out;
+    write_file(m + "/uf", "upper\n");
+    make_dirs(m + "/ud");
+    write_file(m + "/ud/x", "");
+    out += "age uf " + age(m + "/uf") + " ud " + age(m + "/ud") + "\n";
+    out += "lower file read: " + moved(m + "/lf1", [&] { read_all(m + "/lf1"); }) + "\n";
+    out += "upper file read: " + moved(m + "/uf", [&] { read_all(m + "/uf"); }) + "\n";
+    out += "upper file read again: " + moved(m + "/uf", [&] { read_all(m + "/uf"); }) + "\n";
+    out += "lower dir listed: " + moved(m + "/ld1", [&] { list(m + "/ld1"); }) + "\n";
+    out += "upper dir listed: " + moved(m + "/ud", [&] { list(m + "/ud"); }) + "\n";
+    return out;
+}
+
+void aged_lower(const std::string& lo) {
+    lower_dirs_and_files(lo);
+    const timespec days_ago[2] = {{time(nullptr) - 3 * 86400, 0}, {0, UTIME_OMIT}};
+    for (const char* name : {"/lf1", "/ld1"})
+        utimensat(AT_FDCWD, (lo + name).c_str(), days_ago, AT_SYMLINK_NOFOLLOW);
+}
+
+TEST(Posix, atime_options_are_honoured_as_on_the_kernel) {
+    for (const char* option : {"", "relatime", "noatime", "nodiratime", "strictatime"}) {
+        SCOPED_TRACE(option);
+        expect_same_as_kernel(aged_lower, atime_transcript, option);
+    }
+}
+
 }  // namespace
 }  // namespace lamina::test

@@ -459,23 +459,35 @@ TEST(Rootless, rmdir_of_a_lower_dir_leaves_an_xattr_whiteout_where_devices_are_r
 }
 
 // Registering a backing file needs CAP_SYS_ADMIN in the initial namespace, which a daemon in a
-// user namespace lacks: with -o passthrough it must still serve reads and writes itself.
+// user namespace lacks: with -o passthrough it must still serve reads and writes itself. Nor can
+// it turn on the fuse module's enable_uring: with -o io_uring and the parameter off, the mount
+// works over /dev/fuse and the parameter stays off.
 TEST(Rootless, passthrough_without_privilege_falls_back_to_the_daemon) {
     REQUIRE_ROOTLESS_SETUP();
     if (run_command({"which", "unshare"}).status != 0)
         SKIP_NEEDING("program:unshare") << "no unshare";
+    const char* kEnableUring = "/sys/module/fuse/parameters/enable_uring";
+    std::string uring_before = read_file(kEnableUring);
+    if (!uring_before.empty()) write_file(kEnableUring, "N\n");
+    struct Restore {
+        std::string path, value;
+        ~Restore() {
+            if (!value.empty()) write_file(path, value);
+        }
+    } restore{kEnableUring, uring_before};
     Layout l;
     fill_lower(l.lower);
     chown_tree(l.lower, test_user()->uid, test_user()->gid);
     std::string m = l.mnt;
-    std::string script = "unshare -Urm sh -c '" + user_laminafs() + " -o " + l.options() +
-                         ",passthrough " + m + " || exit 10; cat " + m + "/etc/motd || exit 11; " +
-                         "echo appended >> " + m + "/etc/motd || exit 12; cat " + m +
-                         "/etc/motd; umount " + m + " || exit 13'";
+    std::string script =
+        "unshare -Urm sh -c '" + user_laminafs() + " -o " + l.options() + ",passthrough,io_uring " +
+        m + " || exit 10; cat " + m + "/etc/motd || exit 11; " + "echo appended >> " + m +
+        "/etc/motd || exit 12; cat " + m + "/etc/motd; umount " + m + " || exit 13'";
     auto r = run_as_user(script);
     ASSERT_EQ(r.status, 0) << describe(r);
     EXPECT_EQ(r.out, "welcome\nwelcome\nappended\n") << describe(r);
     EXPECT_EQ(read_file(l.upper + "/etc/motd"), "welcome\nappended\n");
+    if (!uring_before.empty()) EXPECT_EQ(read_file(kEnableUring), "N\n");
 }
 
 TEST(Rootless, unprivileged_copy_up_keeps_the_owner_in_the_override_xattr) {

@@ -269,15 +269,28 @@ TEST(Options, BadValuesRefusedNamingTheOption) {
     }
 }
 
-TEST(Options, PassthroughIsOffUnlessAskedFor) {
-    MountOptions opts;
-    EXPECT_FALSE(opts.passthrough);
-    ASSERT_EQ(apply_opts("passthrough", opts), "");
-    EXPECT_TRUE(opts.passthrough);
-    ASSERT_EQ(apply_opts("passthrough=off", opts), "");
-    EXPECT_FALSE(opts.passthrough);
-    ASSERT_EQ(apply_opts("passthrough=on", opts), "");
-    EXPECT_TRUE(opts.passthrough);
+// Both fast paths are on by default where they can be had (auto), and each can be asked for
+// (on: warn when unavailable) or refused (off), as a bare word or with a value.
+TEST(Options, FastPathsAreAutoUnlessSetOtherwise) {
+    for (const char* name : {"passthrough", "io_uring"}) {
+        SCOPED_TRACE(name);
+        MountOptions opts;
+        lamina::Want& want =
+            std::string_view(name) == "passthrough" ? opts.passthrough : opts.io_uring;
+        EXPECT_EQ(want, lamina::Want::Auto);
+        ASSERT_EQ(apply_opts(name, opts), "");
+        EXPECT_EQ(want, lamina::Want::On);
+        ASSERT_EQ(apply_opts(std::string("no") + name, opts), "");
+        EXPECT_EQ(want, lamina::Want::Off);
+        ASSERT_EQ(apply_opts(std::string(name) + "=auto", opts), "");
+        EXPECT_EQ(want, lamina::Want::Auto);
+        ASSERT_EQ(apply_opts(std::string(name) + "=off", opts), "");
+        EXPECT_EQ(want, lamina::Want::Off);
+        ASSERT_EQ(apply_opts(std::string(name) + "=on", opts), "");
+        EXPECT_EQ(want, lamina::Want::On);
+        std::string err = apply_opts(std::string(name) + "=maybe", opts);
+        EXPECT_NE(err.find("expected on, off or auto"), std::string::npos) << err;
+    }
 }
 
 TEST(Options, DirCacheEntriesSetsTheListingCacheLimit) {
