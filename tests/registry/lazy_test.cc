@@ -392,6 +392,19 @@ TEST(LazyPull, a_corrupt_chunk_or_a_dead_registry_gives_eio_and_reads_recover) {
 TEST(LazyPull, a_full_pull_replaces_the_lazy_layers_with_verified_ones) {
     REQUIRE_REGISTRY();
     EstargzImage img;
+    // Layers without a TOC (the plain image's gzip and zstd ones) are pulled whole, said once each.
+    Lamina plain(img.tmp / "plain");
+    auto whole = plain({"pull", "--tls-verify=false", "--lazy", img.plain});
+    ASSERT_EQ(whole.status, 0) << whole.err;
+    size_t said = 0;
+    for (size_t at = 0; (at = whole.out.find("no eStargz table of contents: pulled whole", at)) !=
+                        std::string::npos;
+         ++at)
+        ++said;
+    EXPECT_EQ(said, 2u) << whole.out;
+    for (const auto& d : layer_dirs(plain, img.plain))
+        EXPECT_NE(access((d + "/../lazy").c_str(), F_OK), 0) << d;
+
     Lamina lz(img.tmp / "lz");
     ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", img.lazy}).status, 0);
     auto dirs = layer_dirs(lz, img.lazy);

@@ -99,7 +99,7 @@ std::vector<std::string> config_diff_ids(const std::string& config, size_t layer
 }
 
 // An eStargz layer's footer and TOC, read by two ranges and checked against the manifest's
-// annotation; nullptr for a layer without one (it is pulled whole).
+// annotation; nullptr for a layer without one. Throws when they cannot be read or checked.
 std::shared_ptr<const store::LazyPull> read_lazily(Client& client, const Descriptor& d,
                                                    const Reference& ref) {
     if (d.estargz_toc_digest.empty() ||
@@ -108,16 +108,11 @@ std::shared_ptr<const store::LazyPull> read_lazily(Client& client, const Descrip
     auto lazy = std::make_shared<store::LazyPull>();
     lazy->source = {ref.registry, ref.repository, d.digest,
                     d.media_type, d.size,         d.estargz_toc_digest};
-    try {
-        lazy->toc = store::estargz::read_toc(
-            [&](uint64_t off, uint64_t len) {
-                return client.get_blob_range(d, static_cast<int64_t>(off),
-                                             static_cast<int64_t>(len));
-            },
-            static_cast<uint64_t>(d.size), d.estargz_toc_digest);
-    } catch (const store::StoreError& e) {
-        throw RegistryError(ref.str() + ": layer " + d.digest + ": " + e.what());
-    }
+    lazy->toc = store::estargz::read_toc(
+        [&](uint64_t off, uint64_t len) {
+            return client.get_blob_range(d, static_cast<int64_t>(off), static_cast<int64_t>(len));
+        },
+        static_cast<uint64_t>(d.size), d.estargz_toc_digest);
     return lazy;
 }
 
@@ -189,12 +184,19 @@ std::string pull_from(store::Store& store, const Settings& settings,
         }
         if (!seen.insert(d.digest).second) continue;
         if (o.lazy) {
-            if (auto lazy = read_lazily(client, d, ref)) {
-                layers[i].lazy = std::move(lazy);
-                progress.status(short_digest(d.digest), "Table of contents read (lazy)");
-                continue;
+            // Whatever keeps the TOC from being read (none, a registry without Range, a TOC
+            // that does not check out) leaves the layer to an ordinary, verified download.
+            std::string why = "no eStargz table of contents";
+            try {
+                if (auto lazy = read_lazily(client, d, ref)) {
+                    layers[i].lazy = std::move(lazy);
+                    progress.status(short_digest(d.digest), "Table of contents read (lazy)");
+                    continue;
+                }
+            } catch (const std::runtime_error& e) {  // RegistryError, TransportError
+                why = e.what();
             }
-            progress.note(short_digest(d.digest), "no eStargz table of contents: pulled whole");
+            progress.note(short_digest(d.digest), why + ": pulled whole");
         }
         to_fetch.push_back(i);
         progress.add(short_digest(d.digest), "Pulling fs layer");
