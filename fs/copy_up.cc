@@ -186,7 +186,7 @@ int Overlay::copy_up_one_locked(Node* node) {
         hold_upper_dir(node, out);
     }
     // The kernel's cached attributes (st_ino, and st_nlink of a lower hardlink) are stale now.
-    pending_invalidations().push_back(Invalidation{reinterpret_cast<uintptr_t>(node), false});
+    pending_invalidations().push_back(Invalidation{table_.id_of(node), false});
     return 0;
 }
 

@@ -1,5 +1,6 @@
-// Operations that change names: create, mkdir, mknod, symlink, link, unlink, rmdir, rename.
-// New entries are made in the work dir and renamed into place, over a whiteout when there is one.
+// Operations that make and remove names: create, mkdir, mknod, symlink, link, unlink, rmdir
+// (rename is in rename.cc). New entries are made in the work dir and renamed into place, over a
+// whiteout when there is one.
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -145,6 +146,89 @@ int Overlay::fstat_open(FileHandle& fh, struct stat& st) {
     if (int err = file_fd_locked(fh, fd)) return err;
     if (fstat(fd.fd, &st) != 0) return errno;
     fix_stat(fh.node, st);
+    return 0;
+}
+
+int Overlay::open_mode(FileHandle& fh, int flags, OpenMode& out) {
+    // Lower files never change, and upper files change only through this mount, so the page
+    // cache stays valid across opens. O_DIRECT opens bypass it, as on the layer's filesystem.
+    auto cached = [&] {
+        out.kind = (flags & O_DIRECT) ? OpenMode::Direct : OpenMode::Cached;
+        return 0;
+    };
+    if (!passthrough::active()) return cached();
+    // Writes to a file with other names stay with the daemon, which keeps the other names'
+    // cached attributes coherent, and so do writes to a file with set-id bits, which the daemon
+    // clears on a write (a passthrough write would keep them).
+    bool writes = (flags & O_ACCMODE) != O_RDONLY;
+    auto allow = passthrough::Allow::Pass;
+    if ((flags & O_DIRECT) || (writes && fh.node->has_peers))
+        allow = passthrough::Allow::PreferCached;
+    if (writes && has_setid(fh)) allow = passthrough::Allow::CachedOnly;
+    FileFd fd;
+    if (int err = file_fd(fh, fd)) return err;
+    fh.grant = passthrough::acquire(fh.node, fd.fd, allow);
+    switch (fh.grant.mode) {
+        case passthrough::Mode::Passthrough:
+            out.kind = OpenMode::Passthrough;
+            out.backing_id = fh.grant.backing_id;
+            return 0;
+        case passthrough::Mode::Busy:
+            // The kernel would refuse this open beside the node's others (they pass through to
+            // the lower copy): the name gets a new node (see supersede).
+            supersede(fh.node);
+            out.kind = OpenMode::Superseded;
+            return 0;
+        case passthrough::Mode::Cached:
+            return cached();
+    }
+    return cached();
+}
+
+int Overlay::before_write(FileHandle& fh, const Credentials& cred) {
+    return cred.kill_setid ? clear_setid_for_write(fh, cred) : 0;
+}
+
+void Overlay::after_write(FileHandle& fh) {
+    // Other names of the file changed size or data too: their cached attributes go.
+    if (fh.node->has_peers) invalidate_peers(fh.node);
+}
+
+int Overlay::fsync(FileHandle& fh, bool datasync) {
+    if (!opts_.fsync) return 0;
+    FileFd fd;
+    if (int err = file_fd(fh, fd)) return err;
+    return (datasync ? fdatasync(fd.fd) : ::fsync(fd.fd)) == 0 ? 0 : errno;
+}
+
+int Overlay::fallocate(FileHandle& fh, int mode, off_t offset, off_t length,
+                       const Credentials& cred) {
+    if (int err = before_write(fh, cred)) return err;
+    FileFd fd;
+    if (int err = file_fd(fh, fd)) return err;
+    if (::fallocate(fd.fd, mode, offset, length) != 0) return errno;
+    after_write(fh);
+    return 0;
+}
+
+int Overlay::lseek(FileHandle& fh, off_t off, int whence, off_t& out) {
+    FileFd fd;
+    if (int err = file_fd(fh, fd)) return err;
+    out = ::lseek(fd.fd, off, whence);
+    return out < 0 ? errno : 0;
+}
+
+int Overlay::copy_file_range(FileHandle& in, off_t off_in, FileHandle& out, off_t off_out,
+                             size_t len, int flags, const Credentials& cred, size_t& copied) {
+    if (int err = before_write(out, cred)) return err;
+    FileFd from, to;
+    if (int err = file_fd(in, from)) return err;
+    if (int err = file_fd(out, to)) return err;
+    ssize_t n =
+        ::copy_file_range(from.fd, &off_in, to.fd, &off_out, len, static_cast<unsigned>(flags));
+    if (n < 0) return errno;
+    copied = static_cast<size_t>(n);
+    after_write(out);
     return 0;
 }
 

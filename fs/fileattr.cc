@@ -40,7 +40,7 @@ int Overlay::fileattr(Node* node, unsigned long cmd, void* arg, bool set) {
         if (ioctl(fd.get(), cmd, arg) != 0) return errno;
         // The flags show in nothing the kernel caches but the immutable/append bits of the
         // mode checks; drop its attributes anyway, as after any change.
-        pending_invalidations().push_back(Invalidation{reinterpret_cast<uintptr_t>(node), false});
+        pending_invalidations().push_back(Invalidation{table_.id_of(node), false});
         return 0;
     }
     std::shared_lock lock(tree_);

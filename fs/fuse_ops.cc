@@ -8,7 +8,6 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -45,13 +44,14 @@ Overlay& ov(fuse_req_t req) {
     return *ctx(req).overlay;
 }
 
+static_assert(NodeTable::kRootId == FUSE_ROOT_ID);
+
 Node* node_of(fuse_req_t req, fuse_ino_t ino) {
-    if (ino == FUSE_ROOT_ID) return ov(req).root();
-    return reinterpret_cast<Node*>(ino);
+    return ov(req).node_of(ino);
 }
 
 fuse_ino_t ino_of(Overlay& o, Node* node) {
-    return node == o.root() ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(node);
+    return o.node_id(node);
 }
 
 FileHandle* file_of(fuse_file_info* fi) {
@@ -135,47 +135,26 @@ void reply_new_entry(fuse_req_t req, int err, const EntryReply& e) {
         reply_entry(req, e);
 }
 
-// Lower files never change, and upper files change only through this mount, so the page cache
-// stays valid across opens. O_DIRECT opens bypass it, as they do on the backing filesystem.
-void set_cache_mode(fuse_file_info* fi) {
-    if (fi->flags & O_DIRECT)
-        fi->direct_io = 1;
-    else
-        fi->keep_cache = 1;
-}
-
-// With passthrough on, an open may instead go straight to its layer file. Writes to a file with
-// other names stay with the daemon, which keeps the other names' cached attributes coherent, and
-// so do writes to a file with set-id bits, which the daemon clears on a write (a passthrough
-// write would keep them). An open the kernel would refuse beside the node's other opens
-// (passthrough::Mode::Busy: they pass through to the lower copy) gets the name a new node and
-// fails with ESTALE, on which the kernel looks the name up again and opens the new node.
+// Sets the open reply's flags by how the kernel is to serve the file (Overlay::open_mode).
+// Returns ESTALE for an open that the name's new node must serve.
 int set_open_mode(fuse_req_t req, fuse_file_info* fi, FileHandle& fh) {
     // close(2) need not wait for a FLUSH: laminafs keeps no locks or buffered data to settle, and
     // the layer file is closed at RELEASE. Saves one round trip per close.
     fi->noflush = 1;
-    if (!passthrough::active()) {
-        set_cache_mode(fi);
-        return 0;
-    }
-    bool writes = (fi->flags & O_ACCMODE) != O_RDONLY;
-    auto allow = passthrough::Allow::Pass;
-    if ((fi->flags & O_DIRECT) || (writes && fh.node->has_peers))
-        allow = passthrough::Allow::PreferCached;
-    if (writes && ov(req).has_setid(fh)) allow = passthrough::Allow::CachedOnly;
-    FileFd fd;
-    if (int err = ov(req).file_fd(fh, fd)) return err;
-    fh.grant = passthrough::acquire(fh.node, fd.fd, allow);
-    switch (fh.grant.mode) {
-        case passthrough::Mode::Passthrough:
-            wire::attach_backing_id(fh.grant.backing_id);
-            return 0;
-        case passthrough::Mode::Busy:
-            ov(req).supersede(fh.node);
+    OpenMode mode;
+    if (int err = ov(req).open_mode(fh, fi->flags, mode)) return err;
+    switch (mode.kind) {
+        case OpenMode::Passthrough:
+            wire::attach_backing_id(mode.backing_id);
+            break;
+        case OpenMode::Superseded:
             return ESTALE;
-        case passthrough::Mode::Cached:
-            set_cache_mode(fi);
-            return 0;
+        case OpenMode::Direct:
+            fi->direct_io = 1;
+            break;
+        case OpenMode::Cached:
+            fi->keep_cache = 1;
+            break;
     }
     return 0;
 }
@@ -406,11 +385,9 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 void op_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
     (void)ino;
     FileHandle* fh = file_of(fi);
-    if (wire::request_kills_setid()) {
-        if (int err = ov(req).clear_setid_for_write(*fh, creds(req))) {
-            reply_status(req, err);
-            return;
-        }
+    if (int err = ov(req).before_write(*fh, creds(req))) {
+        reply_status(req, err);
+        return;
     }
     fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
     out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
@@ -421,8 +398,8 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fu
         reply_status(req, static_cast<int>(-n));
         return;
     }
-    // Peers are collected before the reply: afterwards the handle and node may be gone.
-    if (fh->node->has_peers) ov(req).invalidate_peers(fh->node);
+    // Before the reply: afterwards the handle and node may be gone.
+    ov(req).after_write(*fh);
     send_invalidations(req);
     fuse_reply_write(req, static_cast<size_t>(n));
 }
@@ -446,14 +423,7 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
     (void)ino;
-    if (!ctx(req).config.fsync) {
-        fuse_reply_err(req, 0);
-        return;
-    }
-    FileFd fd;
-    int err = ov(req).file_fd(*file_of(fi), fd);
-    if (!err && (datasync ? fdatasync(fd.fd) : fsync(fd.fd)) != 0) err = errno;
-    fuse_reply_err(req, err);
+    fuse_reply_err(req, ov(req).fsync(*file_of(fi), datasync != 0));
 }
 
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -488,10 +458,8 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
     }
     std::string buf(size, '\0');
     size_t used = 0;
-    // On after the entry whose key the offset is, whether or not that entry is still there.
     const auto& entries = listing->entries;
-    auto from = std::upper_bound(entries.begin(), entries.end(), static_cast<uint64_t>(off),
-                                 [](uint64_t key, const MergedEntry& e) { return key < e.key; });
+    auto from = listing->resume_after(static_cast<uint64_t>(off));
     for (auto it = from; it != entries.end(); ++it) {
         const MergedEntry& e = *it;
         size_t room = size - used;
@@ -543,8 +511,7 @@ void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
 }
 
 void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
-    int err = ctx(req).config.fsync ? ov(req).fsyncdir(node_of(req, ino), datasync != 0) : 0;
-    fuse_reply_err(req, err);
+    fuse_reply_err(req, ov(req).fsyncdir(node_of(req, ino), datasync != 0));
 }
 
 void op_statfs(fuse_req_t req, fuse_ino_t ino) {
@@ -601,34 +568,21 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
 
 // FALLOCATE and COPY_FILE_RANGE change a file as a write does, but carry no flag to clear set-id
 // bits: under killpriv v2 the daemon decides by the caller alone.
-int clear_setid_unflagged(fuse_req_t req, FileHandle& fh) {
-    if (!wire::killpriv_active()) return 0;
-    return ov(req).clear_setid_for_write(fh, creds(req, true));
+Credentials unflagged_write_creds(fuse_req_t req) {
+    return creds(req, wire::killpriv_active());
 }
 
 void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                   fuse_file_info* fi) {
     (void)ino;
-    if (int err = clear_setid_unflagged(req, *file_of(fi))) {
-        reply_status(req, err);
-        return;
-    }
-    FileHandle* fh = file_of(fi);
-    FileFd fd;
-    int err = ov(req).file_fd(*fh, fd);
-    if (!err && fallocate(fd.fd, mode, offset, length) != 0) err = errno;
-    // Other names of the file changed size or data too, as after a write.
-    if (!err && fh->node->has_peers) ov(req).invalidate_peers(fh->node);
-    reply_status(req, err);  // with the set-id clearing's invalidation
+    int err = ov(req).fallocate(*file_of(fi), mode, offset, length, unflagged_write_creds(req));
+    reply_status(req, err);  // with the invalidations set-id clearing and other names need
 }
 
 void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) {
     (void)ino;
-    FileFd fd;
-    int err = ov(req).file_fd(*file_of(fi), fd);
-    off_t res = err ? -1 : lseek(fd.fd, off, whence);
-    if (res < 0 && !err) err = errno;
-    if (res < 0)
+    off_t res;
+    if (int err = ov(req).lseek(*file_of(fi), off, whence, res))
         fuse_reply_err(req, err);
     else
         fuse_reply_lseek(req, res);
@@ -639,24 +593,14 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
                         int flags) {
     (void)ino_in;
     (void)ino_out;
-    if (int err = clear_setid_unflagged(req, *file_of(fi_out))) {
+    size_t copied = 0;
+    if (int err = ov(req).copy_file_range(*file_of(fi_in), off_in, *file_of(fi_out), off_out, len,
+                                          flags, unflagged_write_creds(req), copied)) {
         reply_status(req, err);
         return;
     }
-    FileFd in, out;
-    int err = ov(req).file_fd(*file_of(fi_in), in);
-    if (!err) err = ov(req).file_fd(*file_of(fi_out), out);
-    ssize_t n =
-        err ? -1
-            : copy_file_range(in.fd, &off_in, out.fd, &off_out, len, static_cast<unsigned>(flags));
-    if (n < 0 && !err) err = errno;
-    if (n < 0) {
-        reply_status(req, err);
-        return;
-    }
-    if (file_of(fi_out)->node->has_peers) ov(req).invalidate_peers(file_of(fi_out)->node);
     send_invalidations(req);
-    fuse_reply_write(req, static_cast<size_t>(n));
+    fuse_reply_write(req, copied);
 }
 
 // chattr and lsattr. The kernel asks with an open file (a stub one for a directory, whose

@@ -9,7 +9,6 @@ class Overlay;
 
 struct GlueConfig {
     double timeout = 86400.0;  // entry, attribute and negative-entry cache lifetime, seconds
-    bool fsync = true;         // false: fsync and fsyncdir return at once (fsync=0)
     bool posix_acl = true;     // let the kernel enforce and cache POSIX ACLs
     bool dont_mask = false;    // set at INIT: the daemon applies the umask (acl.h)
     // The readahead window offered at INIT: it caps what main.cc writes to the mount's bdi.

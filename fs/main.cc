@@ -270,7 +270,6 @@ int main(int argc, char** argv) {
     FuseContext glue;
     glue.overlay = &overlay;
     glue.config.timeout = kCacheTimeout;
-    glue.config.fsync = opts.fsync;
     glue.config.posix_acl = !opts.noacl;
     // The INIT reply lowers the window to what it offers, so it offers at least as much.
     glue.config.max_readahead = std::max<uint32_t>(1 << 20, opts.readahead_kib * 1024);

@@ -157,7 +157,7 @@ std::vector<uint64_t> NodeTable::peers_of(Node* node) {
     if (!node->upper_ino) return out;
     auto [first, last] = by_upper_ino_.equal_range(node->upper_ino);
     for (auto it = first; it != last; ++it) {
-        if (it->second != node) out.push_back(reinterpret_cast<uintptr_t>(it->second));
+        if (it->second != node) out.push_back(id_of(it->second));
     }
     return out;
 }

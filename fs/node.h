@@ -41,10 +41,10 @@ private:
     static inline std::atomic<long> live_{0};
 };
 
-// A merged file or directory. Fields other than the lookup count are guarded by the overlay's
-// tree lock: read under the shared lock, changed under the exclusive one.
 struct DirListing;
 
+// A merged file or directory. Fields other than the lookup count are guarded by the overlay's
+// tree lock: read under the shared lock, changed under the exclusive one.
 struct Node {
     Node* parent = nullptr;  // holds a child reference on the parent; null for the root
     std::string name;        // name in the merged parent
@@ -84,13 +84,13 @@ struct Node {
     std::atomic<int> open_count{0};
     UniqueFd unlinked_fd;
 
-    // Lower layers holding this entry, top first: for a non-directory at most one, for a
-    // directory every layer that merges into it. All at lower_path.
     // Upper copy of a non-directory: its inode number there. Every name of an upper hardlink is
     // a node of its own; peers share this number and are told apart from the rest by it.
     ino_t upper_ino = 0;
     std::atomic<bool> has_peers{false};
 
+    // lowers: the lower layers holding this entry, top first: for a non-directory at most one,
+    // for a directory every layer that merges into it. All at lower_path.
     // lower_path is the entry's path as a lookup from the top lower layer starts it ("" for the
     // root): what a redirect to it says. A redirect inside a lower layer sends the layers below it
     // to another path; then lower_paths holds each layer's own path (empty: lower_path in all).
@@ -136,6 +136,17 @@ public:
     NodeTable& operator=(const NodeTable&) = delete;
 
     Node* root() { return root_.get(); }
+
+    // The one mapping between nodes and FUSE node ids: the root is 1 (FUSE_ROOT_ID), every
+    // other node its address. The kernel hands back only ids it was given, and a node lives
+    // until the kernel forgets it.
+    static constexpr uint64_t kRootId = 1;
+    uint64_t id_of(const Node* node) const {
+        return node == root_.get() ? kRootId : reinterpret_cast<uintptr_t>(node);
+    }
+    Node* node_of(uint64_t id) {
+        return id == kRootId ? root_.get() : reinterpret_cast<Node*>(static_cast<uintptr_t>(id));
+    }
 
     // Finds (parent, name) or inserts `fresh` there. Either way one lookup reference is taken.
     // Returns the node in the table; `fresh` is consumed only when inserted.

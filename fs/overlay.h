@@ -63,6 +63,21 @@ struct DirListing {
     uint32_t name_changes = 0;         // the directory's count when it was listed
     std::vector<MergedEntry> entries;  // by key; "." and ".." first (keys 1 and 2)
     LiveCounter<DirListing> live;
+
+    // Where a reader at offset `off` goes on: after the entry whose key off is, whether or not
+    // that entry is still there (readdir.cc).
+    std::vector<MergedEntry>::const_iterator resume_after(uint64_t off) const;
+};
+
+// How the kernel is to serve an open file (Overlay::open_mode).
+struct OpenMode {
+    enum Kind {
+        Cached,       // through the page cache, the daemon reading and writing
+        Direct,       // O_DIRECT: no page cache, every read and write a request
+        Passthrough,  // straight to the layer file: backing_id
+        Superseded,   // the name has a new node: answer ESTALE, the kernel looks it up again
+    } kind = Cached;
+    int backing_id = 0;
 };
 
 // An open file. A handle opened for writing (or made by create) owns a descriptor of the upper
@@ -138,6 +153,9 @@ public:
     std::string init();
 
     Node* root() { return table_.root(); }
+    // FUSE node ids (NodeTable::id_of).
+    uint64_t node_id(const Node* node) const { return table_.id_of(node); }
+    Node* node_of(uint64_t id) { return table_.node_of(id); }
     NodeTable& table() { return table_; }
     bool read_only() const { return read_only_; }
     const LayerStack& stack() const { return stack_; }
@@ -183,6 +201,19 @@ public:
     // Attributes of an open file from its descriptor, shown as getattr shows them: for a file
     // that is unlinked but still open.
     int fstat_open(FileHandle& fh, struct stat& st);
+    // How the kernel is to serve the open fh (flags: the open's): passthrough where it may
+    // (passthrough.h), unless the daemon must see the writes (set-id bits to clear, other names
+    // to refresh), the page cache otherwise.
+    int open_mode(FileHandle& fh, int flags, OpenMode& out);
+    // The calls on an open file that change it as a write does, or ask it. Each refreshes the
+    // kernel's view of the file's other names, as a write does (the caller sends them).
+    int before_write(FileHandle& fh, const Credentials& cred);  // set-id bits, when flagged
+    void after_write(FileHandle& fh);
+    int fsync(FileHandle& fh, bool datasync);
+    int fallocate(FileHandle& fh, int mode, off_t offset, off_t length, const Credentials& cred);
+    int lseek(FileHandle& fh, off_t off, int whence, off_t& out);
+    int copy_file_range(FileHandle& in, off_t off_in, FileHandle& out, off_t off_out, size_t len,
+                        int flags, const Credentials& cred, size_t& copied);
 
     // --- set-id bits (setid.cc): with FUSE_HANDLE_KILLPRIV_V2 the daemon clears them, as the
     // kernel would, on writes and truncation by callers without CAP_FSETID and on chown.
@@ -353,8 +384,7 @@ private:
     int set_upper_xattr(const std::string& xattr_path, std::string_view suffix,
                         std::string_view value);
     int install_from_work_locked(const std::string& tmp, const Place& dst, bool replace_whiteout);
-    // Copies up the parent and gives the new entry's upper path; over_whiteout is what the
-    // lookup that found no entry said (lookup_locked's upper_whiteout).
+    // Copies up the parent and gives the place of the new entry `name` in its upper copy.
     int prepare_new_name_locked(Node* parent, std::string_view name, Place& dst);
     // The mode and ACLs a new entry (mode with its type) gets from the default ACL of the
     // directory held at parent_fd, or nullopt when it has none (acl.h).

@@ -65,8 +65,14 @@ void Overlay::drop_listing(Node* dir, const DirListing* listing) {
     if (dir->listing.get() == listing) dir->listing.reset();
 }
 
+std::vector<MergedEntry>::const_iterator DirListing::resume_after(uint64_t off) const {
+    return std::upper_bound(entries.begin(), entries.end(), off,
+                            [](uint64_t key, const MergedEntry& e) { return key < e.key; });
+}
+
 int Overlay::fsyncdir(Node* dir, bool datasync) {
-    if (!dir->in_upper) return 0;  // nothing of it was written
+    // fsync=0, or nothing of it was written.
+    if (!opts_.fsync || !dir->in_upper) return 0;
     UniqueFd fd;
     {
         std::shared_lock lock(tree_);
@@ -76,7 +82,7 @@ int Overlay::fsyncdir(Node* dir, bool datasync) {
         fd.reset(openat(upper_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     }
     if (!fd) return errno;
-    int rc = datasync ? fdatasync(fd.get()) : fsync(fd.get());
+    int rc = datasync ? fdatasync(fd.get()) : ::fsync(fd.get());
     return rc == 0 ? 0 : errno;
 }
 

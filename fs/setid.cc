@@ -56,7 +56,7 @@ int Overlay::clear_setid_locked(Node* node, int fd, mode_t clear, const struct s
     }
     if (int err = change_owner_and_mode(node, fd, at, attr, kSetMode)) return err;
     // The kernel may hold the old mode for this name and its other names.
-    pending_invalidations().push_back(Invalidation{reinterpret_cast<uintptr_t>(node), false});
+    pending_invalidations().push_back(Invalidation{table_.id_of(node), false});
     invalidate_peers(node);
     return 0;
 }

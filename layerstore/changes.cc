@@ -209,7 +209,7 @@ std::vector<Change> Store::diff(const std::string& ref) {
     std::vector<std::string> dirs;
     for (size_t i = img.layers.size(); i-- > 0;) dirs.push_back(layer_dir(img.layers[i].chain_id));
     LowerView lower(dirs);
-    std::string upper = container_dir(c.id) + "/upper";
+    std::string upper = container_paths(c.id).upper();
     Fd fd(::open(upper.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!fd) throw StoreError("cannot open " + upper + ": " + strerror(errno));
     std::vector<Change> out;

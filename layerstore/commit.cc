@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "config_changes.h"
 #include "db.h"
 #include "error.h"
 #include "fsutil.h"
@@ -16,7 +17,7 @@ namespace lamina::store {
 using nlohmann::json;
 
 LoadedImage Store::commit(const std::string& container_ref, const std::string& ref,
-                          const std::string& message) {
+                          const ImageMetadata& meta) {
     Layout l{root_};
     std::string name = ref.empty() ? "" : normalize_reference(ref);
     StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
@@ -26,7 +27,7 @@ LoadedImage Store::commit(const std::string& container_ref, const std::string& r
     StagingDir staging(l, "commit");
     try {
         std::string tar = staging.path() + "/layer.tar";
-        std::string diff_id = write_layer_tar(container_dir(c.id) + "/upper", tar);
+        std::string diff_id = write_layer_tar(container_paths(c.id).upper(), tar);
         auto [digest, size] = hash_file(tar);
         json cfg = json::parse(img.config);
         std::string now = format_rfc3339(now_seconds());
@@ -34,8 +35,26 @@ LoadedImage Store::commit(const std::string& container_ref, const std::string& r
         cfg["rootfs"]["diff_ids"].push_back(diff_id);
         if (!cfg.contains("history") || !cfg["history"].is_array()) cfg["history"] = json::array();
         json h = {{"created", now}, {"created_by", "lamina commit " + c.name}};
-        if (!message.empty()) h["comment"] = message;
+        if (!meta.message.empty()) h["comment"] = meta.message;
+        if (!meta.author.empty()) {
+            cfg["author"] = meta.author;
+            h["author"] = meta.author;
+        }
         cfg["history"].push_back(h);
+        // The container's -e and --label, then the --change lines, as docker commit.
+        json& config = cfg["config"];
+        if (!config.is_object()) config = json::object();
+        if (!c.env.empty() && (!config.contains("Env") || !config["Env"].is_array()))
+            config["Env"] = json::array();
+        for (const auto& e : c.env) set_env(config["Env"], e);
+        if (!c.labels.empty() && (!config.contains("Labels") || !config["Labels"].is_object()))
+            config["Labels"] = json::object();
+        for (const auto& [k, v] : c.labels) config["Labels"][k] = v;
+        try {
+            apply_config_changes(cfg, meta.changes);
+        } catch (const std::invalid_argument& e) {
+            throw StoreError(e.what());
+        }
 
         std::vector<SourceLayer> sources;
         for (const auto& lr : img.layers) {

@@ -11,6 +11,8 @@
 #include <optional>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
 #include "db.h"
 #include "digest.h"
 #include "error.h"
@@ -20,6 +22,7 @@
 #include "lock.h"
 #include "mount_table.h"
 #include "process.h"
+#include "reference_grammar.h"
 #include "store.h"
 #include "volumes.h"
 
@@ -41,13 +44,39 @@ bool valid_container_name(const std::string& n) {
     });
 }
 
-// The file saying that the union at merged has all its volumes: the union's mount ID and device,
-// written after the last volume is up and removed before anything is mounted or unmounted there.
-// A mount killed part way leaves it missing, so the next mount knows to redo the volumes.
-std::string volumes_done_path(const std::string& container_dir) {
-    return container_dir + "/volumes-mounted";
+void check_container_name(const std::string& n, bool empty_ok) {
+    if ((n.empty() && empty_ok) || valid_container_name(n)) return;
+    throw StoreError("invalid container name \"" + printable(n) +
+                     "\": use letters, digits, '_', '.' and '-'");
 }
 
+void check_name_free(Db& db, const std::string& name) {
+    Stmt st(db, "SELECT id FROM containers WHERE name = ?");
+    st.bind(1, name);
+    if (st.step())
+        throw StoreError("container name \"" + name + "\" is already in use by " +
+                         st.text(0).substr(0, 12));
+}
+
+// create -e and --label; containers made before they were kept have none.
+void read_container_settings(Db& db, ContainerRecord& c) {
+    Stmt st(db, "SELECT env, labels FROM container_settings WHERE container_id = ?");
+    st.bind(1, c.id);
+    if (!st.step()) return;
+    auto env = nlohmann::json::parse(st.text(0), nullptr, false);
+    auto labels = nlohmann::json::parse(st.text(1), nullptr, false);
+    if (env.is_array())
+        for (const auto& e : env)
+            if (e.is_string()) c.env.push_back(e.get<std::string>());
+    if (labels.is_object())
+        for (const auto& [k, v] : labels.items())
+            if (v.is_string()) c.labels[k] = v.get<std::string>();
+}
+
+// ContainerPaths::volumes_done says that the union at merged has all its volumes: the union's
+// mount ID and device, written after the last volume is up and removed before anything is
+// mounted or unmounted there. A mount killed part way leaves it missing, so the next mount knows
+// to redo the volumes.
 std::string union_identity(const MountEntry& e) {
     return std::to_string(e.id) + " " + e.device + "\n";
 }
@@ -79,16 +108,16 @@ std::optional<MountEntry> usable_union(const std::string& merged) {
     return top;
 }
 
-// Mounts the container's volumes inside the union at dir/merged, then records that they are all
-// up; on failure unmounts everything, the union too.
+// Mounts the container's volumes inside its union, then records that they are all up; on
+// failure unmounts everything, the union too.
 void mount_volumes_and_mark_done(Db& db, const Layout& l, const std::string& id,
-                                 const std::string& dir) {
-    std::string merged = dir + "/merged";
+                                 const ContainerPaths& paths) {
+    std::string merged = paths.merged();
     try {
         mount_container_volumes(db, l, id, merged);
         auto u = usable_union(merged);
         if (!u) throw StoreError("cannot mount " + merged + ": the union went away");
-        write_file_atomic(volumes_done_path(dir), union_identity(*u));
+        write_file_atomic(paths.volumes_done(), union_identity(*u));
     } catch (...) {
         unmount_merged(merged);
         throw;
@@ -125,12 +154,14 @@ std::string Store::laminafs_binary() {
 }
 
 bool Store::is_mounted(const ContainerRecord& c) const {
-    return !mounts_at_or_below(container_dir(c.id) + "/merged").empty();
+    return !mounts_at_or_below(container_paths(c.id).merged()).empty();
 }
 
 ContainerRecord Store::container(const std::string& ref) {
-    auto row = [](Stmt& st) {
-        return ContainerRecord{st.text(0), st.text(1), st.text(2), st.integer(3)};
+    auto row = [&](Stmt& st) {
+        ContainerRecord c{st.text(0), st.text(1), st.text(2), st.integer(3)};
+        read_container_settings(*db_, c);
+        return c;
     };
     {
         Stmt st(*db_,
@@ -150,31 +181,27 @@ ContainerRecord Store::container(const std::string& ref) {
     throw StoreError("no such container: " + ref);
 }
 
-ContainerRecord Store::create_container(const std::string& image_ref, const std::string& name_in,
+ContainerRecord Store::create_container(const std::string& image_ref,
+                                        const ContainerRecord& settings,
                                         const std::vector<MountSpec>& mounts) {
     Layout l{root_};
-    if (!name_in.empty() && !valid_container_name(name_in))
-        throw StoreError("invalid container name \"" + name_in +
-                         "\": use letters, digits, '_', '.' and '-'");
+    check_container_name(settings.name, true);
+    for (const auto& e : settings.env)
+        if (e.empty() || e[0] == '=')
+            throw StoreError("invalid environment variable \"" + e + "\": use KEY=VALUE");
     StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
     recover();
-    ContainerRecord c;
+    ContainerRecord c = settings;
     c.image_id = resolve_image_id(image_ref);
     c.id = random_hex(64);
-    c.name = name_in.empty() ? "lamina-" + c.id.substr(0, 12) : name_in;
+    if (c.name.empty()) c.name = "lamina-" + c.id.substr(0, 12);
     c.created = now_seconds();
-    {
-        Stmt st(*db_, "SELECT id FROM containers WHERE name = ?");
-        st.bind(1, c.name);
-        if (st.step())
-            throw StoreError("container name \"" + c.name + "\" is already in use by " +
-                             st.text(0).substr(0, 12));
-    }
+    check_name_free(*db_, c.name);
     PreparedMounts prepared =
         prepare_container_mounts(*db_, l, mounts, read_image(c.image_id).config);
-    std::string dir = container_dir(c.id);
-    make_dirs(dir, 0700);
-    for (const char* sub : {"upper", "work", "merged"}) make_dirs(dir + "/" + sub, 0755);
+    ContainerPaths paths = container_paths(c.id);
+    make_dirs(paths.dir, 0700);
+    for (const auto& sub : {paths.upper(), paths.work(), paths.merged()}) make_dirs(sub, 0755);
     place_staged_volumes(l, prepared);
     Transaction tx(*db_);
     Stmt(*db_, "INSERT INTO containers(id, name, image_id, created) VALUES(?, ?, ?, ?)")
@@ -182,6 +209,11 @@ ContainerRecord Store::create_container(const std::string& image_ref, const std:
         .bind(2, c.name)
         .bind(3, c.image_id)
         .bind(4, c.created)
+        .run();
+    Stmt(*db_, "INSERT INTO container_settings(container_id, env, labels) VALUES(?, ?, ?)")
+        .bind(1, c.id)
+        .bind(2, nlohmann::json(c.env).dump())
+        .bind(3, nlohmann::json(c.labels).dump())
         .run();
     record_container_mounts(*db_, c.id, prepared);
     tx.commit();
@@ -197,11 +229,12 @@ std::vector<ContainerState> Store::containers(bool sizes) {
         while (st.step()) recs.push_back({st.text(0), st.text(1), st.text(2), st.integer(3)});
     }
     for (auto& r : recs) {
+        read_container_settings(*db_, r);
         ContainerState s;
         s.mounted = is_mounted(r);
-        s.dead = s.mounted && !usable_union(container_dir(r.id) + "/merged");
+        s.dead = s.mounted && !usable_union(container_paths(r.id).merged());
         if (sizes) {
-            s.size = static_cast<int64_t>(tree_size(container_dir(r.id) + "/upper"));
+            s.size = static_cast<int64_t>(tree_size(container_paths(r.id).upper()));
             int64_t image_size = 0;
             Stmt st(*db_,
                     "SELECT COALESCE(SUM(size), 0) FROM layers WHERE id IN "
@@ -258,9 +291,9 @@ std::string Store::mount(const std::string& ref) {
     StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
     recover();
     ContainerRecord c = container(ref);
-    std::string dir = container_dir(c.id);
-    std::string merged = dir + "/merged";
-    std::string done = volumes_done_path(dir);
+    ContainerPaths paths = container_paths(c.id);
+    std::string merged = paths.merged();
+    std::string done = paths.volumes_done();
     if (is_mount_point(merged)) {
         if (auto u = usable_union(merged)) {
             if (read_volumes_done(done) == union_identity(*u)) return merged;
@@ -268,7 +301,7 @@ std::string Store::mount(const std::string& ref) {
             // two, or an unmount whose union would not come down. Put them up afresh.
             ::unlink(done.c_str());
             unmount_below(merged);
-            mount_volumes_and_mark_done(*db_, l, c.id, dir);
+            mount_volumes_and_mark_done(*db_, l, c.id, paths);
             return merged;
         }
         unmount_merged(merged);
@@ -286,9 +319,8 @@ std::string Store::mount(const std::string& ref) {
     std::string lowers;
     std::vector<size_t> lazy;
     for (const auto& link : lower_links(img, lazy)) lowers += (lowers.empty() ? "" : ":") + link;
-    std::string rel = "containers/" + c.id;
-    std::string opts =
-        "lowerdir=" + lowers + ",upperdir=" + rel + "/upper,workdir=" + rel + "/work";
+    ContainerPaths rel = ContainerPaths::relative(c.id);
+    std::string opts = "lowerdir=" + lowers + ",upperdir=" + rel.upper() + ",workdir=" + rel.work();
     // Without redirects a directory rename copies (EXDEV, as the kernel does with
     // redirect_dir=off), so every commit is expressible in OCI whiteouts alone.
     opts += ",redirect_dir=off";
@@ -309,7 +341,7 @@ std::string Store::mount(const std::string& ref) {
     if (r.status != 0)
         throw StoreError("cannot mount " + c.name + ": laminafs failed: " +
                          (r.err.empty() ? "exit status " + std::to_string(r.status) : r.err));
-    mount_volumes_and_mark_done(*db_, l, c.id, dir);
+    mount_volumes_and_mark_done(*db_, l, c.id, paths);
     return merged;
 }
 
@@ -317,18 +349,28 @@ void Store::unmount(const std::string& ref) {
     Layout l{root_};
     StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
     ContainerRecord c = container(ref);
-    std::string dir = container_dir(c.id);
-    std::string merged = dir + "/merged";
+    ContainerPaths paths = container_paths(c.id);
+    std::string merged = paths.merged();
     // Gone first: an unmount that stops half way leaves a union the next mount completes.
-    ::unlink(volumes_done_path(dir).c_str());
+    ::unlink(paths.volumes_done().c_str());
     // Below merged first, whether or not a union is there: volume mounts outlive a union that
     // went away under them. Then each union (a killed mount can stack two), then what it hid.
     unmount_below(merged);
     for (int round = 0; round < kMaxUnmountRounds && is_mount_point(merged); ++round) {
         auto r = run_process({"fusermount3", "-u", merged});
-        if (r.status != 0 && is_mount_point(merged) && ::umount(merged.c_str()) != 0)
+        if (r.status != 0 && is_mount_point(merged) && ::umount(merged.c_str()) != 0) {
+            int err = errno;
+            // Busy: a process works in the tree. Its volumes go back up, so the container is
+            // whole as it was, rather than a union with its volumes gone from under it.
+            if (err == EBUSY && usable_union(merged)) {
+                mount_volumes_and_mark_done(*db_, l, c.id, paths);
+                throw StoreError("cannot unmount " + c.name + ": " + merged +
+                                 " is busy (a process has a file or directory open in it); it "
+                                 "stays mounted");
+            }
             throw StoreError("cannot unmount " + merged + ": " +
-                             (r.err.empty() ? strerror(errno) : r.err));
+                             (r.err.empty() ? strerror(err) : r.err));
+        }
         unmount_below(merged);
     }
 }
@@ -338,7 +380,7 @@ void Store::remove_container(const std::string& ref, bool force, bool remove_ano
     StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
     recover();
     ContainerRecord c = container(ref);
-    std::string merged = container_dir(c.id) + "/merged";
+    std::string merged = container_paths(c.id).merged();
     // A volume mount without its union counts too: removing the directory would otherwise
     // delete through it into the volume.
     if (is_mounted(c)) {
@@ -362,8 +404,36 @@ void Store::remove_container(const std::string& ref, bool force, bool remove_ano
     for (const auto& v : doomed_volumes)
         Stmt(*db_, "DELETE FROM volumes WHERE name = ?").bind(1, v).run();
     tx.commit();
-    remove_tree(container_dir(c.id));
+    remove_tree(container_paths(c.id).dir);
     for (const auto& v : doomed_volumes) remove_tree(volumes_dir(l) + "/" + v);
+}
+
+}  // namespace lamina::store
+
+namespace lamina::store {
+
+void Store::rename_container(const std::string& ref, const std::string& new_name) {
+    check_container_name(new_name, false);
+    StoreLock lock(Layout{root_}.lock(), StoreLock::Mode::Exclusive);
+    recover();
+    ContainerRecord c = container(ref);
+    if (c.name == new_name) throw StoreError("container " + c.name + " is already named so");
+    check_name_free(*db_, new_name);
+    Transaction tx(*db_);
+    Stmt(*db_, "UPDATE containers SET name = ? WHERE id = ?").bind(1, new_name).bind(2, c.id).run();
+    tx.commit();
+}
+
+PruneReport Store::prune_containers() {
+    PruneReport report;
+    for (const auto& c : containers(false)) {
+        if (c.mounted) continue;
+        auto size = static_cast<int64_t>(tree_size(container_paths(c.record.id).upper()));
+        remove_container(c.record.id, false);
+        report.containers.push_back(c.record.id);
+        report.reclaimed += size;
+    }
+    return report;
 }
 
 }  // namespace lamina::store

@@ -2,16 +2,38 @@
 #include "db.h"
 
 #include <sqlite3.h>
+#include <sys/statvfs.h>
+
+#include <cstdint>
 
 #include "error.h"
 
 namespace lamina::store {
 
+namespace {
+
+// SQLite's reason, said plainly when the store's filesystem is full: SQLite reports a full disk
+// as "database or disk is full", or as a disk I/O error when it cannot grow its shared memory
+// file.
+std::string reason(sqlite3* db, const std::string& path) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    int code = db ? sqlite3_errcode(db) : SQLITE_NOMEM;
+    if (code != SQLITE_FULL && code != SQLITE_IOERR) return msg;
+    std::string dir = path.substr(0, path.rfind('/') + 1);
+    struct statvfs v;
+    if (::statvfs(dir.empty() ? "." : dir.c_str(), &v) != 0 ||
+        static_cast<uint64_t>(v.f_bavail) * v.f_frsize >= (64u << 10))
+        return msg;
+    return "the store's filesystem is full (" + msg + "): free some space on it";
+}
+
+}  // namespace
+
 Db::Db(const std::string& path) : path_(path) {
     if (sqlite3_open_v2(path.c_str(), &db_,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                         nullptr) != SQLITE_OK) {
-        std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
+        std::string msg = reason(db_, path);
         sqlite3_close(db_);
         db_ = nullptr;
         throw StoreError("cannot open store database " + path + ": " + msg);
@@ -27,7 +49,7 @@ Db::~Db() {
 }
 
 void Db::fail(const std::string& what) {
-    throw StoreError("store database " + path_ + ": " + what + ": " + sqlite3_errmsg(db_));
+    throw StoreError("store database " + path_ + ": " + what + ": " + reason(db_, path_));
 }
 
 void Db::exec(std::string_view sql) {
@@ -36,6 +58,7 @@ void Db::exec(std::string_view sql) {
     if (sqlite3_exec(db_, s.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
         std::string msg = err ? err : "unknown error";
         sqlite3_free(err);
+        if (msg == sqlite3_errmsg(db_)) msg = reason(db_, path_);
         throw StoreError("store database " + path_ + ": " + msg);
     }
 }

@@ -5,9 +5,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,13 +24,19 @@
 
 namespace lamina::store {
 
+Fd open_in_root_dir(int root, const std::string& rel, uint64_t flags, bool inheritable) {
+    struct open_how how {};
+    how.flags = flags | (inheritable ? 0 : O_CLOEXEC);
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    return Fd(static_cast<int>(::syscall(SYS_openat2, root, rel.c_str(), &how, sizeof how)));
+}
+
 bool sorted_names_at(int dirfd, const std::string& rel, std::vector<std::string>& names) {
     names.clear();
     Fd dir(::openat(dirfd, rel.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!dir) return false;
-    int err = for_each_dirent(dir.get(), [&](std::string_view name, ino_t, uint8_t) {
-        names.emplace_back(name);
-    });
+    int err = for_each_dirent(
+        dir.get(), [&](std::string_view name, ino_t, uint8_t) { names.emplace_back(name); });
     if (err) {
         errno = err;
         return false;

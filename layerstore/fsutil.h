@@ -7,9 +7,15 @@
 #include <string>
 #include <vector>
 
+#include "fd.h"
+
 namespace lamina::store {
 
 std::string read_file(const std::string& path);
+// rel below the directory root with every symlink resolved as if root were "/" (openat2 with
+// RESOLVE_IN_ROOT, magic links refused): an image's symlinks never lead outside it. flags are
+// open's (O_CLOEXEC is added unless inheritable); an empty Fd with errno set on failure.
+Fd open_in_root_dir(int root, const std::string& rel, uint64_t flags, bool inheritable = false);
 // Writes data to path through a temporary file, fsync and rename, so readers see old or new.
 void write_file_atomic(const std::string& path, const std::string& data);
 // mkdir -p with the given mode for the directories it creates.

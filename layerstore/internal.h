@@ -64,6 +64,8 @@ struct Layout {
     std::string links() const { return root + "/l"; }
     std::string blobs() const { return root + "/blobs/sha256"; }
     std::string containers() const { return root + "/containers"; }
+    // Room kept for a full disk (store.cc, "space reserve").
+    std::string space_reserve() const { return root + "/space.reserve"; }
     std::string blob(const std::string& digest) const;
 };
 

@@ -21,6 +21,7 @@
 #include "fd.h"
 #include "fsutil.h"
 #include "overlay_names.h"
+#include "posix_acl.h"
 
 namespace lamina::store {
 
@@ -123,8 +124,12 @@ private:
             if (is_private_xattr(k)) continue;
             char value[65536];
             ssize_t vlen = ::getxattr(proc.c_str(), k.c_str(), value, sizeof value);
-            if (vlen >= 0)
-                archive_entry_xattr_add_entry(e, k.c_str(), value, static_cast<size_t>(vlen));
+            if (vlen < 0) continue;
+            archive_entry_xattr_add_entry(e, k.c_str(), value, static_cast<size_t>(vlen));
+            // ACLs also in GNU tar's text form, which `tar --acls` reads.
+            if (k == kAclAccessXattr || k == kAclDefaultXattr)
+                add_acl_to_entry(e, std::string(value, static_cast<size_t>(vlen)),
+                                 k == kAclDefaultXattr);
         }
     }
 

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "config_changes.h"
 #include "db.h"
 #include "digest.h"
 #include "error.h"
@@ -160,8 +161,8 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
             refs.push_back(ref);
             continue;
         }
-        // A lazy layer is never mounted (lower_links refuses it), so it can be swapped for this
-        // one once it is unpacked and its diff ID checked.
+        // A lazy layer no mounted container uses is swapped for this one once it is unpacked
+        // and its diff ID checked.
         std::string lazy_link;
         if (existing && is_lazy_layer(existing_dir)) {
             // A mounted container reads the lazy tree: it cannot be swapped under it.
@@ -363,7 +364,7 @@ std::vector<LoadedImage> Store::load(const std::string& path) {
 }
 
 LoadedImage Store::import_tarball(const std::string& tarball, const std::string& ref,
-                                  const std::string& message, const std::string& shown_as) {
+                                  const ImageMetadata& meta, const std::string& shown_as) {
     Layout l{root_};
     std::string name = ref.empty() ? "" : normalize_reference(ref);
     StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
@@ -386,7 +387,12 @@ LoadedImage Store::import_tarball(const std::string& tarball, const std::string&
                     {"config", json::object()},
                     {"rootfs", {{"type", "layers"}, {"diff_ids", {diff_id}}}},
                     {"history", {{{"created", now}, {"created_by", "lamina import " + source}}}}};
-        if (!message.empty()) cfg["history"][0]["comment"] = message;
+        if (!meta.message.empty()) cfg["history"][0]["comment"] = meta.message;
+        try {
+            apply_config_changes(cfg, meta.changes);
+        } catch (const std::invalid_argument& e) {
+            throw StoreError(e.what());
+        }
         SourceLayer sl;
         sl.path = tarball;
         return store_image(cfg.dump(), "", {sl},

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,8 @@ struct ImageRecord {
     int64_t stored = 0;              // when the store took it in
     std::vector<std::string> names;  // "repo:tag"
     std::vector<LayerRef> layers;    // bottom first
+    // "repo@sha256:..." for each repository the image was pulled from or pushed to.
+    std::vector<std::string> repo_digests;
 };
 
 struct ContainerRecord {
@@ -41,6 +44,9 @@ struct ContainerRecord {
     std::string name;
     std::string image_id;
     int64_t created = 0;
+    // create -e and --label: what commit takes into the image's config.
+    std::vector<std::string> env;  // "KEY=VALUE"
+    std::map<std::string, std::string> labels;
 };
 
 // One line of `docker diff`: 'A'dded, 'C'hanged or 'D'eleted, path absolute in the container.

@@ -32,10 +32,12 @@ namespace {
 
 class ArchiveOut {
 public:
-    explicit ArchiveOut(const std::string& path) : path_(path), a_(archive_write_new()) {
+    // Writes path; errors name shown (the file path is renamed to).
+    ArchiveOut(const std::string& path, const std::string& shown)
+        : path_(shown), a_(archive_write_new()) {
         archive_write_set_format_pax_restricted(a_.get());
         if (archive_write_open_filename(a_.get(), path.c_str()) != ARCHIVE_OK)
-            throw StoreError("cannot create " + path + ": " + archive_error_text(a_.get()));
+            throw StoreError("cannot create " + shown + ": " + archive_error_text(a_.get()));
     }
 
     void add_data(const std::string& name, const std::string& data) {
@@ -140,7 +142,7 @@ void Store::save(const std::vector<std::string>& refs, const std::string& output
     make_dirs(staging, 0700);
     std::string partial = output + ".partial-" + random_hex(8);
     try {
-        ArchiveOut out(partial);
+        ArchiveOut out(partial, output);
         if (format == ArchiveFormat::DockerArchive) {
             json manifest = json::array();
             for (const auto& [ref, img] : images) {

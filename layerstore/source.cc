@@ -1,9 +1,7 @@
 // Reading image sources: docker-archive's manifest.json and the OCI layout's index.json.
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -22,13 +20,10 @@ using nlohmann::json;
 std::shared_ptr<Fd> open_in_root(const std::string& dir, const std::string& rel) {
     Fd root(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!root) throw_errno("cannot open", dir, errno);
-    struct open_how how {};
     // O_NONBLOCK: a FIFO in a layout is refused below instead of waited on.
-    how.flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC;
-    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    int fd = static_cast<int>(::syscall(SYS_openat2, root.get(), rel.c_str(), &how, sizeof how));
-    if (fd < 0) throw_errno("cannot open", dir + "/" + rel, errno);
-    auto out = std::make_shared<Fd>(fd);
+    auto out = std::make_shared<Fd>(open_in_root_dir(root.get(), rel, O_RDONLY | O_NONBLOCK));
+    if (!*out) throw_errno("cannot open", dir + "/" + rel, errno);
+    int fd = out->get();
     struct stat st;
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
         throw StoreError("cannot read " + dir + "/" + rel + ": not a regular file");

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -44,6 +45,12 @@ CREATE TABLE IF NOT EXISTS names(
 CREATE TABLE IF NOT EXISTS containers(
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, image_id TEXT NOT NULL REFERENCES images(id),
     created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS container_settings(
+    container_id TEXT PRIMARY KEY REFERENCES containers(id) ON DELETE CASCADE,
+    env TEXT NOT NULL, labels TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS repo_digests(
+    image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE, repo TEXT NOT NULL,
+    digest TEXT NOT NULL, PRIMARY KEY(image_id, repo));
 CREATE TABLE IF NOT EXISTS squashes(
     id TEXT PRIMARY KEY, link TEXT NOT NULL UNIQUE, layers INTEGER NOT NULL, created INTEGER NOT NULL);
 )";
@@ -62,6 +69,30 @@ std::set<std::string> column_set(Db& db, const char* sql, bool strip_digest) {
         out.insert(strip_digest && v.starts_with("sha256:") ? v.substr(7) : v);
     }
     return out;
+}
+
+// A file of this size is kept in the store and dropped when its filesystem is full, so that
+// SQLite has the room that even a delete needs: rm, rmi and prune then work on a full disk.
+constexpr uint64_t kSpaceReserve = 1 << 20;
+
+uint64_t free_bytes(const std::string& path) {
+    struct statvfs v;
+    if (::statvfs(path.c_str(), &v) != 0) return UINT64_MAX;
+    return static_cast<uint64_t>(v.f_bavail) * v.f_frsize;
+}
+
+// The reserve goes when less than it is free: this command may need the room.
+void release_space_reserve(const Layout& l) {
+    if (free_bytes(l.root) < kSpaceReserve) ::unlink(l.space_reserve().c_str());
+}
+
+// The reserve is made again once there is room for it several times over.
+void keep_space_reserve(const Layout& l) {
+    std::string path = l.space_reserve();
+    if (path_exists(path) || free_bytes(l.root) < 4 * kSpaceReserve) return;
+    Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!fd) return;
+    if (::posix_fallocate(fd.get(), 0, kSpaceReserve) != 0) ::unlink(path.c_str());
 }
 
 }  // namespace
@@ -99,6 +130,7 @@ std::string new_link_name() {
 }
 
 Store::Store(const std::string& root) : root_(root) {
+    if (path_exists(root_)) release_space_reserve(Layout{root_});
     ensure_layout();
     {
         // Opening a new store writes (WAL mode, the schema). Two processes doing it at once race
@@ -114,6 +146,7 @@ Store::Store(const std::string& root) : root_(root) {
     // writer (which takes the lock exclusively) does it.
     StoreLock lock(Layout{root_}.lock(), StoreLock::Mode::Exclusive, true);
     if (lock) recover();
+    keep_space_reserve(Layout{root_});
 }
 
 Store::~Store() = default;
@@ -148,7 +181,7 @@ void Store::recover() {
     auto containers = column_set(*db_, "SELECT id FROM containers", false);
     for (const auto& n : list_dir(l.containers())) {
         if (containers.count(n)) continue;
-        unmount_merged(l.containers() + "/" + n + "/merged");
+        unmount_merged(container_paths(n).merged());
         remove_tree(l.containers() + "/" + n);
     }
     recover_volumes(*db_, l);
@@ -207,7 +240,26 @@ ImageRecord Store::read_image(const std::string& id) {
     layers.bind(1, id);
     while (layers.step())
         img.layers.push_back({layers.text(0), layers.text(1), layers.text(2), layers.integer(3)});
+    Stmt digests(*db_, "SELECT repo, digest FROM repo_digests WHERE image_id = ? ORDER BY repo");
+    digests.bind(1, id);
+    while (digests.step()) img.repo_digests.push_back(digests.text(0) + "@" + digests.text(1));
     return img;
+}
+
+void Store::record_repo_digest(const std::string& image_id, const std::string& repo,
+                               const std::string& digest) {
+    if (!is_sha256_digest(digest)) throw StoreError("not a sha256 digest: " + printable(digest));
+    std::string familiar = split_reference(normalize_reference(repo)).first;
+    StoreLock lock(Layout{root_}.lock(), StoreLock::Mode::Exclusive);
+    Transaction tx(*db_);
+    Stmt(*db_,
+         "INSERT INTO repo_digests(image_id, repo, digest) VALUES(?, ?, ?) ON CONFLICT(image_id, "
+         "repo) DO UPDATE SET digest = excluded.digest")
+        .bind(1, image_id)
+        .bind(2, familiar)
+        .bind(3, digest)
+        .run();
+    tx.commit();
 }
 
 std::string Store::resolve_image_id(const std::string& ref) {
@@ -410,7 +462,7 @@ std::vector<std::string> Store::remove_image(const std::string& ref, bool force)
             "image " + ref + " is used by container " + users[0].substr(0, 12) +
             (users.size() > 1 ? " and " + std::to_string(users.size() - 1) + " more" : "") +
             " (remove it first, or use -f)");
-    for (const auto& c : users) unmount_merged(container_dir(c) + "/merged");
+    for (const auto& c : users) unmount_merged(container_paths(c).merged());
     {
         Transaction tx(*db_);
         for (const auto& c : users)
@@ -419,7 +471,7 @@ std::vector<std::string> Store::remove_image(const std::string& ref, bool force)
         tx.commit();
     }
     for (const auto& c : users) {
-        remove_tree(container_dir(c));
+        remove_tree(container_paths(c).dir);
         out.push_back("Deleted container: " + c.substr(0, 12));
     }
     for (const auto& n : img.names) out.push_back("Untagged: " + n);

@@ -22,6 +22,26 @@ struct LoadedImage {
     std::vector<std::string> warnings;
 };
 
+// What commit and import record in the new image's config besides its layer.
+struct ImageMetadata {
+    std::string message;               // the history entry's comment
+    std::string author;                // commit --author
+    std::vector<std::string> changes;  // --change: Dockerfile instructions (config_changes.h)
+};
+
+// Where a container's parts live, named once: dir holds the writable layer (upper), the
+// overlay's work directory, the mount point of the union (merged), and the file saying the
+// union's volumes are all mounted.
+struct ContainerPaths {
+    std::string dir;  // <root>/containers/<id>, or containers/<id> relative to the root
+    std::string upper() const { return dir + "/upper"; }
+    std::string work() const { return dir + "/work"; }
+    std::string merged() const { return dir + "/merged"; }
+    std::string volumes_done() const { return dir + "/volumes-mounted"; }
+    // Relative to the store root: what the mount options name, to stay within a page.
+    static ContainerPaths relative(const std::string& id) { return {"containers/" + id}; }
+};
+
 struct ContainerState {
     ContainerRecord record;
     bool mounted = false;
@@ -139,6 +159,7 @@ struct ContainerMount {
     std::string driver;         // "local" for volumes, "" for binds
     bool tmpfs = false;         // a tmpfs volume: host_path is not used
     std::string mount_options;  // a tmpfs volume's o=
+    bool populated = false;     // a volume that has had the image's content copied in once
 };
 
 class Store {
@@ -162,7 +183,7 @@ public:
     std::vector<LoadedImage> load(const std::string& path);  // archive file or OCI layout dir
     // shown_as names the tarball in the image's history instead of its path ("-" for stdin).
     LoadedImage import_tarball(const std::string& tarball, const std::string& ref,
-                               const std::string& message = "", const std::string& shown_as = "");
+                               const ImageMetadata& meta = {}, const std::string& shown_as = "");
     void save(const std::vector<std::string>& refs, const std::string& output,
               ArchiveFormat format);
     std::vector<ImageSummary> images();
@@ -175,12 +196,22 @@ public:
     std::vector<LayerRecord> layers();
     std::optional<LayerRecord> layer(const std::string& chain_id);
     std::string layer_dir(const std::string& chain_id) const;
+    // Records that repo (a name with or without tag, or registry/path) has the image's manifest
+    // under digest in its registry: `images --digests` and RepoDigests show it.
+    void record_repo_digest(const std::string& image_id, const std::string& repo,
+                            const std::string& digest);
+    // Images no container uses: unnamed ones, or with all_unused every one (image prune).
+    PruneReport prune_images(bool all_unused);
 
     // Containers.
     // Volumes and binds are checked and anonymous volumes (-v /path, the image's VOLUMEs) made
     // in the same transaction as the container.
-    ContainerRecord create_container(const std::string& image_ref, const std::string& name,
+    // From settings: the name ("" for lamina-ID), env and labels (create -e, --label).
+    ContainerRecord create_container(const std::string& image_ref, const ContainerRecord& settings,
                                      const std::vector<MountSpec>& mounts = {});
+    void rename_container(const std::string& ref, const std::string& new_name);
+    // Unmounted containers (container prune).
+    PruneReport prune_containers();
     std::vector<ContainerState> containers(bool sizes);
     ContainerRecord container(const std::string& ref);  // by name, ID or ID prefix
     // The merged path; the container's volumes and binds are mounted inside it, after the union.
@@ -191,8 +222,10 @@ public:
                           bool remove_anonymous_volumes = false);
     std::vector<Change> diff(const std::string& ref);
     LoadedImage commit(const std::string& container_ref, const std::string& ref,
-                       const std::string& message);
-    std::string container_dir(const std::string& id) const { return root_ + "/containers/" + id; }
+                       const ImageMetadata& meta);
+    ContainerPaths container_paths(const std::string& id) const {
+        return {root_ + "/" + ContainerPaths::relative(id).dir};
+    }
     // Anything mounted at or below its merged directory: the union, or volume mounts a half
     // mount left without it (`umount` clears those too).
     bool is_mounted(const ContainerRecord& c) const;

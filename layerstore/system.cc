@@ -71,33 +71,33 @@ PruneReport Store::prune(bool all_unused_images) {
         report.downloads_reclaimed = remove_kept_downloads();
         report.reclaimed += report.downloads_reclaimed;
     }
+    auto conts = prune_containers();
+    report.containers = conts.containers;
+    report.reclaimed += conts.reclaimed;
+    auto imgs = prune_images(all_unused_images);
+    report.images = imgs.images;
+    report.reclaimed += imgs.reclaimed;
+    return report;
+}
+
+PruneReport Store::prune_images(bool all_unused) {
+    PruneReport report;
     int64_t before = 0;
     for (const auto& layer : layers()) before += layer.size;
-    std::vector<std::string> doomed_containers;
-    for (const auto& c : containers(false))
-        if (!c.mounted) doomed_containers.push_back(c.record.name);
-    for (const auto& name : doomed_containers) {
-        int64_t size =
-            static_cast<int64_t>(tree_size(container_dir(container(name).id) + "/upper"));
-        remove_container(name, false);
-        report.containers.push_back(name);
-        report.reclaimed += size;
-    }
     for (const auto& s : images()) {
         if (s.containers > 0) continue;
-        if (!s.image.names.empty() && !all_unused_images) continue;
+        if (!s.image.names.empty() && !all_unused) continue;
         // Every name goes, then the image.
         for (size_t i = 0; i + 1 < s.image.names.size(); ++i) remove_image(s.image.names[i], false);
         remove_image(s.image.id, false);
         report.images.push_back(s.image.id);
     }
+    Layout l{root_};
     StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
     recover();
     delete_unreferenced();
     int64_t after = 0;
-    for (const auto& layer : layers()) {
-        after += layer.size;
-    }
+    for (const auto& layer : layers()) after += layer.size;
     report.reclaimed += before - after;
     return report;
 }

@@ -22,6 +22,7 @@
 #include "fd.h"
 #include "fsutil.h"
 #include "overlay_names.h"
+#include "posix_acl.h"
 
 namespace lamina::store {
 namespace {
@@ -111,9 +112,8 @@ struct Attributes {
     mode_t mode;
     struct timespec mtime;
     std::vector<std::pair<std::string, std::string>> xattrs;
-    // GNU tar --acls writes ACLs as text (SCHILY.acl.*), which is not converted: only the
-    // system.posix_acl_* xattr form that container tools write is kept.
-    bool text_acl = false;
+    // Why an ACL in GNU tar's text form could not be converted ("" when none was lost).
+    std::string acl_loss;
 };
 
 // security.capability goes last: any later chown or xattr change by the kernel's rules would
@@ -129,16 +129,25 @@ Attributes attributes_of(archive_entry* e, bool with_xattrs) {
                   {archive_entry_mtime(e), archive_entry_mtime_nsec(e)},
                   {}};
     if (!with_xattrs) return at;
-    at.text_acl = archive_entry_acl_count(e, ARCHIVE_ENTRY_ACL_TYPE_POSIX1E) > 0;
-    if (archive_entry_xattr_reset(e) == 0) return at;
     const char* name;
     const void* value;
     size_t size;
-    while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
-        // Overlay-private xattrs in an archive would forge whiteouts and redirects.
-        if (is_private_xattr(name)) continue;
-        at.xattrs.emplace_back(name, std::string(static_cast<const char*>(value), size));
-        if (strncmp(name, "system.posix_acl_", 17) == 0) at.text_acl = false;
+    if (archive_entry_xattr_reset(e) > 0) {
+        while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
+            // Overlay-private xattrs in an archive would forge whiteouts and redirects.
+            if (is_private_xattr(name)) continue;
+            at.xattrs.emplace_back(name, std::string(static_cast<const char*>(value), size));
+        }
+    }
+    // GNU tar --acls writes ACLs as text (SCHILY.acl.*): they become the xattrs container tools
+    // write, unless the entry carries those too.
+    for (bool default_acl : {false, true}) {
+        const char* key = default_acl ? kAclDefaultXattr : kAclAccessXattr;
+        bool has_xattr = std::any_of(at.xattrs.begin(), at.xattrs.end(),
+                                     [&](const auto& x) { return x.first == key; });
+        if (has_xattr) continue;
+        std::string acl = acl_xattr_from_entry(e, default_acl, at.acl_loss);
+        if (!acl.empty()) at.xattrs.emplace_back(key, std::move(acl));
     }
     std::stable_partition(at.xattrs.begin(), at.xattrs.end(),
                           [](const auto& x) { return !is_capability(x.first); });
@@ -270,9 +279,7 @@ void Extractor::apply(int parent, const std::string& name, const Attributes& at,
             refuse(entry_path, "cannot set xattr " + key + ": " + strerror(errno));
         losses_.add("xattr " + key, strerror(errno));
     }
-    if (at.text_acl)
-        losses_.add("POSIX ACL in tar text form (SCHILY.acl)",
-                    "only system.posix_acl_* xattrs are applied");
+    if (!at.acl_loss.empty()) losses_.add("POSIX ACL in tar text form (SCHILY.acl)", at.acl_loss);
     struct timespec ts[2] = {at.mtime, at.mtime};
     ::utimensat(parent, name.c_str(), ts, AT_SYMLINK_NOFOLLOW);
 }

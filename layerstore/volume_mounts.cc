@@ -3,19 +3,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/openat2.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "db.h"
 #include "error.h"
@@ -32,15 +31,6 @@ std::string fd_path(int fd) {
     return "/proc/self/fd/" + std::to_string(fd);
 }
 
-// rel below root, every symlink resolved as if root were "/": an image's symlinks cannot send a
-// mount outside the container.
-Fd resolve_in_container(int root, const std::string& rel, uint64_t flags) {
-    struct open_how how {};
-    how.flags = flags | O_CLOEXEC;
-    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    return Fd(static_cast<int>(::syscall(SYS_openat2, root, rel.c_str(), &how, sizeof how)));
-}
-
 // The mount point for destination inside the container, made (directories 0755, a file for a
 // file bind) where the image has nothing; an O_PATH descriptor of it.
 Fd make_mount_point(int root, const std::string& destination, bool want_dir,
@@ -55,7 +45,7 @@ Fd make_mount_point(int root, const std::string& destination, bool want_dir,
         std::string name = destination.substr(start, slash - start);
         bool last = slash == destination.size();
         rel += (rel.empty() ? "" : "/") + name;
-        Fd fd = resolve_in_container(root, rel, O_PATH);
+        Fd fd = open_in_root_dir(root, rel, O_PATH);
         if (!fd && errno == ENOENT) {
             int rc = 0;
             if (!last || want_dir) {
@@ -66,7 +56,7 @@ Fd make_mount_point(int root, const std::string& destination, bool want_dir,
                 rc = file ? 0 : -1;
             }
             if (rc != 0 && errno != EEXIST) throw_errno("cannot create mount point", where, errno);
-            fd = resolve_in_container(root, rel, O_PATH);
+            fd = open_in_root_dir(root, rel, O_PATH);
         }
         if (!fd) throw_errno("cannot open mount point", where, errno);
         struct stat st;
@@ -270,16 +260,6 @@ CopyStage copy_stage_for(const Layout& l, const ContainerMount& m) {
     return stage;
 }
 
-bool volume_populated(Db& db, const std::string& name) {
-    Stmt st(db, "SELECT populated FROM volumes WHERE name = ?");
-    st.bind(1, name);
-    return st.step() && st.integer(0) != 0;
-}
-
-void mark_populated(Db& db, const std::string& name) {
-    Stmt(db, "UPDATE volumes SET populated = 1 WHERE name = ?").bind(1, name).run();
-}
-
 // Read-only remount of the one mount at path; the flags the kernel locks (nosuid, nodev, noexec,
 // atime) are kept, or a user namespace refuses the remount.
 void remount_readonly(const std::string& path, const std::string& where) {
@@ -311,8 +291,9 @@ void make_readonly(int top, const std::string& where) {
         remount_readonly(e.mount_point, where);
 }
 
-void mount_one(Db& db, const Layout& l, int root, const std::string& merged,
-               const ContainerMount& m) {
+// Mounts m inside the union; true when it copied the image's content into the volume (which
+// the caller then records as populated).
+bool mount_one(const Layout& l, int root, const std::string& merged, const ContainerMount& m) {
     const std::string& dest = m.spec.destination;
     std::string where = merged + dest;
     bool want_dir = true;
@@ -330,11 +311,12 @@ void mount_one(Db& db, const Layout& l, int root, const std::string& merged,
         image_dir = Fd(::openat(target.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (!image_dir) throw_errno("cannot open", where, errno);
     }
-    if (copy && !m.tmpfs && !volume_populated(db, m.spec.source)) {
+    bool populated_now = false;
+    if (copy && !m.tmpfs && !m.populated) {
         Fd data(::open(m.host_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (!data) throw_errno("cannot open volume", m.host_path, errno);
         copy_image_content(image_dir.get(), data.get(), copy_stage_for(l, m), where);
-        mark_populated(db, m.spec.source);
+        populated_now = true;
     }
     bool readonly = m.spec.readonly;
     TmpfsMountOptions tmpfs;
@@ -350,7 +332,7 @@ void mount_one(Db& db, const Layout& l, int root, const std::string& merged,
                                MS_BIND | MS_REC, nullptr);
     if (rc != 0)
         throw_errno("cannot mount " + (m.tmpfs ? "tmpfs" : m.host_path) + " at", where, errno);
-    Fd top = resolve_in_container(root, dest.substr(1), O_PATH);
+    Fd top = open_in_root_dir(root, dest.substr(1), O_PATH);
     if (!top) throw_errno("cannot open", where, errno);
     if (::mount(nullptr, fd_path(top.get()).c_str(), nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
         throw_errno("cannot make private", where, errno);
@@ -363,6 +345,7 @@ void mount_one(Db& db, const Layout& l, int root, const std::string& merged,
         copy_root_attrs(image_dir.get(), fresh.get(), where);
     }
     if (readonly) make_readonly(top.get(), where);
+    return populated_now;
 }
 
 }  // namespace
@@ -373,8 +356,14 @@ void copy_tree(int src_dir, int dst_dir, const std::string& where) {
 
 void mount_container_volumes(Db& db, const Layout& l, const std::string& container_id,
                              const std::string& merged) {
+    // Everything the mounts need is read first; the database is written once, after.
     auto mounts = read_container_mounts(db, l, container_id);
     if (mounts.empty()) return;
+    std::set<std::string> populated;
+    auto record_populated = [&] {
+        for (const auto& name : populated)
+            Stmt(db, "UPDATE volumes SET populated = 1 WHERE name = ?").bind(1, name).run();
+    };
     try {
         // The union itself becomes private first: where / is shared (systemd hosts), each volume
         // mounted below it would otherwise be copied into every peer namespace before its own
@@ -383,11 +372,22 @@ void mount_container_volumes(Db& db, const Layout& l, const std::string& contain
             throw_errno("cannot make private", merged, errno);
         Fd root(::open(merged.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
         if (!root) throw_errno("cannot open", merged, errno);
-        for (const auto& m : mounts) mount_one(db, l, root.get(), merged, m);
+        for (auto& m : mounts) {
+            // A volume mounted twice is copied into once.
+            m.populated = m.populated || populated.count(m.spec.source);
+            if (mount_one(l, root.get(), merged, m)) populated.insert(m.spec.source);
+        }
     } catch (...) {
+        // A copy that finished is whole, even when a later mount failed.
+        try {
+            record_populated();
+        } catch (const StoreError&) {
+            // Not recorded: the next mount finds the data filled and copies nothing.
+        }
         unmount_below(merged);
         throw;
     }
+    record_populated();
 }
 
 void unmount_below(const std::string& merged) {

@@ -545,6 +545,9 @@ std::vector<ContainerMount> read_container_mounts(Db& db, const Layout& l,
         m.tmpfs = type != v->options.end() && type->second == "tmpfs";
         if (m.tmpfs) m.mount_options = v->options["o"];
         m.host_path = is_bind_volume(v->options) ? v->options["device"] : v->mountpoint;
+        Stmt p(db, "SELECT populated FROM volumes WHERE name = ?");
+        p.bind(1, m.spec.source);
+        m.populated = p.step() && p.integer(0) != 0;
     }
     return out;
 }

@@ -5,6 +5,10 @@
 
 #include <iostream>
 
+#include "config_changes.h"
+#include "error.h"
+#include "output.h"
+
 namespace lamina::cli {
 
 using nlohmann::json;
@@ -83,6 +87,19 @@ void need_operands(const Args& a, size_t min, size_t max) {
         throw UsageError("usage: " + usage_line(*a.spec) + " (lamina " + a.spec->name + " --help)");
 }
 
+int for_each_operand(const Args& a, const std::function<void(const std::string&)>& fn) {
+    int rc = 0;
+    for (const auto& operand : a.operands) {
+        try {
+            fn(operand);
+        } catch (const store::StoreError& e) {
+            std::cerr << "lamina: " << e.what() << "\n";
+            rc = 1;
+        }
+    }
+    return rc;
+}
+
 std::map<std::string, std::vector<std::string>> split_filters(
     const std::vector<std::string>& filters, const std::set<std::string>& keys) {
     std::map<std::string, std::vector<std::string>> out;
@@ -97,6 +114,45 @@ std::map<std::string, std::vector<std::string>> split_filters(
         out[key].push_back(f.substr(eq + 1));
     }
     return out;
+}
+
+std::map<std::string, std::string> key_values(const std::vector<std::string>& items,
+                                              const std::string& option) {
+    std::map<std::string, std::string> out;
+    for (const auto& item : items) {
+        auto eq = item.find('=');
+        std::string key = item.substr(0, eq);
+        if (key.empty()) throw UsageError(option + " \"" + item + "\": use KEY=VALUE");
+        out[key] = eq == std::string::npos ? "" : item.substr(eq + 1);
+    }
+    return out;
+}
+
+std::string labels_text(const std::map<std::string, std::string>& labels) {
+    std::string out;
+    for (const auto& [k, v] : labels) out += (out.empty() ? "" : ",") + k + "=" + v;
+    return out;
+}
+
+bool labels_match(const std::map<std::string, std::string>& labels, const std::string& want) {
+    auto eq = want.find('=');
+    auto it = labels.find(want.substr(0, eq));
+    if (it == labels.end()) return false;
+    return eq == std::string::npos || it->second == want.substr(eq + 1);
+}
+
+store::ImageMetadata image_metadata(const Args& a) {
+    store::ImageMetadata m;
+    m.message = a.value("message");
+    m.author = a.value("author");
+    m.changes = a.all("change");
+    nlohmann::json scratch = nlohmann::json::object();
+    try {
+        store::apply_config_changes(scratch, m.changes);
+    } catch (const std::invalid_argument& e) {
+        throw UsageError(e.what());
+    }
+    return m;
 }
 
 store::Store& Context::store() {
@@ -136,6 +192,16 @@ bool confirm(const std::string& warning) {
     if (answer == "y" || answer == "Y" || answer == "yes") return true;
     std::cout << "\n";
     return false;
+}
+
+void print_prune_report(const std::string& title, const std::vector<std::string>& removed,
+                        int64_t reclaimed) {
+    if (!removed.empty()) {
+        std::cout << title << "\n";
+        for (const auto& r : removed) std::cout << r << "\n";
+        std::cout << "\n";
+    }
+    std::cout << "Total reclaimed space: " << human_size(reclaimed) << "\n";
 }
 
 bool stdin_is_terminal() {

@@ -51,10 +51,24 @@ struct Args {
 Args parse_args(const std::vector<std::string>& argv, const CommandSpec& spec);
 // Throws the command's usage line unless it has min..max operands.
 void need_operands(const Args& a, size_t min, size_t max);
+// Runs fn on each operand, as docker's rm does: a store error is printed and the rest still
+// run. 1 when any failed.
+int for_each_operand(const Args& a, const std::function<void(const std::string&)>& fn);
 // --filter KEY=VALUE..., by key: values of one key are alternatives, keys must all match
 // (docker's rule). A key not in keys is a usage error.
 std::map<std::string, std::vector<std::string>> split_filters(
     const std::vector<std::string>& filters, const std::set<std::string>& keys);
+
+// "K=V" (or "K", an empty value) from --label, --opt and the like.
+std::map<std::string, std::string> key_values(const std::vector<std::string>& items,
+                                              const std::string& option);
+// "K=V,K2=V2": the LABELS column of ps and volume ls.
+std::string labels_text(const std::map<std::string, std::string>& labels);
+// label=K or label=K=V against a label map (the label filter of images and ps).
+bool labels_match(const std::map<std::string, std::string>& labels, const std::string& want);
+// -m, --author and --change of commit and import; a --change docker would refuse is a usage
+// error here, before anything is written.
+store::ImageMetadata image_metadata(const Args& a);
 
 struct Context {
     std::string root;
@@ -77,6 +91,9 @@ bool stdout_is_terminal();
 bool stdin_is_terminal();
 // Prints warning and "Are you sure you want to continue? [y/N]"; true for y or yes.
 bool confirm(const std::string& warning);
+// What a prune removed, as docker prints it: the title and each item, then the space.
+void print_prune_report(const std::string& title, const std::vector<std::string>& removed,
+                        int64_t reclaimed);
 
 // "Loaded image: NAME" (or its ID) for each, warnings on stderr (image_cmd.cc).
 void report_loaded(const std::vector<store::LoadedImage>& loaded);
@@ -94,9 +111,10 @@ nlohmann::json image_json(const store::ImageSummary& s);
 using Handler = std::function<int(Context&, const Args&)>;
 using CommandTable = std::map<std::string, Handler>;
 
-// images, history, inspect, tag, rmi, load, import, save (image_cmd.cc).
+// images, history, inspect, tag, rmi, load, import, save, image prune (image_cmd.cc).
 void add_image_commands(CommandTable& commands);
-// create, mount, umount, ps, rm, diff, commit, export (container_cmd.cc).
+// create, mount, umount, ps, rm, diff, commit, export, rename, cp, container prune
+// (container_cmd.cc; cp's copying in container_copy.cc).
 void add_container_commands(CommandTable& commands);
 // `lamina volume ...` (volume_cmd.cc).
 void add_volume_commands(CommandTable& commands);

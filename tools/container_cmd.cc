@@ -1,8 +1,11 @@
-// The container commands: create, mount, umount, ps, rm, diff, commit, export.
+// The container commands: create, mount, umount, ps, rm, diff, commit, export, rename, cp,
+// container prune.
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
 
 #include "cli.h"
+#include "container_copy.h"
 #include "error.h"
 #include "fsutil.h"
 #include "output.h"
@@ -20,8 +23,34 @@ int cmd_create(Context& ctx, const Args& a) {
     std::vector<store::MountSpec> mounts;
     for (const auto& v : a.all("volume")) mounts.push_back(store::parse_volume_flag(v));
     for (const auto& m : a.all("mount")) mounts.push_back(store::parse_mount_flag(m));
-    auto c = ctx.store().create_container(a.operands[0], a.value("name"), mounts);
+    store::ContainerRecord settings;
+    settings.name = a.value("name");
+    for (const auto& e : a.all("env")) {
+        // docker's -e KEY alone takes KEY's value from lamina's own environment.
+        if (e.find('=') != std::string::npos) {
+            settings.env.push_back(e);
+        } else if (const char* v = std::getenv(e.c_str())) {
+            settings.env.push_back(e + "=" + v);
+        }
+    }
+    settings.labels = key_values(a.all("label"), "--label");
+    auto c = ctx.store().create_container(a.operands[0], settings, mounts);
     std::cout << c.id << "\n";
+    return 0;
+}
+
+int cmd_rename(Context& ctx, const Args& a) {
+    need_operands(a, 2, 2);
+    ctx.store().rename_container(a.operands[0], a.operands[1]);
+    return 0;
+}
+
+int container_prune(Context& ctx, const Args& a) {
+    need_operands(a, 0, 0);
+    if (!a.has("force") && !confirm("WARNING! This will remove all unmounted containers."))
+        return 0;
+    auto r = ctx.store().prune_containers();
+    print_prune_report("Deleted Containers:", r.containers, r.reclaimed);
     return 0;
 }
 
@@ -37,8 +66,6 @@ int cmd_umount(Context& ctx, const Args& a) {
     return 0;
 }
 
-// What `ps --filter` asks of a container; keys as docker's (labels: lamina's containers carry
-// none, so a label filter matches nothing).
 // ps's STATUS: "Dead" for a union whose daemon is gone, as docker names a defunct container.
 const char* container_status(const store::ContainerState& c) {
     if (c.dead) return "Dead";
@@ -52,6 +79,7 @@ std::string container_state(const store::ContainerState& c) {
     return s;
 }
 
+// What `ps --filter` asks of a container; keys as docker's.
 struct ContainerFilter {
     std::map<std::string, std::vector<std::string>> by_key;
     std::map<std::string, store::ImageRecord> ancestors;  // ancestor= value -> image
@@ -68,7 +96,8 @@ struct ContainerFilter {
                        return c.record.name.find(v) != std::string::npos;
                    }) &&
                any("status", [&](const std::string& v) { return v == container_state(c); }) &&
-               any("label", [](const std::string&) { return false; }) &&
+               any("label",
+                   [&](const std::string& v) { return labels_match(c.record.labels, v); }) &&
                any("ancestor", [&](const std::string& v) {
                    auto it = ancestors.find(v);
                    return it != ancestors.end() && image && descends(*image, it->second);
@@ -119,29 +148,6 @@ int cmd_ps(Context& ctx, const Args& a) {
     }
     bool no_trunc = a.has("no-trunc");
     auto id_of = [&](const std::string& id) { return no_trunc ? id : short_id(id); };
-    if (a.has("quiet")) {
-        for (const auto* c : shown) std::cout << id_of(c->record.id) << "\n";
-        return 0;
-    }
-    if (format.kind == OutputFormat::Kind::Json) {
-        json out = json::array();
-        for (const auto* c : shown) {
-            json j = {{"Id", c->record.id},
-                      {"Name", c->record.name},
-                      {"Image", image_name(c->record.image_id)},
-                      {"ImageID", c->record.image_id},
-                      {"Created", store::format_rfc3339(c->record.created)},
-                      {"Mounted", c->mounted},
-                      {"State", container_status(*c)}};
-            if (sizes) {
-                j["SizeRw"] = c->size;
-                j["SizeRootFs"] = c->virtual_size;
-            }
-            out.push_back(j);
-        }
-        print_json(out);
-        return 0;
-    }
     Listing l;
     l.headers = {{"ID", "CONTAINER ID"},      {"Image", "IMAGE"},        {"ImageID", "IMAGE ID"},
                  {"CreatedAt", "CREATED AT"}, {"RunningFor", "CREATED"}, {"Status", "STATUS"},
@@ -151,6 +157,20 @@ int cmd_ps(Context& ctx, const Args& a) {
     if (a.has("size")) l.default_table += "\t{{.Size}}";
     int64_t now = store::now_seconds();
     for (const auto* c : shown) {
+        l.quiet.push_back(id_of(c->record.id));
+        json j = {{"Id", c->record.id},
+                  {"Name", c->record.name},
+                  {"Image", image_name(c->record.image_id)},
+                  {"ImageID", c->record.image_id},
+                  {"Created", store::format_rfc3339(c->record.created)},
+                  {"Mounted", c->mounted},
+                  {"State", container_status(*c)},
+                  {"Labels", c->record.labels}};
+        if (sizes) {
+            j["SizeRw"] = c->size;
+            j["SizeRootFs"] = c->virtual_size;
+        }
+        l.json.push_back(j);
         std::string size =
             sizes ? human_size(c->size) + " (virtual " + human_size(c->virtual_size) + ")" : "";
         l.rows.push_back({{"ID", id_of(c->record.id)},
@@ -162,25 +182,18 @@ int cmd_ps(Context& ctx, const Args& a) {
                           {"State", container_state(*c)},
                           {"Names", c->record.name},
                           {"Size", size},
-                          {"Labels", ""}});
+                          {"Labels", labels_text(c->record.labels)}});
     }
-    print_listing(l, format);
+    print_listing(l, format, a.has("quiet"));
     return 0;
 }
 
 int cmd_rm(Context& ctx, const Args& a) {
     need_operands(a, 1, SIZE_MAX);
-    int rc = 0;
-    for (const auto& ref : a.operands) {
-        try {
-            ctx.store().remove_container(ref, a.has("force"), a.has("volumes"));
-            std::cout << ref << "\n";
-        } catch (const StoreError& e) {
-            std::cerr << "lamina: " << e.what() << "\n";
-            rc = 1;
-        }
-    }
-    return rc;
+    return for_each_operand(a, [&](const std::string& ref) {
+        ctx.store().remove_container(ref, a.has("force"), a.has("volumes"));
+        std::cout << ref << "\n";
+    });
 }
 
 int cmd_diff(Context& ctx, const Args& a) {
@@ -201,13 +214,41 @@ int cmd_diff(Context& ctx, const Args& a) {
 int cmd_commit(Context& ctx, const Args& a) {
     need_operands(a, 1, 2);
     auto img = ctx.store().commit(a.operands[0], a.operands.size() > 1 ? a.operands[1] : "",
-                                  a.value("message"));
+                                  image_metadata(a));
     std::cout << img.id << "\n";
     return 0;
 }
 
+// A container's merged tree for the length of one command: an unmounted container is mounted
+// and unmounted after (export and cp read and write containers that are not mounted).
+class MountedForCommand {
+public:
+    MountedForCommand(store::Store& st, const std::string& ref) : st_(st), c_(st.container(ref)) {
+        was_mounted_ = st_.is_mounted(c_);
+        merged_ = st_.mount(c_.id);
+    }
+    ~MountedForCommand() {
+        if (was_mounted_) return;
+        try {
+            st_.unmount(c_.id);
+        } catch (const std::exception& e) {
+            std::cerr << "lamina: warning: " << e.what() << "\n";
+        }
+    }
+    MountedForCommand(const MountedForCommand&) = delete;
+    MountedForCommand& operator=(const MountedForCommand&) = delete;
+    const std::string& merged() const { return merged_; }
+    const store::ContainerRecord& container() const { return c_; }
+
+private:
+    store::Store& st_;
+    store::ContainerRecord c_;
+    bool was_mounted_ = false;
+    std::string merged_;
+};
+
 // The merged tree as the container sees it, without its volumes and binds (docker export's
-// rule); an unmounted container is mounted for the export and unmounted after.
+// rule).
 int cmd_export(Context& ctx, const Args& a) {
     need_operands(a, 1, 1);
     std::string out = a.value("output");
@@ -215,17 +256,45 @@ int cmd_export(Context& ctx, const Args& a) {
         throw UsageError(
             "export: refusing to write a tar to a terminal; give -o FILE or "
             "redirect stdout");
-    auto& st = ctx.store();
-    auto c = st.container(a.operands[0]);
-    bool was_mounted = st.is_mounted(c);
-    std::string merged = st.mount(c.id);
-    try {
-        write_tree_tar(merged, out);
-    } catch (...) {
-        if (!was_mounted) st.unmount(c.id);
-        throw;
+    MountedForCommand m(ctx.store(), a.operands[0]);
+    write_tree_tar(m.merged(), out);
+    return 0;
+}
+
+// "CONTAINER:PATH" as docker cp reads it: a colon before any slash, and not a path starting
+// with / or . (how a host path holding a colon is written).
+std::optional<std::pair<std::string, std::string>> container_path(const std::string& arg) {
+    if (arg.starts_with("/") || arg.starts_with(".")) return std::nullopt;
+    auto colon = arg.find(':');
+    if (colon == std::string::npos || colon == 0 || arg.find('/') < colon) return std::nullopt;
+    return std::pair{arg.substr(0, colon), arg.substr(colon + 1)};
+}
+
+int cmd_cp(Context& ctx, const Args& a) {
+    need_operands(a, 2, 2);
+    auto from = container_path(a.operands[0]);
+    auto to = container_path(a.operands[1]);
+    if (bool(from) == bool(to))
+        throw UsageError("cp: give one CONTAINER:PATH and one host path (lamina cp --help)");
+    bool stream = a.operands[0] == "-" || a.operands[1] == "-";
+    if (stream && a.operands[1] == "-" && stdout_is_terminal())
+        throw UsageError("cp: refusing to write a tar to a terminal; redirect stdout");
+    if (stream && a.operands[0] == "-" && stdin_is_terminal())
+        throw UsageError("cp -: stdin is a terminal, not a tar");
+    CopyOptions o;
+    o.archive = a.has("archive");
+    o.follow_link = a.has("follow-link");
+    MountedForCommand m(ctx.store(), from ? from->first : to->first);
+    const std::string& name = m.container().name;
+    if (from && stream) {
+        copy_out_as_tar(m.merged(), name, from->second, o);
+    } else if (from) {
+        copy_out_of_container(m.merged(), name, from->second, a.operands[1], o);
+    } else if (stream) {
+        copy_tar_into(m.merged(), name, to->second, o);
+    } else {
+        copy_into_container(a.operands[0], m.merged(), name, to->second, o);
     }
-    if (!was_mounted) st.unmount(c.id);
     return 0;
 }
 
@@ -240,6 +309,9 @@ void add_container_commands(CommandTable& commands) {
     commands["diff"] = cmd_diff;
     commands["commit"] = cmd_commit;
     commands["export"] = cmd_export;
+    commands["rename"] = cmd_rename;
+    commands["cp"] = cmd_cp;
+    commands["container prune"] = container_prune;
 }
 
 }  // namespace lamina::cli

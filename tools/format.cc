@@ -176,7 +176,15 @@ OutputFormat parse_output_format(const std::string& value) {
     return f;
 }
 
-void print_listing(const Listing& listing, const OutputFormat& format) {
+void print_listing(const Listing& listing, const OutputFormat& format, bool quiet) {
+    if (quiet) {
+        for (const auto& line : listing.quiet) std::cout << line << "\n";
+        return;
+    }
+    if (format.kind == OutputFormat::Kind::Json) {
+        print_json(listing.json);
+        return;
+    }
     bool table = format.kind == OutputFormat::Kind::Table || format.table;
     std::string text = format.kind == OutputFormat::Kind::Table
                            ? parse_output_format(listing.default_table).text
@@ -204,8 +212,22 @@ void print_listing(const Listing& listing, const OutputFormat& format) {
     std::cout << out.render();
 }
 
-void print_each(const std::vector<json>& objects, const std::string& template_text) {
-    Template t(template_text);
+void check_objects_format(const std::string& format, const std::string& example) {
+    if (format == "json") return;
+    if (format.find("{{") == std::string::npos)
+        throw UsageError("--format must be json or a Go template such as '" + example +
+                         "', not \"" + format + "\"");
+    Template check(format);
+}
+
+void print_objects(const std::vector<json>& objects, const std::string& format,
+                   const std::string& example) {
+    check_objects_format(format, example);
+    if (format == "json") {
+        print_json(objects);
+        return;
+    }
+    Template t(format);
     std::string out;
     for (const auto& o : objects) out += t.render(o) + "\n";
     std::cout << out;

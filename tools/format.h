@@ -27,11 +27,14 @@ private:
     std::vector<Piece> pieces_;
 };
 
-// A listing's rows as docker's formatter sees them: field name -> display string.
+// A listing in each form a list command prints: rows as docker's formatter sees them (field
+// name -> display string) for tables and templates, lamina's JSON, and the -q lines.
 struct Listing {
     nlohmann::json headers = nlohmann::json::object();  // field -> column header ("IMAGE ID")
     std::vector<nlohmann::json> rows;
-    std::string default_table;  // the template `--format table` means
+    std::string default_table;                      // the template `--format table` means
+    nlohmann::json json = nlohmann::json::array();  // what --format json prints
+    std::vector<std::string> quiet;                 // what -q prints, one a line
 };
 
 // What a --format value asks for.
@@ -43,10 +46,14 @@ struct OutputFormat {
 // Throws UsageError for anything but table, json or a template ("{{" in it).
 OutputFormat parse_output_format(const std::string& value);
 
-// Prints listing in format (a table or a template; json is the caller's own).
-void print_listing(const Listing& listing, const OutputFormat& format);
+// Prints listing: its quiet lines when quiet, else in format (table, json or a template).
+void print_listing(const Listing& listing, const OutputFormat& format, bool quiet = false);
 
-// `inspect --format`: one rendered line per object.
-void print_each(const std::vector<nlohmann::json>& objects, const std::string& template_text);
+// `inspect --format` and the like: format is json (the objects as one JSON array) or a
+// template, rendered once per object; anything else is a usage error naming example.
+void print_objects(const std::vector<nlohmann::json>& objects, const std::string& format,
+                   const std::string& example);
+// The check print_objects makes, for commands that look their objects up after it.
+void check_objects_format(const std::string& format, const std::string& example);
 
 }  // namespace lamina::cli

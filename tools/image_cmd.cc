@@ -1,4 +1,4 @@
-// The image commands: images, history, inspect, tag, rmi, load, import, save.
+// The image commands: images, history, inspect, tag, rmi, load, import, save, image prune.
 #include <fnmatch.h>
 
 #include <algorithm>
@@ -25,6 +25,7 @@ json image_json(const store::ImageSummary& s) {
     for (const auto& l : s.image.layers) layers.push_back(l.chain_id);
     return {{"Id", s.image.id},
             {"RepoTags", s.image.names},
+            {"RepoDigests", s.image.repo_digests},
             {"Created", store::format_rfc3339(s.created)},
             {"Size", s.size},
             {"SharedSize", s.shared_size},
@@ -47,19 +48,18 @@ std::map<std::string, std::string> image_labels(const store::ImageRecord& img) {
     return out;
 }
 
-// label=K or label=K=V against a label map.
-bool labels_match(const std::map<std::string, std::string>& labels, const std::string& want) {
-    auto eq = want.find('=');
-    auto it = labels.find(want.substr(0, eq));
-    if (it == labels.end()) return false;
-    return eq == std::string::npos || it->second == want.substr(eq + 1);
-}
-
 // docker's reference filter: a glob over "repo" or "repo:tag".
 bool reference_matches(const std::string& pattern, const std::string& name) {
     auto [repo, tag] = store::split_reference(name);
     return fnmatch(pattern.c_str(), name.c_str(), FNM_PATHNAME) == 0 ||
            fnmatch(pattern.c_str(), repo.c_str(), FNM_PATHNAME) == 0;
+}
+
+// The digest the registry gave repo for img ("<none>" when it was not pulled or pushed there).
+std::string repo_digest(const store::ImageRecord& img, const std::string& repo) {
+    for (const auto& d : img.repo_digests)
+        if (d.substr(0, d.rfind('@')) == repo) return d.substr(d.rfind('@') + 1);
+    return "<none>";
 }
 
 // One row of `lamina images`: an image under one of its names (or <none>).
@@ -118,22 +118,14 @@ int cmd_images(Context& ctx, const Args& a) {
     auto id_of = [&](const store::ImageSummary& s) {
         return no_trunc ? s.image.id : short_id(s.image.id);
     };
-    if (a.has("quiet")) {
-        std::set<std::string> seen;
-        for (const auto& r : rows)
-            if (seen.insert(r.summary->image.id).second) std::cout << id_of(*r.summary) << "\n";
-        return 0;
-    }
     auto format = output_format(ctx, a);
-    if (format.kind == OutputFormat::Kind::Json) {
-        json out = json::array();
-        std::set<std::string> seen;
-        for (const auto& r : rows)
-            if (seen.insert(r.summary->image.id).second) out.push_back(image_json(*r.summary));
-        print_json(out);
-        return 0;
-    }
     Listing l;
+    std::set<std::string> seen;
+    for (const auto& r : rows) {
+        if (!seen.insert(r.summary->image.id).second) continue;
+        l.quiet.push_back(id_of(*r.summary));
+        l.json.push_back(image_json(*r.summary));
+    }
     l.headers = {{"ID", "IMAGE ID"},
                  {"Repository", "REPOSITORY"},
                  {"Tag", "TAG"},
@@ -144,7 +136,10 @@ int cmd_images(Context& ctx, const Args& a) {
                  {"SharedSize", "SHARED SIZE"},
                  {"UniqueSize", "UNIQUE SIZE"},
                  {"Containers", "CONTAINERS"}};
-    l.default_table = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
+    l.default_table =
+        a.has("digests") ? "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t"
+                           "{{.CreatedSince}}\t{{.Size}}"
+                         : "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
     int64_t now = store::now_seconds();
     for (const auto& r : rows) {
         const auto& s = *r.summary;
@@ -153,7 +148,7 @@ int cmd_images(Context& ctx, const Args& a) {
         l.rows.push_back({{"ID", id_of(s)},
                           {"Repository", repo},
                           {"Tag", tag},
-                          {"Digest", "<none>"},
+                          {"Digest", repo_digest(s.image, repo)},
                           {"CreatedSince", human_age(s.created, now)},
                           {"CreatedAt", docker_time(s.created)},
                           {"Size", human_size(s.size)},
@@ -161,7 +156,7 @@ int cmd_images(Context& ctx, const Args& a) {
                           {"UniqueSize", human_size(s.size - s.shared_size)},
                           {"Containers", std::to_string(s.containers)}});
     }
-    print_listing(l, format);
+    print_listing(l, format, a.has("quiet"));
     return 0;
 }
 
@@ -173,25 +168,7 @@ int cmd_history(Context& ctx, const Args& a) {
     auto id_at = [&](size_t i) {
         return i == 0 ? (no_trunc ? img.id : short_id(img.id)) : "<missing>";
     };
-    if (a.has("quiet")) {
-        for (size_t i = 0; i < hist.size(); ++i) std::cout << id_at(i) << "\n";
-        return 0;
-    }
     auto format = output_format(ctx, a);
-    if (format.kind == OutputFormat::Kind::Json) {
-        json out = json::array();
-        for (size_t i = 0; i < hist.size(); ++i) {
-            const auto& h = hist[i];
-            out.push_back({{"Id", i == 0 ? img.id : "<missing>"},
-                           {"Created", store::format_rfc3339(h.created)},
-                           {"CreatedBy", h.created_by},
-                           {"Size", h.size},
-                           {"Comment", h.comment},
-                           {"Layer", h.layer}});
-        }
-        print_json(out);
-        return 0;
-    }
     Listing l;
     l.headers = {{"ID", "IMAGE"},
                  {"CreatedSince", "CREATED"},
@@ -205,6 +182,13 @@ int cmd_history(Context& ctx, const Args& a) {
     int64_t now = store::now_seconds();
     for (size_t i = 0; i < hist.size(); ++i) {
         const auto& h = hist[i];
+        l.quiet.push_back(id_at(i));
+        l.json.push_back({{"Id", i == 0 ? img.id : "<missing>"},
+                          {"Created", store::format_rfc3339(h.created)},
+                          {"CreatedBy", h.created_by},
+                          {"Size", h.size},
+                          {"Comment", h.comment},
+                          {"Layer", h.layer}});
         std::string layer = h.layer.empty() ? "" : (no_trunc ? h.layer : short_id(h.layer));
         l.rows.push_back({{"ID", id_at(i)},
                           {"CreatedSince", human_age(h.created, now)},
@@ -214,7 +198,7 @@ int cmd_history(Context& ctx, const Args& a) {
                           {"Layer", layer},
                           {"Comment", no_trunc ? h.comment : truncate(h.comment, 40)}});
     }
-    print_listing(l, format);
+    print_listing(l, format, a.has("quiet"));
     return 0;
 }
 
@@ -251,6 +235,7 @@ json inspect_image(store::Store& st, const store::ImageRecord& img) {
     }
     return {{"Id", img.id},
             {"RepoTags", img.names},
+            {"RepoDigests", img.repo_digests},
             {"ManifestDigest", store::sha256_digest(img.manifest)},
             {"Manifest", json::parse(img.manifest)},
             {"Config", json::parse(img.config)},
@@ -258,15 +243,22 @@ json inspect_image(store::Store& st, const store::ImageRecord& img) {
 }
 
 json inspect_container(store::Store& st, const store::ContainerRecord& c) {
-    auto dir = st.container_dir(c.id);
+    auto paths = st.container_paths(c.id);
+    std::string image_name;
+    try {
+        auto img = st.image(c.image_id);
+        if (!img.names.empty()) image_name = img.names[0];
+    } catch (const StoreError&) {
+    }
     return {{"Id", c.id},
             {"Name", c.name},
             {"Image", c.image_id},
+            {"Config", {{"Image", image_name}, {"Env", c.env}, {"Labels", c.labels}}},
             {"Created", store::format_rfc3339(c.created)},
             {"Mounted", st.is_mounted(c)},
-            {"UpperDir", dir + "/upper"},
-            {"WorkDir", dir + "/work"},
-            {"MergedDir", dir + "/merged"},
+            {"UpperDir", paths.upper()},
+            {"WorkDir", paths.work()},
+            {"MergedDir", paths.merged()},
             {"Mounts", mounts_json(st.container_mounts(c.id))}};
 }
 
@@ -278,10 +270,7 @@ int cmd_inspect(Context& ctx, const Args& a) {
     if (type != "" && type != "image" && type != "container")
         throw UsageError("--type must be image or container");
     std::string format = a.value("format", "json");
-    if (format != "json" && format.find("{{") == std::string::npos)
-        throw UsageError("--format must be json or a Go template such as '{{.Id}}', not \"" +
-                         format + "\"");
-    if (format != "json") Template check(format);
+    check_objects_format(format, "{{.Id}}");
     std::vector<json> out;
     for (const auto& ref : a.operands) {
         if (type != "container") {
@@ -299,11 +288,7 @@ int cmd_inspect(Context& ctx, const Args& a) {
             throw StoreError("no such image or container: " + ref);
         }
     }
-    if (format == "json") {
-        print_json(out);
-    } else {
-        print_each(out, format);
-    }
+    print_objects(out, format, "{{.Id}}");
     return 0;
 }
 
@@ -315,17 +300,10 @@ int cmd_tag(Context& ctx, const Args& a) {
 
 int cmd_rmi(Context& ctx, const Args& a) {
     need_operands(a, 1, SIZE_MAX);
-    int rc = 0;
-    for (const auto& ref : a.operands) {
-        try {
-            for (const auto& line : ctx.store().remove_image(ref, a.has("force")))
-                std::cout << line << "\n";
-        } catch (const StoreError& e) {
-            std::cerr << "lamina: " << e.what() << "\n";
-            rc = 1;
-        }
-    }
-    return rc;
+    return for_each_operand(a, [&](const std::string& ref) {
+        for (const auto& line : ctx.store().remove_image(ref, a.has("force")))
+            std::cout << line << "\n";
+    });
 }
 
 int cmd_load(Context& ctx, const Args& a) {
@@ -354,6 +332,7 @@ int cmd_load(Context& ctx, const Args& a) {
 
 int cmd_import(Context& ctx, const Args& a) {
     need_operands(a, 1, 2);
+    store::ImageMetadata meta = image_metadata(a);
     std::string input = a.operands[0];
     std::optional<SpooledStdin> spooled;
     if (input == "-") {
@@ -362,14 +341,26 @@ int cmd_import(Context& ctx, const Args& a) {
     }
     store::LoadedImage img;
     try {
-        img = ctx.store().import_tarball(input, a.operands.size() > 1 ? a.operands[1] : "",
-                                         a.value("message"), spooled ? "-" : "");
+        img = ctx.store().import_tarball(input, a.operands.size() > 1 ? a.operands[1] : "", meta,
+                                         spooled ? "-" : "");
     } catch (const StoreError& e) {
         if (!spooled) throw;
         throw StoreError(spooled->as_given(e.what()));
     }
     for (const auto& w : img.warnings) std::cerr << "lamina: warning: " << w << "\n";
     std::cout << img.id << "\n";
+    return 0;
+}
+
+int image_prune(Context& ctx, const Args& a) {
+    need_operands(a, 0, 0);
+    if (!a.has("force") &&
+        !confirm(a.has("all") ? "WARNING! This will remove all images without at least one "
+                                "container associated to them."
+                              : "WARNING! This will remove all dangling images."))
+        return 0;
+    auto r = ctx.store().prune_images(a.has("all"));
+    print_prune_report("Deleted Images:", r.images, r.reclaimed);
     return 0;
 }
 
@@ -464,6 +455,7 @@ void add_image_commands(CommandTable& commands) {
     commands["load"] = cmd_load;
     commands["import"] = cmd_import;
     commands["save"] = cmd_save;
+    commands["image prune"] = image_prune;
 }
 
 }  // namespace lamina::cli

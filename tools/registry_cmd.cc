@@ -134,7 +134,13 @@ int cmd_push(Context& ctx, const Args& a) {
         if (o.compression_format != "estargz")
             throw UsageError("--compression-format must be estargz (zstd:chunked is not done yet)");
     }
-    registry::push_image(ctx.store(), Settings::load(), local, dest, o, std::cout);
+    std::string digest =
+        registry::push_image(ctx.store(), Settings::load(), local, dest, o, std::cout);
+    // A converted push sends another image (new diff IDs, config and manifest): its digest is
+    // not one of the stored image's.
+    if (o.compression_format.empty())
+        ctx.store().record_repo_digest(ctx.store().image(local).id,
+                                       dest.registry + "/" + dest.repository, digest);
     return 0;
 }
 

@@ -37,9 +37,15 @@ private:
 
 void copy_file_to_stdout(const std::string& path);
 
-// Writes the tree below root as a pax tar, names relative to root, to out ("" for stdout).
+// Writes the tree below root as a pax tar, names relative to root, to out ("" for stdout); with
+// top, root itself is an entry of that name and the rest are below it (root may be a file).
 // Mount points below root are entries but not descended into (as docker export leaves volumes
 // out).
-void write_tree_tar(const std::string& root, const std::string& out);
+void write_tree_tar(const std::string& root, const std::string& out, const std::string& top = "");
+
+// Unpacks the tar on stdin into the directory dir: modes, times, xattrs and ACLs, owners only
+// with keep_owners. An entry named with ".." or an absolute path, or reached through a symlink,
+// is refused (libarchive's secure extraction). Errors start with what.
+void unpack_stdin_beneath(const std::string& dir, bool keep_owners, const std::string& what);
 
 }  // namespace lamina::cli

@@ -15,7 +15,8 @@ int system_df(Context& ctx, const Args& a) {
     auto format = output_format(ctx, a);
     auto du = ctx.store().disk_usage();
     auto vu = ctx.store().volume_usage();
-    if (format.kind == OutputFormat::Kind::Json) {
+    Listing l;
+    {
         json images = json::array();
         for (const auto& s : du.image_details) images.push_back(image_json(s));
         json volumes = json::array();
@@ -24,32 +25,30 @@ int system_df(Context& ctx, const Args& a) {
                                {"Links", v.users.size()},
                                {"Size", v.size},
                                {"Mountpoint", v.mountpoint}});
-        print_json({{"Images",
-                     {{"Total", du.images},
-                      {"Active", du.images_active},
-                      {"Size", du.images_size},
-                      {"Reclaimable", du.images_reclaimable}}},
-                    {"Containers",
-                     {{"Total", du.containers},
-                      {"Active", du.containers_active},
-                      {"Size", du.containers_size},
-                      {"Reclaimable", du.containers_reclaimable}}},
-                    {"Volumes",
-                     {{"Total", vu.total},
-                      {"Active", vu.active},
-                      {"Size", vu.size},
-                      {"Reclaimable", vu.reclaimable}}},
-                    {"Layers", {{"Total", du.layers}, {"Size", du.layers_size}}},
-                    {"BlobsSize", du.blobs_size},
-                    {"PartialDownloadsSize", du.downloads_size},
-                    {"VolumeDetails", volumes},
-                    {"ImageDetails", images}});
-        return 0;
+        l.json = {{"Images",
+                   {{"Total", du.images},
+                    {"Active", du.images_active},
+                    {"Size", du.images_size},
+                    {"Reclaimable", du.images_reclaimable}}},
+                  {"Containers",
+                   {{"Total", du.containers},
+                    {"Active", du.containers_active},
+                    {"Size", du.containers_size},
+                    {"Reclaimable", du.containers_reclaimable}}},
+                  {"Volumes",
+                   {{"Total", vu.total},
+                    {"Active", vu.active},
+                    {"Size", vu.size},
+                    {"Reclaimable", vu.reclaimable}}},
+                  {"Layers", {{"Total", du.layers}, {"Size", du.layers_size}}},
+                  {"BlobsSize", du.blobs_size},
+                  {"PartialDownloadsSize", du.downloads_size},
+                  {"VolumeDetails", volumes},
+                  {"ImageDetails", images}};
     }
     auto pct = [](int64_t part, int64_t whole) {
         return whole > 0 ? " (" + std::to_string(part * 100 / whole) + "%)" : std::string();
     };
-    Listing l;
     l.headers = {{"Type", "TYPE"},
                  {"TotalCount", "TOTAL"},
                  {"Active", "ACTIVE"},
@@ -129,12 +128,12 @@ int cmd_info(Context& ctx, const Args& a) {
               {"Layers", i.layers},
               {"Containers", i.containers},
               {"ContainersMounted", i.containers_mounted}};
-    if (format.kind == OutputFormat::Kind::Json) {
-        print_json(j);
-        return 0;
-    }
-    if (format.kind == OutputFormat::Kind::Template) {
-        print_each({j}, format.text);
+    if (format.kind != OutputFormat::Kind::Table) {
+        // info's JSON is one object, not a list of one.
+        if (format.kind == OutputFormat::Kind::Json)
+            print_json(j);
+        else
+            print_objects({j}, format.text, "{{.RootDir}}");
         return 0;
     }
     auto yes = [](bool b) { return b ? "true" : "false"; };

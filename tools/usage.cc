@@ -37,6 +37,12 @@ OptionSpec tls_option() {
                       "Verify the registry's TLS certificate (false: also allow plain HTTP)");
 }
 
+OptionSpec change_option() {
+    return with_value({"-c", "--change"}, "change", "INSTRUCTION",
+                      "Set the image's config with a Dockerfile instruction (ENV, CMD, "
+                      "ENTRYPOINT, WORKDIR, USER, EXPOSE, LABEL, VOLUME); repeatable");
+}
+
 OptionSpec creds_option() {
     return with_value({"--creds"}, "creds", "USER[:PASSWORD]",
                       "Credentials for the registry instead of the stored ones");
@@ -51,6 +57,7 @@ std::vector<CommandSpec> make_specs() {
          "List images, newest first",
          {flag({"-a", "--all"}, "all", "Show all images (lamina keeps no intermediate images)"),
           quiet_option("image IDs"), no_trunc_option(),
+          flag({"--digests"}, "digests", "Show the registry digests of pulled and pushed images"),
           filter_option("reference, dangling, label, before, since"), format_option()}},
         {"history",
          {"image history"},
@@ -82,7 +89,14 @@ std::vector<CommandSpec> make_specs() {
          {"image import"},
          "FILE|- [REPOSITORY[:TAG]]",
          "Make a one-layer image from a tarball (- reads stdin)",
-         {with_value({"-m", "--message"}, "message", "MESSAGE", "History comment")}},
+         {with_value({"-m", "--message"}, "message", "MESSAGE", "History comment"),
+          change_option()}},
+        {"image prune",
+         {},
+         "",
+         "Remove images no container uses: unnamed ones (-a: all)",
+         {flag({"-a", "--all"}, "all", "Remove every image no container uses, named ones too"),
+          flag({"-f", "--force"}, "force", "Do not ask")}},
         {"save",
          {"image save"},
          "IMAGE...",
@@ -120,7 +134,19 @@ std::vector<CommandSpec> make_specs() {
           with_value({"-v", "--volume"}, "volume", "[SRC:]DST[:OPTS]",
                      "Attach a volume or bind a host path; repeatable"),
           with_value({"--mount"}, "mount", "type=volume|bind,src=...,dst=...",
-                     "Attach a volume or bind, as docker's --mount; repeatable")}},
+                     "Attach a volume or bind, as docker's --mount; repeatable"),
+          with_value({"-e", "--env"}, "env", "KEY=VALUE",
+                     "Set an environment variable (commit keeps it); repeatable"),
+          with_value({"-l", "--label"}, "label", "KEY=VALUE",
+                     "Set a label (ps --filter label= matches it, commit keeps it); repeatable")}},
+        {"rename", {"container rename"}, "CONTAINER NEW_NAME", "Rename a container", {}},
+        {"cp",
+         {"container cp"},
+         "CONTAINER:SRC HOST_DEST|- | HOST_SRC|- CONTAINER:DEST",
+         "Copy files between a container and the host (mounted or not); - is a tar stream",
+         {flag({"-a", "--archive"}, "archive",
+               "Keep owners (without it, copies belong to the caller, as docker cp)"),
+          flag({"-L", "--follow-link"}, "follow-link", "Copy what a source symlink points to")}},
         {"mount",
          {"container mount"},
          "CONTAINER",
@@ -154,7 +180,15 @@ std::vector<CommandSpec> make_specs() {
          {"container commit"},
          "CONTAINER [REPOSITORY[:TAG]]",
          "Make an image from a container's changes",
-         {with_value({"-m", "--message"}, "message", "MESSAGE", "History comment")}},
+         {with_value({"-m", "--message"}, "message", "MESSAGE", "History comment"),
+          with_value({"-a", "--author"}, "author", "AUTHOR",
+                     "The image's author (\"Name <email>\")"),
+          change_option()}},
+        {"container prune",
+         {},
+         "",
+         "Remove unmounted containers",
+         {flag({"-f", "--force"}, "force", "Do not ask")}},
         {"export",
          {"container export"},
          "CONTAINER",

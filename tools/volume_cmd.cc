@@ -13,19 +13,6 @@ using nlohmann::json;
 using store::StoreError;
 using store::VolumeRecord;
 
-// "K=V" (or "K", an empty value) from --label and --opt.
-std::map<std::string, std::string> key_values(const std::vector<std::string>& items,
-                                              const std::string& option) {
-    std::map<std::string, std::string> out;
-    for (const auto& item : items) {
-        auto eq = item.find('=');
-        std::string key = item.substr(0, eq);
-        if (key.empty()) throw UsageError(option + " \"" + item + "\": use KEY=VALUE");
-        out[key] = eq == std::string::npos ? "" : item.substr(eq + 1);
-    }
-    return out;
-}
-
 json volume_json(const VolumeRecord& v) {
     return {{"CreatedAt", store::format_rfc3339(v.created)},
             {"Driver", v.driver},
@@ -60,16 +47,6 @@ int volume_ls(Context& ctx, const Args& a) {
     std::vector<VolumeRecord> shown;
     for (auto& v : ctx.store().volumes())
         if (filter.matches(v)) shown.push_back(std::move(v));
-    if (a.has("quiet")) {
-        for (const auto& v : shown) std::cout << v.name << "\n";
-        return 0;
-    }
-    if (format.kind == OutputFormat::Kind::Json) {
-        json out = json::array();
-        for (const auto& v : shown) out.push_back(volume_json(v));
-        print_json(out);
-        return 0;
-    }
     Listing l;
     l.headers = {{"Name", "VOLUME NAME"}, {"Driver", "DRIVER"},
                  {"Scope", "SCOPE"},      {"Mountpoint", "MOUNTPOINT"},
@@ -77,61 +54,43 @@ int volume_ls(Context& ctx, const Args& a) {
                  {"Size", "SIZE"}};
     l.default_table = "table {{.Driver}}\t{{.Name}}";
     for (const auto& v : shown) {
-        std::string labels;
-        for (const auto& [k, val] : v.labels) labels += (labels.empty() ? "" : ",") + k + "=" + val;
+        l.quiet.push_back(v.name);
+        l.json.push_back(volume_json(v));
         l.rows.push_back({{"Name", v.name},
                           {"Driver", v.driver},
                           {"Scope", "local"},
                           {"Mountpoint", v.mountpoint},
-                          {"Labels", labels},
+                          {"Labels", labels_text(v.labels)},
                           {"Links", std::to_string(v.users.size())},
                           {"Size", "N/A"}});
     }
-    print_listing(l, format);
+    print_listing(l, format, a.has("quiet"));
     return 0;
 }
 
 int volume_inspect(Context& ctx, const Args& a) {
     need_operands(a, 1, SIZE_MAX);
     std::string format = a.value("format", "json");
-    if (format != "json" && format.find("{{") == std::string::npos)
-        throw UsageError(
-            "--format must be json or a Go template such as '{{.Mountpoint}}', not \"" + format +
-            "\"");
-    if (format != "json") Template check(format);
+    check_objects_format(format, "{{.Mountpoint}}");
     std::vector<json> out;
-    int rc = 0;
-    for (const auto& name : a.operands) {
-        try {
-            out.push_back(volume_json(ctx.store().volume(name)));
-        } catch (const StoreError& e) {
-            std::cerr << "lamina: " << e.what() << "\n";
-            rc = 1;
-        }
-    }
-    if (format == "json") {
-        print_json(out);
-    } else {
-        print_each(out, format);
-    }
+    int rc = for_each_operand(
+        a, [&](const std::string& name) { out.push_back(volume_json(ctx.store().volume(name))); });
+    print_objects(out, format, "{{.Mountpoint}}");
     return rc;
 }
 
 int volume_rm(Context& ctx, const Args& a) {
     need_operands(a, 1, SIZE_MAX);
-    int rc = 0;
-    for (const auto& name : a.operands) {
+    return for_each_operand(a, [&](const std::string& name) {
         try {
             ctx.store().remove_volume(name);
-            std::cout << name << "\n";
         } catch (const StoreError& e) {
             // -f: a volume that is not there is not an error (Docker's rm -f).
-            if (a.has("force") && std::string(e.what()) == "no such volume: " + name) continue;
-            std::cerr << "lamina: " << e.what() << "\n";
-            rc = 1;
+            if (a.has("force") && std::string(e.what()) == "no such volume: " + name) return;
+            throw;
         }
-    }
-    return rc;
+        std::cout << name << "\n";
+    });
 }
 
 int volume_prune(Context& ctx, const Args& a) {
@@ -143,12 +102,7 @@ int volume_prune(Context& ctx, const Args& a) {
                                 "at least one container."))
         return 0;
     auto r = ctx.store().prune_volumes(a.has("all"));
-    if (!r.volumes.empty()) {
-        std::cout << "Deleted Volumes:\n";
-        for (const auto& n : r.volumes) std::cout << n << "\n";
-        std::cout << "\n";
-    }
-    std::cout << "Total reclaimed space: " << human_size(r.reclaimed) << "\n";
+    print_prune_report("Deleted Volumes:", r.volumes, r.reclaimed);
     return 0;
 }
 

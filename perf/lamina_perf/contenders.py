@@ -75,12 +75,9 @@ def _process_alive(pid):
         return False
 
 
-def daemon_pid(mountpoint):
-    """The FUSE daemon serving mountpoint: found with pgrep -f, then confirmed by an argv entry equal
-    to the mountpoint (pgrep alone would also match .../mnt2 or a find running inside it)."""
-    res = subprocess.run(
-        ["pgrep", "-f", "--", re.escape(mountpoint)], capture_output=True, text=True
-    )
+def find_process(text, accept):
+    """A process with text in its command line (pgrep -f) whose argv accept() takes, or None."""
+    res = subprocess.run(["pgrep", "-f", "--", re.escape(text)], capture_output=True, text=True)
     for word in res.stdout.split():
         pid = int(word)
         if pid == os.getpid():
@@ -90,9 +87,15 @@ def daemon_pid(mountpoint):
                 argv = f.read().split(b"\0")
         except FileNotFoundError:
             continue
-        if os.fsencode(mountpoint) in argv:
+        if accept(argv):
             return pid
     return None
+
+
+def daemon_pid(mountpoint):
+    """The FUSE daemon serving mountpoint: found with pgrep -f, then confirmed by an argv entry equal
+    to the mountpoint (pgrep alone would also match .../mnt2 or a find running inside it)."""
+    return find_process(mountpoint, lambda argv: os.fsencode(mountpoint) in argv)
 
 
 def process_cpu_seconds(pid):
@@ -383,37 +386,35 @@ def laminafs_binary(repo_root):
 ENABLE_URING = "/sys/module/fuse/parameters/enable_uring"
 
 
-class UringLaminafs(FuseOverlay):
-    """laminafs -o io_uring. The kernel offers FUSE over io_uring only while the fuse module's
-    enable_uring is Y: the run sets it and puts the old value back when it ends."""
-
-    def check(self):
-        super().check()
-        if not self.available:
-            return
-        try:
-            with open(ENABLE_URING) as f:
-                before = f.read().strip()
-            if before != "Y":
-                with open(ENABLE_URING, "w") as f:
-                    f.write("Y")
-                atexit.register(_write_quietly, ENABLE_URING, before)
-        except OSError as e:
-            self.available, self.reason = False, f"cannot set {ENABLE_URING}: {e.strerror}"
+def remember_enable_uring():
+    """A root laminafs sets the fuse module's enable_uring to Y itself (FUSE over io_uring by
+    default): the run reads the value first and puts it back when it ends, so it leaves the machine
+    as it found it. Returns the value read, or None where the kernel has no such parameter."""
+    try:
+        with open(ENABLE_URING) as f:
+            before = f.read().strip()
+    except OSError:
+        return None
+    atexit.register(_write_quietly, ENABLE_URING, before)
+    return before
 
 
 def _write_quietly(path, value):
     try:
+        with open(path) as f:
+            if f.read().strip() == value:
+                return
         with open(path, "w") as f:
             f.write(value)
     except OSError:
         pass
 
 
-# laminafs-passthrough: laminafs -o passthrough, the kernel reading and writing open files
-# directly (Linux 6.9+, root); where the kernel refuses it, it measures plain laminafs.
-# laminafs-uring: laminafs -o io_uring, each request served on its caller's CPU (Linux 6.14+).
-ORDER = ("plain", "kernel", "fuse-overlayfs", "laminafs", "laminafs-passthrough", "laminafs-uring")
+# laminafs: its default options, which are FUSE passthrough (root, Linux 6.9+) and FUSE over
+# io_uring (where the kernel offers it, Linux 6.14+). laminafs-plain: both off, every request and
+# every read and write through /dev/fuse, as before they were the default.
+PLAIN_LAMINAFS_OPTIONS = ",passthrough=off,io_uring=off"
+ORDER = ("plain", "kernel", "fuse-overlayfs", "laminafs", "laminafs-plain")
 
 
 def make_contenders(names, workroot, repo_root):
@@ -433,13 +434,11 @@ def make_contenders(names, workroot, repo_root):
             )
         elif name == "laminafs":
             made.append(FuseOverlay(name, workroot, laminafs_binary(repo_root)))
-        elif name == "laminafs-passthrough":
+        elif name == "laminafs-plain":
             made.append(
-                FuseOverlay(name, workroot, laminafs_binary(repo_root), extra_options=",passthrough")
-            )
-        elif name == "laminafs-uring":
-            made.append(
-                UringLaminafs(name, workroot, laminafs_binary(repo_root), extra_options=",io_uring")
+                FuseOverlay(
+                    name, workroot, laminafs_binary(repo_root), extra_options=PLAIN_LAMINAFS_OPTIONS
+                )
             )
     for c in made:
         c.check()

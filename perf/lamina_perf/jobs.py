@@ -24,6 +24,7 @@ class Context:
     include_tar: str
     timeout: float
     mode: str = "cold"
+    target: object = None  # what a job with its own target (Job.target) runs against
 
 
 @dataclass
@@ -45,6 +46,15 @@ class Job:
     mutates: bool = True  # changes the tree (creates, writes, removes); False: only reads it
     needs: tuple = ()  # programs it runs
     record_rss: bool = False  # read the daemon's peak RSS after this job
+    # A job that mounts nothing of the stacks (stack None): target(contender, runner) gives what it
+    # runs against instead, with .path, .pid, .daemon_cpu_seconds(), .abort() and .unmount().
+    target: Optional[Callable] = None
+    # Further figures one run gives (its run returns {"value", "parts", "cpu", "extra"}): each part
+    # is a row of its own, keyed name-part.
+    parts: tuple = ()
+    unavailable: Optional[Callable] = None  # () -> why the job cannot run on this machine, or None
+    refuses: Optional[Callable] = None  # (contender) -> why it cannot run for that one, or None
+    timeout: Optional[float] = None  # seconds a timed run may take, if not the profile's
 
 
 class JobError(Exception):
@@ -291,7 +301,7 @@ def _throughput(name, title, run, modes, **extra):
     return Job(name, "data", title, "data", "MiB/s", True, modes, run, needs=("fio",), **extra)
 
 
-def _timed(name, group, title, stack, run, modes, **extra):
+def timed(name, group, title, stack, run, modes, **extra):
     return Job(name, group, title, stack, "s", False, modes, run, **extra)
 
 
@@ -345,7 +355,7 @@ def make_jobs(profile):
             setup=copy_up_untimed,
             writes=(trees.RANDOM_WRITE_FILE,),
         ),
-        _timed(
+        timed(
             "copyup",
             "data",
             f"first write + fsync to a {size} lower file (copy-up latency)",
@@ -354,7 +364,7 @@ def make_jobs(profile):
             cold,
             writes=(trees.COPY_UP_FILE,),
         ),
-        _timed(
+        timed(
             "create",
             "metadata",
             f"create {p.files:,} empty files in a merged directory",
@@ -362,7 +372,7 @@ def make_jobs(profile):
             create_files,
             cold,
         ),
-        _timed(
+        timed(
             "stat",
             "metadata",
             f"stat {p.files:,} lower files",
@@ -371,7 +381,7 @@ def make_jobs(profile):
             both,
             mutates=False,
         ),
-        _timed(
+        timed(
             "unlink",
             "metadata",
             f"unlink {p.files:,} lower files (whiteouts)",
@@ -379,7 +389,7 @@ def make_jobs(profile):
             unlink_files,
             cold,
         ),
-        _timed(
+        timed(
             "ls",
             "metadata",
             f"ls -l of a {p.files:,}-entry directory merged from 2 layers",
@@ -393,7 +403,7 @@ def make_jobs(profile):
     for layers in p.include_layers:
         plural = "s" if layers > 1 else ""
         jobs.append(
-            _timed(
+            timed(
                 f"find-{layers}",
                 "metadata",
                 f"find -ls over {include} spread over {layers} layer{plural}",
@@ -405,7 +415,7 @@ def make_jobs(profile):
             )
         )
     jobs += [
-        _timed(
+        timed(
             "missing",
             "metadata",
             f"{p.missing_lookups:,} lookups of missing names under {p.missing_layers} layers",
@@ -414,7 +424,7 @@ def make_jobs(profile):
             both,
             mutates=False,
         ),
-        _timed(
+        timed(
             "untar",
             "metadata",
             f"untar {include} into the mount",
@@ -425,7 +435,7 @@ def make_jobs(profile):
             prime=read_tar,
             needs=("tar",),
         ),
-        _timed(
+        timed(
             "hugedir",
             "metadata",
             f"list a {p.huge_dir_entries:,}-entry directory merged from 4 layers, then "
@@ -434,7 +444,7 @@ def make_jobs(profile):
             huge_dir_ops,
             cold,
         ),
-        _timed(
+        timed(
             "walk",
             "metadata",
             f"find -ls over a {p.walk_files:,}-file tree in {p.walk_layers} layers "
@@ -447,6 +457,10 @@ def make_jobs(profile):
             mutates=False,
         ),
     ]
+    if p.workloads:
+        from . import workloads  # it builds on this module
+
+        jobs += workloads.workload_jobs(p, include)
     return jobs
 
 
@@ -470,7 +484,7 @@ def select_jobs(jobs, only):
     if unknown:
         raise ValueError(
             f"unknown job {', '.join(unknown)}; known: {', '.join(j.name for j in jobs)}, "
-            "data, metadata, rss"
+            "data, metadata, workload, rss"
         )
     return [j for j in jobs if any(_matches(j, w) for w in wanted)]
 

@@ -60,7 +60,7 @@ def _git_revision(repo_root):
     return rev + ("+changes" if dirty else "")
 
 
-def describe(workdir, repo_root, contenders):
+def describe(workdir, repo_root, contenders, enable_uring_before=None):
     versions = {c.name: c.version for c in contenders}
     return {
         "kernel": os.uname().release,
@@ -80,4 +80,7 @@ def describe(workdir, repo_root, contenders):
         "overlay_module": _overlay_parameters(),
         "lamina_revision": _git_revision(repo_root),
         "root": os.geteuid() == 0,
+        # The fuse module's enable_uring when the run began (a root laminafs sets it to Y itself;
+        # the run puts this value back at the end).
+        "fuse_enable_uring_before": enable_uring_before,
     }

@@ -25,6 +25,10 @@ class Profile:
     slow_seconds: float  # a job that took longer than this for a contender is not repeated for it
     timeout: float  # seconds one timed run may take before it is aborted
     huge_dir_entries: int = 2000  # one directory this big, spread over 4 layers (hugedir job)
+    workloads: bool = True  # the podman and build jobs (not in --smoke: they need podman, minutes)
+    podman_fs_bytes: int = 2 * GIB  # the fresh ext4 each podman run gets (a sparse file)
+    build_targets: tuple = ("laminafs", "lamina")  # what the build job compiles: the programs
+    build_timeout: float = 1800  # seconds the build job may take
 
     @property
     def missing_layers(self):
@@ -48,6 +52,7 @@ SMOKE = Profile(
     slow_seconds=30,
     timeout=60,
     huge_dir_entries=2000,
+    workloads=False,
 )
 
 QUICK = Profile(
@@ -67,6 +72,9 @@ QUICK = Profile(
     slow_seconds=30,
     timeout=120,
     huge_dir_entries=20_000,
+    podman_fs_bytes=1 * GIB,
+    build_targets=("lamina_common", "lamina_usage"),
+    build_timeout=600,
 )
 
 FULL = Profile(

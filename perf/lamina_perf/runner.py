@@ -15,6 +15,7 @@ import time
 from . import contenders as contenders_mod
 from . import trees
 from .jobs import Context, missing_programs
+from .workloads import headline_figures
 
 
 def drop_caches():
@@ -128,14 +129,14 @@ class Results:
 
     def _slot(self, key, contender):
         return self.runs.setdefault(key, {}).setdefault(
-            contender, {"values": [], "cpu": [], "errors": [], "disturbed": 0}
+            contender, {"values": [], "cpu": [], "errors": [], "disturbed": 0, "extra": {}}
         )
 
     def disturbed(self, key, contender):
         """Counts a warm run during which someone else dropped the page cache."""
         self._slot(key, contender)["disturbed"] += 1
 
-    def add(self, key, contender, value=None, cpu=None, error=None):
+    def add(self, key, contender, value=None, cpu=None, error=None, extra=None):
         slot = self._slot(key, contender)
         if error is not None:
             slot["errors"].append(error)
@@ -143,6 +144,8 @@ class Results:
             slot["values"].append(value)
             if cpu is not None:
                 slot["cpu"].append(cpu)
+            for name, figure in (extra or {}).items():
+                slot["extra"].setdefault(name, []).append(figure)
 
     def add_rss(self, contender, mib):
         self.rss.setdefault(contender, []).append(mib)
@@ -159,6 +162,13 @@ class Results:
             return None
         return statistics.median(slot["cpu"])
 
+    def extra_medians(self, key, contender):
+        """The median of each further figure a job reported (requests per file, say)."""
+        slot = self.runs.get(key, {}).get(contender)
+        if not slot:
+            return {}
+        return {name: statistics.median(values) for name, values in slot["extra"].items()}
+
     def errors(self, key, contender):
         slot = self.runs.get(key, {}).get(contender)
         return slot["errors"] if slot else []
@@ -168,8 +178,25 @@ def job_key(job, mode):
     return job.name if job.modes == ("cold",) else f"{job.name}-{mode}"
 
 
+def result_keys(job):
+    """(key, mode) of every row a job fills: one per mode, then one per part of a run."""
+    return [(job_key(job, mode), mode) for mode in job.modes] + [
+        (f"{job.name}-{part}", part) for part in job.parts
+    ]
+
+
 class Runner:
-    def __init__(self, profile, stacks, include_tar, contenders, log=None, can_drop_caches=True):
+    def __init__(
+        self,
+        profile,
+        stacks,
+        include_tar,
+        contenders,
+        log=None,
+        can_drop_caches=True,
+        workdir=None,
+    ):
+        self.workdir = workdir  # where a job with its own target (podman) makes it
         self.profile = profile
         self.stacks = stacks
         self.include_tar = include_tar
@@ -199,15 +226,21 @@ class Runner:
     def run(self, jobs):
         for job in jobs:
             missing = missing_programs(job)
+            why_not = f"{', '.join(missing)} not installed" if missing else None
+            if not why_not and job.unavailable:
+                why_not = job.unavailable()
+            if why_not:
+                self.log(f"  {job.name}: skipped ({why_not})")
             too_slow = set()  # contenders whose first run of this job took over slow_seconds
             for rep in range(self.profile.repeat):
                 for c in self.contenders:
                     if not c.available or c.name in too_slow:
                         continue
-                    if missing:
-                        why = f"skipped: {', '.join(missing)} not installed"
-                        for mode in job.modes:
-                            self.results.add(job_key(job, mode), c.name, error=why)
+                    why = why_not or (job.refuses(c) if job.refuses else None)
+                    if why:
+                        if rep == 0:
+                            for key, _ in result_keys(job):
+                                self.results.add(key, c.name, error=f"skipped: {why}")
                         continue
                     took = self._run_one(job, c, rep)
                     if rep == 0 and self.profile.repeat > 1 and took > self.profile.slow_seconds:
@@ -218,14 +251,19 @@ class Runner:
     def _run_one(self, job, contender, rep):
         """One fresh mount, its cold and warm runs and the unmount. Returns the seconds its timed
         runs took (setup, mounting and cleaning up not counted)."""
-        stack = self.stacks[job.stack]
+        stack = self.stacks.get(job.stack)
         keys = [job_key(job, mode) for mode in job.modes]
+        part_keys = [key for key, _ in result_keys(job)[len(keys) :]]
+        timeout = job.timeout or self.profile.timeout
         prefix = f"  {job.name} [{rep + 1}/{self.profile.repeat}] {contender.name}:"
         try:
-            mounted = contender.mount(stack, writes=job.writes, mutates=job.mutates)
+            if job.target:
+                mounted = job.target(contender, self)
+            else:
+                mounted = contender.mount(stack, writes=job.writes, mutates=job.mutates)
         except Exception as e:  # a failed mount is this job's result for this contender
             message = str(e) if isinstance(e, contenders_mod.MountError) else describe_error(e)
-            for key in keys:
+            for key in keys + part_keys:
                 self.results.add(key, contender.name, error=message)
             self.log(f"{prefix} {message}")
             return 0.0
@@ -236,11 +274,12 @@ class Runner:
                 mnt=mounted.path,
                 profile=self.profile,
                 include_tar=self.include_tar,
-                timeout=self.profile.timeout,
+                timeout=timeout,
+                target=mounted,
             )
             failed = None
             if job.setup:
-                outcome, value = run_isolated(job.setup, ctx, self.profile.timeout, mounted.abort)
+                outcome, value = run_isolated(job.setup, ctx, timeout, mounted.abort)
                 if outcome == "error":
                     failed = f"setup: {value}"
             if failed is None and self.can_drop_caches:
@@ -250,9 +289,7 @@ class Runner:
             for mode, key in zip(job.modes, keys):
                 drops_before = cache_drop_count()  # from before the warm setup: it warms the cache
                 if failed is None and mode == "warm" and job.warm_setup:
-                    outcome, value = run_isolated(
-                        job.warm_setup, ctx, self.profile.timeout, mounted.abort
-                    )
+                    outcome, value = run_isolated(job.warm_setup, ctx, timeout, mounted.abort)
                     if outcome == "error":
                         failed = f"warm setup: {value}"
                 if failed is not None:
@@ -263,7 +300,7 @@ class Runner:
                 ctx.mode = mode
                 cpu_before = mounted.daemon_cpu_seconds()
                 start = time.monotonic()
-                outcome, value = run_isolated(job.run, ctx, self.profile.timeout, mounted.abort)
+                outcome, value = run_isolated(job.run, ctx, timeout, mounted.abort)
                 timed += time.monotonic() - start
                 cpu_after = mounted.daemon_cpu_seconds()
                 drops_after = cache_drop_count()
@@ -278,12 +315,12 @@ class Runner:
                     cpu = cpu_after - cpu_before
                 if outcome == "error":
                     failed = value
-                    self.results.add(key, contender.name, error=value)
+                    for k in [key] + part_keys:
+                        self.results.add(k, contender.name, error=value)
                     said.append(f"{mode} {value}")
                 else:
-                    value = float(value)
-                    self.results.add(key, contender.name, value=value, cpu=cpu)
-                    said.append(f"{mode} {value:.4g} {job.unit}")
+                    recorded = self._record(job, key, part_keys, contender.name, value, cpu)
+                    said.append(f"{mode} {recorded}")
             if job.record_rss and failed is None and mounted.pid:
                 rss = mounted.daemon_peak_rss_mib()
                 if rss is not None:
@@ -291,7 +328,7 @@ class Runner:
                     said.append(f"peak RSS {rss:.1f} MiB")
         finally:
             mounted.unmount()
-        changed = stack.changed_guarded()
+        changed = stack.changed_guarded() if stack else []
         if changed:
             message = f"wrote through to the lower layer ({', '.join(changed)} changed)"
             for key in keys:
@@ -300,3 +337,23 @@ class Runner:
             trees.rewrite_guarded(stack)
         self.log(f"{prefix} {', '.join(said)}")
         return timed
+
+    def _record(self, job, key, part_keys, name, value, cpu):
+        """Stores one run's figures; a job with parts returns a dict (Job.parts). Returns what
+        the progress line says of it."""
+        parts, extra = {}, {}
+        if isinstance(value, dict):
+            parts, extra = value.get("parts", {}), value.get("extra", {})
+            cpu = value.get("cpu", cpu)
+            value = value["value"]
+        value = float(value)
+        self.results.add(key, name, value=value, cpu=cpu, extra=extra)
+        said = [f"{value:.4g} {job.unit}"]
+        for part_key, part in zip(part_keys, job.parts):
+            if part in parts:
+                self.results.add(part_key, name, value=float(parts[part]))
+                said.append(f"{part} {parts[part]:.4g}")
+            else:
+                self.results.add(part_key, name, error="no figure")
+        said += [f"{figure:.3g} {what}" for what, figure in headline_figures(extra).items()]
+        return " ".join(said)

@@ -223,6 +223,26 @@ def build_include_stack(root, src, layers):
     return stack
 
 
+SOURCE_DIR = "lamina"  # the source stack's one directory: this project's tracked files
+
+
+def build_source_stack(root, repo):
+    """This project's source tree (the files git tracks, copied) in the one layer of a stack."""
+    stack = Stack("src", os.path.join(root, "src"), 1)
+    _make_layers(stack)
+    dest = os.path.join(stack.path, "l0", SOURCE_DIR)
+    listed = subprocess.run(
+        ["git", "-C", repo, "ls-files", "-z"], capture_output=True, check=True
+    ).stdout
+    for rel in os.fsdecode(listed).split("\0"):
+        if not rel or not os.path.lexists(os.path.join(repo, rel)):
+            continue  # deleted in the work tree
+        out = os.path.join(dest, rel)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        shutil.copy2(os.path.join(repo, rel), out, follow_symlinks=False)
+    return stack
+
+
 def link_copy(stack, dest):
     """A hard-linked copy of the stack's layers at dest: its own names, the template's inodes."""
     subprocess.run(["cp", "-al", stack.path, dest], check=True)

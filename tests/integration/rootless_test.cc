@@ -487,7 +487,9 @@ TEST(Rootless, passthrough_without_privilege_falls_back_to_the_daemon) {
     ASSERT_EQ(r.status, 0) << describe(r);
     EXPECT_EQ(r.out, "welcome\nwelcome\nappended\n") << describe(r);
     EXPECT_EQ(read_file(l.upper + "/etc/motd"), "welcome\nappended\n");
-    if (!uring_before.empty()) EXPECT_EQ(read_file(kEnableUring), "N\n");
+    if (!uring_before.empty()) {
+        EXPECT_EQ(read_file(kEnableUring), "N\n");
+    }
 }
 
 TEST(Rootless, unprivileged_copy_up_keeps_the_owner_in_the_override_xattr) {

@@ -420,6 +420,31 @@ void RegistryEnv::docker_auth(const std::string& host, const std::string& user,
     write_file(docker_ + "/config.json", j.dump());
 }
 
+namespace {
+
+RegistryOptions cache_options(const Registry& upstream) {
+    RegistryOptions co;
+    co.tls = true;
+    co.htpasswd_user = "dave";
+    co.htpasswd_password = "pw-dave";
+    co.proxy_remote = "http://" + upstream.host();
+    return co;
+}
+
+}  // namespace
+
+CacheMirror::CacheMirror(RegistryEnv& env, const Registry& upstream, const std::string& auth_file)
+    : cache(cache_options(upstream)),
+      ca_file(env.config_dir() + "/certs.d/" + cache.host() + "/myca.crt") {
+    env.registries_conf("[[registry]]\nlocation = \"" + upstream.host() +
+                        "\"\n[[registry.mirror]]\nlocation = \"" + cache.host() +
+                        "\"\ninsecure = false\n");
+    make_dirs(env.config_dir() + "/certs.d/" + cache.host());
+    write_file(ca_file, read_file(cache.cert().cert));
+    auto auth = run_shell("printf dave:pw-dave | base64 -w0").out;
+    write_file(auth_file, json({{"auths", {{cache.host(), {{"auth", auth}}}}}}).dump());
+}
+
 std::string registry_skip_reason() {
     for (const char* p : {"docker-registry", "skopeo", "openssl", "htpasswd"})
         if (!have_program(p))

@@ -177,6 +177,17 @@ private:
     std::string config_, docker_;
 };
 
+// A pull-through cache (TLS, htpasswd user dave, password pw-dave) in front of upstream, set up
+// in env's registries.conf as upstream's mirror with insecure = false, trusted through a CA file
+// named certs.d/HOST/myca.crt (not ca.crt), its credentials written to auth_file (for
+// $REGISTRY_AUTH_FILE).
+class CacheMirror {
+public:
+    CacheMirror(RegistryEnv& env, const Registry& upstream, const std::string& auth_file);
+    Registry cache;
+    std::string ca_file;  // the myca.crt
+};
+
 // Why registry tests cannot run here, with its needs.h tag ("" when they can).
 std::string registry_skip_reason();
 

@@ -37,33 +37,17 @@ private:
     std::optional<std::string> old_;
 };
 
-std::string base64(const std::string& s) {
-    return run_shell("printf '%s' '" + s + "' | base64 -w0").out;
-}
-
 TEST(RegistryMirror, pull_through_cache_with_a_certs_d_ca_named_myca_and_auth_file_credentials) {
     REQUIRE_REGISTRY();
     TempDir tmp("lamina-cache");
     RegistryEnv env;
     Registry upstream;
     auto built = push_demo(upstream, tmp, "test/app:v1");
-    RegistryOptions co;
-    co.tls = true;
-    co.htpasswd_user = "dave";
-    co.htpasswd_password = "pw-dave";
-    co.proxy_remote = "http://" + upstream.host();
-    Registry cache(co);
-
     // The cache is TLS-verified (not left to the loopback default), trusted through a CA file
     // that is not called ca.crt, and its password comes from $REGISTRY_AUTH_FILE.
-    env.registries_conf("[[registry]]\nlocation = \"" + upstream.host() +
-                        "\"\n[[registry.mirror]]\nlocation = \"" + cache.host() +
-                        "\"\ninsecure = false\n");
-    make_dirs(env.config_dir() + "/certs.d/" + cache.host());
-    std::string myca = env.config_dir() + "/certs.d/" + cache.host() + "/myca.crt";
-    write_file(myca, read_file(cache.cert().cert));
-    write_file(tmp / "auth.json",
-               json({{"auths", {{cache.host(), {{"auth", base64("dave:pw-dave")}}}}}}).dump());
+    CacheMirror mirror(env, upstream, tmp / "auth.json");
+    const Registry& cache = mirror.cache;
+    const std::string& myca = mirror.ca_file;
     ScopedEnv auth_file("REGISTRY_AUTH_FILE", tmp / "auth.json");
 
     Lamina lamina(tmp / "store");

@@ -622,9 +622,9 @@ protected:
     std::string m;
 };
 
-// `lamina umount` that stops after the volumes, because something holds the union busy, leaves
-// a union without volumes, as `kill -9` of `lamina mount` between the two does: the next mount
-// finishes the job rather than taking the bare union for a whole mount.
+// `lamina umount` of a busy union puts the volumes it took down back. A union without volumes,
+// as `kill -9` of `lamina mount` between the two leaves it: the next mount finishes the job
+// rather than taking the bare union for a whole mount.
 TEST_F(HalfMount, a_union_left_without_its_volumes_gets_them_at_the_next_mount) {
     EXPECT_EQ(out_of(lamina({"mount", "c"})), m);
     EXPECT_EQ(mounts_below(m), kWhole);
@@ -635,6 +635,12 @@ TEST_F(HalfMount, a_union_left_without_its_volumes_gets_them_at_the_next_mount) 
         EXPECT_NE(lamina({"umount", "c"}).status, 0);
         close(busy);
     }
+    ASSERT_EQ(mounts_below(m), kWhole) << "a busy union keeps its volumes";
+    // What the killed mount leaves: no record that the volumes are up, and none of them up.
+    std::string dir = m.substr(0, m.rfind('/'));
+    ASSERT_EQ(unlink((dir + "/volumes-mounted").c_str()), 0);
+    for (const char* v : {"/var/log", "/data"})
+        ASSERT_EQ(run_command({"umount", m + v}).status, 0) << v;
     ASSERT_EQ(mounts_below(m), "/\n");
     EXPECT_EQ(out_of(lamina({"mount", "c"})), m);
     EXPECT_EQ(mounts_below(m), kWhole);

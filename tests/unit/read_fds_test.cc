@@ -12,9 +12,13 @@
 namespace lamina {
 namespace {
 
-UniqueFd open_null() { return UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
+UniqueFd open_null() {
+    return UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+}
 
-bool is_open(int fd) { return fcntl(fd, F_GETFD) != -1; }
+bool is_open(int fd) {
+    return fcntl(fd, F_GETFD) != -1;
+}
 
 TEST(ReadFdPool, keeps_at_most_its_limit_and_evicts_the_least_recently_used) {
     ReadFdPool pool(2);

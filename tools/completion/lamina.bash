@@ -64,7 +64,11 @@ _lamina() {
                 grep -v '^<none>') ;;
         create | "container create")
             names=$("${lamina[@]}" images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null) ;;
-        mount | umount | unmount | rm | diff | commit | export | "container "*)
+        cp | "container cp")
+            # CONTAINER: then host paths (the file completion).
+            names=$("${lamina[@]}" ps -a --format '{{.Names}}:' 2>/dev/null)
+            compopt -o default -o nospace ;;
+        mount | umount | unmount | rm | diff | commit | export | rename | "container "*)
             names=$("${lamina[@]}" ps -a --format '{{.Names}}' 2>/dev/null) ;;
         inspect)
             names="$("${lamina[@]}" images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null)

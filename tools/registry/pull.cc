@@ -270,6 +270,7 @@ std::string pull_from(store::Store& store, const Settings& settings,
         throw RegistryError(ref.str() + ": " + e.what());
     }
     dir.stored = true;
+    store.record_repo_digest(img.id, ref.registry + "/" + ref.repository, src.top.digest);
     for (size_t i : to_fetch) progress.status(short_digest(m.layers[i].digest), "Pull complete");
     for (const auto& w : img.warnings) progress.note("warning", w);
     if (!o.quiet) {
