@@ -102,6 +102,9 @@ int Overlay::copy_up_one_locked(Node* node) {
     UniqueFd out;
     switch (st.st_mode & S_IFMT) {
         case S_IFREG: {
+            // A placeholder is completed first (lazy.h); under the tree lock, as copy-up is.
+            if (lazy_ && (err = lazy_->ensure_complete(src_layer, node->lower_path_in(0))))
+                return err;
             UniqueFd in(open_maybe_noatime(O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME,
                                            [&](int f) { return openat(src_dir, src_rel, f); }));
             if (!in) return errno;

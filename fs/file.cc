@@ -29,6 +29,7 @@ int Overlay::open(Node* node, int flags, const Credentials& cred,
                   std::unique_ptr<FileHandle>& out) {
     // Raced with unlink: its path names something else; or superseded: look the name up again.
     if (node->unlinked) return gone_error(node);
+    if (int err = complete_lazy_lower(node)) return err;
     auto fh = std::make_unique<FileHandle>();
     fh->node = node;
     fh->flags = flags;
@@ -60,6 +61,21 @@ int Overlay::open(Node* node, int flags, const Credentials& cred,
     node->open_count++;
     out = std::move(fh);
     return 0;
+}
+
+// A lower copy in a lazy layer may be a placeholder: the helper completes it first (a read or
+// a copy-up). The wait happens outside the tree lock, so nothing else waits on a slow registry.
+int Overlay::complete_lazy_lower(const Node* node) {
+    if (!lazy_) return 0;
+    LayerNo layer = 0;
+    std::string rel;
+    {
+        std::shared_lock lock(tree_);
+        if (node->in_upper || node->lowers.empty()) return 0;
+        layer = node->lowers[0];
+        rel = node->lower_path_in(0);
+    }
+    return lazy_->ensure_complete(layer, rel);
 }
 
 int Overlay::atime_flag(bool upper, bool dir) const {

@@ -216,6 +216,33 @@ std::string apply_number(std::string_view name, std::string_view value, uint32_t
     return "";
 }
 
+// lazy_fetch=/abs/helper, lazy_layers=N[:N...] (lower numbers, 1 the top), lazy_timeout=S.
+std::string apply_lazy(std::string_view name, std::string_view value, MountOptions& opts) {
+    if (name == "lazy_timeout") {
+        std::string err =
+            apply_number(name, value, 3600, "seconds from 1 to 3600", opts.lazy_timeout);
+        if (err.empty() && opts.lazy_timeout == 0)
+            return "lazy_timeout=0: expected seconds from 1 to 3600";
+        return err;
+    }
+    if (name == "lazy_fetch") {
+        if (value.empty() || value[0] != '/')
+            return "lazy_fetch=" + std::string(value) + ": expected an absolute path";
+        opts.lazy_fetch = std::string(value);
+        return "";
+    }
+    opts.lazy_layers.clear();
+    for (size_t pos = 0; pos <= value.size();) {
+        size_t colon = std::min(value.find(':', pos), value.size());
+        uint32_t n = 0;
+        if (!parse_u32(value.substr(pos, colon - pos), n) || n < 1 || n > kMaxLowerLayers)
+            return "lazy_layers=" + std::string(value) + ": expected lower layer numbers, 1:2:5";
+        opts.lazy_layers.push_back(n);
+        pos = colon + 1;
+    }
+    return "";
+}
+
 // A "name=value" item.
 std::string apply_valued(std::string_view name, std::string_view value, MountOptions& opts) {
     auto needs_value = [&]() { return "mount option " + quoted(name) + " needs a value"; };
@@ -226,6 +253,8 @@ std::string apply_valued(std::string_view name, std::string_view value, MountOpt
         return "";
     }
     if (name == "redirect_dir") return apply_redirect_dir(value, opts);
+    if (name == "lazy_fetch" || name == "lazy_layers" || name == "lazy_timeout")
+        return apply_lazy(name, value, opts);
     if (name == "log_level") return apply_log_level(value, opts);
     if (name == "threads")
         return apply_number(name, value, 1024, "a number from 0 to 1024", opts.threads);

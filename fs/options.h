@@ -61,6 +61,12 @@ struct MountOptions {
     bool show_help = false;
     bool show_version = false;
 
+    // Lazy lower layers (lazy.h): the helper that completes a placeholder, which lowers (1 is
+    // the top) hold placeholders, and how long a first open waits for the helper.
+    std::string lazy_fetch;
+    std::vector<uint32_t> lazy_layers;
+    uint32_t lazy_timeout = 30;
+
     // fuse-overlayfs/podman options (ownership.h applies the mappings and squash options).
     std::string uidmapping;  // as given; parsed into uid_map
     std::string gidmapping;

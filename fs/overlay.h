@@ -19,6 +19,7 @@
 #include "acl.h"
 #include "dir_index.h"
 #include "layers.h"
+#include "lazy.h"
 #include "node.h"
 #include "options.h"
 #include "ownership.h"
@@ -324,6 +325,8 @@ private:
     int upper_place(const Node* node, Place& out) const;
     // The node's top lower copy.
     int lower_place(const Node* node, Place& out) const;
+    // 0 once a node's lower copy may be read (file.cc; lazy.h).
+    int complete_lazy_lower(const Node* node);
     // node's name in the directory parent_index holds open in layer, when it lies there (not
     // elsewhere by a redirect); false when the index holds no such directory.
     bool held_place(const std::shared_ptr<const DirIndex>& parent_index, LayerNo layer,
@@ -445,6 +448,8 @@ private:
     mutable std::shared_mutex tree_;
     // Guards Node::listing of every node; taken alone, never while waiting for tree_.
     std::mutex listings_mu_;
+    // Lower layers with placeholders (lazy.h); nullptr for a mount without them.
+    std::unique_ptr<LazyLayers> lazy_ = make_lazy_layers(opts_);
 };
 
 }  // namespace lamina

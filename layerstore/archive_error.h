@@ -1,4 +1,4 @@
-// libarchive's error text, never NULL: archive_error_string() returns NULL when libarchive set
+// Owners of libarchive handles, and libarchive's error text, never NULL: archive_error_string() returns NULL when libarchive set
 // no message (seen on a gzip stream whose tar could not be opened), and "text" + NULL crashes.
 // When a system call failed, the system's reason instead: libarchive's own words for it ("Write
 // error", "Failed to open 'PATH'") drop the errno and name the caller's scratch file.
@@ -8,9 +8,19 @@
 #include <errno.h>
 #include <string.h>
 
+#include <memory>
 #include <string>
 
 namespace lamina::store {
+
+struct ArchiveReadFree {
+    void operator()(archive* a) const { archive_read_free(a); }
+};
+struct ArchiveWriteFree {
+    void operator()(archive* a) const { archive_write_free(a); }
+};
+using ReadArchive = std::unique_ptr<archive, ArchiveReadFree>;
+using WriteArchive = std::unique_ptr<archive, ArchiveWriteFree>;
 
 inline std::string archive_error_text(archive* a, const char* fallback = "unknown archive error") {
     int e = archive_errno(a);

@@ -18,6 +18,7 @@
 #include "error.h"
 #include "fsutil.h"
 #include "internal.h"
+#include "lazy_layer.h"
 #include "lock.h"
 #include "mount_table.h"
 #include "process.h"
@@ -136,13 +137,20 @@ void unmount_merged(const std::string& merged) {
     }
 }
 
+// A program named by $env, else at beside (relative to lamina's own directory), else on PATH;
+// "" when it is nowhere.
+static std::string find_program(const char* env, const std::string& beside,
+                                const std::string& name) {
+    if (const char* e = getenv(env); e && *e) return e;
+    std::string path = self_exe_dir() + "/" + beside;
+    if (::access(path.c_str(), X_OK) == 0) return path;
+    return find_in_path(name);
+}
+
 std::string Store::laminafs_binary() {
-    if (const char* env = getenv("LAMINAFS"); env && *env) return env;
-    std::string beside = self_exe_dir() + "/../fs/laminafs";
-    if (::access(beside.c_str(), X_OK) == 0) return beside;
-    std::string on_path = find_in_path("laminafs");
-    if (!on_path.empty()) return on_path;
-    throw StoreError("cannot find laminafs: set LAMINAFS, or put it on PATH");
+    std::string p = find_program("LAMINAFS", "../fs/laminafs", "laminafs");
+    if (p.empty()) throw StoreError("cannot find laminafs: set LAMINAFS, or put it on PATH");
+    return p;
 }
 
 bool Store::is_mounted(const ContainerRecord& c) const {
@@ -242,8 +250,10 @@ std::vector<ContainerState> Store::containers(bool sizes) {
 }
 
 // The lowerdir entries, top first, as paths relative to the store root through the short
-// links: 128 of them stay within one page of mount options however long the root is.
-std::vector<std::string> Store::lower_links(const ImageRecord& img) {
+// links: 128 of them stay within one page of mount options however long the root is. lazy gets
+// the numbers (1: the top) of the lazy layers among them, which laminafs completes through its
+// helper on first open (docs/lazy.md); a lazy layer cannot go into a squash.
+std::vector<std::string> Store::lower_links(const ImageRecord& img, std::vector<size_t>& lazy) {
     std::vector<std::string> out;
     size_t n = img.layers.size();
     size_t squashed = n > kMaxLowers ? n - kMaxLowers + 1 : 0;
@@ -253,9 +263,27 @@ std::vector<std::string> Store::lower_links(const ImageRecord& img) {
             throw StoreError("image " + img.id + ": layer " + img.layers[i].chain_id +
                              " is missing");
         out.push_back("l/" + l->link);
+        if (is_lazy_layer(Layout{root_}.layers() + "/" + digest_hex(l->id)))
+            lazy.push_back(out.size());
     }
-    if (squashed) out.push_back("l/" + squash_lowest(img, squashed));
+    if (squashed) {
+        for (size_t i = 0; i < squashed; ++i)
+            if (is_lazy_layer(Layout{root_}.layers() + "/" + digest_hex(img.layers[i].chain_id)))
+                throw StoreError("image " + img.id + ": layer " + img.layers[i].chain_id +
+                                 " is lazy and would be squashed; pull the image whole");
+        out.push_back("l/" + squash_lowest(img, squashed));
+    }
     return out;
+}
+
+// The helper laminafs runs for lazy layers: beside lamina, else on PATH.
+static std::string lazy_fetch_binary() {
+    std::string p = find_program("LAMINA_LAZY_FETCH", "lamina-lazy-fetch", "lamina-lazy-fetch");
+    if (p.empty())
+        throw StoreError(
+            "cannot find lamina-lazy-fetch, which mounts lazy layers: set "
+            "LAMINA_LAZY_FETCH, or put it on PATH");
+    return p;
 }
 
 std::string Store::mount(const std::string& ref) {
@@ -289,13 +317,22 @@ std::string Store::mount(const std::string& ref) {
     if (img.layers.empty())
         throw StoreError("cannot mount " + c.name + ": image " + img.id + " has no layers");
     std::string lowers;
-    for (const auto& link : lower_links(img)) lowers += (lowers.empty() ? "" : ":") + link;
+    std::vector<size_t> lazy;
+    for (const auto& link : lower_links(img, lazy)) lowers += (lowers.empty() ? "" : ":") + link;
     ContainerPaths rel = ContainerPaths::relative(c.id);
     std::string opts = "lowerdir=" + lowers + ",upperdir=" + rel.upper() + ",workdir=" + rel.work();
     // Without redirects a directory rename copies (EXDEV, as the kernel does with
     // redirect_dir=off), so every commit is expressible in OCI whiteouts alone.
     opts += ",redirect_dir=off";
     if (geteuid() != 0) opts += ",userxattr";
+    if (!lazy.empty()) {
+        std::string numbers;
+        for (size_t n : lazy) numbers += (numbers.empty() ? "" : ":") + std::to_string(n);
+        int timeout_s = 30;
+        if (const char* t = getenv("LAMINA_LAZY_TIMEOUT")) timeout_s = std::max(1, atoi(t));
+        opts += ",lazy_fetch=" + lazy_fetch_binary() + ",lazy_layers=" + numbers +
+                ",lazy_timeout=" + std::to_string(timeout_s);
+    }
     if (opts.size() > kMountOptionLimit)
         throw StoreError("cannot mount " + c.name + ": mount options are " +
                          std::to_string(opts.size()) + " bytes, over the " +

@@ -20,6 +20,7 @@ struct SourceLayer {
     std::string digest;  // the manifest's digest; "" when the source gives none (docker-archive)
     std::string media_type;  // the manifest's media type; "" for docker-archive
     int64_t size = -1;
+    std::shared_ptr<const struct LazyPull> lazy;  // a lazy layer (PulledLayer::lazy)
 };
 
 struct SourceImage {

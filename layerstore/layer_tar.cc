@@ -51,9 +51,6 @@ la_ssize_t sink_write(archive*, void* client, const void* buf, size_t len) {
     return static_cast<la_ssize_t>(len);
 }
 
-struct WriterDeleter {
-    void operator()(archive* a) const { archive_write_free(a); }
-};
 struct EntryDeleter {
     void operator()(archive_entry* e) const { archive_entry_free(e); }
 };
@@ -212,7 +209,7 @@ std::string write_layer_tar(const std::string& upper_dir, const std::string& out
     sink.path = out_path;
     sink.fd.reset(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
     if (!sink.fd) throw StoreError("cannot create " + out_path + ": " + strerror(errno));
-    std::unique_ptr<archive, WriterDeleter> a(archive_write_new());
+    WriteArchive a(archive_write_new());
     archive_write_set_format_pax_restricted(a.get());
     archive_write_set_bytes_per_block(a.get(), 10240);
     if (archive_write_open(a.get(), &sink, nullptr, sink_write, nullptr) != ARCHIVE_OK)

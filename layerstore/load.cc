@@ -2,6 +2,7 @@
 // place, and one database transaction makes the image exist.
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include "fsutil.h"
 #include "internal.h"
 #include "json_input.h"
+#include "lazy_layer.h"
 #include "lock.h"
 #include "store.h"
 #include "unpack.h"
@@ -30,6 +32,9 @@ namespace {
 struct StagedLayer {
     LayerRecord record;
     std::string dir;  // staged layer directory (holds diff/)
+    // It takes the place of a lazy layer of the same chain ID: verified whole, it is what that
+    // layer's placeholders promised (docs/lazy.md).
+    bool replaces_lazy = false;
 };
 
 struct StagedBlob {
@@ -122,6 +127,57 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
             refs.push_back(ref);
             continue;
         }
+        // A lazily pulled layer: its verified TOC becomes the tree, its contents placeholders.
+        // Its diff ID is the config's word only (docs/lazy.md, "Verification"), so it shares a
+        // chain ID with no layer of another blob.
+        std::string existing_dir = l.layers() + "/" + digest_hex(chain);
+        if (src.lazy) {
+            if (existing || staged) {
+                auto rec = existing ? read_lazy_record(existing_dir) : std::nullopt;
+                if (rec && (rec->source.digest != src.digest ||
+                            rec->source.toc_digest != src.lazy->source.toc_digest))
+                    throw StoreError(where + ": the store holds layer " + chain +
+                                     " lazily from another blob (" + rec->source.digest + ")");
+                refs.push_back(ref);
+                continue;
+            }
+            std::string stage = staging + "/layer-" + std::to_string(i);
+            make_dirs(stage + "/layer/diff", 0700);
+            UnpackResult r;
+            std::vector<estargz::Placeholder> pending;
+            try {
+                pending = estargz::unpack_toc(src.lazy->toc, stage + "/layer/diff", opts, r);
+                write_lazy_record(stage + "/layer", src.lazy->source, src.lazy->toc, pending);
+            } catch (const StoreError& e) {
+                throw StoreError(where + ": " + e.what());
+            }
+            for (const auto& w : r.warnings) result.warnings.push_back(where + ": " + w);
+            StagedLayer s;
+            s.dir = stage + "/layer";
+            s.record = LayerRecord{chain,          parent,   diff_id, new_link_name(), src.digest,
+                                   src.media_type, src.size, 0,       now_seconds()};
+            new_layers.push_back(std::move(s));
+            staged_chain_ids.insert(chain);
+            refs.push_back(ref);
+            continue;
+        }
+        // A lazy layer no mounted container uses is swapped for this one once it is unpacked
+        // and its diff ID checked.
+        std::string lazy_link;
+        if (existing && is_lazy_layer(existing_dir)) {
+            // A mounted container reads the lazy tree: it cannot be swapped under it.
+            Stmt users(*db_,
+                       "SELECT DISTINCT c.id FROM containers c JOIN image_layers il "
+                       "ON il.image_id = c.image_id WHERE il.layer_id = ?");
+            users.bind(1, chain);
+            while (users.step())
+                if (is_mounted(container(users.text(0))))
+                    throw StoreError(where + ": layer " + chain +
+                                     " is lazy and a mounted container uses it; unmount it "
+                                     "before pulling the image whole");
+            lazy_link = existing->link;
+            existing.reset();
+        }
         bool have_blob = !src.digest.empty() &&
                          (blob_known(*db_, src.digest) ||
                           std::any_of(new_blobs.begin(), new_blobs.end(),
@@ -172,9 +228,10 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
         if (!existing && !staged) {
             StagedLayer s;
             s.dir = stage + "/layer";
+            s.replaces_lazy = !lazy_link.empty();
             s.record =
                 LayerRecord{chain,         parent,
-                            diff_id,       new_link_name(),
+                            diff_id,       s.replaces_lazy ? lazy_link : new_link_name(),
                             ref.blob,      ref.blob_media_type,
                             ref.blob_size, static_cast<int64_t>(tree_size(stage + "/layer/diff")),
                             now_seconds()};
@@ -193,6 +250,14 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
     }
     for (const auto& s : new_layers) {
         std::string dest = l.layers() + "/" + digest_hex(s.record.id);
+        if (s.replaces_lazy) {
+            // One atomic swap: the lazy one lands in staging and goes with it; its link and row
+            // stay, and at no moment is the row without its directory.
+            if (::renameat2(AT_FDCWD, s.dir.c_str(), AT_FDCWD, dest.c_str(), RENAME_EXCHANGE) != 0)
+                throw_errno("cannot swap the lazy layer for the pulled one at", dest, errno);
+            ++result.new_layers;
+            continue;
+        }
         if (::rename(s.dir.c_str(), dest.c_str()) != 0)
             throw_errno("cannot move layer into", dest, errno);
         std::string link = l.links() + "/" + s.record.link;
@@ -213,6 +278,18 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
             .run();
     for (const auto& s : new_layers) {
         const auto& r = s.record;
+        if (s.replaces_lazy) {
+            Stmt(*db_,
+                 "UPDATE layers SET blob = ?, blob_media_type = ?, blob_size = ?, size = ? "
+                 "WHERE id = ?")
+                .bind(1, r.blob)
+                .bind(2, r.blob_media_type)
+                .bind(3, r.blob_size)
+                .bind(4, r.size)
+                .bind(5, r.id)
+                .run();
+            continue;
+        }
         Stmt(*db_,
              "INSERT INTO layers(id, parent, diff_id, link, blob, blob_media_type, blob_size, "
              "size, created) "

@@ -45,7 +45,7 @@ LoadedImage Store::store_pulled_image(const std::string& config, const std::stri
     for (size_t i = 0; i < layers.size(); ++i) {
         const PulledLayer& p = layers[i];
         // A layer skipped as "Already exists" may have been removed since (rmi, prune).
-        if (p.path.empty() && !blob_recorded(*db_, p.digest))
+        if (p.path.empty() && !p.lazy && !blob_recorded(*db_, p.digest))
             throw StoreError("layer " + std::to_string(i + 1) + " (" + p.digest +
                              ") was removed from the store during the pull; pull again");
         SourceLayer s;
@@ -53,6 +53,7 @@ LoadedImage Store::store_pulled_image(const std::string& config, const std::stri
         s.digest = p.digest;
         s.media_type = p.media_type;
         s.size = p.size;
+        s.lazy = p.lazy;
         sources.push_back(std::move(s));
     }
     StagingDir staging(l, "pull");

@@ -30,13 +30,6 @@ using nlohmann::json;
 
 namespace {
 
-struct WriterDeleter {
-    void operator()(archive* a) const { archive_write_free(a); }
-};
-struct ReaderDeleter {
-    void operator()(archive* a) const { archive_read_free(a); }
-};
-
 class ArchiveOut {
 public:
     // Writes path; errors name shown (the file path is renamed to).
@@ -97,13 +90,13 @@ private:
     }
 
     std::string path_;
-    std::unique_ptr<archive, WriterDeleter> a_;
+    WriteArchive a_;
     std::set<std::string> names_;
 };
 
 // The uncompressed tar of a stored blob, for docker-archive, which carries layers uncompressed.
 void decompress(const std::string& src, const std::string& dst) {
-    std::unique_ptr<archive, ReaderDeleter> a(archive_read_new());
+    ReadArchive a(archive_read_new());
     archive_read_support_filter_all(a.get());
     archive_read_support_format_raw(a.get());
     archive_entry* e;

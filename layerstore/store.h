@@ -281,7 +281,7 @@ private:
     class Recovery;
     void recover();
     void ensure_layout();
-    std::vector<std::string> lower_links(const ImageRecord& img);
+    std::vector<std::string> lower_links(const ImageRecord& img, std::vector<size_t>& lazy);
     std::string squash_lowest(const ImageRecord& img, size_t count);
     void delete_unreferenced();
     LoadedImage store_image(const std::string& config, const std::string& manifest,
@@ -298,11 +298,15 @@ private:
 
 // Registry: a layer blob a pull fetched and verified against digest (path "" when the store
 // already has it).
+struct LazyPull;
 struct PulledLayer {
     std::string path;
     std::string digest;
     std::string media_type;
     int64_t size = 0;
+    // Set for a layer `pull --lazy` read by its TOC (path is then empty): it is stored as a
+    // lazy layer (lazy_layer.h, docs/lazy.md).
+    std::shared_ptr<const LazyPull> lazy;
 };
 
 // "busybox" -> "busybox:latest"; validates the characters of a reference.

@@ -27,11 +27,6 @@
 namespace lamina::store {
 namespace {
 
-struct ArchiveDeleter {
-    void operator()(archive* a) const { archive_read_free(a); }
-};
-using ArchivePtr = std::unique_ptr<archive, ArchiveDeleter>;
-
 // The decompressing inner reader feeds the tar parser and hashes what it hands over, so the
 // diffID is the digest of exactly the uncompressed bytes that were unpacked.
 // It also counts them: a few hundred compressed bytes can expand to gigabytes, so the stream
@@ -341,7 +336,8 @@ void Extractor::write_regular(archive* a, archive_entry* e, int parent, const st
     size_t len;
     la_int64_t offset;
     uint64_t seen = 0;
-    for (;;) {
+    // Without an archive the content is left a hole: a placeholder its owner fills later.
+    while (a) {
         int rc = archive_read_data_block(a, &block, &len, &offset);
         if (rc == ARCHIVE_EOF) break;
         if (rc < ARCHIVE_WARN)
@@ -504,6 +500,16 @@ std::vector<std::string> split_entry_path(const std::string& raw) {
     return comps;
 }
 
+UnpackResult unpack_placeholders(const EntryFeed& next, const std::string& dest_dir,
+                                 const UnpackOptions& opts) {
+    std::string no_source_error;
+    Extractor ex(dest_dir, opts, UINT64_MAX, no_source_error);
+    UnpackResult result;
+    while (archive_entry* e = next()) ex.entry(nullptr, e, result);
+    ex.finish(result);
+    return result;
+}
+
 uint64_t default_free_space_reserve(uint64_t filesystem_bytes) {
     return std::min(filesystem_bytes / 20, uint64_t(256) << 20);
 }
@@ -517,7 +523,7 @@ UnpackResult unpack_tar(const std::string& archive_path, const std::string& dest
     if (::fstat(source.get(), &st) != 0) throw_errno("cannot stat", archive_path, errno);
     if (!S_ISREG(st.st_mode))
         throw StoreError("cannot read " + archive_path + ": not a regular file");
-    ArchivePtr raw(archive_read_new());
+    ReadArchive raw(archive_read_new());
     archive_read_support_filter_all(raw.get());
     archive_read_support_format_raw(raw.get());
     if (archive_read_open_fd(raw.get(), source.get(), 1 << 17) != ARCHIVE_OK)
@@ -548,7 +554,7 @@ UnpackResult unpack_tar(const std::string& archive_path, const std::string& dest
                            ") less its reserve (" + std::to_string(reserve) + ")";
     }
 
-    ArchivePtr tar(archive_read_new());
+    ReadArchive tar(archive_read_new());
     archive_read_support_format_tar(tar.get());
     if (archive_read_open(tar.get(), &src, nullptr, read_uncompressed, nullptr) != ARCHIVE_OK)
         throw StoreError("cannot read " + archive_path + " as tar: " +

@@ -2,11 +2,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "layer_media_type.h"
+
+struct archive_entry;
 
 namespace lamina::store {
 
@@ -49,6 +52,14 @@ struct UnpackResult {
 // truncated or oversized entries are refused with a StoreError naming the entry.
 UnpackResult unpack_tar(const std::string& archive_path, const std::string& dest_dir,
                         const UnpackOptions& opts);
+
+// The next entry for unpack_placeholders, or nullptr at the end.
+using EntryFeed = std::function<archive_entry*()>;
+// Writes the entries next() gives as unpack_tar writes a tar's (whiteouts, opaque markers, set-id
+// bits, owners, xattrs, times), except that each regular file is a hole of its size: a
+// placeholder whose content the caller fills later (a lazy layer, see docs/lazy.md).
+UnpackResult unpack_placeholders(const EntryFeed& next, const std::string& dest_dir,
+                                 const UnpackOptions& opts);
 
 // Splits a tar entry path into components: "./a//b/" -> {a, b}. Throws on absolute paths and "..".
 std::vector<std::string> split_entry_path(const std::string& raw);

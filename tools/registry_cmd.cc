@@ -108,6 +108,7 @@ int cmd_pull(Context& ctx, const Args& a) {
     o.client.credentials = creds_option(a);
     o.quiet = a.has("quiet");
     o.live_progress = isatty(STDOUT_FILENO);
+    o.lazy = a.has("lazy");
     registry::pull_image(ctx.store(), settings, candidates, o, std::cout);
     return 0;
 }
@@ -128,10 +129,18 @@ int cmd_push(Context& ctx, const Args& a) {
     o.client.credentials = creds_option(a);
     o.quiet = a.has("quiet");
     o.live_progress = isatty(STDOUT_FILENO);
+    if (a.values.count("compression-format")) {
+        o.compression_format = a.value("compression-format");
+        if (o.compression_format != "estargz")
+            throw UsageError("--compression-format must be estargz (zstd:chunked is not done yet)");
+    }
     std::string digest =
         registry::push_image(ctx.store(), Settings::load(), local, dest, o, std::cout);
-    ctx.store().record_repo_digest(ctx.store().image(local).id,
-                                   dest.registry + "/" + dest.repository, digest);
+    // A converted push sends another image (new diff IDs, config and manifest): its digest is
+    // not one of the stored image's.
+    if (o.compression_format.empty())
+        ctx.store().record_repo_digest(ctx.store().image(local).id,
+                                       dest.registry + "/" + dest.repository, digest);
     return 0;
 }
 

@@ -240,7 +240,7 @@ http.server.ThreadingHTTPServer(('127.0.0.1', int(port)), Handler).serve_forever
 )PY";
 
 const char* kProxy = R"PY(
-import socket, sys, threading, time
+import os, socket, sys, threading, time
 listen_port, target_port, rate = (int(a) for a in sys.argv[1:4])
 log = sys.argv[4]
 # The connections whose first request line holds `match` meet `steps` in turn, one step each,
@@ -249,6 +249,15 @@ log = sys.argv[4]
 match = sys.argv[5].encode()
 steps = [s for s in sys.argv[6].split(',') if s]
 lock = threading.Lock()
+# Bytes of replies sent to clients so far, kept in LOG.bytes.
+sent_total = [0]
+
+def count_sent(n):
+    with lock:
+        sent_total[0] += n
+        with open(log + '.bytes.tmp', 'w') as f:
+            f.write(str(sent_total[0]))
+        os.replace(log + '.bytes.tmp', log + '.bytes')
 
 def close(*socks):
     for s in socks:
@@ -269,6 +278,7 @@ def upstream_to_client(up, client, cut):
                 data = data[:cut - sent]
             client.sendall(data)
             sent += len(data)
+            count_sent(len(data))
             time.sleep(len(data) / rate)
     except OSError:
         pass
@@ -353,6 +363,11 @@ ThrottlingProxy::ThrottlingProxy(int target_port, int bytes_per_second, const Pr
                   dir_ / "proxy.log");
     if (!wait_for_port(port_, 10000))
         ADD_FAILURE() << "proxy did not start: " << read_file(dir_ / "proxy.log");
+}
+
+int64_t ThrottlingProxy::bytes_sent() const {
+    std::string p = dir_ / "ranges.log.bytes";
+    return access(p.c_str(), F_OK) == 0 ? std::stoll(read_file(p)) : 0;
 }
 
 std::string ThrottlingProxy::ranges_seen() const {

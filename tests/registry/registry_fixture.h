@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -143,6 +144,8 @@ public:
     int port() const { return port_; }
     // The Range headers of the requests that went through, one a line.
     std::string ranges_seen() const;
+    // The bytes of replies (headers included) sent to clients so far.
+    int64_t bytes_sent() const;
 
 private:
     TempDir dir_{"lamina-proxy"};

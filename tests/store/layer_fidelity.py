@@ -3,6 +3,8 @@
 #
 #   layer_fidelity.py make-tar OUT   writes the layer (pax, xattrs as SCHILY.xattr records)
 #   layer_fidelity.py describe ROOT  prints one line per entry below ROOT, sorted
+#   layer_fidelity.py describe-layer ROOT  the same, without the mtimes of whiteout devices
+#                                    (unpack makes those at the time of unpacking)
 #   layer_fidelity.py make-text-acl-tar OUT   one file whose ACL is in GNU tar --acls text form
 import hashlib
 import io
@@ -90,7 +92,7 @@ def make_tar(out):
             tar.addfile(ti, io.BytesIO(data) if ti.type == tarfile.REGTYPE else None)
 
 
-def describe(root):
+def describe(root, whiteout_times=True):
     lines = []
     # Hard links show as the sorted-first name of their inode, whatever order the walk takes.
     first_path = {}
@@ -106,8 +108,9 @@ def describe(root):
             rel = os.path.relpath(path, root)
             st = os.lstat(path)
             kind = stat.S_IFMT(st.st_mode)
-            line = [rel, "mode=%o" % st.st_mode, "owner=%d:%d" % (st.st_uid, st.st_gid),
-                    "mtime=%d" % st.st_mtime_ns]
+            line = [rel, "mode=%o" % st.st_mode, "owner=%d:%d" % (st.st_uid, st.st_gid)]
+            if whiteout_times or not (stat.S_ISCHR(kind) and st.st_rdev == 0):
+                line.append("mtime=%d" % st.st_mtime_ns)
             if stat.S_ISREG(kind):
                 with open(path, "rb") as f:
                     line.append("sha256=" + hashlib.sha256(f.read()).hexdigest()[:16])
@@ -136,7 +139,10 @@ def make_text_acl_tar(out):
 
 
 if __name__ == "__main__":
-    commands = {"make-tar": make_tar, "describe": describe, "make-text-acl-tar": make_text_acl_tar}
+    commands = {"make-tar": make_tar, "describe": describe,
+                "describe-layer": lambda root: describe(root, whiteout_times=False),
+                "make-text-acl-tar": make_text_acl_tar}
     if len(sys.argv) != 3 or sys.argv[1] not in commands:
-        sys.exit("usage: layer_fidelity.py make-tar OUT | describe ROOT | make-text-acl-tar OUT")
+        sys.exit("usage: layer_fidelity.py make-tar OUT | describe ROOT | describe-layer ROOT | "
+                 "make-text-acl-tar OUT")
     commands[sys.argv[1]](sys.argv[2])

@@ -571,4 +571,23 @@ TEST(Options, MountpointMissingRefused) {
               "mountpoint '" + opts.mountpoint + "': No such file or directory");
 }
 
+TEST(Options, LazyLayersNameTheirHelperLayersAndBound) {
+    MountOptions opts;
+    EXPECT_EQ(opts.lazy_timeout, 30u);
+    ASSERT_EQ(
+        apply_opts("lazy_fetch=/usr/bin/lamina-lazy-fetch,lazy_layers=1:3,lazy_timeout=5", opts),
+        "");
+    EXPECT_EQ(opts.lazy_fetch, "/usr/bin/lamina-lazy-fetch");
+    EXPECT_EQ(opts.lazy_layers, (std::vector<uint32_t>{1, 3}));
+    EXPECT_EQ(opts.lazy_timeout, 5u);
+    for (const char* bad :
+         {"lazy_fetch=relative/helper", "lazy_layers=0", "lazy_layers=1::2", "lazy_layers=top",
+          "lazy_layers=129", "lazy_timeout=0", "lazy_timeout=3601"}) {
+        std::string err = apply_opts(bad, opts);
+        expect_one_line(err);
+        std::string name(bad, std::string_view(bad).find('='));
+        EXPECT_NE(err.find(name), std::string::npos) << bad << " -> " << err;
+    }
+}
+
 }  // namespace

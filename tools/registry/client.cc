@@ -258,6 +258,43 @@ std::string Client::get_blob(const Descriptor& d) {
     return data;
 }
 
+std::string Client::get_blob_range(const Descriptor& d, int64_t offset, int64_t length) {
+    if (offset < 0 || length <= 0 || offset + length > d.size)
+        throw RegistryError("blob " + d.digest + ": range " + std::to_string(offset) + "+" +
+                            std::to_string(length) + " is outside its " + std::to_string(d.size) +
+                            " bytes");
+    std::string data;
+    HttpRequest req;
+    req.url = url(ep_.repository + "/blobs/" + d.digest);
+    req.headers.push_back("Range: bytes=" + std::to_string(offset) + "-" +
+                          std::to_string(offset + length - 1));
+    bool first = true;
+    req.sink = [&](const HttpResponse& reply, const char* p, size_t n) {
+        if (first) {
+            first = false;
+            int64_t from = 0, total = 0;
+            if (reply.status != 206 ||
+                !parse_content_range(reply.header("content-range"), from, total) ||
+                from != offset || (total >= 0 && total != d.size))
+                throw RegistryError("blob " + d.digest + ": asked for bytes " +
+                                    std::to_string(offset) + "+" + std::to_string(length) +
+                                    ", the registry answered HTTP " + std::to_string(reply.status) +
+                                    " \"" + reply.header("content-range") + "\"");
+        }
+        if (data.size() + n > static_cast<size_t>(length))
+            throw RegistryError("blob " + d.digest + ": the registry sent more than the range");
+        data.append(p, n);
+    };
+    req.retry = Retry::kNone;  // a second attempt would append to the first's bytes
+    HttpResponse r = send(req);
+    if (r.status != 206) fail(r, "blob " + d.digest);
+    if (data.size() != static_cast<size_t>(length))
+        throw RegistryError("blob " + d.digest + ": the range reply ended after " +
+                            std::to_string(data.size()) + " of " + std::to_string(length) +
+                            " bytes");
+    return data;
+}
+
 void Client::download_blob(const Descriptor& d, const std::string& path,
                            const std::function<void(int64_t)>& progress,
                            const std::function<void(const std::string&)>& note) {

@@ -56,6 +56,11 @@ public:
     FetchedManifest get_manifest(const std::string& ref);
     // A small blob (a config) read into memory and verified.
     std::string get_blob(const Descriptor& d);
+    // Bytes [offset, offset + length) of a blob, with one Range request and one attempt (the
+    // caller decides what a failure costs). The reply must be a 206 for exactly that range of a blob of d.size bytes, and no
+    // more than length bytes: a registry that ignores Range is refused, not read to the end.
+    // The bytes are not verified here: the caller checks them (an eStargz chunk digest).
+    std::string get_blob_range(const Descriptor& d, int64_t offset, int64_t length);
     // Streams a blob to path + ".partial", hashing on arrival, and renames it to path once its
     // digest checks out. Bytes already in the partial file (an earlier pull's) are hashed and
     // the rest is asked for with Range; so is the rest after a dropped connection, under the

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "error.h"
+#include "estargz.h"
 #include "json_input.h"
 #include "layer_media_type.h"
 
@@ -109,6 +110,17 @@ Descriptor descriptor(const json& j, const char* what) {
     if (!is_sha256(d.digest))
         malformed(std::string(what) + " digest \"" + shown(d.digest) + "\" is not sha256:<64 hex>");
     d.has_urls = j.contains("urls");
+    // Only the TOC digest of an eStargz layer is read (docs/lazy.md); a wrong type is malformed.
+    if (j.contains("annotations") && j["annotations"].is_object()) {
+        const json& a = j["annotations"];
+        auto toc = a.find(std::string(store::estargz::kTocDigestAnnotation));
+        if (toc != a.end()) {
+            if (!toc->is_string() || !is_sha256(toc->get<std::string>()))
+                malformed(std::string(what) + " " + shown(d.digest) +
+                          " has a TOC digest annotation that is not sha256:<64 hex>");
+            d.estargz_toc_digest = toc->get<std::string>();
+        }
+    }
     if (j.contains("platform") && j["platform"].is_object()) {
         const json& p = j["platform"];
         d.platform.os = p.value("os", "");

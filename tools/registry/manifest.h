@@ -39,6 +39,9 @@ struct Descriptor {
     int64_t size = -1;
     Platform platform;  // index entries only
     bool has_urls = false;
+    // A layer's containerd.io/snapshot/stargz/toc.digest annotation: an eStargz layer that
+    // `pull --lazy` can read by its table of contents. "" when absent.
+    std::string estargz_toc_digest;
 };
 
 struct Manifest {

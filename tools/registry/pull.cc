@@ -12,6 +12,8 @@
 #include "digest.h"
 #include "error.h"
 #include "json_input.h"
+#include "layer_media_type.h"
+#include "lazy_layer.h"
 #include "progress.h"
 #include "transfer.h"
 
@@ -96,6 +98,24 @@ std::vector<std::string> config_diff_ids(const std::string& config, size_t layer
     return out;
 }
 
+// An eStargz layer's footer and TOC, read by two ranges and checked against the manifest's
+// annotation; nullptr for a layer without one. Throws when they cannot be read or checked.
+std::shared_ptr<const store::LazyPull> read_lazily(Client& client, const Descriptor& d,
+                                                   const Reference& ref) {
+    if (d.estargz_toc_digest.empty() ||
+        store::layer_media_type_compression(d.media_type) != store::kGzip)
+        return nullptr;
+    auto lazy = std::make_shared<store::LazyPull>();
+    lazy->source = {ref.registry, ref.repository, d.digest,
+                    d.media_type, d.size,         d.estargz_toc_digest};
+    lazy->toc = store::estargz::read_toc(
+        [&](uint64_t off, uint64_t len) {
+            return client.get_blob_range(d, static_cast<int64_t>(off), static_cast<int64_t>(len));
+        },
+        static_cast<uint64_t>(d.size), d.estargz_toc_digest);
+    return lazy;
+}
+
 // pull_image without its last word on transport failures.
 std::string pull_from(store::Store& store, const Settings& settings,
                       const std::vector<Reference>& candidates, const PullOptions& o,
@@ -162,11 +182,29 @@ std::string pull_from(store::Store& store, const Settings& settings,
                 progress.status(short_digest(d.digest), "Already exists");
             continue;
         }
-        if (seen.insert(d.digest).second) {
-            to_fetch.push_back(i);
-            progress.add(short_digest(d.digest), "Pulling fs layer");
+        if (!seen.insert(d.digest).second) continue;
+        if (o.lazy) {
+            // Whatever keeps the TOC from being read (none, a registry without Range, a TOC
+            // that does not check out) leaves the layer to an ordinary, verified download.
+            std::string why = "no eStargz table of contents";
+            try {
+                if (auto lazy = read_lazily(client, d, ref)) {
+                    layers[i].lazy = std::move(lazy);
+                    progress.status(short_digest(d.digest), "Table of contents read (lazy)");
+                    continue;
+                }
+            } catch (const std::runtime_error& e) {  // RegistryError, TransportError
+                why = e.what();
+            }
+            progress.note(short_digest(d.digest), why + ": pulled whole");
         }
+        to_fetch.push_back(i);
+        progress.add(short_digest(d.digest), "Pulling fs layer");
     }
+    // A lazy layer the image names twice is read once.
+    for (auto& l : layers)
+        for (const auto& other : layers)
+            if (!l.lazy && other.lazy && other.digest == l.digest) l.lazy = other.lazy;
 
     // Declared sizes are checked before the first byte arrives, so a registry that lies cannot
     // fill the disk (the download stops at the declared size, and unpacking at the free space).

@@ -10,6 +10,7 @@
 
 #include "digest.h"
 #include "error.h"
+#include "estargz.h"
 #include "fsutil.h"
 #include "progress.h"
 #include "transfer.h"
@@ -62,15 +63,48 @@ std::string push_to(store::Store& store, const Settings& settings, const std::st
         out << "The push refers to repository [" << dest.registry << "/" << dest.repository
             << "]\n";
 
-    std::string media_type;
-    try {
-        media_type = json::parse(img.manifest).value("mediaType", kMediaOciManifest);
-    } catch (const json::exception& e) {
-        throw RegistryError("stored manifest of " + local + " is not JSON: " + e.what());
+    // What goes up: the stored image as it is, or every layer rewritten (--compression-format).
+    struct Outgoing {
+        std::vector<std::pair<std::string, std::string>> blobs;  // digest, file; bottom first
+        std::string config_digest, config, manifest, media_type;
+    } up;
+    std::string convert_dir;
+    struct DirRemover {
+        std::string& dir;
+        ~DirRemover() {
+            if (!dir.empty()) store::remove_tree(dir);
+        }
+    } remover{convert_dir};
+    if (o.compression_format.empty()) {
+        try {
+            up.media_type = json::parse(img.manifest).value("mediaType", kMediaOciManifest);
+        } catch (const json::exception& e) {
+            throw RegistryError("stored manifest of " + local + " is not JSON: " + e.what());
+        }
+        for (auto it = img.layers.rbegin(); it != img.layers.rend(); ++it)
+            up.blobs.emplace_back(it->blob, store.blob_file(it->blob));
+        up.config_digest = img.id;
+        up.config = img.config;
+        up.manifest = img.manifest;
+    } else {
+        // Only "estargz" reaches here (the CLI checks the name).
+        convert_dir = store.make_download_dir();
+        if (!o.quiet) out << "Converting " << img.layers.size() << " layers to eStargz\n";
+        store::estargz::ConvertedImage c;
+        try {
+            c = store::estargz::convert_image(
+                img, [&](const std::string& d) { return store.blob_file(d); }, convert_dir);
+        } catch (const store::StoreError& e) {
+            throw RegistryError("cannot convert " + local + " to eStargz: " + e.what());
+        }
+        up.blobs.assign(c.blobs.rbegin(), c.blobs.rend());
+        up.config = c.config;
+        up.config_digest = store::sha256_digest(c.config);
+        up.manifest = c.manifest;
+        up.media_type = kMediaOciManifest;
     }
     std::set<std::string> done;
-    for (auto it = img.layers.rbegin(); it != img.layers.rend(); ++it) {
-        const std::string& digest = it->blob;
+    for (const auto& [digest, path] : up.blobs) {
         if (!done.insert(digest).second) continue;
         std::string id = digest.substr(7, 12);
         if (client.blob_exists(digest)) {
@@ -86,7 +120,6 @@ std::string push_to(store::Store& store, const Settings& settings, const std::st
             }
         }
         if (mounted) continue;
-        std::string path = store.blob_file(digest);
         int64_t size = file_size(path);
         progress.add(id, "Preparing");
         client.upload_blob(digest, path, size,
@@ -94,15 +127,15 @@ std::string push_to(store::Store& store, const Settings& settings, const std::st
         progress.status(id, "Pushed");
     }
     // The config is the one blob kept in the database rather than blobs/.
-    if (!client.blob_exists(img.id)) {
+    if (!client.blob_exists(up.config_digest)) {
         std::string dir = store.make_download_dir();
         std::string path = dir + "/config";
         {
             std::ofstream f(path, std::ios::binary);
-            f << img.config;
+            f << up.config;
         }
         try {
-            client.upload_blob(img.id, path, static_cast<int64_t>(img.config.size()),
+            client.upload_blob(up.config_digest, path, static_cast<int64_t>(up.config.size()),
                                [](int64_t) {});
         } catch (...) {
             store::remove_tree(dir);
@@ -111,9 +144,9 @@ std::string push_to(store::Store& store, const Settings& settings, const std::st
         store::remove_tree(dir);
     }
     std::string ref = dest.digest.empty() ? dest.tag : dest.digest;
-    std::string digest = client.put_manifest(ref, img.manifest, media_type);
+    std::string digest = client.put_manifest(ref, up.manifest, up.media_type);
     if (!o.quiet)
-        out << ref << ": digest: " << digest << " size: " << img.manifest.size() << "\n";
+        out << ref << ": digest: " << digest << " size: " << up.manifest.size() << "\n";
     else
         out << dest.str() << "\n";
     return digest;

@@ -1,0 +1,947 @@
+// eStargz layers: the writer (libarchive reads and re-serialises the entries, zlib cuts the gzip
+// members where the format wants them) and the reader of footers, TOCs and chunks.
+#include "estargz.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <openssl/evp.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "archive_error.h"
+#include "digest.h"
+#include "error.h"
+#include "fd.h"
+#include "internal.h"
+#include "json_input.h"
+
+namespace lamina::store::estargz {
+
+using nlohmann::json;
+
+namespace {
+
+using EntryPtr = std::unique_ptr<archive_entry, decltype(&archive_entry_free)>;
+
+// ---- Writing ----------------------------------------------------------------------------------
+
+// The compressed side of the writer: bytes go into the current gzip member; end_member() closes
+// it so the next byte starts a new one at offset(). Hashes and counts both sides.
+class GzipMembers {
+public:
+    GzipMembers(int fd, int level) : fd_(fd) {
+        if (deflateInit2(&z_, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+            throw StoreError("cannot start gzip compression");
+    }
+    ~GzipMembers() { deflateEnd(&z_); }
+    GzipMembers(const GzipMembers&) = delete;
+    GzipMembers& operator=(const GzipMembers&) = delete;
+
+    void write(const void* data, size_t len) {
+        if (len == 0) return;
+        uncompressed_.update(data, len);
+        uncompressed_bytes_ += static_cast<int64_t>(len);
+        in_member_ += len;
+        z_.next_in = static_cast<Bytef*>(const_cast<void*>(data));
+        z_.avail_in = static_cast<uInt>(len);
+        pump(Z_NO_FLUSH);
+    }
+    // A member with nothing in it is not written: the next member starts where it would have.
+    void end_member() {
+        if (in_member_ == 0) return;
+        z_.avail_in = 0;
+        pump(Z_FINISH);
+        deflateReset(&z_);
+        in_member_ = 0;
+    }
+    // Raw bytes after the members (the footer).
+    void append_raw(std::string_view bytes) { emit(bytes.data(), bytes.size()); }
+    uint64_t offset() const { return compressed_bytes_; }
+    int64_t uncompressed_bytes() const { return uncompressed_bytes_; }
+    Sha256& compressed_hash() { return compressed_; }
+    Sha256& uncompressed_hash() { return uncompressed_; }
+
+private:
+    void pump(int flush) {
+        unsigned char buf[1 << 16];
+        for (;;) {
+            z_.next_out = buf;
+            z_.avail_out = sizeof buf;
+            int rc = deflate(&z_, flush);
+            if (rc == Z_STREAM_ERROR) throw StoreError("gzip compression failed");
+            emit(buf, sizeof buf - z_.avail_out);
+            if (flush == Z_FINISH ? rc == Z_STREAM_END : z_.avail_in == 0 && z_.avail_out != 0)
+                return;
+        }
+    }
+    void emit(const void* p, size_t n) {
+        const char* c = static_cast<const char*>(p);
+        compressed_.update(c, n);
+        compressed_bytes_ += n;
+        while (n > 0) {
+            ssize_t w = ::write(fd_, c, n);
+            if (w < 0 && errno == EINTR) continue;
+            if (w < 0)
+                throw StoreError(std::string("cannot write eStargz layer: ") + strerror(errno));
+            c += w;
+            n -= static_cast<size_t>(w);
+        }
+    }
+
+    int fd_;
+    z_stream z_{};
+    size_t in_member_ = 0;
+    uint64_t compressed_bytes_ = 0;
+    int64_t uncompressed_bytes_ = 0;
+    Sha256 compressed_, uncompressed_;
+};
+
+la_ssize_t write_to_members(archive*, void* client, const void* buf, size_t len) {
+    try {
+        static_cast<GzipMembers*>(client)->write(buf, len);
+    } catch (const StoreError&) {
+        return -1;  // libarchive is C: the failure surfaces as its write error
+    }
+    return static_cast<la_ssize_t>(len);
+}
+
+std::string hex16(uint64_t v) {
+    char s[17];
+    snprintf(s, sizeof s, "%016llx", static_cast<unsigned long long>(v));
+    return s;
+}
+
+std::string rfc3339(time_t sec, long nsec) {
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    char s[64];
+    strftime(s, sizeof s, "%Y-%m-%dT%H:%M:%S", &tm);
+    std::string out = s;
+    if (nsec > 0) {
+        char frac[32];
+        snprintf(frac, sizeof frac, ".%09ld", nsec);
+        std::string f = frac;
+        while (f.back() == '0') f.pop_back();
+        out += f;
+    }
+    return out + "Z";
+}
+
+std::string base64(std::string_view raw) {
+    std::string out(4 * ((raw.size() + 2) / 3) + 1, '\0');
+    int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                            reinterpret_cast<const unsigned char*>(raw.data()),
+                            static_cast<int>(raw.size()));
+    out.resize(static_cast<size_t>(n));
+    return out;
+}
+
+const char* type_name(EntryType t) {
+    switch (t) {
+        case EntryType::kDir:
+            return "dir";
+        case EntryType::kReg:
+            return "reg";
+        case EntryType::kSymlink:
+            return "symlink";
+        case EntryType::kHardlink:
+            return "hardlink";
+        case EntryType::kChar:
+            return "char";
+        case EntryType::kBlock:
+            return "block";
+        case EntryType::kFifo:
+            return "fifo";
+    }
+    return "reg";
+}
+
+mode_t type_bits(EntryType t) {
+    switch (t) {
+        case EntryType::kDir:
+            return S_IFDIR;
+        case EntryType::kSymlink:
+            return S_IFLNK;
+        case EntryType::kChar:
+            return S_IFCHR;
+        case EntryType::kBlock:
+            return S_IFBLK;
+        case EntryType::kFifo:
+            return S_IFIFO;
+        default:
+            return S_IFREG;
+    }
+}
+
+// The TOC entry of a tar entry, without its chunks; the mode carries the type bits as stat's
+// does (as the format's own example shows).
+json toc_entry_json(archive_entry* e, EntryType type) {
+    json j = {{"name", archive_entry_pathname(e)},
+              {"type", type_name(type)},
+              {"mode", static_cast<int64_t>((archive_entry_perm(e) & 07777) | type_bits(type))},
+              {"uid", archive_entry_uid(e)},
+              {"gid", archive_entry_gid(e)}};
+    if (archive_entry_mtime_is_set(e))
+        j["modtime"] = rfc3339(archive_entry_mtime(e), archive_entry_mtime_nsec(e));
+    if (const char* u = archive_entry_uname(e); u && *u) j["userName"] = u;
+    if (const char* g = archive_entry_gname(e); g && *g) j["groupName"] = g;
+    if (type == EntryType::kSymlink) j["linkName"] = archive_entry_symlink(e);
+    if (type == EntryType::kHardlink) j["linkName"] = archive_entry_hardlink(e);
+    if (type == EntryType::kChar || type == EntryType::kBlock) {
+        j["devMajor"] = archive_entry_rdevmajor(e);
+        j["devMinor"] = archive_entry_rdevminor(e);
+    }
+    if (archive_entry_xattr_reset(e) > 0) {
+        json x = json::object();
+        const char* name;
+        const void* value;
+        size_t size;
+        while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK)
+            x[name] = base64(std::string_view(static_cast<const char*>(value), size));
+        j["xattrs"] = std::move(x);
+    }
+    return j;
+}
+
+EntryType type_of(archive_entry* e) {
+    if (archive_entry_hardlink(e)) return EntryType::kHardlink;
+    switch (archive_entry_filetype(e)) {
+        case AE_IFDIR:
+            return EntryType::kDir;
+        case AE_IFLNK:
+            return EntryType::kSymlink;
+        case AE_IFCHR:
+            return EntryType::kChar;
+        case AE_IFBLK:
+            return EntryType::kBlock;
+        case AE_IFIFO:
+            return EntryType::kFifo;
+        case AE_IFREG:
+            return EntryType::kReg;
+    }
+    throw StoreError(std::string("unsupported entry type in \"") + archive_entry_pathname(e) +
+                     "\"");
+}
+
+// Fills buf with the next bytes of the current entry's content, or throws.
+using ContentSource = std::function<void(char* buf, size_t len)>;
+
+ContentSource content_of(archive* in, archive_entry* e) {
+    return [in, e](char* buf, size_t len) {
+        size_t got = 0;
+        while (got < len) {
+            la_ssize_t n = archive_read_data(in, buf + got, len - got);
+            if (n < 0)
+                throw StoreError(std::string("cannot read entry \"") + archive_entry_pathname(e) +
+                                 "\": " + archive_error_text(in));
+            if (n == 0)
+                throw StoreError(std::string("entry \"") + archive_entry_pathname(e) +
+                                 "\" is truncated");
+            got += static_cast<size_t>(n);
+        }
+    };
+}
+
+// One tar entry through the writer; a regular file's content goes in chunks, each its own
+// gzip member, and each chunk (and the file) gets its TOC record.
+void copy_entry(const ContentSource& read, archive* out, archive_entry* e, GzipMembers& gz,
+                const WriteOptions& o, json& entries) {
+    EntryType type = type_of(e);
+    archive_entry_sparse_clear(e);  // holes are written out as zeros, one plain entry
+    if (type != EntryType::kReg) archive_entry_set_size(e, 0);
+    json j = toc_entry_json(e, type);
+    if (archive_write_header(out, e) != ARCHIVE_OK)
+        throw StoreError(std::string("cannot write entry \"") + archive_entry_pathname(e) +
+                         "\": " + archive_error_text(out));
+    if (type != EntryType::kReg) {
+        entries.push_back(std::move(j));
+        return;
+    }
+    int64_t size = archive_entry_size(e);
+    j["size"] = size;
+    if (size == 0) {
+        entries.push_back(std::move(j));
+        return;
+    }
+    std::string buf;
+    Sha256 whole;
+    std::vector<json> chunks;
+    for (int64_t done = 0; done < size;) {
+        int64_t want = std::min<int64_t>(o.chunk_bytes, size - done);
+        buf.resize(static_cast<size_t>(want));
+        read(buf.data(), buf.size());
+        gz.end_member();
+        json c = done == 0 ? j : json{{"name", j["name"]}, {"type", "chunk"}};
+        c["offset"] = gz.offset();
+        c["chunkOffset"] = done;
+        c["chunkSize"] = done + want == size ? 0 : want;
+        c["chunkDigest"] = sha256_digest(buf);
+        whole.update(buf.data(), buf.size());
+        if (archive_write_data(out, buf.data(), buf.size()) != static_cast<la_ssize_t>(buf.size()))
+            throw StoreError(std::string("cannot write entry \"") + archive_entry_pathname(e) +
+                             "\": " + archive_error_text(out));
+        chunks.push_back(std::move(c));
+        done += want;
+    }
+    chunks.front()["digest"] = whole.digest();
+    for (auto& c : chunks) entries.push_back(std::move(c));
+    if (archive_write_finish_entry(out) != ARCHIVE_OK)
+        throw StoreError(std::string("cannot write entry \"") + archive_entry_pathname(e) +
+                         "\": " + archive_error_text(out));
+}
+
+// A regular file of the writer's own (the landmark, the TOC): 0644, root's, mtime 0.
+EntryPtr own_entry(std::string_view name, size_t size) {
+    EntryPtr e(archive_entry_new(), archive_entry_free);
+    archive_entry_set_pathname(e.get(), std::string(name).c_str());
+    archive_entry_set_filetype(e.get(), AE_IFREG);
+    archive_entry_set_perm(e.get(), 0644);
+    archive_entry_set_size(e.get(), static_cast<la_int64_t>(size));
+    archive_entry_set_mtime(e.get(), 0, 0);
+    return e;
+}
+
+// The TOC's entry, which the TOC does not list.
+void write_toc_entry(archive* out, const std::string& content) {
+    EntryPtr e = own_entry(kTocName, content.size());
+    if (archive_write_header(out, e.get()) != ARCHIVE_OK ||
+        archive_write_data(out, content.data(), content.size()) !=
+            static_cast<la_ssize_t>(content.size()) ||
+        archive_write_finish_entry(out) != ARCHIVE_OK)
+        throw StoreError("cannot write the TOC: " + archive_error_text(out));
+}
+
+}  // namespace
+
+WrittenLayer write_layer(const std::string& in_path, const std::string& out_path,
+                         const WriteOptions& o) {
+    if (o.chunk_bytes <= 0 || static_cast<uint64_t>(o.chunk_bytes) > kMaxChunkBytes)
+        throw StoreError("eStargz chunk size must be 1.." + std::to_string(kMaxChunkBytes));
+    ReadArchive in(archive_read_new());
+    archive_read_support_filter_gzip(in.get());
+    archive_read_support_filter_zstd(in.get());
+    archive_read_support_format_tar(in.get());
+    if (archive_read_open_filename(in.get(), in_path.c_str(), 1 << 17) != ARCHIVE_OK)
+        throw StoreError("cannot read " + in_path + ": " + archive_error_text(in.get()));
+
+    Fd fd(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd) throw_errno("cannot create", out_path, errno);
+    GzipMembers gz(fd.get(), o.level);
+    WriteArchive out(archive_write_new());
+    archive_write_set_format_pax_restricted(out.get());
+    archive_write_add_filter_none(out.get());
+    // Unblocked: each header and data write reaches the members at once, so the member
+    // boundaries fall exactly between a file's header and its content.
+    archive_write_set_bytes_per_block(out.get(), 0);
+    archive_write_set_bytes_in_last_block(out.get(), 1);
+    if (archive_write_open(out.get(), &gz, nullptr, write_to_members, nullptr) != ARCHIVE_OK)
+        throw StoreError("cannot start eStargz layer: " + archive_error_text(out.get()));
+
+    json entries = json::array();
+    // No prioritised files yet: the landmark that says so comes first, as in stargz-snapshotter.
+    const char landmark = 0xf;
+    copy_entry([&](char* buf, size_t len) { memcpy(buf, &landmark, len); }, out.get(),
+               own_entry(kNoPrefetchLandmark, 1).get(), gz, o, entries);
+    archive_entry* e;
+    for (;;) {
+        int rc = archive_read_next_header(in.get(), &e);
+        if (rc == ARCHIVE_EOF) break;
+        if (rc < ARCHIVE_WARN)
+            throw StoreError("cannot read " + in_path + ": " + archive_error_text(in.get()));
+        std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+        std::vector<std::string> comps = split_entry_path(name);
+        if (comps.size() == 1 && (comps[0] == kTocName || comps[0] == kNoPrefetchLandmark ||
+                                  comps[0] == kPrefetchLandmark))
+            throw StoreError("cannot convert " + in_path + ": it already holds \"" + name +
+                             "\" (an eStargz layer's own file)");
+        copy_entry(content_of(in.get(), e), out.get(), e, gz, o, entries);
+    }
+
+    json toc = {{"version", 1}, {"entries", std::move(entries)}};
+    std::string toc_json = toc.dump();
+    gz.end_member();
+    uint64_t toc_offset = gz.offset();
+    write_toc_entry(out.get(), toc_json);
+    if (archive_write_close(out.get()) != ARCHIVE_OK)
+        throw StoreError("cannot finish eStargz layer: " + archive_error_text(out.get()));
+    gz.end_member();
+    gz.append_raw(footer(toc_offset));
+    if (::fsync(fd.get()) != 0) throw_errno("cannot sync", out_path, errno);
+
+    WrittenLayer w;
+    w.digest = gz.compressed_hash().digest();
+    w.size = static_cast<int64_t>(gz.offset());
+    w.diff_id = gz.uncompressed_hash().digest();
+    w.uncompressed_size = gz.uncompressed_bytes();
+    w.toc_digest = sha256_digest(toc_json);
+    return w;
+}
+
+ConvertedImage convert_image(const ImageRecord& image,
+                             const std::function<std::string(const std::string&)>& blob_path,
+                             const std::string& dir, const WriteOptions& o) {
+    json config = parse_json_limited(image.config, "config " + image.id, kMaxConfigBytes);
+    json& rootfs = config["rootfs"];
+    if (!rootfs.is_object() || !rootfs["diff_ids"].is_array() ||
+        rootfs["diff_ids"].size() != image.layers.size())
+        throw StoreError("config " + image.id + ": rootfs.diff_ids does not list its layers");
+    ConvertedImage out;
+    json layers = json::array();
+    std::map<std::string, WrittenLayer> done;  // a blob the image names twice is written once
+    for (size_t i = 0; i < image.layers.size(); ++i) {
+        const std::string& blob = image.layers[i].blob;
+        auto it = done.find(blob);
+        if (it == done.end()) {
+            std::string path = dir + "/" + digest_hex(blob) + ".estargz";
+            it = done.emplace(blob, write_layer(blob_path(blob), path, o)).first;
+            out.blobs.emplace_back(it->second.digest, path);
+        }
+        const WrittenLayer& w = it->second;
+        rootfs["diff_ids"][i] = w.diff_id;
+        layers.push_back(
+            {{"mediaType", "application/vnd.oci.image.layer.v1.tar+gzip"},
+             {"digest", w.digest},
+             {"size", w.size},
+             {"annotations",
+              {{std::string(kTocDigestAnnotation), w.toc_digest},
+               {std::string(kUncompressedSizeAnnotation), std::to_string(w.uncompressed_size)}}}});
+    }
+    out.config = config.dump();
+    json m = {{"schemaVersion", 2},
+              {"mediaType", kOciManifest},
+              {"config",
+               {{"mediaType", kOciConfig},
+                {"digest", sha256_digest(out.config)},
+                {"size", out.config.size()}}},
+              {"layers", std::move(layers)}};
+    out.manifest = m.dump();
+    return out;
+}
+
+// ---- The footer -------------------------------------------------------------------------------
+
+std::string footer(uint64_t toc_offset) {
+    std::string f;
+    f += std::string("\x1f\x8b\x08\x04", 4);  // gzip, deflate, FEXTRA
+    f += std::string("\0\0\0\0\0\xff", 6);    // no mtime, no XFL, OS unknown
+    f += std::string("\x1a\x00", 2);          // XLEN 26
+    f += "SG";                                // subfield id
+    f += std::string("\x16\x00", 2);          // subfield length 22
+    f += hex16(toc_offset) + "STARGZ";
+    f += std::string("\x01\x00\x00\xff\xff", 5);  // one final stored block, empty
+    f += std::string(8, '\0');                    // CRC32 and size of nothing
+    return f;
+}
+
+uint64_t parse_footer(std::string_view b, uint64_t blob_size) {
+    if (b.size() != kFooterSize) throw StoreError("eStargz footer: wrong length");
+    auto at = [&](size_t i) { return static_cast<unsigned char>(b[i]); };
+    if (at(0) != 0x1f || at(1) != 0x8b || at(2) != 8 || !(at(3) & 4))
+        throw StoreError("no eStargz footer (not a gzip header with an extra field)");
+    if (at(10) != 26 || at(11) != 0 || b.substr(12, 2) != "SG" || at(14) != 22 || at(15) != 0 ||
+        b.substr(32, 6) != "STARGZ")
+        throw StoreError("no eStargz footer (its extra field is not STARGZ's)");
+    uint64_t off = 0;
+    for (char c : b.substr(16, 16)) {
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0) throw StoreError("eStargz footer: the TOC offset is not hex");
+        off = off << 4 | static_cast<uint64_t>(v);
+    }
+    if (blob_size < kFooterSize || off >= blob_size - kFooterSize)
+        throw StoreError("eStargz footer: the TOC offset " + std::to_string(off) +
+                         " is outside the blob");
+    return off;
+}
+
+// ---- Reading ----------------------------------------------------------------------------------
+
+namespace {
+
+// A name from a TOC as an error message shows it: control characters (a newline would split the
+// one-line message) as '?', at most 200 bytes.
+std::string shown(const std::string& name) {
+    std::string out = name.substr(0, 200);
+    for (char& c : out)
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    return out;
+}
+
+// The first gzip member of `in`, decompressed: at most `limit` bytes. With stop_at_limit the
+// member may go on (a chunk's member holds the next headers too); otherwise more is an error.
+std::string inflate_member(std::string_view in, uint64_t limit, bool stop_at_limit,
+                           const std::string& what) {
+    z_stream z{};
+    if (inflateInit2(&z, 15 + 16) != Z_OK) throw StoreError("cannot start gzip decompression");
+    std::unique_ptr<z_stream, int (*)(z_stream*)> guard(&z, inflateEnd);
+    std::string out;
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+    z.avail_in = static_cast<uInt>(in.size());
+    char buf[1 << 16];
+    for (;;) {
+        z.next_out = reinterpret_cast<Bytef*>(buf);
+        z.avail_out = sizeof buf;
+        int rc = inflate(&z, Z_NO_FLUSH);
+        size_t n = sizeof buf - z.avail_out;
+        if (out.size() + n > limit) {
+            if (!stop_at_limit) throw StoreError(what + ": larger than " + std::to_string(limit));
+            out.append(buf, static_cast<size_t>(limit - out.size()));
+            return out;
+        }
+        out.append(buf, n);
+        if (stop_at_limit && out.size() == limit) return out;
+        if (rc == Z_STREAM_END) return out;
+        if (rc == Z_BUF_ERROR && z.avail_in == 0)
+            throw StoreError(what + ": the gzip member is cut short");
+        if (rc != Z_OK && rc != Z_BUF_ERROR)
+            throw StoreError(what + ": bad gzip data (" + (z.msg ? z.msg : "inflate failed") + ")");
+    }
+}
+
+std::string base64_decode(const std::string& s, const std::string& what) {
+    if (s.size() % 4 != 0) throw StoreError(what + ": not base64");
+    std::string out(s.size() / 4 * 3, '\0');
+    int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                            reinterpret_cast<const unsigned char*>(s.data()),
+                            static_cast<int>(s.size()));
+    if (n < 0) throw StoreError(what + ": not base64");
+    size_t pad = 0;
+    if (!s.empty() && s.back() == '=') pad = s.size() >= 2 && s[s.size() - 2] == '=' ? 2 : 1;
+    out.resize(static_cast<size_t>(n) - pad);
+    return out;
+}
+
+// RFC 3339: "2019-08-20T10:30:43Z", with an optional fraction and a numeric zone.
+struct timespec parse_time(const std::string& s, const std::string& what) {
+    struct tm tm = {};
+    int consumed = 0;
+    if (sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6 ||
+        consumed != 19)
+        throw StoreError(what + ": modtime \"" + s + "\" is not RFC 3339");
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    size_t i = 19;
+    long nsec = 0;
+    if (i < s.size() && s[i] == '.') {
+        long scale = 100000000;
+        for (++i; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i, scale /= 10)
+            if (scale > 0) nsec += (s[i] - '0') * scale;
+    }
+    long zone = 0;
+    if (i < s.size() && (s[i] == '+' || s[i] == '-') && s.size() == i + 6 && s[i + 3] == ':') {
+        int hh = 0, mm = 0;
+        if (sscanf(s.c_str() + i + 1, "%2d:%2d", &hh, &mm) != 2)
+            throw StoreError(what + ": modtime \"" + s + "\" is not RFC 3339");
+        zone = (s[i] == '-' ? -1 : 1) * (hh * 3600L + mm * 60L);
+    } else if (!(i + 1 == s.size() && (s[i] == 'Z' || s[i] == 'z'))) {
+        throw StoreError(what + ": modtime \"" + s + "\" is not RFC 3339");
+    }
+    return {timegm(&tm) - zone, nsec};
+}
+
+uint64_t uint_member(const json& j, const char* key, const std::string& what, uint64_t max,
+                     uint64_t fallback = 0) {
+    int64_t v = int_member(j, key, what, static_cast<int64_t>(fallback));
+    if (v < 0 || static_cast<uint64_t>(v) > max)
+        throw StoreError(what + ": " + key + " " + std::to_string(v) + " is out of range");
+    return static_cast<uint64_t>(v);
+}
+
+EntryType parse_type(const std::string& t, const std::string& what) {
+    static const std::map<std::string, EntryType> kTypes = {
+        {"dir", EntryType::kDir},         {"reg", EntryType::kReg},
+        {"symlink", EntryType::kSymlink}, {"hardlink", EntryType::kHardlink},
+        {"char", EntryType::kChar},       {"block", EntryType::kBlock},
+        {"fifo", EntryType::kFifo}};
+    auto it = kTypes.find(t);
+    if (it == kTypes.end()) throw StoreError(what + ": unknown type \"" + t + "\"");
+    return it->second;
+}
+
+// The path an entry names, as components; bounded, no "..", no absolute paths.
+std::string normal_name(const std::string& name, const std::string& what) {
+    if (name.size() > kMaxNameBytes) throw StoreError(what + ": name too long");
+    if (name.find('\0') != std::string::npos) throw StoreError(what + ": NUL in name");
+    std::vector<std::string> comps;
+    try {
+        comps = split_entry_path(name);
+    } catch (const StoreError& e) {
+        throw StoreError(what + ": " + e.what());
+    }
+    if (comps.size() > kMaxNameDepth) throw StoreError(what + ": path too deep");
+    std::string out;
+    for (const auto& c : comps) {
+        if (c.size() > 255) throw StoreError(what + ": a name component is too long");
+        out += (out.empty() ? "" : "/") + c;
+    }
+    return out;
+}
+
+bool valid_chunk_digest(const std::string& d) {
+    return is_sha256_digest(d);
+}
+
+}  // namespace
+
+std::vector<TocEntry> parse_toc_json(std::string_view text, uint64_t toc_offset) {
+    json doc = parse_json_limited(text, "eStargz TOC", kMaxTocBytes);
+    require_object(doc, "eStargz TOC");
+    if (int_member(doc, "version", "eStargz TOC", 0) != 1)
+        throw StoreError("eStargz TOC: version is not 1");
+    const json& list = array_member(doc, "entries", "eStargz TOC");
+    if (list.size() > kMaxTocEntries)
+        throw StoreError("eStargz TOC: more than " + std::to_string(kMaxTocEntries) + " entries");
+
+    std::vector<TocEntry> out;
+    std::map<std::string, EntryType> seen;  // normalised name -> type, for hard links
+    std::set<uint64_t> member_starts = {toc_offset};
+    TocEntry* open_file = nullptr;  // the regular file whose chunks may follow
+    uint64_t covered = 0;
+    auto close_file = [&](const std::string& what) {
+        if (open_file && covered != open_file->size)
+            throw StoreError(what + ": the chunks of \"" + shown(open_file->name) + "\" cover " +
+                             std::to_string(covered) + " of its " +
+                             std::to_string(open_file->size) + " bytes");
+        open_file = nullptr;
+    };
+    for (size_t i = 0; i < list.size(); ++i) {
+        std::string what = "eStargz TOC entry " + std::to_string(i);
+        const json& j = require_object(list[i], what);
+        std::string name = string_member(j, "name", what);
+        what += " (\"" + shown(name) + "\")";
+        std::string norm = normal_name(name, what);
+        std::string type = string_member(j, "type", what);
+        if (type == "chunk") {
+            if (!open_file || normal_name(open_file->name, what) != norm)
+                throw StoreError(what + ": a chunk that follows no chunked file of its name");
+            Chunk c;
+            c.file_offset = uint_member(j, "chunkOffset", what, kMaxFileBytes);
+            c.offset = uint_member(j, "offset", what, toc_offset);
+            c.size = uint_member(j, "chunkSize", what, kMaxChunkBytes);
+            c.digest = string_member(j, "chunkDigest", what);
+            if (c.file_offset != covered)
+                throw StoreError(what + ": chunkOffset " + std::to_string(c.file_offset) +
+                                 " leaves a gap or overlap");
+            if (c.size == 0) c.size = open_file->size - covered;
+            if (c.size == 0 || c.size > kMaxChunkBytes || covered + c.size > open_file->size)
+                throw StoreError(what + ": chunk size out of range");
+            if (!valid_chunk_digest(c.digest) || c.offset >= toc_offset ||
+                c.offset <= open_file->chunks.back().offset)
+                throw StoreError(what + ": bad chunkDigest or offset");
+            covered += c.size;
+            member_starts.insert(c.offset);
+            open_file->chunks.push_back(std::move(c));
+            continue;
+        }
+        close_file(what);
+        if (norm.empty() && type != "dir") throw StoreError(what + ": names the layer root");
+        TocEntry e;
+        e.name = name;
+        e.type = parse_type(type, what);
+        e.mode = static_cast<mode_t>(int_member(j, "mode", what, 0) & 07777);
+        e.uid = static_cast<uint32_t>(uint_member(j, "uid", what, UINT32_MAX - 1));
+        e.gid = static_cast<uint32_t>(uint_member(j, "gid", what, UINT32_MAX - 1));
+        if (std::string t = string_member(j, "modtime", what); !t.empty())
+            e.mtime = parse_time(t, what);
+        e.link_name = string_member(j, "linkName", what);
+        if (e.link_name.size() > kMaxNameBytes || e.link_name.find('\0') != std::string::npos)
+            throw StoreError(what + ": bad linkName");
+        if ((e.type == EntryType::kSymlink || e.type == EntryType::kHardlink) &&
+            e.link_name.empty())
+            throw StoreError(what + ": a link without linkName");
+        if (e.type == EntryType::kHardlink) {
+            auto t = seen.find(normal_name(e.link_name, what));
+            if (t == seen.end() || t->second == EntryType::kDir)
+                throw StoreError(what + ": hard link to \"" + e.link_name +
+                                 "\", which is no earlier file");
+        }
+        if (e.type == EntryType::kChar || e.type == EntryType::kBlock) {
+            e.dev_major = static_cast<uint32_t>(uint_member(j, "devMajor", what, 0xfffff));
+            e.dev_minor = static_cast<uint32_t>(uint_member(j, "devMinor", what, 0xfffff));
+        }
+        if (j.contains("xattrs")) {
+            const json& x = require_object(j["xattrs"], what + " xattrs");
+            size_t total = 0;
+            for (const auto& [k, v] : x.items()) {
+                if (!v.is_string()) throw StoreError(what + ": xattr " + k + " is not a string");
+                std::string value = base64_decode(v.get<std::string>(), what + " xattr " + k);
+                total += k.size() + value.size();
+                if (total > kMaxXattrBytes || k.empty() || k.find('\0') != std::string::npos)
+                    throw StoreError(what + ": xattrs too large or badly named");
+                e.xattrs.emplace_back(k, std::move(value));
+            }
+        }
+        if (e.type == EntryType::kReg) {
+            e.size = uint_member(j, "size", what, kMaxFileBytes);
+            if (e.size > 0) {
+                Chunk c;
+                c.offset = uint_member(j, "offset", what, toc_offset);
+                c.size = uint_member(j, "chunkSize", what, kMaxChunkBytes);
+                if (c.size == 0) c.size = e.size;
+                c.digest = string_member(j, "chunkDigest", what);
+                if (!valid_chunk_digest(c.digest) || c.offset >= toc_offset)
+                    throw StoreError(what + ": bad chunkDigest or offset");
+                if (c.size > kMaxChunkBytes || c.size > e.size)
+                    throw StoreError(what + ": chunk size out of range");
+                if (uint_member(j, "chunkOffset", what, kMaxFileBytes) != 0)
+                    throw StoreError(what + ": the first chunk must start at 0");
+                member_starts.insert(c.offset);
+                e.chunks.push_back(std::move(c));
+            }
+        }
+        seen[norm] = e.type;
+        out.push_back(std::move(e));
+        if (out.back().type == EntryType::kReg && out.back().size > 0) {
+            open_file = &out.back();
+            covered = open_file->chunks.front().size;
+        }
+        // out may grow and move: open_file is refreshed on every push.
+    }
+    close_file("eStargz TOC");
+    for (auto& e : out)
+        for (auto& c : e.chunks) c.fetch_end = *member_starts.upper_bound(c.offset);
+    return out;
+}
+
+Toc parse_toc_member(std::string_view member, uint64_t toc_offset,
+                     const std::string& expected_digest) {
+    // The member holds the TOC's tar header, the JSON and the end-of-archive blocks.
+    std::string tar = inflate_member(member, kMaxTocBytes + (64 << 10), false, "eStargz TOC");
+    ReadArchive a(archive_read_new());
+    archive_read_support_format_tar(a.get());
+    if (archive_read_open_memory(a.get(), tar.data(), tar.size()) != ARCHIVE_OK)
+        throw StoreError("eStargz TOC: " + archive_error_text(a.get()));
+    archive_entry* e;
+    if (archive_read_next_header(a.get(), &e) < ARCHIVE_WARN)
+        throw StoreError("eStargz TOC: " + archive_error_text(a.get(), "no tar header"));
+    const char* name = archive_entry_pathname(e);
+    if (!name || std::string_view(name) != kTocName || archive_entry_filetype(e) != AE_IFREG ||
+        archive_entry_size(e) < 0 || static_cast<uint64_t>(archive_entry_size(e)) > kMaxTocBytes)
+        throw StoreError("eStargz TOC: the member does not hold " + std::string(kTocName));
+    Toc toc;
+    toc.json.resize(static_cast<size_t>(archive_entry_size(e)));
+    if (archive_read_data(a.get(), toc.json.data(), toc.json.size()) !=
+        static_cast<la_ssize_t>(toc.json.size()))
+        throw StoreError("eStargz TOC: " + archive_error_text(a.get(), "cut short"));
+    toc.digest = sha256_digest(toc.json);
+    if (!expected_digest.empty() && toc.digest != expected_digest)
+        throw StoreError("eStargz TOC digest mismatch: the manifest says " + expected_digest +
+                         ", the blob holds " + toc.digest);
+    toc.toc_offset = toc_offset;
+    toc.self.name = name;
+    toc.self.type = EntryType::kReg;
+    toc.self.size = toc.json.size();
+    toc.self.mode = static_cast<mode_t>(archive_entry_perm(e) & 07777);
+    toc.self.uid = static_cast<uint32_t>(archive_entry_uid(e));
+    toc.self.gid = static_cast<uint32_t>(archive_entry_gid(e));
+    toc.self.mtime = {archive_entry_mtime(e), archive_entry_mtime_nsec(e)};
+    toc.entries = parse_toc_json(toc.json, toc_offset);
+    return toc;
+}
+
+Toc read_toc(const RangeReader& read, uint64_t blob_size, const std::string& expected_digest) {
+    if (blob_size < kFooterSize) throw StoreError("no eStargz footer: the blob is too small");
+    uint64_t toc_offset = parse_footer(read(blob_size - kFooterSize, kFooterSize), blob_size);
+    uint64_t member = blob_size - kFooterSize - toc_offset;
+    if (member > kMaxTocBytes)
+        throw StoreError("eStargz TOC: " + std::to_string(member) + " compressed bytes, over " +
+                         std::to_string(kMaxTocBytes));
+    return parse_toc_member(read(toc_offset, member), toc_offset, expected_digest);
+}
+
+void fetch_file(const TocEntry& entry, const RangeReader& read,
+                const std::function<void(uint64_t, std::string_view)>& write) {
+    for (const Chunk& c : entry.chunks) {
+        // Enough compressed bytes for the chunk even where deflate expands it (zlib's bound),
+        // plus a gzip header with optional fields; never past the next member.
+        uint64_t bound = c.size + c.size / 1000 + (64 << 10);
+        uint64_t len = std::min(bound, c.fetch_end - c.offset);
+        std::string what =
+            "\"" + shown(entry.name) + "\" at offset " + std::to_string(c.file_offset);
+        std::string data = inflate_member(read(c.offset, len), c.size, true, what);
+        if (data.size() != c.size)
+            throw StoreError(what + ": the chunk holds " + std::to_string(data.size()) +
+                             " bytes, the TOC says " + std::to_string(c.size));
+        std::string got = sha256_digest(data);
+        if (got != c.digest)
+            throw StoreError(what + ": chunk digest mismatch: the TOC says " + c.digest +
+                             ", the registry sent " + got);
+        write(c.file_offset, data);
+    }
+}
+
+// ---- Lazy layers -------------------------------------------------------------------------------
+
+namespace {
+
+EntryPtr archive_entry_of(const TocEntry& t) {
+    EntryPtr e(archive_entry_new(), archive_entry_free);
+    archive_entry_set_pathname(e.get(), t.name.c_str());
+    static const std::map<EntryType, mode_t> kKinds = {
+        {EntryType::kDir, AE_IFDIR},      {EntryType::kReg, AE_IFREG},
+        {EntryType::kHardlink, AE_IFREG}, {EntryType::kSymlink, AE_IFLNK},
+        {EntryType::kChar, AE_IFCHR},     {EntryType::kBlock, AE_IFBLK},
+        {EntryType::kFifo, AE_IFIFO}};
+    archive_entry_set_filetype(e.get(), kKinds.at(t.type));
+    archive_entry_set_perm(e.get(), t.mode);
+    archive_entry_set_uid(e.get(), t.uid);
+    archive_entry_set_gid(e.get(), t.gid);
+    archive_entry_set_mtime(e.get(), t.mtime.tv_sec, t.mtime.tv_nsec);
+    if (t.type == EntryType::kReg) archive_entry_set_size(e.get(), static_cast<la_int64_t>(t.size));
+    if (t.type == EntryType::kSymlink) archive_entry_set_symlink(e.get(), t.link_name.c_str());
+    if (t.type == EntryType::kHardlink) archive_entry_set_hardlink(e.get(), t.link_name.c_str());
+    if (t.type == EntryType::kChar || t.type == EntryType::kBlock) {
+        archive_entry_set_rdevmajor(e.get(), t.dev_major);
+        archive_entry_set_rdevminor(e.get(), t.dev_minor);
+    }
+    for (const auto& [k, v] : t.xattrs)
+        archive_entry_xattr_add_entry(e.get(), k.c_str(), v.data(), v.size());
+    return e;
+}
+
+// Which regular-file entry's inode each path holds once every entry is applied (-1: none).
+class InodeMap {
+public:
+    void set(const std::string& path, long entry, bool is_dir) {
+        if (!is_dir) drop_below(path);
+        at_[path] = entry;
+    }
+    void remove(const std::string& path) {
+        drop_below(path);
+        at_.erase(path);
+    }
+    long at(const std::string& path) const {
+        auto it = at_.find(path);
+        return it == at_.end() ? -1 : it->second;
+    }
+    // For each entry, one path that holds it.
+    std::map<long, std::string> holders() const {
+        std::map<long, std::string> out;
+        for (const auto& [path, entry] : at_)
+            if (entry >= 0) out.emplace(entry, path);
+        return out;
+    }
+
+private:
+    void drop_below(const std::string& path) {
+        std::string prefix = path + "/";
+        auto it = at_.lower_bound(prefix);
+        while (it != at_.end() && it->first.compare(0, prefix.size(), prefix) == 0)
+            it = at_.erase(it);
+    }
+    std::map<std::string, long> at_;
+};
+
+// "a/b/c" -> {"a/b/", "c"}; "c" -> {"", "c"}.
+std::pair<std::string, std::string> split_last(const std::string& path) {
+    size_t cut = path.rfind('/') + 1;  // npos + 1 == 0
+    return {path.substr(0, cut), path.substr(cut)};
+}
+
+Fd open_beneath(int root, const std::string& path, int flags) {
+    struct open_how how = {};
+    how.flags = static_cast<uint64_t>(flags | O_NOFOLLOW | O_CLOEXEC);
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    return Fd(static_cast<int>(::syscall(SYS_openat2, root, path.c_str(), &how, sizeof how)));
+}
+
+}  // namespace
+
+std::vector<Placeholder> unpack_toc(const Toc& toc, const std::string& dest_dir,
+                                    const UnpackOptions& options, UnpackResult& result) {
+    InodeMap inodes;
+    size_t next = 0;
+    bool self_done = false;
+    EntryPtr current(nullptr, archive_entry_free);
+    UnpackResult r = unpack_placeholders(
+        [&]() -> archive_entry* {
+            if (next < toc.entries.size()) {
+                const TocEntry& t = toc.entries[next];
+                std::string path = normal_name(t.name, t.name);
+                auto [dir, base] = split_last(path);
+                if (options.mode == UnpackOptions::Mode::Layer && base.starts_with(".wh.")) {
+                    if (base != ".wh..wh..opq") inodes.remove(dir + base.substr(4));
+                } else if (t.type == EntryType::kHardlink) {
+                    inodes.set(path, inodes.at(normal_name(t.link_name, t.name)), false);
+                } else {
+                    bool has_content = t.type == EntryType::kReg && !t.chunks.empty();
+                    inodes.set(path, has_content ? static_cast<long>(next) : -1,
+                               t.type == EntryType::kDir);
+                }
+                current = archive_entry_of(toc.entries[next++]);
+                return current.get();
+            }
+            if (!self_done) {
+                self_done = true;
+                inodes.set(std::string(kTocName), -1, false);
+                current = archive_entry_of(toc.self);
+                return current.get();
+            }
+            return nullptr;
+        },
+        dest_dir, options);
+    result.warnings.insert(result.warnings.end(), r.warnings.begin(), r.warnings.end());
+    result.content_bytes += r.content_bytes;
+
+    // The TOC's own file, whole.
+    Fd root(::open(dest_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root) throw_errno("cannot open", dest_dir, errno);
+    Fd f = open_beneath(root.get(), std::string(kTocName), O_WRONLY);
+    if (!f) throw_errno("cannot open", dest_dir + "/" + std::string(kTocName), errno);
+    if (::pwrite(f.get(), toc.json.data(), toc.json.size(), 0) !=
+        static_cast<ssize_t>(toc.json.size()))
+        throw_errno("cannot write", dest_dir + "/" + std::string(kTocName), errno);
+    struct timespec ts[2] = {toc.self.mtime, toc.self.mtime};
+    ::futimens(f.get(), ts);
+
+    std::vector<Placeholder> out;
+    for (const auto& [entry, path] : inodes.holders())
+        out.push_back({static_cast<size_t>(entry), path});
+    return out;
+}
+
+void fill_placeholder(int layer_root_fd, const Toc& toc, const Placeholder& p,
+                      const RangeReader& read) {
+    const TocEntry& t = toc.entries.at(p.entry);
+    Fd f = open_beneath(layer_root_fd, p.path, O_WRONLY);
+    if (!f) throw_errno("cannot open placeholder", shown(p.path), errno);
+    struct stat st;
+    if (::fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
+        static_cast<uint64_t>(st.st_size) != t.size)
+        throw StoreError("placeholder " + shown(p.path) +
+                         " is not the file its TOC entry describes");
+    fetch_file(t, read, [&](uint64_t off, std::string_view bytes) {
+        size_t done = 0;
+        while (done < bytes.size()) {
+            ssize_t n = ::pwrite(f.get(), bytes.data() + done, bytes.size() - done,
+                                 static_cast<off_t>(off + done));
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) throw_errno("cannot write", shown(p.path), errno);
+            done += static_cast<size_t>(n);
+        }
+    });
+    if (::fsync(f.get()) != 0) throw_errno("cannot sync", shown(p.path), errno);
+    // A write clears set-id bits (without CAP_FSETID) and always security.capability.
+    if (::fchmod(f.get(), st.st_mode & 07777) != 0)
+        throw_errno("cannot chmod", shown(p.path), errno);
+    std::string proc = "/proc/self/fd/" + std::to_string(f.get());
+    for (const auto& [k, v] : t.xattrs)
+        if (k == "security.capability") ::setxattr(proc.c_str(), k.c_str(), v.data(), v.size(), 0);
+    struct timespec ts[2] = {st.st_mtim, st.st_mtim};
+    if (::futimens(f.get(), ts) != 0) throw_errno("cannot set times", shown(p.path), errno);
+}
+
+}  // namespace lamina::store::estargz

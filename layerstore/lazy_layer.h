@@ -1,0 +1,49 @@
+// A lazy layer's record in the store: what `pull --lazy` keeps beside a layer's diff/ (never in
+// it, so nothing of it shows in a mount) until every placeholder has its verified content.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "estargz.h"
+
+namespace lamina::store {
+
+// Where a lazy layer's content comes from: the blob of an eStargz layer in a registry.
+struct LazySource {
+    std::string registry;    // "127.0.0.1:5000"
+    std::string repository;  // "test/app"
+    std::string digest;      // the layer blob's, as the manifest gives it
+    std::string media_type;
+    int64_t size = 0;
+    std::string toc_digest;  // the manifest's annotation, which vouches for the TOC
+};
+
+// What a lazy pull hands the store for one layer, in place of a downloaded blob.
+struct LazyPull {
+    LazySource source;
+    estargz::Toc toc;  // checked against source.toc_digest
+};
+
+struct LazyRecord {
+    LazySource source;
+    estargz::Toc toc;
+    std::vector<estargz::Placeholder> pending;
+};
+
+// layer_dir is layers/<hex> (the parent of diff/). The record is <layer_dir>/lazy/.
+void write_lazy_record(const std::string& layer_dir, const LazySource& source,
+                       const estargz::Toc& toc, const std::vector<estargz::Placeholder>& pending);
+bool is_lazy_layer(const std::string& layer_dir);
+// Reads the record back, checking the TOC against its digest again; nullopt for a complete
+// layer. pending leaves out the placeholders marked done. Throws StoreError for a record that
+// does not parse.
+std::optional<LazyRecord> read_lazy_record(const std::string& layer_dir);
+// A placeholder (by its TOC entry) is filled: one line appended to lazy/done, synced.
+void mark_lazy_done(const std::string& layer_dir, size_t entry);
+// Every placeholder is filled: the layer is complete and the record goes.
+void drop_lazy_record(const std::string& layer_dir);
+
+}  // namespace lamina::store

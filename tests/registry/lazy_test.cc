@@ -1,0 +1,425 @@
+// eStargz against a real docker-registry: `lamina push --compression-format estargz` makes an
+// image skopeo and lamina pull as ordinary gzip with its diff IDs, and the same layers read by
+// byte ranges (footer, TOC, one file) give the tree a full pull gives, chunk digests checked.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "error.h"
+#include "estargz.h"
+#include "fd.h"
+#include "needs.h"
+#include "registry/client.h"
+#include "registry_fixture.h"
+
+namespace lamina::test {
+namespace {
+
+using nlohmann::json;
+namespace ez = store::estargz;
+
+std::string fidelity_script() {
+    const char* src = std::getenv("LAMINA_SOURCE_ROOT");
+    return std::string(src ? src : ".") + "/tests/store/layer_fidelity.py";
+}
+
+// Every entry below root with mode, owner, mtime, content digest, link target, xattrs, hard
+// links; the two files eStargz adds to each layer are left out when asked.
+std::string describe(const std::string& root, bool without_estargz_files = false) {
+    auto r = run_command({"python3", fidelity_script(), "describe-layer", root});
+    EXPECT_EQ(r.status, 0) << r.err;
+    if (!without_estargz_files) return r.out;
+    std::string out, line;
+    std::istringstream in(r.out);
+    while (std::getline(in, line))
+        if (!line.starts_with("stargz.index.json ") && !line.starts_with(".no.prefetch.landmark "))
+            out += line + "\n";
+    return out;
+}
+
+std::string read_all(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// A two-layer image with a 1 MiB file that does not compress, so what a TOC costs is small
+// beside the blob: the bottom layer gzip, the top zstd with a whiteout and an opaque dir.
+void push_lazy_demo(Registry& reg, const TempDir& tmp, const std::string& repo_tag) {
+    std::vector<Layer> layers = {
+        {make_tar({dir("etc"), file("etc/os-release", "ID=lamina\n"), dir("data"),
+                   file("data/big", random_bytes(1 << 20, 7)), file("data/gone", "old\n"),
+                   hardlink("data/big-link", "data/big"), symlink("os", "etc/os-release"),
+                   dir("keep"), file("keep/old", "old\n"), file("bin-su", "su\n", 04755)}),
+         "gzip"},
+        {make_tar({dir("data"), whiteout("data/gone"), dir("keep"), opaque("keep"),
+                   file("keep/new", "new\n"), dir("etc"), file("etc/two", "two\n", 0600)}),
+         "zstd"}};
+    write_oci_layout(tmp / "lazy-layout", layers, "lazy");
+    reg.push_layout(tmp / "lazy-layout", "lazy", repo_tag);
+}
+
+// The layer directories of a stored image, bottom first.
+std::vector<std::string> layer_dirs(const Lamina& lamina, const std::string& image) {
+    auto r = lamina({"inspect", image});
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::vector<std::string> out;
+    json j = json::parse(r.out, nullptr, false);
+    if (j.is_array() && !j.empty())
+        for (const auto& l : j[0]["Layers"]) out.push_back(l["Path"]);
+    EXPECT_FALSE(out.empty()) << r.out;
+    return out;
+}
+
+// The image's manifest, config and blobs from an OCI layout skopeo wrote.
+struct LayoutImage {
+    json manifest, config;
+    std::string blobs;
+};
+LayoutImage read_layout(const std::string& dir) {
+    LayoutImage img;
+    img.blobs = dir + "/blobs/sha256/";
+    json index = json::parse(read_all(dir + "/index.json"));
+    std::string m = index["manifests"][0]["digest"];
+    img.manifest = json::parse(read_all(img.blobs + m.substr(7)));
+    std::string c = img.manifest["config"]["digest"];
+    img.config = json::parse(read_all(img.blobs + c.substr(7)));
+    return img;
+}
+
+// The registry, the source image pulled into one store and pushed back as eStargz.
+struct EstargzImage {
+    TempDir tmp{"lamina-lazy"};
+    RegistryEnv env;
+    Registry reg;
+    Lamina src{tmp / "src"};
+    std::string plain, lazy;
+    EstargzImage() {
+        push_lazy_demo(reg, tmp, "test/app:v1");
+        plain = reg.host() + "/test/app:v1";
+        lazy = reg.host() + "/test/app:ez";
+        auto pull = src({"pull", "--tls-verify=false", plain});
+        EXPECT_EQ(pull.status, 0) << pull.err;
+        auto push =
+            src({"push", "--tls-verify=false", "--compression-format", "estargz", plain, lazy});
+        EXPECT_EQ(push.status, 0) << push.err;
+        EXPECT_TRUE(contains(push.out, "Converting 2 layers to eStargz")) << push.out;
+    }
+};
+
+TEST(LazyPush, estargz_image_pulls_as_ordinary_gzip_with_skopeo_and_lamina) {
+    REQUIRE_REGISTRY();
+    if (!have_program("gzip")) SKIP_NEEDING("program:gzip") << "decompresses the layers";
+    EstargzImage img;
+
+    // skopeo copies it like any image; each layer is gzip whose content is its diff ID.
+    auto cp = run_command({"skopeo", "copy", "--src-tls-verify=false", "docker://" + img.lazy,
+                           "oci:" + img.tmp / "ez-layout" + ":ez"});
+    ASSERT_EQ(cp.status, 0) << cp.err;
+    LayoutImage li = read_layout(img.tmp / "ez-layout");
+    ASSERT_EQ(li.manifest["layers"].size(), 2u);
+    for (size_t i = 0; i < 2; ++i) {
+        const json& l = li.manifest["layers"][i];
+        EXPECT_EQ(l["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+        EXPECT_TRUE(l["annotations"].contains(std::string(ez::kTocDigestAnnotation))) << l.dump();
+        std::string blob = li.blobs + l["digest"].get<std::string>().substr(7);
+        auto sum = run_shell("gzip -dc '" + blob + "' | sha256sum");
+        ASSERT_EQ(sum.status, 0) << sum.err;
+        EXPECT_EQ("sha256:" + sum.out.substr(0, 64), li.config["rootfs"]["diff_ids"][i]);
+    }
+
+    // lamina pulls it fully into a fresh store (verifying every diff ID); each layer holds what
+    // the source's does, plus the TOC and the landmark eStargz adds.
+    Lamina dst(img.tmp / "dst");
+    auto pull = dst({"pull", "--tls-verify=false", img.lazy});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    auto a = layer_dirs(img.src, img.plain), b = layer_dirs(dst, img.lazy);
+    ASSERT_EQ(a.size(), 2u);
+    ASSERT_EQ(b.size(), 2u);
+    for (size_t i = 0; i < 2; ++i) {
+        EXPECT_EQ(describe(b[i], true), describe(a[i])) << "layer " << i;
+        EXPECT_TRUE(contains(describe(b[i]), "stargz.index.json ")) << "layer " << i;
+    }
+
+    // Only estargz is a format; anything else is a usage error.
+    auto bad = img.src({"push", "--tls-verify=false", "--compression-format", "zip", img.plain,
+                        img.reg.host() + "/test/app:zip"});
+    expect_one_line_failure(bad, "--compression-format");
+}
+
+// Reads a registry blob by ranges, counting the bytes asked for (the client refuses a reply
+// longer than the range).
+struct RangeCounter {
+    registry::Client& client;
+    registry::Descriptor desc;
+    uint64_t bytes = 0;
+    ez::RangeReader reader() {
+        return [this](uint64_t off, uint64_t len) {
+            bytes += len;
+            return client.get_blob_range(desc, static_cast<int64_t>(off),
+                                         static_cast<int64_t>(len));
+        };
+    }
+};
+
+TEST(LazyFetch, layers_read_by_ranges_equal_a_full_pull_and_bad_chunks_give_no_bytes) {
+    REQUIRE_REGISTRY();
+    EstargzImage img;
+    Lamina full(img.tmp / "full");
+    auto pull = full({"pull", "--tls-verify=false", img.lazy});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    auto full_dirs = layer_dirs(full, img.lazy);
+
+    registry::Settings settings = registry::Settings::load();
+    registry::Reference ref = registry::parse_reference(img.lazy);
+    registry::ClientOptions copts;
+    copts.tls_verify = false;
+    registry::Client client(settings, settings.pull_endpoints(ref).back(), copts);
+    client.ping();
+    auto fetched = client.get_manifest("ez");
+    registry::Manifest m = registry::parse_manifest(fetched.body, fetched.media_type);
+    ASSERT_EQ(m.layers.size(), 2u);
+
+    for (size_t i = 0; i < 2; ++i) {
+        const registry::Descriptor& d = m.layers[i];
+        ASSERT_FALSE(d.estargz_toc_digest.empty());
+        RangeCounter ranges{client, d};
+        ez::Toc toc =
+            ez::read_toc(ranges.reader(), static_cast<uint64_t>(d.size), d.estargz_toc_digest);
+        // The tree costs the footer and the TOC: a small part of the 1 MiB layer.
+        if (i == 0) {
+            EXPECT_LT(ranges.bytes, static_cast<uint64_t>(d.size) / 20);
+        }
+        std::string dir = img.tmp / ("lazy-" + std::to_string(i));
+        make_dirs(dir);
+        store::UnpackOptions uo;
+        uo.privileged = geteuid() == 0;
+        store::UnpackResult ur;
+        auto pending = ez::unpack_toc(toc, dir, uo, ur);
+        store::Fd root(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        uint64_t before = ranges.bytes;
+        for (const auto& p : pending) {
+            if (toc.entries[p.entry].name != "etc/os-release") continue;
+            ez::fill_placeholder(root.get(), toc, p, ranges.reader());
+            EXPECT_EQ(read_file(dir + "/etc/os-release"), "ID=lamina\n");
+            EXPECT_LT(ranges.bytes - before, 1024u);  // one small member, not the layer
+        }
+        for (const auto& p : pending) {
+            if (toc.entries[p.entry].name != "etc/os-release")
+                ez::fill_placeholder(root.get(), toc, p, ranges.reader());
+        }
+        EXPECT_EQ(describe(dir), describe(full_dirs[i])) << "layer " << i;
+    }
+
+    // A corrupted chunk in the registry's copy of the bottom layer: refused, nothing written.
+    const registry::Descriptor& d = m.layers[0];
+    RangeCounter ranges{client, d};
+    ez::Toc toc =
+        ez::read_toc(ranges.reader(), static_cast<uint64_t>(d.size), d.estargz_toc_digest);
+    const ez::TocEntry* big = nullptr;
+    for (const auto& e : toc.entries)
+        if (e.name == "data/big") big = &e;
+    ASSERT_NE(big, nullptr);
+    std::string stored = img.reg.blob_data(d.digest);
+    {
+        std::fstream f(stored, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(static_cast<std::streamoff>(big->chunks[0].offset + 5000));
+        char c = 0;
+        f.seekg(static_cast<std::streamoff>(big->chunks[0].offset + 5000));
+        f.get(c);
+        f.seekp(static_cast<std::streamoff>(big->chunks[0].offset + 5000));
+        f.put(static_cast<char>(c ^ 0x5a));
+    }
+    uint64_t written = 0;
+    EXPECT_THROW(ez::fetch_file(*big, ranges.reader(),
+                                [&](uint64_t, std::string_view b) { written += b.size(); }),
+                 store::StoreError);
+    EXPECT_EQ(written, 0u);
+
+    // The registry gone: a range read fails at once; back again, it works.
+    img.reg.kill();
+    EXPECT_ANY_THROW(ranges.reader()(toc.toc_offset, 16));
+    img.reg.restart();
+    EXPECT_EQ(ranges.reader()(toc.toc_offset, 2), std::string("\x1f\x8b", 2));
+}
+
+// The digest of the bottom layer of a stored image (the one holding the 1 MiB file).
+std::string bottom_blob(const Lamina& lamina, const std::string& image) {
+    auto r = lamina({"inspect", image});
+    EXPECT_EQ(r.status, 0) << r.err;
+    return json::parse(r.out)[0]["Layers"][0]["Blob"];
+}
+
+void flip_byte(const std::string& path, std::streamoff at) {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(at);
+    char c = 0;
+    f.get(c);
+    f.seekp(at);
+    f.put(static_cast<char>(c ^ 0x5a));
+}
+
+off_t file_size(const std::string& path) {
+    struct stat st;
+    return ::stat(path.c_str(), &st) == 0 ? st.st_size : -1;
+}
+
+// open + read of a whole file through the mount: its bytes, or the errno of the failing call.
+std::pair<std::string, int> read_through(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return {"", errno};
+    std::string out;
+    char buf[65536];
+    int err = 0;
+    for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0) err = errno;
+        if (n <= 0) break;
+        out.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    return {out, err};
+}
+
+TEST(LazyPull, lazy_pull_mounts_at_once_and_fetches_each_file_on_first_open) {
+    REQUIRE_REGISTRY();
+    if (!can_mount_fuse()) GTEST_SKIP() << skip_reason();
+    EstargzImage img;
+    ThrottlingProxy proxy(img.reg.port(), 1 << 30);
+    std::string via = "127.0.0.1:" + std::to_string(proxy.port()) + "/test/app:ez";
+    Lamina lz(img.tmp / "lz");
+    StoreGuard lz_guard{lz.root()};
+
+    auto pull = lz({"pull", "--tls-verify=false", "--lazy", via});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    EXPECT_TRUE(contains(pull.out, "Table of contents read (lazy)")) << pull.out;
+    EXPECT_FALSE(contains(pull.out, "Pull complete")) << pull.out;
+    // Manifest, config, two footers and two TOCs: a small part of the 1 MiB layer.
+    int64_t moved = proxy.bytes_sent();
+    EXPECT_LT(moved, 128 << 10);
+    auto dirs = layer_dirs(lz, via);
+    ASSERT_EQ(dirs.size(), 2u);
+    struct stat st;
+    ASSERT_EQ(::stat((dirs[0] + "/data/big").c_str(), &st), 0);
+    EXPECT_EQ(st.st_size, 1 << 20);
+    EXPECT_EQ(st.st_blocks, 0);  // a placeholder: a hole of its size
+    // The record of what is missing lies beside the tree, not in it.
+    EXPECT_FALSE(contains(describe(dirs[0]), "lazy")) << describe(dirs[0]);
+    EXPECT_EQ(access((dirs[0] + "/../lazy/source.json").c_str(), F_OK), 0);
+
+    // The mount is up at once; stat and listings come from the tree and fetch nothing.
+    last_line_of(lz({"create", "--name", "web", via}));
+    std::string merged = last_line_of(lz({"mount", "web"}));
+    ASSERT_EQ(::stat((merged + "/data/big").c_str(), &st), 0);
+    EXPECT_EQ(st.st_size, 1 << 20);
+    EXPECT_EQ(proxy.bytes_sent(), moved);
+    // A copy-up (chmod) of a file not yet fetched fetches it first.
+    ASSERT_EQ(::chmod((merged + "/keep/new").c_str(), 0600), 0) << strerror(errno);
+    EXPECT_EQ(read_file(merged + "/keep/new"), "new\n");
+    auto upper = run_shell("cat " + lz.root() + "/containers/*/upper/keep/new");
+    EXPECT_EQ(upper.out, "new\n") << upper.err;  // the upper copy holds the fetched bytes
+    moved = proxy.bytes_sent();
+    // The first open of a small file fetches that file, not the layer.
+    EXPECT_EQ(read_file(merged + "/os"), "ID=lamina\n");
+    EXPECT_LT(proxy.bytes_sent() - moved, 16 << 10);
+    moved = proxy.bytes_sent();
+    // A hard link to a placeholder is the placeholder: its content comes too.
+    EXPECT_EQ(read_file(merged + "/data/big-link"), random_bytes(1 << 20, 7));
+    EXPECT_GT(proxy.bytes_sent() - moved, 1 << 20);
+
+    // Every file read through the mount equals a fully pulled container's.
+    Lamina full(img.tmp / "full");
+    StoreGuard full_guard{full.root()};
+    ASSERT_EQ(full({"pull", "--tls-verify=false", img.lazy}).status, 0);
+    last_line_of(full({"create", "--name", "web", img.lazy}));
+    std::string full_merged = last_line_of(full({"mount", "web"}));
+    ASSERT_EQ(::chmod((full_merged + "/keep/new").c_str(), 0600), 0);  // as above
+    EXPECT_EQ(describe(merged), describe(full_merged));
+
+    // Fetched files stay fetched: mounted again, reading them moves nothing.
+    last_line_of(lz({"umount", "web"}));
+    moved = proxy.bytes_sent();
+    merged = last_line_of(lz({"mount", "web"}));
+    EXPECT_EQ(read_file(merged + "/data/big"), random_bytes(1 << 20, 7));
+    EXPECT_EQ(proxy.bytes_sent(), moved);
+    last_line_of(lz({"umount", "web"}));
+    last_line_of(full({"umount", "web"}));
+}
+
+TEST(LazyPull, a_corrupt_chunk_or_a_dead_registry_gives_eio_and_reads_recover) {
+    REQUIRE_REGISTRY();
+    if (!can_mount_fuse()) GTEST_SKIP() << skip_reason();
+    EstargzImage img;
+    Lamina lz(img.tmp / "lz");
+    StoreGuard guard{lz.root()};
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", img.lazy}).status, 0);
+    last_line_of(lz({"create", "--name", "web", img.lazy}));
+    std::string blob = img.reg.blob_data(bottom_blob(lz, img.lazy));
+    off_t middle = file_size(blob) / 2;  // inside data/big's member
+    setenv("LAMINA_LAZY_TIMEOUT", "2", 1);
+    std::string merged = last_line_of(lz({"mount", "web"}));
+    unsetenv("LAMINA_LAZY_TIMEOUT");
+
+    // A chunk that does not match its digest: EIO, never the wrong bytes.
+    flip_byte(blob, middle);
+    auto bad = read_through(merged + "/data/big");
+    EXPECT_EQ(bad.second, EIO);
+    EXPECT_TRUE(bad.first.empty());
+    flip_byte(blob, middle);
+
+    // The registry gone: EIO after the bound (2 s here), not a hang.
+    img.reg.kill();
+    auto t0 = std::chrono::steady_clock::now();
+    auto dead = read_through(merged + "/keep/new");
+    auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_EQ(dead.second, EIO);
+    EXPECT_LT(took, std::chrono::seconds(10));
+
+    // Back again: both read right.
+    img.reg.restart();
+    EXPECT_EQ(read_through(merged + "/keep/new"), std::make_pair(std::string("new\n"), 0));
+    EXPECT_EQ(read_through(merged + "/data/big").first, random_bytes(1 << 20, 7));
+    last_line_of(lz({"umount", "web"}));
+}
+
+TEST(LazyPull, a_full_pull_replaces_the_lazy_layers_with_verified_ones) {
+    REQUIRE_REGISTRY();
+    EstargzImage img;
+    // Layers without a TOC (the plain image's gzip and zstd ones) are pulled whole, said once each.
+    Lamina plain(img.tmp / "plain");
+    auto whole = plain({"pull", "--tls-verify=false", "--lazy", img.plain});
+    ASSERT_EQ(whole.status, 0) << whole.err;
+    size_t said = 0;
+    for (size_t at = 0; (at = whole.out.find("no eStargz table of contents: pulled whole", at)) !=
+                        std::string::npos;
+         ++at)
+        ++said;
+    EXPECT_EQ(said, 2u) << whole.out;
+    for (const auto& d : layer_dirs(plain, img.plain))
+        EXPECT_NE(access((d + "/../lazy").c_str(), F_OK), 0) << d;
+
+    Lamina lz(img.tmp / "lz");
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", img.lazy}).status, 0);
+    auto dirs = layer_dirs(lz, img.lazy);
+    ASSERT_EQ(access((dirs[0] + "/../lazy/source.json").c_str(), F_OK), 0);
+
+    auto pull = lz({"pull", "--tls-verify=false", img.lazy});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    EXPECT_TRUE(contains(pull.out, "Pull complete")) << pull.out;
+    EXPECT_EQ(layer_dirs(lz, img.lazy), dirs);  // the same layers (chain IDs), now whole
+    for (const auto& d : dirs) EXPECT_NE(access((d + "/../lazy").c_str(), F_OK), 0) << d;
+    EXPECT_EQ(read_file(dirs[0] + "/data/big"), random_bytes(1 << 20, 7));
+    // Whole layers are ordinary: pushing the image back needs their blobs, and has them.
+    auto push = lz({"push", "--tls-verify=false", img.lazy, img.reg.host() + "/test/app:again"});
+    EXPECT_EQ(push.status, 0) << push.err;
+}
+
+}  // namespace
+}  // namespace lamina::test

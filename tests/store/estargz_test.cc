@@ -1,0 +1,281 @@
+// eStargz layers: what the writer makes is an ordinary gzip layer; a tree built from its TOC and
+// filled chunk by chunk equals a full unpack; bad chunks, TOCs and footers are refused.
+#include "estargz.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "digest.h"
+#include "error.h"
+#include "fd.h"
+#include "needs.h"
+#include "store_fixture.h"
+#include "unpack.h"
+
+namespace lamina::test {
+namespace {
+
+namespace ez = store::estargz;
+using nlohmann::json;
+
+std::string fidelity_script() {
+    const char* src = std::getenv("LAMINA_SOURCE_ROOT");
+    return std::string(src ? src : ".") + "/tests/store/layer_fidelity.py";
+}
+
+std::string describe(const std::string& root) {
+    auto r = run_command({"python3", fidelity_script(), "describe-layer", root});
+    EXPECT_EQ(r.status, 0) << r.err;
+    return r.out;
+}
+
+store::UnpackOptions layer_options() {
+    store::UnpackOptions o;
+    o.privileged = geteuid() == 0;
+    return o;
+}
+
+// A blob in memory read through ranges, counting what was asked for.
+struct Blob {
+    std::string bytes;
+    uint64_t served = 0;
+    ez::RangeReader reader() {
+        return [this](uint64_t off, uint64_t len) {
+            if (off + len > bytes.size()) throw store::StoreError("range past the blob");
+            served += len;
+            return bytes.substr(off, len);
+        };
+    }
+};
+
+// Bytes that do not compress, so chunks have their full size in the blob too.
+std::string noise(size_t n) {
+    std::string s(n, '\0');
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (auto& c : s) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c = static_cast<char>(x);
+    }
+    return s;
+}
+
+// The layers the tests convert: every entry kind and attribute (layer_fidelity.py), and one with
+// whiteouts, an opaque dir, hard links, a file replaced by a later entry and a file of many chunks.
+std::string every_kind_layer(const TempDir& tmp) {
+    std::string path = tmp / "fidelity.tar";
+    auto r = run_command({"python3", fidelity_script(), "make-tar", path});
+    EXPECT_EQ(r.status, 0) << r.err;
+    return path;
+}
+
+std::string overlay_layer(const TempDir& tmp, const std::string& compression) {
+    std::string big = noise(300 << 10);
+    std::string tar = make_tar({dir("data"), file("data/big", big), file("data/v", "one\n"),
+                                hardlink("data/v-old", "data/v"), file("data/v", "two!\n"),
+                                hardlink("data/big2", "data/big"), whiteout("data/gone"),
+                                dir("keep"), opaque("keep"), file("keep/new", "new\n"),
+                                symlink("link", "data/v"), file("empty", "")});
+    std::string path = tmp / "overlay.tar" + (compression.empty() ? "" : "." + compression);
+    std::ofstream(path, std::ios::binary) << compress(tar, compression);
+    return path;
+}
+
+std::string read_all(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// Converts in_path, unpacks the result fully into full/ and lazily into lazy/, fills every
+// placeholder and compares the trees. Returns the bytes the TOC cost.
+uint64_t check_round_trip(const TempDir& tmp, const std::string& in_path,
+                          const ez::WriteOptions& wo = {}) {
+    std::string blob_path = tmp / "layer.estargz";
+    ez::WrittenLayer w = ez::write_layer(in_path, blob_path, wo);
+    Blob blob{read_all(blob_path)};
+    EXPECT_EQ(store::sha256_digest(blob.bytes), w.digest);
+    EXPECT_EQ(static_cast<int64_t>(blob.bytes.size()), w.size);
+
+    // Any client reads it as gzip, and the diff ID is the digest of what it decompresses to.
+    std::string full = tmp / "full", lazy = tmp / "lazy";
+    make_dirs(full);
+    make_dirs(lazy);
+    store::UnpackResult fr = store::unpack_tar(blob_path, full, layer_options());
+    EXPECT_EQ(fr.compression, store::kGzip);
+    EXPECT_EQ(fr.diff_id, w.diff_id);
+
+    ez::Toc toc = ez::read_toc(blob.reader(), blob.bytes.size(), w.toc_digest);
+    EXPECT_EQ(toc.digest, w.toc_digest);
+    uint64_t toc_cost = blob.served;
+    store::UnpackResult lr;
+    auto pending = ez::unpack_toc(toc, lazy, layer_options(), lr);
+    EXPECT_FALSE(pending.empty());
+    store::Fd root(::open(lazy.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    for (const auto& p : pending) ez::fill_placeholder(root.get(), toc, p, blob.reader());
+    EXPECT_EQ(describe(lazy), describe(full));
+    return toc_cost;
+}
+
+TEST(Estargz, every_kind_of_entry_survives_conversion_and_lazy_unpack) {
+    if (geteuid() != 0) SKIP_NEEDING("root") << "devices, owners and trusted xattrs need root";
+    if (!have_program("python3")) SKIP_NEEDING("program:python3") << "builds the layer";
+    TempDir tmp("estargz");
+    check_round_trip(tmp, every_kind_layer(tmp));
+}
+
+TEST(Estargz, whiteouts_hard_links_and_chunks_survive_lazy_unpack) {
+    if (!have_program("python3")) SKIP_NEEDING("program:python3") << "describes the trees";
+    for (const char* comp : {"", "gzip", "zstd"}) {
+        TempDir tmp("estargz");
+        ez::WriteOptions wo;
+        wo.chunk_bytes = 64 << 10;  // data/big is five chunks
+        uint64_t toc_cost = check_round_trip(tmp, overlay_layer(tmp, comp), wo);
+        EXPECT_LT(toc_cost, 4096u) << comp;
+    }
+}
+
+TEST(Estargz, toc_lists_chunks_and_the_landmark) {
+    TempDir tmp("estargz");
+    ez::WriteOptions wo;
+    wo.chunk_bytes = 64 << 10;
+    ez::WrittenLayer w = ez::write_layer(overlay_layer(tmp, ""), tmp / "l", wo);
+    Blob blob{read_all(tmp / "l")};
+    ez::Toc toc = ez::read_toc(blob.reader(), blob.bytes.size(), "");
+    ASSERT_FALSE(toc.entries.empty());
+    EXPECT_EQ(toc.entries[0].name, ez::kNoPrefetchLandmark);
+    const ez::TocEntry* big = nullptr;
+    for (const auto& e : toc.entries)
+        if (e.name == "data/big") big = &e;
+    ASSERT_NE(big, nullptr);
+    ASSERT_EQ(big->chunks.size(), 5u);
+    EXPECT_EQ(big->chunks[4].file_offset, 4u * (64 << 10));
+    EXPECT_EQ(big->chunks[4].size, (300u - 256u) << 10);
+    // The footer names the TOC, and the TOC's JSON says version 1.
+    EXPECT_EQ(ez::parse_footer(blob.bytes.substr(blob.bytes.size() - 51), blob.bytes.size()),
+              toc.toc_offset);
+    EXPECT_EQ(json::parse(toc.json)["version"], 1);
+    EXPECT_EQ(toc.digest, w.toc_digest);
+}
+
+TEST(Estargz, a_corrupt_chunk_gives_no_bytes) {
+    TempDir tmp("estargz");
+    ez::WriteOptions wo;
+    wo.chunk_bytes = 64 << 10;
+    wo.level = 0;  // stored blocks: a flipped byte decompresses, only the digest can catch it
+    ez::WrittenLayer w = ez::write_layer(overlay_layer(tmp, ""), tmp / "l", wo);
+    Blob blob{read_all(tmp / "l")};
+    ez::Toc toc = ez::read_toc(blob.reader(), blob.bytes.size(), w.toc_digest);
+    for (const auto& e : toc.entries) {
+        if (e.name != "data/big") continue;
+        blob.bytes[e.chunks[2].offset + 100] ^= 0x55;
+        uint64_t written = 0;
+        try {
+            ez::fetch_file(e, blob.reader(), [&](uint64_t off, std::string_view b) {
+                EXPECT_LT(off, e.chunks[2].file_offset);
+                written += b.size();
+            });
+            ADD_FAILURE() << "a corrupt chunk was accepted";
+        } catch (const store::StoreError& err) {
+            EXPECT_NE(std::string(err.what()).find("chunk digest mismatch"), std::string::npos)
+                << err.what();
+        }
+        EXPECT_EQ(written, 2u * (64 << 10));  // the two good chunks before it, nothing after
+        return;
+    }
+    FAIL() << "no data/big in the TOC";
+}
+
+TEST(Estargz, a_toc_that_does_not_match_the_annotation_is_refused) {
+    TempDir tmp("estargz");
+    ez::write_layer(overlay_layer(tmp, ""), tmp / "l");
+    Blob blob{read_all(tmp / "l")};
+    EXPECT_THROW(ez::read_toc(blob.reader(), blob.bytes.size(), store::sha256_digest("other")),
+                 store::StoreError);
+}
+
+TEST(Estargz, hostile_footers_are_refused) {
+    std::string good = ez::footer(1000);
+    EXPECT_EQ(ez::parse_footer(good, 2000), 1000u);
+    EXPECT_THROW(ez::parse_footer(good, 1000), store::StoreError);  // offset past the blob
+    EXPECT_THROW(ez::parse_footer(good.substr(1), 2000), store::StoreError);
+    std::string bad = good;
+    bad[12] = 'X';
+    EXPECT_THROW(ez::parse_footer(bad, 2000), store::StoreError);
+    bad = good;
+    bad[20] = 'g';  // not hex
+    EXPECT_THROW(ez::parse_footer(bad, 2000), store::StoreError);
+    bad = std::string(51, '\0');
+    EXPECT_THROW(ez::parse_footer(bad, 2000), store::StoreError);
+}
+
+TEST(Estargz, hostile_tocs_are_refused) {
+    std::string d = store::sha256_digest("x");
+    auto reg = [&](const std::string& name, int64_t size, int64_t offset) {
+        return json{{"name", name},     {"type", "reg"},  {"size", size},
+                    {"mode", 0644},     {"uid", 0},       {"gid", 0},
+                    {"offset", offset}, {"chunkSize", 0}, {"chunkDigest", d}};
+    };
+    auto toc = [](json entries) { return json{{"version", 1}, {"entries", entries}}.dump(); };
+    // A good one first, so each refusal below is about its one fault.
+    EXPECT_NO_THROW(ez::parse_toc_json(toc({reg("a", 10, 0)}), 100));
+    std::vector<std::pair<std::string, std::string>> bad = {
+        {"version 2", json{{"version", 2}, {"entries", json::array()}}.dump()},
+        {"not JSON", "{"},
+        {"dot-dot", toc({reg("../x", 1, 0)})},
+        {"absolute", toc({reg("/etc/x", 1, 0)})},
+        {"offset past the TOC", toc({reg("a", 10, 100)})},
+        {"negative size", toc({reg("a", -1, 0)})},
+        {"bad digest", toc({json{{"name", "a"},
+                                 {"type", "reg"},
+                                 {"size", 3},
+                                 {"offset", 0},
+                                 {"chunkDigest", "md5:x"}}})},
+        {"unknown type", toc({json{{"name", "a"}, {"type", "socket"}}})},
+        {"hard link to nothing",
+         toc({json{{"name", "a"}, {"type", "hardlink"}, {"linkName", "b"}}})},
+        {"symlink without target", toc({json{{"name", "a"}, {"type", "symlink"}}})},
+        {"chunk with no file", toc({json{{"name", "a"},
+                                         {"type", "chunk"},
+                                         {"offset", 5},
+                                         {"chunkOffset", 0},
+                                         {"chunkDigest", d}}})},
+        {"chunks leave a gap", toc({[&] {
+                                        json j = reg("a", 10, 0);
+                                        j["chunkSize"] = 4;
+                                        return j;
+                                    }(),
+                                    json{{"name", "a"},
+                                         {"type", "chunk"},
+                                         {"offset", 5},
+                                         {"chunkOffset", 6},
+                                         {"chunkDigest", d}}})},
+        {"chunks do not cover the file", toc({[&] {
+             json j = reg("a", 10, 0);
+             j["chunkSize"] = 4;
+             return j;
+         }()})},
+        {"too deep", toc({reg(
+                         [] {
+                             std::string s = "a";
+                             for (int i = 0; i < 300; ++i) s += "/d";
+                             return s;
+                         }(),
+                         1, 0)})},
+        {"xattr not base64", toc({[&] {
+             json j = reg("a", 10, 0);
+             j["xattrs"] = {{"user.x", "!!!"}};
+             return j;
+         }()})},
+    };
+    for (const auto& [why, text] : bad)
+        EXPECT_THROW(ez::parse_toc_json(text, 100), store::StoreError) << why;
+}
+
+}  // namespace
+}  // namespace lamina::test
