@@ -348,7 +348,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     fuse_entry_param p = entry_param(req, e);
     Overlay& o = ov(req);  // the request is freed by the reply, even a failed one
     send_invalidations(req);
-    if (int err = set_open_mode(req, fi, *fh)) {
+    if ((err = set_open_mode(req, fi, *fh))) {
         ov(req).release(std::move(fh));
         o.forget(e.node, 1);
         fuse_reply_err(req, err);
