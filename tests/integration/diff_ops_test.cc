@@ -2268,7 +2268,8 @@ std::string convert_oci(const std::string& layers, const std::vector<OciEntry>& 
 // chosen by the depth's seed (a tiny directory cache evicts on nearly every lookup).
 std::string lamina_options_for(const Config& cfg, uint64_t seed) {
     if (cfg.lamina_options) return *cfg.lamina_options;
-    if (cfg.skip.count("mount_options")) return cfg.skip.count("passthrough") ? "passthrough=off" : "";
+    if (cfg.skip.count("mount_options"))
+        return cfg.skip.count("passthrough") ? "passthrough=off" : "";
     static const std::vector<std::string> variants = {"", "", "passthrough", "dir_cache_entries=2",
                                                       "passthrough,dir_cache_entries=3"};
     Rng rng(mix_seed(seed, 3));
