@@ -250,8 +250,8 @@ TEST(LayerSafety, an_upper_directory_replaced_past_the_descriptor_budget_answers
         ASSERT_EQ(stat((mnt + "/d" + std::to_string(i) + "/.").c_str(), &st), 0) << i;
     }
     DaemonStats stats = fs.stats();
-    EXPECT_EQ(stats["upper_dir_fd_limit"], 64);
-    EXPECT_LE(stats["upper_dir_fds"], 64);  // not vacuous: d99 is one of those not held
+    EXPECT_EQ(stats["dir_fd_limit"], 64);
+    EXPECT_LE(stats["dir_fds"], 64);  // not vacuous: d99 is one of those not held
 
     std::string last = "/d" + std::to_string(kDirs - 1);
     ASSERT_EQ(rename((upper + last).c_str(), (upper + last + ".old").c_str()), 0);
