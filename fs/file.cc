@@ -91,6 +91,17 @@ void Overlay::supersede(Node* node) {
     table_.unhash(node);
 }
 
+void Overlay::hand_over(std::unique_ptr<FileHandle> fh) {
+    std::lock_guard lock(handed_mu_);
+    handed_.insert(fh.release());
+}
+
+std::unique_ptr<FileHandle> Overlay::take_back(FileHandle* fh) {
+    std::lock_guard lock(handed_mu_);
+    handed_.erase(fh);
+    return std::unique_ptr<FileHandle>(fh);
+}
+
 void Overlay::release(std::unique_ptr<FileHandle> fh) {
     if (!fh || !fh->node) return;
     // The last handle of the node: nothing will read through its pooled descriptor any more.

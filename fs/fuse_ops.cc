@@ -354,11 +354,13 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         fuse_reply_err(req, err);
         return;
     }
+    // Handed over before the reply: the kernel may send its RELEASE before we return.
+    FileHandle* raw = fh.get();
+    o.hand_over(std::move(fh));
     int sent = fuse_reply_create(req, &p, fi);
     wire::attach_backing_id(0);
-    if (sent == 0) {
-        fh.release();
-    } else {
+    if (sent != 0) {
+        fh = o.take_back(raw);
         passthrough::release(fh->node, fh->grant);
         o.release(std::move(fh));  // the open count and the node's pooled descriptor
         o.forget(e.node, 1);
@@ -380,12 +382,14 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
         return;
     }
     Overlay& o = ov(req);  // the request is freed by the reply, even a failed one
+    // Handed over before the reply: the kernel may send its RELEASE before we return.
+    FileHandle* raw = fh.get();
+    o.hand_over(std::move(fh));
     int sent = fuse_reply_open(req, fi);
     wire::attach_backing_id(0);
-    if (sent == 0) {
-        fh.release();
-    } else {
+    if (sent != 0) {
         // The kernel never got the handle: no RELEASE will come for it.
+        fh = o.take_back(raw);
         passthrough::release(fh->node, fh->grant);
         o.release(std::move(fh));
     }
@@ -440,7 +444,7 @@ void op_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     (void)ino;
     passthrough::release(file_of(fi)->node, file_of(fi)->grant);
-    ov(req).release(std::unique_ptr<FileHandle>(file_of(fi)));
+    ov(req).release(ov(req).take_back(file_of(fi)));
     fuse_reply_err(req, 0);
 }
 

@@ -42,6 +42,10 @@ std::string Overlay::init() {
     return "";
 }
 
+Overlay::~Overlay() {
+    for (FileHandle* fh : handed_) delete fh;
+}
+
 size_t upper_dir_fd_limit() {
     // A quarter of the descriptor limit: the read pool takes an eighth, write handles and kept
     // copies the rest. Past the limit a directory is found again per request, which costs one

@@ -13,6 +13,7 @@
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -149,6 +150,9 @@ size_t upper_dir_fd_limit();
 class Overlay {
 public:
     Overlay(const MountOptions& opts, LayerStack& stack);
+    ~Overlay();
+    Overlay(const Overlay&) = delete;
+    Overlay& operator=(const Overlay&) = delete;
 
     // Fills in the root node from the layers. Returns "" or an error line.
     std::string init();
@@ -241,6 +245,11 @@ public:
                 const Credentials& cred, struct stat& out);
     int create(Node* parent, std::string_view name, mode_t mode, int flags, const Credentials& cred,
                EntryReply& out, std::unique_ptr<FileHandle>& fh);
+    // The kernel holds an open file's handle from the open reply until its RELEASE: hand_over
+    // after the reply went out, take_back at RELEASE. Handles never taken back (the connection
+    // ended first, as at an unmount with RELEASEs still queued) go with the overlay.
+    void hand_over(std::unique_ptr<FileHandle> fh);
+    std::unique_ptr<FileHandle> take_back(FileHandle* fh);
     // A handle of a file just made, open on fd.
     std::unique_ptr<FileHandle> open_handle(Node* node, int flags, UniqueFd fd);
     // open(dir, O_TMPFILE): an unnamed file in the upper copy of parent, open as fh; linkat()
@@ -297,6 +306,8 @@ public:
     void invalidate_peers(Node* node);
 
 private:
+    std::mutex handed_mu_;
+    std::unordered_set<FileHandle*> handed_;  // held by the kernel (hand_over)
     friend class CopyUp;
 
     // namei helpers (lookup.cc)
