@@ -105,8 +105,9 @@ int Overlay::copy_up_one_locked(Node* node) {
             // A placeholder is completed first (lazy.h); under the tree lock, as copy-up is.
             if (lazy_ && (err = lazy_->ensure_complete(src_layer, node->lower_path_in(0))))
                 return err;
-            UniqueFd in(open_maybe_noatime(O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME,
-                                           [&](int f) { return openat(src_dir, src_rel, f); }));
+            UniqueFd in(open_maybe_noatime(
+                O_RDONLY | O_NOFOLLOW | O_CLOEXEC | stack_.noatime_flag(src_layer, false),
+                [&](int f) { return openat(src_dir, src_rel, f); }));
             if (!in) return errno;
             out.reset(openat(work, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
             if (!out) return errno;

@@ -199,10 +199,10 @@ int build_dir_index(const LayerStack& stack, const LowerStack& candidates,
     std::vector<std::string_view> oci_whiteouts;
     for (size_t i = 0; i < todo.size(); ++i) {
         LayerNo layer = todo[i].layer;
-        // O_NOATIME: listing a lower directory leaves its atime, as on kernel overlayfs.
-        UniqueFd dir(open_maybe_noatime(O_RDONLY | O_DIRECTORY | O_NOATIME, [&](int f) {
-            return open_beneath(stack.fd(layer), todo[i].path, f);
-        }));
+        // Listing a lower directory leaves its atime, as on kernel overlayfs (layers.h).
+        UniqueFd dir(open_maybe_noatime(
+            O_RDONLY | O_DIRECTORY | stack.noatime_flag(layer, true),
+            [&](int f) { return open_beneath(stack.fd(layer), todo[i].path, f); }));
         if (!dir) {
             if (errno == ENOENT || errno == ENOTDIR) continue;
             return errno;

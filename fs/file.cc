@@ -40,8 +40,9 @@ int Overlay::open(Node* node, int flags, const Credentials& cred,
         Place at;
         if (int err = upper_place(node, at)) return err;
         int dirfd = at.dirfd;
-        fh->fd.reset(open_maybe_noatime(layer_open_flags(flags) | atime_flag(true, false),
-                                        [&](int f) { return openat(dirfd, at.c_name(), f); }));
+        fh->fd.reset(
+            open_maybe_noatime(layer_open_flags(flags) | stack_.noatime_flag(kUpperLayer, false),
+                               [&](int f) { return openat(dirfd, at.c_name(), f); }));
         if (!fh->fd) return errno;
         if (flags & O_TRUNC) {
             invalidate_peers(node);  // other names of the file were truncated too
@@ -76,11 +77,6 @@ int Overlay::complete_lazy_lower(const Node* node) {
         rel = node->lower_path_in(0);
     }
     return lazy_->ensure_complete(layer, rel);
-}
-
-int Overlay::atime_flag(bool upper, bool dir) const {
-    if (!upper || opts_.noatime || (dir && opts_.nodiratime)) return O_NOATIME;
-    return 0;
 }
 
 void Overlay::supersede(Node* node) {
@@ -140,9 +136,9 @@ int Overlay::file_fd_locked(FileHandle& fh, FileFd& out) {
         } else {
             Place at;
             if (int err = upper ? upper_place(node, at) : lower_place(node, at)) return err;
-            opened.reset(open_maybe_noatime(kReadFlags | atime_flag(upper, false), [&](int f) {
-                return openat(at.dirfd, at.c_name(), f);
-            }));
+            opened.reset(open_maybe_noatime(
+                kReadFlags | stack_.noatime_flag(upper ? kUpperLayer : node->lowers[0], false),
+                [&](int f) { return openat(at.dirfd, at.c_name(), f); }));
         }
         if (!opened) return errno;
         fd = read_fds_.insert(node, upper, std::move(opened));

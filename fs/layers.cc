@@ -55,9 +55,10 @@ bool on_idmapped_mount(int fd) {
 //
 // atime (MOUNT_ATTR_NOATIME, _STRICTATIME, _NODIRATIME or 0) is set on the clone: it governs every
 // read of the layer's files, the daemon's own and the kernel's passthrough reads of backing
-// files alike (those are opened on the daemon's mount, with the reader's flags). Where the clone
-// cannot take it, the daemon's opens carry O_NOATIME (Overlay::atime_flag) instead.
-UniqueFd clone_private_mount(int fd, uint64_t atime) {
+// files alike (those are opened on the daemon's mount, with the reader's flags). rule_set tells
+// whether it took; where it did not, the daemon's opens carry O_NOATIME instead (set_noatime).
+UniqueFd clone_private_mount(int fd, uint64_t atime, bool& rule_set) {
+    rule_set = false;
     UniqueFd clone(open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
     if (clone && atime) {
         int saved = errno;
@@ -65,12 +66,21 @@ UniqueFd clone_private_mount(int fd, uint64_t atime) {
         attr.attr_set = atime;
         attr.attr_clr = MOUNT_ATTR__ATIME;
         if (atime == MOUNT_ATTR_NODIRATIME) attr.attr_clr = 0;
-        if (mount_setattr(clone.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) != 0)
+        rule_set = mount_setattr(clone.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) == 0;
+        if (!rule_set)
             spdlog::debug("cannot set the atime rule of a layer's private mount: {}",
                           std::strerror(errno));
         errno = saved;
     }
     return clone;
+}
+
+// What the daemon's own reads of a layer add when its clone does not carry the atime rule.
+void set_noatime(Layer& layer, bool rule_set, uint64_t atime) {
+    bool files = !rule_set && atime == MOUNT_ATTR_NOATIME;
+    bool dirs = !rule_set && (files || atime == MOUNT_ATTR_NODIRATIME);
+    layer.file_noatime = files ? O_NOATIME : 0;
+    layer.dir_noatime = dirs ? O_NOATIME : 0;
 }
 
 bool same_inode(const struct stat& a, const struct stat& b) {
@@ -122,9 +132,11 @@ std::string open_layer(const std::string& path, const char* what, bool check_idm
     if (auto err = open_root(path, what, out, st); !err.empty()) return err;
     if (check_idmapped) out.idmapped = on_idmapped_mount(out.fd.get());
     // A lower file's atime never moves through the mount, as on kernel overlayfs.
-    UniqueFd clone = clone_private_mount(out.fd.get(), MOUNT_ATTR_NOATIME);
+    bool rule_set;
+    UniqueFd clone = clone_private_mount(out.fd.get(), MOUNT_ATTR_NOATIME, rule_set);
     if (auto err = reach_through_clone(std::move(clone), errno, st, what, out); !err.empty())
         return err;
+    set_noatime(out, rule_set && out.clone_error == 0, MOUNT_ATTR_NOATIME);
     return check_proc_reach(out, what);
 }
 
@@ -166,8 +178,9 @@ std::string open_upper_and_work(const std::string& upper, const std::string& wor
     UniqueFd parent_fd(::open(parent.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     UniqueFd clone;
     int clone_errno = EXDEV;  // the common directory lies on another mount
+    bool rule_set = false;
     if (parent_fd && mount_id(parent_fd.get()) == mnt) {
-        clone = clone_private_mount(parent_fd.get(), atime);
+        clone = clone_private_mount(parent_fd.get(), atime, rule_set);
         clone_errno = errno;
     }
     // Each lies inside the clone; the clone itself may go, they hold it.
@@ -188,6 +201,7 @@ std::string open_upper_and_work(const std::string& upper, const std::string& wor
     if (auto err = reach_through_clone(std::move(wk_fd), clone_errno, wk_st, "workdir", wk);
         !err.empty())
         return err;
+    set_noatime(up, rule_set && up.clone_error == 0, atime);
     if (auto err = check_proc_reach(up, "upperdir"); !err.empty()) return err;
     return check_proc_reach(wk, "workdir");
 }

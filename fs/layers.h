@@ -29,6 +29,11 @@ struct Layer {
     // 0 when fd lies in a private clone; otherwise why none could be made (EPERM without
     // CAP_SYS_ADMIN over the mount namespace), and fd is on the layer's own mount.
     int clone_error = 0;
+    // O_NOATIME or 0 for the daemon's reads of the layer's files and directories: 0 where the
+    // private clone carries the mount's atime rule itself (LayerStack::open), O_NOATIME where it
+    // cannot and the rule says the atime must not move.
+    int file_noatime = 0;
+    int dir_noatime = 0;
     dev_t dev = 0;
     // A lower layer on an idmapped mount, under uidmapping=/gidmapping=: its owners are host ids
     // already. containers/storage before 1.47 (podman 4.3) passes such lowers together with the
@@ -44,6 +49,10 @@ public:
     bool has_upper() const { return has_upper_; }
     const Layer& layer(LayerNo n) const { return layers_[n]; }
     int fd(LayerNo n) const { return layers_[n].fd.get(); }
+    // The flag a read of the layer's files or directories adds (Layer::file_noatime).
+    int noatime_flag(LayerNo n, bool dir) const {
+        return dir ? layers_[n].dir_noatime : layers_[n].file_noatime;
+    }
     LayerNo first_lower() const { return 1; }
     LayerNo end() const { return static_cast<LayerNo>(layers_.size()); }
     // The work dir's "work" subdirectory, where entries are made before they are renamed into

@@ -315,7 +315,9 @@ int Overlay::lower_place(const Node* node, Place& out) const {
 bool Overlay::held_place(const std::shared_ptr<const DirIndex>& parent_index, LayerNo layer,
                          const Node* node, Place& out) const {
     int held = parent_index->held_fd(layer);
-    if (held < 0 || node->lower_path_in(0) != join_path(parent_index->path_in(layer), node->name))
+    // Per lookup and per request on a lower entry: compared, not built.
+    if (held < 0 ||
+        !is_joined_path(node->lower_path_in(0), parent_index->path_in(layer), node->name))
         return false;
     out.owned.reset();
     out.keep = parent_index;

@@ -194,11 +194,6 @@ public:
     // again, meets the new node and opens that. node answers as the upper copy from then on,
     // except that its passthrough handles read on from the lower copy.
     void supersede(Node* node);
-    // O_NOATIME or 0, for opening a layer's copy of a file or directory to read it. Lower copies
-    // always (kernel overlayfs reads its real files so: a lower file's atime never moves); upper
-    // ones under noatime, and directories under nodiratime. Otherwise the upper filesystem's own
-    // rule (its relatime or strictatime) decides, as it does below kernel overlayfs.
-    int atime_flag(bool upper, bool dir) const;
     // The descriptor to do I/O on an open file with; for a read-only handle, of the copy the
     // node has now. _locked: the caller holds the tree lock.
     int file_fd(FileHandle& fh, FileFd& out);

@@ -6,6 +6,13 @@
 
 namespace lamina {
 
+// Whether path is join_path(dir, name), without building it.
+inline bool is_joined_path(std::string_view path, std::string_view dir, std::string_view name) {
+    if (dir.empty()) return path == name;
+    return path.size() == dir.size() + 1 + name.size() && path.starts_with(dir) &&
+           path[dir.size()] == '/' && path.ends_with(name);
+}
+
 inline std::string join_path(std::string_view dir, std::string_view name) {
     std::string out;
     out.reserve(dir.size() + 1 + name.size());

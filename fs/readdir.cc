@@ -98,8 +98,9 @@ int Overlay::list_merged_locked(Node* node, std::vector<MergedEntry>& entries) {
         UniqueFd scratch;
         int upper_fd;
         if (int err = upper_dir_fd(node, scratch, upper_fd)) return err;
-        UniqueFd dir(open_maybe_noatime(O_RDONLY | O_DIRECTORY | O_CLOEXEC | atime_flag(true, true),
-                                        [&](int f) { return openat(upper_fd, ".", f); }));
+        UniqueFd dir(open_maybe_noatime(
+            O_RDONLY | O_DIRECTORY | O_CLOEXEC | stack_.noatime_flag(kUpperLayer, true),
+            [&](int f) { return openat(upper_fd, ".", f); }));
         if (!dir) return errno;
         bool xattr_whiteouts =
             readdir_hides_xattr_whiteouts(read_dir_marks_fd(dir.get(), false).opaque);

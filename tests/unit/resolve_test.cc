@@ -67,5 +67,17 @@ TEST_F(ResolveTest, open_beneath_refuses_a_name_longer_than_a_piece) {
     }
 }
 
+// is_joined_path answers what comparing with join_path would, without building the path.
+TEST(PathUtil, is_joined_path_agrees_with_join_path) {
+    const char* dirs[] = {"", "a", "a/b", "ab"};
+    const char* names[] = {"b", "ab", "a/b", "", "x"};
+    const char* paths[] = {"b", "a/b", "a/b/a/b", "ab/b", "a/ab", "ab", "a/bx", "x", "a/"};
+    for (const char* d : dirs)
+        for (const char* n : names)
+            for (const char* p : paths)
+                EXPECT_EQ(is_joined_path(p, d, n), join_path(d, n) == p)
+                    << "'" << p << "' '" << d << "' '" << n << "'";
+}
+
 }  // namespace
 }  // namespace lamina
