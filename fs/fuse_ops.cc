@@ -133,6 +133,7 @@ void reply_status(fuse_req_t req, int err) {
 fuse_entry_param entry_param(fuse_req_t req, const EntryReply& e) {
     fuse_entry_param p{};
     p.ino = ino_of(ov(req), e.node);
+    p.generation = e.node->generation;
     p.attr = e.st;
     p.attr_timeout = ctx(req).config.timeout;
     p.entry_timeout = ctx(req).config.timeout;
@@ -198,6 +199,9 @@ void op_init(void* userdata, fuse_conn_info* conn) {
     // A reply spliced to /dev/fuse cannot go into an io_uring entry: libfuse then copies.
     if (uring::offered()) conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
     if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+    // File handles of inodes the kernel forgot reach us as lookups of "." (op_lookup).
+    if (config.export_support && (conn->capable & FUSE_CAP_EXPORT_SUPPORT))
+        conn->want |= FUSE_CAP_EXPORT_SUPPORT;
     // The daemon writes with CAP_FSETID, so the backing filesystem would keep setuid bits a
     // plain user's write must clear. Not v1, then, which would leave that to the daemon with no
     // word of who writes; the wire layer asks for v2 instead, whose requests carry a flag when
@@ -216,7 +220,16 @@ void op_init(void* userdata, fuse_conn_info* conn) {
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     log_op("lookup", parent, name);
     EntryReply e;
-    int err = ov(req).lookup(node_of(req, parent), name, e);
+    int err;
+    // A path walk never asks for "." or "..": these are the kernel decoding a file handle. The
+    // id of "." comes from the handle, not from an inode the kernel holds: the table checks it.
+    if (strcmp(name, ".") == 0) {
+        err = ov(req).lookup_handle(parent, e);
+    } else if (strcmp(name, "..") == 0) {
+        err = ov(req).lookup_parent(node_of(req, parent), e);
+    } else {
+        err = ov(req).lookup(node_of(req, parent), name, e);
+    }
     if (err == ENOENT) {
         // A negative entry the kernel may cache.
         fuse_entry_param p{};
@@ -498,10 +511,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
             bool dot = e.name == "." || e.name == "..";
             if (!dot) {
                 if (ov(req).lookup(dir, e.name, er) != 0) continue;  // gone meanwhile
-                p.ino = ino_of(ov(req), er.node);
-                p.attr = er.st;
-                p.attr_timeout = ctx(req).config.timeout;
-                p.entry_timeout = ctx(req).config.timeout;
+                p = entry_param(req, er);
             } else {
                 p.attr.st_ino = e.ino;
                 p.attr.st_mode = DTTOIF(e.dtype);

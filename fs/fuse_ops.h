@@ -8,9 +8,10 @@ namespace lamina {
 class Overlay;
 
 struct GlueConfig {
-    double timeout = 86400.0;  // entry, attribute and negative-entry cache lifetime, seconds
-    bool posix_acl = true;     // let the kernel enforce and cache POSIX ACLs
-    bool dont_mask = false;    // set at INIT: the daemon applies the umask (acl.h)
+    double timeout = 86400.0;    // entry, attribute and negative-entry cache lifetime, seconds
+    bool posix_acl = true;       // let the kernel enforce and cache POSIX ACLs
+    bool export_support = true;  // the kernel may look up "." and ".." to decode file handles
+    bool dont_mask = false;      // set at INIT: the daemon applies the umask (acl.h)
     // The readahead window offered at INIT: it caps what main.cc writes to the mount's bdi.
     uint32_t max_readahead = 1 << 20;
     // Set at INIT: the kernel can do without OPENDIR (and so without RELEASEDIR).

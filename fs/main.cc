@@ -271,6 +271,7 @@ int main(int argc, char** argv) {
     glue.overlay = &overlay;
     glue.config.timeout = kCacheTimeout;
     glue.config.posix_acl = !opts.noacl;
+    glue.config.export_support = opts.nfs_export;
     // The INIT reply lowers the window to what it offers, so it offers at least as much.
     glue.config.max_readahead = std::max<uint32_t>(1 << 20, opts.readahead_kib * 1024);
     std::unique_ptr<fuse_session, SessionDeleter> se(

@@ -262,6 +262,15 @@ std::string apply_valued(std::string_view name, std::string_view value, MountOpt
         return apply_number(name, value, 65536, "KiB from 0 to 65536", opts.readahead_kib);
     if (name == "dir_cache_entries")
         return apply_number(name, value, UINT32_MAX, "a number", opts.dir_cache_entries);
+    if (name == "handle_cache")
+        return apply_number(name, value, 1u << 24, "a number from 0 to 16777216",
+                            opts.handle_cache);
+    if (name == "nfs_export") {
+        if (value != "on" && value != "off")
+            return "nfs_export=" + std::string(value) + ": expected on or off";
+        opts.nfs_export = value == "on";
+        return "";
+    }
     if (name == "fsname" || name == "source") {
         if (value.empty()) return needs_value();
         opts.source = std::string(value);

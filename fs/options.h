@@ -58,6 +58,11 @@ struct MountOptions {
     uint32_t readahead_kib = 1024;
     // Lower directory listings cached, counted in entries over all directories (0: none kept).
     uint32_t dir_cache_entries = 1'000'000;
+    // File handles (name_to_handle_at, NFS re-export): the kernel may ask the daemon for a file
+    // it forgot by the handle's id ("nfs_export", as the kernel's overlay calls it), and
+    // handle_cache is how many forgotten files stay reachable so (NodeTable::set_retired_limit).
+    bool nfs_export = true;
+    uint32_t handle_cache = 16384;
     bool show_help = false;
     bool show_version = false;
 

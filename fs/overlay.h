@@ -167,6 +167,10 @@ public:
 
     // --- namei / attributes (lookup.cc, attr.cc)
     int lookup(Node* parent, std::string_view name, EntryReply& out);
+    // File handles: the entry of the node a handle's id names (its "."), or of a directory's
+    // parent (its ".."), with one lookup reference. ESTALE once the node is gone or unlinked.
+    int lookup_handle(uint64_t id, EntryReply& out);
+    int lookup_parent(Node* dir, EntryReply& out);
     // Frees nodes, so it must not run while an exclusive operation holds node pointers.
     void forget(Node* node, uint64_t n) {
         std::shared_lock lock(tree_);

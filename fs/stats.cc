@@ -55,6 +55,7 @@ CacheStats Overlay::cache_stats() {
 std::string format_cache_stats(const CacheStats& s) {
     std::ostringstream out;
     out << "nodes=" << s.table.nodes << " unhashed_nodes=" << s.table.unhashed_nodes
+        << " retired_nodes=" << s.table.retired_nodes << " retired_limit=" << s.table.retired_limit
         << " kernel_refs=" << s.table.kernel_refs << " open_file_nodes=" << s.table.open_file_nodes
         << " kept_fds=" << s.table.kept_fds << " dir_indexes=" << s.table.dir_indexes
         << " dir_index_entries=" << s.table.dir_index_entries
