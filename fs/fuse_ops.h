@@ -6,6 +6,7 @@
 namespace lamina {
 
 class Overlay;
+class FuseDevice;
 
 struct GlueConfig {
     double timeout = 86400.0;    // entry, attribute and negative-entry cache lifetime, seconds
@@ -21,6 +22,7 @@ struct GlueConfig {
 // What every handler reaches through fuse_req_userdata(): main owns it for the session's life.
 struct FuseContext {
     Overlay* overlay = nullptr;
+    FuseDevice* device = nullptr;  // the connection beneath libfuse (device.h)
     GlueConfig config;
     fuse_session* se = nullptr;  // set once the session exists; needed to send invalidations
 };

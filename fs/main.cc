@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "dead_mount.h"
+#include "device.h"
 #include "fuse_ops.h"
 #include "layers.h"
 #include "mount_table.h"
@@ -31,8 +32,6 @@
 #include "overlay.h"
 #include "ownership.h"
 #include "remount.h"
-#include "uring.h"
-#include "wire.h"
 
 namespace {
 
@@ -136,10 +135,10 @@ public:
     }
 
     // Starts the reader thread; after the daemon has forked.
-    void start(Overlay& overlay) {
+    void start(Overlay& overlay, const FuseDevice& device) {
         stop_fd_.reset(eventfd(0, EFD_CLOEXEC));
         if (!signal_fd_ || !stop_fd_) return;
-        thread_ = std::thread([this, &overlay] { run(overlay); });
+        thread_ = std::thread([this, &overlay, &device] { run(overlay, device); });
     }
 
     ~Housekeeper() {
@@ -154,7 +153,7 @@ private:
     static constexpr uint64_t kTrimAfterReleases = 4096;
     static constexpr int kTickMs = 2000;
 
-    void run(Overlay& overlay) {
+    void run(Overlay& overlay, const FuseDevice& device) {
         pollfd fds[2] = {{signal_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
         uint64_t trimmed_at = 0;
         for (;;) {
@@ -175,7 +174,9 @@ private:
             while (read(signal_fd_.get(), &info, sizeof info) == sizeof info) got = true;
             if (!got) continue;
             // Always shown, whatever the log level: the user asked for it.
-            std::string line = "laminafs: stats: " + format_cache_stats(overlay.cache_stats());
+            CacheStats stats = overlay.cache_stats();
+            stats.uring_requests = device.uring_requests_served();
+            std::string line = "laminafs: stats: " + format_cache_stats(stats);
             fprintf(stderr, "%s\n", line.c_str());
             fflush(stderr);
         }
@@ -267,8 +268,24 @@ int main(int argc, char** argv) {
     // libfuse may allocate while parsing them: free them on every way out.
     std::unique_ptr<fuse_args, void (*)(fuse_args*)> args_owner(&args, fuse_opt_free_args);
     fuse_lowlevel_ops ops = make_fuse_ops();
+    // The fast paths, on by default where this kernel and the daemon's privileges allow them.
+    // The kernel offers io_uring in the INIT request it sends while mounting: decide before.
+    bool admin = daemon_is_privileged();
+    bool use_uring = opts.io_uring != Want::Off &&
+                     (uring::allowed_on_this_machine(admin) || opts.io_uring == Want::On);
+    bool passthrough = opts.passthrough == Want::On || (opts.passthrough == Want::Auto && admin);
+    // Beneath libfuse: killpriv v2 (laminafs clears set-id bits, so the kernel stops asking for
+    // security.capability on every write), passthrough and FUSE over io_uring, which libfuse 3.14
+    // cannot negotiate. It outlives the session, whose I/O it serves.
+    FuseDevice device(FuseDevice::Wanted{.killpriv = true,
+                                         .passthrough = passthrough,
+                                         .insist_passthrough = opts.passthrough == Want::On,
+                                         .io_uring = use_uring,
+                                         .insist_io_uring = opts.io_uring == Want::On});
+    overlay.use_passthrough(&device.passthrough());
     FuseContext glue;
     glue.overlay = &overlay;
+    glue.device = &device;
     glue.config.timeout = kCacheTimeout;
     glue.config.posix_acl = !opts.noacl;
     glue.config.export_support = opts.nfs_export;
@@ -279,30 +296,18 @@ int main(int argc, char** argv) {
     if (!se) return fail("cannot create the FUSE session");
     glue.se = se.get();
     if (fuse_set_signal_handlers(se.get()) != 0) return fail("cannot install signal handlers");
-    // The fast paths, on by default where this kernel and the daemon's privileges allow them.
-    // The kernel offers io_uring in the INIT request it sends while mounting: decide before.
-    bool admin = daemon_is_privileged();
-    bool use_uring = opts.io_uring != Want::Off &&
-                     (uring::allowed_on_this_machine(admin) || opts.io_uring == Want::On);
     if (fuse_session_mount(se.get(), opts.mountpoint.c_str()) != 0) {
         fuse_remove_signal_handlers(se.get());
         return fail("cannot mount on '" + opts.mountpoint + "'");
     }
     set_readahead(opts.mountpoint, opts.readahead_kib);
-    if (use_uring) uring::request(se.get(), opts.io_uring == Want::On);
-    bool passthrough = opts.passthrough == Want::On || (opts.passthrough == Want::Auto && admin);
-    // Beneath libfuse: killpriv v2 (laminafs clears set-id bits, so the kernel stops asking for
-    // security.capability on every write), passthrough and FUSE over io_uring, which libfuse 3.14
-    // cannot negotiate.
-    if (!wire::install(se.get(), wire::Wanted{.killpriv = true,
-                                              .passthrough = passthrough,
-                                              .insist_passthrough = opts.passthrough == Want::On}))
+    if (!device.install(se.get()))
         spdlog::warn(
             "cannot wrap the FUSE device I/O: no passthrough or io_uring, and the kernel asks for "
             "security.capability before every write");
     // The mount exists now, so the parent returns only once `ls MOUNTPOINT` works.
     if (!opts.foreground && !opts.debug) fuse_daemonize(0);
-    housekeeper.start(overlay);
+    housekeeper.start(overlay, device);
 
     int rc;
     if (opts.threads == 1) {
@@ -314,7 +319,7 @@ int main(int argc, char** argv) {
         rc = fuse_session_loop_mt(se.get(), cfg);
         fuse_loop_cfg_destroy(cfg);
     }
-    uring::stop();
+    device.stop();
     // The connection is over (or ending, on SIGTERM): no request needs a layer any more.
     release_layer_descriptors(fuse_session_fd(se.get()));
     fuse_session_unmount(se.get());

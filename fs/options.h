@@ -89,7 +89,7 @@ struct MountOptions {
     Want passthrough = Want::Auto;
     // FUSE over io_uring (Linux 6.14+): per-CPU request queues served by pinned threads
     // (uring.h). On by default where the kernel offers it; a root daemon turns the fuse module's
-    // enable_uring on for it (uring::allow_on_this_machine).
+    // enable_uring on for it (uring::allowed_on_this_machine).
     Want io_uring = Want::Auto;
     bool volatile_mount = false;
 };

@@ -7,7 +7,6 @@
 #include <string>
 
 #include "overlay.h"
-#include "uring.h"
 
 namespace lamina {
 
@@ -66,7 +65,7 @@ std::string format_cache_stats(const CacheStats& s) {
         << " read_fd_limit=" << s.read_fds.limit << " read_fd_opens=" << s.read_fds.opens
         << " read_fd_evictions=" << s.read_fds.evictions << " dir_fds=" << s.dir_fds
         << " dir_fd_limit=" << s.dir_fd_limit << " fds=" << s.process_fds
-        << " rss_kib=" << s.rss_kib << " uring_requests=" << uring::requests_served();
+        << " rss_kib=" << s.rss_kib << " uring_requests=" << s.uring_requests;
     return out.str();
 }
 
