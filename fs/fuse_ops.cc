@@ -566,6 +566,14 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
     reply_status(req, result);
 }
 
+// An xattr value or name list: its size when the caller asked for that (size 0), else the bytes.
+void reply_xattr_data(fuse_req_t req, size_t size, const std::string& data) {
+    if (size == 0)
+        fuse_reply_xattr(req, data.size());
+    else
+        fuse_reply_buf(req, data.data(), data.size());
+}
+
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
     log_op("getxattr", ino, name);
     std::string value;
@@ -573,10 +581,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
         fuse_reply_err(req, err);
         return;
     }
-    if (size == 0)
-        fuse_reply_xattr(req, value.size());
-    else
-        fuse_reply_buf(req, value.data(), value.size());
+    reply_xattr_data(req, size, value);
 }
 
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
@@ -589,10 +594,7 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
         fuse_reply_err(req, err);
         return;
     }
-    if (size == 0)
-        fuse_reply_xattr(req, names.size());
-    else
-        fuse_reply_buf(req, names.data(), names.size());
+    reply_xattr_data(req, size, names);
 }
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {

@@ -390,6 +390,10 @@ private:
     // Puts a freshly looked-up node in the table (or takes the one there) and fills `out`.
     void insert_looked_up(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh,
                           EntryReply& out);
+    // A name about to be made in parent (the caller holds the tree lock alone): parent's
+    // listings go stale, and the name must not exist in the merged view (EEXIST).
+    // over_whiteout: an upper whiteout stands there now, to be replaced.
+    int claim_new_name_locked(Node* parent, std::string_view name, bool& over_whiteout);
     int create_entry(Node* parent, std::string_view name,
                      const std::function<int(int, const char*)>& make, mode_t mode,
                      const Credentials& cred, EntryReply& out, dev_t rdev = 0,
