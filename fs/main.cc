@@ -5,12 +5,15 @@
 #include <malloc.h>
 #include <poll.h>
 #include <signal.h>
+#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -84,6 +87,53 @@ void setup_logging(const MountOptions& opts) {
     logger->set_pattern("laminafs: [%l] %v");
     spdlog::set_default_logger(logger);
     spdlog::set_level(spdlog::level::from_str(opts.log_level));
+}
+
+// Where log lines go once the daemon detaches, which closes its stderr: the log_file (opened
+// here, before the mount, so that a path that cannot be written fails the start), or syslog.
+// Returns "" or the error; `sink` is left null in the foreground.
+std::string open_background_log(const MountOptions& opts, spdlog::sink_ptr& sink) {
+    if (!opts.log_file.empty()) {
+        // Opened here first: the file must be writable and its directory must exist (spdlog
+        // would make missing directories).
+        int fd = ::open(opts.log_file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0) return "log_file '" + opts.log_file + "': " + strerror(errno);
+        ::close(fd);
+        try {
+            sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(opts.log_file, false);
+        } catch (const spdlog::spdlog_ex&) {
+            return "log_file '" + opts.log_file + "': " + strerror(errno);
+        }
+        sink->set_pattern("%Y-%m-%dT%H:%M:%S.%e laminafs[%P]: [%l] %v");
+    } else if (!opts.foreground && !opts.debug) {
+        sink =
+            std::make_shared<spdlog::sinks::syslog_sink_mt>("laminafs", LOG_PID, LOG_DAEMON, false);
+        sink->set_pattern("[%l] %v");
+    }
+    return "";
+}
+
+// Sends the log to `sink` from now on (after the daemon has detached). With a log_file in the
+// foreground, lines go to both.
+void use_background_log(const MountOptions& opts, const spdlog::sink_ptr& sink) {
+    if (!sink) return;
+    auto& sinks = spdlog::default_logger()->sinks();
+    if (!opts.foreground && !opts.debug) sinks.clear();
+    sinks.push_back(sink);
+    spdlog::flush_on(spdlog::level::info);
+}
+
+// A line shown whatever the log level (the user asked for it, as with SIGUSR1): on stderr, and
+// in the log file or syslog when the daemon has one.
+void log_always(const std::string& line) {
+    fprintf(stderr, "laminafs: %s\n", line.c_str());
+    fflush(stderr);
+    for (const auto& sink : spdlog::default_logger()->sinks()) {
+        if (std::dynamic_pointer_cast<spdlog::sinks::stderr_color_sink_mt>(sink)) continue;
+        spdlog::details::log_msg msg("laminafs", spdlog::level::info, line);
+        sink->log(msg);
+        sink->flush();
+    }
 }
 
 // The libfuse mount options: ours translated, the kernel-facing ones passed on.
@@ -173,12 +223,9 @@ private:
             bool got = false;
             while (read(signal_fd_.get(), &info, sizeof info) == sizeof info) got = true;
             if (!got) continue;
-            // Always shown, whatever the log level: the user asked for it.
             CacheStats stats = overlay.cache_stats();
             stats.uring_requests = device.uring_requests_served();
-            std::string line = "laminafs: stats: " + format_cache_stats(stats);
-            fprintf(stderr, "%s\n", line.c_str());
-            fflush(stderr);
+            log_always("stats: " + format_cache_stats(stats));
         }
     }
 
@@ -247,6 +294,8 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (auto err = validate_mount_options(opts); !err.empty()) return fail(err);
+    spdlog::sink_ptr background_log;
+    if (auto err = open_background_log(opts, background_log); !err.empty()) return fail(err);
     umask(0);  // modes of new entries come from the caller, already masked by the kernel
     raise_fd_limit();
 
@@ -307,6 +356,7 @@ int main(int argc, char** argv) {
             "security.capability before every write");
     // The mount exists now, so the parent returns only once `ls MOUNTPOINT` works.
     if (!opts.foreground && !opts.debug) fuse_daemonize(0);
+    use_background_log(opts, background_log);
     housekeeper.start(overlay, device);
 
     int rc;

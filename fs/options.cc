@@ -268,6 +268,11 @@ std::string apply_valued(std::string_view name, std::string_view value, MountOpt
     if (name == "lazy_fetch" || name == "lazy_layers" || name == "lazy_timeout")
         return apply_lazy(name, value, opts);
     if (name == "log_level") return apply_log_level(value, opts);
+    if (name == "log_file") {
+        if (value.empty()) return needs_value();
+        opts.log_file = unescape_path(value);
+        return "";
+    }
     if (name == "threads")
         return apply_number(name, value, 1024, "a number from 0 to 1024", opts.threads);
     if (name == "readahead")

@@ -52,7 +52,10 @@ struct MountOptions {
     bool nosuid = false;
     bool noexec = false;
     std::string log_level = "warn";  // spdlog level name; -d sets "debug"
-    uint32_t threads = 0;            // 0: libfuse default
+    // Where log lines go once the daemon has detached: this file (appended to), or syslog when
+    // empty. In the foreground they go to stderr.
+    std::string log_file;
+    uint32_t threads = 0;  // 0: libfuse default
     // The mount's readahead window in KiB, written to its bdi once mounted (the FUSE protocol
     // cannot raise it above the kernel's 128 KiB start); 0 leaves the kernel's choice.
     uint32_t readahead_kib = 1024;
