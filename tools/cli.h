@@ -105,8 +105,17 @@ std::string archive_to_load(const std::string& operand);
 std::optional<std::pair<std::string, store::ArchiveFormat>> archive_to_save(
     const std::string& operand);
 
+// Completes the lazy layers of the images named (registry_cmd.cc; docs/lazy.md), one line on
+// stderr for each done; throws StoreError with one line when one cannot be completed (the registry
+// gone). Save and push need the blobs complete layers have.
+void complete_lazy_layers(Context& ctx, const std::vector<std::string>& image_refs,
+                          const std::optional<bool>& tls_verify);
 // An image as `images --format json` and `system df --format json` show it (image_cmd.cc).
 nlohmann::json image_json(const store::ImageSummary& s);
+// How much of a lazy layer is local, as inspect, ps -s and system df show it (image_cmd.cc).
+nlohmann::json lazy_progress_json(const std::string& chain_id, const store::LazyProgress& p);
+// "12.3kB of 1.05MB local (3 of 9 files)"
+std::string lazy_progress_text(const store::LazyProgress& p);
 
 using Handler = std::function<int(Context&, const Args&)>;
 using CommandTable = std::map<std::string, Handler>;

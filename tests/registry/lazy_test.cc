@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -418,6 +419,181 @@ TEST(LazyPull, a_full_pull_replaces_the_lazy_layers_with_verified_ones) {
     EXPECT_EQ(read_file(dirs[0] + "/data/big"), random_bytes(1 << 20, 7));
     // Whole layers are ordinary: pushing the image back needs their blobs, and has them.
     auto push = lz({"push", "--tls-verify=false", img.lazy, img.reg.host() + "/test/app:again"});
+    EXPECT_EQ(push.status, 0) << push.err;
+}
+
+// lamina-lazy-fetch, beside the lamina the tests run: fills one file as laminafs would on open.
+CommandResult fetch_one(const std::string& layer_diff, const std::string& path) {
+    std::string bin = lamina_binary();
+    return run_command({bin.substr(0, bin.rfind('/') + 1) + "lamina-lazy-fetch", layer_diff, path});
+}
+
+// inspect's word on each layer: its Lazy object, or null once the layer is ordinary.
+std::vector<json> lazy_of_layers(const Lamina& lamina, const std::string& image) {
+    auto r = lamina({"inspect", image});
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::vector<json> out;
+    json j = json::parse(r.out);
+    for (const auto& l : j[0]["Layers"]) out.push_back(l.contains("Lazy") ? l["Lazy"] : json());
+    return out;
+}
+
+TEST(LazyProgress, inspect_ps_size_and_system_df_show_how_much_of_each_lazy_layer_is_local) {
+    REQUIRE_REGISTRY();
+    EstargzImage img;
+    Lamina lz(img.tmp / "lz");
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", img.lazy}).status, 0);
+    auto lazy = lazy_of_layers(lz, img.lazy);
+    ASSERT_EQ(lazy.size(), 2u);
+    // Bottom: os-release, big (big-link is the same file), gone, keep/old, bin-su, the landmark.
+    EXPECT_EQ(lazy[0]["Files"], 6) << lazy[0].dump();
+    EXPECT_EQ(lazy[0]["Bytes"], (1 << 20) + 10 + 4 + 4 + 3 + 1) << lazy[0].dump();
+    EXPECT_EQ(lazy[0]["FilesLocal"], 0);
+    EXPECT_EQ(lazy[0]["BytesLocal"], 0);
+    EXPECT_EQ(lazy[1]["Files"], 3) << lazy[1].dump();  // keep/new, etc/two, the landmark
+
+    // One file fetched (as laminafs's first open does): the count moves by it alone.
+    auto dirs = layer_dirs(lz, img.lazy);
+    auto f = fetch_one(dirs[0], "etc/os-release");
+    ASSERT_EQ(f.status, 0) << f.err;
+    lazy = lazy_of_layers(lz, img.lazy);
+    EXPECT_EQ(lazy[0]["FilesLocal"], 1);
+    EXPECT_EQ(lazy[0]["BytesLocal"], 10);
+    EXPECT_EQ(lazy[1]["FilesLocal"], 0);
+
+    last_line_of(lz({"create", "--name", "web", img.lazy}));
+    auto ps = lz({"ps", "-a", "-s", "--format", "json"});
+    ASSERT_EQ(ps.status, 0) << ps.err;
+    json c = json::parse(ps.out)[0];
+    ASSERT_EQ(c["LazyLayers"].size(), 2u) << ps.out;
+    EXPECT_EQ(c["LazyLayers"][0]["BytesLocal"], 10);
+    auto table = lz({"ps", "-a", "-s"});
+    EXPECT_TRUE(contains(table.out, "lazy 2 layers: 10B of 1.05MB local (1 of 9 files)"))
+        << table.out;
+    // Without -s nothing of it is asked for or shown.
+    EXPECT_FALSE(contains(lz({"ps", "-a", "--format", "json"}).out, "LazyLayers"));
+
+    auto df = lz({"system", "df", "--format", "json"});
+    ASSERT_EQ(df.status, 0) << df.err;
+    json d = json::parse(df.out)["LazyLayers"];
+    EXPECT_EQ(d["Total"], 2);
+    EXPECT_EQ(d["BytesLocal"], 10);
+    EXPECT_EQ(d["Details"].size(), 2u);
+    auto dft = lz({"system", "df", "-v"});
+    EXPECT_TRUE(contains(dft.out, "Lazy layers")) << dft.out;
+    EXPECT_TRUE(contains(dft.out, "1 of 6")) << dft.out;
+}
+
+TEST(LazyComplete, a_pull_completes_lazy_layers_in_place_and_then_needs_no_registry) {
+    REQUIRE_REGISTRY();
+    EstargzImage img;
+    ThrottlingProxy proxy(img.reg.port(), 1 << 30);
+    std::string via = "127.0.0.1:" + std::to_string(proxy.port()) + "/test/app:ez";
+    Lamina lz(img.tmp / "lz");
+    StoreGuard guard{lz.root()};
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", via}).status, 0);
+    auto dirs = layer_dirs(lz, via);
+    auto f = fetch_one(dirs[0], "data/big");
+    ASSERT_EQ(f.status, 0) << f.err;
+    bool fuse = can_mount_fuse();
+    std::string merged;
+    if (fuse) {
+        last_line_of(lz({"create", "--name", "web", via}));
+        merged = last_line_of(lz({"mount", "web"}));  // completion happens under a live mount
+    }
+
+    // The registry gone: the pull says why in one line and leaves the layers lazy.
+    img.reg.kill();
+    setenv("LAMINA_LAZY_TIMEOUT", "1", 1);
+    auto dead = lz({"pull", "--tls-verify=false", via});
+    unsetenv("LAMINA_LAZY_TIMEOUT");
+    expect_one_line_failure(dead, "");
+    EXPECT_EQ(lazy_of_layers(lz, via)[0]["FilesLocal"], 1);
+    img.reg.restart();
+
+    // Back: the pull fetches what is missing (not the 1 MiB file again) and checks it all.
+    int64_t before = proxy.bytes_sent();
+    auto pull = lz({"pull", "--tls-verify=false", via});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    EXPECT_TRUE(contains(pull.out, "completed in place")) << pull.out;
+    EXPECT_LT(proxy.bytes_sent() - before, 256 << 10);
+    for (const auto& l : lazy_of_layers(lz, via)) EXPECT_TRUE(l.is_null()) << l.dump();
+    EXPECT_EQ(layer_dirs(lz, via), dirs);
+    for (const auto& d : dirs) EXPECT_NE(access((d + "/../lazy").c_str(), F_OK), 0) << d;
+
+    // Ordinary now: with no registry at all, every file reads and the image saves whole.
+    img.reg.kill();
+    Lamina full(img.tmp / "full");
+    img.reg.restart();
+    ASSERT_EQ(full({"pull", "--tls-verify=false", img.lazy}).status, 0);
+    img.reg.kill();
+    auto full_dirs = layer_dirs(full, img.lazy);
+    for (size_t i = 0; i < 2; ++i) EXPECT_EQ(describe(dirs[i]), describe(full_dirs[i])) << i;
+    if (fuse) {
+        EXPECT_EQ(read_through(merged + "/data/gone").second, ENOENT);
+        EXPECT_EQ(read_through(merged + "/keep/new"), std::make_pair(std::string("new\n"), 0));
+        EXPECT_EQ(read_through(merged + "/bin-su"), std::make_pair(std::string("su\n"), 0));
+        last_line_of(lz({"umount", "web"}));
+    }
+    auto save = lz({"save", "-o", img.tmp / "saved.tar", via});
+    EXPECT_EQ(save.status, 0) << save.err;
+}
+
+TEST(LazyComplete, pull_lazy_background_completes_the_layers_in_a_detached_process) {
+    REQUIRE_REGISTRY();
+    EstargzImage img;
+    Lamina lz(img.tmp / "lz");
+    auto pull = lz({"pull", "--tls-verify=false", "--lazy", "--background", img.lazy});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    EXPECT_TRUE(contains(pull.err, "Completing 2 lazy layers in the background")) << pull.err;
+    auto dirs = layer_dirs(lz, img.lazy);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    auto all_ordinary = [&] {
+        for (const auto& l : lazy_of_layers(lz, img.lazy))
+            if (!l.is_null()) return false;
+        return true;
+    };
+    while (!all_ordinary() && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ASSERT_TRUE(all_ordinary());
+    img.reg.kill();
+    EXPECT_EQ(read_file(dirs[0] + "/data/big"), random_bytes(1 << 20, 7));
+    EXPECT_EQ(read_file(dirs[1] + "/keep/new"), "new\n");
+    EXPECT_EQ(lz({"save", "-o", img.tmp / "saved.tar", img.lazy}).status, 0);
+    // --background is for a lazy pull only.
+    expect_one_line_failure(lz({"pull", "--background", img.lazy}), "--background");
+}
+
+TEST(LazySave, save_and_push_complete_a_lazy_image_first_or_fail_in_one_line) {
+    REQUIRE_REGISTRY();
+    EstargzImage img;
+    Lamina lz(img.tmp / "lz");
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", img.lazy}).status, 0);
+    last_line_of(lz({"create", "--name", "web", img.lazy}));
+    // diff and commit of a container over lazy layers need none of their content.
+    EXPECT_EQ(lz({"diff", "web"}).status, 0);
+    std::string committed = last_line_of(lz({"commit", "web", "snap:1"}));
+
+    // No registry: one line, no archive, the layers still lazy.
+    img.reg.kill();
+    setenv("LAMINA_LAZY_TIMEOUT", "1", 1);
+    auto save = lz({"save", "-o", img.tmp / "x.tar", "snap:1"});
+    auto push = lz({"push", "--tls-verify=false", "snap:1", img.reg.host() + "/test/snap:1"});
+    unsetenv("LAMINA_LAZY_TIMEOUT");
+    expect_one_line_failure(save, "cannot complete lazy layer");
+    EXPECT_NE(access((img.tmp / "x.tar").c_str(), F_OK), 0);
+    expect_one_line_failure(push, "cannot complete lazy layer");
+    EXPECT_FALSE(lazy_of_layers(lz, img.lazy)[0].is_null());
+
+    // Back: save completes the layers, then writes their verified blobs.
+    img.reg.restart();
+    save = lz({"save", "-o", img.tmp / "x.tar", "snap:1"});
+    ASSERT_EQ(save.status, 0) << save.err;
+    EXPECT_TRUE(contains(save.err, "Completed lazy layer")) << save.err;
+    Lamina other(img.tmp / "other");
+    ASSERT_EQ(other({"load", "-i", img.tmp / "x.tar"}).status, 0);
+    EXPECT_EQ(read_file(layer_dirs(other, "snap:1")[0] + "/data/big"), random_bytes(1 << 20, 7));
+    push = lz({"push", "--tls-verify=false", "snap:1", img.reg.host() + "/test/snap:1"});
     EXPECT_EQ(push.status, 0) << push.err;
 }
 
