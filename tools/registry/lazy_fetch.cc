@@ -232,9 +232,16 @@ bool complete_lazy_layer(store::Store& store, const std::string& chain_id, const
     auto todo = filler.pending();
     if (!todo.empty()) note("fetching " + std::to_string(todo.size()) + " missing files");
     for (const auto& p : todo) filler.fill(p);
+    std::string want = store::read_lazy_record(dir)->source.digest;
+    // A completion that stopped after moving the blob into the store (and before dropping the
+    // record) left it there: it is checked again like any other.
+    if (store::path_exists(store.blob_file(want))) {
+        note("verifying");
+        store.finish_lazy_layer(chain_id, store.blob_file(want));
+        return true;
+    }
     note("fetching the rest of the blob");
     std::string blob = filler.assemble_blob();
-    std::string want = store::read_lazy_record(dir)->source.digest;
     if (store::file_sha256(blob) != want) {
         // Something kept was not what the blob holds: fetch it all again, once.
         note("the kept ranges do not make " + want + "; fetching the blob whole");
