@@ -528,6 +528,48 @@ TEST(LazyComplete, a_pull_completes_lazy_layers_in_place_and_then_needs_no_regis
     EXPECT_EQ(save.status, 0) << save.err;
 }
 
+// The chain IDs of a stored image's layers, bottom first.
+std::vector<std::string> chain_ids(const Lamina& lamina, const std::string& image) {
+    auto r = lamina({"inspect", image});
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::vector<std::string> out;
+    json j = json::parse(r.out);
+    for (const auto& l : j[0]["Layers"]) out.push_back(l["ChainID"]);
+    return out;
+}
+
+TEST(LazyComplete, a_completer_killed_midway_leaves_a_layer_the_next_pull_completes) {
+    REQUIRE_REGISTRY();
+    EstargzImage img;
+    ThrottlingProxy proxy(img.reg.port(), 512 << 10);  // the 1 MiB file takes two seconds
+    std::string via = "127.0.0.1:" + std::to_string(proxy.port()) + "/test/app:ez";
+    Lamina lz(img.tmp / "lz");
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", via}).status, 0);
+    std::string bin = lamina_binary();
+    std::vector<std::string> argv = {bin.substr(0, bin.rfind('/') + 1) + "lamina-lazy-fetch",
+                                     "--complete", "--tls-verify=false", lz.root()};
+    for (const auto& c : chain_ids(lz, via)) argv.push_back(c);
+    std::string done = layer_dirs(lz, via)[0] + "/../lazy/done";
+    {
+        Child completer(argv, img.tmp / "completer.log");
+        // The landmark is the first file done; the 1 MiB one is third, two seconds long.
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (access(done.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }  // SIGKILL in the middle of the 1 MiB file
+    auto lazy = lazy_of_layers(lz, via);
+    ASSERT_FALSE(lazy[0].is_null()) << "the completer was not stopped midway";
+    EXPECT_LT(lazy[0]["FilesLocal"].get<int>(), 6);
+
+    auto pull = lz({"pull", "--tls-verify=false", via});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    for (const auto& l : lazy_of_layers(lz, via)) EXPECT_TRUE(l.is_null()) << l.dump();
+    auto dirs = layer_dirs(lz, via);
+    EXPECT_EQ(read_file(dirs[0] + "/data/big"), random_bytes(1 << 20, 7));
+    EXPECT_EQ(read_file(dirs[0] + "/etc/os-release"), "ID=lamina\n");
+}
+
 TEST(LazyComplete, pull_lazy_background_completes_the_layers_in_a_detached_process) {
     REQUIRE_REGISTRY();
     EstargzImage img;
