@@ -110,6 +110,12 @@ std::optional<std::pair<std::string, store::ArchiveFormat>> archive_to_save(
 // gone). Save and push need the blobs complete layers have.
 void complete_lazy_layers(Context& ctx, const std::vector<std::string>& image_refs,
                           const std::optional<bool>& tls_verify);
+// Starts lamina-lazy-fetch --complete for the image's lazy layers, detached (its own session,
+// stdio on /dev/null): it outlives this command, and a completer already at work on a layer
+// keeps it. Prints one line on stderr saying so; nothing for an image without lazy layers
+// (registry_cmd.cc).
+void start_lazy_completer(store::Store& st, const std::string& image_id,
+                          const std::optional<bool>& tls_verify);
 // An image as `images --format json` and `system df --format json` show it (image_cmd.cc).
 nlohmann::json image_json(const store::ImageSummary& s);
 // How much of a lazy layer is local, as inspect, ps -s and system df show it (image_cmd.cc).

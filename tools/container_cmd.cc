@@ -9,6 +9,7 @@
 #include "error.h"
 #include "fsutil.h"
 #include "output.h"
+#include "registry/settings.h"
 #include "store.h"
 #include "streams.h"
 
@@ -56,7 +57,16 @@ int container_prune(Context& ctx, const Args& a) {
 
 int cmd_mount(Context& ctx, const Args& a) {
     need_operands(a, 1, 1);
+    // config.json's "lazy-background": the rest of the lazy layers streams in after the mount.
+    // Read first (a bad config mounts nothing), and only for an image with lazy layers.
+    std::string image_id = ctx.store().container(a.operands[0]).image_id;
+    bool background = false;
+    auto lazy = ctx.store().lazy_layers();
+    for (const auto& l : ctx.store().image(image_id).layers)
+        if (lazy.count(l.chain_id)) background = true;
+    background = background && registry::Settings::load().lazy_background;
     std::cout << ctx.store().mount(a.operands[0]) << "\n";
+    if (background) start_lazy_completer(ctx.store(), image_id, std::nullopt);
     return 0;
 }
 

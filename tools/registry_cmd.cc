@@ -41,11 +41,10 @@ std::optional<bool> tls_verify_option(const Args& a) {
     throw UsageError("--tls-verify must be true or false");
 }
 
-// Starts lamina-lazy-fetch --complete for the image's lazy layers, detached (its own session,
-// stdio on /dev/null): it outlives this command, and a completer already at work on a layer
-// keeps it. Prints one line saying so.
-void start_background_completer(store::Store& st, const std::string& image_id,
-                                const std::optional<bool>& tls_verify) {
+}  // namespace
+
+void start_lazy_completer(store::Store& st, const std::string& image_id,
+                          const std::optional<bool>& tls_verify) {
     auto lazy = st.lazy_layers();
     std::vector<std::string> args = {store::Store::lazy_fetch_binary(), "--complete"};
     if (tls_verify == false) args.push_back("--tls-verify=false");
@@ -75,10 +74,6 @@ void start_background_completer(store::Store& st, const std::string& image_id,
     std::cerr << "Completing " << layers << " lazy layer" << (layers == 1 ? "" : "s")
               << " in the background (pid " << pid << ")\n";
 }
-
-std::string read_password_from_terminal();
-
-}  // namespace
 
 void complete_lazy_layers(Context& ctx, const std::vector<std::string>& image_refs,
                           const std::optional<bool>& tls_verify) {
@@ -112,6 +107,8 @@ void complete_lazy_layers(Context& ctx, const std::vector<std::string>& image_re
 }
 
 namespace {
+
+std::string read_password_from_terminal();
 
 // --creds USER[:PASSWORD], skopeo's and podman's spelling; the password is asked for on a
 // terminal when it is left out.
@@ -185,7 +182,7 @@ int cmd_pull(Context& ctx, const Args& a) {
     o.lazy = a.has("lazy");
     if (a.has("background") && !o.lazy) throw UsageError("--background goes with --lazy");
     std::string id = registry::pull_image(ctx.store(), settings, candidates, o, std::cout);
-    if (a.has("background")) start_background_completer(ctx.store(), id, o.client.tls_verify);
+    if (a.has("background")) start_lazy_completer(ctx.store(), id, o.client.tls_verify);
     return 0;
 }
 

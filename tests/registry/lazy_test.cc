@@ -528,6 +528,18 @@ TEST(LazyComplete, a_pull_completes_lazy_layers_in_place_and_then_needs_no_regis
     EXPECT_EQ(save.status, 0) << save.err;
 }
 
+// Waits (at most 20 s) until no layer of the image is lazy: a background completer's work.
+bool turns_ordinary(const Lamina& lamina, const std::string& image) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    for (;;) {
+        bool all = true;
+        for (const auto& l : lazy_of_layers(lamina, image)) all = all && l.is_null();
+        if (all) return true;
+        if (std::chrono::steady_clock::now() > deadline) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+}
+
 // The chain IDs of a stored image's layers, bottom first.
 std::vector<std::string> chain_ids(const Lamina& lamina, const std::string& image) {
     auto r = lamina({"inspect", image});
@@ -578,21 +590,37 @@ TEST(LazyComplete, pull_lazy_background_completes_the_layers_in_a_detached_proce
     ASSERT_EQ(pull.status, 0) << pull.err;
     EXPECT_TRUE(contains(pull.err, "Completing 2 lazy layers in the background")) << pull.err;
     auto dirs = layer_dirs(lz, img.lazy);
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    auto all_ordinary = [&] {
-        for (const auto& l : lazy_of_layers(lz, img.lazy))
-            if (!l.is_null()) return false;
-        return true;
-    };
-    while (!all_ordinary() && std::chrono::steady_clock::now() < deadline)
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    ASSERT_TRUE(all_ordinary());
+    ASSERT_TRUE(turns_ordinary(lz, img.lazy));
     img.reg.kill();
     EXPECT_EQ(read_file(dirs[0] + "/data/big"), random_bytes(1 << 20, 7));
     EXPECT_EQ(read_file(dirs[1] + "/keep/new"), "new\n");
     EXPECT_EQ(lz({"save", "-o", img.tmp / "saved.tar", img.lazy}).status, 0);
     // --background is for a lazy pull only.
     expect_one_line_failure(lz({"pull", "--background", img.lazy}), "--background");
+}
+
+TEST(LazyComplete, with_lazy_background_in_the_config_mount_starts_the_completer) {
+    REQUIRE_REGISTRY();
+    if (!can_mount_fuse()) GTEST_SKIP() << skip_reason();
+    EstargzImage img;
+    Lamina lz(img.tmp / "lz");
+    StoreGuard guard{lz.root()};
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", img.lazy}).status, 0);
+    last_line_of(lz({"create", "--name", "web", img.lazy}));
+    // "lazy-background" must be a boolean: one line, nothing mounted.
+    img.env.write_config(R"({"lazy-background": "yes"})");
+    expect_one_line_failure(lz({"mount", "web"}), "lazy-background");
+    EXPECT_EQ(json::parse(lz({"ps", "-a", "--format", "json"}).out)[0]["Mounted"], false);
+    img.env.write_config(R"({"lazy-background": true})");
+    auto mount = lz({"mount", "web"});
+    ASSERT_EQ(mount.status, 0) << mount.err;
+    EXPECT_TRUE(contains(mount.err, "Completing 2 lazy layers in the background")) << mount.err;
+    std::string merged = last_line_of(mount);
+    ASSERT_TRUE(turns_ordinary(lz, img.lazy));
+    img.reg.kill();
+    EXPECT_EQ(read_through(merged + "/data/big").first, random_bytes(1 << 20, 7));
+    EXPECT_EQ(read_through(merged + "/keep/new"), std::make_pair(std::string("new\n"), 0));
+    last_line_of(lz({"umount", "web"}));
 }
 
 TEST(LazySave, save_and_push_complete_a_lazy_image_first_or_fail_in_one_line) {
