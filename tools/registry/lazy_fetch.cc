@@ -212,9 +212,17 @@ int lazy_timeout_seconds() {
     return t ? std::max(1, atoi(t)) : 30;
 }
 
+void LazyLayerFiller::fetch_from(const Reference& ref) {
+    if (!record_) return;
+    record_->source.registry = ref.registry;
+    record_->source.repository = ref.repository;
+    client_.reset();
+}
+
 bool complete_lazy_layer(store::Store& store, const std::string& chain_id, const Settings& settings,
                          const ClientOptions& options, int timeout_s, bool wait,
-                         const std::function<void(const std::string&)>& note) {
+                         const std::function<void(const std::string&)>& note,
+                         const Reference* from) {
     std::string dir = store.lazy_layer_dir(chain_id);
     if (!store::is_lazy_layer(dir)) return true;
     std::string lock_path = dir + "/lazy/complete.lock";
@@ -229,6 +237,7 @@ bool complete_lazy_layer(store::Store& store, const std::string& chain_id, const
     }
     if (!store::is_lazy_layer(dir)) return true;  // the completer we waited for finished it
     LazyLayerFiller filler(dir, settings, options, timeout_s);
+    if (from) filler.fetch_from(*from);
     auto todo = filler.pending();
     if (!todo.empty()) note("fetching " + std::to_string(todo.size()) + " missing files");
     for (const auto& p : todo) filler.fill(p);

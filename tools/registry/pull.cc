@@ -277,7 +277,7 @@ std::string pull_from(store::Store& store, const Settings& settings,
         try {
             complete_lazy_layer(
                 store, chain_of_i, settings, o.client, lazy_timeout_seconds(), true,
-                [&](const std::string& text) { progress.status(id, "Completing: " + text); });
+                [&](const std::string& text) { progress.status(id, "Completing: " + text); }, &ref);
         } catch (const std::runtime_error& e) {
             throw RegistryError(ref.str() + ": cannot complete lazy layer " + d.digest + ": " +
                                 e.what());

@@ -43,10 +43,13 @@ int lazy_timeout_seconds();
 // ordinary layer (Store::finish_lazy_layer checks the blob's digest, its TOC and its diff ID).
 // What is fetched stays, so an interrupted completion resumes. One completer per layer (a lock
 // in its record): with wait, a second waits for the first; without, it returns false at once.
-// note(text) reports progress. Throws RegistryError or StoreError with one line.
+// note(text) reports progress. from, when given, is where to fetch (a pull's reference: the
+// same blob, perhaps by another registry or mirror than the lazy pull used); else the record's
+// registry and repository. Throws RegistryError or StoreError with one line.
 bool complete_lazy_layer(store::Store& store, const std::string& chain_id, const Settings& settings,
                          const ClientOptions& options, int timeout_s, bool wait,
-                         const std::function<void(const std::string&)>& note);
+                         const std::function<void(const std::string&)>& note,
+                         const Reference* from = nullptr);
 
 // The placeholders of one lazy layer (layer_dir is layers/<hex>), filled one at a time from the
 // registry the layer came from: the helper laminafs runs on the first open of such a file
@@ -71,6 +74,8 @@ public:
     std::string assemble_blob();
     // Forgets what of the blob is kept (a blob that did not match its digest).
     void drop_blob();
+    // Fetches from registry/repository (and its mirrors) rather than where the record says.
+    void fetch_from(const Reference& ref);
 
 private:
     // Runs fetch, retrying while the registry does not answer (see fill).
