@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <sstream>
@@ -45,6 +46,19 @@ std::map<int64_t, int64_t> read_done(const std::string& dir) {
         done[entry] = std::max<int64_t>(bytes, 0);
     }
     return done;
+}
+
+// The last line of a log file, from at most its last 4 KiB; "" when there is none.
+std::string last_line_of_log(const std::string& path) {
+    Fd f(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!f) return "";
+    off_t size = ::lseek(f.get(), 0, SEEK_END);
+    off_t from = std::max<off_t>(0, size - 4096);
+    std::string tail(static_cast<size_t>(size - from), '\0');
+    ssize_t n = ::pread(f.get(), tail.data(), tail.size(), from);
+    tail.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    while (!tail.empty() && tail.back() == '\n') tail.pop_back();
+    return tail.substr(tail.rfind('\n') + 1);
 }
 
 }  // namespace
@@ -151,6 +165,7 @@ std::optional<LazyProgress> read_lazy_progress(const std::string& layer_dir) {
         if (!is_lazy_layer(layer_dir)) return std::nullopt;
         throw;
     }
+    p.last_error = last_line_of_log(dir + "/complete.log");
     p.files_local = std::min<int64_t>(static_cast<int64_t>(done.size()), p.files);
     for (const auto& [entry, bytes] : done) p.bytes_local += bytes;
     p.bytes_local = std::min(p.bytes_local, p.bytes);

@@ -51,6 +51,9 @@ void mark_lazy_done(const std::string& layer_dir, size_t entry, uint64_t bytes);
 struct LazyProgress {
     int64_t files = 0, files_local = 0;
     int64_t bytes = 0, bytes_local = 0;
+    // The last line a background completer left in lazy/complete.log: why it failed ("" if it
+    // never did).
+    std::string last_error;
     bool complete() const { return files_local >= files; }
 };
 // nullopt for a layer that is not lazy.

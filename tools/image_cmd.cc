@@ -34,11 +34,13 @@ json image_json(const store::ImageSummary& s) {
 }
 
 json lazy_progress_json(const std::string& chain_id, const store::LazyProgress& p) {
-    return {{"ChainID", chain_id},
-            {"Files", p.files},
-            {"FilesLocal", p.files_local},
-            {"Bytes", p.bytes},
-            {"BytesLocal", p.bytes_local}};
+    json j = {{"ChainID", chain_id},
+              {"Files", p.files},
+              {"FilesLocal", p.files_local},
+              {"Bytes", p.bytes},
+              {"BytesLocal", p.bytes_local}};
+    if (!p.last_error.empty()) j["LastError"] = p.last_error;
+    return j;
 }
 
 std::string lazy_progress_text(const store::LazyProgress& p) {

@@ -649,6 +649,15 @@ TEST(LazySave, save_and_push_complete_a_lazy_image_first_or_fail_in_one_line) {
     EXPECT_NE(access((img.tmp / "x.tar").c_str(), F_OK), 0);
     expect_one_line_failure(push, "cannot complete lazy layer");
     EXPECT_FALSE(lazy_of_layers(lz, img.lazy)[0].is_null());
+    // A background completer that fails leaves why, which inspect shows.
+    std::string bin = lamina_binary();
+    setenv("LAMINA_LAZY_TIMEOUT", "1", 1);
+    auto bg = run_command({bin.substr(0, bin.rfind('/') + 1) + "lamina-lazy-fetch", "--complete",
+                           lz.root(), chain_ids(lz, img.lazy)[0]});
+    unsetenv("LAMINA_LAZY_TIMEOUT");
+    EXPECT_EQ(bg.status, 1);
+    json why = lazy_of_layers(lz, img.lazy)[0];
+    EXPECT_TRUE(contains(why.value("LastError", ""), "no reply within 1 s")) << why.dump();
 
     // Back: save completes the layers, then writes their verified blobs.
     img.reg.restart();
