@@ -423,6 +423,22 @@ TEST(LazyPull, a_full_pull_replaces_the_lazy_layers_with_verified_ones) {
     EXPECT_EQ(push.status, 0) << push.err;
 }
 
+TEST(LazyPull, a_lazy_layer_whose_record_does_not_parse_is_replaced_whole_by_a_pull) {
+    REQUIRE_REGISTRY();
+    EstargzImage img;
+    Lamina lz(img.tmp / "lz");
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", img.lazy}).status, 0);
+    auto dirs = layer_dirs(lz, img.lazy);
+    // Not completed in place (nothing in it can be trusted): downloaded, verified and swapped.
+    for (const auto& d : dirs) std::ofstream(d + "/../lazy/pending.json") << "not json";
+    auto pull = lz({"pull", "--tls-verify=false", img.lazy});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    EXPECT_FALSE(contains(pull.out, "completed in place")) << pull.out;
+    EXPECT_EQ(layer_dirs(lz, img.lazy), dirs);
+    for (const auto& d : dirs) EXPECT_NE(access((d + "/../lazy").c_str(), F_OK), 0) << d;
+    EXPECT_EQ(read_file(dirs[0] + "/data/big"), random_bytes(1 << 20, 7));
+}
+
 // lamina-lazy-fetch, beside the lamina the tests run: fills one file as laminafs would on open.
 CommandResult fetch_one(const std::string& layer_diff, const std::string& path) {
     std::string bin = lamina_binary();
