@@ -276,8 +276,7 @@ std::vector<std::string> Store::lower_links(const ImageRecord& img, std::vector<
     return out;
 }
 
-// The helper laminafs runs for lazy layers: beside lamina, else on PATH.
-static std::string lazy_fetch_binary() {
+std::string Store::lazy_fetch_binary() {
     std::string p = find_program("LAMINA_LAZY_FETCH", "lamina-lazy-fetch", "lamina-lazy-fetch");
     if (p.empty())
         throw StoreError(

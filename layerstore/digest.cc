@@ -1,9 +1,13 @@
 // SHA-256 through OpenSSL's EVP interface, and chain IDs.
 #include "digest.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
+#include <unistd.h>
 
 #include "error.h"
+#include "fd.h"
 
 namespace lamina::store {
 
@@ -45,6 +49,21 @@ std::string Sha256::digest() {
 std::string sha256_digest(std::string_view data) {
     Sha256 h;
     h.update(data.data(), data.size());
+    return h.digest();
+}
+
+std::string file_sha256(const std::string& path) {
+    Fd f(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!f) throw_errno("cannot open", path, errno);
+    Sha256 h;
+    char buf[1 << 16];
+    for (;;) {
+        ssize_t n = ::read(f.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_errno("cannot read", path, errno);
+        if (n == 0) break;
+        h.update(buf, static_cast<size_t>(n));
+    }
     return h.digest();
 }
 

@@ -25,6 +25,8 @@ private:
 };
 
 std::string sha256_digest(std::string_view data);
+// "sha256:..." of a file's content (no symlink followed); throws StoreError.
+std::string file_sha256(const std::string& path);
 
 // True for "sha256:" followed by exactly 64 lowercase hex digits.
 bool is_sha256_digest(std::string_view digest);

@@ -944,4 +944,133 @@ void fill_placeholder(int layer_root_fd, const Toc& toc, const Placeholder& p,
     if (::futimens(f.get(), ts) != 0) throw_errno("cannot set times", shown(p.path), errno);
 }
 
+namespace {
+
+// The gzip stream of a blob, decompressed and hashed as the tar reader takes it: the diff ID is
+// the digest of exactly the bytes the entries were read from.
+struct HashedStream {
+    archive* raw = nullptr;
+    Sha256 hash;
+    char buf[128 * 1024];
+};
+
+la_ssize_t read_hashed(archive*, void* client, const void** out) {
+    auto* s = static_cast<HashedStream*>(client);
+    la_ssize_t n = archive_read_data(s->raw, s->buf, sizeof s->buf);
+    if (n > 0) s->hash.update(s->buf, static_cast<size_t>(n));
+    *out = s->buf;
+    return n;
+}
+
+std::vector<std::pair<std::string, std::string>> xattrs_of(archive_entry* e) {
+    std::vector<std::pair<std::string, std::string>> out;
+    if (archive_entry_xattr_reset(e) > 0) {
+        const char* name;
+        const void* value;
+        size_t size;
+        while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK)
+            out.emplace_back(name, std::string(static_cast<const char*>(value), size));
+    }
+    // A pax header may carry an xattr twice (SCHILY.xattr and LIBARCHIVE.xattr): once is what
+    // extraction sets. Two different values stay two, and do not match the TOC.
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+}
+
+// The first way a tar entry differs from the TOC's word on it, or "".
+std::string difference(archive_entry* e, const TocEntry& t) {
+    if (archive_entry_pathname(e) == nullptr || t.name != archive_entry_pathname(e)) return "name";
+    if (type_of(e) != t.type) return "type";
+    if ((archive_entry_perm(e) & 07777) != t.mode) return "mode";
+    if (archive_entry_uid(e) != t.uid || archive_entry_gid(e) != t.gid) return "owner";
+    if (archive_entry_mtime_is_set(e) && (archive_entry_mtime(e) != t.mtime.tv_sec ||
+                                          archive_entry_mtime_nsec(e) != t.mtime.tv_nsec))
+        return "mtime";
+    if (t.type == EntryType::kSymlink &&
+        (!archive_entry_symlink(e) || t.link_name != archive_entry_symlink(e)))
+        return "link target";
+    if (t.type == EntryType::kHardlink && t.link_name != archive_entry_hardlink(e))
+        return "link target";
+    if ((t.type == EntryType::kChar || t.type == EntryType::kBlock) &&
+        (archive_entry_rdevmajor(e) != t.dev_major || archive_entry_rdevminor(e) != t.dev_minor))
+        return "device";
+    if (t.type == EntryType::kReg && static_cast<uint64_t>(archive_entry_size(e)) != t.size)
+        return "size";
+    auto want = t.xattrs;
+    std::sort(want.begin(), want.end());
+    if (xattrs_of(e) != want) return "xattrs";
+    return "";
+}
+
+}  // namespace
+
+std::string check_blob_against_toc(const std::string& blob_path, const Toc& toc) {
+    std::string what = "eStargz blob " + blob_path;
+    ReadArchive raw(archive_read_new());
+    archive_read_support_filter_gzip(raw.get());
+    archive_read_support_format_raw(raw.get());
+    archive_entry* e;
+    if (archive_read_open_filename(raw.get(), blob_path.c_str(), 1 << 17) != ARCHIVE_OK ||
+        archive_read_next_header(raw.get(), &e) != ARCHIVE_OK)
+        throw StoreError("cannot read " + what + ": " + archive_error_text(raw.get()));
+    if (archive_filter_code(raw.get(), 0) != ARCHIVE_FILTER_GZIP)
+        throw StoreError(what + " is not gzip");
+    HashedStream stream;
+    stream.raw = raw.get();
+    ReadArchive tar(archive_read_new());
+    archive_read_support_format_tar(tar.get());
+    if (archive_read_open(tar.get(), &stream, nullptr, read_hashed, nullptr) != ARCHIVE_OK)
+        throw StoreError("cannot read " + what + " as tar: " + archive_error_text(tar.get()));
+    std::string content;
+    auto read_content = [&](size_t n) {
+        content.resize(n);
+        content_of(tar.get(), e)(content.data(), n);
+    };
+    for (size_t i = 0; i <= toc.entries.size(); ++i) {
+        int rc = archive_read_next_header(tar.get(), &e);
+        if (rc == ARCHIVE_EOF) throw StoreError(what + " ends before its TOC entry");
+        if (rc < ARCHIVE_WARN)
+            throw StoreError("cannot read " + what + ": " + archive_error_text(tar.get()));
+        std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+        if (i == toc.entries.size()) {
+            // The TOC's own entry, last, holding exactly the TOC that was checked.
+            if (name != kTocName || archive_entry_size(e) < 0 ||
+                static_cast<uint64_t>(archive_entry_size(e)) != toc.json.size())
+                throw StoreError(what + ": the entry after the TOC's last is \"" + shown(name) +
+                                 "\", not the TOC");
+            read_content(toc.json.size());
+            if (content != toc.json)
+                throw StoreError(what + ": its TOC entry is not the TOC it was read by");
+            break;
+        }
+        const TocEntry& t = toc.entries[i];
+        if (std::string d = difference(e, t); !d.empty())
+            throw StoreError(what + ": tar entry " + std::to_string(i) + " (\"" + shown(name) +
+                             "\") differs from its TOC entry in " + d);
+        if (t.type != EntryType::kReg) continue;
+        for (const Chunk& c : t.chunks) {
+            read_content(static_cast<size_t>(c.size));
+            if (sha256_digest(content) != c.digest)
+                throw StoreError(what + ": \"" + shown(name) + "\" at " +
+                                 std::to_string(c.file_offset) +
+                                 " does not match its chunk digest");
+        }
+    }
+    if (archive_read_next_header(tar.get(), &e) != ARCHIVE_EOF)
+        throw StoreError(what + ": entries follow its TOC");
+    // The end-of-archive blocks and the footer's empty member: hashed, bounded.
+    uint64_t after_end = 0;
+    for (char sink[65536];;) {
+        la_ssize_t n = archive_read_data(raw.get(), sink, sizeof sink);
+        if (n < 0) throw StoreError("cannot read " + what + ": " + archive_error_text(raw.get()));
+        if (n == 0) break;
+        after_end += static_cast<uint64_t>(n);
+        if (after_end > (uint64_t(1) << 20))
+            throw StoreError(what + ": more than 1 MiB after the end of the tar");
+        stream.hash.update(sink, static_cast<size_t>(n));
+    }
+    return stream.hash.digest();
+}
+
 }  // namespace lamina::store::estargz

@@ -150,4 +150,12 @@ std::vector<Placeholder> unpack_toc(const Toc& toc, const std::string& dest_dir,
 void fill_placeholder(int layer_root_fd, const Toc& toc, const Placeholder& p,
                       const RangeReader& read);
 
+// Reads a whole eStargz blob (its digest already checked by the caller) and checks that the TOC
+// tells the truth about it: the tar entries, in order, are the TOC's entries (name, type, mode,
+// owner, mtime, link, device, xattrs), each regular file's content matches its chunk digests,
+// and the last entry is the TOC itself. A tree built from the TOC and filled chunk by chunk is
+// then the tree a full unpack of the blob gives. Returns the diff ID (the digest of the
+// uncompressed stream); throws StoreError naming the first difference.
+std::string check_blob_against_toc(const std::string& blob_path, const Toc& toc);
+
 }  // namespace lamina::store::estargz

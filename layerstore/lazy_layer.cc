@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -27,6 +29,38 @@ std::string record_dir(const std::string& layer_dir) {
     return layer_dir + "/lazy";
 }
 
+// lazy/done: one line per filled placeholder, "ENTRY BYTES" (a record from before the byte count
+// has "ENTRY"); an entry filled twice (two mounts at once) counts once. A torn last line (a crash
+// mid-append) is left out, and the entry fetched again.
+std::map<int64_t, int64_t> read_done(const std::string& dir) {
+    std::map<int64_t, int64_t> done;
+    std::string path = dir + "/done";
+    if (!path_exists(path)) return done;
+    std::istringstream in(read_file(path));
+    for (std::string line; std::getline(in, line);) {
+        if (in.eof()) break;  // no newline: not synced whole
+        std::istringstream fields(line);
+        int64_t entry = -1, bytes = 0;
+        if (!(fields >> entry) || entry < 0) continue;
+        fields >> bytes;
+        done[entry] = std::max<int64_t>(bytes, 0);
+    }
+    return done;
+}
+
+// The last line of a log file, from at most its last 4 KiB; "" when there is none.
+std::string last_line_of_log(const std::string& path) {
+    Fd f(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!f) return "";
+    off_t size = ::lseek(f.get(), 0, SEEK_END);
+    off_t from = std::max<off_t>(0, size - 4096);
+    std::string tail(static_cast<size_t>(size - from), '\0');
+    ssize_t n = ::pread(f.get(), tail.data(), tail.size(), from);
+    tail.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    while (!tail.empty() && tail.back() == '\n') tail.pop_back();
+    return tail.substr(tail.rfind('\n') + 1);
+}
+
 }  // namespace
 
 void write_lazy_record(const std::string& layer_dir, const LazySource& s, const estargz::Toc& toc,
@@ -41,7 +75,14 @@ void write_lazy_record(const std::string& layer_dir, const LazySource& s, const 
                    {"tocDigest", s.toc_digest},
                    {"tocOffset", toc.toc_offset}};
     json list = json::array();
-    for (const auto& p : pending) list.push_back({{"entry", p.entry}, {"path", p.path}});
+    int64_t bytes = 0;
+    for (const auto& p : pending) {
+        list.push_back({{"entry", p.entry}, {"path", p.path}});
+        bytes += static_cast<int64_t>(toc.entries[p.entry].size);
+    }
+    // What progress counts against (read_lazy_progress), kept here so it never needs the TOC.
+    source["files"] = static_cast<int64_t>(pending.size());
+    source["bytes"] = bytes;
     write_file_atomic(dir + "/toc.json", toc.json);
     write_file_atomic(dir + "/pending.json", list.dump());
     // Last: a record without source.json is no record (is_lazy_layer reads it).
@@ -73,11 +114,7 @@ std::optional<LazyRecord> read_lazy_record(const std::string& layer_dir) {
     if (r.toc.digest != r.source.toc_digest)
         throw StoreError(dir + "/toc.json does not match its digest " + r.source.toc_digest);
     r.toc.entries = estargz::parse_toc_json(r.toc.json, r.toc.toc_offset);
-    std::set<int64_t> done;
-    if (path_exists(dir + "/done")) {
-        std::istringstream in(read_file(dir + "/done"));
-        for (int64_t n; in >> n;) done.insert(n);
-    }
+    std::map<int64_t, int64_t> done = read_done(dir);
     std::string pwhat = dir + "/pending.json";
     json p = parse_json_limited(read_file(pwhat), pwhat, 256 << 20);
     if (!p.is_array()) throw StoreError(pwhat + " is not a list");
@@ -92,14 +129,47 @@ std::optional<LazyRecord> read_lazy_record(const std::string& layer_dir) {
     return r;
 }
 
-void mark_lazy_done(const std::string& layer_dir, size_t entry) {
+void mark_lazy_done(const std::string& layer_dir, size_t entry, uint64_t bytes) {
     std::string path = record_dir(layer_dir) + "/done";
     Fd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!f) throw_errno("cannot open", path, errno);
-    std::string line = std::to_string(entry) + "\n";
+    std::string line = std::to_string(entry) + " " + std::to_string(bytes) + "\n";
     if (::write(f.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size()) ||
         ::fsync(f.get()) != 0)
         throw_errno("cannot write", path, errno);
+}
+
+std::optional<LazyProgress> read_lazy_progress(const std::string& layer_dir) {
+    if (!is_lazy_layer(layer_dir)) return std::nullopt;
+    std::string dir = record_dir(layer_dir);
+    std::string what = dir + "/source.json";
+    LazyProgress p;
+    std::map<int64_t, int64_t> done;
+    try {
+        json s = parse_json_limited(read_file(what), what, 64 << 10);
+        done = read_done(dir);
+        if (s.is_object() && s.contains("files") && s.contains("bytes")) {
+            p.files = int_member(s, "files", what, 0);
+            p.bytes = int_member(s, "bytes", what, 0);
+        } else {
+            // A record from before the totals were kept: count them from the record.
+            auto r = read_lazy_record(layer_dir);
+            if (!r) return std::nullopt;
+            p.files = static_cast<int64_t>(r->pending.size() + done.size());
+            for (const auto& ph : r->pending)
+                p.bytes += static_cast<int64_t>(r->toc.entries[ph.entry].size);
+            for (const auto& [entry, bytes] : done) p.bytes += bytes;
+        }
+    } catch (const StoreError&) {
+        // The record went while it was read: a completer made the layer whole.
+        if (!is_lazy_layer(layer_dir)) return std::nullopt;
+        throw;
+    }
+    p.last_error = last_line_of_log(dir + "/complete.log");
+    p.files_local = std::min<int64_t>(static_cast<int64_t>(done.size()), p.files);
+    for (const auto& [entry, bytes] : done) p.bytes_local += bytes;
+    p.bytes_local = std::min(p.bytes_local, p.bytes);
+    return p;
 }
 
 void drop_lazy_record(const std::string& layer_dir) {

@@ -41,8 +41,23 @@ bool is_lazy_layer(const std::string& layer_dir);
 // layer. pending leaves out the placeholders marked done. Throws StoreError for a record that
 // does not parse.
 std::optional<LazyRecord> read_lazy_record(const std::string& layer_dir);
-// A placeholder (by its TOC entry) is filled: one line appended to lazy/done, synced.
-void mark_lazy_done(const std::string& layer_dir, size_t entry);
+// A placeholder (by its TOC entry, of `bytes` bytes) is filled: one line "ENTRY BYTES" appended to
+// lazy/done, synced.
+void mark_lazy_done(const std::string& layer_dir, size_t entry, uint64_t bytes);
+
+// How much of a lazy layer is local: the placeholders the pull left (files, content bytes) and
+// how many of them are filled since. Read from source.json (the totals) and lazy/done, never from
+// the tree or the TOC, so it is cheap enough for every `ps -s`.
+struct LazyProgress {
+    int64_t files = 0, files_local = 0;
+    int64_t bytes = 0, bytes_local = 0;
+    // The last line a background completer left in lazy/complete.log: why it failed ("" if it
+    // never did).
+    std::string last_error;
+    bool complete() const { return files_local >= files; }
+};
+// nullopt for a layer that is not lazy.
+std::optional<LazyProgress> read_lazy_progress(const std::string& layer_dir);
 // Every placeholder is filled: the layer is complete and the record goes.
 void drop_lazy_record(const std::string& layer_dir);
 

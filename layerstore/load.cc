@@ -161,6 +161,12 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
             refs.push_back(ref);
             continue;
         }
+        // Named without content (commit names its image's layers so): a lazy layer stays lazy;
+        // save and push complete it first (docs/lazy.md).
+        if (existing && src.path.empty() && is_lazy_layer(existing_dir)) {
+            refs.push_back(ref);
+            continue;
+        }
         // A lazy layer no mounted container uses is swapped for this one once it is unpacked
         // and its diff ID checked.
         std::string lazy_link;

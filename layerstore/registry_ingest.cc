@@ -12,8 +12,10 @@
 #include "db.h"
 #include "digest.h"
 #include "error.h"
+#include "estargz.h"
 #include "fsutil.h"
 #include "internal.h"
+#include "lazy_layer.h"
 #include "lock.h"
 #include "store.h"
 #include "unpack.h"
@@ -29,6 +31,56 @@ bool blob_recorded(Db& db, const std::string& digest) {
 }
 
 }  // namespace
+
+std::string Store::lazy_layer_dir(const std::string& chain_id) const {
+    return Layout{root_}.layers() + "/" + digest_hex(chain_id);
+}
+
+void Store::finish_lazy_layer(const std::string& chain_id, const std::string& blob_path) {
+    Layout l{root_};
+    std::string dir = lazy_layer_dir(chain_id);
+    auto rec = layer(chain_id);
+    if (!rec) throw StoreError("no such layer: " + chain_id);
+    auto lazy = read_lazy_record(dir);
+    if (!lazy) return;
+    std::string what = "lazy layer " + chain_id;
+    if (!lazy->pending.empty())
+        throw StoreError(what + ": " + std::to_string(lazy->pending.size()) +
+                         " files are still to fetch");
+    // The checks read only: no lock held while a large blob is hashed.
+    std::string digest = file_sha256(blob_path);
+    if (digest != lazy->source.digest)
+        throw StoreError(what + ": the assembled blob is " + digest + ", not " +
+                         lazy->source.digest);
+    std::string diff_id = estargz::check_blob_against_toc(blob_path, lazy->toc);
+    if (diff_id != rec->diff_id)
+        throw StoreError(what + ": diffID mismatch: the config says " + rec->diff_id +
+                         ", the content is " + diff_id);
+    struct stat st;
+    if (::stat(blob_path.c_str(), &st) != 0) throw_errno("cannot stat", blob_path, errno);
+
+    StoreLock lock(l.lock(), StoreLock::Mode::Exclusive);
+    if (!is_lazy_layer(dir)) return;  // another completer was first
+    if (!blob_recorded(*db_, digest) || !path_exists(l.blob(digest))) {
+        if (::rename(blob_path.c_str(), l.blob(digest).c_str()) != 0)
+            throw_errno("cannot move blob into", l.blob(digest), errno);
+        Fd rootfd(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (rootfd) ::syncfs(rootfd.get());
+    }
+    Transaction tx(*db_);
+    Stmt(*db_, "INSERT OR IGNORE INTO blobs(digest, size) VALUES(?, ?)")
+        .bind(1, digest)
+        .bind(2, static_cast<int64_t>(st.st_size))
+        .run();
+    Stmt(*db_, "UPDATE layers SET size = ? WHERE id = ?")
+        .bind(1, static_cast<int64_t>(tree_size(dir + "/diff")))
+        .bind(2, chain_id)
+        .run();
+    tx.commit();
+    // Last: from here the layer is ordinary (a crash before leaves a lazy layer with its blob,
+    // which the next completion finishes at once).
+    drop_lazy_record(dir);
+}
 
 bool Store::has_layer_blob(const std::string& chain_id, const std::string& blob_digest) {
     return layer(chain_id) && blob_recorded(*db_, blob_digest) &&

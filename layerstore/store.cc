@@ -19,6 +19,7 @@
 #include "error.h"
 #include "fsutil.h"
 #include "internal.h"
+#include "lazy_layer.h"
 #include "lock.h"
 #include "reference_grammar.h"
 #include "volumes.h"
@@ -220,6 +221,17 @@ std::optional<LayerRecord> Store::layer(const std::string& chain_id) {
     st.bind(1, chain_id);
     if (!st.step()) return std::nullopt;
     return layer_from_row(st);
+}
+
+std::map<std::string, LazyProgress> Store::lazy_layers() {
+    std::map<std::string, LazyProgress> out;
+    Stmt st(*db_, "SELECT id FROM layers");
+    while (st.step()) {
+        std::string id = st.text(0);
+        if (auto p = read_lazy_progress(Layout{root_}.layers() + "/" + digest_hex(id)))
+            out[id] = *p;
+    }
+    return out;
 }
 
 ImageRecord Store::read_image(const std::string& id) {

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "lazy_layer.h"
 #include "records.h"
 
 namespace lamina::store {
@@ -196,6 +197,9 @@ public:
     std::vector<LayerRecord> layers();
     std::optional<LayerRecord> layer(const std::string& chain_id);
     std::string layer_dir(const std::string& chain_id) const;
+    // The lazy layers (docs/lazy.md) by chain ID, with how much of each is local: one small
+    // file pair read per lazy layer, no tree walked.
+    std::map<std::string, LazyProgress> lazy_layers();
     // Records that repo (a name with or without tag, or registry/path) has the image's manifest
     // under digest in its registry: `images --digests` and RepoDigests show it.
     void record_repo_digest(const std::string& image_id, const std::string& repo,
@@ -254,6 +258,18 @@ public:
     // True when the layer with this chain ID is stored together with the blob digest, so a
     // pull need not fetch that blob ("Already exists").
     bool has_layer_blob(const std::string& chain_id, const std::string& blob_digest);
+    // Where a lazy layer's record and its completion's blob live: layers/<hex> (docs/lazy.md).
+    // The helper laminafs runs for lazy layers and the background completer: $LAMINA_LAZY_FETCH,
+    // else beside lamina, else on PATH. Throws StoreError when it is nowhere.
+    static std::string lazy_fetch_binary();
+    std::string lazy_layer_dir(const std::string& chain_id) const;
+    // A lazy layer whose every placeholder is filled becomes an ordinary one. blob_path holds the
+    // whole blob (anywhere on the store's filesystem; it is moved): its digest must be the one
+    // the layer came from, its tar what the TOC said (estargz::check_blob_against_toc) and its
+    // diff ID the config's. Then the blob is kept for save and push, the layer's size recorded
+    // and the record dropped. Throws StoreError on any mismatch, the layer left lazy. Nothing
+    // to do for a layer that is not lazy.
+    void finish_lazy_layer(const std::string& chain_id, const std::string& blob_path);
     // Stores an image fetched from a registry: manifest and config byte for byte, each layer
     // unpacked and checked against the config's diff_ids before one transaction commits it all.
     // A layer with path "" must be one has_layer_blob() reported.

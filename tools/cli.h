@@ -105,8 +105,23 @@ std::string archive_to_load(const std::string& operand);
 std::optional<std::pair<std::string, store::ArchiveFormat>> archive_to_save(
     const std::string& operand);
 
+// Completes the lazy layers of the images named (registry_cmd.cc; docs/lazy.md), one line on
+// stderr for each done; throws StoreError with one line when one cannot be completed (the registry
+// gone). Save and push need the blobs complete layers have.
+void complete_lazy_layers(Context& ctx, const std::vector<std::string>& image_refs,
+                          const std::optional<bool>& tls_verify);
+// Starts lamina-lazy-fetch --complete for the image's lazy layers, detached (its own session,
+// stdio on /dev/null): it outlives this command, and a completer already at work on a layer
+// keeps it. Prints one line on stderr saying so; nothing for an image without lazy layers
+// (registry_cmd.cc).
+void start_lazy_completer(store::Store& st, const std::string& image_id,
+                          const std::optional<bool>& tls_verify);
 // An image as `images --format json` and `system df --format json` show it (image_cmd.cc).
 nlohmann::json image_json(const store::ImageSummary& s);
+// How much of a lazy layer is local, as inspect, ps -s and system df show it (image_cmd.cc).
+nlohmann::json lazy_progress_json(const std::string& chain_id, const store::LazyProgress& p);
+// "12.3kB of 1.05MB local (3 of 9 files)"
+std::string lazy_progress_text(const store::LazyProgress& p);
 
 using Handler = std::function<int(Context&, const Args&)>;
 using CommandTable = std::map<std::string, Handler>;

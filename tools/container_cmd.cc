@@ -9,6 +9,7 @@
 #include "error.h"
 #include "fsutil.h"
 #include "output.h"
+#include "registry/settings.h"
 #include "store.h"
 #include "streams.h"
 
@@ -56,7 +57,16 @@ int container_prune(Context& ctx, const Args& a) {
 
 int cmd_mount(Context& ctx, const Args& a) {
     need_operands(a, 1, 1);
+    // config.json's "lazy-background": the rest of the lazy layers streams in after the mount.
+    // Read first (a bad config mounts nothing), and only for an image with lazy layers.
+    std::string image_id = ctx.store().container(a.operands[0]).image_id;
+    bool background = false;
+    auto lazy = ctx.store().lazy_layers();
+    for (const auto& l : ctx.store().image(image_id).layers)
+        if (lazy.count(l.chain_id)) background = true;
+    background = background && registry::Settings::load().lazy_background;
     std::cout << ctx.store().mount(a.operands[0]) << "\n";
+    if (background) start_lazy_completer(ctx.store(), image_id, std::nullopt);
     return 0;
 }
 
@@ -156,6 +166,9 @@ int cmd_ps(Context& ctx, const Args& a) {
     l.default_table = "table {{.ID}}\t{{.Image}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}";
     if (a.has("size")) l.default_table += "\t{{.Size}}";
     int64_t now = store::now_seconds();
+    // Lazy layers (docs/lazy.md): how much of each the container's image has local.
+    std::map<std::string, store::LazyProgress> lazy;
+    if (sizes) lazy = ctx.store().lazy_layers();
     for (const auto* c : shown) {
         l.quiet.push_back(id_of(c->record.id));
         json j = {{"Id", c->record.id},
@@ -166,13 +179,31 @@ int cmd_ps(Context& ctx, const Args& a) {
                   {"Mounted", c->mounted},
                   {"State", container_status(*c)},
                   {"Labels", c->record.labels}};
+        std::string size =
+            sizes ? human_size(c->size) + " (virtual " + human_size(c->virtual_size) + ")" : "";
         if (sizes) {
             j["SizeRw"] = c->size;
             j["SizeRootFs"] = c->virtual_size;
+            json layers = json::array();
+            store::LazyProgress sum;
+            auto it = images.find(c->record.image_id);
+            if (it != images.end())
+                for (const auto& ref : it->second.image.layers) {
+                    auto p = lazy.find(ref.chain_id);
+                    if (p == lazy.end()) continue;
+                    layers.push_back(lazy_progress_json(ref.chain_id, p->second));
+                    sum.files += p->second.files;
+                    sum.files_local += p->second.files_local;
+                    sum.bytes += p->second.bytes;
+                    sum.bytes_local += p->second.bytes_local;
+                }
+            if (!layers.empty()) {
+                j["LazyLayers"] = layers;
+                size += ", lazy " + std::to_string(layers.size()) + " layer" +
+                        (layers.size() == 1 ? "" : "s") + ": " + lazy_progress_text(sum);
+            }
         }
         l.json.push_back(j);
-        std::string size =
-            sizes ? human_size(c->size) + " (virtual " + human_size(c->virtual_size) + ")" : "";
         l.rows.push_back({{"ID", id_of(c->record.id)},
                           {"Image", image_name(c->record.image_id)},
                           {"ImageID", id_of(c->record.image_id)},

@@ -33,6 +33,21 @@ json image_json(const store::ImageSummary& s) {
             {"Layers", layers}};
 }
 
+json lazy_progress_json(const std::string& chain_id, const store::LazyProgress& p) {
+    json j = {{"ChainID", chain_id},
+              {"Files", p.files},
+              {"FilesLocal", p.files_local},
+              {"Bytes", p.bytes},
+              {"BytesLocal", p.bytes_local}};
+    if (!p.last_error.empty()) j["LastError"] = p.last_error;
+    return j;
+}
+
+std::string lazy_progress_text(const store::LazyProgress& p) {
+    return human_size(p.bytes_local) + " of " + human_size(p.bytes) + " local (" +
+           std::to_string(p.files_local) + " of " + std::to_string(p.files) + " files)";
+}
+
 namespace {
 
 std::map<std::string, std::string> image_labels(const store::ImageRecord& img) {
@@ -224,14 +239,21 @@ json mounts_json(const std::vector<store::ContainerMount>& mounts) {
 
 json inspect_image(store::Store& st, const store::ImageRecord& img) {
     json layers = json::array();
+    auto lazy = st.lazy_layers();
     for (const auto& l : img.layers) {
         auto rec = st.layer(l.chain_id);
-        layers.push_back({{"ChainID", l.chain_id},
-                          {"DiffID", rec ? rec->diff_id : ""},
-                          {"Blob", l.blob},
-                          {"MediaType", l.blob_media_type},
-                          {"Size", rec ? rec->size : 0},
-                          {"Path", st.layer_dir(l.chain_id)}});
+        json j = {{"ChainID", l.chain_id},
+                  {"DiffID", rec ? rec->diff_id : ""},
+                  {"Blob", l.blob},
+                  {"MediaType", l.blob_media_type},
+                  {"Size", rec ? rec->size : 0},
+                  {"Path", st.layer_dir(l.chain_id)}};
+        // Only while the layer is lazy: what of it is local yet.
+        if (auto it = lazy.find(l.chain_id); it != lazy.end()) {
+            j["Lazy"] = lazy_progress_json(l.chain_id, it->second);
+            j["Lazy"].erase("ChainID");
+        }
+        layers.push_back(std::move(j));
     }
     return {{"Id", img.id},
             {"RepoTags", img.names},
@@ -382,6 +404,8 @@ int cmd_save(Context& ctx, const Args& a) {
         out = target->first;
         format = target->second;
     }
+    // Lazy layers have no blob to write until they are complete (never their placeholders).
+    complete_lazy_layers(ctx, a.operands, std::nullopt);
     if (!out.empty()) {
         ctx.store().save(a.operands, out, format);
         return 0;

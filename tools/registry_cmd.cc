@@ -1,4 +1,7 @@
 // The registry commands: pull, push, login, logout (the client is in tools/registry/).
+#include <fcntl.h>
+#include <spawn.h>
+#include <string.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -8,6 +11,7 @@
 
 #include "cli.h"
 #include "error.h"
+#include "output.h"
 #include "registry/client.h"
 #include "registry/credentials.h"
 #include "registry/reference.h"
@@ -36,6 +40,73 @@ std::optional<bool> tls_verify_option(const Args& a) {
     if (v == "false" || v == "0") return false;
     throw UsageError("--tls-verify must be true or false");
 }
+
+}  // namespace
+
+void start_lazy_completer(store::Store& st, const std::string& image_id,
+                          const std::optional<bool>& tls_verify) {
+    auto lazy = st.lazy_layers();
+    std::vector<std::string> args = {store::Store::lazy_fetch_binary(), "--complete"};
+    if (tls_verify == false) args.push_back("--tls-verify=false");
+    args.push_back(st.root());
+    size_t layers = 0;
+    for (const auto& l : st.image(image_id).layers)
+        if (lazy.count(l.chain_id)) {
+            args.push_back(l.chain_id);
+            ++layers;
+        }
+    if (layers == 0) return;
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    for (int fd = 0; fd <= 2; ++fd)
+        posix_spawn_file_actions_addopen(&fa, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) throw store::StoreError("cannot start " + args[0] + ": " + strerror(rc));
+    std::cerr << "Completing " << layers << " lazy layer" << (layers == 1 ? "" : "s")
+              << " in the background (pid " << pid << ")\n";
+}
+
+void complete_lazy_layers(Context& ctx, const std::vector<std::string>& image_refs,
+                          const std::optional<bool>& tls_verify) {
+    auto lazy = ctx.store().lazy_layers();
+    if (lazy.empty()) return;
+    std::set<std::string> chains;
+    for (const auto& ref : image_refs) {
+        store::ImageRecord img;
+        try {
+            img = ctx.store().image(ref);
+        } catch (const store::StoreError&) {
+            continue;  // the command itself says it has no such image
+        }
+        for (const auto& l : img.layers)
+            if (lazy.count(l.chain_id)) chains.insert(l.chain_id);
+    }
+    if (chains.empty()) return;
+    Settings settings = Settings::load();
+    ClientOptions options;
+    options.tls_verify = tls_verify;
+    int timeout_s = registry::lazy_timeout_seconds();
+    for (const auto& chain : chains) {
+        try {
+            registry::complete_lazy_layer(ctx.store(), chain, settings, options, timeout_s, true,
+                                          [](const std::string&) {});
+        } catch (const std::runtime_error& e) {
+            throw store::StoreError("cannot complete lazy layer " + chain + ": " + e.what());
+        }
+        std::cerr << "Completed lazy layer " << short_id(chain) << "\n";
+    }
+}
+
+namespace {
 
 std::string read_password_from_terminal();
 
@@ -109,7 +180,9 @@ int cmd_pull(Context& ctx, const Args& a) {
     o.quiet = a.has("quiet");
     o.live_progress = isatty(STDOUT_FILENO);
     o.lazy = a.has("lazy");
-    registry::pull_image(ctx.store(), settings, candidates, o, std::cout);
+    if (a.has("background") && !o.lazy) throw UsageError("--background goes with --lazy");
+    std::string id = registry::pull_image(ctx.store(), settings, candidates, o, std::cout);
+    if (a.has("background")) start_lazy_completer(ctx.store(), id, o.client.tls_verify);
     return 0;
 }
 
@@ -117,6 +190,8 @@ int cmd_push(Context& ctx, const Args& a) {
     need_operands(a, 1, 2);
     std::string local = a.operands[0];
     std::string target = a.operands.size() == 2 ? a.operands[1] : local;
+    // Lazy layers have no blob to send until they are complete.
+    complete_lazy_layers(ctx, {local}, tls_verify_option(a));
     if (auto archive = archive_to_save(target)) {
         // podman's way: push to an archive is a save.
         ctx.store().save({local}, archive->first, archive->second);

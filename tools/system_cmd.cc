@@ -15,6 +15,16 @@ int system_df(Context& ctx, const Args& a) {
     auto format = output_format(ctx, a);
     auto du = ctx.store().disk_usage();
     auto vu = ctx.store().volume_usage();
+    auto lazy = ctx.store().lazy_layers();
+    store::LazyProgress lazy_sum;
+    json lazy_details = json::array();
+    for (const auto& [id, p] : lazy) {
+        lazy_details.push_back(lazy_progress_json(id, p));
+        lazy_sum.files += p.files;
+        lazy_sum.files_local += p.files_local;
+        lazy_sum.bytes += p.bytes;
+        lazy_sum.bytes_local += p.bytes_local;
+    }
     Listing l;
     {
         json images = json::array();
@@ -41,6 +51,11 @@ int system_df(Context& ctx, const Args& a) {
                     {"Size", vu.size},
                     {"Reclaimable", vu.reclaimable}}},
                   {"Layers", {{"Total", du.layers}, {"Size", du.layers_size}}},
+                  {"LazyLayers",
+                   {{"Total", lazy.size()},
+                    {"Bytes", lazy_sum.bytes},
+                    {"BytesLocal", lazy_sum.bytes_local},
+                    {"Details", lazy_details}}},
                   {"BlobsSize", du.blobs_size},
                   {"PartialDownloadsSize", du.downloads_size},
                   {"VolumeDetails", volumes},
@@ -72,6 +87,8 @@ int system_df(Context& ctx, const Args& a) {
     row("Local Volumes", std::to_string(vu.total), std::to_string(vu.active), human_size(vu.size),
         human_size(vu.reclaimable) + pct(vu.reclaimable, vu.size));
     row("Layers", std::to_string(du.layers), "", human_size(du.layers_size), "");
+    if (!lazy.empty())
+        row("Lazy layers", std::to_string(lazy.size()), "", lazy_progress_text(lazy_sum), "");
     row("Blobs (for save)", "", "", human_size(du.blobs_size), "");
     row("Partial downloads", "", "", human_size(du.downloads_size), human_size(du.downloads_size));
     print_listing(l, format);
@@ -91,6 +108,14 @@ int system_df(Context& ctx, const Args& a) {
         for (const auto& vol : vu.details)
             vols.add({vol.name, std::to_string(vol.users.size()), human_size(vol.size)});
         std::cout << "\nLocal Volumes space usage:\n\n" << vols.render();
+        if (!lazy.empty()) {
+            Table lt({"LAYER", "FILES LOCAL", "BYTES LOCAL"});
+            for (const auto& [id, p] : lazy)
+                lt.add({short_id(id),
+                        std::to_string(p.files_local) + " of " + std::to_string(p.files),
+                        human_size(p.bytes_local) + " of " + human_size(p.bytes)});
+            std::cout << "\nLazy layers space usage:\n\n" << lt.render();
+        }
     }
     return 0;
 }

@@ -9,7 +9,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -418,6 +420,270 @@ TEST(LazyPull, a_full_pull_replaces_the_lazy_layers_with_verified_ones) {
     EXPECT_EQ(read_file(dirs[0] + "/data/big"), random_bytes(1 << 20, 7));
     // Whole layers are ordinary: pushing the image back needs their blobs, and has them.
     auto push = lz({"push", "--tls-verify=false", img.lazy, img.reg.host() + "/test/app:again"});
+    EXPECT_EQ(push.status, 0) << push.err;
+}
+
+TEST(LazyPull, a_lazy_layer_whose_record_does_not_parse_is_replaced_whole_by_a_pull) {
+    REQUIRE_REGISTRY();
+    EstargzImage img;
+    Lamina lz(img.tmp / "lz");
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", img.lazy}).status, 0);
+    auto dirs = layer_dirs(lz, img.lazy);
+    // Not completed in place (nothing in it can be trusted): downloaded, verified and swapped.
+    for (const auto& d : dirs) std::ofstream(d + "/../lazy/pending.json") << "not json";
+    auto pull = lz({"pull", "--tls-verify=false", img.lazy});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    EXPECT_FALSE(contains(pull.out, "completed in place")) << pull.out;
+    EXPECT_EQ(layer_dirs(lz, img.lazy), dirs);
+    for (const auto& d : dirs) EXPECT_NE(access((d + "/../lazy").c_str(), F_OK), 0) << d;
+    EXPECT_EQ(read_file(dirs[0] + "/data/big"), random_bytes(1 << 20, 7));
+}
+
+// lamina-lazy-fetch, beside the lamina the tests run: fills one file as laminafs would on open.
+CommandResult fetch_one(const std::string& layer_diff, const std::string& path) {
+    std::string bin = lamina_binary();
+    return run_command({bin.substr(0, bin.rfind('/') + 1) + "lamina-lazy-fetch", layer_diff, path});
+}
+
+// inspect's word on each layer: its Lazy object, or null once the layer is ordinary.
+std::vector<json> lazy_of_layers(const Lamina& lamina, const std::string& image) {
+    auto r = lamina({"inspect", image});
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::vector<json> out;
+    json j = json::parse(r.out);
+    for (const auto& l : j[0]["Layers"]) out.push_back(l.contains("Lazy") ? l["Lazy"] : json());
+    return out;
+}
+
+TEST(LazyProgress, inspect_ps_size_and_system_df_show_how_much_of_each_lazy_layer_is_local) {
+    REQUIRE_REGISTRY();
+    EstargzImage img;
+    Lamina lz(img.tmp / "lz");
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", img.lazy}).status, 0);
+    auto lazy = lazy_of_layers(lz, img.lazy);
+    ASSERT_EQ(lazy.size(), 2u);
+    // Bottom: os-release, big (big-link is the same file), gone, keep/old, bin-su, the landmark.
+    EXPECT_EQ(lazy[0]["Files"], 6) << lazy[0].dump();
+    EXPECT_EQ(lazy[0]["Bytes"], (1 << 20) + 10 + 4 + 4 + 3 + 1) << lazy[0].dump();
+    EXPECT_EQ(lazy[0]["FilesLocal"], 0);
+    EXPECT_EQ(lazy[0]["BytesLocal"], 0);
+    EXPECT_EQ(lazy[1]["Files"], 3) << lazy[1].dump();  // keep/new, etc/two, the landmark
+
+    // One file fetched (as laminafs's first open does): the count moves by it alone.
+    auto dirs = layer_dirs(lz, img.lazy);
+    auto f = fetch_one(dirs[0], "etc/os-release");
+    ASSERT_EQ(f.status, 0) << f.err;
+    lazy = lazy_of_layers(lz, img.lazy);
+    EXPECT_EQ(lazy[0]["FilesLocal"], 1);
+    EXPECT_EQ(lazy[0]["BytesLocal"], 10);
+    EXPECT_EQ(lazy[1]["FilesLocal"], 0);
+
+    last_line_of(lz({"create", "--name", "web", img.lazy}));
+    auto ps = lz({"ps", "-a", "-s", "--format", "json"});
+    ASSERT_EQ(ps.status, 0) << ps.err;
+    json c = json::parse(ps.out)[0];
+    ASSERT_EQ(c["LazyLayers"].size(), 2u) << ps.out;
+    EXPECT_EQ(c["LazyLayers"][0]["BytesLocal"], 10);
+    auto table = lz({"ps", "-a", "-s"});
+    EXPECT_TRUE(contains(table.out, "lazy 2 layers: 10B of 1.05MB local (1 of 9 files)"))
+        << table.out;
+    // Without -s nothing of it is asked for or shown.
+    EXPECT_FALSE(contains(lz({"ps", "-a", "--format", "json"}).out, "LazyLayers"));
+
+    auto df = lz({"system", "df", "--format", "json"});
+    ASSERT_EQ(df.status, 0) << df.err;
+    json d = json::parse(df.out)["LazyLayers"];
+    EXPECT_EQ(d["Total"], 2);
+    EXPECT_EQ(d["BytesLocal"], 10);
+    EXPECT_EQ(d["Details"].size(), 2u);
+    auto dft = lz({"system", "df", "-v"});
+    EXPECT_TRUE(contains(dft.out, "Lazy layers")) << dft.out;
+    EXPECT_TRUE(contains(dft.out, "1 of 6")) << dft.out;
+}
+
+TEST(LazyComplete, a_pull_completes_lazy_layers_in_place_and_then_needs_no_registry) {
+    REQUIRE_REGISTRY();
+    EstargzImage img;
+    ThrottlingProxy proxy(img.reg.port(), 1 << 30);
+    std::string via = "127.0.0.1:" + std::to_string(proxy.port()) + "/test/app:ez";
+    Lamina lz(img.tmp / "lz");
+    StoreGuard guard{lz.root()};
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", via}).status, 0);
+    auto dirs = layer_dirs(lz, via);
+    auto f = fetch_one(dirs[0], "data/big");
+    ASSERT_EQ(f.status, 0) << f.err;
+    bool fuse = can_mount_fuse();
+    std::string merged;
+    if (fuse) {
+        last_line_of(lz({"create", "--name", "web", via}));
+        merged = last_line_of(lz({"mount", "web"}));  // completion happens under a live mount
+    }
+
+    // The pull fetches what is missing (not the 1 MiB file, fetched before) and checks it all.
+    int64_t before = proxy.bytes_sent();
+    auto pull = lz({"pull", "--tls-verify=false", via});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    EXPECT_TRUE(contains(pull.out, "completed in place")) << pull.out;
+    EXPECT_LT(proxy.bytes_sent() - before, 256 << 10);
+    for (const auto& l : lazy_of_layers(lz, via)) EXPECT_TRUE(l.is_null()) << l.dump();
+    EXPECT_EQ(layer_dirs(lz, via), dirs);
+    for (const auto& d : dirs) EXPECT_NE(access((d + "/../lazy").c_str(), F_OK), 0) << d;
+
+    Lamina full(img.tmp / "full");  // to compare with
+    ASSERT_EQ(full({"pull", "--tls-verify=false", img.lazy}).status, 0);
+    // Ordinary now: with no registry at all, every file reads and the image saves whole.
+    img.reg.kill();
+    auto full_dirs = layer_dirs(full, img.lazy);
+    for (size_t i = 0; i < 2; ++i) EXPECT_EQ(describe(dirs[i]), describe(full_dirs[i])) << i;
+    if (fuse) {
+        EXPECT_EQ(read_through(merged + "/data/gone").second, ENOENT);
+        EXPECT_EQ(read_through(merged + "/keep/new"), std::make_pair(std::string("new\n"), 0));
+        EXPECT_EQ(read_through(merged + "/bin-su"), std::make_pair(std::string("su\n"), 0));
+        last_line_of(lz({"umount", "web"}));
+    }
+    auto save = lz({"save", "-o", img.tmp / "saved.tar", via});
+    EXPECT_EQ(save.status, 0) << save.err;
+}
+
+// Waits (at most 20 s) until no layer of the image is lazy: a background completer's work.
+bool turns_ordinary(const Lamina& lamina, const std::string& image) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    for (;;) {
+        bool all = true;
+        for (const auto& l : lazy_of_layers(lamina, image)) all = all && l.is_null();
+        if (all) return true;
+        if (std::chrono::steady_clock::now() > deadline) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+}
+
+// The chain IDs of a stored image's layers, bottom first.
+std::vector<std::string> chain_ids(const Lamina& lamina, const std::string& image) {
+    auto r = lamina({"inspect", image});
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::vector<std::string> out;
+    json j = json::parse(r.out);
+    for (const auto& l : j[0]["Layers"]) out.push_back(l["ChainID"]);
+    return out;
+}
+
+TEST(LazyComplete, a_completer_killed_midway_leaves_a_layer_the_next_pull_completes) {
+    REQUIRE_REGISTRY();
+    EstargzImage img;
+    // The 1 MiB file takes two seconds through it.
+    auto proxy = std::make_unique<ThrottlingProxy>(img.reg.port(), 512 << 10);
+    std::string via = "127.0.0.1:" + std::to_string(proxy->port()) + "/test/app:ez";
+    Lamina lz(img.tmp / "lz");
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", via}).status, 0);
+    std::string bin = lamina_binary();
+    std::vector<std::string> argv = {bin.substr(0, bin.rfind('/') + 1) + "lamina-lazy-fetch",
+                                     "--complete", "--tls-verify=false", lz.root()};
+    for (const auto& c : chain_ids(lz, via)) argv.push_back(c);
+    std::string done = layer_dirs(lz, via)[0] + "/../lazy/done";
+    {
+        Child completer(argv, img.tmp / "completer.log");
+        // The landmark is the first file done; the 1 MiB one is third, two seconds long.
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (access(done.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }  // SIGKILL in the middle of the 1 MiB file
+    auto lazy = lazy_of_layers(lz, via);
+    ASSERT_FALSE(lazy[0].is_null()) << "the completer was not stopped midway";
+    EXPECT_LT(lazy[0]["FilesLocal"].get<int>(), 6);
+
+    // The proxy the lazy pull used is gone: a pull from the registry itself completes the same
+    // blobs from there.
+    proxy.reset();
+    auto pull = lz({"pull", "--tls-verify=false", img.lazy});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    EXPECT_TRUE(contains(pull.out, "completed in place")) << pull.out;
+    for (const auto& l : lazy_of_layers(lz, via)) EXPECT_TRUE(l.is_null()) << l.dump();
+    auto dirs = layer_dirs(lz, via);
+    EXPECT_EQ(read_file(dirs[0] + "/data/big"), random_bytes(1 << 20, 7));
+    EXPECT_EQ(read_file(dirs[0] + "/etc/os-release"), "ID=lamina\n");
+}
+
+TEST(LazyComplete, pull_lazy_background_completes_the_layers_in_a_detached_process) {
+    REQUIRE_REGISTRY();
+    EstargzImage img;
+    Lamina lz(img.tmp / "lz");
+    auto pull = lz({"pull", "--tls-verify=false", "--lazy", "--background", img.lazy});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    EXPECT_TRUE(contains(pull.err, "Completing 2 lazy layers in the background")) << pull.err;
+    auto dirs = layer_dirs(lz, img.lazy);
+    ASSERT_TRUE(turns_ordinary(lz, img.lazy));
+    img.reg.kill();
+    EXPECT_EQ(read_file(dirs[0] + "/data/big"), random_bytes(1 << 20, 7));
+    EXPECT_EQ(read_file(dirs[1] + "/keep/new"), "new\n");
+    EXPECT_EQ(lz({"save", "-o", img.tmp / "saved.tar", img.lazy}).status, 0);
+    // --background is for a lazy pull only.
+    expect_one_line_failure(lz({"pull", "--background", img.lazy}), "--background");
+}
+
+TEST(LazyComplete, with_lazy_background_in_the_config_mount_starts_the_completer) {
+    REQUIRE_REGISTRY();
+    if (!can_mount_fuse()) GTEST_SKIP() << skip_reason();
+    EstargzImage img;
+    Lamina lz(img.tmp / "lz");
+    StoreGuard guard{lz.root()};
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", img.lazy}).status, 0);
+    last_line_of(lz({"create", "--name", "web", img.lazy}));
+    // "lazy-background" must be a boolean: one line, nothing mounted.
+    img.env.write_config(R"({"lazy-background": "yes"})");
+    expect_one_line_failure(lz({"mount", "web"}), "lazy-background");
+    EXPECT_EQ(json::parse(lz({"ps", "-a", "--format", "json"}).out)[0]["Mounted"], false);
+    img.env.write_config(R"({"lazy-background": true})");
+    auto mount = lz({"mount", "web"});
+    ASSERT_EQ(mount.status, 0) << mount.err;
+    EXPECT_TRUE(contains(mount.err, "Completing 2 lazy layers in the background")) << mount.err;
+    std::string merged = last_line_of(mount);
+    ASSERT_TRUE(turns_ordinary(lz, img.lazy));
+    img.reg.kill();
+    EXPECT_EQ(read_through(merged + "/data/big").first, random_bytes(1 << 20, 7));
+    EXPECT_EQ(read_through(merged + "/keep/new"), std::make_pair(std::string("new\n"), 0));
+    last_line_of(lz({"umount", "web"}));
+}
+
+TEST(LazySave, save_and_push_complete_a_lazy_image_first_or_fail_in_one_line) {
+    REQUIRE_REGISTRY();
+    EstargzImage img;
+    Lamina lz(img.tmp / "lz");
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", img.lazy}).status, 0);
+    last_line_of(lz({"create", "--name", "web", img.lazy}));
+    // diff and commit of a container over lazy layers need none of their content.
+    EXPECT_EQ(lz({"diff", "web"}).status, 0);
+    std::string committed = last_line_of(lz({"commit", "web", "snap:1"}));
+
+    // No registry: one line, no archive, the layers still lazy.
+    img.reg.kill();
+    setenv("LAMINA_LAZY_TIMEOUT", "1", 1);
+    auto save = lz({"save", "-o", img.tmp / "x.tar", "snap:1"});
+    auto push = lz({"push", "--tls-verify=false", "snap:1", img.reg.host() + "/test/snap:1"});
+    unsetenv("LAMINA_LAZY_TIMEOUT");
+    expect_one_line_failure(save, "cannot complete lazy layer");
+    EXPECT_NE(access((img.tmp / "x.tar").c_str(), F_OK), 0);
+    expect_one_line_failure(push, "cannot complete lazy layer");
+    EXPECT_FALSE(lazy_of_layers(lz, img.lazy)[0].is_null());
+    // A background completer that fails leaves why, which inspect shows.
+    std::string bin = lamina_binary();
+    setenv("LAMINA_LAZY_TIMEOUT", "1", 1);
+    auto bg = run_command({bin.substr(0, bin.rfind('/') + 1) + "lamina-lazy-fetch", "--complete",
+                           lz.root(), chain_ids(lz, img.lazy)[0]});
+    unsetenv("LAMINA_LAZY_TIMEOUT");
+    EXPECT_EQ(bg.status, 1);
+    json why = lazy_of_layers(lz, img.lazy)[0];
+    EXPECT_TRUE(contains(why.value("LastError", ""), "no reply within 1 s")) << why.dump();
+
+    // Back: save completes the layers, then writes their verified blobs.
+    img.reg.restart();
+    save = lz({"save", "-o", img.tmp / "x.tar", "snap:1"});
+    ASSERT_EQ(save.status, 0) << save.err;
+    EXPECT_TRUE(contains(save.err, "Completed lazy layer")) << save.err;
+    Lamina other(img.tmp / "other");
+    ASSERT_EQ(other({"load", "-i", img.tmp / "x.tar"}).status, 0);
+    EXPECT_EQ(read_file(layer_dirs(other, "snap:1")[0] + "/data/big"), random_bytes(1 << 20, 7));
+    push = lz({"push", "--tls-verify=false", "snap:1", img.reg.host() + "/test/snap:1"});
     EXPECT_EQ(push.status, 0) << push.err;
 }
 

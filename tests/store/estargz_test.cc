@@ -119,6 +119,8 @@ uint64_t check_round_trip(const TempDir& tmp, const std::string& in_path,
     store::Fd root(::open(lazy.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     for (const auto& p : pending) ez::fill_placeholder(root.get(), toc, p, blob.reader());
     EXPECT_EQ(describe(lazy), describe(full));
+    // The check a lazy layer's completion makes: the whole blob is what its TOC says.
+    EXPECT_EQ(ez::check_blob_against_toc(blob_path, toc), w.diff_id);
     return toc_cost;
 }
 
@@ -189,6 +191,44 @@ TEST(Estargz, a_corrupt_chunk_gives_no_bytes) {
         return;
     }
     FAIL() << "no data/big in the TOC";
+}
+
+// A completion checks the blob against the TOC its tree came from: a TOC that lies about an
+// entry (mode, owner, the bytes a file's chunk holds, the TOC itself) is refused, naming it.
+TEST(Estargz, a_blob_that_its_toc_misdescribes_is_refused_at_completion) {
+    TempDir tmp("estargz");
+    ez::WrittenLayer w = ez::write_layer(overlay_layer(tmp, ""), tmp / "l");
+    Blob blob{read_all(tmp / "l")};
+    const ez::Toc toc = ez::read_toc(blob.reader(), blob.bytes.size(), w.toc_digest);
+    EXPECT_EQ(ez::check_blob_against_toc(tmp / "l", toc), w.diff_id);
+    auto refused = [&](const ez::Toc& lie, const std::string& why) {
+        try {
+            ez::check_blob_against_toc(tmp / "l", lie);
+            ADD_FAILURE() << "accepted a TOC that lies: " << why;
+        } catch (const store::StoreError& e) {
+            EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+        }
+    };
+    std::vector<size_t> files;  // entries with content
+    for (size_t i = 0; i < toc.entries.size(); ++i)
+        if (!toc.entries[i].chunks.empty()) files.push_back(i);
+    ASSERT_GE(files.size(), 2u);
+    size_t a = files[0], b = files[1];
+    ez::Toc lie = toc;
+    lie.entries[a].mode ^= 0100;
+    refused(lie, "in mode");
+    lie = toc;
+    lie.entries[a].uid += 1;
+    refused(lie, "in owner");
+    lie = toc;
+    std::swap(lie.entries[a].chunks[0].digest, lie.entries[b].chunks[0].digest);
+    refused(lie, "does not match its chunk digest");
+    lie = toc;
+    lie.json += " ";
+    refused(lie, "not the TOC");
+    // Not gzip at all.
+    std::ofstream(tmp / "plain") << "not a blob";
+    EXPECT_THROW(ez::check_blob_against_toc(tmp / "plain", toc), store::StoreError);
 }
 
 TEST(Estargz, a_toc_that_does_not_match_the_annotation_is_refused) {

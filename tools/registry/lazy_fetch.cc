@@ -2,16 +2,22 @@
 // each chunk checked against the TOC before a byte is written (docs/lazy.md).
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <map>
+#include <sstream>
 #include <thread>
 
 #include "digest.h"
 #include "error.h"
 #include "fd.h"
+#include "fsutil.h"
 #include "lazy_layer.h"
 #include "transfer.h"
 
@@ -56,7 +62,12 @@ ino_t regular_inode(int root, const std::string& rel) {
 LazyLayerFiller::LazyLayerFiller(const std::string& layer_dir, const Settings& settings,
                                  const ClientOptions& options, int timeout_s)
     : layer_dir_(layer_dir), settings_(settings), options_(options), timeout_s_(timeout_s) {
-    record_ = store::read_lazy_record(layer_dir);
+    try {
+        record_ = store::read_lazy_record(layer_dir);
+    } catch (const store::StoreError&) {
+        // A completer dropped the record while it was read: the layer is whole.
+        if (store::is_lazy_layer(layer_dir)) throw;
+    }
     root_ = std::make_unique<store::Fd>(
         ::open((layer_dir + "/diff").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!*root_) store::throw_errno("cannot open", layer_dir + "/diff", errno);
@@ -80,24 +91,14 @@ const store::estargz::Placeholder* LazyLayerFiller::placeholder_for(const std::s
 
 // A registry that is down is tried again until the bound; a chunk that does not match its
 // digest, or anything else the store refuses, ends it at once.
-void LazyLayerFiller::fill(const store::estargz::Placeholder& p) {
-    const store::LazySource& src = record_->source;
-    std::string what = "lazy layer " + src.digest;
-    Descriptor d;
-    d.digest = src.digest;
-    d.size = src.size;
-    d.media_type = src.media_type;
+void LazyLayerFiller::with_registry(const std::function<void()>& fetch) {
+    std::string what = "lazy layer " + record_->source.digest;
     const auto deadline = Clock::now() + std::chrono::seconds(timeout_s_);
     for (auto pause = std::chrono::milliseconds(250);;
          pause = std::min(pause * 2, std::chrono::milliseconds(4000))) {
         try {
-            if (!client_) client_ = client_for(settings_, src, options_);
-            store::estargz::fill_placeholder(
-                root_->get(), record_->toc, p, [&](uint64_t off, uint64_t len) {
-                    return client_->get_blob_range(d, static_cast<int64_t>(off),
-                                                   static_cast<int64_t>(len));
-                });
-            store::mark_lazy_done(layer_dir_, p.entry);
+            if (!client_) client_ = client_for(settings_, record_->source, options_);
+            fetch();
             return;
         } catch (const store::StoreError& e) {
             throw RegistryError(what + ": " + e.what());
@@ -109,6 +110,156 @@ void LazyLayerFiller::fill(const store::estargz::Placeholder& p) {
             std::this_thread::sleep_for(pause);
         }
     }
+}
+
+void LazyLayerFiller::fill(const store::estargz::Placeholder& p) {
+    with_registry([&] {
+        store::estargz::fill_placeholder(
+            root_->get(), record_->toc, p,
+            [&](uint64_t off, uint64_t len) { return range_fetch(off, len); });
+    });
+    store::mark_lazy_done(layer_dir_, p.entry, record_->toc.entries[p.entry].size);
+}
+
+std::string LazyLayerFiller::range_fetch(uint64_t offset, uint64_t length) {
+    const store::LazySource& src = record_->source;
+    Descriptor d;
+    d.digest = src.digest;
+    d.size = src.size;
+    d.media_type = src.media_type;
+    std::string bytes =
+        client_->get_blob_range(d, static_cast<int64_t>(offset), static_cast<int64_t>(length));
+    keep_range(offset, bytes);
+    return bytes;
+}
+
+// Best effort: a range not kept is fetched again by the completion. The bytes are synced before
+// the range is listed, so a listed range holds what the registry sent (right or not: the blob's
+// digest decides at the end).
+void LazyLayerFiller::keep_range(uint64_t offset, const std::string& bytes) {
+    std::string dir = layer_dir_ + "/lazy";
+    store::Fd blob(
+        ::open((dir + "/blob").c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!blob) return;
+    for (size_t done = 0; done < bytes.size();) {
+        ssize_t n = ::pwrite(blob.get(), bytes.data() + done, bytes.size() - done,
+                             static_cast<off_t>(offset + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return;
+        done += static_cast<size_t>(n);
+    }
+    if (::fdatasync(blob.get()) != 0) return;
+    store::Fd list(::open((dir + "/ranges").c_str(),
+                          O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!list) return;
+    std::string line = std::to_string(offset) + " " + std::to_string(bytes.size()) + "\n";
+    if (::write(list.get(), line.data(), line.size()) == static_cast<ssize_t>(line.size()))
+        ::fdatasync(list.get());
+}
+
+std::vector<store::estargz::Placeholder> LazyLayerFiller::pending() const {
+    if (!record_) return {};
+    auto out = record_->pending;
+    std::sort(out.begin(), out.end(),
+              [](const auto& a, const auto& b) { return a.entry < b.entry; });
+    return out;
+}
+
+void LazyLayerFiller::drop_blob() {
+    std::string dir = layer_dir_ + "/lazy";
+    for (const char* f : {"/ranges", "/blob"})
+        if (::unlink((dir + f).c_str()) != 0 && errno != ENOENT)
+            store::throw_errno("cannot remove", dir + f, errno);
+}
+
+std::string LazyLayerFiller::assemble_blob() {
+    if (!record_) throw RegistryError("layer " + layer_dir_ + " is not lazy");
+    const uint64_t size = static_cast<uint64_t>(record_->source.size);
+    std::string dir = layer_dir_ + "/lazy";
+    // What is kept, merged: offset -> end. A torn last line is left out.
+    std::map<uint64_t, uint64_t> kept;
+    if (store::path_exists(dir + "/ranges")) {
+        std::istringstream in(store::read_file(dir + "/ranges"));
+        for (std::string line; std::getline(in, line) && !in.eof();) {
+            std::istringstream fields(line);
+            uint64_t off = 0, len = 0;
+            if (!(fields >> off >> len) || off >= size || len > size - off) continue;
+            uint64_t& end = kept[off];
+            end = std::max(end, off + len);
+        }
+    }
+    std::vector<std::pair<uint64_t, uint64_t>> gaps;  // offset, length
+    uint64_t at = 0;
+    for (const auto& [off, end] : kept) {
+        if (off > at) gaps.emplace_back(at, off - at);
+        at = std::max(at, end);
+    }
+    if (at < size) gaps.emplace_back(at, size - at);
+    const uint64_t piece = uint64_t(8) << 20;
+    for (auto [off, len] : gaps)
+        for (uint64_t done = 0; done < len; done += piece)
+            with_registry([&] { range_fetch(off + done, std::min(piece, len - done)); });
+    // Kept only if every write went through: check the file holds the whole blob.
+    struct stat st;
+    if (::stat((dir + "/blob").c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) != size)
+        throw RegistryError("cannot keep the blob of lazy layer " + record_->source.digest +
+                            " in " + dir);
+    return dir + "/blob";
+}
+
+int lazy_timeout_seconds() {
+    const char* t = getenv("LAMINA_LAZY_TIMEOUT");
+    return t ? std::max(1, atoi(t)) : 30;
+}
+
+void LazyLayerFiller::fetch_from(const Reference& ref) {
+    if (!record_) return;
+    record_->source.registry = ref.registry;
+    record_->source.repository = ref.repository;
+    client_.reset();
+}
+
+bool complete_lazy_layer(store::Store& store, const std::string& chain_id, const Settings& settings,
+                         const ClientOptions& options, int timeout_s, bool wait,
+                         const std::function<void(const std::string&)>& note,
+                         const Reference* from) {
+    std::string dir = store.lazy_layer_dir(chain_id);
+    if (!store::is_lazy_layer(dir)) return true;
+    std::string lock_path = dir + "/lazy/complete.lock";
+    store::Fd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!lock) {
+        if (!store::is_lazy_layer(dir)) return true;  // completed meanwhile
+        store::throw_errno("cannot open", lock_path, errno);
+    }
+    if (::flock(lock.get(), LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
+        if (errno == EWOULDBLOCK) return false;
+        store::throw_errno("cannot lock", lock_path, errno);
+    }
+    if (!store::is_lazy_layer(dir)) return true;  // the completer we waited for finished it
+    LazyLayerFiller filler(dir, settings, options, timeout_s);
+    if (from) filler.fetch_from(*from);
+    auto todo = filler.pending();
+    if (!todo.empty()) note("fetching " + std::to_string(todo.size()) + " missing files");
+    for (const auto& p : todo) filler.fill(p);
+    std::string want = store::read_lazy_record(dir)->source.digest;
+    // A completion that stopped after moving the blob into the store (and before dropping the
+    // record) left it there: it is checked again like any other.
+    if (store::path_exists(store.blob_file(want))) {
+        note("verifying");
+        store.finish_lazy_layer(chain_id, store.blob_file(want));
+        return true;
+    }
+    note("fetching the rest of the blob");
+    std::string blob = filler.assemble_blob();
+    if (store::file_sha256(blob) != want) {
+        // Something kept was not what the blob holds: fetch it all again, once.
+        note("the kept ranges do not make " + want + "; fetching the blob whole");
+        filler.drop_blob();
+        blob = filler.assemble_blob();
+    }
+    note("verifying");
+    store.finish_lazy_layer(chain_id, blob);
+    return true;
 }
 
 }  // namespace lamina::registry

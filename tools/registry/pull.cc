@@ -116,6 +116,19 @@ std::shared_ptr<const store::LazyPull> read_lazily(Client& client, const Descrip
     return lazy;
 }
 
+// A lazy layer of this blob (a lazy pull left it): a full pull completes it in place, fetching
+// only what is missing, rather than downloading it again and swapping it.
+bool completes_in_place(store::Store& store, const std::string& chain, const std::string& digest) {
+    std::string dir = store.lazy_layer_dir(chain);
+    if (!store.layer(chain) || !store::is_lazy_layer(dir)) return false;
+    try {
+        auto rec = store::read_lazy_record(dir);
+        return rec && rec->source.digest == digest;
+    } catch (const store::StoreError&) {
+        return false;  // a record that does not parse: the whole download replaces it
+    }
+}
+
 // pull_image without its last word on transport failures.
 std::string pull_from(store::Store& store, const Settings& settings,
                       const std::vector<Reference>& candidates, const PullOptions& o,
@@ -170,7 +183,7 @@ std::string pull_from(store::Store& store, const Settings& settings,
 
     // Which blobs to fetch: each distinct digest once, none the store already has.
     std::vector<store::PulledLayer> layers(m.layers.size());
-    std::vector<size_t> to_fetch;
+    std::vector<size_t> to_fetch, to_complete;
     std::set<std::string> seen;
     std::string chain;
     for (size_t i = 0; i < m.layers.size(); ++i) {
@@ -183,6 +196,11 @@ std::string pull_from(store::Store& store, const Settings& settings,
             continue;
         }
         if (!seen.insert(d.digest).second) continue;
+        if (!o.lazy && completes_in_place(store, chain, d.digest)) {
+            to_complete.push_back(i);
+            progress.add(short_digest(d.digest), "Lazy: completing in place");
+            continue;
+        }
         if (o.lazy) {
             // Whatever keeps the TOC from being read (none, a registry without Range, a TOC
             // that does not check out) leaves the layer to an ordinary, verified download.
@@ -248,6 +266,24 @@ std::string pull_from(store::Store& store, const Settings& settings,
     for (size_t t = 0; t < threads; ++t) pool.emplace_back(worker);
     for (auto& t : pool) t.join();
     if (failed) throw RegistryError(ref.str() + ": " + first_error);
+
+    // Lazy layers: each missing file, then the rest of the blob, checked against the blob's
+    // digest, the TOC and the diff ID; the layer is ordinary after (docs/lazy.md).
+    for (size_t i : to_complete) {
+        const Descriptor& d = m.layers[i];
+        std::string id = short_digest(d.digest);
+        std::string chain_of_i;
+        for (size_t k = 0; k <= i; ++k) chain_of_i = store::chain_id(chain_of_i, diff_ids[k]);
+        try {
+            complete_lazy_layer(
+                store, chain_of_i, settings, o.client, lazy_timeout_seconds(), true,
+                [&](const std::string& text) { progress.status(id, "Completing: " + text); }, &ref);
+        } catch (const std::runtime_error& e) {
+            throw RegistryError(ref.str() + ": cannot complete lazy layer " + d.digest + ": " +
+                                e.what());
+        }
+        progress.status(id, "Pull complete (completed in place)");
+    }
 
     // Every fetched blob (and duplicates of it) points at its verified file.
     for (auto& l : layers)

@@ -75,6 +75,12 @@ void read_config_json(Settings& s, const std::string& file) {
         if (!m.starts_with("https://") && !m.starts_with("http://")) m = "https://" + m;
         while (m.ends_with("/")) m.pop_back();
     }
+    if (j.contains("lazy-background")) {
+        if (!j["lazy-background"].is_boolean())
+            throw RegistryError("cannot use " + file +
+                                ": \"lazy-background\" must be true or false");
+        s.lazy_background = j["lazy-background"].get<bool>();
+    }
 }
 
 // "docker.io/library/x" and "http://host/" spellings reduced to host[:port][/path].

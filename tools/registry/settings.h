@@ -50,6 +50,9 @@ struct Settings {
     std::vector<std::string> search_registries;    // unqualified-search-registries
     std::map<std::string, std::string> aliases;    // short name -> fully qualified name
     std::vector<std::string> files_read;           // the config files found, in order
+    // config.json's "lazy-background": `lamina mount` starts the completer of the container's
+    // lazy layers, as `pull --lazy --background` does (docs/lazy.md).
+    bool lazy_background = false;
 
     // Reads config.json, then registries.conf (system, its .d dir, then lamina's); a missing
     // file means no settings. Throws RegistryError on a malformed one.

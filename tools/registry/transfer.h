@@ -1,8 +1,10 @@
 // Pulling an image from a registry into the store, and pushing a stored image to a registry.
 #pragma once
 
+#include <functional>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "client.h"
 #include "fd.h"
@@ -32,6 +34,23 @@ std::string pull_image(store::Store& store, const Settings& settings,
                        const std::vector<Reference>& candidates, const PullOptions& options,
                        std::ostream& out);
 
+// How long a lazy fetch waits for a registry that does not answer: $LAMINA_LAZY_TIMEOUT seconds,
+// default 30.
+int lazy_timeout_seconds();
+
+// Completes lazy layer chain_id (docs/lazy.md, "Completion"): fetches every file still missing
+// (prioritised ones first), then whatever of the blob no file fetch brought, and makes it an
+// ordinary layer (Store::finish_lazy_layer checks the blob's digest, its TOC and its diff ID).
+// What is fetched stays, so an interrupted completion resumes. One completer per layer (a lock
+// in its record): with wait, a second waits for the first; without, it returns false at once.
+// note(text) reports progress. from, when given, is where to fetch (a pull's reference: the
+// same blob, perhaps by another registry or mirror than the lazy pull used); else the record's
+// registry and repository. Throws RegistryError or StoreError with one line.
+bool complete_lazy_layer(store::Store& store, const std::string& chain_id, const Settings& settings,
+                         const ClientOptions& options, int timeout_s, bool wait,
+                         const std::function<void(const std::string&)>& note,
+                         const Reference* from = nullptr);
+
 // The placeholders of one lazy layer (layer_dir is layers/<hex>), filled one at a time from the
 // registry the layer came from: the helper laminafs runs on the first open of such a file
 // (tools/lazy_fetch_main.cc).
@@ -47,8 +66,24 @@ public:
     // Fetches, checks and writes it, then marks it done. Throws RegistryError: at once for a
     // chunk that does not match its digest, after timeout_s for a registry that does not answer.
     void fill(const store::estargz::Placeholder& p);
+    // The placeholders still to fill, in TOC order: the files a `.prefetch.landmark` marks as
+    // prioritised come before it in the TOC, so this order fetches them first.
+    std::vector<store::estargz::Placeholder> pending() const;
+    // Fetches the parts of the blob no fill has kept (lazy/blob, lazy/ranges), so that lazy/blob
+    // is the whole blob; returns its path. Every byte is checked later, by the blob's digest.
+    std::string assemble_blob();
+    // Forgets what of the blob is kept (a blob that did not match its digest).
+    void drop_blob();
+    // Fetches from registry/repository (and its mirrors) rather than where the record says.
+    void fetch_from(const Reference& ref);
 
 private:
+    // Runs fetch, retrying while the registry does not answer (see fill).
+    void with_registry(const std::function<void()>& fetch);
+    std::string range_fetch(uint64_t offset, uint64_t length);
+    // Keeps what a range brought (compressed, as sent) for the whole blob a completion needs.
+    void keep_range(uint64_t offset, const std::string& bytes);
+
     std::string layer_dir_;
     Settings settings_;
     ClientOptions options_;
