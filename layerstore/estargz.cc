@@ -25,6 +25,7 @@
 #include "digest.h"
 #include "error.h"
 #include "fd.h"
+#include "image_format.h"
 #include "internal.h"
 #include "json_input.h"
 
@@ -394,10 +395,8 @@ ConvertedImage convert_image(const ImageRecord& image,
                              const std::function<std::string(const std::string&)>& blob_path,
                              const std::string& dir, const WriteOptions& o) {
     json config = parse_json_limited(image.config, "config " + image.id, kMaxConfigBytes);
+    image_config_diff_ids(config, image.layers.size(), "config " + image.id);
     json& rootfs = config["rootfs"];
-    if (!rootfs.is_object() || !rootfs["diff_ids"].is_array() ||
-        rootfs["diff_ids"].size() != image.layers.size())
-        throw StoreError("config " + image.id + ": rootfs.diff_ids does not list its layers");
     ConvertedImage out;
     json layers = json::array();
     std::map<std::string, WrittenLayer> done;  // a blob the image names twice is written once
@@ -412,7 +411,7 @@ ConvertedImage convert_image(const ImageRecord& image,
         const WrittenLayer& w = it->second;
         rootfs["diff_ids"][i] = w.diff_id;
         layers.push_back(
-            {{"mediaType", "application/vnd.oci.image.layer.v1.tar+gzip"},
+            {{"mediaType", layer_media_type(kGzip)},
              {"digest", w.digest},
              {"size", w.size},
              {"annotations",

@@ -9,6 +9,7 @@
 #include "digest.h"
 #include "error.h"
 #include "fsutil.h"
+#include "image_format.h"
 #include "internal.h"
 #include "json_input.h"
 #include "unpack.h"
@@ -100,21 +101,7 @@ static std::string read_verified_blob(const std::string& dir, const json& desc,
     return data;
 }
 
-static bool is_index(const std::string& mt) {
-    return mt == kOciIndex || mt == kDockerManifestList;
-}
-
-static std::string host_architecture() {
-#if defined(__x86_64__)
-    return "amd64";
-#elif defined(__aarch64__)
-    return "arm64";
-#else
-    return "";
-#endif
-}
-
-// From an index, the manifest for this host (linux/ARCH), else the first one.
+// From an index, the manifest for this host (host_platform), else the first one.
 static json pick_manifest(const json& index, int depth, const std::string& what) {
     if (depth > 4) throw StoreError("image index nested too deeply");
     const json& manifests = array_member(index, "manifests", what);
@@ -123,9 +110,7 @@ static json pick_manifest(const json& index, int depth, const std::string& what)
     for (const auto& m : manifests) {
         require_object(m, what + " manifests[]");
         if (!m.contains("platform")) continue;
-        std::string where = what + " platform";
-        if (string_member(m["platform"], "os", where) == "linux" &&
-            string_member(m["platform"], "architecture", where) == host_architecture()) {
+        if (platform_matches(platform_member(m["platform"], what + " platform"), host_platform())) {
             chosen = &m;
             break;
         }
@@ -135,7 +120,7 @@ static json pick_manifest(const json& index, int depth, const std::string& what)
 
 static SourceImage oci_image(const std::string& dir, json desc, std::string from,
                              std::vector<std::string> names) {
-    for (int depth = 0; is_index(string_member(desc, "mediaType", from)); ++depth) {
+    for (int depth = 0; is_index_media_type(string_member(desc, "mediaType", from)); ++depth) {
         std::string what = "index " + string_member(desc, "digest", from);
         json nested =
             parse_json_limited(read_verified_blob(dir, desc, "index", from, kMaxManifestBytes),

@@ -83,7 +83,7 @@ const store::estargz::Placeholder* LazyLayerFiller::placeholder_for(const std::s
 void LazyLayerFiller::fill(const store::estargz::Placeholder& p) {
     const store::LazySource& src = record_->source;
     std::string what = "lazy layer " + src.digest;
-    Descriptor d;
+    store::Descriptor d;
     d.digest = src.digest;
     d.size = src.size;
     d.media_type = src.media_type;

@@ -1,16 +1,15 @@
-// Parsing manifests and picking a platform from an index.
-#include "manifest.h"
+// Media types, platforms, manifests and image configs as the OCI image spec and Docker write them.
+#include "image_format.h"
 
 #include <stdexcept>
+#include <utility>
 
-#include <nlohmann/json.hpp>
-
+#include "digest.h"
 #include "error.h"
 #include "estargz.h"
 #include "json_input.h"
-#include "layer_media_type.h"
 
-namespace lamina::registry {
+namespace lamina::store {
 
 using nlohmann::json;
 
@@ -36,11 +35,34 @@ std::string shown(const std::string& s) {
 
 }  // namespace
 
-std::string manifest_accept_header() {
-    return std::string("Accept: ") + kMediaOciManifest + ", " + kMediaOciIndex + ", " +
-           kMediaDockerManifest + ", " + kMediaDockerList + ", " + kMediaDockerSchema1Signed +
-           ", " + kMediaDockerSchema1;
+// ---- Media types ------------------------------------------------------------------------------
+
+bool is_index_media_type(const std::string& media_type) {
+    return media_type == kOciIndex || media_type == kDockerManifestList;
 }
+
+std::optional<Compression> layer_media_type_compression(const std::string& media_type) {
+    static const std::pair<const char*, Compression> kTypes[] = {
+        {"application/vnd.oci.image.layer.v1.tar", kUncompressed},
+        {"application/vnd.oci.image.layer.v1.tar+gzip", kGzip},
+        {"application/vnd.oci.image.layer.v1.tar+zstd", kZstd},
+        {"application/vnd.oci.image.layer.nondistributable.v1.tar", kUncompressed},
+        {"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", kGzip},
+        {"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", kZstd},
+        {"application/vnd.docker.image.rootfs.diff.tar", kUncompressed},
+        {"application/vnd.docker.image.rootfs.diff.tar.gzip", kGzip},
+        {"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", kGzip},
+    };
+    for (const auto& [type, compression] : kTypes)
+        if (media_type == type) return compression;
+    return std::nullopt;
+}
+
+std::string layer_media_type(Compression c) {
+    return std::string(kOciLayerTar) + (c == kGzip ? "+gzip" : c == kZstd ? "+zstd" : "");
+}
+
+// ---- Platforms --------------------------------------------------------------------------------
 
 std::string Platform::str() const {
     return os + "/" + architecture + (variant.empty() ? "" : "/" + variant);
@@ -83,19 +105,22 @@ Platform host_platform() {
 #endif
 }
 
-namespace {
-
-bool is_sha256(const std::string& digest) {
-    if (digest.size() != 71 || !digest.starts_with("sha256:")) return false;
-    for (size_t i = 7; i < digest.size(); ++i) {
-        char c = digest[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-    }
-    return true;
+bool platform_matches(const Platform& offered, const Platform& want) {
+    if (offered.os != want.os || offered.architecture != want.architecture) return false;
+    if (want.variant.empty()) return true;
+    // containerd's normalisation: an arm64 image names no variant for v8, an arm one none for v7.
+    std::string variant = offered.variant;
+    if (variant.empty() && offered.architecture == "arm64") variant = "v8";
+    if (variant.empty() && offered.architecture == "arm") variant = "v7";
+    return variant == want.variant;
 }
 
+// ---- Manifests and indexes --------------------------------------------------------------------
+
+namespace {
+
 [[noreturn]] void malformed(const std::string& why) {
-    throw std::runtime_error("malformed manifest: " + why);
+    throw StoreError("malformed manifest: " + why);
 }
 
 Descriptor descriptor(const json& j, const char* what) {
@@ -107,15 +132,15 @@ Descriptor descriptor(const json& j, const char* what) {
         malformed(std::string(what) + " " + shown(d.digest) + " has no valid size");
     d.size = j["size"].get<int64_t>();
     // The digest names files and URLs later, so nothing but sha256:<64 lowercase hex> passes.
-    if (!is_sha256(d.digest))
+    if (!is_sha256_digest(d.digest))
         malformed(std::string(what) + " digest \"" + shown(d.digest) + "\" is not sha256:<64 hex>");
     d.has_urls = j.contains("urls");
     // Only the TOC digest of an eStargz layer is read (docs/lazy.md); a wrong type is malformed.
     if (j.contains("annotations") && j["annotations"].is_object()) {
         const json& a = j["annotations"];
-        auto toc = a.find(std::string(store::estargz::kTocDigestAnnotation));
+        auto toc = a.find(std::string(estargz::kTocDigestAnnotation));
         if (toc != a.end()) {
-            if (!toc->is_string() || !is_sha256(toc->get<std::string>()))
+            if (!toc->is_string() || !is_sha256_digest(toc->get<std::string>()))
                 malformed(std::string(what) + " " + shown(d.digest) +
                           " has a TOC digest annotation that is not sha256:<64 hex>");
             d.estargz_toc_digest = toc->get<std::string>();
@@ -130,20 +155,45 @@ Descriptor descriptor(const json& j, const char* what) {
     return d;
 }
 
-std::string default_variant(const std::string& arch) {
-    return arch == "arm64" ? "v8" : "";
+Manifest interpret(const json& j, const std::string& content_type) {
+    std::string ct = content_type.substr(0, content_type.find(';'));
+    Manifest m;
+    m.media_type = j.value("mediaType", "");
+    if (m.media_type.empty()) m.media_type = ct;
+    int schema = j.value("schemaVersion", 0);
+    if (schema == 1 || m.media_type == kDockerSchema1 || m.media_type == kDockerSchema1Signed)
+        throw StoreError(
+            "the image uses a Docker schema 1 manifest, which lamina does not support (it is "
+            "deprecated; push the image again with a current client to get schema 2)");
+    if (schema != 2) malformed("schemaVersion is not 2");
+    if (m.media_type.empty()) {
+        // OCI lets mediaType be absent: an index has "manifests", an image "config".
+        m.media_type = j.contains("manifests") ? kOciIndex : kOciManifest;
+    }
+    if (is_index_media_type(m.media_type)) {
+        m.is_index = true;
+        if (!j.contains("manifests") || !j["manifests"].is_array())
+            malformed("index has no manifests list");
+        for (const auto& d : j["manifests"]) m.manifests.push_back(descriptor(d, "index entry"));
+        return m;
+    }
+    if (m.media_type != kOciManifest && m.media_type != kDockerManifest)
+        throw StoreError("unsupported manifest media type \"" + shown(m.media_type) + "\"");
+    if (!j.contains("config")) malformed("no config");
+    m.config = descriptor(j["config"], "config");
+    if (!j.contains("layers") || !j["layers"].is_array()) malformed("no layers list");
+    for (const auto& l : j["layers"]) m.layers.push_back(descriptor(l, "layer"));
+    return m;
 }
-
-Manifest interpret(const json& j, const std::string& content_type);
 
 }  // namespace
 
 Manifest parse_manifest(const std::string& body, const std::string& content_type) {
     json j;
     try {
-        j = store::parse_json_limited(body, "manifest", store::kMaxManifestBytes);
-    } catch (const store::StoreError& e) {
-        throw std::runtime_error(shown(e.what()));
+        j = parse_json_limited(body, "manifest", kMaxManifestBytes);
+    } catch (const StoreError& e) {
+        throw StoreError(shown(e.what()));
     }
     if (!j.is_object()) malformed("not a JSON object");
     try {
@@ -154,63 +204,41 @@ Manifest parse_manifest(const std::string& body, const std::string& content_type
     }
 }
 
-namespace {
-
-Manifest interpret(const json& j, const std::string& content_type) {
-    std::string ct = content_type.substr(0, content_type.find(';'));
-    Manifest m;
-    m.media_type = j.value("mediaType", "");
-    if (m.media_type.empty()) m.media_type = ct;
-    int schema = j.value("schemaVersion", 0);
-    if (schema == 1 || m.media_type == kMediaDockerSchema1 ||
-        m.media_type == kMediaDockerSchema1Signed)
-        throw std::runtime_error(
-            "the image uses a Docker schema 1 manifest, which lamina does not support (it is "
-            "deprecated; push the image again with a current client to get schema 2)");
-    if (schema != 2) malformed("schemaVersion is not 2");
-    if (m.media_type.empty()) {
-        // OCI lets mediaType be absent: an index has "manifests", an image "config".
-        m.media_type = j.contains("manifests") ? kMediaOciIndex : kMediaOciManifest;
-    }
-    if (m.media_type == kMediaOciIndex || m.media_type == kMediaDockerList) {
-        m.is_index = true;
-        if (!j.contains("manifests") || !j["manifests"].is_array())
-            malformed("index has no manifests list");
-        for (const auto& d : j["manifests"]) m.manifests.push_back(descriptor(d, "index entry"));
-        return m;
-    }
-    if (m.media_type != kMediaOciManifest && m.media_type != kMediaDockerManifest)
-        throw std::runtime_error("unsupported manifest media type \"" + shown(m.media_type) + "\"");
-    if (!j.contains("config")) malformed("no config");
-    m.config = descriptor(j["config"], "config");
-    if (!j.contains("layers") || !j["layers"].is_array()) malformed("no layers list");
-    for (const auto& l : j["layers"]) m.layers.push_back(descriptor(l, "layer"));
-    return m;
-}
-
-}  // namespace
-
 const Descriptor& select_platform(const Manifest& index, const Platform& want) {
-    std::string want_variant = want.variant;
-    for (const auto& d : index.manifests) {
-        if (d.platform.os != want.os || d.platform.architecture != want.architecture) continue;
-        if (want_variant.empty()) return d;
-        std::string v = d.platform.variant.empty() ? default_variant(d.platform.architecture)
-                                                   : d.platform.variant;
-        if (v == want_variant) return d;
-    }
+    for (const auto& d : index.manifests)
+        if (platform_matches(d.platform, want)) return d;
     std::string offered;
     for (const auto& d : index.manifests) {
         if (d.platform.os.empty()) continue;  // attestations and other non-images
         offered += (offered.empty() ? "" : ", ") + shown(d.platform.str());
     }
-    throw std::runtime_error("no image for platform " + shown(want.str()) +
-                             " in the index (it offers " + (offered.empty() ? "none" : offered) +
-                             ")");
+    throw StoreError("no image for platform " + shown(want.str()) + " in the index (it offers " +
+                     (offered.empty() ? "none" : offered) + ")");
 }
 
-bool is_supported_layer(const std::string& mt) {
-    return store::layer_media_type_compression(mt).has_value();
+// ---- Image configs ----------------------------------------------------------------------------
+
+std::vector<std::string> image_config_diff_ids(const json& config, size_t layers,
+                                               const std::string& what) {
+    if (!require_object(config, what).contains("rootfs"))
+        throw StoreError(what + " has no rootfs.diff_ids");
+    const json& rootfs = require_object(config["rootfs"], what + " rootfs");
+    std::vector<std::string> out;
+    for (const auto& d : array_member(rootfs, "diff_ids", what + " rootfs")) {
+        if (!d.is_string() || !is_sha256_digest(d.get<std::string>()))
+            throw StoreError(what + ": diff_id " + std::to_string(out.size() + 1) +
+                             " is not a sha256 digest");
+        out.push_back(d.get<std::string>());
+    }
+    if (out.size() != layers)
+        throw StoreError(what + " lists " + std::to_string(out.size()) +
+                         " diff_ids but the image has " + std::to_string(layers) + " layers");
+    return out;
 }
 
-}  // namespace lamina::registry
+Platform platform_member(const json& obj, const std::string& what) {
+    return {string_member(obj, "os", what), string_member(obj, "architecture", what),
+            string_member(obj, "variant", what)};
+}
+
+}  // namespace lamina::store
