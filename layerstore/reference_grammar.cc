@@ -104,6 +104,11 @@ std::string printable(std::string_view text, size_t max) {
     return out;
 }
 
+bool names_a_host(std::string_view first_component) {
+    return first_component.find('.') != std::string_view::npos ||
+           first_component.find(':') != std::string_view::npos || first_component == "localhost";
+}
+
 ReferenceParts parse_reference_parts(const std::string& text) {
     auto bad = [&](const std::string& why) -> StoreError {
         return StoreError("invalid reference \"" + printable(text) + "\": " + why);
@@ -132,8 +137,7 @@ ReferenceParts parse_reference_parts(const std::string& text) {
         throw bad("the name is longer than " + std::to_string(kMaxNameLength) + " characters");
     size_t first = rest.find('/');
     std::string_view head = rest.substr(0, first == std::string_view::npos ? 0 : first);
-    if (!head.empty() && (head.find('.') != std::string_view::npos ||
-                          head.find(':') != std::string_view::npos || head == "localhost")) {
+    if (!head.empty() && names_a_host(head)) {
         if (!valid_domain(head)) throw bad("invalid registry host");
         r.domain = head;
         rest = rest.substr(first + 1);
@@ -148,6 +152,21 @@ ReferenceParts parse_reference_parts(const std::string& text) {
         start = end + 1;
     }
     return r;
+}
+
+ReferenceParts parse_normalized_reference(const std::string& text) {
+    ReferenceParts r = parse_reference_parts(text);
+    if (r.domain.empty() || r.domain == "index.docker.io") r.domain = kDockerHub;
+    if (r.domain == kDockerHub && r.path.find('/') == std::string::npos)
+        r.path = "library/" + r.path;
+    return r;
+}
+
+std::string familiar_name(const std::string& domain, const std::string& path) {
+    if (domain != kDockerHub) return domain + "/" + path;
+    if (path.starts_with("library/") && path.find('/', 8) == std::string::npos)
+        return path.substr(8);
+    return path;
 }
 
 }  // namespace lamina::store

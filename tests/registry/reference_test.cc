@@ -13,6 +13,7 @@
 #include "registry/reference.h"
 #include "registry/retry.h"
 #include "registry/settings.h"
+#include "store.h"
 
 namespace lamina::registry {
 namespace {
@@ -29,6 +30,19 @@ TEST(Reference, short_names_expand_as_docker_does) {
     EXPECT_EQ(u.store_name(), "user/app:1.0");
     EXPECT_EQ(parse_reference("index.docker.io/library/alpine").str(),
               "docker.io/library/alpine:latest");
+}
+
+// The store (lamina tag, load) and the registry client (pull) keep one name for one reference.
+// As in Docker, only index.docker.io is an old name of docker.io: registry-1.docker.io, where
+// docker.io's requests go, names that host (the client once took it for docker.io).
+TEST(Reference, the_store_and_the_registry_client_name_an_image_alike) {
+    for (const char* text : {"busybox", "docker.io/busybox", "index.docker.io/library/busybox:1",
+                             "docker.io/library/a/b", "registry-1.docker.io/library/alpine:3",
+                             "localhost/app", "127.0.0.1:5000/test/app:v1", "quay.io/org/app"})
+        EXPECT_EQ(parse_reference(text).store_name(), store::normalize_reference(text)) << text;
+    auto r = parse_reference("registry-1.docker.io/library/alpine");
+    EXPECT_EQ(r.registry, "registry-1.docker.io");
+    EXPECT_EQ(r.store_name(), "registry-1.docker.io/library/alpine:latest");
 }
 
 TEST(Reference, host_port_tag_and_digest) {
