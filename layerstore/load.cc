@@ -259,11 +259,7 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
             Stmt(*db_,
                  "UPDATE layers SET blob = ?, blob_media_type = ?, blob_size = ?, size = ? "
                  "WHERE id = ?")
-                .bind(1, r.blob)
-                .bind(2, r.blob_media_type)
-                .bind(3, r.blob_size)
-                .bind(4, r.size)
-                .bind(5, r.id)
+                .bind_all(r.blob, r.blob_media_type, r.blob_size, r.size, r.id)
                 .run();
             continue;
         }
@@ -271,15 +267,8 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
              "INSERT INTO layers(id, parent, diff_id, link, blob, blob_media_type, blob_size, "
              "size, created) "
              "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)")
-            .bind(1, r.id)
-            .bind(2, r.parent)
-            .bind(3, r.diff_id)
-            .bind(4, r.link)
-            .bind(5, r.blob)
-            .bind(6, r.blob_media_type)
-            .bind(7, r.blob_size)
-            .bind(8, r.size)
-            .bind(9, r.created)
+            .bind_all(r.id, r.parent, r.diff_id, r.link, r.blob, r.blob_media_type, r.blob_size,
+                      r.size, r.created)
             .run();
     }
     Stmt exists(*db_, "SELECT 1 FROM images WHERE id = ?");
