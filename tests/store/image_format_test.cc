@@ -123,9 +123,10 @@ TEST(Platform, arm_without_a_variant_is_v7_and_arm64_without_one_v8) {
     EXPECT_TRUE(platform_matches({"linux", "arm", "v6"}, parse_platform("linux/arm")));
     EXPECT_FALSE(platform_matches({"windows", "amd64", ""}, parse_platform("linux/amd64")));
     std::string d = "sha256:" + std::string(64, '7');
-    auto index = parse_manifest(R"({"schemaVersion":2,"manifests":[{"digest":")" + d +
-                                    R"(","size":1,"platform":{"os":"linux","architecture":"arm"}}]})",
-                                "");
+    auto index =
+        parse_manifest(R"({"schemaVersion":2,"manifests":[{"digest":")" + d +
+                           R"(","size":1,"platform":{"os":"linux","architecture":"arm"}}]})",
+                       "");
     EXPECT_EQ(select_platform(index, parse_platform("linux/arm/v7")).digest, d);
 }
 
