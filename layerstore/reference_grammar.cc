@@ -3,6 +3,7 @@
 
 #include <cstdio>
 
+#include "digest.h"
 #include "error.h"
 
 namespace lamina::store {
@@ -80,13 +81,6 @@ bool valid_domain(std::string_view d) {
     }
 }
 
-bool valid_digest(std::string_view d) {
-    if (d.size() != 71 || !d.starts_with("sha256:")) return false;
-    for (char c : d.substr(7))
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-    return true;
-}
-
 }  // namespace
 
 std::string printable(std::string_view text, size_t max) {
@@ -119,7 +113,7 @@ ReferenceParts parse_reference_parts(const std::string& text) {
     if (size_t at = rest.find('@'); at != std::string_view::npos) {
         r.digest = rest.substr(at + 1);
         rest = rest.substr(0, at);
-        if (!valid_digest(r.digest))
+        if (!is_sha256_digest(r.digest))
             throw bad("the digest must be sha256: and 64 lowercase hex digits");
     }
     // A colon after the last slash starts the tag; one before it belongs to a host:port.
