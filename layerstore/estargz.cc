@@ -393,14 +393,7 @@ ConvertedImage convert_image(const ImageRecord& image,
                {std::string(kUncompressedSizeAnnotation), std::to_string(w.uncompressed_size)}}}});
     }
     out.config = config.dump();
-    json m = {{"schemaVersion", 2},
-              {"mediaType", kOciManifest},
-              {"config",
-               {{"mediaType", kOciConfig},
-                {"digest", sha256_digest(out.config)},
-                {"size", out.config.size()}}},
-              {"layers", std::move(layers)}};
-    out.manifest = m.dump();
+    out.manifest = oci_manifest(out.config, std::move(layers));
     return out;
 }
 

@@ -204,6 +204,16 @@ Manifest parse_manifest(const std::string& body, const std::string& content_type
     }
 }
 
+std::string oci_manifest(const std::string& config, json layers) {
+    json m = {
+        {"schemaVersion", 2},
+        {"mediaType", kOciManifest},
+        {"config",
+         {{"mediaType", kOciConfig}, {"digest", sha256_digest(config)}, {"size", config.size()}}},
+        {"layers", std::move(layers)}};
+    return m.dump();
+}
+
 const Descriptor& select_platform(const Manifest& index, const Platform& want) {
     for (const auto& d : index.manifests)
         if (platform_matches(d.platform, want)) return d;

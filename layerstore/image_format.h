@@ -91,6 +91,10 @@ struct Manifest {
 // mediaType). Refuses schema 1 and unknown kinds with a one-line StoreError.
 Manifest parse_manifest(const std::string& body, const std::string& content_type);
 
+// The OCI image manifest, serialised once so its digest is stable, for config and the layers'
+// descriptors (a JSON array, bottom first).
+std::string oci_manifest(const std::string& config, nlohmann::json layers);
+
 // The entry of an index for want (platform_matches). Throws StoreError naming the platforms on
 // offer.
 const Descriptor& select_platform(const Manifest& index, const Platform& want);

@@ -206,16 +206,11 @@ std::vector<SourceImage> read_image_source(const std::string& dir) {
 }
 
 std::string make_manifest(const std::string& config, const std::vector<LayerRef>& layers) {
-    json m;
-    m["schemaVersion"] = 2;
-    m["mediaType"] = kOciManifest;
-    m["config"] = {
-        {"mediaType", kOciConfig}, {"digest", sha256_digest(config)}, {"size", config.size()}};
-    m["layers"] = json::array();
+    json descriptors = json::array();
     for (const auto& l : layers)
-        m["layers"].push_back(
+        descriptors.push_back(
             {{"mediaType", l.blob_media_type}, {"digest", l.blob}, {"size", l.blob_size}});
-    return m.dump();
+    return oci_manifest(config, std::move(descriptors));
 }
 
 }  // namespace lamina::store

@@ -114,6 +114,20 @@ TEST(Manifest, fields_of_the_wrong_type_are_malformed) {
     }
 }
 
+// What the store writes (import, commit, eStargz conversion) reads back as pull reads it.
+TEST(Manifest, oci_manifest_reads_back_with_parse_manifest) {
+    std::string layer = "sha256:" + std::string(64, 'e');
+    std::string body = oci_manifest(
+        "{}", {{{"mediaType", layer_media_type(kZstd)}, {"digest", layer}, {"size", 5}}});
+    Manifest m = parse_manifest(body, "");
+    EXPECT_EQ(m.media_type, kOciManifest);
+    EXPECT_EQ(m.config.media_type, kOciConfig);
+    EXPECT_EQ(m.config.size, 2);
+    ASSERT_EQ(m.layers.size(), 1u);
+    EXPECT_EQ(m.layers[0].digest, layer);
+    EXPECT_EQ(layer_media_type_compression(m.layers[0].media_type), kZstd);
+}
+
 // containerd normalises an arm image without a variant to v7, as an arm64 one to v8: an index
 // whose arm entry names no variant serves linux/arm/v7 (the registry client once refused it).
 TEST(Platform, arm_without_a_variant_is_v7_and_arm64_without_one_v8) {
