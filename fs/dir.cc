@@ -281,6 +281,15 @@ int Overlay::symlink(const char* target, Node* parent, std::string_view name,
         S_IFLNK, cred, out);
 }
 
+int Overlay::claim_new_name_locked(Node* parent, std::string_view name, bool& over_whiteout) {
+    parent->name_changes++;  // readdir.cc: listings of parent are stale
+    std::unique_ptr<Node> probe;
+    struct stat st;
+    int err = lookup_locked(parent, name, probe, st, &over_whiteout);
+    if (err == 0) return EEXIST;
+    return err == ENOENT ? 0 : err;
+}
+
 int Overlay::create_entry(Node* parent, std::string_view name,
                           const std::function<int(int, const char*)>& make, mode_t mode,
                           const Credentials& cred, EntryReply& out, dev_t rdev,
@@ -289,13 +298,9 @@ int Overlay::create_entry(Node* parent, std::string_view name,
     if (int err = check_writable()) return err;
     if (is_reserved_name(name)) return EINVAL;
     std::unique_lock lock(tree_);
-    parent->name_changes++;  // readdir.cc: listings of parent are stale
-    std::unique_ptr<Node> probe;
-    struct stat st;
     bool over_whiteout;
-    int err = lookup_locked(parent, name, probe, st, &over_whiteout);
-    if (err == 0) return EEXIST;
-    if (err != ENOENT) return err;
+    int err = claim_new_name_locked(parent, name, over_whiteout);
+    if (err) return err;
     Place dst;
     if ((err = prepare_new_name_locked(parent, name, dst))) return err;
     // The mode and ACLs the new entry inherits, where the daemon applies the umask (acl.h).
@@ -339,13 +344,9 @@ int Overlay::link(Node* node, Node* new_parent, std::string_view new_name, Entry
     if (node->is_dir()) return EPERM;
     if (is_reserved_name(new_name)) return EINVAL;
     std::unique_lock lock(tree_);
-    new_parent->name_changes++;
-    std::unique_ptr<Node> probe;
-    struct stat st;
     bool over_whiteout;
-    int err = lookup_locked(new_parent, new_name, probe, st, &over_whiteout);
-    if (err == 0) return EEXIST;
-    if (err != ENOENT) return err;
+    int err = claim_new_name_locked(new_parent, new_name, over_whiteout);
+    if (err) return err;
     // An unnamed file (O_TMPFILE, or unlinked while open) is linked from its kept copy: the
     // upper filesystem allows that for an O_TMPFILE only, as the kernel's overlay does.
     bool unnamed = node->unlinked && node->in_upper && node->unlinked_fd;

@@ -100,6 +100,7 @@ std::unique_ptr<FileHandle> Overlay::take_back(FileHandle* fh) {
 
 void Overlay::release(std::unique_ptr<FileHandle> fh) {
     if (!fh || !fh->node) return;
+    if (passthrough_) passthrough_->release(fh->node, fh->grant);
     // The last handle of the node: nothing will read through its pooled descriptor any more.
     if (fh->node->open_count.fetch_sub(1) == 1) read_fds_.drop(fh->node);
 }
@@ -163,7 +164,7 @@ int Overlay::open_mode(FileHandle& fh, int flags, OpenMode& out) {
         out.kind = (flags & O_DIRECT) ? OpenMode::Direct : OpenMode::Cached;
         return 0;
     };
-    if (!passthrough::active()) return cached();
+    if (!passthrough_ || !passthrough_->active()) return cached();
     // Writes to a file with other names stay with the daemon, which keeps the other names'
     // cached attributes coherent, and so do writes to a file with set-id bits, which the daemon
     // clears on a write (a passthrough write would keep them).
@@ -174,7 +175,7 @@ int Overlay::open_mode(FileHandle& fh, int flags, OpenMode& out) {
     if (writes && has_setid(fh)) allow = passthrough::Allow::CachedOnly;
     FileFd fd;
     if (int err = file_fd(fh, fd)) return err;
-    fh.grant = passthrough::acquire(fh.node, fd.fd, allow);
+    fh.grant = passthrough_->acquire(fh.node, fd.fd, allow);
     switch (fh.grant.mode) {
         case passthrough::Mode::Passthrough:
             out.kind = OpenMode::Passthrough;

@@ -12,9 +12,9 @@
 #include <cstring>
 #include <vector>
 
+#include "device.h"
 #include "overlay.h"
-#include "uring.h"
-#include "wire.h"
+#include "request_flags.h"
 
 #if defined(__SANITIZE_THREAD__)
 #define LAMINA_TSAN 1
@@ -84,7 +84,7 @@ Credentials creds(fuse_req_t req, bool kill_setid) {
 }
 
 Credentials creds(fuse_req_t req) {
-    return creds(req, wire::request_kills_setid());
+    return creds(req, request::kills_setid());
 }
 
 // Drops the kernel's caches of what this request changed elsewhere (other names of a hardlinked
@@ -133,6 +133,7 @@ void reply_status(fuse_req_t req, int err) {
 fuse_entry_param entry_param(fuse_req_t req, const EntryReply& e) {
     fuse_entry_param p{};
     p.ino = ino_of(ov(req), e.node);
+    p.generation = e.node->generation;
     p.attr = e.st;
     p.attr_timeout = ctx(req).config.timeout;
     p.entry_timeout = ctx(req).config.timeout;
@@ -164,7 +165,7 @@ int set_open_mode(fuse_req_t req, fuse_file_info* fi, FileHandle& fh) {
     if (int err = ov(req).open_mode(fh, fi->flags, mode)) return err;
     switch (mode.kind) {
         case OpenMode::Passthrough:
-            wire::attach_backing_id(mode.backing_id);
+            request::attach_backing_id(mode.backing_id);
             break;
         case OpenMode::Superseded:
             return ESTALE;
@@ -196,14 +197,18 @@ void op_init(void* userdata, fuse_conn_info* conn) {
     if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
 #endif
     // A reply spliced to /dev/fuse cannot go into an io_uring entry: libfuse then copies.
-    if (uring::offered()) conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+    if (static_cast<FuseContext*>(userdata)->device->uring_offered())
+        conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
     if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+    // File handles of inodes the kernel forgot reach us as lookups of "." (op_lookup).
+    if (config.export_support && (conn->capable & FUSE_CAP_EXPORT_SUPPORT))
+        conn->want |= FUSE_CAP_EXPORT_SUPPORT;
     // The daemon writes with CAP_FSETID, so the backing filesystem would keep setuid bits a
     // plain user's write must clear. Not v1, then, which would leave that to the daemon with no
-    // word of who writes; the wire layer asks for v2 instead, whose requests carry a flag when
+    // word of who writes; the device layer asks for v2 instead, whose requests carry a flag when
     // the bits must go (setid.cc), and without it the kernel clears them itself.
     conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
-    // Requests are read with read(2), never spliced, so the wire layer sees each one.
+    // Requests are read with read(2), never spliced, so the device layer sees each one.
     conn->want &= ~FUSE_CAP_SPLICE_READ;
     // Locks are kept by the kernel for this mount: no lock requests reach us.
     conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
@@ -216,7 +221,16 @@ void op_init(void* userdata, fuse_conn_info* conn) {
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     log_op("lookup", parent, name);
     EntryReply e;
-    int err = ov(req).lookup(node_of(req, parent), name, e);
+    int err;
+    // A path walk never asks for "." or "..": these are the kernel decoding a file handle. The
+    // id of "." comes from the handle, not from an inode the kernel holds: the table checks it.
+    if (strcmp(name, ".") == 0) {
+        err = ov(req).lookup_handle(parent, e);
+    } else if (strcmp(name, "..") == 0) {
+        err = ov(req).lookup_parent(node_of(req, parent), e);
+    } else {
+        err = ov(req).lookup(node_of(req, parent), name, e);
+    }
     if (err == ENOENT) {
         // A negative entry the kernel may cache.
         fuse_entry_param p{};
@@ -336,7 +350,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     log_op("create", parent, name);
     EntryReply e;
     std::unique_ptr<FileHandle> fh;
-    // "/" is no name a create can carry: the wire layer's TMPFILE (wire.h), O_TMPFILE.
+    // "/" is no name a create can carry: the TMPFILE request_flags.h turns into a CREATE, O_TMPFILE.
     int err = std::string_view(name) == "/"
                   ? ov(req).create_tmpfile(node_of(req, parent), mode, fi->flags, creds(req), e, fh)
                   : ov(req).create(node_of(req, parent), name, mode, fi->flags, creds(req), e, fh);
@@ -358,11 +372,10 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     FileHandle* raw = fh.get();
     o.hand_over(std::move(fh));
     int sent = fuse_reply_create(req, &p, fi);
-    wire::attach_backing_id(0);
+    request::attach_backing_id(0);
     if (sent != 0) {
         fh = o.take_back(raw);
-        passthrough::release(fh->node, fh->grant);
-        o.release(std::move(fh));  // the open count and the node's pooled descriptor
+        o.release(std::move(fh));  // the grant, the open count and the node's pooled descriptor
         o.forget(e.node, 1);
     }
 }
@@ -386,11 +399,10 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     FileHandle* raw = fh.get();
     o.hand_over(std::move(fh));
     int sent = fuse_reply_open(req, fi);
-    wire::attach_backing_id(0);
+    request::attach_backing_id(0);
     if (sent != 0) {
         // The kernel never got the handle: no RELEASE will come for it.
         fh = o.take_back(raw);
-        passthrough::release(fh->node, fh->grant);
         o.release(std::move(fh));
     }
 }
@@ -443,7 +455,6 @@ void op_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     (void)ino;
-    passthrough::release(file_of(fi)->node, file_of(fi)->grant);
     ov(req).release(ov(req).take_back(file_of(fi)));
     fuse_reply_err(req, 0);
 }
@@ -498,10 +509,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
             bool dot = e.name == "." || e.name == "..";
             if (!dot) {
                 if (ov(req).lookup(dir, e.name, er) != 0) continue;  // gone meanwhile
-                p.ino = ino_of(ov(req), er.node);
-                p.attr = er.st;
-                p.attr_timeout = ctx(req).config.timeout;
-                p.entry_timeout = ctx(req).config.timeout;
+                p = entry_param(req, er);
             } else {
                 p.attr.st_ino = e.ino;
                 p.attr.st_mode = DTTOIF(e.dtype);
@@ -558,6 +566,14 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
     reply_status(req, result);
 }
 
+// An xattr value or name list: its size when the caller asked for that (size 0), else the bytes.
+void reply_xattr_data(fuse_req_t req, size_t size, const std::string& data) {
+    if (size == 0)
+        fuse_reply_xattr(req, data.size());
+    else
+        fuse_reply_buf(req, data.data(), data.size());
+}
+
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
     log_op("getxattr", ino, name);
     std::string value;
@@ -565,10 +581,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
         fuse_reply_err(req, err);
         return;
     }
-    if (size == 0)
-        fuse_reply_xattr(req, value.size());
-    else
-        fuse_reply_buf(req, value.data(), value.size());
+    reply_xattr_data(req, size, value);
 }
 
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
@@ -581,10 +594,7 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
         fuse_reply_err(req, err);
         return;
     }
-    if (size == 0)
-        fuse_reply_xattr(req, names.size());
-    else
-        fuse_reply_buf(req, names.data(), names.size());
+    reply_xattr_data(req, size, names);
 }
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
@@ -596,7 +606,7 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
 // FALLOCATE and COPY_FILE_RANGE change a file as a write does, but carry no flag to clear set-id
 // bits: under killpriv v2 the daemon decides by the caller alone.
 Credentials unflagged_write_creds(fuse_req_t req) {
-    return creds(req, wire::killpriv_active());
+    return creds(req, ctx(req).device->killpriv_active());
 }
 
 void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,

@@ -200,6 +200,26 @@ int Overlay::lookup(Node* parent, std::string_view name, EntryReply& out) {
     return 0;
 }
 
+// A node revived for a file handle, answered as a lookup would answer it.
+static int entry_of_revived(Overlay& ov, Node* node, EntryReply& out) {
+    if (!node) return ESTALE;
+    if (int err = ov.getattr(node, out.st)) {
+        ov.forget(node, 1);
+        return err == ENOENT ? ESTALE : err;
+    }
+    out.node = node;
+    return 0;
+}
+
+int Overlay::lookup_handle(uint64_t id, EntryReply& out) {
+    return entry_of_revived(*this, table_.revive(id), out);
+}
+
+int Overlay::lookup_parent(Node* dir, EntryReply& out) {
+    if (!dir->is_dir()) return ENOTDIR;
+    return entry_of_revived(*this, table_.revive_parent(dir), out);
+}
+
 void Overlay::insert_looked_up(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh,
                                EntryReply& out) {
     ino_t real_ino = out.st.st_ino;

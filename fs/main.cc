@@ -5,12 +5,15 @@
 #include <malloc.h>
 #include <poll.h>
 #include <signal.h>
+#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +27,7 @@
 #include <vector>
 
 #include "dead_mount.h"
+#include "device.h"
 #include "fuse_ops.h"
 #include "layers.h"
 #include "mount_table.h"
@@ -31,8 +35,6 @@
 #include "overlay.h"
 #include "ownership.h"
 #include "remount.h"
-#include "uring.h"
-#include "wire.h"
 
 namespace {
 
@@ -87,6 +89,53 @@ void setup_logging(const MountOptions& opts) {
     spdlog::set_level(spdlog::level::from_str(opts.log_level));
 }
 
+// Where log lines go once the daemon detaches, which closes its stderr: the log_file (opened
+// here, before the mount, so that a path that cannot be written fails the start), or syslog.
+// Returns "" or the error; `sink` is left null in the foreground.
+std::string open_background_log(const MountOptions& opts, spdlog::sink_ptr& sink) {
+    if (!opts.log_file.empty()) {
+        // Opened here first: the file must be writable and its directory must exist (spdlog
+        // would make missing directories).
+        int fd = ::open(opts.log_file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0) return "log_file '" + opts.log_file + "': " + strerror(errno);
+        ::close(fd);
+        try {
+            sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(opts.log_file, false);
+        } catch (const spdlog::spdlog_ex&) {
+            return "log_file '" + opts.log_file + "': " + strerror(errno);
+        }
+        sink->set_pattern("%Y-%m-%dT%H:%M:%S.%e laminafs[%P]: [%l] %v");
+    } else if (!opts.foreground && !opts.debug) {
+        sink =
+            std::make_shared<spdlog::sinks::syslog_sink_mt>("laminafs", LOG_PID, LOG_DAEMON, false);
+        sink->set_pattern("[%l] %v");
+    }
+    return "";
+}
+
+// Sends the log to `sink` from now on (after the daemon has detached). With a log_file in the
+// foreground, lines go to both.
+void use_background_log(const MountOptions& opts, const spdlog::sink_ptr& sink) {
+    if (!sink) return;
+    auto& sinks = spdlog::default_logger()->sinks();
+    if (!opts.foreground && !opts.debug) sinks.clear();
+    sinks.push_back(sink);
+    spdlog::flush_on(spdlog::level::info);
+}
+
+// A line shown whatever the log level (the user asked for it, as with SIGUSR1): on stderr, and
+// in the log file or syslog when the daemon has one.
+void log_always(const std::string& line) {
+    fprintf(stderr, "laminafs: %s\n", line.c_str());
+    fflush(stderr);
+    for (const auto& sink : spdlog::default_logger()->sinks()) {
+        if (std::dynamic_pointer_cast<spdlog::sinks::stderr_color_sink_mt>(sink)) continue;
+        spdlog::details::log_msg msg("laminafs", spdlog::level::info, line);
+        sink->log(msg);
+        sink->flush();
+    }
+}
+
 // The libfuse mount options: ours translated, the kernel-facing ones passed on.
 std::string fuse_mount_options(const MountOptions& opts, bool read_only) {
     std::string o = "fsname=" + opts.source + ",subtype=laminafs,default_permissions";
@@ -136,10 +185,10 @@ public:
     }
 
     // Starts the reader thread; after the daemon has forked.
-    void start(Overlay& overlay) {
+    void start(Overlay& overlay, const FuseDevice& device) {
         stop_fd_.reset(eventfd(0, EFD_CLOEXEC));
         if (!signal_fd_ || !stop_fd_) return;
-        thread_ = std::thread([this, &overlay] { run(overlay); });
+        thread_ = std::thread([this, &overlay, &device] { run(overlay, device); });
     }
 
     ~Housekeeper() {
@@ -154,7 +203,7 @@ private:
     static constexpr uint64_t kTrimAfterReleases = 4096;
     static constexpr int kTickMs = 2000;
 
-    void run(Overlay& overlay) {
+    void run(Overlay& overlay, const FuseDevice& device) {
         pollfd fds[2] = {{signal_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
         uint64_t trimmed_at = 0;
         for (;;) {
@@ -174,10 +223,9 @@ private:
             bool got = false;
             while (read(signal_fd_.get(), &info, sizeof info) == sizeof info) got = true;
             if (!got) continue;
-            // Always shown, whatever the log level: the user asked for it.
-            std::string line = "laminafs: stats: " + format_cache_stats(overlay.cache_stats());
-            fprintf(stderr, "%s\n", line.c_str());
-            fflush(stderr);
+            CacheStats stats = overlay.cache_stats();
+            stats.uring_requests = device.uring_requests_served();
+            log_always("stats: " + format_cache_stats(stats));
         }
     }
 
@@ -246,6 +294,8 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (auto err = validate_mount_options(opts); !err.empty()) return fail(err);
+    spdlog::sink_ptr background_log;
+    if (auto err = open_background_log(opts, background_log); !err.empty()) return fail(err);
     umask(0);  // modes of new entries come from the caller, already masked by the kernel
     raise_fd_limit();
 
@@ -267,10 +317,27 @@ int main(int argc, char** argv) {
     // libfuse may allocate while parsing them: free them on every way out.
     std::unique_ptr<fuse_args, void (*)(fuse_args*)> args_owner(&args, fuse_opt_free_args);
     fuse_lowlevel_ops ops = make_fuse_ops();
+    // The fast paths, on by default where this kernel and the daemon's privileges allow them.
+    // The kernel offers io_uring in the INIT request it sends while mounting: decide before.
+    bool admin = daemon_is_privileged();
+    bool use_uring = opts.io_uring != Want::Off &&
+                     (uring::allowed_on_this_machine(admin) || opts.io_uring == Want::On);
+    bool passthrough = opts.passthrough == Want::On || (opts.passthrough == Want::Auto && admin);
+    // Beneath libfuse: killpriv v2 (laminafs clears set-id bits, so the kernel stops asking for
+    // security.capability on every write), passthrough and FUSE over io_uring, which libfuse 3.14
+    // cannot negotiate. It outlives the session, whose I/O it serves.
+    FuseDevice device(FuseDevice::Wanted{.killpriv = true,
+                                         .passthrough = passthrough,
+                                         .insist_passthrough = opts.passthrough == Want::On,
+                                         .io_uring = use_uring,
+                                         .insist_io_uring = opts.io_uring == Want::On});
+    overlay.use_passthrough(&device.passthrough());
     FuseContext glue;
     glue.overlay = &overlay;
+    glue.device = &device;
     glue.config.timeout = kCacheTimeout;
     glue.config.posix_acl = !opts.noacl;
+    glue.config.export_support = opts.nfs_export;
     // The INIT reply lowers the window to what it offers, so it offers at least as much.
     glue.config.max_readahead = std::max<uint32_t>(1 << 20, opts.readahead_kib * 1024);
     std::unique_ptr<fuse_session, SessionDeleter> se(
@@ -278,30 +345,19 @@ int main(int argc, char** argv) {
     if (!se) return fail("cannot create the FUSE session");
     glue.se = se.get();
     if (fuse_set_signal_handlers(se.get()) != 0) return fail("cannot install signal handlers");
-    // The fast paths, on by default where this kernel and the daemon's privileges allow them.
-    // The kernel offers io_uring in the INIT request it sends while mounting: decide before.
-    bool admin = daemon_is_privileged();
-    bool use_uring = opts.io_uring != Want::Off &&
-                     (uring::allowed_on_this_machine(admin) || opts.io_uring == Want::On);
     if (fuse_session_mount(se.get(), opts.mountpoint.c_str()) != 0) {
         fuse_remove_signal_handlers(se.get());
         return fail("cannot mount on '" + opts.mountpoint + "'");
     }
     set_readahead(opts.mountpoint, opts.readahead_kib);
-    if (use_uring) uring::request(se.get(), opts.io_uring == Want::On);
-    bool passthrough = opts.passthrough == Want::On || (opts.passthrough == Want::Auto && admin);
-    // Beneath libfuse: killpriv v2 (laminafs clears set-id bits, so the kernel stops asking for
-    // security.capability on every write), passthrough and FUSE over io_uring, which libfuse 3.14
-    // cannot negotiate.
-    if (!wire::install(se.get(), wire::Wanted{.killpriv = true,
-                                              .passthrough = passthrough,
-                                              .insist_passthrough = opts.passthrough == Want::On}))
+    if (!device.install(se.get()))
         spdlog::warn(
             "cannot wrap the FUSE device I/O: no passthrough or io_uring, and the kernel asks for "
             "security.capability before every write");
     // The mount exists now, so the parent returns only once `ls MOUNTPOINT` works.
     if (!opts.foreground && !opts.debug) fuse_daemonize(0);
-    housekeeper.start(overlay);
+    use_background_log(opts, background_log);
+    housekeeper.start(overlay, device);
 
     int rc;
     if (opts.threads == 1) {
@@ -313,7 +369,7 @@ int main(int argc, char** argv) {
         rc = fuse_session_loop_mt(se.get(), cfg);
         fuse_loop_cfg_destroy(cfg);
     }
-    uring::stop();
+    device.stop();
     // The connection is over (or ending, on SIGTERM): no request needs a layer any more.
     release_layer_descriptors(fuse_session_fd(se.get()));
     fuse_session_unmount(se.get());

@@ -1,14 +1,21 @@
 // The node table: lookup references, FORGET, renames and the xxHash-keyed name index.
 #include "node.h"
 
+#include <sys/random.h>
 #include <xxhash.h>
+
+#include <ctime>
 
 #include "dir_index.h"
 
 namespace lamina {
 
 OnceFd::~OnceFd() {
-    int fd = fd_.load(std::memory_order_acquire);
+    reset();
+}
+
+void OnceFd::reset() {
+    int fd = fd_.exchange(-1, std::memory_order_acq_rel);
     if (fd >= 0) {
         ::close(fd);
         live_.fetch_sub(1, std::memory_order_relaxed);
@@ -39,6 +46,20 @@ size_t NodeTable::Hash::hash(const Node* parent, std::string_view name) {
 NodeTable::NodeTable() : root_(std::make_unique<Node>()) {
     root_->type = S_IFDIR;
     root_->nlookup = 1;
+    if (getrandom(&generation_key_, sizeof generation_key_, GRND_NONBLOCK) !=
+        static_cast<ssize_t>(sizeof generation_key_)) {
+        timespec now{};
+        clock_gettime(CLOCK_REALTIME, &now);
+        generation_key_ = static_cast<uint64_t>(now.tv_nsec) ^
+                          (static_cast<uint64_t>(now.tv_sec) << 20) ^
+                          static_cast<uint64_t>(getpid());
+    }
+}
+
+uint32_t NodeTable::next_generation_locked() {
+    uint64_t n = ++generation_counter_;
+    auto g = static_cast<uint32_t>(XXH3_64bits_withSeed(&n, sizeof n, generation_key_));
+    return g ? g : 1;  // 0 is the root's
 }
 
 NodeTable::~NodeTable() = default;
@@ -47,12 +68,14 @@ Node* NodeTable::find_or_insert(Node* parent, std::string_view name, std::unique
     std::lock_guard lock(mu_);
     if (auto it = by_name_.find(KeyView{parent, name}); it != by_name_.end()) {
         it->second->nlookup++;
+        unretire_locked(it->second);
         return it->second;
     }
     Node* node = fresh.get();
     node->parent = parent;
     node->name.assign(name);
     node->nlookup = 1;
+    node->generation = next_generation_locked();
     parent->children++;
     by_name_.emplace(Key{parent, std::string(name)}, node);
     owned_.emplace(node, std::move(fresh));
@@ -65,6 +88,7 @@ Node* NodeTable::insert_unnamed(Node* parent, std::unique_ptr<Node>& fresh) {
     node->parent = parent;
     node->name.clear();
     node->nlookup = 1;
+    node->generation = next_generation_locked();
     node->unlinked = true;
     parent->children++;
     owned_.emplace(node, std::move(fresh));
@@ -92,7 +116,8 @@ bool NodeTable::hashed_locked(Node* node) {
 }
 
 void NodeTable::release_locked(Node* node) {
-    while (node && node != root_.get() && node->nlookup == 0 && node->children == 0) {
+    while (node && node != root_.get() && node->nlookup == 0 && node->children == 0 &&
+           !node->retired) {
         if (hashed_locked(node)) by_name_.erase(by_name_.find(KeyView{node->parent, node->name}));
         Node* parent = node->parent;
         parent->children--;
@@ -107,7 +132,69 @@ void NodeTable::release_locked(Node* node) {
 void NodeTable::forget(Node* node, uint64_t n) {
     std::lock_guard lock(mu_);
     node->nlookup = n >= node->nlookup ? 0 : node->nlookup - n;
-    release_locked(node);
+    if (node->nlookup == 0 && retired_limit_ > 0 && !node->unlinked && hashed_locked(node))
+        retire_locked(node);
+    else
+        release_locked(node);
+}
+
+// A retired node keeps its name and what it is, not what serves requests: its lower listing
+// (built again if the node comes back) and, when no child can be reaching the directory through
+// it, the descriptor of its upper copy (found again by path and inode). The kernel sends no
+// request for a node it forgot, and a child's request would come through the child.
+void NodeTable::retire_locked(Node* node) {
+    drop_index_locked(node);
+    if (node->children == 0) node->upper_dir.reset();
+    if (!node->retired) {
+        retired_.push_front(node);
+        node->retired_it = retired_.begin();
+        node->retired = true;
+    }
+    while (retired_.size() > retired_limit_) {
+        Node* oldest = retired_.back();
+        unretire_locked(oldest);
+        release_locked(oldest);
+    }
+}
+
+void NodeTable::unretire_locked(Node* node) {
+    if (!node->retired) return;
+    retired_.erase(node->retired_it);
+    node->retired = false;
+}
+
+void NodeTable::set_retired_limit(size_t nodes) {
+    std::lock_guard lock(mu_);
+    retired_limit_ = nodes;
+    while (retired_.size() > retired_limit_) {
+        Node* oldest = retired_.back();
+        unretire_locked(oldest);
+        release_locked(oldest);
+    }
+}
+
+Node* NodeTable::revive(uint64_t id) {
+    std::lock_guard lock(mu_);
+    Node* node = root_.get();
+    if (id != kRootId) {
+        // Never dereferenced before the table vouches for it.
+        auto it = owned_.find(reinterpret_cast<Node*>(static_cast<uintptr_t>(id)));
+        if (it == owned_.end()) return nullptr;
+        node = it->first;
+        if (node->unlinked || node->superseded || !hashed_locked(node)) return nullptr;
+    }
+    node->nlookup++;
+    unretire_locked(node);
+    return node;
+}
+
+Node* NodeTable::revive_parent(Node* dir) {
+    std::lock_guard lock(mu_);
+    Node* parent = dir->parent ? dir->parent : root_.get();
+    if (dir->unlinked) return nullptr;
+    parent->nlookup++;
+    unretire_locked(parent);
+    return parent;
 }
 
 void NodeTable::unhash(Node* node) {
@@ -243,6 +330,8 @@ NodeTable::Stats NodeTable::stats() {
         count(node);
         if (!hashed_locked(node)) ++s.unhashed_nodes;
     }
+    s.retired_nodes = retired_.size();
+    s.retired_limit = retired_limit_;
     s.dir_indexes = index_lru_.size();
     s.dir_index_entries = index_entries_;
     s.dir_index_entry_limit = index_entry_limit_;

@@ -34,6 +34,9 @@ public:
     int get() const { return fd_.load(std::memory_order_acquire); }
     // Takes fd when none is set yet; otherwise fd stays with the caller. True when taken.
     bool set(UniqueFd& fd);
+    // Closes the descriptor, so that it may be set again. Only when no request can be using it
+    // (NodeTable::retire_locked).
+    void reset();
     static long live() { return live_.load(std::memory_order_relaxed); }
 
 private:
@@ -55,6 +58,13 @@ struct Node {
 
     uint64_t nlookup = 0;   // kernel references (LOOKUP/FORGET), guarded by the table mutex
     uint32_t children = 0;  // nodes in the table whose parent this is, guarded by the table mutex
+    // FUSE generation: with the node id, what a file handle names (NodeTable::revive). Set once
+    // when the node enters the table; 0 only for the root, as the kernel wants.
+    uint32_t generation = 0;
+    // Forgotten by the kernel but kept, so that a file handle of it still opens (NodeTable's
+    // retired list, guarded by the table mutex).
+    bool retired = false;
+    std::list<Node*>::iterator retired_it;
 
     std::atomic<uint64_t> ino{0};  // st_ino shown through the mount (follows the top copy)
     mode_t type = 0;               // S_IFMT bits
@@ -138,8 +148,9 @@ public:
     Node* root() { return root_.get(); }
 
     // The one mapping between nodes and FUSE node ids: the root is 1 (FUSE_ROOT_ID), every
-    // other node its address. The kernel hands back only ids it was given, and a node lives
-    // until the kernel forgets it.
+    // other node its address. The kernel hands back only ids it holds, and a node lives until
+    // the kernel forgets it, so node_of needs no check. The one exception is a file handle's id,
+    // which may name a node long gone: revive() checks those.
     static constexpr uint64_t kRootId = 1;
     uint64_t id_of(const Node* node) const {
         return node == root_.get() ? kRootId : reinterpret_cast<uintptr_t>(node);
@@ -159,8 +170,21 @@ public:
     Node* find(Node* parent, std::string_view name);
     // The st_ino of the node at (parent, name), if the table has one; safe under a shared lock.
     bool find_ino(Node* parent, std::string_view name, uint64_t& ino);
-    // Drops kernel references; frees the node (and parents left unused) when none remain.
+    // Drops kernel references. A node none remain on is retired (kept for file handles) while
+    // the retired list has room, else freed (with parents left unused).
     void forget(Node* node, uint64_t n);
+
+    // File handles (the kernel's export support). How many forgotten nodes are kept so that
+    // their handles still open: the oldest go first (0: none, a handle lasts as long as the
+    // kernel keeps the inode).
+    void set_retired_limit(size_t nodes);
+    // The node a file handle's id names, with one lookup reference taken, if the table still
+    // has it under a name; null otherwise (freed, unlinked or superseded). The id is checked
+    // against the table before it is used: it comes from a handle, which may be old or forged.
+    // The kernel compares the generation itself.
+    Node* revive(uint64_t id);
+    // The parent of a directory the kernel holds, with one lookup reference taken (its "..").
+    Node* revive_parent(Node* dir);
     // Moves a node to a new (parent, name); a node already there is unhashed (it stays alive for
     // the kernel's references but is no longer found by name).
     void rename(Node* node, Node* new_parent, std::string_view new_name);
@@ -195,7 +219,9 @@ public:
     struct Stats {
         size_t nodes = 0;
         size_t unhashed_nodes = 0;  // unlinked or renamed over, kept for the kernel's references
-        size_t kernel_refs = 0;     // sum of lookup counts
+        size_t retired_nodes = 0;   // forgotten by the kernel, kept for file handles
+        size_t retired_limit = 0;
+        size_t kernel_refs = 0;  // sum of lookup counts
         size_t open_file_nodes = 0;
         size_t kept_fds = 0;  // descriptors kept for unlinked open or special nodes
         size_t dir_indexes = 0;
@@ -234,12 +260,23 @@ private:
 
     void release_locked(Node* node);
     bool hashed_locked(Node* node);
+    void retire_locked(Node* node);
+    void unretire_locked(Node* node);
+    uint32_t next_generation_locked();
 
     mutable std::mutex mu_;
     std::unique_ptr<Node> root_;
     std::unordered_map<Key, Node*, Hash, Eq> by_name_;
     std::unordered_map<Node*, std::unique_ptr<Node>> owned_;
     std::unordered_multimap<ino_t, Node*> by_upper_ino_;
+
+    // Retired nodes, most recently forgotten first.
+    std::list<Node*> retired_;
+    size_t retired_limit_ = 0;
+    // Generations are a keyed hash of a counter: a handle from another mount (or of a node whose
+    // address was reused) names a generation the kernel will not find again.
+    uint64_t generation_key_ = 0;
+    uint64_t generation_counter_ = 0;
 
     void drop_upper_ino_locked(Node* node);
     void update_peers_locked(ino_t upper_ino);

@@ -11,6 +11,8 @@
 #include <charconv>
 #include <cxxopts.hpp>
 #include <exception>
+#include <initializer_list>
+#include <utility>
 
 namespace lamina {
 
@@ -179,19 +181,22 @@ std::string apply_flag(std::string_view name, MountOptions& opts) {
     return "";
 }
 
-std::string apply_redirect_dir(std::string_view value, MountOptions& opts) {
-    if (value == "on") {
-        opts.redirect_dir = RedirectDir::On;
-    } else if (value == "follow") {
-        opts.redirect_dir = RedirectDir::Follow;
-    } else if (value == "nofollow") {
-        opts.redirect_dir = RedirectDir::NoFollow;
-    } else if (value == "off") {
-        opts.redirect_dir = RedirectDir::Off;
-    } else {
-        return "redirect_dir=" + std::string(value) + ": expected on, follow, nofollow or off";
+// A value that is one of a few words: out takes the matching choice; else one line naming the
+// option and the words it takes.
+template <class T>
+std::string apply_choice(std::string_view name, std::string_view value,
+                         std::initializer_list<std::pair<std::string_view, T>> choices, T& out) {
+    std::string words;
+    size_t i = 0;
+    for (const auto& [word, choice] : choices) {
+        if (value == word) {
+            out = choice;
+            return "";
+        }
+        words += (i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + std::string(word);
+        ++i;
     }
-    return "";
+    return std::string(name) + "=" + std::string(value) + ": expected " + words;
 }
 
 std::string apply_log_level(std::string_view value, MountOptions& opts) {
@@ -252,16 +257,31 @@ std::string apply_valued(std::string_view name, std::string_view value, MountOpt
         (name == "upperdir" ? opts.upperdir : opts.workdir) = unescape_path(value);
         return "";
     }
-    if (name == "redirect_dir") return apply_redirect_dir(value, opts);
+    if (name == "redirect_dir") {
+        return apply_choice<RedirectDir>(name, value,
+                                         {{"on", RedirectDir::On},
+                                          {"follow", RedirectDir::Follow},
+                                          {"nofollow", RedirectDir::NoFollow},
+                                          {"off", RedirectDir::Off}},
+                                         opts.redirect_dir);
+    }
     if (name == "lazy_fetch" || name == "lazy_layers" || name == "lazy_timeout")
         return apply_lazy(name, value, opts);
     if (name == "log_level") return apply_log_level(value, opts);
+    if (name == "log_file") {
+        if (value.empty()) return needs_value();
+        opts.log_file = unescape_path(value);
+        return "";
+    }
     if (name == "threads")
         return apply_number(name, value, 1024, "a number from 0 to 1024", opts.threads);
     if (name == "readahead")
         return apply_number(name, value, 65536, "KiB from 0 to 65536", opts.readahead_kib);
     if (name == "dir_cache_entries")
         return apply_number(name, value, UINT32_MAX, "a number", opts.dir_cache_entries);
+    if (name == "handle_cache")
+        return apply_number(name, value, 1u << 24, "a number from 0 to 16777216",
+                            opts.handle_cache);
     if (name == "fsname" || name == "source") {
         if (value.empty()) return needs_value();
         opts.source = std::string(value);
@@ -286,35 +306,18 @@ std::string apply_valued(std::string_view name, std::string_view value, MountOpt
         return "";
     }
     if (name == "xino") {
-        if (value == "on") {
-            opts.xino = Xino::On;
-        } else if (value == "off") {
-            opts.xino = Xino::Off;
-        } else if (value == "auto") {
-            opts.xino = Xino::Auto;
-        } else {
-            return "xino=" + std::string(value) + ": expected on, off or auto";
-        }
-        return "";
+        return apply_choice<Xino>(
+            name, value, {{"on", Xino::On}, {"off", Xino::Off}, {"auto", Xino::Auto}}, opts.xino);
     }
     if (name == "passthrough" || name == "io_uring") {
-        Want& want = name == "passthrough" ? opts.passthrough : opts.io_uring;
-        if (value == "on")
-            want = Want::On;
-        else if (value == "off")
-            want = Want::Off;
-        else if (value == "auto")
-            want = Want::Auto;
-        else
-            return std::string(name) + "=" + std::string(value) + ": expected on, off or auto";
-        return "";
+        return apply_choice<Want>(name, value,
+                                  {{"on", Want::On}, {"off", Want::Off}, {"auto", Want::Auto}},
+                                  name == "passthrough" ? opts.passthrough : opts.io_uring);
     }
-    if (name == "fsync") {
-        if (value != "0" && value != "1")
-            return "fsync=" + std::string(value) + ": expected 0 or 1";
-        opts.fsync = value == "1";
-        return "";
-    }
+    if (name == "fsync")
+        return apply_choice<bool>(name, value, {{"0", false}, {"1", true}}, opts.fsync);
+    if (name == "nfs_export")
+        return apply_choice<bool>(name, value, {{"on", true}, {"off", false}}, opts.nfs_export);
     if (name == "index" || name == "metacopy") {
         if (value != "off")
             return std::string(name) + "=" + std::string(value) + " is not supported";

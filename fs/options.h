@@ -52,12 +52,20 @@ struct MountOptions {
     bool nosuid = false;
     bool noexec = false;
     std::string log_level = "warn";  // spdlog level name; -d sets "debug"
-    uint32_t threads = 0;            // 0: libfuse default
+    // Where log lines go once the daemon has detached: this file (appended to), or syslog when
+    // empty. In the foreground they go to stderr.
+    std::string log_file;
+    uint32_t threads = 0;  // 0: libfuse default
     // The mount's readahead window in KiB, written to its bdi once mounted (the FUSE protocol
     // cannot raise it above the kernel's 128 KiB start); 0 leaves the kernel's choice.
     uint32_t readahead_kib = 1024;
     // Lower directory listings cached, counted in entries over all directories (0: none kept).
     uint32_t dir_cache_entries = 1'000'000;
+    // File handles (name_to_handle_at, NFS re-export): the kernel may ask the daemon for a file
+    // it forgot by the handle's id ("nfs_export", as the kernel's overlay calls it), and
+    // handle_cache is how many forgotten files stay reachable so (NodeTable::set_retired_limit).
+    bool nfs_export = true;
+    uint32_t handle_cache = 16384;
     bool show_help = false;
     bool show_version = false;
 
@@ -84,7 +92,7 @@ struct MountOptions {
     Want passthrough = Want::Auto;
     // FUSE over io_uring (Linux 6.14+): per-CPU request queues served by pinned threads
     // (uring.h). On by default where the kernel offers it; a root daemon turns the fuse module's
-    // enable_uring on for it (uring::allow_on_this_machine).
+    // enable_uring on for it (uring::allowed_on_this_machine).
     Want io_uring = Want::Auto;
     bool volatile_mount = false;
 };

@@ -23,6 +23,7 @@ Overlay::Overlay(const MountOptions& opts, LayerStack& stack)
       read_fds_(read_fd_pool_limit()),
       dir_fd_limit_(static_cast<long>(upper_dir_fd_limit())) {
     table_.set_index_entry_limit(opts.dir_cache_entries);
+    table_.set_retired_limit(opts.nfs_export ? opts.handle_cache : 0);
 }
 
 std::string Overlay::init() {

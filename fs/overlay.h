@@ -117,7 +117,7 @@ enum SetAttr : int {
 struct Credentials {
     uid_t uid = 0;
     gid_t gid = 0;
-    // The kernel left it to laminafs to clear set-id bits for this request (wire.h): a write,
+    // The kernel left it to laminafs to clear set-id bits for this request (request_flags.h): a write,
     // truncation or O_TRUNC open by a caller without CAP_FSETID, or a chown.
     bool kill_setid = false;
     // Whether the caller is in a group, asked only when a set-group-ID bit depends on it.
@@ -138,6 +138,7 @@ struct CacheStats {
     long dir_fd_limit = 0;
     long process_fds = -1;  // from /proc/self: every descriptor and the resident set
     long rss_kib = -1;
+    uint64_t uring_requests = 0;  // served through io_uring (the device's count)
 };
 // One line: "nodes=... dir_indexes=... fds=... rss_kib=...".
 std::string format_cache_stats(const CacheStats& stats);
@@ -167,6 +168,10 @@ public:
 
     // --- namei / attributes (lookup.cc, attr.cc)
     int lookup(Node* parent, std::string_view name, EntryReply& out);
+    // File handles: the entry of the node a handle's id names (its "."), or of a directory's
+    // parent (its ".."), with one lookup reference. ESTALE once the node is gone or unlinked.
+    int lookup_handle(uint64_t id, EntryReply& out);
+    int lookup_parent(Node* dir, EntryReply& out);
     // Frees nodes, so it must not run while an exclusive operation holds node pointers.
     void forget(Node* node, uint64_t n) {
         std::shared_lock lock(tree_);
@@ -205,6 +210,8 @@ public:
     // (passthrough.h), unless the daemon must see the writes (set-id bits to clear, other names
     // to refresh), the page cache otherwise.
     int open_mode(FileHandle& fh, int flags, OpenMode& out);
+    // The connection's backing files, once the device exists (null: every open is cached).
+    void use_passthrough(Passthrough* passthrough) { passthrough_ = passthrough; }
     // The calls on an open file that change it as a write does, or ask it. Each refreshes the
     // kernel's view of the file's other names, as a write does (the caller sends them).
     int before_write(FileHandle& fh, const Credentials& cred);  // set-id bits, when flagged
@@ -383,6 +390,10 @@ private:
     // Puts a freshly looked-up node in the table (or takes the one there) and fills `out`.
     void insert_looked_up(Node* parent, std::string_view name, std::unique_ptr<Node>& fresh,
                           EntryReply& out);
+    // A name about to be made in parent (the caller holds the tree lock alone): parent's
+    // listings go stale, and the name must not exist in the merged view (EEXIST).
+    // over_whiteout: an upper whiteout stands there now, to be replaced.
+    int claim_new_name_locked(Node* parent, std::string_view name, bool& over_whiteout);
     int create_entry(Node* parent, std::string_view name,
                      const std::function<int(int, const char*)>& make, mode_t mode,
                      const Credentials& cred, EntryReply& out, dev_t rdev = 0,
@@ -446,6 +457,7 @@ private:
     // Without privilege, owners and modes the host refuses live in user.containers.override_stat.
     bool use_override_;
     ReadFdPool read_fds_;
+    Passthrough* passthrough_ = nullptr;
     // How many upper directory descriptors the nodes may hold (Node::upper_dir).
     long dir_fd_limit_;
 

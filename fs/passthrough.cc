@@ -13,9 +13,12 @@
 
 #include <spdlog/spdlog.h>
 
-#include "wire.h"
+namespace lamina {
 
-namespace lamina::passthrough {
+using passthrough::Allow;
+using passthrough::Grant;
+using passthrough::Mode;
+
 namespace {
 
 // Protocol 7.40 names that Debian 12's <linux/fuse.h> (7.37) does not have yet.
@@ -32,121 +35,90 @@ constexpr unsigned long kBackingClose = _IOW(229, 2, uint32_t);   // FUSE_DEV_IO
 // lower layer of a kernel overlay.
 constexpr uint32_t kMaxStackDepth = 1;
 
-// Open modes of one node that the kernel must not see mixed.
-struct NodeModes {
-    int backing_id = 0;
-    int passthrough_opens = 0;
-    int cached_opens = 0;
-    dev_t dev = 0;  // the backing file, so an open of the same file can share it
-    ino_t ino = 0;
-};
+}  // namespace
 
-struct State {
-    std::atomic<bool> active{false};
-    const char* reason = "the INIT exchange has not happened";
-    std::mutex mu;
-    std::unordered_map<const Node*, NodeModes> nodes;
-};
-
-State& state() {
-    static State s;
-    return s;
-}
-
-void log_outcome(bool insist) {
+void Passthrough::log_outcome(bool insist) const {
     if (active())
         spdlog::info("passthrough: on; open files are read and written by the kernel directly");
     else if (insist)
-        spdlog::warn("passthrough: off: {}", state().reason);
+        spdlog::warn("passthrough: off: {}", reason_);
     else
-        spdlog::info("passthrough: off: {}", state().reason);
+        spdlog::info("passthrough: off: {}", reason_);
 }
 
-}  // namespace
-
-void negotiate(uint64_t kernel_flags, fuse_init_out* out, bool insist) {
-    State& s = state();
+void Passthrough::negotiate(uint64_t kernel_flags, fuse_init_out* out, bool insist) {
     if (!out) {
-        s.reason = "libfuse refused the INIT request";
+        reason_ = "libfuse refused the INIT request";
     } else if (!(kernel_flags & kInitPassthrough)) {
-        s.reason = "the kernel does not offer FUSE passthrough (Linux 6.9+ with FUSE_PASSTHROUGH)";
+        reason_ = "the kernel does not offer FUSE passthrough (Linux 6.9+ with FUSE_PASSTHROUGH)";
     } else if (out->flags & FUSE_WRITEBACK_CACHE) {
-        s.reason = "the writeback cache is on, and the kernel allows one or the other";
+        reason_ = "the writeback cache is on, and the kernel allows one or the other";
     } else {
         out->flags |= FUSE_INIT_EXT;
         out->flags2 |= static_cast<uint32_t>(kInitPassthrough >> 32);
         out->unused[0] = kMaxStackDepth;
-        s.reason = "";
-        s.active.store(true);
+        reason_ = "";
+        active_.store(true);
     }
     log_outcome(insist);
 }
 
-bool active() {
-    return state().active.load(std::memory_order_relaxed);
-}
-
-const char* inactive_reason() {
-    return state().reason;
-}
-
-Grant acquire(const Node* node, int fd, Allow allow) {
-    State& s = state();
+Grant Passthrough::acquire(const Node* node, int fd, Allow allow) {
     if (!active()) return {};
-    std::lock_guard lock(s.mu);
-    auto it = s.nodes.find(node);
-    if (it != s.nodes.end() && it->second.passthrough_opens > 0) {
+    std::lock_guard lock(mu_);
+    auto it = nodes_.find(node);
+    if (it != nodes_.end() && it->second.passthrough_opens > 0) {
         // Every open of an inode that has passthrough opens must pass through, to the same file.
         struct stat st;
         NodeModes& m = it->second;
         if (allow == Allow::CachedOnly) return {Mode::Busy, 0};
         if (fstat(fd, &st) != 0 || st.st_dev != m.dev || st.st_ino != m.ino) return {Mode::Busy, 0};
         m.passthrough_opens++;
-        return {Mode::Passthrough, m.backing_id};
+        return {Mode::Passthrough, m.backing_id, true};
     }
-    NodeModes& m = s.nodes[node];
+    NodeModes& m = nodes_[node];
     struct stat st;
     if (allow != Allow::Pass || m.cached_opens > 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         m.cached_opens++;
-        return {};
+        return {Mode::Cached, 0, true};
     }
     BackingMap map{fd, 0, 0};
-    int id = ioctl(wire::device_fd(), kBackingOpen, &map);
+    int id = ioctl(devfd_, kBackingOpen, &map);
     if (id <= 0) {
         int err = errno;
         if (err == EPERM) {
-            s.reason = "registering backing files needs CAP_SYS_ADMIN";
-            s.active.store(false);
+            reason_ = "registering backing files needs CAP_SYS_ADMIN";
+            active_.store(false);
         }
         spdlog::debug("passthrough: backing open failed: {}", std::strerror(err));
         m.cached_opens++;
-        return {};
+        return {Mode::Cached, 0, true};
     }
     m.backing_id = id;
     m.passthrough_opens = 1;
     m.dev = st.st_dev;
     m.ino = st.st_ino;
-    return {Mode::Passthrough, id};
+    return {Mode::Passthrough, id, true};
 }
 
-void release(const Node* node, const Grant& grant) {
-    State& s = state();
-    if (grant.mode == Mode::Busy || !wire::installed()) return;
-    std::lock_guard lock(s.mu);
-    auto it = s.nodes.find(node);
-    if (it == s.nodes.end()) return;
+void Passthrough::release(const Node* node, Grant& grant) {
+    if (!grant.held) return;
+    grant.held = false;
+    std::lock_guard lock(mu_);
+    auto it = nodes_.find(node);
+    if (it == nodes_.end()) return;
     NodeModes& m = it->second;
     if (grant.mode == Mode::Passthrough) {
         if (--m.passthrough_opens == 0) {
             uint32_t id = static_cast<uint32_t>(m.backing_id);
-            if (ioctl(wire::device_fd(), kBackingClose, &id) != 0)
+            if (ioctl(devfd_, kBackingClose, &id) != 0)
                 spdlog::debug("passthrough: backing close failed: {}", std::strerror(errno));
             m.backing_id = 0;
         }
     } else if (m.cached_opens > 0) {
         m.cached_opens--;
     }
-    if (m.passthrough_opens == 0 && m.cached_opens == 0) s.nodes.erase(it);
+    if (m.passthrough_opens == 0 && m.cached_opens == 0) nodes_.erase(it);
 }
 
-}  // namespace lamina::passthrough
+}  // namespace lamina

@@ -100,6 +100,15 @@ int Overlay::rename(Node* parent, std::string_view name, Node* new_parent,
             if (int err = set_upper_xattr(xattr_path, "redirect", value)) return err;
             n->upper_redirect = true;
             n->redirect_absolute = !samedir;
+            if (!samedir) {
+                // Its lower layers were found by name from the old parent, and a relative
+                // redirect in one of them resolves from there: the new parent's layers would
+                // lead elsewhere once the index is built again (evicted, or the node retired).
+                // From here on they are where the absolute redirect leads, as a lookup finds.
+                n->lowers.clear();
+                n->lower_paths.clear();
+                follow_upper_redirect(n == src ? new_parent : parent, n, value);
+            }
             return 0;
         }
         if (lower_below && !n->opaque) {

@@ -1,5 +1,5 @@
 // Clearing set-user-ID and set-group-ID bits where the kernel would, now that it leaves that to
-// laminafs (FUSE_HANDLE_KILLPRIV_V2, see wire.h).
+// laminafs (FUSE_HANDLE_KILLPRIV_V2, see device.h).
 //
 // The rules are the kernel's (setattr_should_drop_suidgid, chown_common): a write or truncation
 // by a caller without CAP_FSETID clears set-user-ID, and set-group-ID when the file is

@@ -7,7 +7,6 @@
 #include <string>
 
 #include "overlay.h"
-#include "uring.h"
 
 namespace lamina {
 
@@ -55,6 +54,7 @@ CacheStats Overlay::cache_stats() {
 std::string format_cache_stats(const CacheStats& s) {
     std::ostringstream out;
     out << "nodes=" << s.table.nodes << " unhashed_nodes=" << s.table.unhashed_nodes
+        << " retired_nodes=" << s.table.retired_nodes << " retired_limit=" << s.table.retired_limit
         << " kernel_refs=" << s.table.kernel_refs << " open_file_nodes=" << s.table.open_file_nodes
         << " kept_fds=" << s.table.kept_fds << " dir_indexes=" << s.table.dir_indexes
         << " dir_index_entries=" << s.table.dir_index_entries
@@ -65,7 +65,7 @@ std::string format_cache_stats(const CacheStats& s) {
         << " read_fd_limit=" << s.read_fds.limit << " read_fd_opens=" << s.read_fds.opens
         << " read_fd_evictions=" << s.read_fds.evictions << " dir_fds=" << s.dir_fds
         << " dir_fd_limit=" << s.dir_fd_limit << " fds=" << s.process_fds
-        << " rss_kib=" << s.rss_kib << " uring_requests=" << uring::requests_served();
+        << " rss_kib=" << s.rss_kib << " uring_requests=" << s.uring_requests;
     return out.str();
 }
 

@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -24,10 +25,11 @@
 #include <spdlog/spdlog.h>
 
 #include "unique_fd.h"
-#include "wire.h"
 
-namespace lamina::uring {
-namespace {
+namespace lamina {
+// The rings' own types: named in uring (not an anonymous namespace) because UringQueues::State
+// holds them.
+namespace uring {
 
 // Protocol 7.42 names that Debian 12's <linux/fuse.h> (7.37) does not have yet.
 constexpr uint64_t kInitOverIoUring = 1ULL << 41;  // FUSE_OVER_IO_URING, in flags2 as bit 9
@@ -111,6 +113,7 @@ struct Entry {
 
 // One ring serving CPU qid's queue: its io_uring, its entries and the thread that waits on it.
 struct Ring {
+    UringQueues::State* owner = nullptr;  // what the rings share
     unsigned qid = 0;
     io_uring uring{};
     bool uring_ready = false;
@@ -121,15 +124,18 @@ struct Ring {
     }
 };
 
-struct State {
+}  // namespace uring
+
+struct UringQueues::State {
     fuse_session* se = nullptr;
     bool insist = false;
+    std::function<void(void*, ssize_t)> note;
     int devfd = -1;
     bool kernel_offers = false;
     bool granted = false;
     size_t payload_size = 0;
     unsigned cpus = 0;
-    std::vector<std::unique_ptr<Ring>> rings;  // several per CPU, each with its own thread
+    std::vector<std::unique_ptr<uring::Ring>> rings;  // several per CPU, each with its own thread
     UniqueFd stop_fd;
     std::atomic<uint64_t> served{0};
     std::atomic<bool> told_on{false};
@@ -137,10 +143,10 @@ struct State {
     std::once_flag refused_once;
 };
 
-State& state() {
-    static State s;
-    return s;
-}
+namespace uring {
+namespace {
+
+using State = UringQueues::State;
 
 thread_local Entry* current_entry = nullptr;
 
@@ -169,7 +175,7 @@ size_t max_payload_size(const fuse_init_out& out) {
 void prepare_command(io_uring_sqe* sqe, uint32_t cmd_op, Entry& e, uint64_t commit_id) {
     std::memset(sqe, 0, 2 * sizeof(io_uring_sqe));  // SQE128: the command area is the 2nd half
     sqe->opcode = IORING_OP_URING_CMD;
-    sqe->fd = state().devfd;
+    sqe->fd = e.ring->owner->devfd;
     sqe->cmd_op = cmd_op;
     if (cmd_op == kCmdRegister) {
         sqe->addr = reinterpret_cast<uintptr_t>(e.iov);
@@ -218,7 +224,7 @@ bool build_ring(Ring& q, size_t payload_size) {
 // Makes the kernel drop io_uring for this connection: a REGISTER it cannot accept (no buffers)
 // clears the connection's io_uring flag and wakes the requests waiting for the ring.
 void refuse(Ring& q) {
-    std::call_once(state().refused_once, [&q] {
+    std::call_once(q.owner->refused_once, [&q] {
         io_uring_sqe* sqe = next_sqe(q.uring);
         if (!sqe) return;
         prepare_command(sqe, kCmdRegister, *q.entries.front(), 0);
@@ -231,19 +237,21 @@ void refuse(Ring& q) {
 }
 
 // A reply the handler did not send (it must always send one) still frees the entry.
+bool reply_into_entry(const iovec* iov, int count, ssize_t& written);
+
 void commit_error(Entry& e, int err) {
     current_entry = &e;
     fuse_out_header out{sizeof out, -err, e.unique};
     iovec iov{&out, sizeof out};
     ssize_t written;
-    send_reply(&iov, 1, written);
+    reply_into_entry(&iov, 1, written);
     current_entry = nullptr;
 }
 
 // Rebuilds the request the kernel put into e as /dev/fuse would have delivered it, and has
 // libfuse handle it in this thread.
 void serve(Entry& e) {
-    State& s = state();
+    State& s = *e.ring->owner;
     fuse_in_header in;
     std::memcpy(&in, e.header.in_out, sizeof in);
     EntryInOut ent;
@@ -272,7 +280,7 @@ void serve(Entry& e) {
     buf.size = in.len;
     buf.mem = start;
     current_entry = &e;
-    wire::note_request(start, in.len);  // what dev_read notes of a request from /dev/fuse
+    s.note(start, in.len);  // what the device notes of a request it reads from /dev/fuse
     fuse_session_process_buf(s.se, &buf);
     current_entry = nullptr;
     s.served.fetch_add(1, std::memory_order_relaxed);
@@ -300,7 +308,7 @@ void note_entry_end(const Entry& e, int res) {
     }
     if (e.got_request)
         spdlog::warn("io_uring: queue {} entry failed: {}", e.ring->qid, std::strerror(-res));
-    else if (!state().told_refused.exchange(true))
+    else if (!e.ring->owner->told_refused.exchange(true))
         spdlog::warn(
             "io_uring: off: the kernel refused to register a ring entry for CPU {}: {}; "
             "requests go through /dev/fuse",
@@ -317,7 +325,7 @@ void block_exit_signals() {
 }
 
 void run_ring(Ring& q) {
-    State& s = state();
+    State& s = *q.owner;
     block_exit_signals();
     pin_to_cpu(q.qid);
     io_uring_sqe* sqe = next_sqe(q.uring);
@@ -373,26 +381,32 @@ bool allowed_on_this_machine(bool may_enable) {
     return true;
 }
 
-void request(fuse_session* se, bool insist) {
-    state().se = se;
-    state().insist = insist;
+}  // namespace uring
+
+using namespace uring;
+
+UringQueues::UringQueues(fuse_session* se, bool insist, std::function<void(void*, ssize_t)> note)
+    : s_(std::make_unique<State>()) {
+    s_->se = se;
+    s_->insist = insist;
+    s_->note = std::move(note);
 }
 
-bool requested() {
-    return state().se != nullptr;
+UringQueues::~UringQueues() {
+    stop();
 }
 
-bool offered() {
-    return requested() && state().kernel_offers;
+bool UringQueues::offered() const {
+    return s_->kernel_offers;
 }
 
-void note_init_request(uint64_t flags) {
-    state().kernel_offers = (flags & kInitOverIoUring) != 0;
+void UringQueues::note_init_request(uint64_t flags) {
+    s_->kernel_offers = (flags & kInitOverIoUring) != 0;
 }
 
-void patch_init_reply(fuse_init_out& out) {
-    State& s = state();
-    if (!requested() || s.granted) return;
+void UringQueues::patch_init_reply(fuse_init_out& out) {
+    State& s = *s_;
+    if (s.granted) return;
     if (!s.kernel_offers) {
         spdlog::log(s.insist ? spdlog::level::warn : spdlog::level::info,
                     "io_uring: off: the kernel does not offer FUSE over io_uring (Linux 6.14+, "
@@ -415,6 +429,7 @@ void patch_init_reply(fuse_init_out& out) {
     for (unsigned cpu = 0; cpu < cpus; cpu++) {
         for (unsigned i = 0; i < per_cpu; i++) {
             auto q = std::make_unique<Ring>();
+            q->owner = &s;
             q->qid = cpu;
             bool ok = build_ring(*q, s.payload_size);
             s.rings.push_back(std::move(q));
@@ -429,8 +444,8 @@ void patch_init_reply(fuse_init_out& out) {
     s.granted = true;
 }
 
-void start(int devfd) {
-    State& s = state();
+void UringQueues::start(int devfd) {
+    State& s = *s_;
     if (!s.granted || s.devfd >= 0) return;
     s.devfd = devfd;
     for (auto& q : s.rings) {
@@ -448,14 +463,21 @@ void start(int devfd) {
     spdlog::debug("io_uring: registering {} rings", s.rings.size());
 }
 
-bool send_reply(const iovec* iov, int count, ssize_t& written) {
+bool UringQueues::send_reply(const iovec* iov, int count, ssize_t& written) {
+    return uring::reply_into_entry(iov, count, written);
+}
+
+namespace uring {
+namespace {
+
+bool reply_into_entry(const iovec* iov, int count, ssize_t& written) {
     Entry* e = current_entry;
     if (!e || e->replied || count < 1 || iov[0].iov_len < sizeof(fuse_out_header)) return false;
     fuse_out_header out;
     std::memcpy(&out, iov[0].iov_base, sizeof out);
     // A notification (unique 0) from inside a handler still goes to /dev/fuse.
     if (out.unique != e->unique) return false;
-    State& s = state();
+    State& s = *e->ring->owner;
     size_t total = 0;
     size_t payload = 0;
     for (int i = 0; i < count; i++) {
@@ -483,8 +505,11 @@ bool send_reply(const iovec* iov, int count, ssize_t& written) {
     return true;
 }
 
-void stop() {
-    State& s = state();
+}  // namespace
+}  // namespace uring
+
+void UringQueues::stop() {
+    State& s = *s_;
     if (s.stop_fd) {
         uint64_t one = 1;
         if (write(s.stop_fd.get(), &one, sizeof one) != sizeof one)
@@ -494,8 +519,8 @@ void stop() {
         if (q->thread.joinable()) q->thread.join();
 }
 
-uint64_t requests_served() {
-    return state().served.load(std::memory_order_relaxed);
+uint64_t UringQueues::requests_served() const {
+    return s_->served.load(std::memory_order_relaxed);
 }
 
-}  // namespace lamina::uring
+}  // namespace lamina

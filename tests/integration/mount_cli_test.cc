@@ -449,6 +449,41 @@ TEST(MountCli, SigtermToDaemonUnmountsAndExits) {
     EXPECT_TRUE(eventually([&] { return process_gone(pids[0]); })) << "daemon still running";
 }
 
+// Once detached the daemon has no stderr: with log_file= its log lines and the statistics
+// SIGUSR1 asks for go to that file; a log file that cannot be written fails the start in one
+// line, before anything is mounted.
+TEST(MountCli, DetachedDaemonLogsToTheLogFile) {
+    REQUIRE_FUSE();
+    Layers layers;
+    std::string log = layers.dir / "laminafs.log";
+    {
+        MountGuard guard(layers.mnt);
+        auto r = mount_laminafs(layers.writable() + ",log_level=info,log_file=" + log, layers.mnt);
+        ASSERT_EQ(r.status, 0) << describe(r);
+        EXPECT_EQ(read_file(layers.mnt + "/shared.txt"), "from top\n");
+        auto pids = processes_mentioning(layers.mnt);
+        ASSERT_EQ(pids.size(), 1u);
+        ASSERT_EQ(kill(pids[0], SIGUSR1), 0) << strerror(errno);
+        EXPECT_TRUE(eventually([&] {
+            return read_file(log).find("stats: nodes=") != std::string::npos;
+        })) << read_file(log);
+        // What the daemon says after detaching (INIT comes after the fork) is there too.
+        EXPECT_NE(read_file(log).find("killpriv: "), std::string::npos) << read_file(log);
+        struct stat st;
+        ASSERT_EQ(stat(log.c_str(), &st), 0);
+        EXPECT_EQ(st.st_mode & 0777, 0600u);
+    }
+    for (const std::string& bad : {layers.dir / "missing/x.log", layers.dir.path()}) {
+        auto r = mount_laminafs(layers.writable() + ",log_file=" + bad, layers.mnt);
+        EXPECT_EQ(r.status, 1) << describe(r);
+        EXPECT_EQ(nonempty_lines(r.err).size(), 1u) << describe(r);
+        EXPECT_NE(r.err.find("log_file '" + bad + "'"), std::string::npos) << describe(r);
+        EXPECT_FALSE(is_mountpoint(layers.mnt));
+        EXPECT_TRUE(no_process_mentions(layers.mnt));
+    }
+    EXPECT_FALSE(std::filesystem::exists(layers.dir / "missing"));
+}
+
 TEST(MountCli, FusermountUnmountMakesDaemonExit) {
     REQUIRE_FUSE();
     Layers layers;

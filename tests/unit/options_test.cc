@@ -307,6 +307,24 @@ TEST(Options, DirCacheEntriesSetsTheListingCacheLimit) {
     }
 }
 
+TEST(Options, NfsExportAndHandleCacheSetHowLongFileHandlesLast) {
+    MountOptions opts;
+    EXPECT_TRUE(opts.nfs_export);
+    EXPECT_EQ(opts.handle_cache, 16384u);
+    ASSERT_EQ(apply_opts("nfs_export=off,handle_cache=0", opts), "");
+    EXPECT_FALSE(opts.nfs_export);
+    EXPECT_EQ(opts.handle_cache, 0u);
+    ASSERT_EQ(apply_opts("nfs_export=on,handle_cache=100000", opts), "");
+    EXPECT_TRUE(opts.nfs_export);
+    EXPECT_EQ(opts.handle_cache, 100000u);
+    for (const char* bad : {"nfs_export=yes", "nfs_export", "handle_cache=-1",
+                            "handle_cache=99999999", "handle_cache="}) {
+        std::string err = apply_opts(bad, opts);
+        EXPECT_FALSE(err.empty()) << bad;
+        EXPECT_EQ(err.find('\n'), std::string::npos) << err;
+    }
+}
+
 TEST(Options, ReadaheadTakesKibibytes) {
     MountOptions opts;
     EXPECT_EQ(opts.readahead_kib, 1024u);
