@@ -22,6 +22,13 @@ public:
     Stmt& bind(int idx, std::string_view v);
     Stmt& bind(int idx, int64_t v);
     Stmt& bind_null(int idx);
+    // Binds values to the parameters in order: the first to 1, the next to 2, ...
+    template <class... Values>
+    Stmt& bind_all(const Values&... values) {
+        int idx = 0;
+        (bind(++idx, values), ...);
+        return *this;
+    }
     // True while a row is available; false when done.
     bool step();
     // Runs a statement that returns no rows.

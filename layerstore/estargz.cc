@@ -25,6 +25,7 @@
 #include "digest.h"
 #include "error.h"
 #include "fd.h"
+#include "image_format.h"
 #include "internal.h"
 #include "json_input.h"
 
@@ -149,49 +150,35 @@ std::string base64(std::string_view raw) {
     return out;
 }
 
-const char* type_name(EntryType t) {
-    switch (t) {
-        case EntryType::kDir:
-            return "dir";
-        case EntryType::kReg:
-            return "reg";
-        case EntryType::kSymlink:
-            return "symlink";
-        case EntryType::kHardlink:
-            return "hardlink";
-        case EntryType::kChar:
-            return "char";
-        case EntryType::kBlock:
-            return "block";
-        case EntryType::kFifo:
-            return "fifo";
-    }
-    return "reg";
-}
+// Each entry type with its name in the TOC and its file-type bits: stat's, which libarchive's
+// AE_IF* equal. A hardlink has a regular file's bits; it comes after "reg" so that the bits
+// find "reg".
+struct EntryKind {
+    EntryType type;
+    const char* name;
+    mode_t bits;
+};
+static_assert(AE_IFDIR == S_IFDIR && AE_IFREG == S_IFREG && AE_IFLNK == S_IFLNK &&
+              AE_IFCHR == S_IFCHR && AE_IFBLK == S_IFBLK && AE_IFIFO == S_IFIFO);
+constexpr EntryKind kEntryKinds[] = {
+    {EntryType::kDir, "dir", S_IFDIR},           {EntryType::kReg, "reg", S_IFREG},
+    {EntryType::kHardlink, "hardlink", S_IFREG}, {EntryType::kSymlink, "symlink", S_IFLNK},
+    {EntryType::kChar, "char", S_IFCHR},         {EntryType::kBlock, "block", S_IFBLK},
+    {EntryType::kFifo, "fifo", S_IFIFO},
+};
 
-mode_t type_bits(EntryType t) {
-    switch (t) {
-        case EntryType::kDir:
-            return S_IFDIR;
-        case EntryType::kSymlink:
-            return S_IFLNK;
-        case EntryType::kChar:
-            return S_IFCHR;
-        case EntryType::kBlock:
-            return S_IFBLK;
-        case EntryType::kFifo:
-            return S_IFIFO;
-        default:
-            return S_IFREG;
-    }
+const EntryKind& kind_of(EntryType t) {
+    for (const auto& k : kEntryKinds)
+        if (k.type == t) return k;
+    return kEntryKinds[1];
 }
 
 // The TOC entry of a tar entry, without its chunks; the mode carries the type bits as stat's
 // does (as the format's own example shows).
 json toc_entry_json(archive_entry* e, EntryType type) {
     json j = {{"name", archive_entry_pathname(e)},
-              {"type", type_name(type)},
-              {"mode", static_cast<int64_t>((archive_entry_perm(e) & 07777) | type_bits(type))},
+              {"type", kind_of(type).name},
+              {"mode", static_cast<int64_t>((archive_entry_perm(e) & 07777) | kind_of(type).bits)},
               {"uid", archive_entry_uid(e)},
               {"gid", archive_entry_gid(e)}};
     if (archive_entry_mtime_is_set(e))
@@ -218,20 +205,8 @@ json toc_entry_json(archive_entry* e, EntryType type) {
 
 EntryType type_of(archive_entry* e) {
     if (archive_entry_hardlink(e)) return EntryType::kHardlink;
-    switch (archive_entry_filetype(e)) {
-        case AE_IFDIR:
-            return EntryType::kDir;
-        case AE_IFLNK:
-            return EntryType::kSymlink;
-        case AE_IFCHR:
-            return EntryType::kChar;
-        case AE_IFBLK:
-            return EntryType::kBlock;
-        case AE_IFIFO:
-            return EntryType::kFifo;
-        case AE_IFREG:
-            return EntryType::kReg;
-    }
+    for (const auto& k : kEntryKinds)
+        if (archive_entry_filetype(e) == k.bits) return k.type;
     throw StoreError(std::string("unsupported entry type in \"") + archive_entry_pathname(e) +
                      "\"");
 }
@@ -394,10 +369,8 @@ ConvertedImage convert_image(const ImageRecord& image,
                              const std::function<std::string(const std::string&)>& blob_path,
                              const std::string& dir, const WriteOptions& o) {
     json config = parse_json_limited(image.config, "config " + image.id, kMaxConfigBytes);
+    image_config_diff_ids(config, image.layers.size(), "config " + image.id);
     json& rootfs = config["rootfs"];
-    if (!rootfs.is_object() || !rootfs["diff_ids"].is_array() ||
-        rootfs["diff_ids"].size() != image.layers.size())
-        throw StoreError("config " + image.id + ": rootfs.diff_ids does not list its layers");
     ConvertedImage out;
     json layers = json::array();
     std::map<std::string, WrittenLayer> done;  // a blob the image names twice is written once
@@ -412,7 +385,7 @@ ConvertedImage convert_image(const ImageRecord& image,
         const WrittenLayer& w = it->second;
         rootfs["diff_ids"][i] = w.diff_id;
         layers.push_back(
-            {{"mediaType", "application/vnd.oci.image.layer.v1.tar+gzip"},
+            {{"mediaType", layer_media_type(kGzip)},
              {"digest", w.digest},
              {"size", w.size},
              {"annotations",
@@ -420,14 +393,7 @@ ConvertedImage convert_image(const ImageRecord& image,
                {std::string(kUncompressedSizeAnnotation), std::to_string(w.uncompressed_size)}}}});
     }
     out.config = config.dump();
-    json m = {{"schemaVersion", 2},
-              {"mediaType", kOciManifest},
-              {"config",
-               {{"mediaType", kOciConfig},
-                {"digest", sha256_digest(out.config)},
-                {"size", out.config.size()}}},
-              {"layers", std::move(layers)}};
-    out.manifest = m.dump();
+    out.manifest = oci_manifest(out.config, std::move(layers));
     return out;
 }
 
@@ -561,14 +527,9 @@ uint64_t uint_member(const json& j, const char* key, const std::string& what, ui
 }
 
 EntryType parse_type(const std::string& t, const std::string& what) {
-    static const std::map<std::string, EntryType> kTypes = {
-        {"dir", EntryType::kDir},         {"reg", EntryType::kReg},
-        {"symlink", EntryType::kSymlink}, {"hardlink", EntryType::kHardlink},
-        {"char", EntryType::kChar},       {"block", EntryType::kBlock},
-        {"fifo", EntryType::kFifo}};
-    auto it = kTypes.find(t);
-    if (it == kTypes.end()) throw StoreError(what + ": unknown type \"" + t + "\"");
-    return it->second;
+    for (const auto& k : kEntryKinds)
+        if (t == k.name) return k.type;
+    throw StoreError(what + ": unknown type \"" + t + "\"");
 }
 
 // The path an entry names, as components; bounded, no "..", no absolute paths.
@@ -790,12 +751,7 @@ namespace {
 EntryPtr archive_entry_of(const TocEntry& t) {
     EntryPtr e(archive_entry_new(), archive_entry_free);
     archive_entry_set_pathname(e.get(), t.name.c_str());
-    static const std::map<EntryType, mode_t> kKinds = {
-        {EntryType::kDir, AE_IFDIR},      {EntryType::kReg, AE_IFREG},
-        {EntryType::kHardlink, AE_IFREG}, {EntryType::kSymlink, AE_IFLNK},
-        {EntryType::kChar, AE_IFCHR},     {EntryType::kBlock, AE_IFBLK},
-        {EntryType::kFifo, AE_IFIFO}};
-    archive_entry_set_filetype(e.get(), kKinds.at(t.type));
+    archive_entry_set_filetype(e.get(), kind_of(t.type).bits);
     archive_entry_set_perm(e.get(), t.mode);
     archive_entry_set_uid(e.get(), t.uid);
     archive_entry_set_gid(e.get(), t.gid);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "fd.h"
+#include "image_format.h"
 #include "records.h"
 
 namespace lamina::store {
@@ -39,16 +40,6 @@ std::shared_ptr<Fd> open_in_root(const std::string& dir, const std::string& rel)
 // Copies the file at src to dst while hashing it; returns the digest and size.
 std::pair<std::string, int64_t> copy_and_hash(const std::string& src, const std::string& dst);
 std::pair<std::string, int64_t> hash_file(const std::string& path);
-
-// Media types.
-inline constexpr const char* kOciManifest = "application/vnd.oci.image.manifest.v1+json";
-inline constexpr const char* kOciIndex = "application/vnd.oci.image.index.v1+json";
-inline constexpr const char* kOciConfig = "application/vnd.oci.image.config.v1+json";
-inline constexpr const char* kOciLayerTar = "application/vnd.oci.image.layer.v1.tar";
-inline constexpr const char* kDockerManifest =
-    "application/vnd.docker.distribution.manifest.v2+json";
-inline constexpr const char* kDockerManifestList =
-    "application/vnd.docker.distribution.manifest.list.v2+json";
 
 // The OCI manifest for config and layers, serialised once so its digest is stable.
 std::string make_manifest(const std::string& config, const std::vector<LayerRef>& layers);

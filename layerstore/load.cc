@@ -16,6 +16,7 @@
 #include "digest.h"
 #include "error.h"
 #include "fsutil.h"
+#include "image_format.h"
 #include "internal.h"
 #include "json_input.h"
 #include "lazy_layer.h"
@@ -43,25 +44,10 @@ struct StagedBlob {
     std::string path;
 };
 
-// The media type a layer blob that came without one is stored under, from what unpacking found.
-std::string layer_media_type(Compression c) {
-    return std::string(kOciLayerTar) + (c == kGzip ? "+gzip" : c == kZstd ? "+zstd" : "");
-}
-
 bool blob_known(Db& db, const std::string& digest) {
     Stmt st(db, "SELECT 1 FROM blobs WHERE digest = ?");
     st.bind(1, digest);
     return st.step();
-}
-
-std::string host_arch() {
-#if defined(__x86_64__)
-    return "amd64";
-#elif defined(__aarch64__)
-    return "arm64";
-#else
-    return "unknown";
-#endif
 }
 
 }  // namespace
@@ -72,15 +58,8 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
                                const std::string& staging) {
     Layout l{root_};
     const std::string what = "image config " + sha256_digest(config);
-    json cfg = parse_json_limited(config, what, kMaxConfigBytes);
-    if (!require_object(cfg, what).contains("rootfs"))
-        throw StoreError(what + " has no rootfs.diff_ids");
-    const json& diff_ids =
-        array_member(require_object(cfg["rootfs"], what + " rootfs"), "diff_ids", what + " rootfs");
-    if (diff_ids.size() != layers.size())
-        throw StoreError("image config lists " + std::to_string(diff_ids.size()) +
-                         " diff_ids but the image has " + std::to_string(layers.size()) +
-                         " layers");
+    const std::vector<std::string> diff_ids = image_config_diff_ids(
+        parse_json_limited(config, what, kMaxConfigBytes), layers.size(), what);
     std::vector<std::string> names;
     for (const auto& n : names_in) names.push_back(normalize_reference(n));
 
@@ -101,9 +80,7 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
         const SourceLayer& src = layers[i];
         std::string where =
             "layer " + std::to_string(i + 1) + " of " + std::to_string(layers.size());
-        if (!diff_ids[i].is_string() || !is_sha256_digest(diff_ids[i].get<std::string>()))
-            throw StoreError(where + ": config diff_id is not a sha256 digest");
-        std::string diff_id = diff_ids[i].get<std::string>();
+        const std::string& diff_id = diff_ids[i];
         std::string parent = chain;
         chain = chain_id(chain, diff_id);
         auto existing = layer(chain);
@@ -288,11 +265,7 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
             Stmt(*db_,
                  "UPDATE layers SET blob = ?, blob_media_type = ?, blob_size = ?, size = ? "
                  "WHERE id = ?")
-                .bind(1, r.blob)
-                .bind(2, r.blob_media_type)
-                .bind(3, r.blob_size)
-                .bind(4, r.size)
-                .bind(5, r.id)
+                .bind_all(r.blob, r.blob_media_type, r.blob_size, r.size, r.id)
                 .run();
             continue;
         }
@@ -300,15 +273,8 @@ LoadedImage Store::store_image(const std::string& config, const std::string& man
              "INSERT INTO layers(id, parent, diff_id, link, blob, blob_media_type, blob_size, "
              "size, created) "
              "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)")
-            .bind(1, r.id)
-            .bind(2, r.parent)
-            .bind(3, r.diff_id)
-            .bind(4, r.link)
-            .bind(5, r.blob)
-            .bind(6, r.blob_media_type)
-            .bind(7, r.blob_size)
-            .bind(8, r.size)
-            .bind(9, r.created)
+            .bind_all(r.id, r.parent, r.diff_id, r.link, r.blob, r.blob_media_type, r.blob_size,
+                      r.size, r.created)
             .run();
     }
     Stmt exists(*db_, "SELECT 1 FROM images WHERE id = ?");
@@ -387,12 +353,14 @@ LoadedImage Store::import_tarball(const std::string& tarball, const std::string&
         remove_tree(probe);
         std::string now = format_rfc3339(now_seconds());
         std::string source = shown_as.empty() ? tarball : shown_as;
-        json cfg = {{"architecture", host_arch()},
-                    {"os", "linux"},
+        Platform host = host_platform();
+        json cfg = {{"architecture", host.architecture},
+                    {"os", host.os},
                     {"created", now},
                     {"config", json::object()},
                     {"rootfs", {{"type", "layers"}, {"diff_ids", {diff_id}}}},
                     {"history", {{{"created", now}, {"created_by", "lamina import " + source}}}}};
+        if (!host.variant.empty()) cfg["variant"] = host.variant;
         if (!meta.message.empty()) cfg["history"][0]["comment"] = meta.message;
         try {
             apply_config_changes(cfg, meta.changes);

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 
+#include "digest.h"
 #include "error.h"
 
 namespace lamina::store {
@@ -80,13 +81,6 @@ bool valid_domain(std::string_view d) {
     }
 }
 
-bool valid_digest(std::string_view d) {
-    if (d.size() != 71 || !d.starts_with("sha256:")) return false;
-    for (char c : d.substr(7))
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-    return true;
-}
-
 }  // namespace
 
 std::string printable(std::string_view text, size_t max) {
@@ -104,6 +98,11 @@ std::string printable(std::string_view text, size_t max) {
     return out;
 }
 
+bool names_a_host(std::string_view first_component) {
+    return first_component.find('.') != std::string_view::npos ||
+           first_component.find(':') != std::string_view::npos || first_component == "localhost";
+}
+
 ReferenceParts parse_reference_parts(const std::string& text) {
     auto bad = [&](const std::string& why) -> StoreError {
         return StoreError("invalid reference \"" + printable(text) + "\": " + why);
@@ -114,7 +113,7 @@ ReferenceParts parse_reference_parts(const std::string& text) {
     if (size_t at = rest.find('@'); at != std::string_view::npos) {
         r.digest = rest.substr(at + 1);
         rest = rest.substr(0, at);
-        if (!valid_digest(r.digest))
+        if (!is_sha256_digest(r.digest))
             throw bad("the digest must be sha256: and 64 lowercase hex digits");
     }
     // A colon after the last slash starts the tag; one before it belongs to a host:port.
@@ -132,8 +131,7 @@ ReferenceParts parse_reference_parts(const std::string& text) {
         throw bad("the name is longer than " + std::to_string(kMaxNameLength) + " characters");
     size_t first = rest.find('/');
     std::string_view head = rest.substr(0, first == std::string_view::npos ? 0 : first);
-    if (!head.empty() && (head.find('.') != std::string_view::npos ||
-                          head.find(':') != std::string_view::npos || head == "localhost")) {
+    if (!head.empty() && names_a_host(head)) {
         if (!valid_domain(head)) throw bad("invalid registry host");
         r.domain = head;
         rest = rest.substr(first + 1);
@@ -148,6 +146,21 @@ ReferenceParts parse_reference_parts(const std::string& text) {
         start = end + 1;
     }
     return r;
+}
+
+ReferenceParts parse_normalized_reference(const std::string& text) {
+    ReferenceParts r = parse_reference_parts(text);
+    if (r.domain.empty() || r.domain == "index.docker.io") r.domain = kDockerHub;
+    if (r.domain == kDockerHub && r.path.find('/') == std::string::npos)
+        r.path = "library/" + r.path;
+    return r;
+}
+
+std::string familiar_name(const std::string& domain, const std::string& path) {
+    if (domain != kDockerHub) return domain + "/" + path;
+    if (path.starts_with("library/") && path.find('/', 8) == std::string::npos)
+        return path.substr(8);
+    return path;
 }
 
 }  // namespace lamina::store

@@ -9,6 +9,7 @@
 #include "digest.h"
 #include "error.h"
 #include "fsutil.h"
+#include "image_format.h"
 #include "internal.h"
 #include "json_input.h"
 #include "unpack.h"
@@ -86,80 +87,56 @@ static std::string blob_path(const std::string& digest) {
     return "blobs/sha256/" + digest.substr(7);
 }
 
-// Reads a metadata blob named by a descriptor (found in the document `from`) and checks its
-// digest and size.
-static std::string read_verified_blob(const std::string& dir, const json& desc,
-                                      const std::string& what, const std::string& from,
-                                      size_t max_bytes) {
-    std::string digest = string_member(desc, "digest", from);
-    int64_t size = int_member(desc, "size", from, -1);
-    std::string data = read_in_root(dir, blob_path(digest), max_bytes);
-    if (sha256_digest(data) != digest) throw StoreError(what + " " + digest + ": digest mismatch");
-    if (size >= 0 && size != int64_t(data.size()))
-        throw StoreError(what + " " + digest + ": size mismatch");
+// Reads the metadata blob a descriptor names and checks its digest and size.
+static std::string read_verified_blob(const std::string& dir, const Descriptor& d,
+                                      const std::string& what, size_t max_bytes) {
+    std::string data = read_in_root(dir, blob_path(d.digest), max_bytes);
+    if (sha256_digest(data) != d.digest)
+        throw StoreError(what + " " + d.digest + ": digest mismatch");
+    if (d.size >= 0 && d.size != int64_t(data.size()))
+        throw StoreError(what + " " + d.digest + ": size mismatch");
     return data;
 }
 
-static bool is_index(const std::string& mt) {
-    return mt == kOciIndex || mt == kDockerManifestList;
+// From an index, the manifest for this host (host_platform), else the first one.
+static const Descriptor& pick_manifest(const Manifest& index, const std::string& what) {
+    if (index.manifests.empty()) throw StoreError(what + " lists no manifests");
+    for (const auto& d : index.manifests)
+        if (platform_matches(d.platform, host_platform())) return d;
+    return index.manifests[0];
 }
 
-static std::string host_architecture() {
-#if defined(__x86_64__)
-    return "amd64";
-#elif defined(__aarch64__)
-    return "arm64";
-#else
-    return "";
-#endif
-}
-
-// From an index, the manifest for this host (linux/ARCH), else the first one.
-static json pick_manifest(const json& index, int depth, const std::string& what) {
-    if (depth > 4) throw StoreError("image index nested too deeply");
-    const json& manifests = array_member(index, "manifests", what);
-    if (manifests.empty()) throw StoreError(what + " lists no manifests");
-    const json* chosen = &require_object(manifests[0], what + " manifests[0]");
-    for (const auto& m : manifests) {
-        require_object(m, what + " manifests[]");
-        if (!m.contains("platform")) continue;
-        std::string where = what + " platform";
-        if (string_member(m["platform"], "os", where) == "linux" &&
-            string_member(m["platform"], "architecture", where) == host_architecture()) {
-            chosen = &m;
-            break;
-        }
-    }
-    return *chosen;
-}
-
-static SourceImage oci_image(const std::string& dir, json desc, std::string from,
+// The image an entry of index.json names: its manifests and indexes are read by the rules a
+// registry's are (parse_manifest), an index giving the entry for this host.
+static SourceImage oci_image(const std::string& dir, const json& entry,
                              std::vector<std::string> names) {
-    for (int depth = 0; is_index(string_member(desc, "mediaType", from)); ++depth) {
-        std::string what = "index " + string_member(desc, "digest", from);
-        json nested =
-            parse_json_limited(read_verified_blob(dir, desc, "index", from, kMaxManifestBytes),
-                               what, kMaxManifestBytes);
-        desc = pick_manifest(nested, depth, what);
-        from = what;
-    }
+    Descriptor desc;
+    desc.digest = string_member(entry, "digest", "index.json");
+    desc.media_type = string_member(entry, "mediaType", "index.json");
+    desc.size = int_member(entry, "size", "index.json", -1);
     SourceImage img;
     img.names = std::move(names);
-    img.manifest = read_verified_blob(dir, desc, "manifest", from, kMaxManifestBytes);
-    std::string what = "manifest " + string_member(desc, "digest", from);
-    json m = parse_json_limited(img.manifest, what, kMaxManifestBytes);
-    if (!require_object(m, what).contains("config"))
-        throw StoreError(what + " has no config or layers");
-    img.config = read_verified_blob(dir, require_object(m["config"], what + " config"), "config",
-                                    what, kMaxConfigBytes);
-    for (const auto& l : array_member(m, "layers", what)) {
-        SourceLayer sl;
-        sl.digest = string_member(l, "digest", what + " layers[]");
-        sl.media_type = string_member(l, "mediaType", what + " layers[]");
-        sl.size = int_member(l, "size", what + " layers[]", -1);
-        if (!layer_media_type_compression(sl.media_type))
-            throw StoreError("layer " + sl.digest + ": unsupported media type \"" + sl.media_type +
+    Manifest m;
+    for (int depth = 0;; ++depth) {
+        img.manifest = read_verified_blob(dir, desc, "manifest", kMaxManifestBytes);
+        try {
+            m = parse_manifest(img.manifest, desc.media_type);
+        } catch (const StoreError& e) {
+            throw StoreError("manifest " + desc.digest + ": " + e.what());
+        }
+        if (!m.is_index) break;
+        if (depth == 4) throw StoreError("image index nested too deeply");
+        desc = pick_manifest(m, "index " + desc.digest);
+    }
+    img.config = read_verified_blob(dir, m.config, "config", kMaxConfigBytes);
+    for (const auto& l : m.layers) {
+        if (!layer_media_type_compression(l.media_type))
+            throw StoreError("layer " + l.digest + ": unsupported media type \"" + l.media_type +
                              "\"");
+        SourceLayer sl;
+        sl.digest = l.digest;
+        sl.media_type = l.media_type;
+        sl.size = l.size;
         sl.fd = open_in_root(dir, blob_path(sl.digest));
         sl.path = fd_path(*sl.fd);
         img.layers.push_back(std::move(sl));
@@ -224,22 +201,16 @@ std::vector<SourceImage> read_image_source(const std::string& dir) {
     const json& manifests = array_member(index, "manifests", "index.json");
     if (manifests.empty()) throw StoreError("index.json lists no manifests");
     for (const auto& desc : manifests)
-        out.push_back(
-            oci_image(dir, desc, "index.json", names_from_annotations(desc, "index.json")));
+        out.push_back(oci_image(dir, desc, names_from_annotations(desc, "index.json")));
     return out;
 }
 
 std::string make_manifest(const std::string& config, const std::vector<LayerRef>& layers) {
-    json m;
-    m["schemaVersion"] = 2;
-    m["mediaType"] = kOciManifest;
-    m["config"] = {
-        {"mediaType", kOciConfig}, {"digest", sha256_digest(config)}, {"size", config.size()}};
-    m["layers"] = json::array();
+    json descriptors = json::array();
     for (const auto& l : layers)
-        m["layers"].push_back(
+        descriptors.push_back(
             {{"mediaType", l.blob_media_type}, {"digest", l.blob}, {"size", l.blob_size}});
-    return m.dump();
+    return oci_manifest(config, std::move(descriptors));
 }
 
 }  // namespace lamina::store

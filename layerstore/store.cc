@@ -493,19 +493,11 @@ std::vector<std::string> Store::remove_image(const std::string& ref, bool force)
 }
 
 std::string normalize_reference(const std::string& ref) {
-    ReferenceParts r = parse_reference_parts(ref);
+    ReferenceParts r = parse_normalized_reference(ref);
     if (!r.digest.empty())
         throw StoreError("invalid reference \"" + printable(ref) +
                          "\": a name cannot hold a digest");
-    // Docker Hub names are kept in their familiar form, as the docker CLI shows them.
-    std::string repo = r.path;
-    if (r.domain == "docker.io" || r.domain == "index.docker.io") {
-        if (repo.starts_with("library/") && repo.find('/', 8) == std::string::npos)
-            repo = repo.substr(8);
-    } else if (!r.domain.empty()) {
-        repo = r.domain + "/" + repo;
-    }
-    return repo + ":" + (r.tag.empty() ? "latest" : r.tag);
+    return familiar_name(r.domain, r.path) + ":" + (r.tag.empty() ? "latest" : r.tag);
 }
 
 std::pair<std::string, std::string> split_reference(const std::string& name) {

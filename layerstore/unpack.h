@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "layer_media_type.h"
+#include "image_format.h"
 
 struct archive_entry;
 

@@ -157,7 +157,7 @@ int cmd_pull(Context& ctx, const Args& a) {
     registry::PullOptions o;
     if (a.values.count("platform")) {
         try {
-            o.platform = registry::parse_platform(a.value("platform"));
+            o.platform = store::parse_platform(a.value("platform"));
             o.platform_given = true;
         } catch (const std::invalid_argument& e) {
             throw UsageError(e.what());

@@ -1,4 +1,4 @@
-// libFuzzer target: the registry client's manifest and index parser (tools/registry/manifest),
+// libFuzzer target: the registry client's manifest and index parser (layerstore/image_format),
 // on any bytes. The first byte picks the Content-Type the reply claims; the rest is the body.
 // A manifest it cannot take must be refused with one line (std::runtime_error), never a crash,
 // another exception type or a message spread over several lines; an index it accepts must
@@ -11,7 +11,7 @@
 #include <string>
 
 #include "fuzz_check.h"
-#include "registry/manifest.h"
+#include "image_format.h"
 
 namespace {
 
@@ -23,13 +23,13 @@ void check_one_line(const std::exception& e) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    using namespace lamina::registry;
+    using namespace lamina::store;
     static const char* const kTypes[] = {"",
-                                         kMediaOciManifest,
-                                         kMediaOciIndex,
-                                         kMediaDockerManifest,
-                                         kMediaDockerList,
-                                         kMediaDockerSchema1,
+                                         kOciManifest,
+                                         kOciIndex,
+                                         kDockerManifest,
+                                         kDockerManifestList,
+                                         kDockerSchema1,
                                          "application/json",
                                          "text/html"};
     if (size == 0) return 0;
@@ -51,6 +51,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             }
         }
     }
-    for (const Descriptor& l : m.layers) (void)is_supported_layer(l.media_type);
+    for (const Descriptor& l : m.layers) (void)layer_media_type_compression(l.media_type);
     return 0;
 }

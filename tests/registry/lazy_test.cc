@@ -160,7 +160,7 @@ TEST(LazyPush, estargz_image_pulls_as_ordinary_gzip_with_skopeo_and_lamina) {
 // longer than the range).
 struct RangeCounter {
     registry::Client& client;
-    registry::Descriptor desc;
+    store::Descriptor desc;
     uint64_t bytes = 0;
     ez::RangeReader reader() {
         return [this](uint64_t off, uint64_t len) {
@@ -186,11 +186,11 @@ TEST(LazyFetch, layers_read_by_ranges_equal_a_full_pull_and_bad_chunks_give_no_b
     registry::Client client(settings, settings.pull_endpoints(ref).back(), copts);
     client.ping();
     auto fetched = client.get_manifest("ez");
-    registry::Manifest m = registry::parse_manifest(fetched.body, fetched.media_type);
+    store::Manifest m = store::parse_manifest(fetched.body, fetched.media_type);
     ASSERT_EQ(m.layers.size(), 2u);
 
     for (size_t i = 0; i < 2; ++i) {
-        const registry::Descriptor& d = m.layers[i];
+        const store::Descriptor& d = m.layers[i];
         ASSERT_FALSE(d.estargz_toc_digest.empty());
         RangeCounter ranges{client, d};
         ez::Toc toc =
@@ -221,7 +221,7 @@ TEST(LazyFetch, layers_read_by_ranges_equal_a_full_pull_and_bad_chunks_give_no_b
     }
 
     // A corrupted chunk in the registry's copy of the bottom layer: refused, nothing written.
-    const registry::Descriptor& d = m.layers[0];
+    const store::Descriptor& d = m.layers[0];
     RangeCounter ranges{client, d};
     ez::Toc toc =
         ez::read_toc(ranges.reader(), static_cast<uint64_t>(d.size), d.estargz_toc_digest);

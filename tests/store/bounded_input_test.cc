@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "needs.h"
@@ -68,6 +69,19 @@ void replace_config(const std::string& layout, const std::string& config) {
     auto manifest = json::parse(read_file(mpath));
     manifest["config"]["digest"] = put_layout_blob(layout, config);
     manifest["config"]["size"] = config.size();
+    std::string m = manifest.dump();
+    index["manifests"][0]["digest"] = put_layout_blob(layout, m);
+    index["manifests"][0]["size"] = m.size();
+    write_file(layout + "/index.json", index.dump());
+}
+
+// Rewrites the manifest of the layout's only image with change (and the index naming it).
+void replace_manifest(const std::string& layout, const std::function<void(json&)>& change) {
+    auto index = json::parse(read_file(layout + "/index.json"));
+    std::string mpath =
+        layout + "/blobs/sha256/" + index["manifests"][0]["digest"].get<std::string>().substr(7);
+    auto manifest = json::parse(read_file(mpath));
+    change(manifest);
     std::string m = manifest.dump();
     index["manifests"][0]["digest"] = put_layout_blob(layout, m);
     index["manifests"][0]["size"] = m.size();
@@ -242,6 +256,30 @@ TEST_F(BoundedInput, field_of_the_wrong_type_is_named_with_its_file) {
     write_file(tmp / "docker/c.json", "{}");
     expect_refused(lamina({"load", "-i", tmp / "docker"}),
                    "docker-archive manifest.json: \"Layers\" must be an array, not string");
+}
+
+// A layout's manifests are read by the registry client's rules (image_format's parse_manifest),
+// as the OCI spec has them: load once took a layer without a size, any schemaVersion and any
+// manifest media type, all of which pull refuses.
+TEST_F(BoundedInput, layout_manifests_are_read_by_the_rules_pull_uses) {
+    struct Case {
+        const char* name;
+        std::function<void(json&)> change;
+        const char* error;
+    };
+    const Case cases[] = {
+        {"unsized", [](json& m) { m["layers"][0].erase("size"); }, "has no valid size"},
+        {"schema1", [](json& m) { m["schemaVersion"] = 1; }, "Docker schema 1 manifest"},
+        {"artifact",
+         [](json& m) { m["mediaType"] = "application/vnd.oci.artifact.manifest.v1+json"; },
+         "unsupported manifest media type"},
+    };
+    for (const auto& c : cases) {
+        SCOPED_TRACE(c.name);
+        write_oci_layout(tmp / c.name, {{one_file_layer(), ""}}, std::string("rules:") + c.name);
+        replace_manifest(tmp / c.name, c.change);
+        expect_refused(lamina({"load", "-i", tmp / c.name}), c.error);
+    }
 }
 
 // The distribution grammar, for every way a name comes in: tag, import, an archive's own name

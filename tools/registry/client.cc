@@ -25,6 +25,14 @@ using nlohmann::json;
 
 namespace {
 
+// The Accept header for manifest requests: every kind lamina reads, and schema 1, which it
+// refuses by name.
+std::string manifest_accept_header() {
+    return std::string("Accept: ") + store::kOciManifest + ", " + store::kOciIndex + ", " +
+           store::kDockerManifest + ", " + store::kDockerManifestList + ", " +
+           store::kDockerSchema1Signed + ", " + store::kDockerSchema1;
+}
+
 // The registry's own words from an error body ({"errors":[{"code","message"}]}), or "".
 std::string registry_message(const std::string& body) {
     try {
@@ -74,7 +82,7 @@ int64_t content_range_start(const HttpResponse& reply) {
 
 // A blob reply that says the registry's blob is not the manifest's (another length), or that
 // answers a Range with some other range, is refused.
-void check_blob_reply(const Descriptor& d, const HttpResponse& reply, int64_t asked_from) {
+void check_blob_reply(const store::Descriptor& d, const HttpResponse& reply, int64_t asked_from) {
     int64_t total = -1;
     if (reply.status == 206) {
         int64_t first = 0;
@@ -238,7 +246,7 @@ FetchedManifest Client::get_manifest(const std::string& ref) {
     return m;
 }
 
-std::string Client::get_blob(const Descriptor& d) {
+std::string Client::get_blob(const store::Descriptor& d) {
     if (d.size > (16 << 20)) throw RegistryError("blob " + d.digest + " is too large to read");
     std::string data;
     HttpRequest req;
@@ -258,7 +266,7 @@ std::string Client::get_blob(const Descriptor& d) {
     return data;
 }
 
-std::string Client::get_blob_range(const Descriptor& d, int64_t offset, int64_t length) {
+std::string Client::get_blob_range(const store::Descriptor& d, int64_t offset, int64_t length) {
     if (offset < 0 || length <= 0 || offset + length > d.size)
         throw RegistryError("blob " + d.digest + ": range " + std::to_string(offset) + "+" +
                             std::to_string(length) + " is outside its " + std::to_string(d.size) +
@@ -295,7 +303,7 @@ std::string Client::get_blob_range(const Descriptor& d, int64_t offset, int64_t 
     return data;
 }
 
-void Client::download_blob(const Descriptor& d, const std::string& path,
+void Client::download_blob(const store::Descriptor& d, const std::string& path,
                            const std::function<void(int64_t)>& progress,
                            const std::function<void(const std::string&)>& note) {
     // The file is named after the digest: refuse anything the manifest parser should have.
@@ -318,7 +326,7 @@ void Client::download_blob(const Descriptor& d, const std::string& path,
         throw RegistryError("cannot rename " + partial + ": " + strerror(errno));
 }
 
-void Client::fetch_blob_into(const Descriptor& d, int fd, const std::string& partial,
+void Client::fetch_blob_into(const store::Descriptor& d, int fd, const std::string& partial,
                              const std::function<void(int64_t)>& progress,
                              const std::function<void(const std::string&)>& note) {
     auto hash = std::make_unique<store::Sha256>();

@@ -12,7 +12,7 @@
 
 #include "auth.h"
 #include "credentials.h"
-#include "manifest.h"
+#include "image_format.h"
 #include "retry.h"
 #include "settings.h"
 #include "transport.h"
@@ -55,12 +55,12 @@ public:
     // the Docker-Content-Digest header when the registry sends one.
     FetchedManifest get_manifest(const std::string& ref);
     // A small blob (a config) read into memory and verified.
-    std::string get_blob(const Descriptor& d);
+    std::string get_blob(const store::Descriptor& d);
     // Bytes [offset, offset + length) of a blob, with one Range request and one attempt (the
     // caller decides what a failure costs). The reply must be a 206 for exactly that range of a blob of d.size bytes, and no
     // more than length bytes: a registry that ignores Range is refused, not read to the end.
     // The bytes are not verified here: the caller checks them (an eStargz chunk digest).
-    std::string get_blob_range(const Descriptor& d, int64_t offset, int64_t length);
+    std::string get_blob_range(const store::Descriptor& d, int64_t offset, int64_t length);
     // Streams a blob to path + ".partial", hashing on arrival, and renames it to path once its
     // digest checks out. Bytes already in the partial file (an earlier pull's) are hashed and
     // the rest is asked for with Range; so is the rest after a dropped connection, under the
@@ -68,7 +68,7 @@ public:
     // unless its bytes are proven wrong (digest or size mismatch, a range the registry cannot
     // satisfy): then it is removed. progress(bytes) runs as data arrives; note(text) reports
     // resumption and retries.
-    void download_blob(const Descriptor& d, const std::string& path,
+    void download_blob(const store::Descriptor& d, const std::string& path,
                        const std::function<void(int64_t)>& progress,
                        const std::function<void(const std::string&)>& note);
 
@@ -84,7 +84,7 @@ public:
 private:
     HttpResponse send(const HttpRequest& req) { return stack_->round_trip(req); }
     // download_blob's transfer into the open partial file fd.
-    void fetch_blob_into(const Descriptor& d, int fd, const std::string& partial,
+    void fetch_blob_into(const store::Descriptor& d, int fd, const std::string& partial,
                          const std::function<void(int64_t)>& progress,
                          const std::function<void(const std::string&)>& note);
     // Why a registry's TLS handshake failed, as a hint for the user.

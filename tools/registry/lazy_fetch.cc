@@ -123,7 +123,7 @@ void LazyLayerFiller::fill(const store::estargz::Placeholder& p) {
 
 std::string LazyLayerFiller::range_fetch(uint64_t offset, uint64_t length) {
     const store::LazySource& src = record_->source;
-    Descriptor d;
+    store::Descriptor d;
     d.digest = src.digest;
     d.size = src.size;
     d.media_type = src.media_type;

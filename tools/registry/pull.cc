@@ -11,8 +11,8 @@
 
 #include "digest.h"
 #include "error.h"
+#include "image_format.h"
 #include "json_input.h"
-#include "layer_media_type.h"
 #include "lazy_layer.h"
 #include "progress.h"
 #include "transfer.h"
@@ -80,27 +80,9 @@ Source find_source(const Settings& settings, const std::vector<Reference>& candi
     throw RegistryError("no registry to pull from");  // not reached: the last endpoint throws
 }
 
-std::vector<std::string> config_diff_ids(const std::string& config, size_t layers) {
-    json cfg = store::parse_json_limited(config, "image config", store::kMaxConfigBytes);
-    if (!store::require_object(cfg, "image config").contains("rootfs"))
-        throw RegistryError("image config has no rootfs.diff_ids");
-    std::vector<std::string> out;
-    for (const auto& d :
-         store::array_member(store::require_object(cfg["rootfs"], "image config rootfs"),
-                             "diff_ids", "image config rootfs")) {
-        if (!d.is_string() || !store::is_sha256_digest(d.get<std::string>()))
-            throw RegistryError("image config: a diff_id is not a sha256 digest");
-        out.push_back(d.get<std::string>());
-    }
-    if (out.size() != layers)
-        throw RegistryError("image config lists " + std::to_string(out.size()) +
-                            " diff_ids but the manifest has " + std::to_string(layers) + " layers");
-    return out;
-}
-
 // An eStargz layer's footer and TOC, read by two ranges and checked against the manifest's
 // annotation; nullptr for a layer without one. Throws when they cannot be read or checked.
-std::shared_ptr<const store::LazyPull> read_lazily(Client& client, const Descriptor& d,
+std::shared_ptr<const store::LazyPull> read_lazily(Client& client, const store::Descriptor& d,
                                                    const Reference& ref) {
     if (d.estargz_toc_digest.empty() ||
         store::layer_media_type_compression(d.media_type) != store::kGzip)
@@ -141,14 +123,14 @@ std::string pull_from(store::Store& store, const Settings& settings,
     Client& client = *src.client;
     if (!o.quiet) out << ref.manifest_ref() << ": Pulling from " << ref.repository << "\n";
 
-    Manifest m;
+    store::Manifest m;
     FetchedManifest image_manifest = src.top;
     try {
-        m = parse_manifest(src.top.body, src.top.media_type);
+        m = store::parse_manifest(src.top.body, src.top.media_type);
         if (m.is_index) {
-            const Descriptor& d = select_platform(m, o.platform);
+            const store::Descriptor& d = store::select_platform(m, o.platform);
             image_manifest = client.get_manifest(d.digest);
-            m = parse_manifest(image_manifest.body, image_manifest.media_type);
+            m = store::parse_manifest(image_manifest.body, image_manifest.media_type);
             if (m.is_index)
                 throw RegistryError("the index for " + o.platform.str() +
                                     " names another index; lamina reads one level");
@@ -161,7 +143,7 @@ std::string pull_from(store::Store& store, const Settings& settings,
         throw RegistryError(ref.str() + ": " + e.what());
     }
     for (const auto& l : m.layers) {
-        if (!is_supported_layer(l.media_type))
+        if (!store::layer_media_type_compression(l.media_type))
             throw RegistryError(ref.str() + ": layer " + l.digest + " has media type \"" +
                                 l.media_type + "\", which lamina cannot unpack");
         if (l.has_urls)
@@ -170,12 +152,16 @@ std::string pull_from(store::Store& store, const Settings& settings,
     }
 
     std::string config = client.get_blob(m.config);
-    std::vector<std::string> diff_ids = config_diff_ids(config, m.layers.size());
-    if (o.platform_given) {
+    std::vector<std::string> diff_ids;
+    store::Platform got;
+    try {
         json cfg = store::parse_json_limited(config, "image config", store::kMaxConfigBytes);
-        Platform got{store::string_member(cfg, "os", "image config"),
-                     store::string_member(cfg, "architecture", "image config"),
-                     store::string_member(cfg, "variant", "image config")};
+        diff_ids = store::image_config_diff_ids(cfg, m.layers.size(), "image config");
+        if (o.platform_given) got = store::platform_member(cfg, "image config");
+    } catch (const store::StoreError& e) {
+        throw RegistryError(ref.str() + ": " + e.what());
+    }
+    if (o.platform_given) {
         if (got.os != o.platform.os || got.architecture != o.platform.architecture)
             progress.note("warning", "the image's platform " + got.str() +
                                          " does not match the requested " + o.platform.str());
@@ -187,7 +173,7 @@ std::string pull_from(store::Store& store, const Settings& settings,
     std::set<std::string> seen;
     std::string chain;
     for (size_t i = 0; i < m.layers.size(); ++i) {
-        const Descriptor& d = m.layers[i];
+        const store::Descriptor& d = m.layers[i];
         chain = store::chain_id(chain, diff_ids[i]);
         layers[i] = {"", d.digest, d.media_type, d.size};
         if (store.has_layer_blob(chain, d.digest)) {
@@ -241,7 +227,7 @@ std::string pull_from(store::Store& store, const Settings& settings,
         for (;;) {
             size_t k = next.fetch_add(1);
             if (k >= to_fetch.size() || failed) return;
-            const Descriptor& d = m.layers[to_fetch[k]];
+            const store::Descriptor& d = m.layers[to_fetch[k]];
             std::string id = short_digest(d.digest);
             std::string path = dir.path + "/" + d.digest.substr(7);
             try {
@@ -270,7 +256,7 @@ std::string pull_from(store::Store& store, const Settings& settings,
     // Lazy layers: each missing file, then the rest of the blob, checked against the blob's
     // digest, the TOC and the diff ID; the layer is ordinary after (docs/lazy.md).
     for (size_t i : to_complete) {
-        const Descriptor& d = m.layers[i];
+        const store::Descriptor& d = m.layers[i];
         std::string id = short_digest(d.digest);
         std::string chain_of_i;
         for (size_t k = 0; k <= i; ++k) chain_of_i = store::chain_id(chain_of_i, diff_ids[k]);

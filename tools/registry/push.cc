@@ -77,7 +77,7 @@ std::string push_to(store::Store& store, const Settings& settings, const std::st
     } remover{convert_dir};
     if (o.compression_format.empty()) {
         try {
-            up.media_type = json::parse(img.manifest).value("mediaType", kMediaOciManifest);
+            up.media_type = json::parse(img.manifest).value("mediaType", store::kOciManifest);
         } catch (const json::exception& e) {
             throw RegistryError("stored manifest of " + local + " is not JSON: " + e.what());
         }
@@ -101,7 +101,7 @@ std::string push_to(store::Store& store, const Settings& settings, const std::st
         up.config = c.config;
         up.config_digest = store::sha256_digest(c.config);
         up.manifest = c.manifest;
-        up.media_type = kMediaOciManifest;
+        up.media_type = store::kOciManifest;
     }
     std::set<std::string> done;
     for (const auto& [digest, path] : up.blobs) {

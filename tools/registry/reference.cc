@@ -1,4 +1,4 @@
-// Reference parsing with Docker's short-name rules (docker.io and library/ filled in).
+// Registry references: the store's reference grammar, with the image locations skopeo writes.
 #include "reference.h"
 
 #include <stdexcept>
@@ -7,16 +7,6 @@
 #include "reference_grammar.h"
 
 namespace lamina::registry {
-
-namespace {
-
-// The first path component of a reference is a registry when it looks like a host.
-bool names_a_host(const std::string& head) {
-    return !head.empty() && (head.find('.') != std::string::npos ||
-                             head.find(':') != std::string::npos || head == "localhost");
-}
-
-}  // namespace
 
 ImageLocation parse_image_location(const std::string& text) {
     using Kind = ImageLocation::Kind;
@@ -49,24 +39,18 @@ std::string canonical_registry(const std::string& host) {
 
 bool is_short_name(const std::string& text) {
     size_t first = text.find('/');
-    return first == std::string::npos || !names_a_host(text.substr(0, first));
+    return first == std::string::npos || !store::names_a_host(text.substr(0, first));
 }
 
 Reference parse_reference(const std::string& text) {
-    // The distribution grammar is the store's too: one parser for both (reference_grammar.h).
+    // The distribution grammar and Docker's defaults are the store's too (reference_grammar.h).
     store::ReferenceParts parts;
     try {
-        parts = store::parse_reference_parts(text);
+        parts = store::parse_normalized_reference(text);
     } catch (const store::StoreError& e) {
         throw std::invalid_argument(e.what());
     }
-    Reference r;
-    r.registry = parts.domain.empty() ? kDockerHub : canonical_registry(parts.domain);
-    r.repository = parts.path;
-    r.tag = parts.tag;
-    r.digest = parts.digest;
-    if (r.registry == kDockerHub && r.repository.find('/') == std::string::npos)
-        r.repository = "library/" + r.repository;
+    Reference r{parts.domain, parts.path, parts.tag, parts.digest};
     if (r.tag.empty() && r.digest.empty()) r.tag = "latest";
     return r;
 }
@@ -80,14 +64,7 @@ std::string Reference::str() const {
 
 std::string Reference::store_name() const {
     if (tag.empty()) return "";
-    std::string repo = repository;
-    if (registry == kDockerHub) {
-        if (repo.starts_with("library/") && repo.find('/', 8) == std::string::npos)
-            repo = repo.substr(8);
-    } else {
-        repo = registry + "/" + repo;
-    }
-    return repo + ":" + tag;
+    return store::familiar_name(registry, repository) + ":" + tag;
 }
 
 }  // namespace lamina::registry

@@ -3,9 +3,11 @@
 
 #include <string>
 
+#include "reference_grammar.h"
+
 namespace lamina::registry {
 
-inline constexpr const char* kDockerHub = "docker.io";
+using store::kDockerHub;
 
 struct Reference {
     std::string registry;    // "docker.io", "127.0.0.1:5000", "quay.io"
@@ -42,7 +44,9 @@ struct ImageLocation {
 // Splits the transport off; the reference itself is not checked here.
 ImageLocation parse_image_location(const std::string& text);
 
-// "index.docker.io" and "registry-1.docker.io" are docker.io; other hosts are returned as given.
+// The registry whose credentials serve host: "index.docker.io" and "registry-1.docker.io" (where
+// docker.io's requests go) are docker.io; other hosts are returned as given. References do not
+// use it: as in Docker, "registry-1.docker.io/x" names that host, not docker.io.
 std::string canonical_registry(const std::string& host);
 
 }  // namespace lamina::registry

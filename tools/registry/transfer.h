@@ -8,8 +8,8 @@
 
 #include "client.h"
 #include "fd.h"
+#include "image_format.h"
 #include "lazy_layer.h"
-#include "manifest.h"
 #include "reference.h"
 #include "settings.h"
 #include "store.h"
@@ -17,7 +17,7 @@
 namespace lamina::registry {
 
 struct PullOptions {
-    Platform platform = host_platform();
+    store::Platform platform = store::host_platform();
     bool platform_given = false;
     int max_concurrent_downloads = 3;
     ClientOptions client;
