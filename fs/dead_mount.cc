@@ -42,13 +42,14 @@ int fd_mount_id(int fd) {
 // The mount whose root path names, when it is a FUSE mount whose daemon is gone. Opening with
 // O_PATH asks the daemon nothing; statfs always asks it (stat may be answered from the kernel's
 // attribute cache), and the kernel answers ENOTCONN once the daemon's end of the connection is
-// closed; ECONNABORTED while it is still ending the requests the daemon's io_uring queues held.
+// closed; ECONNABORTED or ECANCELED while it is still ending the requests the daemon's io_uring
+// queues held.
 std::optional<MountEntry> dead_fuse_mount(const std::string& path) {
     UniqueFd fd(::open(path.c_str(), O_PATH | O_CLOEXEC));
     if (!fd) return std::nullopt;
     struct statfs sf;
     if (fstatfs(fd.get(), &sf) == 0) return std::nullopt;
-    if (errno != ENOTCONN && errno != ECONNABORTED) {
+    if (errno != ENOTCONN && errno != ECONNABORTED && errno != ECANCELED) {
         spdlog::debug("{}: not a dead FUSE mount: statfs says {}", path, std::strerror(errno));
         return std::nullopt;
     }
