@@ -100,7 +100,8 @@ def build_tree(root, total_bytes, seed=19):
         written, index = 0, 0
         while written < budget:
             size = min(_size(rng, smallest, largest), budget - written)
-            directory = pattern.format(pkg=f"pkg{index // FILES_PER_DIR:04d}", n=index // FILES_PER_DIR)
+            group = index // FILES_PER_DIR
+            directory = pattern.format(pkg=f"pkg{group:04d}", n=group)
             suffix = {"text": ".txt", "binary": ".so" if "lib" in pattern else ""}[kind]
             name = f"{os.path.basename(directory) or 'f'}-{index:06d}{suffix}"
             data = content.text_bytes(size) if kind == "text" else content.binary_bytes(size)
