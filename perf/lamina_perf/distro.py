@@ -12,8 +12,7 @@ import math
 import os
 import random
 
-KIB = 1024
-MIB = 1024 * KIB
+from .profiles import KIB, MIB
 
 OS_RELEASE = (
     'PRETTY_NAME="lamina perf distro"\nNAME="lamina perf distro"\nID=lamina-perf\n'

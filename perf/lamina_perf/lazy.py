@@ -16,6 +16,7 @@ Run only when asked (`perf/run --only lazy`): it needs docker-registry, root for
 minutes. See docs/perf.md, "The lazy-pull job".
 """
 
+import datetime
 import json
 import os
 import select
@@ -25,6 +26,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -557,9 +559,6 @@ def run(profile_name, repeat, sizes, mbits, directory, repo, log, keep=False):
         raise LazyError(
             f"{directory}: {free >> 20} MiB free, the lazy job needs about {need >> 20} MiB"
         )
-    import datetime
-    import tempfile
-
     started = datetime.datetime.now().astimezone()
     t0 = time.monotonic()
     workdir = os.path.realpath(tempfile.mkdtemp(prefix="lamina-perf-lazy-", dir=directory))
@@ -609,12 +608,6 @@ def run(profile_name, repeat, sizes, mbits, directory, repo, log, keep=False):
     }
 
 
-def _fmt(value, unit):
-    if value is None:
-        return "n/a"
-    return report.fmt(value)
-
-
 def _verdict(row):
     """The goal of a row, and whether this run met it."""
     if not row["goal"]:
@@ -658,7 +651,7 @@ def render_markdown(rep, chart_prefix=None, level=2):
         ]
         rows = []
         for row in s["metrics"]:
-            lazy_cell = _fmt(row["lazy"], row["unit"])
+            lazy_cell = report.fmt(row["lazy"])
             ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}x"
             if row.get("lazy_at_least") is not None:
                 lazy_cell = f"> {report.fmt(row['lazy_at_least'])} (stopped)"
@@ -668,7 +661,7 @@ def render_markdown(rep, chart_prefix=None, level=2):
                 [
                     f"`{row['key']}`: {row['title']}",
                     row["unit"],
-                    _fmt(row["full"], row["unit"]),
+                    report.fmt(row["full"]),
                     lazy_cell,
                     ratio,
                     _verdict(row),
