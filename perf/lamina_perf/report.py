@@ -461,15 +461,18 @@ def write_charts(report, out_dir):
     return written, ""
 
 
-def publish(markdown_for_docs, docs_md, chart_paths, docs_chart_dir):
-    """Puts the results block between the markers of docs/perf.md and copies the charts beside it."""
+def publish(
+    markdown_for_docs, docs_md, chart_paths, docs_chart_dir, begin=BEGIN_MARK, end=END_MARK
+):
+    """Puts the results block between the markers of docs/perf.md (the lazy job has markers of
+    its own) and copies the charts beside it."""
     with open(docs_md) as f:
         text = f.read()
-    if BEGIN_MARK not in text or END_MARK not in text:
-        raise ValueError(f"{docs_md}: markers {BEGIN_MARK} / {END_MARK} not found")
-    head, rest = text.split(BEGIN_MARK, 1)
-    _, tail = rest.split(END_MARK, 1)
-    new = f"{head}{BEGIN_MARK}\n{markdown_for_docs.strip()}\n{END_MARK}{tail}"
+    if begin not in text or end not in text:
+        raise ValueError(f"{docs_md}: markers {begin} / {end} not found")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{begin}\n{markdown_for_docs.strip()}\n{end}{tail}"
     with open(docs_md, "w") as f:
         f.write(new)
     os.makedirs(docs_chart_dir, exist_ok=True)
