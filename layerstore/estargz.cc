@@ -870,7 +870,7 @@ std::vector<Placeholder> unpack_toc(const Toc& toc, const std::string& dest_dir,
 }
 
 void fill_placeholder(int layer_root_fd, const Toc& toc, const Placeholder& p,
-                      const RangeReader& read) {
+                      const RangeReader& read, bool sync) {
     const TocEntry& t = toc.entries.at(p.entry);
     Fd f = open_beneath(layer_root_fd, p.path, O_WRONLY);
     if (!f) throw_errno("cannot open placeholder", shown(p.path), errno);
@@ -889,7 +889,7 @@ void fill_placeholder(int layer_root_fd, const Toc& toc, const Placeholder& p,
             done += static_cast<size_t>(n);
         }
     });
-    if (::fsync(f.get()) != 0) throw_errno("cannot sync", shown(p.path), errno);
+    if (sync && ::fsync(f.get()) != 0) throw_errno("cannot sync", shown(p.path), errno);
     // A write clears set-id bits (without CAP_FSETID) and always security.capability.
     if (::fchmod(f.get(), st.st_mode & 07777) != 0)
         throw_errno("cannot chmod", shown(p.path), errno);

@@ -147,8 +147,10 @@ std::vector<Placeholder> unpack_toc(const Toc& toc, const std::string& dest_dir,
 // Fetches a placeholder's content (fetch_file: every chunk checked first) and writes it into the
 // file at p.path beneath the layer root (no symlink followed, nothing outside it reached), then
 // puts back what writing takes away: the set-id bits, security.capability and the mtime.
+// sync: the content is on disk before it returns; without, the caller syncs (a completion
+// filling many files syncs the filesystem once, before it marks any of them done).
 void fill_placeholder(int layer_root_fd, const Toc& toc, const Placeholder& p,
-                      const RangeReader& read);
+                      const RangeReader& read, bool sync = true);
 
 // Reads a whole eStargz blob (its digest already checked by the caller) and checks that the TOC
 // tells the truth about it: the tar entries, in order, are the TOC's entries (name, type, mode,

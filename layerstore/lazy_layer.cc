@@ -130,13 +130,26 @@ std::optional<LazyRecord> read_lazy_record(const std::string& layer_dir) {
 }
 
 void mark_lazy_done(const std::string& layer_dir, size_t entry, uint64_t bytes) {
+    mark_lazy_done(layer_dir, {{entry, bytes}});
+}
+
+void mark_lazy_done(const std::string& layer_dir,
+                    const std::vector<std::pair<size_t, uint64_t>>& files) {
+    if (files.empty()) return;
     std::string path = record_dir(layer_dir) + "/done";
     Fd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!f) throw_errno("cannot open", path, errno);
-    std::string line = std::to_string(entry) + " " + std::to_string(bytes) + "\n";
-    if (::write(f.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size()) ||
-        ::fsync(f.get()) != 0)
-        throw_errno("cannot write", path, errno);
+    std::string lines;
+    for (const auto& [entry, bytes] : files)
+        lines += std::to_string(entry) + " " + std::to_string(bytes) + "\n";
+    // Whole lines only: the reader leaves out a torn last one.
+    for (size_t done = 0; done < lines.size();) {
+        ssize_t n = ::write(f.get(), lines.data() + done, lines.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) throw_errno("cannot write", path, errno);
+        done += static_cast<size_t>(n);
+    }
+    if (::fsync(f.get()) != 0) throw_errno("cannot sync", path, errno);
 }
 
 std::optional<LazyProgress> read_lazy_progress(const std::string& layer_dir) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "estargz.h"
@@ -44,6 +45,9 @@ std::optional<LazyRecord> read_lazy_record(const std::string& layer_dir);
 // A placeholder (by its TOC entry, of `bytes` bytes) is filled: one line "ENTRY BYTES" appended to
 // lazy/done, synced.
 void mark_lazy_done(const std::string& layer_dir, size_t entry, uint64_t bytes);
+// The same for many files at once (entry, bytes), with one sync.
+void mark_lazy_done(const std::string& layer_dir,
+                    const std::vector<std::pair<size_t, uint64_t>>& files);
 
 // How much of a lazy layer is local: the placeholders the pull left (files, content bytes) and
 // how many of them are filled since. Read from source.json (the totals) and lazy/done, never from

@@ -579,15 +579,16 @@ TEST(LazyComplete, a_completer_killed_midway_leaves_a_layer_the_next_pull_comple
     std::vector<std::string> argv = {bin.substr(0, bin.rfind('/') + 1) + "lamina-lazy-fetch",
                                      "--complete", "--tls-verify=false", lz.root()};
     for (const auto& c : chain_ids(lz, via)) argv.push_back(c);
-    std::string done = layer_dirs(lz, via)[0] + "/../lazy/done";
+    // The completer takes the layer's lock first, then fetches the blob (over a MiB: more than
+    // two seconds through the proxy) before it fills any file.
+    std::string lock = layer_dirs(lz, via)[0] + "/../lazy/complete.lock";
     {
         Child completer(argv, img.tmp / "completer.log");
-        // The landmark is the first file done; the 1 MiB one is third, two seconds long.
         auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        while (access(done.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < deadline)
+        while (access(lock.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < deadline)
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    }  // SIGKILL in the middle of the 1 MiB file
+        std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    }  // SIGKILL in the middle of the blob
     auto lazy = lazy_of_layers(lz, via);
     ASSERT_FALSE(lazy[0].is_null()) << "the completer was not stopped midway";
     EXPECT_LT(lazy[0]["FilesLocal"].get<int>(), 6);

@@ -207,6 +207,35 @@ std::string LazyLayerFiller::assemble_blob() {
     return dir + "/blob";
 }
 
+size_t LazyLayerFiller::fill_all_from(const std::string& blob_path) {
+    auto todo = pending();
+    if (todo.empty()) return 0;
+    store::Fd blob(::open(blob_path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!blob) store::throw_errno("cannot open", blob_path, errno);
+    auto read_local = [&](uint64_t off, uint64_t len) {
+        std::string bytes(len, '\0');
+        size_t got = 0;
+        while (got < len) {
+            ssize_t n =
+                ::pread(blob.get(), bytes.data() + got, len - got, static_cast<off_t>(off + got));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) store::throw_errno("cannot read", blob_path, n < 0 ? errno : EIO);
+            got += static_cast<size_t>(n);
+        }
+        return bytes;
+    };
+    std::vector<std::pair<size_t, uint64_t>> filled;
+    for (const auto& p : todo) {
+        store::estargz::fill_placeholder(root_->get(), record_->toc, p, read_local, false);
+        filled.emplace_back(p.entry, record_->toc.entries[p.entry].size);
+    }
+    // Their content reaches the disk before any of them is marked done.
+    store::Fd tree(::open((layer_dir_ + "/diff").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!tree || ::syncfs(tree.get()) != 0) store::throw_errno("cannot sync", layer_dir_, errno);
+    store::mark_lazy_done(layer_dir_, filled);
+    return filled.size();
+}
+
 int lazy_timeout_seconds() {
     const char* t = getenv("LAMINA_LAZY_TIMEOUT");
     return t ? std::max(1, atoi(t)) : 30;
@@ -238,25 +267,28 @@ bool complete_lazy_layer(store::Store& store, const std::string& chain_id, const
     if (!store::is_lazy_layer(dir)) return true;  // the completer we waited for finished it
     LazyLayerFiller filler(dir, settings, options, timeout_s);
     if (from) filler.fetch_from(*from);
-    auto todo = filler.pending();
-    if (!todo.empty()) note("fetching " + std::to_string(todo.size()) + " missing files");
-    for (const auto& p : todo) filler.fill(p);
     std::string want = store::read_lazy_record(dir)->source.digest;
     // A completion that stopped after moving the blob into the store (and before dropping the
     // record) left it there: it is checked again like any other.
-    if (store::path_exists(store.blob_file(want))) {
-        note("verifying");
-        store.finish_lazy_layer(chain_id, store.blob_file(want));
-        return true;
-    }
-    note("fetching the rest of the blob");
-    std::string blob = filler.assemble_blob();
-    if (store::file_sha256(blob) != want) {
-        // Something kept was not what the blob holds: fetch it all again, once.
-        note("the kept ranges do not make " + want + "; fetching the blob whole");
-        filler.drop_blob();
+    std::string blob = store.blob_file(want);
+    if (!store::path_exists(blob)) {
+        // The blob first, in order and in large ranges (what single files brought is kept and
+        // not asked for again): the prioritised files lie at its start, before the landmark. A
+        // file at a time cost a request and several syncs each, ten times a whole pull.
+        note("fetching the blob");
         blob = filler.assemble_blob();
+        if (store::file_sha256(blob) != want) {
+            // Something kept was not what the blob holds: fetch it all again, once.
+            note("the kept ranges do not make " + want + "; fetching the blob whole");
+            filler.drop_blob();
+            blob = filler.assemble_blob();
+            if (store::file_sha256(blob) != want)
+                throw RegistryError("lazy layer " + want +
+                                    ": the blob the registry sent has another digest");
+        }
     }
+    if (size_t n = filler.fill_all_from(blob))
+        note("filled " + std::to_string(n) + " missing files from it");
     note("verifying");
     store.finish_lazy_layer(chain_id, blob);
     return true;

@@ -74,6 +74,10 @@ public:
     std::string assemble_blob();
     // Forgets what of the blob is kept (a blob that did not match its digest).
     void drop_blob();
+    // Fills every pending placeholder from the whole blob at blob_path (assemble_blob's, its
+    // digest checked): no registry, every chunk checked against the TOC as always, one sync
+    // before they are all marked done. Returns how many were filled.
+    size_t fill_all_from(const std::string& blob_path);
     // Fetches from registry/repository (and its mirrors) rather than where the record says.
     void fetch_from(const Reference& ref);
 
