@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -311,6 +312,51 @@ std::string tmpfile_transcript(const std::string& m) {
 
 TEST(Posix, o_tmpfile_and_linkat_work_as_on_the_kernel) {
     expect_same_as_kernel(lower_dirs_and_files, tmpfile_transcript);
+}
+
+// A tmpfile made and written by a user who may not keep its set-id bits, then linked into place:
+// fstat on its descriptor counts the new link (fuzzer seed 7, depth 4: laminafs's kernel cache
+// kept the st_nlink of 0 it had before the link).
+std::string linked_tmpfile_transcript(const std::string& m) {
+    make_dirs(m + "/shared");
+    chmod((m + "/shared").c_str(), 0777);
+    chmod((m + "/..").c_str(), 0755);  // the test's directory, for the user to reach the mount
+    int pipe_fds[2];
+    if (pipe(pipe_fds) != 0) return "pipe " + rc(-1);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pipe_fds[0]);
+        std::string out;
+        if (setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0) _exit(1);
+        umask(0);
+        int fd = open((m + "/shared").c_str(), O_TMPFILE | O_RDWR, 07640);
+        out += "O_TMPFILE " + rc(fd) + "\n";
+        if (fd >= 0) {
+            out += stat_line(fd) + "\n";
+            out += "write " + rc(static_cast<int>(write(fd, "tmp\n", 4))) + "\n";
+            std::string link = "/proc/self/fd/" + std::to_string(fd);
+            out += "linkat " +
+                   rc(linkat(AT_FDCWD, link.c_str(), AT_FDCWD, (m + "/shared/named").c_str(),
+                             AT_SYMLINK_FOLLOW)) +
+                   "\n";
+            out += stat_line(fd) + "\n";
+        }
+        if (write(pipe_fds[1], out.data(), out.size()) < 0) _exit(1);
+        _exit(0);
+    }
+    close(pipe_fds[1]);
+    std::string out;
+    char buf[512];
+    for (ssize_t n; (n = read(pipe_fds[0], buf, sizeof buf)) > 0;) out.append(buf, n);
+    close(pipe_fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_NE(out.find("nlink=1"), std::string::npos) << out;
+    return out + "exit " + std::to_string(status) + "\n";
+}
+
+TEST(Posix, a_linked_tmpfile_counts_its_link_as_on_the_kernel) {
+    expect_same_as_kernel(lower_dirs_and_files, linked_tmpfile_transcript);
 }
 
 TEST(Posix, atime_options_are_honoured_as_on_the_kernel) {
