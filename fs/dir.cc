@@ -414,7 +414,7 @@ int Overlay::unlink(Node* parent, std::string_view name) {
 // whiteout in the upper directory covers it.
 int Overlay::merged_is_empty_locked(Node* dir, bool& empty) {
     std::vector<MergedEntry> entries;
-    if (int err = list_merged_locked(dir, entries)) return err;
+    if (int err = list_merged_locked(dir, entries, false)) return err;
     empty = entries.size() <= 2;  // "." and ".."
     if (!empty || dir->opaque || dir->lowers.empty()) return 0;
     auto index = dir_index(dir);

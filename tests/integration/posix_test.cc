@@ -366,6 +366,34 @@ TEST(Posix, atime_options_are_honoured_as_on_the_kernel) {
     }
 }
 
+// The emptiness check of rmdir and of a rename over a directory reads the upper directory as the
+// kernel reads its real ones, with O_NOATIME: its atime stays where a listing would move it.
+std::string emptiness_check_atime_transcript(const std::string& m) {
+    const timespec days_ago[2] = {{time(nullptr) - 3 * 86400, 0}, {0, UTIME_OMIT}};
+    auto atime = [](const std::string& path) {
+        struct stat st {};
+        stat(path.c_str(), &st);
+        return std::to_string(st.st_atim.tv_sec) + "." + std::to_string(st.st_atim.tv_nsec);
+    };
+    std::string out;
+    for (const char* d : {"/ud", "/ld1"}) {
+        std::string dir = m + d;
+        make_dirs(dir + "/kept");
+        make_dirs(m + "/empty");
+        utimensat(AT_FDCWD, dir.c_str(), days_ago, 0);
+        std::string before = atime(dir);
+        out += std::string(d) + " rmdir " + rc(rmdir(dir.c_str()));
+        out += ", rename over " + rc(rename((m + "/empty").c_str(), dir.c_str()));
+        out += ", atime " + std::string(atime(dir) == before ? "kept" : "moved") + "\n";
+        rmdir((m + "/empty").c_str());
+    }
+    return out;
+}
+
+TEST(Posix, the_emptiness_check_leaves_atime_as_on_the_kernel) {
+    expect_same_as_kernel(lower_dirs_and_files, emptiness_check_atime_transcript, "strictatime");
+}
+
 // An xattr whiteout: an empty file marked overlay.whiteout, in a directory marked opaque="x".
 void xattr_whiteout(const std::string& dir, const std::string& name) {
     write_file(dir + "/" + name, "");
