@@ -232,11 +232,13 @@ int Overlay::create_tmpfile(Node* parent, mode_t mode, int flags, const Credenti
     auto fresh = std::make_unique<Node>();
     fresh->type = S_IFREG;
     fresh->in_upper = true;
-    fresh->upper_ino = st.st_ino;
     // What getattr, and a link into place, reach it by.
     fresh->unlinked_fd.reset(::open(proc_fd_link(fd.get()).c_str(), O_PATH | O_CLOEXEC));
     if (!fresh->unlinked_fd) return errno;
     out.node = table_.insert_unnamed(parent, fresh);
+    // Known by its upper inode, so that once linked the name's node is its peer: a write through
+    // either drops what the kernel caches of the other (fuzzer seed 31, depth 1).
+    table_.set_upper_ino(out.node, st.st_ino);
     fix_stat(out.node, st);
     out.node->ino = st.st_ino;
     out.st = st;
@@ -371,11 +373,7 @@ int Overlay::link(Node* node, Node* new_parent, std::string_view new_name, Entry
     } else if (linkat(src.dirfd, src.c_name(), dst.dirfd, dst.c_name(), link_flags) != 0) {
         return errno;
     }
-    if ((err = finish_entry_locked(new_parent, new_name, out))) return err;
-    // The name gets a node of its own; the descriptor's inode keeps the st_nlink of 0 the kernel
-    // cached at O_TMPFILE, where the kernel's overlay says 1 (fuzzer seed 7, depth 4).
-    if (unnamed) invalidate(Invalidation{table_.id_of(node), false});
-    return 0;
+    return finish_entry_locked(new_parent, new_name, out);
 }
 
 int Overlay::unlink(Node* parent, std::string_view name) {
