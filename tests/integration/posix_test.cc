@@ -409,7 +409,8 @@ TEST(Posix, a_linked_tmpfile_counts_its_link_as_on_the_kernel) {
 }
 
 TEST(Posix, atime_options_are_honoured_as_on_the_kernel) {
-    for (const char* option : {"", "relatime", "noatime", "nodiratime", "strictatime"}) {
+    for (const char* option :
+         {"", "relatime", "noatime", "nodiratime", "strictatime", "strictatime,nodiratime"}) {
         SCOPED_TRACE(option);
         expect_same_as_kernel(aged_lower, atime_transcript, option);
     }
