@@ -232,11 +232,13 @@ int Overlay::create_tmpfile(Node* parent, mode_t mode, int flags, const Credenti
     auto fresh = std::make_unique<Node>();
     fresh->type = S_IFREG;
     fresh->in_upper = true;
-    fresh->upper_ino = st.st_ino;
     // What getattr, and a link into place, reach it by.
     fresh->unlinked_fd.reset(::open(proc_fd_link(fd.get()).c_str(), O_PATH | O_CLOEXEC));
     if (!fresh->unlinked_fd) return errno;
     out.node = table_.insert_unnamed(parent, fresh);
+    // Known by its upper inode, so that once linked the name's node is its peer: a write through
+    // either drops what the kernel caches of the other (fuzzer seed 31, depth 1).
+    table_.set_upper_ino(out.node, st.st_ino);
     fix_stat(out.node, st);
     out.node->ino = st.st_ino;
     out.st = st;
@@ -411,7 +413,7 @@ int Overlay::unlink(Node* parent, std::string_view name) {
 // whiteout in the upper directory covers it.
 int Overlay::merged_is_empty_locked(Node* dir, bool& empty) {
     std::vector<MergedEntry> entries;
-    if (int err = list_merged_locked(dir, entries)) return err;
+    if (int err = list_merged_locked(dir, entries, false)) return err;
     empty = entries.size() <= 2;  // "." and ".."
     if (!empty || dir->opaque || dir->lowers.empty()) return 0;
     auto index = dir_index(dir);

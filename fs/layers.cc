@@ -53,10 +53,11 @@ bool on_idmapped_mount(int fd) {
 // without CAP_SYS_ADMIN over its mount namespace, EINVAL in a user namespace when mounts it may
 // not reveal lie below fd (lowerdir=/).
 //
-// atime (MOUNT_ATTR_NOATIME, _STRICTATIME, _NODIRATIME or 0) is set on the clone: it governs every
-// read of the layer's files, the daemon's own and the kernel's passthrough reads of backing
-// files alike (those are opened on the daemon's mount, with the reader's flags). rule_set tells
-// whether it took; where it did not, the daemon's opens carry O_NOATIME instead (set_noatime).
+// atime (MOUNT_ATTR_NOATIME, _STRICTATIME or 0, each with or without _NODIRATIME) is set on the
+// clone: it governs every read of the layer's files, the daemon's own and the kernel's
+// passthrough reads of backing files alike (those are opened on the daemon's mount, with the
+// reader's flags). rule_set tells whether it took; where it did not, the daemon's opens carry
+// O_NOATIME instead (set_noatime).
 UniqueFd clone_private_mount(int fd, uint64_t atime, bool& rule_set) {
     rule_set = false;
     UniqueFd clone(open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
@@ -77,8 +78,8 @@ UniqueFd clone_private_mount(int fd, uint64_t atime, bool& rule_set) {
 
 // What the daemon's own reads of a layer add when its clone does not carry the atime rule.
 void set_noatime(Layer& layer, bool rule_set, uint64_t atime) {
-    bool files = !rule_set && atime == MOUNT_ATTR_NOATIME;
-    bool dirs = !rule_set && (files || atime == MOUNT_ATTR_NODIRATIME);
+    bool files = !rule_set && (atime & MOUNT_ATTR_NOATIME);
+    bool dirs = !rule_set && (files || (atime & MOUNT_ATTR_NODIRATIME));
     layer.file_noatime = files ? O_NOATIME : 0;
     layer.dir_noatime = dirs ? O_NOATIME : 0;
 }
@@ -227,10 +228,11 @@ std::string LayerStack::open(const MountOptions& opts) {
     if (has_upper_) {
         // The upper copies' atime follows the mount's option, as the kernel's touch_atime on
         // the overlay inode and then on the upper file does.
+        // nodiratime goes with any of the others (strictatime,nodiratime: fuzzer seed 111).
         uint64_t atime = opts.noatime       ? MOUNT_ATTR_NOATIME
                          : opts.strictatime ? MOUNT_ATTR_STRICTATIME
-                         : opts.nodiratime  ? MOUNT_ATTR_NODIRATIME
                                             : 0;
+        if (opts.nodiratime) atime |= MOUNT_ATTR_NODIRATIME;
         if (auto err = open_upper_and_work(opts.upperdir, opts.workdir, atime, layers_[0], work_);
             !err.empty())
             return err;

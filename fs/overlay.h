@@ -188,7 +188,10 @@ public:
     // A reader reached the end of listing: the kernel has it all, the node need not keep it.
     void drop_listing(Node* dir, const DirListing* listing);
     int fsyncdir(Node* dir, bool datasync);
-    int list_merged_locked(Node* node, std::vector<MergedEntry>& entries);
+    // for_caller: a caller's listing, which moves the upper copy's atime as the mount's rule
+    // says; the daemon's own reads (the emptiness check) leave it, as the kernel's O_NOATIME
+    // reads of its real directories do.
+    int list_merged_locked(Node* node, std::vector<MergedEntry>& entries, bool for_caller = true);
 
     // --- file.cc
     int open(Node* node, int flags, const Credentials& cred, std::unique_ptr<FileHandle>& out);

@@ -86,7 +86,7 @@ int Overlay::fsyncdir(Node* dir, bool datasync) {
     return rc == 0 ? 0 : errno;
 }
 
-int Overlay::list_merged_locked(Node* node, std::vector<MergedEntry>& entries) {
+int Overlay::list_merged_locked(Node* node, std::vector<MergedEntry>& entries, bool for_caller) {
     entries.clear();
     uint64_t parent_ino = node->parent ? node->parent->ino : node->ino;
     entries.push_back(MergedEntry{".", node->ino, DT_DIR});
@@ -99,7 +99,8 @@ int Overlay::list_merged_locked(Node* node, std::vector<MergedEntry>& entries) {
         int upper_fd;
         if (int err = upper_dir_fd(node, scratch, upper_fd)) return err;
         UniqueFd dir(open_maybe_noatime(
-            O_RDONLY | O_DIRECTORY | O_CLOEXEC | stack_.noatime_flag(kUpperLayer, true),
+            O_RDONLY | O_DIRECTORY | O_CLOEXEC |
+                (for_caller ? stack_.noatime_flag(kUpperLayer, true) : O_NOATIME),
             [&](int f) { return openat(upper_fd, ".", f); }));
         if (!dir) return errno;
         bool xattr_whiteouts =

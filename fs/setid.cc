@@ -36,7 +36,8 @@ int Overlay::setid_to_clear_locked(Node* node, int fd, const Credentials& cred, 
     } else if (int err = stat_node_locked(node, st)) {
         return err;
     }
-    if (!S_ISREG(st.st_mode)) return 0;
+    // A chown clears them on any non-directory (chown_common), a write only on what it writes.
+    if (chown ? S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)) return 0;
     if (st.st_mode & S_ISUID) clear |= S_ISUID;
     if (st.st_mode & S_ISGID) {
         bool in_group =

@@ -47,7 +47,24 @@
 //   survives a remount (the remount's result).
 // - mount options: each depth's seed picks laminafs's extra options among none, passthrough
 //   (feature passthrough), dir_cache_entries=2 and both (mount_options); LAMINA_FUZZ_OPTIONS
-//   fixes them.
+//   fixes them. It also picks the atime option both mounts get: the default (relatime),
+//   relatime, noatime, strictatime, nodiratime, or one with lazytime (atime_options);
+//   LAMINA_FUZZ_ATIME fixes it.
+// - O_TMPFILE: "tmpfile" opens an unnamed file in a directory (lower-only, opaque, missing or a
+//   file too), writes it and links it into place through /proc/self/fd or with AT_EMPTY_PATH,
+//   often over a name a whiteout hides or one that exists (EEXIST); with O_EXCL it can never be
+//   linked. "fd_tmpfile" keeps one in a descriptor slot and "fd_link" links whatever a slot
+//   holds later, after other operations (or after its name went: ENOENT).
+// - atime: "atime" reads a file, lists a directory or only opens it, and answers whether that
+//   moved the atime stat shows (its relation to before, never its value), sometimes after
+//   setting atime to 1998 through the mount. Against laminafs it checks what the atime option
+//   forbids and one thing it requires (atime_results_agree); with LAMINA_FUZZ_CANDIDATE=kernel
+//   the answers must be equal, and accesses and tree walks wait for the coarse clock to tick
+//   past the operation before them, so that they depend on the order of the operations and not
+//   on their speed (ClockTicks). The walk choosing the operations opens the kernel's directories
+//   with O_NOATIME.
+// These later kinds draw from a random stream of their own: with tmpfile, fd_tmpfile, fd_link,
+// atime and atime_options skipped, a seed gives the sequence it gave before they existed.
 // kDefaultSkip lists the features left out by default, each for a known laminafs divergence.
 //
 //   LAMINA_FUZZ_SEED=S            base seed (printed; random when unset); a depth's run depends
@@ -61,6 +78,8 @@
 //                                 (lower_hardlinks, setgid_dirs, callers, ...), to get past a
 //                                 known divergence; replaces kDefaultSkip ("none": skip nothing)
 //   LAMINA_FUZZ_OPTIONS=o,p       laminafs's extra mount options for every depth ("none": none)
+//   LAMINA_FUZZ_ATIME=o[,p]       the atime option(s) of both mounts for every depth ("none":
+//                                 the default)
 //   LAMINA_FUZZ_MINIMIZE=1        on a divergence, replay ever smaller subsets of the operations
 //                                 on fresh copies and print the smallest sequence that still
 //                                 diverges the same way, with the lower entries it touches
@@ -130,8 +149,9 @@ namespace {
 
 constexpr size_t kHistoryShown = 20;
 constexpr size_t kDifferencesShown = 12;
-constexpr int kSlots = 4;          // descriptors an operation sequence may hold open
-constexpr int kMaxLayerDepth = 3;  // directory depth of generated lower entries
+constexpr int kSlots = 4;              // descriptors an operation sequence may hold open
+constexpr int kMaxLayerDepth = 3;      // directory depth of generated lower entries
+constexpr unsigned kLatePercent = 12;  // operations of the late kinds (KindInfo::late)
 constexpr auto kStepLimit = std::chrono::seconds(60);
 const char* const kMissingRoot = "/nonexistent-lamina-fuzz/missing";
 
@@ -338,6 +358,7 @@ struct Features {
     bool passthrough = true;        // passthrough among the mount option variants
     bool mount_options = true;      // laminafs with passthrough / a tiny directory cache
     bool long_paths = true;         // names of 250-255 bytes; a chain of them past PATH_MAX
+    bool atime_options = true;      // both mounts with an atime option other than the default
 
     mode_t dir_mode(mode_t mode) const { return setgid_dirs ? mode : mode & ~S_ISGID; }
 };
@@ -346,7 +367,7 @@ const std::vector<std::string> kFeatureNames = {
     "xattr_whiteouts",   "oci_whiteouts",    "device_nodes",      "sparse_files",
     "cross_layer_links", "inode_sharing",    "readdir_d_ino",     "mount_options",
     "ranges_into_links", "caller_listxattr", "caller_chown_noop", "passthrough",
-    "long_paths"};
+    "long_paths",        "atime_options"};
 
 // Skipped unless LAMINA_FUZZ_SKIP says otherwise ("none": nothing), each for a known laminafs
 // divergence not fixed yet (ranges_into_links and caller_listxattr were, and run by default):
@@ -385,6 +406,7 @@ Features features_without(const std::set<std::string>& skip) {
     f.passthrough = !skip.count("passthrough");
     f.mount_options = !skip.count("mount_options");
     f.long_paths = !skip.count("long_paths");
+    f.atime_options = !skip.count("atime_options");
     return f;
 }
 
@@ -748,6 +770,9 @@ struct WalkOptions {
     bool drop_phantoms = false;
     bool inodes = false;  // which paths share an inode
     bool d_ino = false;   // whether readdir's d_ino is st_ino
+    // Directories opened with O_NOATIME: a walk of one side only (the kernel's, to choose the
+    // next operation) must leave its atimes as the other side's are.
+    bool noatime = false;
 };
 
 // A path the system calls take for `abs`, however long: from 3,000 bytes on,
@@ -834,7 +859,9 @@ void walk_dir(int dirfd, const std::string& rel, const WalkOptions& opts, Tree& 
             read_xattrs(here + name, entry.fields);
         }
         if (S_ISDIR(st.st_mode) && level < 32) {
-            Fd sub(openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            Fd sub(openat(
+                dirfd, name.c_str(),
+                O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | (opts.noatime ? O_NOATIME : 0)));
             if (sub.get() < 0)
                 tree[child].fields["opendir"] = failed(errno);
             else
@@ -855,7 +882,7 @@ Tree walk_tree(const std::string& root, const WalkOptions& opts) {
     top.fields["stat"] = stat_text(st);
     if (opts.full) read_xattrs(root, top.fields);
     top.ino = st.st_ino;
-    Fd dir(open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    Fd dir(open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | (opts.noatime ? O_NOATIME : 0)));
     if (dir.get() < 0)
         top.fields["opendir"] = failed(errno);
     else
@@ -1013,12 +1040,19 @@ enum class OpKind {
     Lock,
     OpenAt,
     Concurrent,
+    Tmpfile,
+    FdTmpfile,
+    FdLink,
+    Atime,
 };
 
 struct KindInfo {
     OpKind kind;
     const char* name;
     int weight;
+    // Added after seeds were published: drawn from the generator's second stream, so that
+    // skipping these gives the old sequences (OpGenerator::next).
+    bool late = false;
 };
 
 const std::vector<KindInfo> kKinds = {
@@ -1067,6 +1101,10 @@ const std::vector<KindInfo> kKinds = {
     {OpKind::Lock, "lock", 2},
     {OpKind::OpenAt, "openat", 3},
     {OpKind::Concurrent, "concurrent", 2},
+    {OpKind::Tmpfile, "tmpfile", 9, true},
+    {OpKind::FdTmpfile, "fd_tmpfile", 2, true},
+    {OpKind::FdLink, "fd_link", 3, true},
+    {OpKind::Atime, "atime", 8, true},
 };
 
 const char* kind_name(OpKind kind) {
@@ -1075,6 +1113,17 @@ const char* kind_name(OpKind kind) {
     }
     return "?";
 }
+
+// How tmpfile and fd_link give a descriptor a name: none, linkat of "/proc/self/fd/N" with
+// AT_SYMLINK_FOLLOW, or linkat(fd, "", ..., AT_EMPTY_PATH).
+enum class LinkHow { None, ProcFd, EmptyPath };
+
+// What the atime operation does to its path: read it (list it, for a directory) or only open it.
+constexpr int kAtimeRead = 0;
+constexpr int kAtimeOpenOnly = 1;
+// Where it sets atime first (sometimes): before every time utimens chooses, so never newer than
+// mtime, and more than a day old.
+constexpr time_t kAgedAtime = 900000000;
 
 struct Op {
     OpKind kind = OpKind::Stat;
@@ -1092,6 +1141,7 @@ struct Op {
     gid_t gid = 0;
     dev_t rdev = 0;
     int slot = 0;
+    LinkHow link = LinkHow::None;  // tmpfile, fd_link: how path2 is linked
     struct timespec times[2] = {};
     // The caller: 0/0 is the test itself (root); else a child process with these ids.
     uid_t as_uid = 0;
@@ -1117,6 +1167,7 @@ std::string open_flags_text(int flags) {
     if (flags & O_APPEND) out += "|O_APPEND";
     if (flags & O_TRUNC) out += "|O_TRUNC";
     if (flags & O_DIRECTORY) out += "|O_DIRECTORY";
+    if (flags & O_EXCL) out += "|O_EXCL";
     return out;
 }
 
@@ -1124,6 +1175,18 @@ std::string time_text(const struct timespec& ts) {
     if (ts.tv_nsec == UTIME_NOW) return "NOW";
     if (ts.tv_nsec == UTIME_OMIT) return "OMIT";
     return std::to_string(ts.tv_sec) + "." + std::to_string(ts.tv_nsec);
+}
+
+const char* link_how_text(LinkHow how) {
+    switch (how) {
+        case LinkHow::ProcFd:
+            return "linkat /proc/self/fd";
+        case LinkHow::EmptyPath:
+            return "linkat AT_EMPTY_PATH";
+        case LinkHow::None:
+            break;
+    }
+    return "no link";
 }
 
 // Roughly the C call, with the values that matter for replaying it by hand.
@@ -1235,6 +1298,21 @@ std::string describe(const Op& op) {
                 << octal(op.mask) << (op.flags & O_TRUNC ? " O_TRUNC" : "")
                 << (op.flags & O_EXCL ? " O_EXCL" : "") << " data " << op.data.size() << " bytes";
             break;
+        case OpKind::Tmpfile:
+        case OpKind::FdTmpfile:
+            if (op.kind == OpKind::FdTmpfile) out << "slot " << op.slot << " ";
+            out << p << " O_TMPFILE|" << open_flags_text(op.flags) << " mode " << octal(op.mode)
+                << " umask " << octal(op.mask) << " data " << op.data.size() << " bytes";
+            if (op.link != LinkHow::None) out << " " << link_how_text(op.link) << " -> " << q;
+            break;
+        case OpKind::FdLink:
+            out << "slot " << op.slot << " (" << p << ") " << link_how_text(op.link) << " -> " << q;
+            break;
+        case OpKind::Atime:
+            out << p << (op.flags == kAtimeOpenOnly ? " open only" : " read")
+                << (op.times[0].tv_nsec == UTIME_OMIT ? ""
+                                                      : " after atime " + time_text(op.times[0]));
+            break;
         case OpKind::Concurrent:
             out << "umask " << octal(op.mask) << " [";
             for (size_t i = 0; i < op.parts.size(); ++i)
@@ -1265,6 +1343,7 @@ struct Side {
     int rotations = 0;
     bool laminafs = false;  // mounted with laminafs, else with kernel overlayfs
     std::string options;    // more mount options for laminafs (passthrough, dir_cache_entries=)
+    std::string atime;      // the atime option(s) both mounts get ("": the default, relatime)
     dev_t fuse_dev = 0;     // the FUSE connection, 0 for kernel overlayfs
     std::array<int, kSlots> slots{-1, -1, -1, -1};
 
@@ -1278,7 +1357,8 @@ struct Side {
 
     // Mounts this side's layers on mnt; "" or an error line.
     std::string mount() {
-        std::string opts = "lowerdir=" + lowerdirs + ",upperdir=" + upper + ",workdir=" + work;
+        std::string opts = "lowerdir=" + lowerdirs + ",upperdir=" + upper + ",workdir=" + work +
+                           (atime.empty() ? "" : "," + atime);
         fuse_dev = 0;
         if (!laminafs)
             return mount_kernel_overlay(opts + ",redirect_dir=on,index=off,metacopy=off", mnt);
@@ -1331,6 +1411,56 @@ std::string read_result(int fd, uint64_t offset, uint64_t length) {
 
 std::string rc_result(int rc) {
     return rc == 0 ? "ok" : failed(errno);
+}
+
+// Gives the file open as fd the name `to`, as `how` says; then its link count and whether the
+// name leads to the descriptor's inode.
+std::string link_fd(int fd, LinkHow how, const std::string& to, bool& linked) {
+    std::string proc = "/proc/self/fd/" + std::to_string(fd);
+    int rc = how == LinkHow::ProcFd
+                 ? linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, to.c_str(), AT_SYMLINK_FOLLOW)
+                 : linkat(fd, "", AT_FDCWD, to.c_str(), AT_EMPTY_PATH);
+    linked = rc == 0;
+    if (rc != 0) return "link " + failed(errno);
+    struct stat by_fd, by_name;
+    if (fstat(fd, &by_fd) != 0) return "link ok, then fstat " + failed(errno);
+    if (lstat(to.c_str(), &by_name) != 0) return "link ok, then lstat " + failed(errno);
+    return "link ok nlink=" + std::to_string(by_fd.st_nlink) +
+           (by_fd.st_ino == by_name.st_ino ? " same inode" : " another inode");
+}
+
+// The access the atime operation makes: a read of a file, a listing of a directory, or only an
+// open of either (no exec: that needs a binary).
+std::string atime_access(const std::string& path, const struct stat& st, int how) {
+    if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) return "neither file nor directory";
+    int flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0);
+    Fd fd(open(path.c_str(), flags));
+    if (fd.get() < 0) return "open " + failed(errno);
+    if (how == kAtimeOpenOnly) return "opened";
+    if (S_ISREG(st.st_mode)) {
+        // Without passthrough laminafs's reads of cached pages never reach the daemon, which
+        // alone moves the upper copy's atime (atime_results_agree): this read is to reach it,
+        // on both sides alike.
+        posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED);
+        char buf[4096];
+        return read(fd.get(), buf, sizeof buf) < 0 ? "read " + failed(errno) : "read";
+    }
+    int copy = dup(fd.get());
+    DIR* dir = copy < 0 ? nullptr : fdopendir(copy);
+    if (!dir) {
+        if (copy >= 0) close(copy);
+        return "opendir " + failed(errno);
+    }
+    errno = 0;
+    while (readdir(dir)) {
+    }
+    std::string out = errno ? "readdir " + failed(errno) : "listed";
+    closedir(dir);
+    return out;
+}
+
+bool same_time(const struct timespec& a, const struct timespec& b) {
+    return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
 }
 
 // Runs op on one side; the text is what both sides must agree on.
@@ -1592,6 +1722,64 @@ std::string run_op(const Op& op, Side& side) {
             slot = open(p.c_str(), op.flags | O_NONBLOCK | O_CLOEXEC);
             return slot < 0 ? failed(errno) : "ok";
         }
+        case OpKind::Tmpfile:
+        case OpKind::FdTmpfile: {
+            int fd;
+            {
+                ScopedUmask mask(op.mask);
+                fd = open(p.c_str(), O_TMPFILE | O_CLOEXEC | op.flags, op.mode);
+            }
+            if (op.kind == OpKind::FdTmpfile) {
+                int& slot = side.slots[op.slot];
+                if (slot >= 0) close(slot);
+                slot = fd;
+            }
+            if (fd < 0) return failed(errno);
+            Fd owner(op.kind == OpKind::Tmpfile ? fd : -1);  // a slot keeps it
+            struct stat st;
+            std::string out =
+                fstat(fd, &st) != 0 ? "ok, fstat " + failed(errno) : "ok " + stat_text(st);
+            if (!op.data.empty())
+                out +=
+                    ", " + write_result(write(fd, op.data.data(), op.data.size()), op.data.size());
+            if (op.link == LinkHow::None) return out;
+            bool linked = false;
+            out += ", " + link_fd(fd, op.link, q, linked);
+            // Written through the descriptor after the link: the name must show it.
+            static const std::string more = "+linked";
+            if (linked)
+                out += ", " + write_result(pwrite(fd, more.data(), more.size(),
+                                                  static_cast<off_t>(op.data.size())),
+                                           more.size());
+            return out;
+        }
+        case OpKind::Atime: {
+            // Whether the access moved atime, not to what. Against laminafs only what the mount's
+            // rule decides regardless of timing is held to (atime_results_agree); the kernel
+            // against itself has ClockTicks make the rest exact too.
+            bool aged = op.times[0].tv_nsec != UTIME_OMIT;
+            std::string out;
+            if (aged && utimensat(AT_FDCWD, p.c_str(), op.times, 0) != 0) {
+                out = "age " + failed(errno) + ", ";
+                aged = false;
+            }
+            struct stat before, after;
+            if (stat(p.c_str(), &before) != 0) return out + "stat " + failed(errno);
+            std::string access = atime_access(p, before, op.flags);
+            out += std::string(S_ISDIR(before.st_mode) ? "directory " : "") + access;
+            // What atime_results_agree needs: whether the access could reach the layer (a read
+            // of data the cache was told to drop, atime far older than mtime) and whether the
+            // entry has an upper copy (looked up in this side's upper layer).
+            if (aged && access == "read" && before.st_size > 0) out += ", uncached read";
+            struct stat up;
+            std::unique_ptr<Fd> held;
+            out += stat(reachable(join_path(side.upper, op.path), held).c_str(), &up) == 0
+                       ? ", upper copy"
+                       : ", lower only";
+            if (stat(p.c_str(), &after) != 0) return out + ", then stat " + failed(errno);
+            return out +
+                   (same_time(before.st_atim, after.st_atim) ? ", atime kept" : ", atime moved");
+        }
         default:
             break;
     }
@@ -1614,6 +1802,10 @@ std::string run_op(const Op& op, Side& side) {
         case OpKind::FdClose: {
             side.slots[op.slot] = -1;
             return rc_result(close(fd));
+        }
+        case OpKind::FdLink: {
+            bool linked = false;
+            return link_fd(fd, op.link, q, linked);
         }
         case OpKind::OpenAt: {
             // Creating through a held directory descriptor, not a path from the root.
@@ -1729,15 +1921,19 @@ struct TreeView {
 class OpGenerator {
 public:
     OpGenerator(uint64_t seed, const std::set<std::string>& skip)
-        : rng_(seed), features_(features_without(skip)) {
+        : rng_(seed), late_rng_(mix_seed(seed, 1)), features_(features_without(skip)) {
         for (const auto& info : kKinds) {
-            if (!skip.count(info.name)) kinds_.push_back(info);
+            if (!skip.count(info.name)) (info.late ? late_kinds_ : kinds_).push_back(info);
         }
     }
 
     Op next(const TreeView& view) {
+        // A late kind (KindInfo::late) now and then, chosen and filled from the second stream:
+        // the first one goes on as it did before they existed.
+        bool late = !late_kinds_.empty() && late_rng_.chance(kLatePercent);
+        if (late) std::swap(rng_, late_rng_);
         Op op;
-        op.kind = random_kind();
+        op.kind = random_kind(late ? late_kinds_ : kinds_);
         switch (op.kind) {
             case OpKind::Create:
             case OpKind::OpenCreat:
@@ -1942,13 +2138,48 @@ public:
                 op.flags = (rng_.chance(50) ? O_TRUNC : 0) | (rng_.chance(20) ? O_EXCL : 0);
                 if (rng_.chance(60)) op.data = random_bytes(rng_, data_length());
                 break;
+            case OpKind::Tmpfile:
+            case OpKind::FdTmpfile:
+                op.path = existing(view, rng_.chance(90) ? view.dirs : view.all);
+                op.mode = random_file_mode(rng_);
+                op.mask = random_umask();
+                op.flags = (rng_.chance(70) ? O_RDWR : O_WRONLY) | (rng_.chance(15) ? O_EXCL : 0);
+                if (rng_.chance(75)) op.data = random_bytes(rng_, data_length());
+                if (op.kind == OpKind::FdTmpfile) {
+                    op.slot = static_cast<int>(rng_.below(kSlots));
+                    held_[op.slot] = op.path;
+                } else if (rng_.chance(85)) {
+                    op.link = rng_.chance(60) ? LinkHow::ProcFd : LinkHow::EmptyPath;
+                    op.path2 = link_target(view, op.path);
+                }
+                break;
+            case OpKind::FdLink: {
+                op.slot = static_cast<int>(rng_.below(kSlots));
+                op.path = held_[op.slot];  // only for the record
+                op.link = rng_.chance(60) ? LinkHow::ProcFd : LinkHow::EmptyPath;
+                bool dir = std::count(view.dirs.begin(), view.dirs.end(), op.path) > 0;
+                op.path2 = link_target(view, dir ? op.path : parent_of(op.path));
+                break;
+            }
+            case OpKind::Atime: {
+                uint64_t roll = rng_.below(100);
+                op.path = existing(view, roll < 55 ? view.files : roll < 95 ? view.dirs : view.all);
+                op.flags = rng_.chance(70) ? kAtimeRead : kAtimeOpenOnly;
+                op.times[0] = rng_.chance(35)
+                                  ? timespec{kAgedAtime + static_cast<time_t>(rng_.below(1000)), 0}
+                                  : timespec{0, UTIME_OMIT};
+                op.times[1] = {0, UTIME_OMIT};
+                break;
+            }
         }
         if (features_.callers && op.kind != OpKind::Remount && op.kind != OpKind::Rotate &&
             op.kind != OpKind::Concurrent && op.kind != OpKind::FdOpen &&
-            op.kind != OpKind::FdClose &&
+            op.kind != OpKind::FdClose && op.kind != OpKind::FdTmpfile &&
             (op.kind != OpKind::ListXattr || features_.caller_listxattr) &&
             (features_.caller_chown_noop || !is_chown_noop(op)) && rng_.chance(35))
             choose_caller(op);
+        if (late) std::swap(rng_, late_rng_);
+        note_removed(op);
         return op;
     }
 
@@ -2027,6 +2258,24 @@ private:
         }
     }
 
+    // Where a descriptor gets a name: one lately removed (a whiteout may hide it now), one that
+    // exists (EEXIST), a new one beside near_dir's entries, or any.
+    std::string link_target(const TreeView& view, const std::string& near_dir) {
+        uint64_t roll = rng_.below(100);
+        if (roll < 25 && !removed_.empty()) return rng_.pick(removed_);
+        if (roll < 40) return existing(view, view.all);
+        if (roll < 80) return join_path(near_dir, new_name());
+        return new_path(view);
+    }
+
+    void note_removed(const Op& op) {
+        static const std::set<OpKind> removing = {OpKind::Unlink, OpKind::Rmdir, OpKind::Rename,
+                                                  OpKind::RenameNoreplace, OpKind::RenameWhiteout};
+        if (!removing.count(op.kind) || op.path.empty()) return;
+        removed_.push_back(op.path);
+        if (removed_.size() > 8) removed_.erase(removed_.begin());
+    }
+
     static bool is_chown_noop(const Op& op) {
         return (op.kind == OpKind::Chown || op.kind == OpKind::Lchown) &&
                op.uid == static_cast<uid_t>(-1) && op.gid == static_cast<gid_t>(-1);
@@ -2042,11 +2291,11 @@ private:
         }
     }
 
-    OpKind random_kind() {
+    OpKind random_kind(const std::vector<KindInfo>& kinds) {
         int total = 0;
-        for (const auto& info : kinds_) total += info.weight;
+        for (const auto& info : kinds) total += info.weight;
         int roll = static_cast<int>(rng_.below(static_cast<uint64_t>(total)));
-        for (const auto& info : kinds_) {
+        for (const auto& info : kinds) {
             if (roll < info.weight) return info.kind;
             roll -= info.weight;
         }
@@ -2146,10 +2395,104 @@ private:
     }
 
     Rng rng_;
+    Rng late_rng_;  // the late kinds' stream, swapped in while one is made
     Features features_;
     std::vector<KindInfo> kinds_;
+    std::vector<KindInfo> late_kinds_;
     std::array<std::string, kSlots> held_;
+    std::vector<std::string> removed_;  // paths lately unlinked or renamed away, oldest first
 };
+
+// ---------------------------------------------------------------------------------------------
+// Whether the two sides' results agree: equal, or for the atime operation different only as
+// laminafs may differ (docs/architecture.md, "Differences from kernel overlayfs, on purpose").
+// laminafs moves an upper copy's atime only when an access reaches the daemon, and the kernel's
+// caches answer many without it: the page cache (no passthrough), the readdir cache, reads at
+// the end of a file. So laminafs may keep an atime the kernel moves, except on an uncached read
+// of an aged file, which must reach the daemon. And it may show an upper copy's atime moved
+// where the kernel keeps it: an access the caches answered left it older than mtime (relatime),
+// or stat showed the kernel's cached atime until this access refreshed it. Never a lower-only
+// entry's, and where the rule keeps it (any under noatime, a directory's under nodiratime) only
+// after a refused open, which refreshes what stat shows.
+bool atime_results_agree(const std::string& kernel, const std::string& lamina,
+                         const std::string& atime_option) {
+    static const std::string moved = ", atime moved", kept = ", atime kept";
+    auto ends = [](const std::string& text, const std::string& tail) {
+        return text.size() >= tail.size() &&
+               text.compare(text.size() - tail.size(), tail.size(), tail) == 0;
+    };
+    bool kernel_moved = ends(kernel, moved), lamina_moved = ends(lamina, moved);
+    if (!(kernel_moved || ends(kernel, kept)) || !(lamina_moved || ends(lamina, kept)))
+        return false;
+    std::string access = kernel.substr(0, kernel.size() - (kernel_moved ? moved : kept).size());
+    if (access != lamina.substr(0, lamina.size() - (lamina_moved ? moved : kept).size()))
+        return false;
+    if (kernel_moved) return access.find(", uncached read") == std::string::npos;
+    if (access.find(", upper copy") == std::string::npos) return false;
+    // A refused open has the kernel fetch attributes again (fuse_permission): it shows an upper
+    // copy's atime that changed since the kernel cached it, whatever the option (seed 216).
+    if (access.find("open ERR") != std::string::npos) return true;
+    bool dir = access.find("directory ") != std::string::npos;
+    return atime_option.find("noatime") == std::string::npos &&
+           !(dir && atime_option.find("nodiratime") != std::string::npos);
+}
+
+// exact: the kernel on both sides (LAMINA_FUZZ_CANDIDATE=kernel), which must agree to the byte.
+bool results_agree(const Op& op, const std::string& kernel, const std::string& lamina,
+                   const std::string& atime_option, bool exact) {
+    if (kernel == lamina) return true;
+    return !exact && op.kind == OpKind::Atime && atime_results_agree(kernel, lamina, atime_option);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Under relatime an access moves atime when atime is not newer than mtime or ctime: stamped in
+// the same tick of the coarse clock as a change just before it, atime equals the change's time
+// and the next access moves it again; a tick later, it does not. Which of the two happened would
+// hang on how fast each side ran. So before an operation that may read (and before the tree
+// walks, which read everything) the run waits until that clock has ticked since the end of what
+// came before: every atime stamped is then strictly newer than every change before it, and an
+// access that moves atime gives it a value it did not have. Only the kernel-against-itself run
+// (LAMINA_FUZZ_CANDIDATE=kernel) needs it: there results must agree to the byte, while against
+// laminafs atime_results_agree accepts every outcome timing could change (a tick is 4 ms here,
+// waited for on most operations).
+
+class ClockTicks {
+public:
+    explicit ClockTicks(bool on) : on_(on) {}
+    // What came before has ended (both sides).
+    void mark() {
+        if (on_) clock_gettime(CLOCK_REALTIME_COARSE, &last_);
+    }
+    void wait_past_mark() const {
+        if (!on_) return;
+        for (struct timespec now;;) {
+            clock_gettime(CLOCK_REALTIME_COARSE, &now);
+            if (now.tv_sec != last_.tv_sec || now.tv_nsec != last_.tv_nsec) return;
+            usleep(200);
+        }
+    }
+
+private:
+    bool on_;
+    struct timespec last_ = {};
+};
+
+// Operations that may move an atime: reads, listings, and the remount's walks.
+bool may_stamp_atime(OpKind kind) {
+    switch (kind) {
+        case OpKind::Readdir:
+        case OpKind::Read:
+        case OpKind::FdRead:
+        case OpKind::CopyRange:
+        case OpKind::MmapWrite:
+        case OpKind::Seek:
+        case OpKind::Remount:
+        case OpKind::Atime:
+            return true;
+        default:
+            return false;
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // A hung daemon must end the test, not hang it: past the deadline the FUSE connection is aborted,
@@ -2227,6 +2570,7 @@ struct Config {
     bool candidate_is_kernel = false;
     bool drop_caches = false;
     std::optional<std::string> lamina_options;  // LAMINA_FUZZ_OPTIONS; else chosen per depth
+    std::optional<std::string> atime;           // LAMINA_FUZZ_ATIME; else chosen per depth
 };
 
 // Rewrites the lower entries laminafs's copy holds in OCI form (to_oci), or back to the kernel's
@@ -2283,15 +2627,36 @@ std::string lamina_options_for(const Config& cfg, uint64_t seed) {
     return options;
 }
 
+// The atime option(s) both mounts get for a depth: LAMINA_FUZZ_ATIME, or one chosen by the
+// depth's seed, the default (relatime) half the time.
+std::string atime_option_for(const Config& cfg, uint64_t seed) {
+    if (cfg.atime) return *cfg.atime;
+    if (cfg.skip.count("atime_options")) return "";
+    static const std::vector<std::string> variants = {"",
+                                                      "",
+                                                      "",
+                                                      "",
+                                                      "",
+                                                      "relatime",
+                                                      "noatime",
+                                                      "strictatime",
+                                                      "nodiratime",
+                                                      "strictatime,nodiratime",
+                                                      "relatime,lazytime"};
+    Rng rng(mix_seed(seed, 4));
+    return rng.pick(variants);
+}
+
 class Session {
 public:
     Session(const std::string& pristine, int depth, bool candidate_is_kernel,
-            const std::vector<OciEntry>& oci, const std::string& options)
+            const std::vector<OciEntry>& oci, const std::string& options, const std::string& atime)
         : dir_("lamina-fuzz-run"), oci_(candidate_is_kernel ? std::vector<OciEntry>{} : oci) {
         chmod(dir_.path().c_str(), 0755);  // unprivileged callers reach the mounts
         kernel_.label = "kernel";
         lamina_.label = candidate_is_kernel ? "kernel (as candidate)" : "laminafs";
         lamina_.laminafs = !candidate_is_kernel;
+        kernel_.atime = lamina_.atime = atime;
         if (!candidate_is_kernel) lamina_.options = options;
         error_ = prepare(pristine, depth, kernel_, "k");
         if (error_.empty()) error_ = prepare(pristine, depth, lamina_, "f");
@@ -2478,33 +2843,42 @@ void print_divergence(const Divergence& d, const std::vector<Step>& steps, size_
 struct DepthSetup {
     std::vector<OciEntry> oci;  // lower entries laminafs's copy holds in OCI form
     std::string options;        // laminafs's extra mount options
+    std::string atime;          // both mounts' atime option(s)
 };
 
 std::optional<Divergence> replay(const std::string& pristine, int depth, const DepthSetup& setup,
                                  const Config& cfg, const std::vector<Op>& ops,
                                  std::vector<Step>* steps_out, HangGuard& guard) {
-    Session session(pristine, depth, cfg.candidate_is_kernel, setup.oci, setup.options);
+    Session session(pristine, depth, cfg.candidate_is_kernel, setup.oci, setup.options,
+                    setup.atime);
     if (!session.error().empty()) return Divergence{0, "setup", {session.error()}};
     std::pair<bool, bool> inodes{!cfg.skip.count("inode_sharing"),
                                  !cfg.skip.count("readdir_d_ino")};
     UpperNotes notes;
     std::vector<Step> steps;
     bool check_each = ops.size() <= 60;
+    ClockTicks ticks(cfg.candidate_is_kernel && !cfg.skip.count("atime"));
     // As in the first run: the walk before anything fills laminafs's attribute caches.
     if (auto d = compare_state(session, 0, notes, cfg.drop_caches, inodes)) return d;
+    ticks.mark();
     for (size_t i = 0; i < ops.size(); ++i) {
         guard.arm(session.lamina().fuse_dev, describe(ops[i]));
+        if (may_stamp_atime(ops[i].kind)) ticks.wait_past_mark();
         Step step{ops[i], run_as_caller(ops[i], session.kernel()),
                   run_as_caller(ops[i], session.lamina())};
+        ticks.mark();
         steps.push_back(step);
         std::optional<Divergence> d;
-        if (step.kernel != step.lamina) {
+        if (!results_agree(ops[i], step.kernel, step.lamina, setup.atime,
+                           cfg.candidate_is_kernel)) {
             d = Divergence{
                 i,
                 std::string("result ") + kind_name(ops[i].kind),
                 {describe(ops[i]) + ": kernel " + step.kernel + ", laminafs " + step.lamina}};
         } else if (check_each || (i + 1) % cfg.check_every == 0 || i + 1 == ops.size()) {
+            ticks.wait_past_mark();
             d = compare_state(session, i, notes, cfg.drop_caches, inodes);
+            ticks.mark();
         }
         guard.disarm();
         if (d) {
@@ -2601,10 +2975,21 @@ bool run_depth(const Config& cfg, int depth, HangGuard& guard) {
         ADD_FAILURE() << "writing layers: " << err;
         return false;
     }
-    DepthSetup setup{writer.oci_entries(), lamina_options_for(cfg, seed)};
+    // cp reads what it copies, which under relatime moves the atimes of entries just written,
+    // so the kernel's copy of the lowers would keep the old ones and laminafs's, made second, get
+    // the moved ones (seed 216, depth 1). One copy thrown away first moves them once and for all
+    // (they are then newer than mtime and ctime).
+    CommandResult warm = run_command({"cp", "-a", pristine, layers / "warm"});
+    if (warm.status != 0 || run_command({"rm", "-rf", layers / "warm"}).status != 0) {
+        ADD_FAILURE() << "copying the layers once: " << warm.err;
+        return false;
+    }
+    DepthSetup setup{writer.oci_entries(), lamina_options_for(cfg, seed),
+                     atime_option_for(cfg, seed)};
     std::pair<bool, bool> inodes{!cfg.skip.count("inode_sharing"),
                                  !cfg.skip.count("readdir_d_ino")};
-    Session session(pristine, depth, cfg.candidate_is_kernel, setup.oci, setup.options);
+    Session session(pristine, depth, cfg.candidate_is_kernel, setup.oci, setup.options,
+                    setup.atime);
     if (!session.error().empty()) {
         ADD_FAILURE() << session.error();
         return false;
@@ -2612,21 +2997,27 @@ bool run_depth(const Config& cfg, int depth, HangGuard& guard) {
     OpGenerator generator(mix_seed(seed, 2), cfg.skip);
     std::vector<Step> steps;
     UpperNotes notes;
+    ClockTicks ticks(cfg.candidate_is_kernel && !cfg.skip.count("atime"));
     std::optional<Divergence> divergence =
         compare_state(session, 0, notes, cfg.drop_caches, inodes);  // before anything
+    ticks.mark();
     for (size_t i = 0; !divergence && i < cfg.ops; ++i) {
-        TreeView view(walk_tree(session.kernel().mnt, {false, true}));
+        TreeView view(walk_tree(session.kernel().mnt, {false, true, false, false, true}));
         Op op = generator.next(view);
         guard.arm(session.lamina().fuse_dev, describe(op));
+        if (may_stamp_atime(op.kind)) ticks.wait_past_mark();
         Step step{op, run_as_caller(op, session.kernel()), run_as_caller(op, session.lamina())};
+        ticks.mark();
         steps.push_back(step);
-        if (step.kernel != step.lamina) {
+        if (!results_agree(op, step.kernel, step.lamina, setup.atime, cfg.candidate_is_kernel)) {
             divergence = Divergence{
                 i,
                 std::string("result ") + kind_name(op.kind),
                 {describe(op) + ": kernel " + step.kernel + ", laminafs " + step.lamina}};
         } else if ((i + 1) % cfg.check_every == 0 || i + 1 == cfg.ops) {
+            ticks.wait_past_mark();
             divergence = compare_state(session, i, notes, cfg.drop_caches, inodes);
+            ticks.mark();
         }
         guard.disarm();
     }
@@ -2645,8 +3036,8 @@ bool run_depth(const Config& cfg, int depth, HangGuard& guard) {
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::cout << "depth " << depth << ": " << steps.size() << " operations in " << seconds
-              << " s, laminafs options \"" << setup.options << "\", " << setup.oci.size()
-              << " OCI whiteouts\n";
+              << " s, laminafs options \"" << setup.options << "\", atime \"" << setup.atime
+              << "\", " << setup.oci.size() << " OCI whiteouts\n";
     for (const auto& [field, info] : notes.by_field) {
         std::cout << "  note: " << field << " differs " << info.first
                   << " times in the uppers, first at " << info.second << "\n";
@@ -2663,6 +3054,7 @@ bool run_depth(const Config& cfg, int depth, HangGuard& guard) {
         std::cout << (it == cfg.skip.begin() ? "" : ",") << *it;
     if (cfg.drop_caches) std::cout << " LAMINA_FUZZ_DROP_CACHES=1";
     std::cout << " LAMINA_FUZZ_OPTIONS=" << (setup.options.empty() ? "none" : setup.options);
+    std::cout << " LAMINA_FUZZ_ATIME=" << (setup.atime.empty() ? "none" : setup.atime);
     if (cfg.candidate_is_kernel) std::cout << " LAMINA_FUZZ_CANDIDATE=kernel";
     std::cout << " (add LAMINA_FUZZ_MINIMIZE=1 to shrink it)\n";
     if (cfg.minimize && divergence->category != "setup") {
@@ -2746,6 +3138,7 @@ Config config_from_env(std::string& refused) {
     cfg.drop_caches = env_text("LAMINA_FUZZ_DROP_CACHES").value_or("0") != "0";
     if (auto options = env_text("LAMINA_FUZZ_OPTIONS"))
         cfg.lamina_options = *options == "none" ? "" : *options;
+    if (auto atime = env_text("LAMINA_FUZZ_ATIME")) cfg.atime = *atime == "none" ? "" : *atime;
     return cfg;
 }
 
