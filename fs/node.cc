@@ -68,7 +68,7 @@ Node* NodeTable::find_or_insert(Node* parent, std::string_view name, std::unique
     std::lock_guard lock(mu_);
     if (auto it = by_name_.find(KeyView{parent, name}); it != by_name_.end()) {
         it->second->nlookup++;
-        unretire_locked(it->second);
+        unretire_chain_locked(it->second);
         return it->second;
     }
     Node* node = fresh.get();
@@ -77,6 +77,7 @@ Node* NodeTable::find_or_insert(Node* parent, std::string_view name, std::unique
     node->nlookup = 1;
     node->generation = next_generation_locked();
     parent->children++;
+    parent->active_children++;
     by_name_.emplace(Key{parent, std::string(name)}, node);
     owned_.emplace(node, std::move(fresh));
     return node;
@@ -91,6 +92,7 @@ Node* NodeTable::insert_unnamed(Node* parent, std::unique_ptr<Node>& fresh) {
     node->generation = next_generation_locked();
     node->unlinked = true;
     parent->children++;
+    parent->active_children++;
     owned_.emplace(node, std::move(fresh));
     return node;
 }
@@ -121,6 +123,7 @@ void NodeTable::release_locked(Node* node) {
         if (hashed_locked(node)) by_name_.erase(by_name_.find(KeyView{node->parent, node->name}));
         Node* parent = node->parent;
         parent->children--;
+        parent->active_children--;  // freed nodes are never retired ones (evicted first)
         drop_upper_ino_locked(node);
         drop_index_locked(node);
         owned_.erase(node);
@@ -129,48 +132,68 @@ void NodeTable::release_locked(Node* node) {
     }
 }
 
+// A node the kernel no longer holds may be retired: named, not unlinked, and nothing active
+// beneath it. Retiring one can make its parent retirable too (the kernel forgets children first).
+static bool retirable(const Node* node, size_t limit) {
+    return limit > 0 && node->parent && node->nlookup == 0 && node->active_children == 0 &&
+           !node->retired && !node->unlinked;
+}
+
 void NodeTable::forget(Node* node, uint64_t n) {
     std::lock_guard lock(mu_);
     node->nlookup = n >= node->nlookup ? 0 : node->nlookup - n;
-    if (node->nlookup == 0 && retired_limit_ > 0 && !node->unlinked && hashed_locked(node))
+    if (retirable(node, retired_limit_) && hashed_locked(node))
         retire_locked(node);
     else
         release_locked(node);
 }
 
 // A retired node keeps its name and what it is, not what serves requests: its lower listing
-// (built again if the node comes back) and, when no child can be reaching the directory through
-// it, the descriptor of its upper copy (found again by path and inode). The kernel sends no
-// request for a node it forgot, and a child's request would come through the child.
+// (built again if the node comes back) and the descriptor of its upper copy (found again by path
+// and inode). No request can be using them: the kernel sends none for a node it forgot, and
+// none can come through a child, as none is active.
 void NodeTable::retire_locked(Node* node) {
-    drop_index_locked(node);
-    if (node->children == 0) node->upper_dir.reset();
-    if (!node->retired) {
-        retired_.push_front(node);
-        node->retired_it = retired_.begin();
-        node->retired = true;
+    for (Node* n = node; n && n != root_.get() && retirable(n, retired_limit_) && hashed_locked(n);
+         n = n->parent) {
+        drop_index_locked(n);
+        n->upper_dir.reset();
+        retired_.push_front(n);
+        n->retired_it = retired_.begin();
+        n->retired = true;
+        n->parent->active_children--;
     }
-    while (retired_.size() > retired_limit_) {
-        Node* oldest = retired_.back();
-        unretire_locked(oldest);
-        release_locked(oldest);
-    }
+    evict_retired_locked();
 }
 
 void NodeTable::unretire_locked(Node* node) {
     if (!node->retired) return;
     retired_.erase(node->retired_it);
     node->retired = false;
+    node->parent->active_children++;
+}
+
+void NodeTable::unretire_chain_locked(Node* node) {
+    // An active node has no retired ancestor: the walk stops at the first active one.
+    for (Node* n = node; n && n->retired; n = n->parent) unretire_locked(n);
+}
+
+// Frees the oldest retired nodes past the limit. One with children (all retired) waits until
+// they go: the oldest without any goes instead.
+void NodeTable::evict_retired_locked() {
+    while (retired_.size() > retired_limit_) {
+        auto it = std::prev(retired_.end());
+        while ((*it)->children > 0 && it != retired_.begin()) --it;
+        Node* oldest = *it;
+        if (oldest->children > 0) break;  // cannot happen: a retired leaf always exists
+        unretire_locked(oldest);
+        release_locked(oldest);
+    }
 }
 
 void NodeTable::set_retired_limit(size_t nodes) {
     std::lock_guard lock(mu_);
     retired_limit_ = nodes;
-    while (retired_.size() > retired_limit_) {
-        Node* oldest = retired_.back();
-        unretire_locked(oldest);
-        release_locked(oldest);
-    }
+    evict_retired_locked();
 }
 
 Node* NodeTable::revive(uint64_t id) {
@@ -184,7 +207,7 @@ Node* NodeTable::revive(uint64_t id) {
         if (node->unlinked || node->superseded || !hashed_locked(node)) return nullptr;
     }
     node->nlookup++;
-    unretire_locked(node);
+    unretire_chain_locked(node);
     return node;
 }
 
@@ -193,7 +216,7 @@ Node* NodeTable::revive_parent(Node* dir) {
     Node* parent = dir->parent ? dir->parent : root_.get();
     if (dir->unlinked) return nullptr;
     parent->nlookup++;
-    unretire_locked(parent);
+    unretire_chain_locked(parent);
     return parent;
 }
 
@@ -212,6 +235,10 @@ void NodeTable::rename(Node* node, Node* new_parent, std::string_view new_name) 
     }
     Node* old_parent = node->parent;
     new_parent->children++;
+    if (!node->retired) {
+        new_parent->active_children++;
+        old_parent->active_children--;
+    }
     node->parent = new_parent;
     node->name.assign(new_name);
     node->unlinked = false;

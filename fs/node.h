@@ -62,9 +62,11 @@ struct Node {
     // when the node enters the table; 0 only for the root, as the kernel wants.
     uint32_t generation = 0;
     // Forgotten by the kernel but kept, so that a file handle of it still opens (NodeTable's
-    // retired list, guarded by the table mutex).
+    // retired list, guarded by the table mutex). A retired node has no active children (in the
+    // table and not retired): nothing can reach it but a handle, so it holds no descriptor.
     bool retired = false;
     std::list<Node*>::iterator retired_it;
+    uint32_t active_children = 0;  // children not retired, guarded by the table mutex
 
     std::atomic<uint64_t> ino{0};  // st_ino shown through the mount (follows the top copy)
     mode_t type = 0;               // S_IFMT bits
@@ -262,6 +264,9 @@ private:
     bool hashed_locked(Node* node);
     void retire_locked(Node* node);
     void unretire_locked(Node* node);
+    // Brings node and every retired ancestor back into use (a lookup or a handle reached it).
+    void unretire_chain_locked(Node* node);
+    void evict_retired_locked();
     uint32_t next_generation_locked();
 
     mutable std::mutex mu_;

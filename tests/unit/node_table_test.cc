@@ -1,6 +1,8 @@
 // The node table: lookup references, FORGET, renames and unhashing.
 #include "node.h"
 
+#include <fcntl.h>
+
 #include "dir_index.h"
 
 #include <gtest/gtest.h>
@@ -140,6 +142,50 @@ TEST(NodeTable, ZeroDirIndexLimitCachesNothingButStillAnswers) {
     ASSERT_NE(index, nullptr);
     EXPECT_EQ(index->entries.size(), 3u);
     EXPECT_EQ(t.cached_index(a), nullptr);
+}
+
+// File handles: what the kernel forgot stays, up to the limit, and a handle's id brings it back
+// with its parents; a retired directory holds no descriptor; the oldest leaf goes first.
+TEST(NodeTable, ForgottenNodesAreRetiredUpToTheLimitAndAHandleBringsThemBack) {
+    NodeTable t;
+    t.set_retired_limit(2);
+    auto fd = dir_node();
+    Node* d = t.find_or_insert(t.root(), "d", fd);
+    auto ff = dir_node();
+    ff->type = S_IFREG;
+    Node* f = t.find_or_insert(d, "f", ff);
+    uint64_t f_id = t.id_of(f);
+    UniqueFd held(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    ASSERT_TRUE(d->upper_dir.set(held));
+    t.forget(d, 1);  // f is still active below: d is only kept
+    EXPECT_EQ(t.stats().retired_nodes, 0u);
+    EXPECT_GE(d->upper_dir.get(), 0);
+    t.forget(f, 1);  // f retires, and d with it: nothing active below d now
+    EXPECT_EQ(t.stats().retired_nodes, 2u);
+    EXPECT_TRUE(d->retired && f->retired);
+    EXPECT_EQ(d->upper_dir.get(), -1) << "a retired directory keeps its descriptor";
+    EXPECT_EQ(t.size(), 3u);
+
+    // A handle's id: the file comes back, and so does every retired parent of it.
+    EXPECT_EQ(t.revive(f_id), f);
+    EXPECT_FALSE(d->retired || f->retired);
+    EXPECT_EQ(f->nlookup, 1u);
+    EXPECT_EQ(t.revive(f_id ^ 0x10), nullptr) << "an id the table never gave";
+    t.forget(f, 1);
+    EXPECT_EQ(t.stats().retired_nodes, 2u);
+
+    // Past the limit the oldest goes, a leaf first: f (d still has it as a child).
+    auto fg = dir_node();
+    Node* g = t.find_or_insert(t.root(), "g", fg);
+    t.forget(g, 1);
+    EXPECT_EQ(t.stats().retired_nodes, 2u);
+    EXPECT_EQ(t.find(d, "f"), nullptr);
+    EXPECT_EQ(t.revive(f_id), nullptr) << "an evicted node's id";
+    EXPECT_TRUE(d->retired && g->retired);
+
+    // No room at all: every retired node goes.
+    t.set_retired_limit(0);
+    EXPECT_EQ(t.size(), 1u);
 }
 
 }  // namespace
