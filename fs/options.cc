@@ -1,5 +1,6 @@
 // Mount options: the command line, the -o string and the checks a layer set must pass.
 #include "options.h"
+#include "printable.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -20,22 +21,6 @@ namespace {
 
 std::string quoted(std::string_view s) {
     return "'" + std::string(s) + "'";
-}
-
-// Errors echo what the user gave; control bytes in it (a newline) must not break the one line.
-std::string printable(std::string text) {
-    std::string out;
-    for (unsigned char c : text) {
-        if (c < 0x20 || c == 0x7f) {
-            static constexpr char kHex[] = "0123456789abcdef";
-            out += "\\x";
-            out += kHex[c >> 4];
-            out += kHex[c & 0xf];
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    return out;
 }
 
 // Splits the -o string on commas that are not escaped. "\," becomes ','; every other
@@ -512,6 +497,12 @@ std::string parse_id_mapping(std::string_view value, std::vector<IdMapRange>& ra
     return "";
 }
 
+// Errors echo what the user gave; what it holds (a newline, an escape sequence) must neither
+// break the one line nor reach the terminal raw. The line itself is not cut.
+static std::string one_line(const std::string& error) {
+    return printable(error, std::string::npos);
+}
+
 std::string apply_mount_options(std::string_view optstr, MountOptions& opts) {
     for (const auto& item : split_option_items(optstr)) {
         if (item.empty()) continue;
@@ -520,7 +511,7 @@ std::string apply_mount_options(std::string_view optstr, MountOptions& opts) {
                               ? apply_flag(item, opts)
                               : apply_valued(std::string_view(item).substr(0, eq),
                                              std::string_view(item).substr(eq + 1), opts);
-        if (!err.empty()) return printable(std::move(err));
+        if (!err.empty()) return one_line(err);
     }
     return "";
 }
@@ -537,8 +528,8 @@ std::string parse_command_line(int argc, char** argv, MountOptions& opts) {
     try {
         auto result = cli.parse(argc, argv);
         if (!result.unmatched().empty()) {
-            return printable("unexpected argument " + quoted(result.unmatched().front()) +
-                             " (usage: " + program + " [-o OPTIONS] [SOURCE] MOUNTPOINT)");
+            return one_line("unexpected argument " + quoted(result.unmatched().front()) +
+                            " (usage: " + program + " [-o OPTIONS] [SOURCE] MOUNTPOINT)");
         }
         opts.foreground = result.count("f") > 0;
         opts.debug = result.count("d") > 0;
@@ -551,7 +542,7 @@ std::string parse_command_line(int argc, char** argv, MountOptions& opts) {
         if (result.count("first")) first = result["first"].as<std::string>();
         if (result.count("second")) second = result["second"].as<std::string>();
     } catch (const std::exception& e) {
-        return printable("command line: " + ascii_quotes(e.what()));
+        return one_line("command line: " + ascii_quotes(e.what()));
     }
     if (opts.debug) {
         opts.foreground = true;

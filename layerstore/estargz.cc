@@ -1,6 +1,7 @@
 // eStargz layers: the writer (libarchive reads and re-serialises the entries, zlib cuts the gzip
 // members where the format wants them) and the reader of footers, TOCs and chunks.
 #include "estargz.h"
+#include "printable.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -436,15 +437,6 @@ uint64_t parse_footer(std::string_view b, uint64_t blob_size) {
 
 namespace {
 
-// A name from a TOC as an error message shows it: control characters (a newline would split the
-// one-line message) as '?', at most 200 bytes.
-std::string shown(const std::string& name) {
-    std::string out = name.substr(0, 200);
-    for (char& c : out)
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-    return out;
-}
-
 // The first gzip member of `in`, decompressed: at most `limit` bytes. With stop_at_limit the
 // member may go on (a chunk's member holds the next headers too); otherwise more is an error.
 std::string inflate_member(std::string_view in, uint64_t limit, bool stop_at_limit,
@@ -573,8 +565,8 @@ std::vector<TocEntry> parse_toc_json(std::string_view text, uint64_t toc_offset)
     uint64_t covered = 0;
     auto close_file = [&](const std::string& what) {
         if (open_file && covered != open_file->size)
-            throw StoreError(what + ": the chunks of \"" + shown(open_file->name) + "\" cover " +
-                             std::to_string(covered) + " of its " +
+            throw StoreError(what + ": the chunks of \"" + printable(open_file->name) +
+                             "\" cover " + std::to_string(covered) + " of its " +
                              std::to_string(open_file->size) + " bytes");
         open_file = nullptr;
     };
@@ -582,7 +574,7 @@ std::vector<TocEntry> parse_toc_json(std::string_view text, uint64_t toc_offset)
         std::string what = "eStargz TOC entry " + std::to_string(i);
         const json& j = require_object(list[i], what);
         std::string name = string_member(j, "name", what);
-        what += " (\"" + shown(name) + "\")";
+        what += " (\"" + printable(name) + "\")";
         std::string norm = normal_name(name, what);
         std::string type = string_member(j, "type", what);
         if (type == "chunk") {
@@ -731,7 +723,7 @@ void fetch_file(const TocEntry& entry, const RangeReader& read,
         uint64_t bound = c.size + c.size / 1000 + (64 << 10);
         uint64_t len = std::min(bound, c.fetch_end - c.offset);
         std::string what =
-            "\"" + shown(entry.name) + "\" at offset " + std::to_string(c.file_offset);
+            "\"" + printable(entry.name) + "\" at offset " + std::to_string(c.file_offset);
         std::string data = inflate_member(read(c.offset, len), c.size, true, what);
         if (data.size() != c.size)
             throw StoreError(what + ": the chunk holds " + std::to_string(data.size()) +
@@ -873,11 +865,11 @@ void fill_placeholder(int layer_root_fd, const Toc& toc, const Placeholder& p,
                       const RangeReader& read, bool sync) {
     const TocEntry& t = toc.entries.at(p.entry);
     Fd f = open_beneath(layer_root_fd, p.path, O_WRONLY);
-    if (!f) throw_errno("cannot open placeholder", shown(p.path), errno);
+    if (!f) throw_errno("cannot open placeholder", printable(p.path), errno);
     struct stat st;
     if (::fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
         static_cast<uint64_t>(st.st_size) != t.size)
-        throw StoreError("placeholder " + shown(p.path) +
+        throw StoreError("placeholder " + printable(p.path) +
                          " is not the file its TOC entry describes");
     fetch_file(t, read, [&](uint64_t off, std::string_view bytes) {
         size_t done = 0;
@@ -885,19 +877,19 @@ void fill_placeholder(int layer_root_fd, const Toc& toc, const Placeholder& p,
             ssize_t n = ::pwrite(f.get(), bytes.data() + done, bytes.size() - done,
                                  static_cast<off_t>(off + done));
             if (n < 0 && errno == EINTR) continue;
-            if (n < 0) throw_errno("cannot write", shown(p.path), errno);
+            if (n < 0) throw_errno("cannot write", printable(p.path), errno);
             done += static_cast<size_t>(n);
         }
     });
-    if (sync && ::fsync(f.get()) != 0) throw_errno("cannot sync", shown(p.path), errno);
+    if (sync && ::fsync(f.get()) != 0) throw_errno("cannot sync", printable(p.path), errno);
     // A write clears set-id bits (without CAP_FSETID) and always security.capability.
     if (::fchmod(f.get(), st.st_mode & 07777) != 0)
-        throw_errno("cannot chmod", shown(p.path), errno);
+        throw_errno("cannot chmod", printable(p.path), errno);
     std::string proc = "/proc/self/fd/" + std::to_string(f.get());
     for (const auto& [k, v] : t.xattrs)
         if (k == "security.capability") ::setxattr(proc.c_str(), k.c_str(), v.data(), v.size(), 0);
     struct timespec ts[2] = {st.st_mtim, st.st_mtim};
-    if (::futimens(f.get(), ts) != 0) throw_errno("cannot set times", shown(p.path), errno);
+    if (::futimens(f.get(), ts) != 0) throw_errno("cannot set times", printable(p.path), errno);
 }
 
 namespace {
@@ -993,7 +985,7 @@ std::string check_blob_against_toc(const std::string& blob_path, const Toc& toc)
             // The TOC's own entry, last, holding exactly the TOC that was checked.
             if (name != kTocName || archive_entry_size(e) < 0 ||
                 static_cast<uint64_t>(archive_entry_size(e)) != toc.json.size())
-                throw StoreError(what + ": the entry after the TOC's last is \"" + shown(name) +
+                throw StoreError(what + ": the entry after the TOC's last is \"" + printable(name) +
                                  "\", not the TOC");
             read_content(toc.json.size());
             if (content != toc.json)
@@ -1002,13 +994,13 @@ std::string check_blob_against_toc(const std::string& blob_path, const Toc& toc)
         }
         const TocEntry& t = toc.entries[i];
         if (std::string d = difference(e, t); !d.empty())
-            throw StoreError(what + ": tar entry " + std::to_string(i) + " (\"" + shown(name) +
+            throw StoreError(what + ": tar entry " + std::to_string(i) + " (\"" + printable(name) +
                              "\") differs from its TOC entry in " + d);
         if (t.type != EntryType::kReg) continue;
         for (const Chunk& c : t.chunks) {
             read_content(static_cast<size_t>(c.size));
             if (sha256_digest(content) != c.digest)
-                throw StoreError(what + ": \"" + shown(name) + "\" at " +
+                throw StoreError(what + ": \"" + printable(name) + "\" at " +
                                  std::to_string(c.file_offset) +
                                  " does not match its chunk digest");
         }

@@ -1,5 +1,6 @@
 // Media types, platforms, manifests and image configs as the OCI image spec and Docker write them.
 #include "image_format.h"
+#include "printable.h"
 
 #include <stdexcept>
 #include <utility>
@@ -17,21 +18,6 @@ namespace {
 
 // A value from a manifest (or the command line) as error text: printable ASCII only, others as
 // \xNN, at most 120 characters, so an error stays one readable line whatever the input holds.
-std::string shown(const std::string& s) {
-    std::string out;
-    for (unsigned char c : s) {
-        if (out.size() >= 120) return out + "...";
-        if (c >= 0x20 && c < 0x7f) {
-            out.push_back(static_cast<char>(c));
-        } else {
-            static const char kHex[] = "0123456789abcdef";
-            out += "\\x";
-            out.push_back(kHex[c >> 4]);
-            out.push_back(kHex[c & 15]);
-        }
-    }
-    return out;
-}
 
 }  // namespace
 
@@ -72,7 +58,7 @@ Platform parse_platform(const std::string& text) {
     Platform p;
     size_t a = text.find('/');
     if (a == std::string::npos || a == 0)
-        throw std::invalid_argument("invalid platform \"" + shown(text) +
+        throw std::invalid_argument("invalid platform \"" + printable(text) +
                                     "\": expected os/arch[/variant]");
     p.os = text.substr(0, a);
     size_t b = text.find('/', a + 1);
@@ -80,7 +66,7 @@ Platform parse_platform(const std::string& text) {
     if (b != std::string::npos) p.variant = text.substr(b + 1);
     if (p.architecture.empty() || (b != std::string::npos && p.variant.empty()) ||
         p.variant.find('/') != std::string::npos)
-        throw std::invalid_argument("invalid platform \"" + shown(text) +
+        throw std::invalid_argument("invalid platform \"" + printable(text) +
                                     "\": expected os/arch[/variant]");
     return p;
 }
@@ -129,11 +115,12 @@ Descriptor descriptor(const json& j, const char* what) {
     d.media_type = j.value("mediaType", "");
     d.digest = j.value("digest", "");
     if (!j.contains("size") || !j["size"].is_number_integer() || j["size"].get<int64_t>() < 0)
-        malformed(std::string(what) + " " + shown(d.digest) + " has no valid size");
+        malformed(std::string(what) + " " + printable(d.digest) + " has no valid size");
     d.size = j["size"].get<int64_t>();
     // The digest names files and URLs later, so nothing but sha256:<64 lowercase hex> passes.
     if (!is_sha256_digest(d.digest))
-        malformed(std::string(what) + " digest \"" + shown(d.digest) + "\" is not sha256:<64 hex>");
+        malformed(std::string(what) + " digest \"" + printable(d.digest) +
+                  "\" is not sha256:<64 hex>");
     d.has_urls = j.contains("urls");
     // Only the TOC digest of an eStargz layer is read (docs/lazy.md); a wrong type is malformed.
     if (j.contains("annotations") && j["annotations"].is_object()) {
@@ -141,7 +128,7 @@ Descriptor descriptor(const json& j, const char* what) {
         auto toc = a.find(std::string(estargz::kTocDigestAnnotation));
         if (toc != a.end()) {
             if (!toc->is_string() || !is_sha256_digest(toc->get<std::string>()))
-                malformed(std::string(what) + " " + shown(d.digest) +
+                malformed(std::string(what) + " " + printable(d.digest) +
                           " has a TOC digest annotation that is not sha256:<64 hex>");
             d.estargz_toc_digest = toc->get<std::string>();
         }
@@ -178,7 +165,7 @@ Manifest interpret(const json& j, const std::string& content_type) {
         return m;
     }
     if (m.media_type != kOciManifest && m.media_type != kDockerManifest)
-        throw StoreError("unsupported manifest media type \"" + shown(m.media_type) + "\"");
+        throw StoreError("unsupported manifest media type \"" + printable(m.media_type) + "\"");
     if (!j.contains("config")) malformed("no config");
     m.config = descriptor(j["config"], "config");
     if (!j.contains("layers") || !j["layers"].is_array()) malformed("no layers list");
@@ -193,14 +180,14 @@ Manifest parse_manifest(const std::string& body, const std::string& content_type
     try {
         j = parse_json_limited(body, "manifest", kMaxManifestBytes);
     } catch (const StoreError& e) {
-        throw StoreError(shown(e.what()));
+        throw StoreError(printable(e.what()));
     }
     if (!j.is_object()) malformed("not a JSON object");
     try {
         return interpret(j, content_type);
     } catch (const json::exception& e) {
         // A field of the wrong type ("mediaType": [...]); found by tests/fuzz/manifest_fuzzer.
-        malformed("a field has the wrong type (" + shown(e.what()) + ")");
+        malformed("a field has the wrong type (" + printable(e.what()) + ")");
     }
 }
 
@@ -220,10 +207,10 @@ const Descriptor& select_platform(const Manifest& index, const Platform& want) {
     std::string offered;
     for (const auto& d : index.manifests) {
         if (d.platform.os.empty()) continue;  // attestations and other non-images
-        offered += (offered.empty() ? "" : ", ") + shown(d.platform.str());
+        offered += (offered.empty() ? "" : ", ") + printable(d.platform.str());
     }
-    throw StoreError("no image for platform " + shown(want.str()) + " in the index (it offers " +
-                     (offered.empty() ? "none" : offered) + ")");
+    throw StoreError("no image for platform " + printable(want.str()) +
+                     " in the index (it offers " + (offered.empty() ? "none" : offered) + ")");
 }
 
 // ---- Image configs ----------------------------------------------------------------------------

@@ -83,21 +83,6 @@ bool valid_domain(std::string_view d) {
 
 }  // namespace
 
-std::string printable(std::string_view text, size_t max) {
-    std::string out;
-    for (unsigned char c : text.substr(0, max)) {
-        if (c < 0x20 || c == 0x7f) {
-            char buf[5];
-            snprintf(buf, sizeof buf, "\\x%02x", c);
-            out += buf;
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    if (text.size() > max) out += "...";
-    return out;
-}
-
 bool names_a_host(std::string_view first_component) {
     return first_component.find('.') != std::string_view::npos ||
            first_component.find(':') != std::string_view::npos || first_component == "localhost";

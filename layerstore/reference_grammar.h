@@ -4,6 +4,8 @@
 #include <string>
 #include <string_view>
 
+#include "printable.h"
+
 namespace lamina::store {
 
 // A reference split as the distribution grammar reads it: [domain/]path[:tag][@digest].
@@ -37,8 +39,7 @@ ReferenceParts parse_normalized_reference(const std::string& text);
 // "127.0.0.1:5000/test/app".
 std::string familiar_name(const std::string& domain, const std::string& path);
 
-// text with control characters and DEL shown as \xNN, and cut to max characters, so a hostile
-// name never writes raw escape sequences to a terminal.
-std::string printable(std::string_view text, size_t max = 256);
+// Names in errors are shown with lamina::printable (common/printable.h): a hostile name never
+// writes raw escape sequences to a terminal.
 
 }  // namespace lamina::store
