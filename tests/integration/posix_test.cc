@@ -12,10 +12,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fixture.h"
@@ -518,6 +520,16 @@ TEST(Posix, file_handles_outliving_what_laminafs_keeps_are_stale) {
         for (int i = 0; i < 40; ++i) handles.push_back(handle_of(m + "/f" + std::to_string(i)));
         between(handles);
         forget_everything();
+        // The kernel's FORGETs reach the daemon on their own queue: until it has handled them a
+        // node is still alive, and its handle opens whatever handle_cache says. Wait until the
+        // kernel's references stop falling (a sanitized daemon may take a while).
+        long refs = -1;
+        for (int i = 0; i < 50; ++i) {
+            long now = daemon.stats()["kernel_refs"];
+            if (now == refs) break;
+            refs = now;
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
         int mount_fd = open(m.c_str(), O_RDONLY | O_DIRECTORY);
         std::string out;
         for (auto& h : handles) out += open_handle(mount_fd, h) + "|";
