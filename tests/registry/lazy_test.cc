@@ -292,7 +292,7 @@ std::pair<std::string, int> read_through(const std::string& path) {
 
 TEST(LazyPull, lazy_pull_mounts_at_once_and_fetches_each_file_on_first_open) {
     REQUIRE_REGISTRY();
-    if (!can_mount_fuse()) GTEST_SKIP() << skip_reason();
+    if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
     EstargzImage img;
     ThrottlingProxy proxy(img.reg.port(), 1 << 30);
     std::string via = "127.0.0.1:" + std::to_string(proxy.port()) + "/test/app:ez";
@@ -357,7 +357,7 @@ TEST(LazyPull, lazy_pull_mounts_at_once_and_fetches_each_file_on_first_open) {
 
 TEST(LazyPull, a_corrupt_chunk_or_a_dead_registry_gives_eio_and_reads_recover) {
     REQUIRE_REGISTRY();
-    if (!can_mount_fuse()) GTEST_SKIP() << skip_reason();
+    if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
     EstargzImage img;
     Lamina lz(img.tmp / "lz");
     StoreGuard guard{lz.root()};
@@ -624,7 +624,7 @@ TEST(LazyComplete, pull_lazy_background_completes_the_layers_in_a_detached_proce
 
 TEST(LazyComplete, with_lazy_background_in_the_config_mount_starts_the_completer) {
     REQUIRE_REGISTRY();
-    if (!can_mount_fuse()) GTEST_SKIP() << skip_reason();
+    if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
     EstargzImage img;
     Lamina lz(img.tmp / "lz");
     StoreGuard guard{lz.root()};
