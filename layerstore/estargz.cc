@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -806,6 +807,34 @@ Fd open_beneath(int root, const std::string& path, int flags) {
     return Fd(static_cast<int>(::syscall(SYS_openat2, root, path.c_str(), &how, sizeof how)));
 }
 
+// A placeholder opened for writing its content. An unprivileged store keeps each file's mode, so
+// a read-only one (0444, 0555) denies even its owner: the owner then lends itself the write bit
+// through a descriptor of that very inode (lent: the mode before), and fill_placeholder's last
+// chmod takes it back.
+Fd open_placeholder(int root, const std::string& path, std::optional<mode_t>& lent) {
+    Fd f = open_beneath(root, path, O_WRONLY);
+    if (f || errno != EACCES) return f;
+    int saved = errno;
+    Fd inode = open_beneath(root, path, O_PATH);
+    struct stat st;
+    if (!inode || ::fstat(inode.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
+        st.st_uid != ::geteuid() || (st.st_mode & S_IWUSR)) {
+        errno = saved;
+        return Fd();
+    }
+    std::string link = "/proc/self/fd/" + std::to_string(inode.get());
+    if (::chmod(link.c_str(), (st.st_mode & 07777) | S_IWUSR) != 0) return Fd();
+    f = Fd(::open(link.c_str(), O_WRONLY | O_CLOEXEC));
+    if (f) {
+        lent = st.st_mode & 07777;
+    } else {
+        saved = errno;
+        ::chmod(link.c_str(), st.st_mode & 07777);
+        errno = saved;
+    }
+    return f;
+}
+
 }  // namespace
 
 std::vector<Placeholder> unpack_toc(const Toc& toc, const std::string& dest_dir,
@@ -864,11 +893,21 @@ std::vector<Placeholder> unpack_toc(const Toc& toc, const std::string& dest_dir,
 void fill_placeholder(int layer_root_fd, const Toc& toc, const Placeholder& p,
                       const RangeReader& read, bool sync) {
     const TocEntry& t = toc.entries.at(p.entry);
-    Fd f = open_beneath(layer_root_fd, p.path, O_WRONLY);
+    std::optional<mode_t> lent;
+    Fd f = open_placeholder(layer_root_fd, p.path, lent);
     if (!f) throw_errno("cannot open placeholder", printable(p.path), errno);
     struct stat st;
-    if (::fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
-        static_cast<uint64_t>(st.st_size) != t.size)
+    if (::fstat(f.get(), &st) != 0) throw_errno("cannot stat", printable(p.path), errno);
+    mode_t mode = lent ? *lent : st.st_mode & 07777;
+    // Whatever happens below, a mode lent for the write goes back.
+    struct ModeBack {
+        int fd;
+        std::optional<mode_t> mode;
+        ~ModeBack() {
+            if (mode) ::fchmod(fd, *mode);
+        }
+    } mode_back{f.get(), lent};
+    if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != t.size)
         throw StoreError("placeholder " + printable(p.path) +
                          " is not the file its TOC entry describes");
     fetch_file(t, read, [&](uint64_t off, std::string_view bytes) {
@@ -883,8 +922,8 @@ void fill_placeholder(int layer_root_fd, const Toc& toc, const Placeholder& p,
     });
     if (sync && ::fsync(f.get()) != 0) throw_errno("cannot sync", printable(p.path), errno);
     // A write clears set-id bits (without CAP_FSETID) and always security.capability.
-    if (::fchmod(f.get(), st.st_mode & 07777) != 0)
-        throw_errno("cannot chmod", printable(p.path), errno);
+    if (::fchmod(f.get(), mode) != 0) throw_errno("cannot chmod", printable(p.path), errno);
+    mode_back.mode.reset();
     std::string proc = "/proc/self/fd/" + std::to_string(f.get());
     for (const auto& [k, v] : t.xattrs)
         if (k == "security.capability") ::setxattr(proc.c_str(), k.c_str(), v.data(), v.size(), 0);

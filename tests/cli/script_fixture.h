@@ -24,12 +24,6 @@ inline std::vector<std::string> words(const std::string& s) {
     return out;
 }
 
-inline std::string shell_quote(const std::string& s) {
-    std::string out = "'";
-    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return out + "'";
-}
-
 // "lamina --root ROOT" for a shell command line.
 inline std::string lamina_sh(const Lamina& lamina) {
     return shell_quote(lamina_binary()) + " --root " + shell_quote(lamina.root());

@@ -30,36 +30,10 @@
 #include "layers.h"
 #include "options.h"
 #include "overlay.h"
+#include "test_user.h"
 
 namespace lamina::test {
 namespace {
-
-constexpr const char* kTestUser = "lamina-rootless";
-
-struct TestUser {
-    uid_t uid = 0;
-    gid_t gid = 0;
-};
-
-// The unprivileged user the cases run as; made with useradd the first time.
-const TestUser* test_user() {
-    static const TestUser* user = []() -> const TestUser* {
-        if (!getpwnam(kTestUser)) {
-            run_command({"useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                         kTestUser});
-        }
-        const passwd* pw = getpwnam(kTestUser);
-        if (!pw) return nullptr;
-        return new TestUser{pw->pw_uid, pw->pw_gid};
-    }();
-    return user;
-}
-
-// A standard host has /dev/fuse 0666 (udev); these machines have no udev and leave it 0600.
-void let_everyone_open_dev_fuse() {
-    struct stat st;
-    if (stat("/dev/fuse", &st) == 0 && (st.st_mode & 0666) != 0666) chmod("/dev/fuse", 0666);
-}
 
 #define REQUIRE_ROOTLESS_SETUP()                                                             \
     do {                                                                                     \
