@@ -93,4 +93,8 @@ bool have_program(const std::string& name);
 // Files and dirs (relative paths, sorted) below root with type and content, for comparing trees.
 std::string describe_tree(const std::string& root);
 
+// The laminafs daemon serving merged, found by its command line (lamina runs it with merged as
+// its last argument); -1 when there is none.
+pid_t laminafs_serving(const std::string& merged);
+
 }  // namespace lamina::test

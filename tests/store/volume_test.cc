@@ -580,23 +580,6 @@ std::string mounts_below(const std::string& path) {
     return out;
 }
 
-// The laminafs daemon serving merged, found by its command line (lamina runs it with merged as
-// its last argument); -1 when there is none.
-pid_t laminafs_serving(const std::string& merged) {
-    DIR* proc = opendir("/proc");
-    if (!proc) return -1;
-    pid_t found = -1;
-    while (auto* de = readdir(proc)) {
-        if (!isdigit(static_cast<unsigned char>(de->d_name[0]))) continue;
-        std::ifstream in(std::string("/proc/") + de->d_name + "/cmdline");
-        std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        if (cmdline.ends_with('\0')) cmdline.pop_back();
-        if (cmdline.ends_with(std::string(1, '\0') + merged)) found = atoi(de->d_name);
-    }
-    closedir(proc);
-    return found;
-}
-
 // Container c of AppStore with logs:/var/log (and the image's VOLUME /data), not yet mounted, for
 // putting it in the states a killed mount or a failed unmount leaves.
 class HalfMount : public ::testing::Test {
