@@ -44,18 +44,13 @@ TEST(LazyRootless, a_plain_user_mounts_a_lazy_image_and_reads_files_it_may_not_w
     chmod(tmp.path().c_str(), 0755);
     RegistryEnv env;
     Registry reg;
-    std::vector<Layer> layers = {{make_tar({dir("ro"), file("ro/readonly", "read only\n", 0444),
-                                            file("ro/tool", "#!/bin/sh\necho tool\n", 0555),
-                                            file("ro/big", random_bytes(256 << 10, 3), 0444),
-                                            dir("rw"), file("rw/plain", "plain\n")}),
-                                  "gzip"}};
-    write_oci_layout(tmp / "layout", layers, "ro");
-    reg.push_layout(tmp / "layout", "ro", "test/ro:v1");
-    std::string plain = reg.host() + "/test/ro:v1", lazy = reg.host() + "/test/ro:ez";
-    Lamina src(tmp / "src");
-    ASSERT_EQ(src({"pull", "--tls-verify=false", plain}).status, 0);
-    auto push = src({"push", "--tls-verify=false", "--compression-format", "estargz", plain, lazy});
-    ASSERT_EQ(push.status, 0) << push.err;
+    std::string lazy = push_estargz(reg, tmp,
+                                    {{make_tar({dir("ro"), file("ro/readonly", "read only\n", 0444),
+                                                file("ro/tool", "#!/bin/sh\necho tool\n", 0555),
+                                                file("ro/big", random_bytes(256 << 10, 3), 0444),
+                                                dir("rw"), file("rw/plain", "plain\n")}),
+                                      "gzip"}},
+                                    "test/ro");
 
     // The user's home: its store, its config; nothing of root's.
     std::string home = tmp / "home";

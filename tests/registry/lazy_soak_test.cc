@@ -71,14 +71,7 @@ TEST(LazySoak, random_first_reads_of_many_files_keep_the_daemon_flat) {
     std::vector<TarEntry> entries;
     for (size_t d = 0; d < 64; ++d) entries.push_back(dir("d" + std::to_string(d)));
     for (size_t i = 0; i < n; ++i) entries.push_back(file(path_of(i), content_of(i)));
-    write_oci_layout(tmp / "layout", {{make_tar(entries), "gzip"}}, "soak");
-    reg.push_layout(tmp / "layout", "soak", "test/soak:v1");
-    std::string plain = reg.host() + "/test/soak:v1", lazy = reg.host() + "/test/soak:ez";
-    Lamina src(tmp / "src");
-    ASSERT_EQ(src({"pull", "--tls-verify=false", plain}).status, 0);
-    ASSERT_EQ(
-        src({"push", "--tls-verify=false", "--compression-format", "estargz", plain, lazy}).status,
-        0);
+    std::string lazy = push_estargz(reg, tmp, {{make_tar(entries), "gzip"}}, "test/soak");
 
     Lamina lz(tmp / "lz");
     StoreGuard guard{lz.root()};

@@ -550,4 +550,18 @@ std::string first_layer_digest(const std::string& layout) {
     return manifest["layers"][0]["digest"];
 }
 
+std::string push_estargz(Registry& reg, const TempDir& tmp, const std::vector<Layer>& layers,
+                         const std::string& repo) {
+    std::string layout = tmp / (repo.substr(repo.rfind('/') + 1) + "-layout");
+    write_oci_layout(layout, layers, "img");
+    reg.push_layout(layout, "img", repo + ":v1");
+    std::string plain = reg.host() + "/" + repo + ":v1", lazy = reg.host() + "/" + repo + ":ez";
+    Lamina src(layout + "-store");
+    auto pull = src({"pull", "--tls-verify=false", plain});
+    EXPECT_EQ(pull.status, 0) << pull.err;
+    auto push = src({"push", "--tls-verify=false", "--compression-format", "estargz", plain, lazy});
+    EXPECT_EQ(push.status, 0) << push.err;
+    return lazy;
+}
+
 }  // namespace lamina::test

@@ -202,6 +202,10 @@ class Registry;
 // The demo image (gzip bottom, zstd top) in the registry as repo_tag; its layout is
 // tmp/demo-layout.
 BuiltImage push_demo(Registry& reg, const TempDir& tmp, const std::string& repo_tag);
+// layers as repo:v1 in the registry, pulled into a store of its own under tmp and pushed back
+// with --compression-format estargz as repo:ez; returns "HOST/repo:ez".
+std::string push_estargz(Registry& reg, const TempDir& tmp, const std::vector<Layer>& layers,
+                         const std::string& repo);
 // The digest of the first layer of the first image in an OCI layout.
 std::string first_layer_digest(const std::string& layout);
 
