@@ -230,12 +230,39 @@ const std::string& cached_kernel_overlay_problem() {
 
 }  // namespace
 
-std::string laminafs_binary() {
+namespace {
+
+std::string built_laminafs() {
     if (const char* bin = getenv("LAMINAFS_BIN"); bin && *bin) return bin;
     if (const char* root = getenv("LAMINA_SOURCE_ROOT"); root && *root) {
         return std::string(root) + "/build/fs/laminafs";
     }
     return "build/fs/laminafs";
+}
+
+}  // namespace
+
+// With $LAMINAFS_EXTRA_OPTIONS (say "io_uring=off,passthrough=off"), a wrapper that gives every
+// mount those options before the test's own, so a suite runs again in another mode and an option
+// a test sets itself still wins.
+std::string laminafs_binary() {
+    static const std::string bin = [] {
+        const char* extra = getenv("LAMINAFS_EXTRA_OPTIONS");
+        std::string real = built_laminafs();
+        if (!extra || !*extra) return real;
+        static TempDir dir("lamina-extra-options");
+        ::chmod(dir.path().c_str(), 0755);
+        std::string wrapper = dir / "laminafs";
+        auto quote = [](const std::string& s) {
+            std::string out = "'";
+            for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+            return out + "'";
+        };
+        write_file(wrapper, "#!/bin/sh\nexec " + quote(real) + " -o " + quote(extra) + " \"$@\"\n");
+        ::chmod(wrapper.c_str(), 0755);
+        return wrapper;
+    }();
+    return bin;
 }
 
 bool can_mount_fuse() {
