@@ -27,9 +27,11 @@
 #include "digest.h"
 #include "error.h"
 #include "fd.h"
+#include "fsutil.h"
 #include "image_format.h"
 #include "internal.h"
 #include "json_input.h"
+#include "overlay_format.h"
 
 namespace lamina::store::estargz {
 
@@ -303,16 +305,243 @@ void write_toc_entry(archive* out, const std::string& content) {
 
 }  // namespace
 
-WrittenLayer write_layer(const std::string& in_path, const std::string& out_path,
-                         const WriteOptions& o) {
-    if (o.chunk_bytes <= 0 || static_cast<uint64_t>(o.chunk_bytes) > kMaxChunkBytes)
-        throw StoreError("eStargz chunk size must be 1.." + std::to_string(kMaxChunkBytes));
+namespace {
+
+ReadArchive open_layer_tar(const std::string& in_path) {
     ReadArchive in(archive_read_new());
     archive_read_support_filter_gzip(in.get());
     archive_read_support_filter_zstd(in.get());
     archive_read_support_format_tar(in.get());
     if (archive_read_open_filename(in.get(), in_path.c_str(), 1 << 17) != ARCHIVE_OK)
         throw StoreError("cannot read " + in_path + ": " + archive_error_text(in.get()));
+    return in;
+}
+
+// The next entry of a layer tar, or nullptr at its end.
+archive_entry* next_entry(archive* in, const std::string& in_path) {
+    archive_entry* e;
+    int rc = archive_read_next_header(in, &e);
+    if (rc == ARCHIVE_EOF) return nullptr;
+    if (rc < ARCHIVE_WARN)
+        throw StoreError("cannot read " + in_path + ": " + archive_error_text(in));
+    return e;
+}
+
+std::string join_path(const std::vector<std::string>& comps, size_t count) {
+    std::string out;
+    for (size_t i = 0; i < count; ++i) out += (i ? "/" : "") + comps[i];
+    return out;
+}
+
+// Which entries of a layer go first for a prefetch list, and in what order. An entry moves only
+// when moving it cannot change what an unpack makes: its path and each parent's are named by
+// one entry at most (a parent by a directory), nothing in the layer whites them out or lies
+// below the file, and a hard link's target moves with it. Parents and targets go before.
+class PrefetchPlan {
+public:
+    PrefetchPlan(const std::string& in_path, const std::vector<std::string>& list) {
+        ReadArchive in = open_layer_tar(in_path);
+        while (archive_entry* e = next_entry(in.get(), in_path)) {
+            Entry x;
+            x.comps = split_entry_path(archive_entry_pathname(e) ? archive_entry_pathname(e) : "");
+            x.type = type_of(e);
+            if (x.type == EntryType::kHardlink) {
+                std::vector<std::string> target = split_entry_path(archive_entry_hardlink(e));
+                x.link = join_path(target, target.size());
+            }
+            std::string path = join_path(x.comps, x.comps.size());
+            by_path_[path].push_back(entries_.size());
+            for (size_t n = 1; n < x.comps.size(); ++n) parents_.insert(join_path(x.comps, n));
+            if (!x.comps.empty()) {
+                const std::string& last = x.comps.back();
+                if (last.starts_with(kOciWhiteoutPrefix) && last != kOciOpaqueMarker) {
+                    std::vector<std::string> target = x.comps;
+                    target.back() = last.substr(kOciWhiteoutPrefix.size());
+                    whited_.insert(join_path(target, target.size()));
+                }
+            }
+            entries_.push_back(std::move(x));
+        }
+        for (const auto& path : list) {
+            if (!by_path_.count(path)) continue;
+            std::vector<size_t> moved;
+            std::string why = add(path, moved, 0);
+            if (!why.empty()) {
+                kept_in_place_.emplace_back(path, why);
+                continue;
+            }
+            for (size_t i : moved)
+                if (chosen_.insert(i).second) order_.push_back(i);
+            prioritised_.push_back(path);
+        }
+    }
+
+    const std::vector<size_t>& order() const { return order_; }  // input entry indexes
+    bool chosen(size_t i) const { return chosen_.count(i) > 0; }
+    const std::vector<std::string>& prioritised() const { return prioritised_; }
+    const std::vector<std::pair<std::string, std::string>>& kept_in_place() const {
+        return kept_in_place_;
+    }
+
+private:
+    struct Entry {
+        std::vector<std::string> comps;
+        EntryType type = EntryType::kReg;
+        std::string link;  // a hard link's target path
+    };
+
+    // The one entry naming path, or why there is not exactly one that may move.
+    std::string single(const std::string& path, size_t& index) const {
+        auto it = by_path_.find(path);
+        if (it->second.size() != 1) return "\"" + path + "\" is written more than once";
+        if (whited_.count(path)) return "\"" + path + "\" is whited out in the same layer";
+        index = it->second.front();
+        return "";
+    }
+
+    // Appends the entries path needs before it, then its own; "" or why it cannot move.
+    std::string add(const std::string& path, std::vector<size_t>& moved, int depth) {
+        if (depth > 64) return "a chain of hard links too long";
+        size_t index = 0;
+        if (std::string why = single(path, index); !why.empty()) return why;
+        const Entry& x = entries_[index];
+        if (x.type == EntryType::kDir) return "a directory";
+        if (parents_.count(path)) return "entries lie below it";
+        if (x.comps.back().starts_with(kOciWhiteoutPrefix)) return "a whiteout";
+        for (size_t n = 1; n < x.comps.size(); ++n) {
+            std::string parent = join_path(x.comps, n);
+            if (whited_.count(parent)) return "\"" + parent + "\" is whited out in the same layer";
+            if (!by_path_.count(parent)) continue;  // made as unpack makes any missing parent
+            size_t p = 0;
+            if (std::string why = single(parent, p); !why.empty()) return why;
+            if (entries_[p].type != EntryType::kDir)
+                return "\"" + parent + "\" is not a directory entry";
+            moved.push_back(p);
+        }
+        if (x.type == EntryType::kHardlink) {
+            if (!by_path_.count(x.link)) return "its hard link target is not in the layer";
+            if (std::string why = add(x.link, moved, depth + 1); !why.empty())
+                return "its hard link target: " + why;
+        }
+        moved.push_back(index);
+        return "";
+    }
+
+    std::vector<Entry> entries_;
+    std::map<std::string, std::vector<size_t>> by_path_;
+    std::set<std::string> parents_, whited_;
+    std::vector<size_t> order_;
+    std::set<size_t> chosen_;
+    std::vector<std::string> prioritised_;
+    std::vector<std::pair<std::string, std::string>> kept_in_place_;
+};
+
+// The prioritised entries, read out of the input in its order and kept (headers in memory,
+// content in an unlinked file beside out_path) to be written before the rest.
+class PrefetchSpool {
+public:
+    PrefetchSpool(const std::string& in_path, const std::string& out_path,
+                  const PrefetchPlan& plan) {
+        std::string dir = out_path.substr(0, out_path.rfind('/') + 1);
+        fd_ = Fd(::open(dir.empty() ? "." : dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+        if (!fd_) throw_errno("cannot spool prioritised files in", dir, errno);
+        ReadArchive in = open_layer_tar(in_path);
+        std::vector<char> buf(1 << 16);
+        size_t i = 0;
+        for (archive_entry* e; (e = next_entry(in.get(), in_path)); ++i) {
+            if (!plan.chosen(i)) continue;
+            Kept k{EntryPtr(archive_entry_clone(e), archive_entry_free), end_, 0};
+            if (type_of(e) == EntryType::kReg) {
+                ContentSource read = content_of(in.get(), e);
+                for (int64_t left = archive_entry_size(e); left > 0;) {
+                    size_t n = static_cast<size_t>(std::min<int64_t>(left, buf.size()));
+                    read(buf.data(), n);
+                    if (::pwrite(fd_.get(), buf.data(), n, static_cast<off_t>(end_)) !=
+                        static_cast<ssize_t>(n))
+                        throw_errno("cannot spool", archive_entry_pathname(e), errno);
+                    end_ += n;
+                    left -= static_cast<int64_t>(n);
+                }
+            }
+            kept_.emplace(i, std::move(k));
+        }
+    }
+
+    archive_entry* entry(size_t i) { return kept_.at(i).entry.get(); }
+    // The kept content of entry i, read in order as copy_entry asks for it.
+    ContentSource content(size_t i) {
+        Kept& k = kept_.at(i);
+        return [this, &k](char* buf, size_t len) {
+            if (::pread(fd_.get(), buf, len, static_cast<off_t>(k.offset + k.read)) !=
+                static_cast<ssize_t>(len))
+                throw_errno("cannot read spooled", archive_entry_pathname(k.entry.get()), errno);
+            k.read += len;
+        };
+    }
+
+private:
+    struct Kept {
+        EntryPtr entry;
+        uint64_t offset;
+        uint64_t read;
+    };
+    Fd fd_;
+    uint64_t end_ = 0;
+    std::map<size_t, Kept> kept_;
+};
+
+void refuse_own_file(const std::string& in_path, archive_entry* e) {
+    std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+    std::vector<std::string> comps = split_entry_path(name);
+    if (comps.size() == 1 &&
+        (comps[0] == kTocName || comps[0] == kNoPrefetchLandmark || comps[0] == kPrefetchLandmark))
+        throw StoreError("cannot convert " + in_path + ": it already holds \"" + name +
+                         "\" (an eStargz layer's own file)");
+}
+
+}  // namespace
+
+std::vector<std::string> read_prefetch_list(const std::string& file) {
+    std::string text;
+    try {
+        text = read_file(file, kMaxTocBytes);
+    } catch (const StoreError& e) {
+        throw StoreError(std::string("cannot read the prefetch list: ") + e.what());
+    }
+    std::vector<std::string> out;
+    std::set<std::string> seen;
+    size_t line_no = 0;
+    for (size_t pos = 0; pos < text.size();) {
+        size_t nl = text.find('\n', pos);
+        std::string line = text.substr(pos, nl == std::string::npos ? nl : nl - pos);
+        pos = nl == std::string::npos ? text.size() : nl + 1;
+        ++line_no;
+        if (line.ends_with('\r')) line.pop_back();
+        if (line.find_first_not_of(" \t") == std::string::npos) continue;
+        std::vector<std::string> comps;
+        try {
+            comps = split_entry_path(line.starts_with('/') ? line.substr(1) : line);
+        } catch (const StoreError&) {
+            comps.clear();
+        }
+        if (comps.empty() || line.find('\0') != std::string::npos)
+            throw StoreError("prefetch list " + file + ", line " + std::to_string(line_no) +
+                             ": \"" + printable(line) + "\" is not a path in an image");
+        std::string path = join_path(comps, comps.size());
+        if (seen.insert(path).second) out.push_back(path);
+    }
+    return out;
+}
+
+WrittenLayer write_layer(const std::string& in_path, const std::string& out_path,
+                         const WriteOptions& o) {
+    if (o.chunk_bytes <= 0 || static_cast<uint64_t>(o.chunk_bytes) > kMaxChunkBytes)
+        throw StoreError("eStargz chunk size must be 1.." + std::to_string(kMaxChunkBytes));
+    std::optional<PrefetchPlan> plan;
+    if (!o.prefetch.empty()) plan.emplace(in_path, o.prefetch);
+    std::optional<PrefetchSpool> spool;
+    if (plan && !plan->order().empty()) spool.emplace(in_path, out_path, *plan);
+    ReadArchive in = open_layer_tar(in_path);
 
     Fd fd(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) throw_errno("cannot create", out_path, errno);
@@ -328,22 +557,20 @@ WrittenLayer write_layer(const std::string& in_path, const std::string& out_path
         throw StoreError("cannot start eStargz layer: " + archive_error_text(out.get()));
 
     json entries = json::array();
-    // No prioritised files yet: the landmark that says so comes first, as in stargz-snapshotter.
+    // The prioritised files and the landmark after them; without any, the landmark saying so
+    // comes first, as in stargz-snapshotter.
+    if (spool)
+        for (size_t i : plan->order()) {
+            refuse_own_file(in_path, spool->entry(i));
+            copy_entry(spool->content(i), out.get(), spool->entry(i), gz, o, entries);
+        }
     const char landmark = 0xf;
     copy_entry([&](char* buf, size_t len) { memcpy(buf, &landmark, len); }, out.get(),
-               own_entry(kNoPrefetchLandmark, 1).get(), gz, o, entries);
-    archive_entry* e;
-    for (;;) {
-        int rc = archive_read_next_header(in.get(), &e);
-        if (rc == ARCHIVE_EOF) break;
-        if (rc < ARCHIVE_WARN)
-            throw StoreError("cannot read " + in_path + ": " + archive_error_text(in.get()));
-        std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
-        std::vector<std::string> comps = split_entry_path(name);
-        if (comps.size() == 1 && (comps[0] == kTocName || comps[0] == kNoPrefetchLandmark ||
-                                  comps[0] == kPrefetchLandmark))
-            throw StoreError("cannot convert " + in_path + ": it already holds \"" + name +
-                             "\" (an eStargz layer's own file)");
+               own_entry(spool ? kPrefetchLandmark : kNoPrefetchLandmark, 1).get(), gz, o, entries);
+    size_t index = 0;
+    for (archive_entry* e; (e = next_entry(in.get(), in_path)); ++index) {
+        refuse_own_file(in_path, e);
+        if (spool && plan->chosen(index)) continue;
         copy_entry(content_of(in.get(), e), out.get(), e, gz, o, entries);
     }
 
@@ -364,25 +591,79 @@ WrittenLayer write_layer(const std::string& in_path, const std::string& out_path
     w.diff_id = gz.uncompressed_hash().digest();
     w.uncompressed_size = gz.uncompressed_bytes();
     w.toc_digest = sha256_digest(toc_json);
+    if (plan) {
+        w.prioritised = plan->prioritised();
+        w.kept_in_place = plan->kept_in_place();
+    }
     return w;
 }
+
+namespace {
+
+// The manifest entry of layer i when it names an eStargz blob (gzip, with the TOC annotation),
+// else null.
+json estargz_descriptor(const json& manifest, size_t i, const std::string& blob) {
+    if (!manifest.is_object() || !manifest.contains("layers") || !manifest["layers"].is_array() ||
+        i >= manifest["layers"].size())
+        return nullptr;
+    const json& d = manifest["layers"][i];
+    if (!d.is_object() || d.value("digest", "") != blob || !d.contains("annotations") ||
+        !d["annotations"].is_object())
+        return nullptr;
+    const json& a = d["annotations"];
+    auto toc = a.find(std::string(kTocDigestAnnotation));
+    if (toc == a.end() || !toc->is_string()) return nullptr;
+    auto c = layer_media_type_compression(d.value("mediaType", ""));
+    if (!c || *c != kGzip) return nullptr;
+    json kept = d;
+    kept["mediaType"] = layer_media_type(kGzip);
+    return kept;
+}
+
+}  // namespace
 
 ConvertedImage convert_image(const ImageRecord& image,
                              const std::function<std::string(const std::string&)>& blob_path,
                              const std::string& dir, const WriteOptions& o) {
     json config = parse_json_limited(image.config, "config " + image.id, kMaxConfigBytes);
     image_config_diff_ids(config, image.layers.size(), "config " + image.id);
+    json manifest;
+    try {
+        manifest = parse_json_limited(image.manifest, "manifest of " + image.id, kMaxManifestBytes);
+    } catch (const StoreError&) {
+        manifest = nullptr;  // every layer is then converted
+    }
     json& rootfs = config["rootfs"];
     ConvertedImage out;
     json layers = json::array();
     std::map<std::string, WrittenLayer> done;  // a blob the image names twice is written once
+    std::set<std::string> found;               // listed paths some layer prioritised or holds
+    bool all_converted = true;  // else a kept layer may hold what no converted one does
     for (size_t i = 0; i < image.layers.size(); ++i) {
         const std::string& blob = image.layers[i].blob;
+        std::string where = "layer " + std::to_string(i + 1);
+        if (json kept = estargz_descriptor(manifest, i, blob); !kept.is_null()) {
+            if (!done.count(blob)) out.blobs.emplace_back(blob, blob_path(blob));
+            done.emplace(blob, WrittenLayer{});
+            all_converted = false;
+            if (!o.prefetch.empty())
+                out.warnings.push_back(where +
+                                       " is eStargz already: kept as it is, with its "
+                                       "own prioritised files");
+            layers.push_back(std::move(kept));
+            continue;
+        }
         auto it = done.find(blob);
         if (it == done.end()) {
             std::string path = dir + "/" + digest_hex(blob) + ".estargz";
             it = done.emplace(blob, write_layer(blob_path(blob), path, o)).first;
             out.blobs.emplace_back(it->second.digest, path);
+            for (const auto& p : it->second.prioritised) found.insert(p);
+            for (const auto& [listed, why] : it->second.kept_in_place) {
+                found.insert(listed);
+                out.warnings.push_back("prefetch list: \"" + printable(listed) +
+                                       "\" stays in place in " + where + ": " + printable(why));
+            }
         }
         const WrittenLayer& w = it->second;
         rootfs["diff_ids"][i] = w.diff_id;
@@ -394,6 +675,9 @@ ConvertedImage convert_image(const ImageRecord& image,
               {{std::string(kTocDigestAnnotation), w.toc_digest},
                {std::string(kUncompressedSizeAnnotation), std::to_string(w.uncompressed_size)}}}});
     }
+    for (const auto& p : o.prefetch)
+        if (all_converted && !found.count(p))
+            out.warnings.push_back("prefetch list: \"" + printable(p) + "\" is in no layer");
     out.config = config.dump();
     out.manifest = oci_manifest(out.config, std::move(layers));
     return out;

@@ -42,7 +42,15 @@ inline constexpr int64_t kDefaultChunkBytes = int64_t(4) << 20;
 struct WriteOptions {
     int64_t chunk_bytes = kDefaultChunkBytes;  // regular files above this are split in chunks
     int level = 6;                             // gzip level
+    // Prioritised files (read_prefetch_list's paths): those in the layer go first, in this
+    // order, then kPrefetchLandmark. Empty, or none of them in the layer: kNoPrefetchLandmark.
+    std::vector<std::string> prefetch;
 };
+
+// A prefetch list: one path per line as in the image's root ("etc/os-release"; a leading "/"
+// is allowed), blank lines skipped, a repeated path kept once. Returns the paths as
+// "comp/comp"; throws StoreError naming the line for a path a layer could not hold.
+std::vector<std::string> read_prefetch_list(const std::string& file);
 
 struct WrittenLayer {
     std::string digest;  // of the blob written
@@ -50,12 +58,18 @@ struct WrittenLayer {
     std::string diff_id;  // of its uncompressed tar, TOC entry and all
     int64_t uncompressed_size = 0;
     std::string toc_digest;  // of the TOC JSON, for kTocDigestAnnotation
+    // Of WriteOptions::prefetch: the paths written first, and (path, why) for each one the
+    // layer holds but that stays in place (moving it would change what an unpack makes).
+    std::vector<std::string> prioritised;
+    std::vector<std::pair<std::string, std::string>> kept_in_place;
 };
 
 // Reads the layer tar at in_path (uncompressed, gzip or zstd) and writes it to out_path as
-// eStargz: a no-prefetch landmark first, then the entries in their order, each regular file's
-// content in gzip members of at most chunk_bytes, then the TOC entry and the footer. The entries'
-// metadata (owners, modes with set-id bits, xattrs, devices, hard links, mtimes) carry over.
+// eStargz: the prioritised files (each after its parent directories and, for a hard link, its
+// target) and the prefetch landmark, or the no-prefetch landmark, then the other entries in
+// their order, each regular file's content in gzip members of at most chunk_bytes, then the TOC
+// entry and the footer. The entries' metadata (owners, modes with set-id bits, xattrs, devices,
+// hard links, mtimes) carry over; a full unpack gives the tree the input's gives.
 WrittenLayer write_layer(const std::string& in_path, const std::string& out_path,
                          const WriteOptions& options = {});
 
@@ -119,11 +133,16 @@ void fetch_file(const TocEntry& entry, const RangeReader& read,
                 const std::function<void(uint64_t, std::string_view)>& write);
 
 // An image with every layer rewritten as eStargz: the config with the new diff IDs, an OCI
-// manifest whose layers carry kTocDigestAnnotation, and the blobs written under dir.
+// manifest whose layers carry kTocDigestAnnotation, and the blobs written under dir. A layer
+// whose manifest entry already carries the annotation is eStargz already: its blob, diff ID and
+// annotations are kept as they are (not converted twice).
 struct ConvertedImage {
     std::string config;
     std::string manifest;
     std::vector<std::pair<std::string, std::string>> blobs;  // digest, path; bottom first
+    // One line each: a listed path in no layer, a listed path kept in place, a layer kept as
+    // it was with its own order.
+    std::vector<std::string> warnings;
 };
 // blob_path gives the stored file of a layer blob.
 ConvertedImage convert_image(const ImageRecord& image,

@@ -49,7 +49,7 @@ void throw_errno(const std::string& what, const std::string& path, int err) {
     throw StoreError(what + " " + path + ": " + strerror(err));
 }
 
-std::string read_file(const std::string& path) {
+std::string read_file(const std::string& path, size_t max_bytes) {
     Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) throw_errno("cannot open", path, errno);
     std::string data;
@@ -60,6 +60,8 @@ std::string read_file(const std::string& path) {
         if (n < 0) throw_errno("cannot read", path, errno);
         if (n == 0) break;
         data.append(buf, static_cast<size_t>(n));
+        if (data.size() > max_bytes)
+            throw StoreError(path + ": larger than " + std::to_string(max_bytes) + " bytes");
     }
     return data;
 }

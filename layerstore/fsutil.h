@@ -11,7 +11,9 @@
 
 namespace lamina::store {
 
-std::string read_file(const std::string& path);
+// The whole file; StoreError when it holds more than max_bytes (a list a user names may be
+// /dev/zero).
+std::string read_file(const std::string& path, size_t max_bytes = SIZE_MAX);
 // rel below the directory root with every symlink resolved as if root were "/" (openat2 with
 // RESOLVE_IN_ROOT, magic links refused): an image's symlinks never lead outside it. flags are
 // open's (O_CLOEXEC is added unless inheritable); an empty Fd with errno set on failure.

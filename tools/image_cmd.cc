@@ -1,4 +1,4 @@
-// The image commands: images, history, inspect, tag, rmi, load, import, save, image prune.
+// The image commands: images, history, inspect, tag, convert, rmi, load, import, save, image prune.
 #include <fnmatch.h>
 
 #include <algorithm>
@@ -7,6 +7,7 @@
 #include <set>
 
 #include "cli.h"
+#include "convert.h"
 #include "digest.h"
 #include "error.h"
 #include "fsutil.h"
@@ -320,6 +321,23 @@ int cmd_tag(Context& ctx, const Args& a) {
     return 0;
 }
 
+int cmd_convert(Context& ctx, const Args& a) {
+    need_operands(a, 2, 2);
+    if (!a.values.count("format")) throw UsageError("lamina convert needs --format estargz");
+    if (a.value("format") != "estargz")
+        throw UsageError("--format must be estargz (zstd:chunked is not done yet)");
+    store::estargz::WriteOptions o;
+    if (a.values.count("prefetch-list"))
+        o.prefetch = store::estargz::read_prefetch_list(a.value("prefetch-list"));
+    // Lazy layers have no blob to convert until they are complete.
+    complete_lazy_layers(ctx, {a.operands[0]}, std::nullopt);
+    store::LoadedImage img =
+        store::convert_stored_image(ctx.store(), a.operands[0], a.operands[1], o);
+    for (const auto& w : img.warnings) std::cerr << "lamina: warning: " << w << "\n";
+    std::cout << img.id << "\n";
+    return 0;
+}
+
 int cmd_rmi(Context& ctx, const Args& a) {
     need_operands(a, 1, SIZE_MAX);
     return for_each_operand(a, [&](const std::string& ref) {
@@ -475,6 +493,7 @@ void add_image_commands(CommandTable& commands) {
     commands["history"] = cmd_history;
     commands["inspect"] = cmd_inspect;
     commands["tag"] = cmd_tag;
+    commands["convert"] = cmd_convert;
     commands["rmi"] = cmd_rmi;
     commands["load"] = cmd_load;
     commands["import"] = cmd_import;

@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "error.h"
+#include "estargz.h"
 #include "output.h"
 #include "registry/client.h"
 #include "registry/credentials.h"
@@ -179,7 +180,10 @@ int cmd_pull(Context& ctx, const Args& a) {
     o.client.credentials = creds_option(a);
     o.quiet = a.has("quiet");
     o.live_progress = isatty(STDOUT_FILENO);
-    o.lazy = a.has("lazy");
+    if (a.has("lazy") && a.has("no-lazy"))
+        throw UsageError("--lazy and --no-lazy exclude each other");
+    // config.json's "lazy" makes lazy the default; --no-lazy pulls whole whatever it says.
+    o.lazy = a.has("lazy") || (settings.lazy && !a.has("no-lazy"));
     if (a.has("background") && !o.lazy) throw UsageError("--background goes with --lazy");
     std::string id = registry::pull_image(ctx.store(), settings, candidates, o, std::cout);
     if (a.has("background")) start_lazy_completer(ctx.store(), id, o.client.tls_verify);
@@ -190,6 +194,17 @@ int cmd_push(Context& ctx, const Args& a) {
     need_operands(a, 1, 2);
     std::string local = a.operands[0];
     std::string target = a.operands.size() == 2 ? a.operands[1] : local;
+    registry::PushOptions o;
+    if (a.values.count("compression-format")) {
+        o.compression_format = a.value("compression-format");
+        if (o.compression_format != "estargz")
+            throw UsageError("--compression-format must be estargz (zstd:chunked is not done yet)");
+    }
+    if (a.values.count("prefetch-list")) {
+        if (o.compression_format.empty())
+            throw UsageError("--prefetch-list goes with --compression-format estargz");
+        o.prefetch = store::estargz::read_prefetch_list(a.value("prefetch-list"));
+    }
     // Lazy layers have no blob to send until they are complete.
     complete_lazy_layers(ctx, {local}, tls_verify_option(a));
     if (auto archive = archive_to_save(target)) {
@@ -199,16 +214,10 @@ int cmd_push(Context& ctx, const Args& a) {
     }
     if (target.starts_with("docker://")) target = registry::parse_image_location(target).text;
     Reference dest = reference_operand(target);
-    registry::PushOptions o;
     o.client.tls_verify = tls_verify_option(a);
     o.client.credentials = creds_option(a);
     o.quiet = a.has("quiet");
     o.live_progress = isatty(STDOUT_FILENO);
-    if (a.values.count("compression-format")) {
-        o.compression_format = a.value("compression-format");
-        if (o.compression_format != "estargz")
-            throw UsageError("--compression-format must be estargz (zstd:chunked is not done yet)");
-    }
     std::string digest =
         registry::push_image(ctx.store(), Settings::load(), local, dest, o, std::cout);
     // A converted push sends another image (new diff IDs, config and manifest): its digest is

@@ -43,6 +43,12 @@ OptionSpec change_option() {
                       "ENTRYPOINT, WORKDIR, USER, EXPOSE, LABEL, VOLUME); repeatable");
 }
 
+OptionSpec prefetch_list_option() {
+    return with_value({"--prefetch-list"}, "prefetch-list", "FILE",
+                      "eStargz: write the files FILE lists (one path a line, etc/os-release) "
+                      "first in each layer, so a lazy pull fetches them first");
+}
+
 OptionSpec creds_option() {
     return with_value({"--creds"}, "creds", "USER[:PASSWORD]",
                       "Credentials for the registry instead of the stored ones");
@@ -72,6 +78,13 @@ std::vector<CommandSpec> make_specs() {
           with_value({"-f", "--format"}, "format", "FORMAT",
                      "json (default) or a Go template: '{{.Id}}', '{{json .Config}}'")}},
         {"tag", {"image tag"}, "SOURCE_IMAGE TARGET_IMAGE[:TAG]", "Give an image another name", {}},
+        {"convert",
+         {"image convert"},
+         "--format estargz IMAGE NEW_IMAGE[:TAG]",
+         "Store a copy of an image with its layers rewritten (eStargz: pull --lazy mounts it "
+         "before it is downloaded)",
+         {with_value({"--format"}, "format", "estargz", "The layers' new format: estargz"),
+          prefetch_list_option()}},
         {"rmi",
          {"image rm", "image remove"},
          "IMAGE...",
@@ -117,6 +130,8 @@ std::vector<CommandSpec> make_specs() {
           flag({"-q", "--quiet"}, "quiet", "Print only the reference"),
           flag({"--lazy"}, "lazy",
                "Read eStargz layers' tables of contents only; mount fetches the files"),
+          flag({"--no-lazy"}, "no-lazy",
+               "Pull every layer whole, even with \"lazy\": true in config.json"),
           flag({"--background"}, "background",
                "With --lazy: complete the lazy layers in a detached process")}},
         {"push",
@@ -126,7 +141,8 @@ std::vector<CommandSpec> make_specs() {
          {tls_option(), creds_option(), flag({"-q", "--quiet"}, "quiet", "Print no progress"),
           with_value({"--compression-format"}, "compression-format", "estargz",
                      "Rewrite the layers as eStargz, which lamina pull --lazy mounts before "
-                     "they are downloaded")}},
+                     "they are downloaded"),
+          prefetch_list_option()}},
         // Containers.
         {"create",
          {"container create"},

@@ -3,6 +3,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <fstream>
+#include <iterator>
+
 #include <nlohmann/json.hpp>
 
 #include "needs.h"
@@ -145,6 +149,54 @@ TEST_F(Script, format_errors_exit_non_zero_and_print_nothing) {
     }
     auto r = lamina({"images", "--format", "{{.Nope}}"});
     EXPECT_NE(r.err.find("no field .Nope"), std::string::npos) << r.err;
+}
+
+std::string file_text(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+TEST_F(Script, convert_refuses_bad_input_in_one_line_and_stores_nothing) {
+    std::string before = images({});
+    std::ofstream(tmp / "bad-list") << "etc/name\n../etc\n";
+    struct Case {
+        std::vector<std::string> args;
+        int status;
+        std::string says;
+    };
+    for (const Case& c : std::vector<Case>{
+             {{"convert", "--format", "zstd:chunked", "app:1", "app:ez"}, 2, "--format"},
+             {{"convert", "app:1", "app:ez"}, 2, "--format estargz"},
+             {{"convert", "--format", "estargz", "app:1"}, 2, "usage"},
+             {{"convert", "--format", "estargz", "nope:1", "app:ez"}, 1, "nope"},
+             {{"convert", "--format", "estargz", "app:1", "app:2"}, 1, "taken"},
+             {{"convert", "--format", "estargz", "--prefetch-list", tmp / "bad-list", "app:1",
+               "app:ez"},
+              1,
+              "line 2"},
+             {{"convert", "--format", "estargz", "--prefetch-list", tmp / "absent", "app:1",
+               "app:ez"},
+              1,
+              "absent"},
+         }) {
+        auto r = lamina(c.args);
+        EXPECT_EQ(r.status, c.status) << c.args[2] << ": " << r.err;
+        EXPECT_EQ(r.out, "");
+        EXPECT_NE(r.err.find(c.says), std::string::npos) << r.err;
+        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    }
+    EXPECT_EQ(images({}), before);
+
+    std::ofstream(tmp / "list") << "etc/name\n";
+    auto r = lamina(
+        {"convert", "--format", "estargz", "--prefetch-list", tmp / "list", "app:1", "app:ez"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.err, "");
+    json img = json::parse(out_of(lamina({"inspect", "app:ez"})))[0];
+    EXPECT_EQ(r.out, img["Id"].get<std::string>() + "\n");
+    std::string layer = img["Layers"][0]["Path"];
+    EXPECT_EQ(file_text(layer + "/etc/name"), "app:1\n");
+    EXPECT_EQ(file_text(layer + "/.prefetch.landmark"), "\x0f");
 }
 
 TEST_F(Script, inspect_format_renders_each_object) {

@@ -42,7 +42,8 @@ std::string describe(const std::string& root, bool without_estargz_files = false
     std::string out, line;
     std::istringstream in(r.out);
     while (std::getline(in, line))
-        if (!line.starts_with("stargz.index.json ") && !line.starts_with(".no.prefetch.landmark "))
+        if (!line.starts_with("stargz.index.json ") &&
+            !line.starts_with(".no.prefetch.landmark ") && !line.starts_with(".prefetch.landmark "))
             out += line + "\n";
     return out;
 }
@@ -96,19 +97,26 @@ LayoutImage read_layout(const std::string& dir) {
     return img;
 }
 
-// The registry, the source image pulled into one store and pushed back as eStargz.
-struct EstargzImage {
+// The registry with the demo image, pulled whole into one store.
+struct SourceImage {
     TempDir tmp{"lamina-lazy"};
     RegistryEnv env;
     Registry reg;
     Lamina src{tmp / "src"};
-    std::string plain, lazy;
-    EstargzImage() {
+    std::string plain;
+    SourceImage() {
         push_lazy_demo(reg, tmp, "test/app:v1");
         plain = reg.host() + "/test/app:v1";
-        lazy = reg.host() + "/test/app:ez";
         auto pull = src({"pull", "--tls-verify=false", plain});
         EXPECT_EQ(pull.status, 0) << pull.err;
+    }
+};
+
+// ... and pushed back as eStargz.
+struct EstargzImage : SourceImage {
+    std::string lazy;
+    EstargzImage() {
+        lazy = reg.host() + "/test/app:ez";
         auto push =
             src({"push", "--tls-verify=false", "--compression-format", "estargz", plain, lazy});
         EXPECT_EQ(push.status, 0) << push.err;
@@ -686,6 +694,171 @@ TEST(LazySave, save_and_push_complete_a_lazy_image_first_or_fail_in_one_line) {
     EXPECT_EQ(read_file(layer_dirs(other, "snap:1")[0] + "/data/big"), random_bytes(1 << 20, 7));
     push = lz({"push", "--tls-verify=false", "snap:1", img.reg.host() + "/test/snap:1"});
     EXPECT_EQ(push.status, 0) << push.err;
+}
+
+// The entry names of a lazy layer's TOC (the record beside its tree), in order, without a
+// directory's trailing slash.
+std::vector<std::string> lazy_toc_names(const std::string& layer_dir) {
+    std::vector<std::string> out;
+    json toc = json::parse(read_all(layer_dir + "/../lazy/toc.json"), nullptr, false);
+    if (!toc.is_object()) return out;
+    for (const auto& e : toc["entries"]) {
+        if (e["type"] == "chunk") continue;
+        std::string name = e["name"];
+        while (name.size() > 1 && name.ends_with('/')) name.pop_back();
+        out.push_back(name);
+    }
+    return out;
+}
+
+TEST(LazyConvert, a_converted_image_pushes_as_it_is_and_pulls_lazily_prioritised_files_first) {
+    REQUIRE_REGISTRY();
+    if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
+    SourceImage img;
+    const TempDir& tmp = img.tmp;
+    Registry& reg = img.reg;
+    Lamina& src = img.src;
+    const std::string& plain = img.plain;
+    StoreGuard src_guard{src.root()};
+    std::ofstream(tmp / "prefetch") << "data/big-link\netc/os-release\nnot/here\n";
+
+    // Bad input: one line each, nothing stored.
+    expect_one_line_failure(src({"convert", "--format", "zstd", plain, "app:ez"}), "--format");
+    expect_one_line_failure(src({"convert", plain, "app:ez"}), "--format estargz");
+    expect_one_line_failure(src({"convert", "--format", "estargz", "no-such:image", "app:ez"}),
+                            "no-such");
+    expect_one_line_failure(src({"convert", "--format", "estargz", plain, plain}), "taken");
+    EXPECT_EQ(src({"images", "-q"}).out.size(), 13u) << src({"images"}).out;
+
+    auto conv = src(
+        {"convert", "--format", "estargz", "--prefetch-list", tmp / "prefetch", plain, "app:ez"});
+    ASSERT_EQ(conv.status, 0) << conv.err;
+    EXPECT_EQ(conv.err, "lamina: warning: prefetch list: \"not/here\" is in no layer\n");
+    std::string ez_id = last_line_of(conv);
+    EXPECT_NE(ez_id, json::parse(src({"inspect", plain}).out)[0]["Id"].get<std::string>());
+    // The store holds it whole: its layers unpacked, each with the eStargz files.
+    auto src_dirs = layer_dirs(src, "app:ez");
+    ASSERT_EQ(src_dirs.size(), 2u);
+    EXPECT_EQ(read_file(src_dirs[0] + "/data/big"), random_bytes(1 << 20, 7));
+    EXPECT_EQ(access((src_dirs[0] + "/.prefetch.landmark").c_str(), F_OK), 0);
+    EXPECT_EQ(access((src_dirs[1] + "/.no.prefetch.landmark").c_str(), F_OK), 0);
+
+    // A plain push sends it as it is: nothing converted again, the TOC annotations in the
+    // manifest the registry serves, whose layers are the stored ones.
+    std::string pushed = reg.host() + "/test/app:ez";
+    auto push = src({"push", "--tls-verify=false", "app:ez", pushed});
+    ASSERT_EQ(push.status, 0) << push.err;
+    EXPECT_FALSE(contains(push.out, "Converting")) << push.out;
+    auto raw =
+        run_command({"skopeo", "inspect", "--raw", "--tls-verify=false", "docker://" + pushed});
+    ASSERT_EQ(raw.status, 0) << raw.err;
+    json manifest = json::parse(raw.out);
+    ASSERT_EQ(manifest["layers"].size(), 2u);
+    std::vector<std::string> stored_blobs;
+    json stored = json::parse(src({"inspect", "app:ez"}).out);
+    for (const auto& l : stored[0]["Layers"]) stored_blobs.push_back(l["Blob"]);
+    ASSERT_EQ(stored_blobs.size(), 2u);
+    for (size_t i = 0; i < 2; ++i) {
+        const json& l = manifest["layers"][i];
+        EXPECT_EQ(l["digest"], stored_blobs[i]);
+        EXPECT_TRUE(l["annotations"].contains(std::string(ez::kTocDigestAnnotation))) << l.dump();
+        EXPECT_EQ(l["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+    }
+    // push --compression-format estargz of the converted image keeps its layers as they are.
+    auto again = src({"push", "--tls-verify=false", "--compression-format", "estargz", "app:ez",
+                      reg.host() + "/test/app:ez2"});
+    ASSERT_EQ(again.status, 0) << again.err;
+    auto raw2 = run_command({"skopeo", "inspect", "--raw", "--tls-verify=false",
+                             "docker://" + reg.host() + "/test/app:ez2"});
+    ASSERT_EQ(raw2.status, 0) << raw2.err;
+    EXPECT_EQ(json::parse(raw2.out)["layers"], manifest["layers"]);
+
+    // A lazy pull of it into a fresh store: the prioritised files lead the bottom layer's TOC,
+    // after their parents (and the hard link after its target), then the landmark.
+    Lamina lz(tmp / "lz");
+    StoreGuard lz_guard{lz.root()};
+    auto pull = lz({"pull", "--tls-verify=false", "--lazy", pushed});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    EXPECT_TRUE(contains(pull.out, "Table of contents read (lazy)")) << pull.out;
+    auto dirs = layer_dirs(lz, pushed);
+    ASSERT_EQ(dirs.size(), 2u);
+    std::vector<std::string> names = lazy_toc_names(dirs[0]);
+    ASSERT_GE(names.size(), 6u);
+    EXPECT_EQ(std::vector<std::string>(names.begin(), names.begin() + 6),
+              (std::vector<std::string>{"data", "data/big", "data/big-link", "etc",
+                                        "etc/os-release", ".prefetch.landmark"}));
+    names = lazy_toc_names(dirs[1]);
+    ASSERT_FALSE(names.empty());
+    EXPECT_EQ(names[0], ".no.prefetch.landmark");  // none of the list's files is in it
+
+    // Mounted, it reads as the source image does.
+    last_line_of(lz({"create", "--name", "web", pushed}));
+    std::string merged = last_line_of(lz({"mount", "web"}));
+    EXPECT_EQ(read_file(merged + "/etc/os-release"), "ID=lamina\n");
+    EXPECT_EQ(read_file(merged + "/data/big"), random_bytes(1 << 20, 7));
+    last_line_of(src({"create", "--name", "plain", plain}));
+    std::string plain_merged = last_line_of(src({"mount", "plain"}));
+    EXPECT_EQ(describe(merged, true), describe(plain_merged, true));
+    last_line_of(lz({"umount", "web"}));
+    last_line_of(src({"umount", "plain"}));
+}
+
+TEST(LazyConvert, push_with_a_prefetch_list_writes_the_listed_files_first) {
+    REQUIRE_REGISTRY();
+    SourceImage img;
+    const TempDir& tmp = img.tmp;
+    Lamina& src = img.src;
+    const std::string& plain = img.plain;
+    const std::string pf = img.reg.host() + "/test/app:pf";
+    std::ofstream(tmp / "prefetch") << "keep/new\n";
+    // --prefetch-list goes with --compression-format.
+    expect_one_line_failure(
+        src({"push", "--tls-verify=false", "--prefetch-list", tmp / "prefetch", plain, pf}),
+        "--prefetch-list");
+    auto push = src({"push", "--tls-verify=false", "--compression-format", "estargz",
+                     "--prefetch-list", tmp / "prefetch", plain, pf});
+    ASSERT_EQ(push.status, 0) << push.err;
+    EXPECT_EQ(push.err, "");  // keep/new is in a layer: no warning
+    Lamina lz(tmp / "lz");
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", pf}).status, 0);
+    auto dirs = layer_dirs(lz, pf);
+    ASSERT_EQ(dirs.size(), 2u);
+    EXPECT_EQ(lazy_toc_names(dirs[0])[0], ".no.prefetch.landmark");
+    std::vector<std::string> top = lazy_toc_names(dirs[1]);
+    ASSERT_GE(top.size(), 3u);
+    EXPECT_EQ(std::vector<std::string>(top.begin(), top.begin() + 3),
+              (std::vector<std::string>{"keep", "keep/new", ".prefetch.landmark"}));
+}
+
+TEST(LazyConfig, lazy_true_in_the_config_makes_pull_lazy_and_no_lazy_pulls_whole) {
+    REQUIRE_REGISTRY();
+    EstargzImage img;
+    Lamina lz(img.tmp / "lz");
+    // "lazy" must be a boolean: one line before anything is fetched.
+    img.env.write_config(R"({"lazy": "yes"})");
+    expect_one_line_failure(lz({"pull", "--tls-verify=false", img.lazy}), "\"lazy\"");
+    EXPECT_EQ(lz({"images", "-q"}).out, "");
+    img.env.write_config(R"({"lazy": true})");
+    auto pull = lz({"pull", "--tls-verify=false", img.lazy});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    EXPECT_TRUE(contains(pull.out, "Table of contents read (lazy)")) << pull.out;
+    for (const auto& l : lazy_of_layers(lz, img.lazy)) EXPECT_FALSE(l.is_null());
+    // Layers without a TOC are pulled whole, as with --lazy.
+    auto plain = lz({"pull", "--tls-verify=false", img.plain});
+    ASSERT_EQ(plain.status, 0) << plain.err;
+    EXPECT_TRUE(contains(plain.out, "pulled whole")) << plain.out;
+    for (const auto& l : lazy_of_layers(lz, img.plain)) EXPECT_TRUE(l.is_null());
+    // --no-lazy pulls whole: into a fresh store, and over the lazy layers, completing them.
+    Lamina whole(img.tmp / "whole");
+    auto w = whole({"pull", "--tls-verify=false", "--no-lazy", img.lazy});
+    ASSERT_EQ(w.status, 0) << w.err;
+    EXPECT_FALSE(contains(w.out, "(lazy)")) << w.out;
+    for (const auto& l : lazy_of_layers(whole, img.lazy)) EXPECT_TRUE(l.is_null());
+    auto complete = lz({"pull", "--tls-verify=false", "--no-lazy", img.lazy});
+    ASSERT_EQ(complete.status, 0) << complete.err;
+    EXPECT_TRUE(contains(complete.out, "completed in place")) << complete.out;
+    for (const auto& l : lazy_of_layers(lz, img.lazy)) EXPECT_TRUE(l.is_null());
+    expect_one_line_failure(lz({"pull", "--lazy", "--no-lazy", img.lazy}), "--no-lazy");
 }
 
 }  // namespace

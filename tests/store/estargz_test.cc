@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "digest.h"
 #include "error.h"
@@ -163,6 +164,146 @@ TEST(Estargz, toc_lists_chunks_and_the_landmark) {
               toc.toc_offset);
     EXPECT_EQ(json::parse(toc.json)["version"], 1);
     EXPECT_EQ(toc.digest, w.toc_digest);
+}
+
+// A full unpack of a layer (tar or eStargz) described, without the files eStargz adds.
+std::string unpacked(const TempDir& tmp, const std::string& layer, const std::string& name) {
+    std::string dest = tmp / name;
+    make_dirs(dest);
+    store::unpack_tar(layer, dest, layer_options());
+    std::string out, line;
+    std::istringstream in(describe(dest));
+    while (std::getline(in, line))
+        if (!line.starts_with(std::string(ez::kTocName) + " ") &&
+            !line.starts_with(std::string(ez::kNoPrefetchLandmark) + " ") &&
+            !line.starts_with(std::string(ez::kPrefetchLandmark) + " "))
+            out += line + "\n";
+    return out;
+}
+
+// The entry names of a gzip tar, in their order, as GNU tar lists them.
+std::vector<std::string> tar_names(const std::string& path) {
+    auto r = run_command({"tar", "-tzf", path});
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::vector<std::string> out;
+    std::istringstream in(r.out);
+    for (std::string line; std::getline(in, line);) {
+        while (line.size() > 1 && line.ends_with('/')) line.pop_back();
+        out.push_back(line);
+    }
+    return out;
+}
+
+std::vector<std::string> toc_names(const ez::Toc& toc) {
+    std::vector<std::string> out;
+    for (const auto& e : toc.entries) {
+        std::string n = e.name;
+        while (n.size() > 1 && n.ends_with('/')) n.pop_back();
+        out.push_back(n);
+    }
+    return out;
+}
+
+TEST(EstargzPrefetch, listed_files_come_first_after_their_parents_then_the_landmark) {
+    if (!have_program("python3")) SKIP_NEEDING("program:python3") << "describes the trees";
+    if (!have_program("tar")) SKIP_NEEDING("program:tar") << "lists the blob's entries";
+    TempDir tmp("estargz");
+    std::string src = tmp / "src.tar";
+    std::ofstream(src, std::ios::binary) << make_tar(
+        {dir("etc"), file("etc/hosts", "h\n"), dir("usr"), dir("usr/bin"),
+         file("usr/bin/tool", noise(200 << 10), 0755), hardlink("usr/bin/tool2", "usr/bin/tool"),
+         file("etc/os-release", "ID=x\n", 0600), symlink("os", "etc/os-release"),
+         file("z", "z\n")});
+    ez::WriteOptions wo;
+    wo.chunk_bytes = 64 << 10;
+    wo.prefetch = {"usr/bin/tool2", "missing/file", "etc/os-release", "os"};
+    ez::WrittenLayer w = ez::write_layer(src, tmp / "l", wo);
+    EXPECT_EQ(w.prioritised, (std::vector<std::string>{"usr/bin/tool2", "etc/os-release", "os"}));
+    EXPECT_TRUE(w.kept_in_place.empty());
+
+    // In the TOC and in the tar alike: each listed file after its parents (and a hard link
+    // after its target), in the list's order, then the landmark, then the rest in their order.
+    std::vector<std::string> want = {"usr",          "usr/bin",
+                                     "usr/bin/tool", "usr/bin/tool2",
+                                     "etc",          "etc/os-release",
+                                     "os",           ".prefetch.landmark",
+                                     "etc/hosts",    "z"};
+    Blob blob{read_all(tmp / "l")};
+    ez::Toc toc = ez::read_toc(blob.reader(), blob.bytes.size(), w.toc_digest);
+    EXPECT_EQ(toc_names(toc), want);
+    want.push_back(std::string(ez::kTocName));
+    EXPECT_EQ(tar_names(tmp / "l"), want);
+    // Nothing in it changes what an unpack makes; the lazy tree equals the full one too.
+    EXPECT_EQ(unpacked(tmp, tmp / "l", "reordered"), unpacked(tmp, src, "source"));
+    check_round_trip(tmp, src, wo);
+
+    // Without a list, or with none of its paths in the layer: the no-prefetch landmark first.
+    wo.prefetch = {"missing/file"};
+    w = ez::write_layer(src, tmp / "n", wo);
+    EXPECT_TRUE(w.prioritised.empty());
+    Blob none{read_all(tmp / "n")};
+    EXPECT_EQ(ez::read_toc(none.reader(), none.bytes.size(), "").entries[0].name,
+              ez::kNoPrefetchLandmark);
+}
+
+TEST(EstargzPrefetch, a_file_moving_would_change_stays_in_place_and_unpacks_the_same) {
+    if (!have_program("python3")) SKIP_NEEDING("program:python3") << "describes the trees";
+    TempDir tmp("estargz");
+    // data/v is written twice, data/gone whited out, keep made opaque; data/big2 a hard link.
+    std::string src = overlay_layer(tmp, "gzip");
+    ez::WriteOptions wo;
+    wo.chunk_bytes = 64 << 10;
+    wo.prefetch = {"data/v", "data/big2", "keep/new", "data", "link", "data/.wh.gone"};
+    ez::WrittenLayer w = ez::write_layer(src, tmp / "l", wo);
+    EXPECT_EQ(w.prioritised, (std::vector<std::string>{"data/big2", "keep/new", "link"}));
+    std::vector<std::string> kept;
+    for (const auto& [path, why] : w.kept_in_place) kept.push_back(path);
+    EXPECT_EQ(kept, (std::vector<std::string>{"data/v", "data", "data/.wh.gone"}));
+    Blob blob{read_all(tmp / "l")};
+    ez::Toc toc = ez::read_toc(blob.reader(), blob.bytes.size(), w.toc_digest);
+    std::vector<std::string> names = toc_names(toc);
+    std::vector<std::string> head(names.begin(), names.begin() + 7);
+    EXPECT_EQ(head, (std::vector<std::string>{"data", "data/big", "data/big2", "keep", "keep/new",
+                                              "link", ".prefetch.landmark"}));
+    EXPECT_EQ(unpacked(tmp, tmp / "l", "reordered"), unpacked(tmp, src, "source"));
+    check_round_trip(tmp, src, wo);
+}
+
+TEST(EstargzPrefetch, every_kind_of_entry_listed_in_reverse_unpacks_the_same) {
+    if (geteuid() != 0) SKIP_NEEDING("root") << "devices, owners and trusted xattrs need root";
+    if (!have_program("python3")) SKIP_NEEDING("program:python3") << "builds the layer";
+    if (!have_program("tar")) SKIP_NEEDING("program:tar") << "lists the layer's entries";
+    TempDir tmp("estargz");
+    std::string src = every_kind_layer(tmp);
+    auto r = run_command({"tar", "-tf", src});
+    ASSERT_EQ(r.status, 0) << r.err;
+    ez::WriteOptions wo;
+    std::istringstream in(r.out);
+    for (std::string line; std::getline(in, line);) {
+        while (line.ends_with('/')) line.pop_back();
+        if (line.starts_with("./")) line = line.substr(2);
+        if (!line.empty() && line != ".") wo.prefetch.insert(wo.prefetch.begin(), line);
+    }
+    ASSERT_GT(wo.prefetch.size(), 5u);
+    ez::WrittenLayer w = ez::write_layer(src, tmp / "l", wo);
+    EXPECT_FALSE(w.prioritised.empty());
+    EXPECT_EQ(unpacked(tmp, tmp / "l", "reordered"), unpacked(tmp, src, "source"));
+    check_round_trip(tmp, src, wo);
+}
+
+TEST(EstargzPrefetch, a_prefetch_list_is_read_as_paths_and_a_bad_one_refused) {
+    TempDir tmp("estargz");
+    std::ofstream(tmp / "list") << "etc/os-release\n/usr/bin/tool\r\n\n./etc//os-release\nz\n";
+    EXPECT_EQ(ez::read_prefetch_list(tmp / "list"),
+              (std::vector<std::string>{"etc/os-release", "usr/bin/tool", "z"}));
+    std::ofstream(tmp / "bad") << "etc/os-release\n../x\n";
+    try {
+        ez::read_prefetch_list(tmp / "bad");
+        ADD_FAILURE() << "\"../x\" was accepted";
+    } catch (const store::StoreError& e) {
+        EXPECT_NE(std::string(e.what()).find("line 2"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(ez::read_prefetch_list(tmp / "absent"), store::StoreError);
 }
 
 TEST(Estargz, a_corrupt_chunk_gives_no_bytes) {

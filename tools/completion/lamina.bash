@@ -55,11 +55,11 @@ _lamina() {
         return
     fi
     case $prev in
-        -i | --input | -o | --output) compopt -o default; COMPREPLY=(); return ;;
+        -i | --input | -o | --output | --prefetch-list) compopt -o default; COMPREPLY=(); return ;;
     esac
     local names
     case "${command[*]}" in
-        history | tag | rmi | save | push | "image "*)
+        history | tag | rmi | save | push | convert | "image "*)
             names=$("${lamina[@]}" images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null |
                 grep -v '^<none>') ;;
         create | "container create")

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <fstream>
+#include <iostream>
 #include <set>
 #include <sstream>
 
@@ -91,12 +92,15 @@ std::string push_to(store::Store& store, const Settings& settings, const std::st
         convert_dir = store.make_download_dir();
         if (!o.quiet) out << "Converting " << img.layers.size() << " layers to eStargz\n";
         store::estargz::ConvertedImage c;
+        store::estargz::WriteOptions wo;
+        wo.prefetch = o.prefetch;
         try {
             c = store::estargz::convert_image(
-                img, [&](const std::string& d) { return store.blob_file(d); }, convert_dir);
+                img, [&](const std::string& d) { return store.blob_file(d); }, convert_dir, wo);
         } catch (const store::StoreError& e) {
             throw RegistryError("cannot convert " + local + " to eStargz: " + e.what());
         }
+        for (const auto& w : c.warnings) std::cerr << "lamina: warning: " << w << "\n";
         up.blobs.assign(c.blobs.rbegin(), c.blobs.rend());
         up.config = c.config;
         up.config_digest = store::sha256_digest(c.config);

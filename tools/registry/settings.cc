@@ -57,6 +57,14 @@ std::vector<std::string> string_list(const json& j, const char* key, const std::
     return out;
 }
 
+// A true/false key of config.json, or fallback when it is absent.
+bool boolean_setting(const json& j, const char* key, const std::string& file, bool fallback) {
+    if (!j.contains(key)) return fallback;
+    if (!j[key].is_boolean())
+        throw RegistryError("cannot use " + file + ": \"" + key + "\" must be true or false");
+    return j[key].get<bool>();
+}
+
 // config.json, daemon.json's registry keys.
 void read_config_json(Settings& s, const std::string& file) {
     auto text = slurp(file);
@@ -75,12 +83,8 @@ void read_config_json(Settings& s, const std::string& file) {
         if (!m.starts_with("https://") && !m.starts_with("http://")) m = "https://" + m;
         while (m.ends_with("/")) m.pop_back();
     }
-    if (j.contains("lazy-background")) {
-        if (!j["lazy-background"].is_boolean())
-            throw RegistryError("cannot use " + file +
-                                ": \"lazy-background\" must be true or false");
-        s.lazy_background = j["lazy-background"].get<bool>();
-    }
+    s.lazy_background = boolean_setting(j, "lazy-background", file, s.lazy_background);
+    s.lazy = boolean_setting(j, "lazy", file, s.lazy);
 }
 
 // "docker.io/library/x" and "http://host/" spellings reduced to host[:port][/path].

@@ -53,6 +53,8 @@ struct Settings {
     // config.json's "lazy-background": `lamina mount` starts the completer of the container's
     // lazy layers, as `pull --lazy --background` does (docs/lazy.md).
     bool lazy_background = false;
+    // config.json's "lazy": `lamina pull` pulls eStargz layers lazily without --lazy.
+    bool lazy = false;
 
     // Reads config.json, then registries.conf (system, its .d dir, then lamina's); a missing
     // file means no settings. Throws RegistryError on a malformed one.

@@ -102,6 +102,8 @@ struct PushOptions {
     // "" sends the stored blobs as they are; "estargz" rewrites every layer (and so the config
     // and manifest) as eStargz, lazily pullable (docs/lazy.md).
     std::string compression_format;
+    // With "estargz": the prefetch list's paths, written first in each layer holding them.
+    std::vector<std::string> prefetch;
     bool live_progress = false;
     bool quiet = false;
 };
