@@ -234,8 +234,8 @@ Settings Settings::load() {
     read_config_json(s, s.config_dir + "/config.json");
     // As docker: loopback is always insecure.
     s.insecure_registries.push_back("127.0.0.0/8");
-    if (std::string f = env("CONTAINERS_REGISTRIES_CONF"); !f.empty()) {
-        read_registries_conf(s, f);
+    if (std::string named = env("CONTAINERS_REGISTRIES_CONF"); !named.empty()) {
+        read_registries_conf(s, named);
     } else {
         read_registries_conf(s, kSystemRegistriesConf);
         for (const auto& f : files_ending(kSystemRegistriesDir, ".conf"))
