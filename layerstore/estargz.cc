@@ -32,6 +32,7 @@
 #include "internal.h"
 #include "json_input.h"
 #include "overlay_format.h"
+#include "zstd_chunked.h"
 
 namespace lamina::store::estargz {
 
@@ -832,16 +833,34 @@ bool valid_chunk_digest(const std::string& d) {
     return is_sha256_digest(d);
 }
 
+// A chunk's digest: chunkDigest, or for zstd:chunked a file in one frame its "digest".
+std::string chunk_digest_of(const json& j, const std::string& what, TocFormat format) {
+    if (format == TocFormat::kZstdChunked && !j.contains("chunkDigest"))
+        return string_member(j, "digest", what);
+    return string_member(j, "chunkDigest", what);
+}
+
+// zstd:chunked may mark a chunk as something other than data (newer writers: "zeros", which
+// has no frame); only data chunks are read.
+void require_data_chunk(const json& j, const std::string& what) {
+    if (std::string t = string_member(j, "chunkType", what); !t.empty() && t != "data")
+        throw StoreError(what + ": chunkType \"" + printable(t) + "\" is not read");
+}
+
 }  // namespace
 
-std::vector<TocEntry> parse_toc_json(std::string_view text, uint64_t toc_offset) {
-    json doc = parse_json_limited(text, "eStargz TOC", kMaxTocBytes);
-    require_object(doc, "eStargz TOC");
-    if (int_member(doc, "version", "eStargz TOC", 0) != 1)
-        throw StoreError("eStargz TOC: version is not 1");
-    const json& list = array_member(doc, "entries", "eStargz TOC");
+const char* format_name(TocFormat format) {
+    return format == TocFormat::kZstdChunked ? "zstd:chunked" : "eStargz";
+}
+
+std::vector<TocEntry> parse_toc_json(std::string_view text, uint64_t toc_offset, TocFormat format) {
+    const std::string label = std::string(format_name(format)) + " TOC";
+    json doc = parse_json_limited(text, label, kMaxTocBytes);
+    require_object(doc, label);
+    if (int_member(doc, "version", label, 0) != 1) throw StoreError(label + ": version is not 1");
+    const json& list = array_member(doc, "entries", label);
     if (list.size() > kMaxTocEntries)
-        throw StoreError("eStargz TOC: more than " + std::to_string(kMaxTocEntries) + " entries");
+        throw StoreError(label + ": more than " + std::to_string(kMaxTocEntries) + " entries");
 
     std::vector<TocEntry> out;
     std::map<std::string, EntryType> seen;  // normalised name -> type, for hard links
@@ -856,7 +875,7 @@ std::vector<TocEntry> parse_toc_json(std::string_view text, uint64_t toc_offset)
         open_file = nullptr;
     };
     for (size_t i = 0; i < list.size(); ++i) {
-        std::string what = "eStargz TOC entry " + std::to_string(i);
+        std::string what = label + " entry " + std::to_string(i);
         const json& j = require_object(list[i], what);
         std::string name = string_member(j, "name", what);
         what += " (\"" + printable(name) + "\")";
@@ -870,6 +889,7 @@ std::vector<TocEntry> parse_toc_json(std::string_view text, uint64_t toc_offset)
             c.offset = uint_member(j, "offset", what, toc_offset);
             c.size = uint_member(j, "chunkSize", what, kMaxChunkBytes);
             c.digest = string_member(j, "chunkDigest", what);
+            require_data_chunk(j, what);
             if (c.file_offset != covered)
                 throw StoreError(what + ": chunkOffset " + std::to_string(c.file_offset) +
                                  " leaves a gap or overlap");
@@ -929,9 +949,18 @@ std::vector<TocEntry> parse_toc_json(std::string_view text, uint64_t toc_offset)
                 c.offset = uint_member(j, "offset", what, toc_offset);
                 c.size = uint_member(j, "chunkSize", what, kMaxChunkBytes);
                 if (c.size == 0) c.size = e.size;
-                c.digest = string_member(j, "chunkDigest", what);
+                c.digest = chunk_digest_of(j, what, format);
+                require_data_chunk(j, what);
                 if (!valid_chunk_digest(c.digest) || c.offset >= toc_offset)
                     throw StoreError(what + ": bad chunkDigest or offset");
+                // zstd:chunked: where the file's last frame ends (the next tar header's frame
+                // follows, which no entry names).
+                if (format == TocFormat::kZstdChunked) {
+                    uint64_t end = uint_member(j, "endOffset", what, toc_offset);
+                    if (end != 0 && end <= c.offset)
+                        throw StoreError(what + ": endOffset out of range");
+                    if (end != 0) member_starts.insert(end);
+                }
                 if (c.size > kMaxChunkBytes || c.size > e.size)
                     throw StoreError(what + ": chunk size out of range");
                 if (uint_member(j, "chunkOffset", what, kMaxFileBytes) != 0)
@@ -948,7 +977,7 @@ std::vector<TocEntry> parse_toc_json(std::string_view text, uint64_t toc_offset)
         }
         // out may grow and move: open_file is refreshed on every push.
     }
-    close_file("eStargz TOC");
+    close_file(label);
     for (auto& e : out)
         for (auto& c : e.chunks) c.fetch_end = *member_starts.upper_bound(c.offset);
     return out;
@@ -1001,15 +1030,19 @@ Toc read_toc(const RangeReader& read, uint64_t blob_size, const std::string& exp
 }
 
 void fetch_file(const TocEntry& entry, const RangeReader& read,
-                const std::function<void(uint64_t, std::string_view)>& write) {
+                const std::function<void(uint64_t, std::string_view)>& write, TocFormat format) {
     for (const Chunk& c : entry.chunks) {
-        // Enough compressed bytes for the chunk even where deflate expands it (zlib's bound),
-        // plus a gzip header with optional fields; never past the next member.
-        uint64_t bound = c.size + c.size / 1000 + (64 << 10);
+        // Enough compressed bytes for the chunk even where deflate or zstd expands it (zlib's
+        // bound, zstd's ZSTD_COMPRESSBOUND), plus a header with optional fields; never past the
+        // next member (zstd:chunked: the file's endOffset).
+        uint64_t expansion = format == TocFormat::kZstdChunked ? c.size / 256 : c.size / 1000;
+        uint64_t bound = c.size + expansion + (64 << 10);
         uint64_t len = std::min(bound, c.fetch_end - c.offset);
         std::string what =
             "\"" + printable(entry.name) + "\" at offset " + std::to_string(c.file_offset);
-        std::string data = inflate_member(read(c.offset, len), c.size, true, what);
+        std::string data = format == TocFormat::kZstdChunked
+                               ? zstd_chunked::decompress(read(c.offset, len), c.size, true, what)
+                               : inflate_member(read(c.offset, len), c.size, true, what);
         if (data.size() != c.size)
             throw StoreError(what + ": the chunk holds " + std::to_string(data.size()) +
                              " bytes, the TOC says " + std::to_string(c.size));
@@ -1145,7 +1178,7 @@ std::vector<Placeholder> unpack_toc(const Toc& toc, const std::string& dest_dir,
                 current = archive_entry_of(toc.entries[next++]);
                 return current.get();
             }
-            if (!self_done) {
+            if (!self_done && toc.format == TocFormat::kEstargz) {
                 self_done = true;
                 inodes.set(std::string(kTocName), -1, false);
                 current = archive_entry_of(toc.self);
@@ -1157,6 +1190,11 @@ std::vector<Placeholder> unpack_toc(const Toc& toc, const std::string& dest_dir,
     result.warnings.insert(result.warnings.end(), r.warnings.begin(), r.warnings.end());
     result.content_bytes += r.content_bytes;
 
+    std::vector<Placeholder> out;
+    for (const auto& [entry, path] : inodes.holders())
+        out.push_back({static_cast<size_t>(entry), path});
+    if (toc.format != TocFormat::kEstargz) return out;
+
     // The TOC's own file, whole.
     Fd root(::open(dest_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!root) throw_errno("cannot open", dest_dir, errno);
@@ -1167,10 +1205,6 @@ std::vector<Placeholder> unpack_toc(const Toc& toc, const std::string& dest_dir,
         throw_errno("cannot write", dest_dir + "/" + std::string(kTocName), errno);
     struct timespec ts[2] = {toc.self.mtime, toc.self.mtime};
     ::futimens(f.get(), ts);
-
-    std::vector<Placeholder> out;
-    for (const auto& [entry, path] : inodes.holders())
-        out.push_back({static_cast<size_t>(entry), path});
     return out;
 }
 
@@ -1182,19 +1216,27 @@ void fill_placeholder(int layer_root_fd, const Toc& toc, const Placeholder& p,
     if (!f) throw_errno("cannot open placeholder", printable(p.path), errno);
     struct stat st;
     if (::fstat(f.get(), &st) != 0) throw_errno("cannot stat", printable(p.path), errno);
+    // The image's mode: the one before a write bit was lent for the fill (open_placeholder).
     mode_t mode = lent ? *lent : st.st_mode & 07777;
-    // Whatever happens below, a mode lent for the write goes back.
-    struct ModeBack {
-        int fd;
-        std::optional<mode_t> mode;
-        ~ModeBack() {
-            if (mode) ::fchmod(fd, *mode);
-        }
-    } mode_back{f.get(), lent};
-    if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != t.size)
+    if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != t.size) {
+        if (lent) ::fchmod(f.get(), mode);
         throw StoreError("placeholder " + printable(p.path) +
                          " is not the file its TOC entry describes");
-    fetch_file(t, read, [&](uint64_t off, std::string_view bytes) {
+    }
+    // A write clears set-id bits (without CAP_FSETID) and always security.capability, and sets
+    // the mtime: put back as the tree had them, also when a later chunk fails after earlier
+    // ones were written (the next fill would otherwise take the write's mtime as the tree's).
+    std::string proc = "/proc/self/fd/" + std::to_string(f.get());
+    auto put_back = [&]() -> std::pair<const char*, int> {
+        if (::fchmod(f.get(), mode) != 0) return {"cannot chmod", errno};
+        for (const auto& [k, v] : t.xattrs)
+            if (k == "security.capability")
+                ::setxattr(proc.c_str(), k.c_str(), v.data(), v.size(), 0);
+        struct timespec ts[2] = {st.st_mtim, st.st_mtim};
+        if (::futimens(f.get(), ts) != 0) return {"cannot set times", errno};
+        return {nullptr, 0};
+    };
+    auto write_at = [&](uint64_t off, std::string_view bytes) {
         size_t done = 0;
         while (done < bytes.size()) {
             ssize_t n = ::pwrite(f.get(), bytes.data() + done, bytes.size() - done,
@@ -1203,16 +1245,19 @@ void fill_placeholder(int layer_root_fd, const Toc& toc, const Placeholder& p,
             if (n < 0) throw_errno("cannot write", printable(p.path), errno);
             done += static_cast<size_t>(n);
         }
-    });
-    if (sync && ::fsync(f.get()) != 0) throw_errno("cannot sync", printable(p.path), errno);
-    // A write clears set-id bits (without CAP_FSETID) and always security.capability.
-    if (::fchmod(f.get(), mode) != 0) throw_errno("cannot chmod", printable(p.path), errno);
-    mode_back.mode.reset();
-    std::string proc = "/proc/self/fd/" + std::to_string(f.get());
-    for (const auto& [k, v] : t.xattrs)
-        if (k == "security.capability") ::setxattr(proc.c_str(), k.c_str(), v.data(), v.size(), 0);
-    struct timespec ts[2] = {st.st_mtim, st.st_mtim};
-    if (::futimens(f.get(), ts) != 0) throw_errno("cannot set times", printable(p.path), errno);
+    };
+    try {
+        fetch_file(t, read, write_at, toc.format);
+    } catch (...) {
+        put_back();  // the fetch's error is the one to report
+        throw;
+    }
+    if (sync && ::fsync(f.get()) != 0) {
+        int err = errno;
+        put_back();
+        throw_errno("cannot sync", printable(p.path), err);
+    }
+    if (auto [what, err] = put_back(); what) throw_errno(what, printable(p.path), err);
 }
 
 namespace {
@@ -1277,16 +1322,18 @@ std::string difference(archive_entry* e, const TocEntry& t) {
 }  // namespace
 
 std::string check_blob_against_toc(const std::string& blob_path, const Toc& toc) {
-    std::string what = "eStargz blob " + blob_path;
+    const bool estargz = toc.format == TocFormat::kEstargz;
+    std::string what = std::string(format_name(toc.format)) + " blob " + blob_path;
     ReadArchive raw(archive_read_new());
     archive_read_support_filter_gzip(raw.get());
+    archive_read_support_filter_zstd(raw.get());
     archive_read_support_format_raw(raw.get());
     archive_entry* e;
     if (archive_read_open_filename(raw.get(), blob_path.c_str(), 1 << 17) != ARCHIVE_OK ||
         archive_read_next_header(raw.get(), &e) != ARCHIVE_OK)
         throw StoreError("cannot read " + what + ": " + archive_error_text(raw.get()));
-    if (archive_filter_code(raw.get(), 0) != ARCHIVE_FILTER_GZIP)
-        throw StoreError(what + " is not gzip");
+    if (archive_filter_code(raw.get(), 0) != (estargz ? ARCHIVE_FILTER_GZIP : ARCHIVE_FILTER_ZSTD))
+        throw StoreError(what + (estargz ? " is not gzip" : " is not zstd"));
     HashedStream stream;
     stream.raw = raw.get();
     ReadArchive tar(archive_read_new());
@@ -1298,9 +1345,12 @@ std::string check_blob_against_toc(const std::string& blob_path, const Toc& toc)
         content.resize(n);
         content_of(tar.get(), e)(content.data(), n);
     };
-    for (size_t i = 0; i <= toc.entries.size(); ++i) {
+    // eStargz: one tar entry more than the TOC lists, the TOC's own.
+    const size_t tar_entries = toc.entries.size() + (estargz ? 1 : 0);
+    for (size_t i = 0; i < tar_entries; ++i) {
         int rc = archive_read_next_header(tar.get(), &e);
-        if (rc == ARCHIVE_EOF) throw StoreError(what + " ends before its TOC entry");
+        if (rc == ARCHIVE_EOF)
+            throw StoreError(what + " ends before its TOC's entry " + std::to_string(i));
         if (rc < ARCHIVE_WARN)
             throw StoreError("cannot read " + what + ": " + archive_error_text(tar.get()));
         std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
@@ -1329,8 +1379,9 @@ std::string check_blob_against_toc(const std::string& blob_path, const Toc& toc)
         }
     }
     if (archive_read_next_header(tar.get(), &e) != ARCHIVE_EOF)
-        throw StoreError(what + ": entries follow its TOC");
-    // The end-of-archive blocks and the footer's empty member: hashed, bounded.
+        throw StoreError(what + ": entries follow its TOC's last");
+    // The end-of-archive blocks and the footer's empty member (zstd:chunked: its skippable
+    // frames give no bytes): hashed, bounded.
     uint64_t after_end = 0;
     for (char sink[65536];;) {
         la_ssize_t n = archive_read_data(raw.get(), sink, sizeof sink);

@@ -78,11 +78,17 @@ WrittenLayer write_layer(const std::string& in_path, const std::string& out_path
 std::string footer(uint64_t toc_offset);
 uint64_t parse_footer(std::string_view bytes, uint64_t blob_size);
 
+// Which layer format a TOC came from: the entries are the same JSON, but where the TOC lives,
+// how chunks are compressed and whether the TOC is a tar entry of its own differ.
+enum class TocFormat { kEstargz, kZstdChunked };
+// "eStargz" or "zstd:chunked", for messages.
+const char* format_name(TocFormat format);
+
 enum class EntryType { kDir, kReg, kSymlink, kHardlink, kChar, kBlock, kFifo };
 
 struct Chunk {
-    uint64_t offset = 0;       // of its gzip member in the blob
-    uint64_t fetch_end = 0;    // where a range to fetch it may stop (next member or TOC)
+    uint64_t offset = 0;       // of its gzip member (zstd frame) in the blob
+    uint64_t fetch_end = 0;    // where a range to fetch it may stop (next member, endOffset, TOC)
     uint64_t file_offset = 0;  // chunkOffset
     uint64_t size = 0;         // decompressed bytes (chunkSize, or the rest of the file)
     std::string digest;        // chunkDigest
@@ -106,14 +112,18 @@ struct Toc {
     std::string json;    // the TOC as stored
     std::string digest;  // sha256 of json
     uint64_t toc_offset = 0;
-    // The TOC's own tar entry (a full pull unpacks it as a file): its header's metadata.
+    TocFormat format = TocFormat::kEstargz;
+    // eStargz only: the TOC's own tar entry (a full pull unpacks it as a file): its header's
+    // metadata. A zstd:chunked TOC is in a skippable frame, no tar entry.
     TocEntry self;
 };
 
 // Parses and checks TOC JSON: version 1, bounded names without ".." or absolute paths, known
 // types, chunks that tile each file exactly, offsets inside [0, toc_offset), hard links to
-// earlier entries. Throws StoreError naming the entry.
-std::vector<TocEntry> parse_toc_json(std::string_view json, uint64_t toc_offset);
+// earlier entries. Throws StoreError naming the entry. zstd:chunked differs only in that a
+// file in one frame may give its digest as "digest" alone, and "endOffset" ends its last frame.
+std::vector<TocEntry> parse_toc_json(std::string_view json, uint64_t toc_offset,
+                                     TocFormat format = TocFormat::kEstargz);
 
 // Decompresses the TOC member (the blob's bytes from toc_offset up to the footer), reads its tar
 // entry and parses it. expected_digest ("sha256:...") must match the JSON unless empty.
@@ -130,7 +140,8 @@ Toc read_toc(const RangeReader& read, uint64_t blob_size, const std::string& exp
 // chunkDigest; only then is it passed to write(file_offset, bytes). A chunk that does not
 // check out throws StoreError before any of its bytes are written.
 void fetch_file(const TocEntry& entry, const RangeReader& read,
-                const std::function<void(uint64_t, std::string_view)>& write);
+                const std::function<void(uint64_t, std::string_view)>& write,
+                TocFormat format = TocFormat::kEstargz);
 
 // An image with every layer rewritten as eStargz: the config with the new diff IDs, an OCI
 // manifest whose layers carry kTocDigestAnnotation, and the blobs written under dir. A layer
@@ -171,10 +182,10 @@ std::vector<Placeholder> unpack_toc(const Toc& toc, const std::string& dest_dir,
 void fill_placeholder(int layer_root_fd, const Toc& toc, const Placeholder& p,
                       const RangeReader& read, bool sync = true);
 
-// Reads a whole eStargz blob (its digest already checked by the caller) and checks that the TOC
-// tells the truth about it: the tar entries, in order, are the TOC's entries (name, type, mode,
-// owner, mtime, link, device, xattrs), each regular file's content matches its chunk digests,
-// and the last entry is the TOC itself. A tree built from the TOC and filled chunk by chunk is
+// Reads a whole eStargz or zstd:chunked blob (its digest already checked by the caller) and
+// checks that the TOC tells the truth about it: the tar entries, in order, are the TOC's entries
+// (name, type, mode, owner, mtime, link, device, xattrs), each regular file's content matches
+// its chunk digests, and (eStargz) the last entry is the TOC itself. A tree built from the TOC and filled chunk by chunk is
 // then the tree a full unpack of the blob gives. Returns the diff ID (the digest of the
 // uncompressed stream); throws StoreError naming the first difference.
 std::string check_blob_against_toc(const std::string& blob_path, const Toc& toc);

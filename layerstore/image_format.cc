@@ -9,6 +9,7 @@
 #include "error.h"
 #include "estargz.h"
 #include "json_input.h"
+#include "zstd_chunked.h"
 
 namespace lamina::store {
 
@@ -122,7 +123,8 @@ Descriptor descriptor(const json& j, const char* what) {
         malformed(std::string(what) + " digest \"" + printable(d.digest) +
                   "\" is not sha256:<64 hex>");
     d.has_urls = j.contains("urls");
-    // Only the TOC digest of an eStargz layer is read (docs/lazy.md); a wrong type is malformed.
+    // Only the TOC annotations of eStargz and zstd:chunked layers are read (docs/lazy.md); a
+    // wrong type is malformed.
     if (j.contains("annotations") && j["annotations"].is_object()) {
         const json& a = j["annotations"];
         auto toc = a.find(std::string(estargz::kTocDigestAnnotation));
@@ -131,6 +133,25 @@ Descriptor descriptor(const json& j, const char* what) {
                 malformed(std::string(what) + " " + printable(d.digest) +
                           " has a TOC digest annotation that is not sha256:<64 hex>");
             d.estargz_toc_digest = toc->get<std::string>();
+        }
+        // zstd:chunked's keys, as skopeo 1.9.3 writes them or as later writers do.
+        auto either = [&](std::string_view key) {
+            auto it = a.find(std::string(key));
+            return it != a.end() ? it : a.find(zstd_chunked::later_key(key));
+        };
+        auto sum = either(zstd_chunked::kChecksumAnnotation);
+        if (sum != a.end()) {
+            if (!sum->is_string() || !is_sha256_digest(sum->get<std::string>()))
+                malformed(std::string(what) + " " + printable(d.digest) +
+                          " has a zstd:chunked checksum annotation that is not sha256:<64 hex>");
+            d.zstd_chunked_checksum = sum->get<std::string>();
+        }
+        auto pos = either(zstd_chunked::kPositionAnnotation);
+        if (pos != a.end()) {
+            if (!pos->is_string() || pos->get<std::string>().size() > 100)
+                malformed(std::string(what) + " " + printable(d.digest) +
+                          " has a zstd:chunked position annotation that is no short string");
+            d.zstd_chunked_position = pos->get<std::string>();
         }
     }
     if (j.contains("platform") && j["platform"].is_object()) {

@@ -77,6 +77,11 @@ struct Descriptor {
     // A layer's containerd.io/snapshot/stargz/toc.digest annotation: an eStargz layer that
     // `pull --lazy` can read by its table of contents. "" when absent.
     std::string estargz_toc_digest;
+    // A zstd:chunked layer's io.containers.zstd-chunked.manifest-checksum (the digest of its
+    // compressed TOC) and manifest-position ("OFFSET:LENGTH:UNCOMPRESSED:TYPE", parsed where it
+    // is used). "" when absent.
+    std::string zstd_chunked_checksum;
+    std::string zstd_chunked_position;
 };
 
 struct Manifest {

@@ -17,6 +17,7 @@
 #include "error.h"
 #include "fd.h"
 #include "fsutil.h"
+#include "image_format.h"
 #include "json_input.h"
 
 namespace lamina::store {
@@ -89,6 +90,11 @@ void write_lazy_record(const std::string& layer_dir, const LazySource& s, const 
     write_file_atomic(dir + "/source.json", source.dump());
 }
 
+estargz::TocFormat toc_format_of(const std::string& media_type) {
+    return layer_media_type_compression(media_type) == kZstd ? estargz::TocFormat::kZstdChunked
+                                                             : estargz::TocFormat::kEstargz;
+}
+
 bool is_lazy_layer(const std::string& layer_dir) {
     return ::access((record_dir(layer_dir) + "/source.json").c_str(), F_OK) == 0;
 }
@@ -113,7 +119,8 @@ std::optional<LazyRecord> read_lazy_record(const std::string& layer_dir) {
     r.toc.digest = sha256_digest(r.toc.json);
     if (r.toc.digest != r.source.toc_digest)
         throw StoreError(dir + "/toc.json does not match its digest " + r.source.toc_digest);
-    r.toc.entries = estargz::parse_toc_json(r.toc.json, r.toc.toc_offset);
+    r.toc.format = toc_format_of(r.source.media_type);
+    r.toc.entries = estargz::parse_toc_json(r.toc.json, r.toc.toc_offset, r.toc.format);
     std::map<int64_t, int64_t> done = read_done(dir);
     std::string pwhat = dir + "/pending.json";
     json p = parse_json_limited(read_file(pwhat), pwhat, 256 << 20);

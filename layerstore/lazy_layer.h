@@ -12,15 +12,21 @@
 
 namespace lamina::store {
 
-// Where a lazy layer's content comes from: the blob of an eStargz layer in a registry.
+// Where a lazy layer's content comes from: the blob of an eStargz or zstd:chunked layer in a
+// registry (which of the two its media type says: gzip or zstd).
 struct LazySource {
     std::string registry;    // "127.0.0.1:5000"
     std::string repository;  // "test/app"
     std::string digest;      // the layer blob's, as the manifest gives it
     std::string media_type;
     int64_t size = 0;
-    std::string toc_digest;  // the manifest's annotation, which vouches for the TOC
+    // sha256 of the TOC JSON: eStargz's manifest annotation; for zstd:chunked that of the JSON
+    // the annotation's checksum (of the compressed TOC) vouched for.
+    std::string toc_digest;
 };
+
+// The TOC format of a lazy layer's blob, by its media type.
+estargz::TocFormat toc_format_of(const std::string& media_type);
 
 // What a lazy pull hands the store for one layer, in place of a downloaded blob.
 struct LazyPull {

@@ -1,6 +1,7 @@
 // eStargz against a real docker-registry: `lamina push --compression-format estargz` makes an
 // image skopeo and lamina pull as ordinary gzip with its diff IDs, and the same layers read by
 // byte ranges (footer, TOC, one file) give the tree a full pull gives, chunk digests checked.
+// zstd:chunked layers skopeo writes are read lazily the same way.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -55,7 +56,10 @@ std::string read_all(const std::string& path) {
 
 // A two-layer image with a 1 MiB file that does not compress, so what a TOC costs is small
 // beside the blob: the bottom layer gzip, the top zstd with a whiteout and an opaque dir.
-void push_lazy_demo(Registry& reg, const TempDir& tmp, const std::string& repo_tag) {
+// go_tars: the tars end at their end-of-archive blocks, as Go writes them (skopeo 1.9.3's
+// zstd:chunked keeps a diff ID only for such a tar: docs/lazy.md).
+void push_lazy_demo(Registry& reg, const TempDir& tmp, const std::string& repo_tag,
+                    bool go_tars = false) {
     std::vector<Layer> layers = {
         {make_tar({dir("etc"), file("etc/os-release", "ID=lamina\n"), dir("data"),
                    file("data/big", random_bytes(1 << 20, 7)), file("data/gone", "old\n"),
@@ -65,6 +69,8 @@ void push_lazy_demo(Registry& reg, const TempDir& tmp, const std::string& repo_t
         {make_tar({dir("data"), whiteout("data/gone"), dir("keep"), opaque("keep"),
                    file("keep/new", "new\n"), dir("etc"), file("etc/two", "two\n", 0600)}),
          "zstd"}};
+    if (go_tars)
+        for (auto& l : layers) l.tar = without_record_padding(l.tar);
     write_oci_layout(tmp / "lazy-layout", layers, "lazy");
     reg.push_layout(tmp / "lazy-layout", "lazy", repo_tag);
 }
@@ -298,6 +304,29 @@ std::pair<std::string, int> read_through(const std::string& path) {
     return {out, err};
 }
 
+// `pull --lazy` of the demo image through the proxy: every layer read by its TOC (manifest,
+// config and the TOCs: a small part of the 1 MiB layer), the big file a hole, the record beside
+// the tree. The layer directories, bottom first.
+std::vector<std::string> pull_lazily(const Lamina& lz, const std::string& via,
+                                     const ThrottlingProxy& proxy) {
+    auto pull = lz({"pull", "--tls-verify=false", "--lazy", via});
+    EXPECT_EQ(pull.status, 0) << pull.err;
+    EXPECT_TRUE(contains(pull.out, "Table of contents read (lazy)")) << pull.out;
+    EXPECT_FALSE(contains(pull.out, "Pull complete")) << pull.out;
+    EXPECT_FALSE(contains(pull.out, "pulled whole")) << pull.out;
+    EXPECT_LT(proxy.bytes_sent(), 128 << 10);
+    auto dirs = layer_dirs(lz, via);
+    if (dirs.empty()) return dirs;
+    struct stat st;
+    EXPECT_EQ(::stat((dirs[0] + "/data/big").c_str(), &st), 0);
+    EXPECT_EQ(st.st_size, 1 << 20);
+    EXPECT_EQ(st.st_blocks, 0);  // a placeholder: a hole of its size
+    // The record of what is missing lies beside the tree, not in it.
+    EXPECT_FALSE(contains(describe(dirs[0]), "lazy")) << describe(dirs[0]);
+    EXPECT_EQ(access((dirs[0] + "/../lazy/source.json").c_str(), F_OK), 0);
+    return dirs;
+}
+
 TEST(LazyPull, lazy_pull_mounts_at_once_and_fetches_each_file_on_first_open) {
     REQUIRE_REGISTRY();
     if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
@@ -307,22 +336,10 @@ TEST(LazyPull, lazy_pull_mounts_at_once_and_fetches_each_file_on_first_open) {
     Lamina lz(img.tmp / "lz");
     StoreGuard lz_guard{lz.root()};
 
-    auto pull = lz({"pull", "--tls-verify=false", "--lazy", via});
-    ASSERT_EQ(pull.status, 0) << pull.err;
-    EXPECT_TRUE(contains(pull.out, "Table of contents read (lazy)")) << pull.out;
-    EXPECT_FALSE(contains(pull.out, "Pull complete")) << pull.out;
-    // Manifest, config, two footers and two TOCs: a small part of the 1 MiB layer.
-    int64_t moved = proxy.bytes_sent();
-    EXPECT_LT(moved, 128 << 10);
-    auto dirs = layer_dirs(lz, via);
+    auto dirs = pull_lazily(lz, via, proxy);
     ASSERT_EQ(dirs.size(), 2u);
+    int64_t moved = proxy.bytes_sent();
     struct stat st;
-    ASSERT_EQ(::stat((dirs[0] + "/data/big").c_str(), &st), 0);
-    EXPECT_EQ(st.st_size, 1 << 20);
-    EXPECT_EQ(st.st_blocks, 0);  // a placeholder: a hole of its size
-    // The record of what is missing lies beside the tree, not in it.
-    EXPECT_FALSE(contains(describe(dirs[0]), "lazy")) << describe(dirs[0]);
-    EXPECT_EQ(access((dirs[0] + "/../lazy/source.json").c_str(), F_OK), 0);
 
     // The mount is up at once; stat and listings come from the tree and fetch nothing.
     last_line_of(lz({"create", "--name", "web", via}));
@@ -407,8 +424,9 @@ TEST(LazyPull, a_full_pull_replaces_the_lazy_layers_with_verified_ones) {
     auto whole = plain({"pull", "--tls-verify=false", "--lazy", img.plain});
     ASSERT_EQ(whole.status, 0) << whole.err;
     size_t said = 0;
-    for (size_t at = 0; (at = whole.out.find("no eStargz table of contents: pulled whole", at)) !=
-                        std::string::npos;
+    for (size_t at = 0;
+         (at = whole.out.find("no eStargz or zstd:chunked table of contents: pulled whole", at)) !=
+         std::string::npos;
          ++at)
         ++said;
     EXPECT_EQ(said, 2u) << whole.out;
@@ -859,6 +877,106 @@ TEST(LazyConfig, lazy_true_in_the_config_makes_pull_lazy_and_no_lazy_pulls_whole
     EXPECT_TRUE(contains(complete.out, "completed in place")) << complete.out;
     for (const auto& l : lazy_of_layers(lz, img.lazy)) EXPECT_TRUE(l.is_null());
     expect_one_line_failure(lz({"pull", "--lazy", "--no-lazy", img.lazy}), "--no-lazy");
+}
+
+// The demo image, rewritten by skopeo as zstd:chunked and pushed to another repository. skopeo
+// 1.9.3 recompresses between layouts, but from registry to registry it mounts the blobs it finds
+// there as they are, so the copy goes through an OCI layout.
+struct ZstdChunkedImage {
+    TempDir tmp{"lamina-lazy-zc"};
+    RegistryEnv env;
+    Registry reg;
+    std::string plain, lazy;
+    ZstdChunkedImage() {
+        push_lazy_demo(reg, tmp, "test/app:v1", true);
+        plain = reg.host() + "/test/app:v1";
+        lazy = reg.host() + "/test/zc:v1";
+        auto cp = run_command({"skopeo", "copy", "--dest-compress-format", "zstd:chunked",
+                               "oci:" + tmp / "lazy-layout" + ":lazy",
+                               "oci:" + tmp / "zc-layout" + ":zc"});
+        EXPECT_EQ(cp.status, 0) << cp.err;
+        reg.push_layout(tmp / "zc-layout", "zc", "test/zc:v1");
+        auto raw =
+            run_command({"skopeo", "inspect", "--raw", "--tls-verify=false", "docker://" + lazy});
+        EXPECT_EQ(json::parse(raw.out, nullptr, false)["layers"][0]["mediaType"],
+                  "application/vnd.oci.image.layer.v1.tar+zstd")
+            << raw.out;
+        EXPECT_TRUE(contains(raw.out, "io.containers.zstd-chunked.manifest-checksum")) << raw.out;
+    }
+};
+
+TEST(LazyPullZstdChunked, skopeos_layers_mount_at_once_and_each_file_is_checked_on_first_open) {
+    REQUIRE_REGISTRY();
+    if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
+    ZstdChunkedImage img;
+    ThrottlingProxy proxy(img.reg.port(), 1 << 30);
+    std::string via = "127.0.0.1:" + std::to_string(proxy.port()) + "/test/zc:v1";
+    Lamina lz(img.tmp / "lz");
+    StoreGuard lz_guard{lz.root()};
+
+    ASSERT_EQ(pull_lazily(lz, via, proxy).size(), 2u);
+    int64_t moved = proxy.bytes_sent();
+
+    last_line_of(lz({"create", "--name", "web", via}));
+    setenv("LAMINA_LAZY_TIMEOUT", "5", 1);
+    std::string merged = last_line_of(lz({"mount", "web"}));
+    unsetenv("LAMINA_LAZY_TIMEOUT");
+    EXPECT_EQ(proxy.bytes_sent(), moved);
+    // A small file: that file's frame, not the layer.
+    EXPECT_EQ(read_file(merged + "/os"), "ID=lamina\n");
+    EXPECT_LT(proxy.bytes_sent() - moved, 16 << 10);
+
+    // A flipped byte in the stored blob, inside data/big's frames: EIO and no bytes.
+    std::string blob = img.reg.blob_data(bottom_blob(lz, via));
+    off_t middle = file_size(blob) / 2;
+    flip_byte(blob, middle);
+    auto bad = read_through(merged + "/data/big");
+    EXPECT_EQ(bad.second, EIO);
+    EXPECT_TRUE(bad.first.empty());
+    flip_byte(blob, middle);
+    moved = proxy.bytes_sent();
+    EXPECT_EQ(read_file(merged + "/data/big-link"), random_bytes(1 << 20, 7));
+    EXPECT_GT(proxy.bytes_sent() - moved, 1 << 20);
+
+    // Every file read through the mount equals a fully pulled container's.
+    Lamina full(img.tmp / "full");
+    StoreGuard full_guard{full.root()};
+    auto whole = full({"pull", "--tls-verify=false", img.lazy});
+    ASSERT_EQ(whole.status, 0) << whole.err;
+    last_line_of(full({"create", "--name", "web", img.lazy}));
+    std::string full_merged = last_line_of(full({"mount", "web"}));
+    EXPECT_EQ(describe(merged), describe(full_merged));
+    last_line_of(lz({"umount", "web"}));
+    last_line_of(full({"umount", "web"}));
+}
+
+TEST(LazyPullZstdChunked, a_full_pull_completes_the_lazy_layers_in_place) {
+    REQUIRE_REGISTRY();
+    ZstdChunkedImage img;
+    Lamina lz(img.tmp / "lz");
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", img.lazy}).status, 0);
+    auto dirs = layer_dirs(lz, img.lazy);
+    for (const auto& l : lazy_of_layers(lz, img.lazy)) EXPECT_FALSE(l.is_null());
+    auto f = fetch_one(dirs[0], "etc/os-release");
+    ASSERT_EQ(f.status, 0) << f.err;
+
+    // The blob decompresses as one zstd stream to the tar of the config's diff ID: completion
+    // checks it, and the TOC, and makes the layers ordinary.
+    auto pull = lz({"pull", "--tls-verify=false", img.lazy});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    EXPECT_TRUE(contains(pull.out, "completed in place")) << pull.out;
+    for (const auto& l : lazy_of_layers(lz, img.lazy)) EXPECT_TRUE(l.is_null()) << l.dump();
+    EXPECT_EQ(layer_dirs(lz, img.lazy), dirs);
+    for (const auto& d : dirs) EXPECT_NE(access((d + "/../lazy").c_str(), F_OK), 0) << d;
+    EXPECT_EQ(read_file(dirs[0] + "/data/big"), random_bytes(1 << 20, 7));
+    Lamina full(img.tmp / "full");
+    ASSERT_EQ(full({"pull", "--tls-verify=false", img.lazy}).status, 0);
+    auto full_dirs = layer_dirs(full, img.lazy);
+    ASSERT_EQ(full_dirs.size(), dirs.size());
+    for (size_t i = 0; i < dirs.size(); ++i) EXPECT_EQ(describe(dirs[i]), describe(full_dirs[i]));
+    // Whole layers are ordinary: the image pushes.
+    auto push = lz({"push", "--tls-verify=false", img.lazy, img.reg.host() + "/test/zc:again"});
+    EXPECT_EQ(push.status, 0) << push.err;
 }
 
 }  // namespace

@@ -1,9 +1,11 @@
 // eStargz layers: what the writer makes is an ordinary gzip layer; a tree built from its TOC and
-// filled chunk by chunk equals a full unpack; bad chunks, TOCs and footers are refused.
+// filled chunk by chunk equals a full unpack; bad chunks, TOCs and footers are refused. The same
+// for zstd:chunked layers as skopeo writes them, with the same TOC checks.
 #include "estargz.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -17,6 +19,7 @@
 #include "needs.h"
 #include "store_fixture.h"
 #include "unpack.h"
+#include "zstd_chunked.h"
 
 namespace lamina::test {
 namespace {
@@ -454,8 +457,253 @@ TEST(Estargz, hostile_tocs_are_refused) {
              return j;
          }()})},
     };
+    // The limits are the same for both formats' TOCs.
     for (const auto& [why, text] : bad)
-        EXPECT_THROW(ez::parse_toc_json(text, 100), store::StoreError) << why;
+        for (auto format : {ez::TocFormat::kEstargz, ez::TocFormat::kZstdChunked})
+            EXPECT_THROW(ez::parse_toc_json(text, 100, format), store::StoreError)
+                << why << " (" << ez::format_name(format) << ")";
+}
+
+// ---- zstd:chunked, as skopeo writes it ---------------------------------------------------------
+
+namespace zc = store::zstd_chunked;
+
+// A layer skopeo rewrote as zstd:chunked, and its manifest's annotations.
+struct ZstdChunkedLayer {
+    std::string path;
+    Blob blob;
+    std::string checksum, position;
+};
+
+// The tar as a one-layer OCI image, copied by skopeo with --dest-compress-format zstd:chunked.
+ZstdChunkedLayer skopeo_zstd_chunked(const TempDir& tmp, const std::string& tar) {
+    write_oci_layout(tmp / "in", {{tar, "gzip"}}, "img");
+    auto cp = run_command({"skopeo", "copy", "--dest-compress-format", "zstd:chunked",
+                           "oci:" + tmp / "in" + ":img", "oci:" + tmp / "out" + ":img"});
+    EXPECT_EQ(cp.status, 0) << cp.err;
+    std::string blobs = tmp / "out/blobs/sha256/";
+    json index = json::parse(read_all(tmp / "out/index.json"));
+    std::string m = index["manifests"][0]["digest"];
+    json layer = json::parse(read_all(blobs + m.substr(7)))["layers"][0];
+    EXPECT_EQ(layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd") << layer.dump();
+    ZstdChunkedLayer out;
+    out.path = blobs + layer["digest"].get<std::string>().substr(7);
+    out.blob.bytes = read_all(out.path);
+    out.checksum = layer["annotations"].value(std::string(zc::kChecksumAnnotation), "");
+    out.position = layer["annotations"].value(std::string(zc::kPositionAnnotation), "");
+    return out;
+}
+
+// Unpacks the layer fully into full/ and lazily into lazy/ (the TOC found by the annotation, and
+// by the footer alone), fills every placeholder and compares the trees. Returns the full unpack.
+store::UnpackResult check_zstd_chunked_round_trip(const TempDir& tmp, ZstdChunkedLayer& l) {
+    std::string full = tmp / "full", lazy = tmp / "lazy";
+    make_dirs(full);
+    make_dirs(lazy);
+    store::UnpackResult fr = store::unpack_tar(l.path, full, layer_options());
+    EXPECT_EQ(fr.compression, store::kZstd);
+
+    ez::Toc toc = zc::read_toc(l.blob.reader(), l.blob.bytes.size(), l.position, l.checksum);
+    EXPECT_EQ(toc.format, ez::TocFormat::kZstdChunked);
+    EXPECT_LT(l.blob.served, 64u << 10);  // the TOC frame alone
+    ez::Toc by_footer = zc::read_toc(l.blob.reader(), l.blob.bytes.size(), "", l.checksum);
+    EXPECT_EQ(by_footer.json, toc.json);
+    EXPECT_EQ(by_footer.toc_offset, toc.toc_offset);
+
+    store::UnpackResult lr;
+    auto pending = ez::unpack_toc(toc, lazy, layer_options(), lr);
+    EXPECT_FALSE(pending.empty());
+    store::Fd root(::open(lazy.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    for (const auto& p : pending) ez::fill_placeholder(root.get(), toc, p, l.blob.reader());
+    // No TOC file in either tree: zstd:chunked's TOC is no tar entry.
+    EXPECT_EQ(describe(lazy), describe(full));
+    EXPECT_EQ(ez::check_blob_against_toc(l.path, toc), fr.diff_id);
+    return fr;
+}
+
+bool can_run_skopeo_tests() {
+    return have_program("skopeo") && have_program("python3");
+}
+
+TEST(ZstdChunked, skopeos_layer_with_whiteouts_hard_links_and_chunks_unpacks_lazily) {
+    if (!can_run_skopeo_tests()) SKIP_NEEDING("program:skopeo") << "writes zstd:chunked";
+    TempDir tmp("zstd-chunked");
+    std::string tar = read_all(overlay_layer(tmp, ""));
+    ZstdChunkedLayer l = skopeo_zstd_chunked(tmp, tar);
+    ASSERT_TRUE(store::is_sha256_digest(l.checksum)) << l.checksum;
+    store::UnpackResult fr = check_zstd_chunked_round_trip(tmp, l);
+    // skopeo 1.9.3 keeps the tar stream up to its end-of-archive blocks and drops the zeros
+    // after them, yet leaves the config's diff ID as it was: the diff ID holds only for a tar
+    // without them (as Go writes), not for make_tar's (libarchive pads to 10 KiB).
+    ASSERT_NE(without_record_padding(tar), tar);
+    EXPECT_EQ(fr.diff_id, store::sha256_digest(without_record_padding(tar)));
+    EXPECT_NE(fr.diff_id, store::sha256_digest(tar));
+    // The annotation's checksum is the compressed TOC's, not the JSON's.
+    ez::Toc toc = zc::read_toc(l.blob.reader(), l.blob.bytes.size(), l.position, l.checksum);
+    EXPECT_NE(toc.digest, l.checksum);
+    // data/big (300 KiB of noise) is cut in several chunks, each a frame of its own.
+    for (const auto& e : toc.entries)
+        if (e.name == "data/big") {
+            EXPECT_GT(e.chunks.size(), 1u);
+        }
+}
+
+TEST(ZstdChunked, every_kind_of_entry_survives_lazy_unpack) {
+    if (geteuid() != 0) SKIP_NEEDING("root") << "devices, owners and trusted xattrs need root";
+    if (!can_run_skopeo_tests()) SKIP_NEEDING("program:skopeo") << "writes zstd:chunked";
+    TempDir tmp("zstd-chunked");
+    ZstdChunkedLayer l = skopeo_zstd_chunked(tmp, read_all(every_kind_layer(tmp)));
+    check_zstd_chunked_round_trip(tmp, l);
+}
+
+TEST(ZstdChunked, a_corrupt_chunk_a_lying_toc_and_a_wrong_checksum_are_refused) {
+    if (!can_run_skopeo_tests()) SKIP_NEEDING("program:skopeo") << "writes zstd:chunked";
+    TempDir tmp("zstd-chunked");
+    ZstdChunkedLayer l = skopeo_zstd_chunked(tmp, read_all(overlay_layer(tmp, "")));
+    EXPECT_THROW(zc::read_toc(l.blob.reader(), l.blob.bytes.size(), l.position,
+                              store::sha256_digest("other")),
+                 store::StoreError);
+    const ez::Toc toc = zc::read_toc(l.blob.reader(), l.blob.bytes.size(), l.position, l.checksum);
+    std::vector<size_t> files;  // entries with content
+    for (size_t i = 0; i < toc.entries.size(); ++i)
+        if (!toc.entries[i].chunks.empty()) files.push_back(i);
+    ASSERT_GE(files.size(), 2u);
+
+    // A lie about an entry or a chunk is found at completion.
+    ez::Toc lie = toc;
+    lie.entries[files[0]].mode ^= 0100;
+    EXPECT_THROW(ez::check_blob_against_toc(l.path, lie), store::StoreError);
+    lie = toc;
+    std::swap(lie.entries[files[0]].chunks[0].digest, lie.entries[files[1]].chunks[0].digest);
+    EXPECT_THROW(ez::check_blob_against_toc(l.path, lie), store::StoreError);
+    std::ofstream(tmp / "plain") << "not a blob";
+    EXPECT_THROW(ez::check_blob_against_toc(tmp / "plain", toc), store::StoreError);
+
+    // A flipped byte in a chunk's frame: the chunks before it, none of its bytes or after.
+    for (const auto& e : toc.entries) {
+        if (e.name != "data/big") continue;
+        ASSERT_GE(e.chunks.size(), 2u);
+        const ez::Chunk& bad = e.chunks[1];
+        l.blob.bytes[bad.offset + (bad.fetch_end - bad.offset) / 2] ^= 0x55;
+        uint64_t written = 0;
+        EXPECT_THROW(ez::fetch_file(
+                         e, l.blob.reader(),
+                         [&](uint64_t off, std::string_view b) {
+                             EXPECT_LT(off, bad.file_offset);
+                             written += b.size();
+                         },
+                         ez::TocFormat::kZstdChunked),
+                     store::StoreError);
+        EXPECT_EQ(written, bad.file_offset);
+
+        // Filling the placeholder fails the same way, and leaves its mode and mtime as the
+        // tree had them (the chunks before were written): a later fill keeps them.
+        std::string lazy = tmp / "lazy";
+        make_dirs(lazy);
+        store::UnpackResult lr;
+        auto pending = ez::unpack_toc(toc, lazy, layer_options(), lr);
+        store::Fd root(::open(lazy.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        struct stat before, after;
+        ASSERT_EQ(::stat((lazy + "/data/big").c_str(), &before), 0);
+        for (const auto& p : pending) {
+            if (p.path == "data/big") {
+                EXPECT_THROW(ez::fill_placeholder(root.get(), toc, p, l.blob.reader()),
+                             store::StoreError);
+            }
+        }
+        ASSERT_EQ(::stat((lazy + "/data/big").c_str(), &after), 0);
+        EXPECT_EQ(after.st_mtim.tv_sec, before.st_mtim.tv_sec);
+        EXPECT_EQ(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
+        EXPECT_EQ(after.st_mode, before.st_mode);
+        return;
+    }
+    FAIL() << "no data/big in the TOC";
+}
+
+TEST(ZstdChunked, hostile_positions_and_footers_are_refused) {
+    EXPECT_EQ(zc::parse_position("100:50:200:1", 1000).offset, 100u);
+    for (const char* bad :
+         {"100:50:200", "100:50:200:1:7", "a:50:200:1", "100:50:200:2", "100:0:200:1", "100:50:0:1",
+          "990:50:200:1", "-1:50:200:1", "100:50:200:1 ", "100::200:1", "100:99999999999:200:1",
+          "100:50:99999999999:1", ""})
+        EXPECT_THROW(zc::parse_position(bad, 1000), store::StoreError) << bad;
+
+    auto footer = [](uint64_t off, uint64_t len, uint64_t ulen, uint64_t type) {
+        std::string f("\x50\x2a\x4d\x18\x28\0\0\0", 8);
+        for (uint64_t v : {off, len, ulen, type})
+            for (int i = 0; i < 8; ++i) f += static_cast<char>(v >> (8 * i));
+        return f + std::string(zc::kFooterMagic);
+    };
+    EXPECT_EQ(zc::parse_footer(footer(100, 50, 200, 1), 1000).length, 50u);
+    EXPECT_THROW(zc::parse_footer(footer(100, 50, 200, 2), 1000), store::StoreError);
+    EXPECT_THROW(zc::parse_footer(footer(960, 50, 200, 1), 1000), store::StoreError);
+    EXPECT_THROW(zc::parse_footer(footer(100, 50, uint64_t(1) << 40, 1), 1000), store::StoreError);
+    std::string bad = footer(100, 50, 200, 1);
+    bad[47] = 'X';
+    EXPECT_THROW(zc::parse_footer(bad, 1000), store::StoreError);
+    EXPECT_THROW(zc::parse_footer(bad.substr(1), 1000), store::StoreError);
+    EXPECT_THROW(zc::parse_footer(std::string(48, '\0'), 1000), store::StoreError);
+
+    // A TOC frame that is not zstd, or decompresses to more than its position says.
+    zc::TocPosition pos{0, 10, 5};
+    std::string junk = "0123456789";
+    EXPECT_THROW(zc::parse_toc_frame(junk, pos, store::sha256_digest(junk)), store::StoreError);
+    std::string big = compress(std::string(100, 'x'), "zstd");
+    pos.length = big.size();
+    EXPECT_THROW(zc::parse_toc_frame(big, pos, store::sha256_digest(big)), store::StoreError);
+}
+
+TEST(ZstdChunked, hostile_tocs_are_refused) {
+    std::string d = store::sha256_digest("x");
+    auto reg = [&](const std::string& name, int64_t size, int64_t offset) {
+        return json{{"name", name},     {"type", "reg"}, {"size", size},   {"mode", 0644},
+                    {"offset", offset}, {"digest", d},   {"endOffset", 50}};
+    };
+    auto toc = [](json entries) { return json{{"version", 1}, {"entries", entries}}.dump(); };
+    auto parse = [](const std::string& text) {
+        return ez::parse_toc_json(text, 100, ez::TocFormat::kZstdChunked);
+    };
+    // A file in one frame: its "digest" is its only chunk's, endOffset ends the range.
+    auto good = parse(toc({reg("a", 10, 20)}));
+    ASSERT_EQ(good.size(), 1u);
+    ASSERT_EQ(good[0].chunks.size(), 1u);
+    EXPECT_EQ(good[0].chunks[0].digest, d);
+    EXPECT_EQ(good[0].chunks[0].fetch_end, 50u);
+    // eStargz has no such shortcut: chunkDigest is required.
+    EXPECT_THROW(ez::parse_toc_json(toc({reg("a", 10, 20)}), 100), store::StoreError);
+    std::vector<std::pair<std::string, json>> bad = {
+        {"no digest",
+         [&] {
+             json j = reg("a", 10, 20);
+             j.erase("digest");
+             return j;
+         }()},
+        {"endOffset before offset",
+         [&] {
+             json j = reg("a", 10, 20);
+             j["endOffset"] = 20;
+             return j;
+         }()},
+        {"endOffset past the TOC",
+         [&] {
+             json j = reg("a", 10, 20);
+             j["endOffset"] = 101;
+             return j;
+         }()},
+        {"a chunk of zeros",
+         [&] {
+             json j = reg("a", 10, 20);
+             j["chunkType"] = "zeros";
+             return j;
+         }()},
+        {"chunk bigger than 64 MiB",
+         [&] {
+             json j = reg("a", (int64_t(64) << 20) + 1, 20);
+             return j;
+         }()},
+    };
+    for (const auto& [why, entry] : bad)
+        EXPECT_THROW(parse(toc({entry})), store::StoreError) << why;
 }
 
 }  // namespace

@@ -128,6 +128,32 @@ TEST(Manifest, oci_manifest_reads_back_with_parse_manifest) {
     EXPECT_EQ(layer_media_type_compression(m.layers[0].media_type), kZstd);
 }
 
+// zstd:chunked's annotations, under skopeo 1.9.3's keys or later writers' "io.github." ones;
+// a checksum that is no sha256 digest is malformed.
+TEST(Manifest, zstd_chunked_annotations_are_read_under_either_key) {
+    std::string layer = "sha256:" + std::string(64, 'e');
+    std::string sum = "sha256:" + std::string(64, 'f');
+    for (std::string prefix : {"io.", "io.github."}) {
+        nlohmann::json annotations = {
+            {prefix + "containers.zstd-chunked.manifest-checksum", sum},
+            {prefix + "containers.zstd-chunked.manifest-position", "10:20:30:1"}};
+        std::string body = oci_manifest("{}", {{{"mediaType", layer_media_type(kZstd)},
+                                                {"digest", layer},
+                                                {"size", 5},
+                                                {"annotations", annotations}}});
+        Manifest m = parse_manifest(body, "");
+        ASSERT_EQ(m.layers.size(), 1u);
+        EXPECT_EQ(m.layers[0].zstd_chunked_checksum, sum) << prefix;
+        EXPECT_EQ(m.layers[0].zstd_chunked_position, "10:20:30:1") << prefix;
+        annotations[prefix + "containers.zstd-chunked.manifest-checksum"] = "md5:x";
+        body = oci_manifest("{}", {{{"mediaType", layer_media_type(kZstd)},
+                                    {"digest", layer},
+                                    {"size", 5},
+                                    {"annotations", annotations}}});
+        EXPECT_THROW(parse_manifest(body, ""), std::runtime_error) << prefix;
+    }
+}
+
 // containerd normalises an arm image without a variant to v7, as an arm64 one to v8: an index
 // whose arm entry names no variant serves linux/arm/v7 (the registry client once refused it).
 TEST(Platform, arm_without_a_variant_is_v7_and_arm64_without_one_v8) {

@@ -105,6 +105,12 @@ std::string make_tar(const std::vector<TarEntry>& entries) {
     return out;
 }
 
+std::string without_record_padding(const std::string& tar) {
+    size_t last = tar.find_last_not_of('\0');
+    size_t end = last == std::string::npos ? 0 : (last / 512 + 1) * 512;
+    return tar.substr(0, end) + std::string(1024, '\0');
+}
+
 std::string make_huge_entry_tar(const std::string& path, unsigned long long size) {
     std::string h(512, '\0');
     memcpy(h.data(), path.data(), std::min<size_t>(path.size(), 99));

@@ -28,6 +28,10 @@ TarEntry opaque(const std::string& dir_path);
 
 // An uncompressed pax tar of entries, in order, with fixed mtimes.
 std::string make_tar(const std::vector<TarEntry>& entries);
+// The tar up to and with its two end-of-archive blocks, without the zeros that pad it to a
+// whole record (libarchive and Python pad to 10 KiB; Go's writer does not). The last entry must
+// not end in a block of zeros.
+std::string without_record_padding(const std::string& tar);
 // A ustar stream whose only entry declares `size` bytes and carries none.
 std::string make_huge_entry_tar(const std::string& path, unsigned long long size);
 // gzip, zstd, bzip2 or xz of data ("" returns data; "gzip+gzip" compresses twice).

@@ -16,6 +16,7 @@
 #include "lazy_layer.h"
 #include "progress.h"
 #include "transfer.h"
+#include "zstd_chunked.h"
 
 namespace lamina::registry {
 
@@ -80,21 +81,25 @@ Source find_source(const Settings& settings, const std::vector<Reference>& candi
     throw RegistryError("no registry to pull from");  // not reached: the last endpoint throws
 }
 
-// An eStargz layer's footer and TOC, read by two ranges and checked against the manifest's
-// annotation; nullptr for a layer without one. Throws when they cannot be read or checked.
+// A layer's TOC, checked against the manifest's annotation: eStargz's footer and TOC (two
+// ranges), or zstd:chunked's TOC frame where its position annotation says (one range; the footer
+// first without it). nullptr for a layer with neither. Throws when it cannot be read or checked.
 std::shared_ptr<const store::LazyPull> read_lazily(Client& client, const store::Descriptor& d,
                                                    const Reference& ref) {
-    if (d.estargz_toc_digest.empty() ||
-        store::layer_media_type_compression(d.media_type) != store::kGzip)
-        return nullptr;
+    auto compression = store::layer_media_type_compression(d.media_type);
+    bool estargz = !d.estargz_toc_digest.empty() && compression == store::kGzip;
+    bool zstd_chunked = !d.zstd_chunked_checksum.empty() && compression == store::kZstd;
+    if (!estargz && !zstd_chunked) return nullptr;
+    auto read = [&](uint64_t off, uint64_t len) {
+        return client.get_blob_range(d, static_cast<int64_t>(off), static_cast<int64_t>(len));
+    };
     auto lazy = std::make_shared<store::LazyPull>();
-    lazy->source = {ref.registry, ref.repository, d.digest,
-                    d.media_type, d.size,         d.estargz_toc_digest};
-    lazy->toc = store::estargz::read_toc(
-        [&](uint64_t off, uint64_t len) {
-            return client.get_blob_range(d, static_cast<int64_t>(off), static_cast<int64_t>(len));
-        },
-        static_cast<uint64_t>(d.size), d.estargz_toc_digest);
+    lazy->toc =
+        estargz
+            ? store::estargz::read_toc(read, static_cast<uint64_t>(d.size), d.estargz_toc_digest)
+            : store::zstd_chunked::read_toc(read, static_cast<uint64_t>(d.size),
+                                            d.zstd_chunked_position, d.zstd_chunked_checksum);
+    lazy->source = {ref.registry, ref.repository, d.digest, d.media_type, d.size, lazy->toc.digest};
     return lazy;
 }
 
@@ -190,7 +195,7 @@ std::string pull_from(store::Store& store, const Settings& settings,
         if (o.lazy) {
             // Whatever keeps the TOC from being read (none, a registry without Range, a TOC
             // that does not check out) leaves the layer to an ordinary, verified download.
-            std::string why = "no eStargz table of contents";
+            std::string why = "no eStargz or zstd:chunked table of contents";
             try {
                 if (auto lazy = read_lazily(client, d, ref)) {
                     layers[i].lazy = std::move(lazy);
