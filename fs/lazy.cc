@@ -1,83 +1,211 @@
-// Asking the lazy-layer helper to complete a placeholder before its first read: one child per
-// file not yet known complete, waited for through a pidfd with a bound, killed past it.
+// Asking the lazy-layer fetcher to complete a placeholder before its first read: one fetcher
+// process per mount, started on the first ask and again after it ends, answering requests by ID
+// over a socket pair; each ask waits with a bound, and a reply nobody waits for is dropped.
 #include "lazy.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/syscall.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <future>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
+#include "lazy_protocol.h"
+#include "printable.h"
 #include "unique_fd.h"
 
 extern char** environ;
 
 namespace lamina {
 
+struct LazyLayers::Fetcher {
+    UniqueFd sock;       // laminafs's end; the child has the other as stdin and stdout
+    UniqueFd child_end;  // until the child holds it
+    pid_t pid = -1;
+    std::mutex send_mu;     // one request line at a time
+    bool dead = false;      // under LazyLayers::mu_: ended, replies no more
+    bool stopping = false;  // under LazyLayers::mu_: the mount goes, nothing to log
+    std::thread reader;
+};
+
 LazyLayers::LazyLayers(const MountOptions& opts)
     : helper_(opts.lazy_fetch),
       layer_paths_(opts.lowerdirs),
-      lazy_(opts.lowerdirs.size() + 1, false),
+      lazy_index_(opts.lowerdirs.size() + 1, -1),
       timeout_s_(static_cast<int>(opts.lazy_timeout)) {
     for (uint32_t n : opts.lazy_layers)
-        if (n >= 1 && n < lazy_.size()) lazy_[n] = true;
+        if (n >= 1 && n < lazy_index_.size() && lazy_index_[n] < 0) {
+            lazy_index_[n] = static_cast<int>(lazy_paths_.size());
+            lazy_paths_.push_back(layer_paths_[n - 1]);
+        }
+}
+
+LazyLayers::~LazyLayers() {
+    std::shared_ptr<Fetcher> f;
+    {
+        std::lock_guard lock(mu_);
+        f = fetcher_;
+        if (f) f->stopping = true;
+    }
+    if (!f) return;
+    // EOF for both: the fetcher exits, the reader thread reaps it.
+    ::shutdown(f->sock.get(), SHUT_RDWR);
+    if (f->reader.joinable()) f->reader.join();
+}
+
+// Started on the first ask rather than at mount: a mount whose lazy files are never opened runs
+// nothing, a daemon that forks into the background after the mount is set up is the fetcher's
+// parent, and a restart after the fetcher ended is the same path.
+std::shared_ptr<LazyLayers::Fetcher> LazyLayers::running_fetcher() {
+    if (fetcher_ && !fetcher_->dead) return fetcher_;
+    if (fetcher_ && fetcher_->reader.joinable()) fetcher_->reader.join();
+    fetcher_.reset();
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        spdlog::error("lazy layers: cannot make a socket pair for {}: {}", helper_,
+                      strerror(errno));
+        return nullptr;
+    }
+    auto f = std::make_shared<Fetcher>();
+    f->sock.reset(sv[0]);
+    f->child_end.reset(sv[1]);
+    // A request that cannot be written within the bound (a fetcher that stopped reading) fails.
+    struct timeval tv = {timeout_s_, 0};
+    ::setsockopt(f->sock.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    std::promise<int> started;
+    auto spawned = started.get_future();
+    f->reader = std::thread([this, raw = f.get(), started = std::move(started)]() mutable {
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_adddup2(&actions, raw->child_end.get(), 0);
+        posix_spawn_file_actions_adddup2(&actions, raw->child_end.get(), 1);
+        std::vector<char*> argv = {const_cast<char*>(helper_.c_str()),
+                                   const_cast<char*>("--serve")};
+        for (const auto& p : lazy_paths_) argv.push_back(const_cast<char*>(p.c_str()));
+        argv.push_back(nullptr);
+        int err = posix_spawn(&raw->pid, helper_.c_str(), &actions, nullptr, argv.data(), environ);
+        posix_spawn_file_actions_destroy(&actions);
+        raw->child_end.reset();
+        started.set_value(err);
+        if (err == 0) serve_replies(raw);
+    });
+    if (int err = spawned.get()) {
+        f->reader.join();
+        spdlog::error("lazy layers: cannot run {}: {}", helper_, strerror(err));
+        return nullptr;
+    }
+    fetcher_ = f;
+    return f;
+}
+
+void LazyLayers::serve_replies(Fetcher* f) {
+    lazy_protocol::LineReader in(f->sock.get());
+    std::string line;
+    int r;
+    while ((r = in.next(line)) > 0) {
+        auto reply = lazy_protocol::parse_reply(line);
+        if (!reply) {
+            spdlog::warn("lazy layers: {} sent a line that is no reply: {}", helper_,
+                         printable(line, 80));
+            continue;
+        }
+        std::lock_guard lock(mu_);
+        auto it = by_id_.find(reply->id);
+        if (it == by_id_.end()) continue;  // its asker gave up, or it was never asked
+        auto req = it->second;
+        if (!reply->ok)
+            spdlog::error("lazy layer {}: fetching {} failed: {}", req->root, req->rel,
+                          printable(reply->error));
+        finish(*req, reply->ok);
+    }
+    // Its end: whatever ended it, it is gone before anyone starts the next one.
+    ::kill(f->pid, SIGKILL);
+    int status = 0;
+    while (::waitpid(f->pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    std::lock_guard lock(mu_);
+    f->dead = true;
+    size_t waiting = by_id_.size();
+    while (!by_id_.empty()) {
+        auto req = by_id_.begin()->second;
+        finish(*req, false);
+    }
+    if (f->stopping) return;
+    std::string why = r == -E2BIG ? "sent a line over " + std::to_string(lazy_protocol::kMaxLine) +
+                                        " bytes and was stopped"
+                      : r < 0 ? std::string("cannot be read: ") + strerror(-r)
+                      : WIFSIGNALED(status)
+                          ? "was killed by signal " + std::to_string(WTERMSIG(status))
+                          : "exited with status " + std::to_string(WEXITSTATUS(status));
+    spdlog::error("lazy layers: {} (pid {}) {}; {} waiting opens fail, the next starts it again",
+                  helper_, f->pid, why, waiting);
+}
+
+void LazyLayers::finish(Request& r, bool ok) {
+    r.done = true;
+    r.ok = ok;
+    if (auto it = by_id_.find(r.id); it != by_id_.end() && it->second.get() == &r) by_id_.erase(it);
+    if (auto it = by_key_.find(r.key); it != by_key_.end() && it->second.get() == &r)
+        by_key_.erase(it);
+    if (ok) complete_.insert(r.key);
+    replied_.notify_all();
 }
 
 int LazyLayers::ensure_complete(LayerNo layer, const std::string& rel) {
-    if (layer >= lazy_.size() || !lazy_[layer]) return 0;
+    if (layer >= lazy_index_.size() || lazy_index_[layer] < 0) return 0;
     std::string key = std::to_string(layer) + "/" + rel;
+    std::shared_ptr<Request> req;
+    std::shared_ptr<Fetcher> f;
+    std::string line;
     {
         std::lock_guard lock(mu_);
         if (complete_.count(key)) return 0;
-    }
-    const std::string& root = layer_paths_[layer - 1];
-    std::vector<char*> argv = {const_cast<char*>(helper_.c_str()), const_cast<char*>(root.c_str()),
-                               const_cast<char*>(rel.c_str()), nullptr};
-    pid_t pid = 0;
-    if (int err = posix_spawn(&pid, helper_.c_str(), nullptr, nullptr, argv.data(), environ)) {
-        spdlog::error("lazy layer {}: cannot run {}: {}", root, helper_, strerror(err));
-        return EIO;
-    }
-    // Until the child exits or the bound passes: through a pidfd, else by polling.
-    UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-    int status = 0;
-    bool exited = false, reaped = false;
-    if (pidfd) {
-        struct pollfd p = {pidfd.get(), POLLIN, 0};
-        int n;
-        do {
-            n = ::poll(&p, 1, timeout_s_ * 1000);
-        } while (n < 0 && errno == EINTR);
-        exited = n > 0;
-    } else {
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s_);
-        while (!exited && std::chrono::steady_clock::now() < deadline) {
-            exited = ::waitpid(pid, &status, WNOHANG) == pid;
-            if (!exited) ::usleep(10000);
+        if (auto it = by_key_.find(key); it != by_key_.end()) {
+            req = it->second;  // asked already: wait for that answer
+        } else {
+            f = running_fetcher();
+            if (!f) return EIO;
+            req = std::make_shared<Request>();
+            req->id = next_id_++;
+            req->key = std::move(key);
+            req->root = layer_paths_[layer - 1];
+            req->rel = rel;
+            by_id_[req->id] = req;
+            by_key_[req->key] = req;
+            line =
+                lazy_protocol::request_line(req->id, static_cast<size_t>(lazy_index_[layer]), rel);
         }
-        reaped = exited;
     }
-    if (!exited) {
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, &status, 0);
-        spdlog::error("lazy layer {}: {} not fetched within {} s", root, rel, timeout_s_);
+    if (f) {
+        std::unique_lock send_lock(f->send_mu);
+        if (!lazy_protocol::send_line(f->sock.get(), line)) {
+            int err = errno;
+            send_lock.unlock();
+            spdlog::error("lazy layer {}: cannot ask {} for {}: {}", req->root, helper_, rel,
+                          strerror(err));
+            // A fetcher that does not take requests is stopped; the next ask starts another.
+            ::shutdown(f->sock.get(), SHUT_RDWR);
+            std::lock_guard lock(mu_);
+            if (!req->done) finish(*req, false);
+            return EIO;
+        }
+    }
+    std::unique_lock lock(mu_);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s_);
+    if (!replied_.wait_until(lock, deadline, [&] { return req->done; })) {
+        spdlog::error("lazy layer {}: {} not fetched within {} s", req->root, rel, timeout_s_);
+        finish(*req, false);
         return EIO;
     }
-    while (!reaped && ::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        spdlog::error("lazy layer {}: fetching {} failed (helper status {})", root, rel, status);
-        return EIO;
-    }
-    std::lock_guard lock(mu_);
-    complete_.insert(std::move(key));
-    return 0;
+    return req->ok ? 0 : EIO;
 }
 
 std::unique_ptr<LazyLayers> make_lazy_layers(const MountOptions& opts) {
