@@ -91,7 +91,18 @@ std::shared_ptr<LazyLayers::Fetcher> LazyLayers::running_fetcher() {
                                    const_cast<char*>("--serve")};
         for (const auto& p : lazy_paths_) argv.push_back(const_cast<char*>(p.c_str()));
         argv.push_back(nullptr);
-        int err = posix_spawn(&raw->pid, helper_.c_str(), &actions, nullptr, argv.data(), environ);
+        // A FUSE worker thread blocks every signal, and this thread inherits that from it: the
+        // fetcher starts with none blocked and every disposition at its default.
+        posix_spawnattr_t attr;
+        posix_spawnattr_init(&attr);
+        sigset_t none, all;
+        sigemptyset(&none);
+        sigfillset(&all);
+        posix_spawnattr_setsigmask(&attr, &none);
+        posix_spawnattr_setsigdefault(&attr, &all);
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+        int err = posix_spawn(&raw->pid, helper_.c_str(), &actions, &attr, argv.data(), environ);
+        posix_spawnattr_destroy(&attr);
         posix_spawn_file_actions_destroy(&actions);
         raw->child_end.reset();
         started.set_value(err);
@@ -126,19 +137,24 @@ void LazyLayers::serve_replies(Fetcher* f) {
                           printable(reply->error));
         finish(*req, reply->ok);
     }
-    // Its end: whatever ended it, it is gone before anyone starts the next one.
+    // Its end. Marked dead first, so that once it is reaped (below) the next ask starts another.
+    size_t waiting;
+    bool stopping;
+    {
+        std::lock_guard lock(mu_);
+        f->dead = true;
+        stopping = f->stopping;
+        waiting = by_id_.size();
+        while (!by_id_.empty()) {
+            auto req = by_id_.begin()->second;
+            finish(*req, false);
+        }
+    }
     ::kill(f->pid, SIGKILL);
     int status = 0;
     while (::waitpid(f->pid, &status, 0) < 0 && errno == EINTR) {
     }
-    std::lock_guard lock(mu_);
-    f->dead = true;
-    size_t waiting = by_id_.size();
-    while (!by_id_.empty()) {
-        auto req = by_id_.begin()->second;
-        finish(*req, false);
-    }
-    if (f->stopping) return;
+    if (stopping) return;
     std::string why = r == -E2BIG ? "sent a line over " + std::to_string(lazy_protocol::kMaxLine) +
                                         " bytes and was stopped"
                       : r < 0 ? std::string("cannot be read: ") + strerror(-r)
