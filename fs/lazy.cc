@@ -34,6 +34,7 @@ struct LazyLayers::Fetcher {
     bool dead = false;      // under LazyLayers::mu_: ended, replies no more
     bool stopping = false;  // under LazyLayers::mu_: the mount goes, nothing to log
     std::thread reader;
+    bool said_nonsense = false;  // by the reader thread: one log line per fetcher for those
 };
 
 LazyLayers::LazyLayers(const MountOptions& opts)
@@ -124,8 +125,12 @@ void LazyLayers::serve_replies(Fetcher* f) {
     while ((r = in.next(line)) > 0) {
         auto reply = lazy_protocol::parse_reply(line);
         if (!reply) {
-            spdlog::warn("lazy layers: {} sent a line that is no reply: {}", helper_,
-                         printable(line, 80));
+            if (!f->said_nonsense)
+                spdlog::warn(
+                    "lazy layers: {} sent a line that is no reply (further ones are "
+                    "passed over unlogged): {}",
+                    helper_, printable(line, 80));
+            f->said_nonsense = true;
             continue;
         }
         std::lock_guard lock(mu_);
@@ -149,6 +154,7 @@ void LazyLayers::serve_replies(Fetcher* f) {
             auto req = by_id_.begin()->second;
             finish(*req, false);
         }
+        replied_.notify_all();  // an ask that found this fetcher gone waits for this
     }
     ::kill(f->pid, SIGKILL);
     int status = 0;
@@ -178,44 +184,52 @@ void LazyLayers::finish(Request& r, bool ok) {
 int LazyLayers::ensure_complete(LayerNo layer, const std::string& rel) {
     if (layer >= lazy_index_.size() || lazy_index_[layer] < 0) return 0;
     std::string key = std::to_string(layer) + "/" + rel;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s_);
     std::shared_ptr<Request> req;
-    std::shared_ptr<Fetcher> f;
-    std::string line;
-    {
-        std::lock_guard lock(mu_);
-        if (complete_.count(key)) return 0;
-        if (auto it = by_key_.find(key); it != by_key_.end()) {
-            req = it->second;  // asked already: wait for that answer
-        } else {
+    // Twice at most: a fetcher that ended just before the ask (its end not seen yet by its
+    // reader thread) refuses the line, and the ask goes to the next one.
+    for (int attempt = 0; !req; ++attempt) {
+        std::shared_ptr<Fetcher> f;
+        std::shared_ptr<Request> mine;
+        std::string line;
+        {
+            std::lock_guard lock(mu_);
+            if (complete_.count(key)) return 0;
+            if (auto it = by_key_.find(key); it != by_key_.end()) {
+                req = it->second;  // asked already: wait for that answer
+                break;
+            }
             f = running_fetcher();
             if (!f) return EIO;
-            req = std::make_shared<Request>();
-            req->id = next_id_++;
-            req->key = std::move(key);
-            req->root = layer_paths_[layer - 1];
-            req->rel = rel;
-            by_id_[req->id] = req;
-            by_key_[req->key] = req;
+            mine = std::make_shared<Request>();
+            mine->id = next_id_++;
+            mine->key = key;
+            mine->root = layer_paths_[layer - 1];
+            mine->rel = rel;
+            by_id_[mine->id] = mine;
+            by_key_[mine->key] = mine;
             line =
-                lazy_protocol::request_line(req->id, static_cast<size_t>(lazy_index_[layer]), rel);
+                lazy_protocol::request_line(mine->id, static_cast<size_t>(lazy_index_[layer]), rel);
         }
-    }
-    if (f) {
         std::unique_lock send_lock(f->send_mu);
-        if (!lazy_protocol::send_line(f->sock.get(), line)) {
-            int err = errno;
-            send_lock.unlock();
-            spdlog::error("lazy layer {}: cannot ask {} for {}: {}", req->root, helper_, rel,
-                          strerror(err));
-            // A fetcher that does not take requests is stopped; the next ask starts another.
-            ::shutdown(f->sock.get(), SHUT_RDWR);
-            std::lock_guard lock(mu_);
-            if (!req->done) finish(*req, false);
-            return EIO;
+        if (lazy_protocol::send_line(f->sock.get(), line)) {
+            req = std::move(mine);
+            break;
         }
+        int err = errno;
+        send_lock.unlock();
+        // A fetcher that does not take requests is stopped; the next ask starts another.
+        ::shutdown(f->sock.get(), SHUT_RDWR);
+        std::unique_lock lock(mu_);
+        if (!mine->done) finish(*mine, false);
+        bool ended = err == EPIPE || err == ECONNRESET;
+        if (attempt == 0 && ended && replied_.wait_until(lock, deadline, [&] { return f->dead; }))
+            continue;
+        spdlog::error("lazy layer {}: cannot ask {} for {}: {}", mine->root, helper_, rel,
+                      strerror(err));
+        return EIO;
     }
     std::unique_lock lock(mu_);
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s_);
     if (!replied_.wait_until(lock, deadline, [&] { return req->done; })) {
         spdlog::error("lazy layer {}: {} not fetched within {} s", req->root, rel, timeout_s_);
         finish(*req, false);

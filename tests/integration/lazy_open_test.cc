@@ -140,6 +140,7 @@ struct LazyMount {
 TEST(LazyOpen, first_open_asks_the_fetcher_and_failures_are_eio_within_the_bound) {
     REQUIRE_FUSE();
     LazyMount m(Files{{"good", "fill"}, {"bad", "fail"}, {"slow", "hang"}, {"later", "fill"}});
+    write_file(m.lazy + "/new\nline\\", "complete\n");  // a file the fetcher finds complete
     const std::string& mnt = m.mnt;
     ForegroundLaminafs fs(m.options(m.dir.path() + "/helper"), mnt, m.dir.path() + "/laminafs.log");
     ASSERT_EQ(fs.start(), "");
@@ -174,6 +175,10 @@ TEST(LazyOpen, first_open_asks_the_fetcher_and_failures_are_eio_within_the_bound
     EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
     EXPECT_NE(fs.log_text().find("slow not fetched within 1 s"), std::string::npos)
         << fs.log_text();
+
+    // A name with a newline (and a backslash) goes on one line, escaped.
+    EXPECT_EQ(read_through(mnt + "/new\nline\\").first, "complete\n");
+    EXPECT_NE(m.calls().find(m.lazy + " new\\nline\\\\\n"), std::string::npos) << m.calls();
 
     // Copy-up of a lazy file asks first too; the upper copy holds the fetched bytes.
     ASSERT_EQ(::chmod((mnt + "/later").c_str(), 0600), 0) << strerror(errno);
