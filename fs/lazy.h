@@ -1,11 +1,16 @@
 // Lazy lower layers (docs/lazy.md): some files of a lower layer are placeholders whose content a
-// helper program fetches and verifies. The daemon never reads one before the helper says it is
+// fetcher program fetches and verifies. The daemon never reads one before the fetcher says it is
 // complete; it holds no registry code itself.
 #pragma once
 
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -17,18 +22,45 @@ namespace lamina {
 class LazyLayers {
 public:
     explicit LazyLayers(const MountOptions& opts);
+    ~LazyLayers();
+    LazyLayers(const LazyLayers&) = delete;
+    LazyLayers& operator=(const LazyLayers&) = delete;
 
-    // 0 when the lower file at rel in layer may be read: its layer is not lazy, or the helper
-    // (`HELPER LAYER_PATH REL`) made it complete within the bound. EIO otherwise, with a log line.
+    // 0 when the lower file at rel in layer may be read: its layer is not lazy, or the fetcher
+    // (`HELPER --serve LAZY_LAYER_PATH...`, one per mount, started on the first ask) said it is
+    // complete within the bound. EIO otherwise, with a log line.
     int ensure_complete(LayerNo layer, const std::string& rel);
 
 private:
+    struct Fetcher;
+    // One question to the fetcher; opens of the same file while it is out wait on it too.
+    struct Request {
+        uint64_t id = 0;
+        std::string key, root, rel;
+        std::shared_ptr<Fetcher> fetcher;
+        bool done = false, ok = false;
+    };
+
+    // The running fetcher, started when there is none (under mu_); nullptr with a log line
+    // when it cannot be.
+    std::shared_ptr<Fetcher> running_fetcher();
+    // The fetcher's replies until its end (its own thread, which also starts it, so that
+    // PR_SET_PDEATHSIG in the child follows this thread's life: the fetcher's).
+    void serve_replies(Fetcher* f);
+    void finish(Request& r, bool ok);
+
     std::string helper_;
     std::vector<std::string> layer_paths_;  // lower layers 1..N, top first
-    std::vector<bool> lazy_;                // indexed by LayerNo
+    std::vector<int> lazy_index_;           // by LayerNo: its place among the lazy ones, or -1
+    std::vector<std::string> lazy_paths_;   // the fetcher's arguments
     int timeout_s_;
     std::mutex mu_;
-    std::unordered_set<std::string> complete_;  // "LAYER/rel" the helper vouched for
+    std::condition_variable replied_;
+    std::unordered_set<std::string> complete_;  // "LAYER/rel" the fetcher vouched for
+    std::unordered_map<uint64_t, std::shared_ptr<Request>> by_id_;
+    std::unordered_map<std::string, std::shared_ptr<Request>> by_key_;
+    uint64_t next_id_ = 1;
+    std::shared_ptr<Fetcher> fetcher_;
 };
 
 // nullptr unless the options name lazy layers and a helper.

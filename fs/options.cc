@@ -206,7 +206,7 @@ std::string apply_number(std::string_view name, std::string_view value, uint32_t
     return "";
 }
 
-// lazy_fetch=/abs/helper, lazy_layers=N[:N...] (lower numbers, 1 the top), lazy_timeout=S.
+// lazy_fetch=/abs/fetcher, lazy_layers=N[:N...] (lower numbers, 1 the top), lazy_timeout=S.
 std::string apply_lazy(std::string_view name, std::string_view value, MountOptions& opts) {
     if (name == "lazy_timeout") {
         std::string err =

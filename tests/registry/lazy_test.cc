@@ -4,11 +4,13 @@
 // zstd:chunked layers skopeo writes are read lazily the same way.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -378,6 +380,80 @@ TEST(LazyPull, lazy_pull_mounts_at_once_and_fetches_each_file_on_first_open) {
     EXPECT_EQ(proxy.bytes_sent(), moved);
     last_line_of(lz({"umount", "web"}));
     last_line_of(full({"umount", "web"}));
+}
+
+// The pids of the lazy fetchers (lamina-lazy-fetch --serve) serving layers of the store at root,
+// from /proc.
+std::vector<pid_t> fetchers_of(const std::string& root) {
+    std::vector<pid_t> pids;
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+        std::string name = e.path().filename();
+        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+        std::string cmdline = read_all(e.path() / "cmdline");
+        if (cmdline.find(std::string("lamina-lazy-fetch\0--serve\0", 26)) == std::string::npos ||
+            cmdline.find(std::string("\0", 1) + root + "/") == std::string::npos)
+            continue;
+        std::ifstream status(e.path() / "status");
+        std::string line;
+        while (std::getline(status, line))
+            if (line.starts_with("State:") && line.find('Z') == std::string::npos)
+                pids.push_back(static_cast<pid_t>(std::stol(name)));
+    }
+    return pids;
+}
+
+// Polls until pred holds, for at most 5 s.
+template <typename Pred>
+bool within_5s(Pred pred) {
+    for (int i = 0; i < 100 && !pred(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return pred();
+}
+
+TEST(LazyPull, one_fetcher_per_mount_shares_a_fetch_and_is_replaced_after_it_dies) {
+    REQUIRE_REGISTRY();
+    if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
+    EstargzImage img;
+    ThrottlingProxy proxy(img.reg.port(), 1 << 30);
+    std::string via = "127.0.0.1:" + std::to_string(proxy.port()) + "/test/app:ez";
+    Lamina lz(img.tmp / "lz");
+    StoreGuard guard{lz.root()};
+    ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", via}).status, 0);
+    last_line_of(lz({"create", "--name", "web", via}));
+    std::string merged = last_line_of(lz({"mount", "web"}));
+    // Nothing opened yet: no fetcher.
+    EXPECT_TRUE(fetchers_of(lz.root()).empty());
+
+    // Two names of one placeholder opened at once: two requests, one fetch of the 1 MiB.
+    int64_t moved = proxy.bytes_sent();
+    std::string big, link;
+    std::thread other([&] { big = read_all(merged + "/data/big"); });
+    link = read_all(merged + "/data/big-link");
+    other.join();
+    EXPECT_EQ(big, random_bytes(1 << 20, 7));
+    EXPECT_EQ(link, big);
+    EXPECT_GT(proxy.bytes_sent() - moved, 1 << 20);
+    EXPECT_LT(proxy.bytes_sent() - moved, (1 << 20) + (256 << 10));
+    auto pids = fetchers_of(lz.root());
+    ASSERT_EQ(pids.size(), 1u);
+    // Started with no signal blocked, though FUSE's worker threads block them all.
+    std::string status = read_all("/proc/" + std::to_string(pids[0]) + "/status");
+    EXPECT_TRUE(contains(status, "SigBlk:\t0000000000000000\n")) << status;
+
+    // Killed: the next open starts another, which fetches.
+    ASSERT_EQ(::kill(pids[0], SIGKILL), 0);
+    // Reaped by laminafs, which has then seen its end. (A zombie is not enough: the threads of a
+    // killed process may still hold its socket open after its first one exited.)
+    std::string proc_entry = "/proc/" + std::to_string(pids[0]);
+    EXPECT_TRUE(within_5s([&] { return ::access(proc_entry.c_str(), F_OK) != 0; }));
+    EXPECT_EQ(read_through(merged + "/os"), std::make_pair(std::string("ID=lamina\n"), 0));
+    auto again = fetchers_of(lz.root());
+    ASSERT_EQ(again.size(), 1u);
+    EXPECT_NE(again[0], pids[0]);
+
+    // Unmounted: it goes with laminafs.
+    last_line_of(lz({"umount", "web"}));
+    EXPECT_TRUE(within_5s([&] { return fetchers_of(lz.root()).empty(); }));
 }
 
 TEST(LazyPull, a_corrupt_chunk_or_a_dead_registry_gives_eio_and_reads_recover) {

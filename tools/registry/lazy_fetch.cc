@@ -91,19 +91,29 @@ const store::estargz::Placeholder* LazyLayerFiller::placeholder_for(const std::s
 
 // A registry that is down is tried again until the bound; a chunk that does not match its
 // digest, or anything else the store refuses, ends it at once.
-void LazyLayerFiller::with_registry(const std::function<void()>& fetch) {
+void LazyLayerFiller::with_registry(const std::function<void(Client&)>& fetch) {
     std::string what = "lazy layer " + record_->source.digest;
+    std::unique_ptr<Client> client;
+    {
+        std::lock_guard lock(clients_mu_);
+        if (!idle_clients_.empty()) {
+            client = std::move(idle_clients_.back());
+            idle_clients_.pop_back();
+        }
+    }
     const auto deadline = Clock::now() + std::chrono::seconds(timeout_s_);
     for (auto pause = std::chrono::milliseconds(250);;
          pause = std::min(pause * 2, std::chrono::milliseconds(4000))) {
         try {
-            if (!client_) client_ = client_for(settings_, record_->source, options_);
-            fetch();
+            if (!client) client = client_for(settings_, record_->source, options_);
+            fetch(*client);
+            std::lock_guard lock(clients_mu_);
+            idle_clients_.push_back(std::move(client));
             return;
         } catch (const store::StoreError& e) {
             throw RegistryError(what + ": " + e.what());
         } catch (const std::runtime_error& e) {  // RegistryError, TransportError
-            client_.reset();
+            client.reset();
             if (Clock::now() + pause >= deadline)
                 throw RegistryError(what + ": no reply within " + std::to_string(timeout_s_) +
                                     " s: " + e.what());
@@ -113,22 +123,22 @@ void LazyLayerFiller::with_registry(const std::function<void()>& fetch) {
 }
 
 void LazyLayerFiller::fill(const store::estargz::Placeholder& p) {
-    with_registry([&] {
+    with_registry([&](Client& client) {
         store::estargz::fill_placeholder(
             root_->get(), record_->toc, p,
-            [&](uint64_t off, uint64_t len) { return range_fetch(off, len); });
+            [&](uint64_t off, uint64_t len) { return range_fetch(client, off, len); });
     });
     store::mark_lazy_done(layer_dir_, p.entry, record_->toc.entries[p.entry].size);
 }
 
-std::string LazyLayerFiller::range_fetch(uint64_t offset, uint64_t length) {
+std::string LazyLayerFiller::range_fetch(Client& client, uint64_t offset, uint64_t length) {
     const store::LazySource& src = record_->source;
     store::Descriptor d;
     d.digest = src.digest;
     d.size = src.size;
     d.media_type = src.media_type;
     std::string bytes =
-        client_->get_blob_range(d, static_cast<int64_t>(offset), static_cast<int64_t>(length));
+        client.get_blob_range(d, static_cast<int64_t>(offset), static_cast<int64_t>(length));
     keep_range(offset, bytes);
     return bytes;
 }
@@ -198,7 +208,9 @@ std::string LazyLayerFiller::assemble_blob() {
     const uint64_t piece = uint64_t(8) << 20;
     for (auto [off, len] : gaps)
         for (uint64_t done = 0; done < len; done += piece)
-            with_registry([&] { range_fetch(off + done, std::min(piece, len - done)); });
+            with_registry([&](Client& client) {
+                range_fetch(client, off + done, std::min(piece, len - done));
+            });
     // Kept only if every write went through: check the file holds the whole blob.
     struct stat st;
     if (::stat((dir + "/blob").c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) != size)
@@ -245,7 +257,8 @@ void LazyLayerFiller::fetch_from(const Reference& ref) {
     if (!record_) return;
     record_->source.registry = ref.registry;
     record_->source.repository = ref.repository;
-    client_.reset();
+    std::lock_guard lock(clients_mu_);
+    idle_clients_.clear();
 }
 
 bool complete_lazy_layer(store::Store& store, const std::string& chain_id, const Settings& settings,

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <mutex>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -51,9 +52,9 @@ bool complete_lazy_layer(store::Store& store, const std::string& chain_id, const
                          const std::function<void(const std::string&)>& note,
                          const Reference* from = nullptr);
 
-// The placeholders of one lazy layer (layer_dir is layers/<hex>), filled one at a time from the
-// registry the layer came from: the helper laminafs runs on the first open of such a file
-// (tools/lazy_fetch_main.cc).
+// The placeholders of one lazy layer (layer_dir is layers/<hex>), filled from the registry the
+// layer came from: the fetcher laminafs runs asks it on the first open of such a file
+// (tools/lazy_fetch_main.cc). placeholder_for and fill may be called from several threads.
 class LazyLayerFiller {
 public:
     // timeout_s bounds each fill while the registry does not answer.
@@ -82,9 +83,11 @@ public:
     void fetch_from(const Reference& ref);
 
 private:
-    // Runs fetch, retrying while the registry does not answer (see fill).
-    void with_registry(const std::function<void()>& fetch);
-    std::string range_fetch(uint64_t offset, uint64_t length);
+    // Runs fetch with a client of its own, retrying while the registry does not answer (see
+    // fill). Fills of different files may run at once (lamina-lazy-fetch --serve): each takes
+    // an idle client or makes one, and gives it back for the next (its connections stay open).
+    void with_registry(const std::function<void(Client&)>& fetch);
+    std::string range_fetch(Client& client, uint64_t offset, uint64_t length);
     // Keeps what a range brought (compressed, as sent) for the whole blob a completion needs.
     void keep_range(uint64_t offset, const std::string& bytes);
 
@@ -94,7 +97,8 @@ private:
     int timeout_s_;
     std::optional<store::LazyRecord> record_;
     std::unique_ptr<store::Fd> root_;
-    std::unique_ptr<Client> client_;
+    std::mutex clients_mu_;
+    std::vector<std::unique_ptr<Client>> idle_clients_;
 };
 
 struct PushOptions {
