@@ -284,10 +284,13 @@ std::string Client::get_blob_range(const store::Descriptor& d, int64_t offset, i
             if (reply.status != 206 ||
                 !parse_content_range(reply.header("content-range"), from, total) ||
                 from != offset || (total >= 0 && total != d.size))
-                throw RegistryError("blob " + d.digest + ": asked for bytes " +
-                                    std::to_string(offset) + "+" + std::to_string(length) +
-                                    ", the registry answered HTTP " + std::to_string(reply.status) +
-                                    " \"" + reply.header("content-range") + "\"");
+                throw RegistryError(
+                    "blob " + d.digest + ": asked for bytes " + std::to_string(offset) + "+" +
+                    std::to_string(length) + ", the registry answered HTTP " +
+                    std::to_string(reply.status) +
+                    (reply.header("content-range").empty()
+                         ? std::string(" (no Content-Range)")
+                         : " (Content-Range \"" + reply.header("content-range") + "\")"));
         }
         if (data.size() + n > static_cast<size_t>(length))
             throw RegistryError("blob " + d.digest + ": the registry sent more than the range");

@@ -206,11 +206,14 @@ std::string LazyLayerFiller::assemble_blob() {
     }
     if (at < size) gaps.emplace_back(at, size - at);
     const uint64_t piece = uint64_t(8) << 20;
-    for (auto [off, len] : gaps)
+    // Not a structured binding: a lambda may not capture one before C++20 as clang 14 has it.
+    for (const auto& gap : gaps) {
+        uint64_t off = gap.first, len = gap.second;
         for (uint64_t done = 0; done < len; done += piece)
             with_registry([&](Client& client) {
                 range_fetch(client, off + done, std::min(piece, len - done));
             });
+    }
     // Kept only if every write went through: check the file holds the whole blob.
     struct stat st;
     if (::stat((dir + "/blob").c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) != size)
