@@ -253,12 +253,8 @@ std::string laminafs_binary() {
         static TempDir dir("lamina-extra-options");
         ::chmod(dir.path().c_str(), 0755);
         std::string wrapper = dir / "laminafs";
-        auto quote = [](const std::string& s) {
-            std::string out = "'";
-            for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-            return out + "'";
-        };
-        write_file(wrapper, "#!/bin/sh\nexec " + quote(real) + " -o " + quote(extra) + " \"$@\"\n");
+        write_file(wrapper, "#!/bin/sh\nexec " + shell_quote(real) + " -o " + shell_quote(extra) +
+                                " \"$@\"\n");
         ::chmod(wrapper.c_str(), 0755);
         return wrapper;
     }();

@@ -61,6 +61,13 @@ CommandResult run_command(const std::vector<std::string>& argv);
 // one-argument form allows 120 s.
 CommandResult run_command(const std::vector<std::string>& argv, int timeout_seconds);
 // Runs a shell command line through /bin/sh -c.
+// s as one word for sh, in single quotes.
+inline std::string shell_quote(const std::string& s) {
+    std::string out = "'";
+    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return out + "'";
+}
+
 CommandResult run_shell(const std::string& cmdline);
 
 // Mounts laminafs: `laminafs -o OPTIONS MOUNTPOINT` plus extra args; returns the command result

@@ -68,13 +68,6 @@ struct StoreGuard {
     ~StoreGuard();
 };
 
-// s as one word for sh, in single quotes.
-inline std::string shell_quote(const std::string& s) {
-    std::string out = "'";
-    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return out + "'";
-}
-
 // The stdout of a command that must succeed (a failure is reported with its stderr), without
 // trailing newlines.
 std::string out_of(const CommandResult& r);
