@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <map>
 #include <memory>
+#include <unordered_map>
 
 #include "archive_error.h"
 #include "digest.h"
@@ -201,6 +202,7 @@ private:
         throw StoreError("refusing archive entry \"" + path + "\": " + why);
     }
     // An O_PATH fd of the directory comps[0..n), created (0755) where missing when create is set.
+    // Directories opened before are kept open (dirs_), so an entry costs one dup, not a walk.
     Fd open_dir(const std::vector<std::string>& comps, size_t n, bool create,
                 const std::string& entry_path);
     void clear_existing(int parent, const std::string& name, bool keep_dir,
@@ -221,12 +223,29 @@ private:
     uint64_t written_ = 0;
     std::vector<PendingDir> dirs_;
     Losses losses_;
+    // Directories opened by open_dir, by path ("a/b"; "" is the root): a layer's entries come
+    // directory by directory, so most entries find their parent here. Emptied whenever an entry
+    // removes anything (a removed directory's descriptor would still work, into nothing), and
+    // when it grows past kOpenDirsMax (each holds a descriptor).
+    static constexpr size_t kOpenDirsMax = 64;
+    std::unordered_map<std::string, Fd> open_dirs_;
 };
 
 Fd Extractor::open_dir(const std::vector<std::string>& comps, size_t n, bool create,
                        const std::string& entry_path) {
-    Fd cur(::dup(root_.get()));
-    for (size_t i = 0; i < n; ++i) {
+    // The deepest directory of the path already open, then the walk from there.
+    size_t start = n;
+    std::string key = join(comps, n);
+    auto known = open_dirs_.find(key);
+    while (known == open_dirs_.end() && start > 0) {
+        --start;
+        key.resize(key.size() - comps[start].size() - (start > 0 ? 1 : 0));
+        known = open_dirs_.find(key);
+    }
+    Fd cur(::dup(known != open_dirs_.end() ? known->second.get() : root_.get()));
+    if (!cur) refuse(entry_path, std::string("cannot open a directory: ") + strerror(errno));
+    if (open_dirs_.size() + (n - start) > kOpenDirsMax) open_dirs_.clear();
+    for (size_t i = start; i < n; ++i) {
         const char* c = comps[i].c_str();
         int fd = ::openat(cur.get(), c, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0 && errno == ENOENT && create) {
@@ -242,6 +261,8 @@ Fd Extractor::open_dir(const std::vector<std::string>& comps, size_t n, bool cre
             refuse(entry_path, "cannot open " + join(comps, i + 1) + ": " + strerror(errno));
         }
         cur.reset(fd);
+        Fd kept(::dup(fd));
+        if (kept) open_dirs_.insert_or_assign(join(comps, i + 1), std::move(kept));
     }
     return cur;
 }
@@ -253,6 +274,7 @@ void Extractor::clear_existing(int parent, const std::string& name, bool keep_di
     struct stat st;
     if (::fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return;
     if (keep_dir && S_ISDIR(st.st_mode)) return;
+    open_dirs_.clear();
     try {
         remove_tree_at(parent, name);
     } catch (const StoreError& err) {
@@ -328,9 +350,13 @@ void Extractor::write_regular(archive* a, archive_entry* e, int parent, const st
                "size " + std::to_string(usize) +
                    " exceeds the free space of the store filesystem less its reserve (" +
                    std::to_string(free_bytes_ - std::min(free_bytes_, written_)) + " bytes)");
-    clear_existing(parent, name, false, entry_path);
-    Fd f(
-        ::openat(parent, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    // Created at once; only a name taken by an earlier entry costs the look at what is there.
+    const int create = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+    Fd f(::openat(parent, name.c_str(), create, 0600));
+    if (!f && errno == EEXIST) {
+        clear_existing(parent, name, false, entry_path);
+        f.reset(::openat(parent, name.c_str(), create, 0600));
+    }
     if (!f) refuse(entry_path, std::string("cannot create: ") + strerror(errno));
     const void* block;
     size_t len;

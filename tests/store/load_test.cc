@@ -201,6 +201,22 @@ INSTANTIATE_TEST_SUITE_P(
                 return make_tar({dir("d"), symlink("d/s", "/tmp"), dir("d/s/lamina-pwned")});
             },
             "symlink"},
+        // The unpacker keeps directories it opened: a later entry replacing one (or its
+        // parent) by a symlink must not leave an entry going into the old one, or through the
+        // new one.
+        HostileCase{"open_directory_replaced_by_symlink",
+                    [] {
+                        return make_tar({dir("d"), file("d/x", "x"), symlink("d", "/tmp"),
+                                         file("d/lamina-pwned", "x")});
+                    },
+                    "symlink"},
+        HostileCase{"open_parent_replaced_by_symlink",
+                    [] {
+                        return make_tar({dir("a"), dir("a/b"), file("a/b/x", "x"),
+                                         symlink("a", "/tmp"), dir("a/b"),
+                                         file("a/b/lamina-pwned", "x")});
+                    },
+                    "symlink"},
         HostileCase{"hardlink_to_outside",
                     [] { return make_tar({hardlink("passwd", "/etc/passwd")}); }, "absolute path"},
         HostileCase{"hardlink_dotdot",
