@@ -548,17 +548,17 @@ def unavailable():
     return None
 
 
-def run(profile_name, repeat, sizes, mbits, directory, repo, log, keep=False):
-    """Measures every size over every link speed; returns the report (a dict, as JSON stores it)."""
+def space_needed(sizes):
+    """The image tree, its tar, the source store, the registry and two stores at a time."""
+    return 8 * max(sizes) + (1 << 30)
+
+
+def run(profile_name, repeat, sizes, mbits, directory, repo, log, keep=False, fresh_fs=False):
+    """Measures every size over every link speed; returns the report (a dict, as JSON stores it).
+    fresh_fs: directory is on a filesystem made for this run (said in the report)."""
     why = unavailable()
     if why:
         raise LazyError(f"the lazy job cannot run here: {why}")
-    need = 8 * max(sizes) + (1 << 30)
-    free = shutil.disk_usage(directory).free
-    if free < need:
-        raise LazyError(
-            f"{directory}: {free >> 20} MiB free, the lazy job needs about {need >> 20} MiB"
-        )
     started = datetime.datetime.now().astimezone()
     t0 = time.monotonic()
     workdir = os.path.realpath(tempfile.mkdtemp(prefix="lamina-perf-lazy-", dir=directory))
@@ -585,7 +585,7 @@ def run(profile_name, repeat, sizes, mbits, directory, repo, log, keep=False):
         for rep in range(repeat):
             for s in scenarios:
                 s.run(rep)
-        about = machine.describe(workdir, repo, [])
+        about = machine.describe(workdir, repo, [], fresh_fs=fresh_fs)
         version = [bench.lamina_binary, "--version"]
         about["lamina"] = _last_line(subprocess.run(version, capture_output=True, text=True).stdout)
         about["load_average"] = os.getloadavg()
