@@ -48,18 +48,24 @@ class FreshExt4:
     creates for minutes after a mass delete, which would otherwise handicap whichever contender runs
     after another's `rm -rf`."""
 
-    def __init__(self, root, size_bytes):
+    def __init__(self, root, size_bytes, bytes_per_inode=None, direct_io=False):
         self.image = os.path.join(root, "ext4.img")
         self.path = os.path.join(root, "fs")
         self.size = size_bytes
+        self.bytes_per_inode = bytes_per_inode
+        # Direct I/O from the loop device to its file: a cold read then goes to the disk once,
+        # as on a real block device, not through a second page cache of the file.
+        self.direct_io = direct_io
         self.device = None
 
     def make(self):
         os.makedirs(self.path, exist_ok=True)
         with open(self.image, "wb") as f:
             f.truncate(self.size)
-        _run(EXT4_MKFS + [self.image], "mkfs.ext4")
-        self.device = _run(["losetup", "--find", "--show", self.image], "losetup").strip()
+        inodes = ["-i", str(self.bytes_per_inode)] if self.bytes_per_inode else []
+        _run(EXT4_MKFS + inodes + [self.image], "mkfs.ext4")
+        dio = ["--direct-io=on"] if self.direct_io else []
+        self.device = _run(["losetup", "--find", "--show"] + dio + [self.image], "losetup").strip()
         _run(["mount", "-t", "ext4", self.device, self.path], "mount ext4")
 
     def remove(self):
