@@ -855,13 +855,6 @@ const char* format_name(TocFormat format) {
 
 std::vector<TocEntry> parse_toc_json(std::string_view text, uint64_t toc_offset, TocFormat format) {
     const std::string label = std::string(format_name(format)) + " TOC";
-    json doc = parse_json_limited(text, label, kMaxTocBytes);
-    require_object(doc, label);
-    if (int_member(doc, "version", label, 0) != 1) throw StoreError(label + ": version is not 1");
-    const json& list = array_member(doc, "entries", label);
-    if (list.size() > kMaxTocEntries)
-        throw StoreError(label + ": more than " + std::to_string(kMaxTocEntries) + " entries");
-
     std::vector<TocEntry> out;
     std::map<std::string, EntryType> seen;  // normalised name -> type, for hard links
     std::set<uint64_t> member_starts = {toc_offset};
@@ -874,9 +867,9 @@ std::vector<TocEntry> parse_toc_json(std::string_view text, uint64_t toc_offset,
                              std::to_string(open_file->size) + " bytes");
         open_file = nullptr;
     };
-    for (size_t i = 0; i < list.size(); ++i) {
-        std::string what = label + " entry " + std::to_string(i);
-        const json& j = require_object(list[i], what);
+    // Each element of "entries", in order, as the parser completes it.
+    size_t i = 0;
+    auto take = [&](const json& j, std::string what) {
         std::string name = string_member(j, "name", what);
         what += " (\"" + printable(name) + "\")";
         std::string norm = normal_name(name, what);
@@ -902,7 +895,7 @@ std::vector<TocEntry> parse_toc_json(std::string_view text, uint64_t toc_offset,
             covered += c.size;
             member_starts.insert(c.offset);
             open_file->chunks.push_back(std::move(c));
-            continue;
+            return;
         }
         close_file(what);
         if (norm.empty() && type != "dir") throw StoreError(what + ": names the layer root");
@@ -976,7 +969,36 @@ std::vector<TocEntry> parse_toc_json(std::string_view text, uint64_t toc_offset,
             covered = open_file->chunks.front().size;
         }
         // out may grow and move: open_file is refreshed on every push.
-    }
+    };
+    // A TOC lists every file of a layer: tens of megabytes of JSON for a large image. Its
+    // entries are taken one at a time and kept out of the document, never all held as JSON.
+    using Event = json::parse_event_t;
+    std::string top_key;
+    bool in_entries = false, had_entries = false;
+    json doc =
+        parse_json_limited(text, label, kMaxTocBytes, [&](int depth, Event event, json& parsed) {
+            if (depth == 1 && event == Event::key) {
+                top_key = parsed.get<std::string>();
+            } else if (depth == 1 && event == Event::array_start && top_key == "entries") {
+                if (had_entries) throw StoreError(label + ": \"entries\" given twice");
+                had_entries = in_entries = true;
+            } else if (depth == 1 && event == Event::array_end && in_entries) {
+                in_entries = false;
+            } else if (in_entries && depth == 2 &&
+                       (event == Event::object_end || event == Event::array_end ||
+                        event == Event::value)) {
+                std::string what = label + " entry " + std::to_string(i);
+                if (++i > kMaxTocEntries)
+                    throw StoreError(label + ": more than " + std::to_string(kMaxTocEntries) +
+                                     " entries");
+                take(require_object(parsed, what), std::move(what));
+                return false;
+            }
+            return true;
+        });
+    require_object(doc, label);
+    if (int_member(doc, "version", label, 0) != 1) throw StoreError(label + ": version is not 1");
+    array_member(doc, "entries", label);
     close_file(label);
     for (auto& e : out)
         for (auto& c : e.chunks) c.fetch_end = *member_starts.upper_bound(c.offset);

@@ -31,6 +31,11 @@ size_t json_depth(std::string_view text, size_t limit) {
 }
 
 json parse_json_limited(std::string_view text, const std::string& what, size_t max_bytes) {
+    return parse_json_limited(text, what, max_bytes, nullptr);
+}
+
+json parse_json_limited(std::string_view text, const std::string& what, size_t max_bytes,
+                        const json::parser_callback_t& callback) {
     if (text.size() > max_bytes)
         throw StoreError(what + ": " + std::to_string(text.size()) +
                          " bytes is more than the limit of " + std::to_string(max_bytes));
@@ -38,7 +43,7 @@ json parse_json_limited(std::string_view text, const std::string& what, size_t m
         throw StoreError(what + ": nested more than " + std::to_string(kMaxJsonDepth) +
                          " levels deep");
     try {
-        return json::parse(text);
+        return json::parse(text, callback);
     } catch (const json::exception& e) {
         throw StoreError(what + " is not valid JSON: " + e.what());
     }

@@ -22,6 +22,10 @@ inline constexpr size_t kMaxConfigBytes = size_t(8) << 20;
 // Parses text as JSON; `what` names the document in the one-line StoreError ("config sha256:..",
 // "/path/index.json").
 nlohmann::json parse_json_limited(std::string_view text, const std::string& what, size_t max_bytes);
+// The same, with nlohmann's parser callback: it sees each value as it is completed and may keep
+// it out of the document (a long list read element by element, never whole).
+nlohmann::json parse_json_limited(std::string_view text, const std::string& what, size_t max_bytes,
+                                  const nlohmann::json::parser_callback_t& callback);
 
 // The nesting depth of text (arrays and objects, outside strings), stopping once past limit.
 size_t json_depth(std::string_view text, size_t limit);

@@ -408,6 +408,13 @@ TEST(Estargz, hostile_tocs_are_refused) {
     auto toc = [](json entries) { return json{{"version", 1}, {"entries", entries}}.dump(); };
     // A good one first, so each refusal below is about its one fault.
     EXPECT_NO_THROW(ez::parse_toc_json(toc({reg("a", 10, 0)}), 100));
+    // Members in any order, and lists elsewhere in the document, are no entries.
+    auto odd = ez::parse_toc_json(
+        R"({"other":[{"name":"x","type":"socket"}],"entries":[{"name":"a","type":"dir"}],)"
+        R"("version":1,"more":{"entries":[1]}})",
+        100);
+    ASSERT_EQ(odd.size(), 1u);
+    EXPECT_EQ(odd[0].name, "a");
     std::vector<std::pair<std::string, std::string>> bad = {
         {"version 2", json{{"version", 2}, {"entries", json::array()}}.dump()},
         {"not JSON", "{"},
@@ -456,6 +463,17 @@ TEST(Estargz, hostile_tocs_are_refused) {
              j["xattrs"] = {{"user.x", "!!!"}};
              return j;
          }()})},
+        // The entries are read one by one as the parser completes them (parse_toc_json):
+        // what the whole document says must still hold.
+        {"an entry that is no object", toc({reg("a", 10, 0), "b"})},
+        {"an entry that is a list", toc({reg("a", 10, 0), json::array({reg("b", 1, 0)})})},
+        {"entries twice", R"({"version":1,"entries":[],"entries":[]})"},
+        {"entries not a list", json{{"version", 1}, {"entries", {{"a", reg("a", 1, 0)}}}}.dump()},
+        {"no entries", json{{"version", 1}}.dump()},
+        {"entries, then something else under that name",
+         R"({"version":1,"entries":[{"name":"a","type":"dir"}],"entries":1})"},
+        {"version after the entries", R"({"entries":[{"name":"a","type":"dir"}],"version":2})"},
+        {"not an object", json::array({reg("a", 10, 0)}).dump()},
     };
     // The limits are the same for both formats' TOCs.
     for (const auto& [why, text] : bad)
