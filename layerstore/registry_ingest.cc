@@ -36,26 +36,45 @@ std::string Store::lazy_layer_dir(const std::string& chain_id) const {
     return Layout{root_}.layers() + "/" + digest_hex(chain_id);
 }
 
-void Store::finish_lazy_layer(const std::string& chain_id, const std::string& blob_path) {
+namespace {
+
+// The blob is the one the layer came from, its tar is what the TOC said, and its content the
+// config's diff ID. Read only: no lock held while a large blob is hashed.
+void check_lazy_blob_against(const std::string& chain_id, const LayerRecord& rec,
+                             const LazyRecord& lazy, const std::string& blob_path) {
+    std::string what = "lazy layer " + chain_id;
+    std::string digest = file_sha256(blob_path);
+    if (digest != lazy.source.digest)
+        throw StoreError(what + ": the assembled blob is " + digest + ", not " +
+                         lazy.source.digest);
+    std::string diff_id = estargz::check_blob_against_toc(blob_path, lazy.toc);
+    if (diff_id != rec.diff_id)
+        throw StoreError(what + ": diffID mismatch: the config says " + rec.diff_id +
+                         ", the content is " + diff_id);
+}
+
+}  // namespace
+
+void Store::check_lazy_blob(const std::string& chain_id, const std::string& blob_path) {
+    auto rec = layer(chain_id);
+    if (!rec) throw StoreError("no such layer: " + chain_id);
+    auto lazy = read_lazy_record(lazy_layer_dir(chain_id));
+    if (lazy) check_lazy_blob_against(chain_id, *rec, *lazy, blob_path);
+}
+
+void Store::finish_lazy_layer(const std::string& chain_id, const std::string& blob_path,
+                              bool checked) {
     Layout l{root_};
     std::string dir = lazy_layer_dir(chain_id);
     auto rec = layer(chain_id);
     if (!rec) throw StoreError("no such layer: " + chain_id);
     auto lazy = read_lazy_record(dir);
     if (!lazy) return;
-    std::string what = "lazy layer " + chain_id;
     if (!lazy->pending.empty())
-        throw StoreError(what + ": " + std::to_string(lazy->pending.size()) +
+        throw StoreError("lazy layer " + chain_id + ": " + std::to_string(lazy->pending.size()) +
                          " files are still to fetch");
-    // The checks read only: no lock held while a large blob is hashed.
-    std::string digest = file_sha256(blob_path);
-    if (digest != lazy->source.digest)
-        throw StoreError(what + ": the assembled blob is " + digest + ", not " +
-                         lazy->source.digest);
-    std::string diff_id = estargz::check_blob_against_toc(blob_path, lazy->toc);
-    if (diff_id != rec->diff_id)
-        throw StoreError(what + ": diffID mismatch: the config says " + rec->diff_id +
-                         ", the content is " + diff_id);
+    if (!checked) check_lazy_blob_against(chain_id, *rec, *lazy, blob_path);
+    const std::string& digest = lazy->source.digest;
     struct stat st;
     if (::stat(blob_path.c_str(), &st) != 0) throw_errno("cannot stat", blob_path, errno);
 

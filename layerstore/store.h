@@ -269,7 +269,13 @@ public:
     // diff ID the config's. Then the blob is kept for save and push, the layer's size recorded
     // and the record dropped. Throws StoreError on any mismatch, the layer left lazy. Nothing
     // to do for a layer that is not lazy.
-    void finish_lazy_layer(const std::string& chain_id, const std::string& blob_path);
+    // checked: check_lazy_blob passed for this blob_path already, so its checks are not made
+    // twice.
+    void finish_lazy_layer(const std::string& chain_id, const std::string& blob_path,
+                           bool checked = false);
+    // finish_lazy_layer's checks alone. They only read (the record, the blob), so they may run
+    // beside the filling of the layer's placeholders.
+    void check_lazy_blob(const std::string& chain_id, const std::string& blob_path);
     // Stores an image fetched from a registry: manifest and config byte for byte, each layer
     // unpacked and checked against the config's diff_ids before one transaction commits it all.
     // A layer with path "" must be one has_layer_blob() reported.
