@@ -77,6 +77,18 @@ void push_lazy_demo(Registry& reg, const TempDir& tmp, const std::string& repo_t
     reg.push_layout(tmp / "lazy-layout", "lazy", repo_tag);
 }
 
+// An image's registry reached through a counting proxy (via: the image's reference there), and
+// a store to pull it into whose mounts go when the test ends, whatever happens.
+template <typename Image>
+struct ThroughProxy {
+    Image img;
+    ThrottlingProxy proxy{img.reg.port(), 1 << 30};
+    std::string via =
+        "127.0.0.1:" + std::to_string(proxy.port()) + img.lazy.substr(img.lazy.find('/'));
+    Lamina lz{img.tmp / "lz"};
+    StoreGuard guard{lz.root()};
+};
+
 // The layer directories of a stored image, bottom first.
 std::vector<std::string> layer_dirs(const Lamina& lamina, const std::string& image) {
     auto r = lamina({"inspect", image});
@@ -332,11 +344,8 @@ std::vector<std::string> pull_lazily(const Lamina& lz, const std::string& via,
 TEST(LazyPull, lazy_pull_mounts_at_once_and_fetches_each_file_on_first_open) {
     REQUIRE_REGISTRY();
     if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
-    EstargzImage img;
-    ThrottlingProxy proxy(img.reg.port(), 1 << 30);
-    std::string via = "127.0.0.1:" + std::to_string(proxy.port()) + "/test/app:ez";
-    Lamina lz(img.tmp / "lz");
-    StoreGuard lz_guard{lz.root()};
+    ThroughProxy<EstargzImage> lazy_store;
+    auto& [img, proxy, via, lz, guard] = lazy_store;
 
     auto dirs = pull_lazily(lz, via, proxy);
     ASSERT_EQ(dirs.size(), 2u);
@@ -402,22 +411,11 @@ std::vector<pid_t> fetchers_of(const std::string& root) {
     return pids;
 }
 
-// Polls until pred holds, for at most 5 s.
-template <typename Pred>
-bool within_5s(Pred pred) {
-    for (int i = 0; i < 100 && !pred(); ++i)
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    return pred();
-}
-
 TEST(LazyPull, one_fetcher_per_mount_shares_a_fetch_and_is_replaced_after_it_dies) {
     REQUIRE_REGISTRY();
     if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
-    EstargzImage img;
-    ThrottlingProxy proxy(img.reg.port(), 1 << 30);
-    std::string via = "127.0.0.1:" + std::to_string(proxy.port()) + "/test/app:ez";
-    Lamina lz(img.tmp / "lz");
-    StoreGuard guard{lz.root()};
+    ThroughProxy<EstargzImage> lazy_store;
+    auto& [img, proxy, via, lz, guard] = lazy_store;
     ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", via}).status, 0);
     last_line_of(lz({"create", "--name", "web", via}));
     std::string merged = last_line_of(lz({"mount", "web"}));
@@ -445,7 +443,8 @@ TEST(LazyPull, one_fetcher_per_mount_shares_a_fetch_and_is_replaced_after_it_die
     // Reaped by laminafs, which has then seen its end. (A zombie is not enough: the threads of a
     // killed process may still hold its socket open after its first one exited.)
     std::string proc_entry = "/proc/" + std::to_string(pids[0]);
-    EXPECT_TRUE(within_5s([&] { return ::access(proc_entry.c_str(), F_OK) != 0; }));
+    EXPECT_TRUE(poll_until([&] { return ::access(proc_entry.c_str(), F_OK) != 0; },
+                           std::chrono::seconds(5)));
     EXPECT_EQ(read_through(merged + "/os"), std::make_pair(std::string("ID=lamina\n"), 0));
     auto again = fetchers_of(lz.root());
     ASSERT_EQ(again.size(), 1u);
@@ -453,7 +452,8 @@ TEST(LazyPull, one_fetcher_per_mount_shares_a_fetch_and_is_replaced_after_it_die
 
     // Unmounted: it goes with laminafs.
     last_line_of(lz({"umount", "web"}));
-    EXPECT_TRUE(within_5s([&] { return fetchers_of(lz.root()).empty(); }));
+    EXPECT_TRUE(
+        poll_until([&] { return fetchers_of(lz.root()).empty(); }, std::chrono::seconds(5)));
 }
 
 TEST(LazyPull, a_corrupt_chunk_or_a_dead_registry_gives_eio_and_reads_recover) {
@@ -605,11 +605,8 @@ TEST(LazyProgress, inspect_ps_size_and_system_df_show_how_much_of_each_lazy_laye
 
 TEST(LazyComplete, a_pull_completes_lazy_layers_in_place_and_then_needs_no_registry) {
     REQUIRE_REGISTRY();
-    EstargzImage img;
-    ThrottlingProxy proxy(img.reg.port(), 1 << 30);
-    std::string via = "127.0.0.1:" + std::to_string(proxy.port()) + "/test/app:ez";
-    Lamina lz(img.tmp / "lz");
-    StoreGuard guard{lz.root()};
+    ThroughProxy<EstargzImage> lazy_store;
+    auto& [img, proxy, via, lz, guard] = lazy_store;
     ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", via}).status, 0);
     auto dirs = layer_dirs(lz, via);
     auto f = fetch_one(dirs[0], "data/big");
@@ -984,11 +981,8 @@ struct ZstdChunkedImage {
 TEST(LazyPullZstdChunked, skopeos_layers_mount_at_once_and_each_file_is_checked_on_first_open) {
     REQUIRE_REGISTRY();
     if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
-    ZstdChunkedImage img;
-    ThrottlingProxy proxy(img.reg.port(), 1 << 30);
-    std::string via = "127.0.0.1:" + std::to_string(proxy.port()) + "/test/zc:v1";
-    Lamina lz(img.tmp / "lz");
-    StoreGuard lz_guard{lz.root()};
+    ThroughProxy<ZstdChunkedImage> lazy_store;
+    auto& [img, proxy, via, lz, guard] = lazy_store;
 
     ASSERT_EQ(pull_lazily(lz, via, proxy).size(), 2u);
     int64_t moved = proxy.bytes_sent();
