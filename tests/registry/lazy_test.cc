@@ -1049,5 +1049,106 @@ TEST(LazyPullZstdChunked, a_full_pull_completes_the_lazy_layers_in_place) {
     EXPECT_EQ(push.status, 0) << push.err;
 }
 
+// The directory of the lamina the tests run, which holds lamina-lazy-fetch.
+std::string tools_dir() {
+    std::string bin = lamina_binary();
+    return bin.substr(0, bin.rfind('/'));
+}
+
+// laminafs run by hand over the lazy layers of a store, as `-o lowerdir=` of their trees (top
+// first): it finds them lazy by the record beside each tree and fetches on first open with
+// lamina-lazy-fetch from PATH or beside itself, fails the open with EIO when its lazy_fetch=
+// cannot run, reads the raw placeholders with lazy_layers=none, and refuses to mount when no
+// fetcher is to be found.
+TEST(LazyDirect, laminafs_by_hand_finds_lazy_store_layers_and_fetches_or_refuses) {
+    REQUIRE_REGISTRY();
+    if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
+    ThroughProxy<EstargzImage> lazy_store;
+    auto& [img, proxy, via, lz, guard] = lazy_store;
+    auto dirs = pull_lazily(lz, via, proxy);
+    ASSERT_EQ(dirs.size(), 2u);
+    const std::string top = std::filesystem::canonical(dirs[1]);
+    const std::string lowers = "lowerdir=" + top + ":" + dirs[0];
+    const std::string mnt = img.tmp / "mnt";
+    make_dirs(mnt);
+    auto by_hand = [&](const std::string& laminafs, const std::string& path,
+                       const std::string& more) {
+        return run_command({"env", "PATH=" + path, laminafs, "-o", lowers + more, mnt});
+    };
+
+    {  // The fetcher on PATH: the right bytes, fetched through the proxy.
+        MountGuard unmount_after(mnt);
+        auto r = by_hand(laminafs_binary(), tools_dir() + ":/usr/bin:/bin", "");
+        ASSERT_EQ(r.status, 0) << r.err;
+        int64_t moved = proxy.bytes_sent();
+        EXPECT_EQ(read_through(mnt + "/etc/os-release"),
+                  std::make_pair(std::string("ID=lamina\n"), 0));
+        EXPECT_GT(proxy.bytes_sent(), moved);
+        EXPECT_EQ(read_through(mnt + "/data/big").first, random_bytes(1 << 20, 7));
+        EXPECT_EQ(lazy_of_layers(lz, via)[0]["FilesLocal"], 2);
+    }
+    {  // A lazy_fetch= that cannot run: EIO, not the placeholder's zeros.
+        MountGuard unmount_after(mnt);
+        auto r = by_hand(laminafs_binary(), "/usr/bin:/bin", ",lazy_fetch=/nonexistent/fetch");
+        ASSERT_EQ(r.status, 0) << r.err;
+        EXPECT_EQ(read_through(mnt + "/keep/new"), std::make_pair(std::string(), EIO));
+    }
+    {  // lazy_layers=none: the placeholders as they are, asked for.
+        MountGuard unmount_after(mnt);
+        auto r = by_hand(laminafs_binary(), "/usr/bin:/bin", ",lazy_layers=none");
+        ASSERT_EQ(r.status, 0) << r.err;
+        EXPECT_EQ(read_through(mnt + "/etc/two"), std::make_pair(std::string(4, '\0'), 0));
+    }
+    TempDir alone("lamina-fs-alone"), beside("lamina-fs-beside");
+    for (const auto& [bin, dir] : {std::pair{laminafs_binary(), alone.path()},
+                                   {laminafs_binary(), beside.path()},
+                                   {tools_dir() + "/lamina-lazy-fetch", beside.path()}})
+        ASSERT_EQ(run_command({"install", "-m", "0755", bin, dir}).status, 0) << bin;
+    {  // No fetcher beside laminafs nor on PATH: one line naming the layer, nothing mounted.
+        auto r = by_hand(alone / "laminafs", alone.path(), "");
+        expect_one_line_failure(r, "lowerdir '" + top + "' is a lazy layer and no fetcher");
+        EXPECT_FALSE(is_mountpoint(mnt));
+        EXPECT_EQ(laminafs_serving(mnt), -1);
+    }
+    {  // The fetcher beside laminafs, none on PATH: it is the one that runs.
+        MountGuard unmount_after(mnt);
+        auto r = by_hand(beside / "laminafs", "/usr/bin:/bin", "");
+        ASSERT_EQ(r.status, 0) << r.err;
+        EXPECT_EQ(read_through(mnt + "/keep/new"), std::make_pair(std::string("new\n"), 0));
+        auto pids = fetchers_of(lz.root());
+        ASSERT_EQ(pids.size(), 1u);
+        EXPECT_EQ(std::filesystem::read_symlink("/proc/" + std::to_string(pids[0]) + "/exe"),
+                  beside / "lamina-lazy-fetch");
+    }
+}
+
+// A remount (what `mount -o remount,ro` hands the helper) changes the running mount's flags:
+// its daemon, with its lazy layers and fetcher, goes on, and first opens still fetch.
+TEST(LazyDirect, a_remount_keeps_the_lazy_layers) {
+    REQUIRE_REGISTRY();
+    if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
+    ThroughProxy<EstargzImage> lazy_store;
+    auto& [img, proxy, via, lz, guard] = lazy_store;
+    ASSERT_EQ(pull_lazily(lz, via, proxy).size(), 2u);
+    last_line_of(lz({"create", "--name", "web", via}));
+    std::string merged = last_line_of(lz({"mount", "web"}));
+    pid_t daemon = laminafs_serving(merged);
+    auto remount = [&](const std::string& how) {
+        return run_command({laminafs_binary(), "laminafs", merged, "-o", "remount," + how});
+    };
+    auto r = remount("ro");
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(::access(merged.c_str(), W_OK), -1);
+    EXPECT_EQ(errno, EROFS);
+    EXPECT_EQ(read_through(merged + "/etc/os-release"),
+              std::make_pair(std::string("ID=lamina\n"), 0));
+    r = remount("rw");
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(read_through(merged + "/keep/new"), std::make_pair(std::string("new\n"), 0));
+    EXPECT_EQ(lazy_of_layers(lz, via)[1]["FilesLocal"], 1);
+    EXPECT_EQ(laminafs_serving(merged), daemon);
+    last_line_of(lz({"umount", "web"}));
+}
+
 }  // namespace
 }  // namespace lamina::test
