@@ -1,6 +1,8 @@
 // Mount options: the command line, the -o string and the checks a layer set must pass.
 #include "options.h"
+#include "lazy_record.h"
 #include "printable.h"
+#include "program_path.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -9,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cxxopts.hpp>
 #include <exception>
@@ -206,7 +209,8 @@ std::string apply_number(std::string_view name, std::string_view value, uint32_t
     return "";
 }
 
-// lazy_fetch=/abs/fetcher, lazy_layers=N[:N...] (lower numbers, 1 the top), lazy_timeout=S.
+// lazy_fetch=/abs/fetcher, lazy_layers=N[:N...] (lower numbers, 1 the top) or none,
+// lazy_timeout=S.
 std::string apply_lazy(std::string_view name, std::string_view value, MountOptions& opts) {
     if (name == "lazy_timeout") {
         std::string err =
@@ -222,11 +226,14 @@ std::string apply_lazy(std::string_view name, std::string_view value, MountOptio
         return "";
     }
     opts.lazy_layers.clear();
+    opts.lazy_detect = value != "none";
+    if (!opts.lazy_detect) return "";
     for (size_t pos = 0; pos <= value.size();) {
         size_t colon = std::min(value.find(':', pos), value.size());
         uint32_t n = 0;
         if (!parse_u32(value.substr(pos, colon - pos), n) || n < 1 || n > kMaxLowerLayers)
-            return "lazy_layers=" + std::string(value) + ": expected lower layer numbers, 1:2:5";
+            return "lazy_layers=" + std::string(value) +
+                   ": expected lower layer numbers, 1:2:5, or none";
         opts.lazy_layers.push_back(n);
         pos = colon + 1;
     }
@@ -581,7 +588,40 @@ std::string validate_mount_options(MountOptions& opts) {
     }
     if (opts.mountpoint.empty()) return "missing mountpoint";
     if (auto err = resolve_directory("mountpoint", opts.mountpoint); !err.empty()) return err;
-    return "";
+    return find_lazy_layers(opts);
+}
+
+std::string find_lazy_layers(MountOptions& opts) {
+    for (uint32_t n : opts.lazy_layers) {
+        if (n > opts.lowerdirs.size())
+            return "lazy_layers: layer " + std::to_string(n) + " is past the last lower layer (" +
+                   std::to_string(opts.lowerdirs.size()) + ")";
+    }
+    if (opts.lazy_detect) {
+        // Only the record beside a layer is read, never anything inside it: whoever mounts chose
+        // the lowerdir, and the record lies outside the tree the mount shows.
+        for (size_t i = 0; i < opts.lowerdirs.size(); ++i) {
+            std::string layer = lazy_record::layer_of_tree(opts.lowerdirs[i]);
+            auto n = static_cast<uint32_t>(i + 1);
+            if (layer.empty() || !lazy_record::is_lazy(layer)) continue;
+            if (std::find(opts.lazy_layers.begin(), opts.lazy_layers.end(), n) ==
+                opts.lazy_layers.end())
+                opts.lazy_layers.push_back(n);
+        }
+    }
+    std::sort(opts.lazy_layers.begin(), opts.lazy_layers.end());
+    if (opts.lazy_layers.empty() || !opts.lazy_fetch.empty()) return "";
+    // Absolute: the daemon runs it after detaching into "/" (a PATH entry may be relative).
+    char resolved[PATH_MAX];
+    std::string found = find_program(nullptr, "lamina-lazy-fetch", "lamina-lazy-fetch");
+    if (!found.empty() && realpath(found.c_str(), resolved)) {
+        opts.lazy_fetch = resolved;
+        return "";
+    }
+    uint32_t first = *std::min_element(opts.lazy_layers.begin(), opts.lazy_layers.end());
+    return "lowerdir " + quoted(opts.lowerdirs[first - 1]) +
+           " is a lazy layer and no fetcher was found (lamina-lazy-fetch beside laminafs or on "
+           "PATH): give lazy_fetch=, or lazy_layers=none to read its placeholders as they are";
 }
 
 }  // namespace lamina

@@ -69,10 +69,14 @@ struct MountOptions {
     bool show_help = false;
     bool show_version = false;
 
-    // Lazy lower layers (lazy.h): the helper that completes a placeholder, which lowers (1 is
-    // the top) hold placeholders, and how long a first open waits for the helper.
+    // Lazy lower layers (lazy.h): the fetcher that completes a placeholder, which lowers (1 is
+    // the top) hold placeholders, and how long a first open waits for the fetcher. Besides the
+    // lowers lazy_layers= names, validate_mount_options finds the store layers that are lazy
+    // (lazy_detect; lazy_layers=none turns it off and names none) and, when there are any, the
+    // fetcher if lazy_fetch= gave none.
     std::string lazy_fetch;
     std::vector<uint32_t> lazy_layers;
+    bool lazy_detect = true;
     uint32_t lazy_timeout = 30;
 
     // fuse-overlayfs/podman options (ownership.h applies the mappings and squash options).
@@ -121,8 +125,16 @@ bool is_inside(const std::string& path, const std::string& dir);
 // Resolves relative paths against the cwd and checks the layer set: count <= kMaxLowerLayers,
 // every directory exists and is a directory, no two of the lowers, the upper and the work dir
 // the same or one inside another, workdir on the same filesystem as upperdir, mountpoint a
-// usable directory.
+// usable directory; then the lazy layers (find_lazy_layers).
 // Returns "" or a one-line error naming the problem and the path.
 std::string validate_mount_options(MountOptions& opts);
+
+// The lazy lower layers of resolved lowerdirs: those lazy_layers= names, and (unless
+// lazy_layers=none) every lower that is the tree of a lazy store layer, LAYER/diff with
+// LAYER/lazy/source.json beside it (lazy_record.h), added to lazy_layers. When there are any and
+// lazy_fetch= is not given, the fetcher is lamina-lazy-fetch beside the running binary, else on
+// PATH. Returns "" or a one-line error: a number past the last lower, or no fetcher to be found
+// (naming the first lazy layer).
+std::string find_lazy_layers(MountOptions& opts);
 
 }  // namespace lamina

@@ -22,6 +22,7 @@
 #include "lock.h"
 #include "mount_table.h"
 #include "process.h"
+#include "program_path.h"
 #include "reference_grammar.h"
 #include "store.h"
 #include "volumes.h"
@@ -135,16 +136,6 @@ void unmount_merged(const std::string& merged) {
         auto r = run_process({"fusermount3", "-u", "-z", merged});
         if (r.status != 0 && is_mount_point(merged)) ::umount2(merged.c_str(), MNT_DETACH);
     }
-}
-
-// A program named by $env, else at beside (relative to lamina's own directory), else on PATH;
-// "" when it is nowhere.
-static std::string find_program(const char* env, const std::string& beside,
-                                const std::string& name) {
-    if (const char* e = getenv(env); e && *e) return e;
-    std::string path = self_exe_dir() + "/" + beside;
-    if (::access(path.c_str(), X_OK) == 0) return path;
-    return find_in_path(name);
 }
 
 std::string Store::laminafs_binary() {

@@ -36,7 +36,5 @@ std::string random_hex(size_t n);
 // Seconds since the epoch.
 int64_t now_seconds();
 bool path_exists(const std::string& path);
-// The directory holding the running executable (/proc/self/exe).
-std::string self_exe_dir();
 
 }  // namespace lamina::store

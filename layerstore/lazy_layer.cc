@@ -19,6 +19,7 @@
 #include "fsutil.h"
 #include "image_format.h"
 #include "json_input.h"
+#include "lazy_record.h"
 
 namespace lamina::store {
 
@@ -27,7 +28,7 @@ using nlohmann::json;
 namespace {
 
 std::string record_dir(const std::string& layer_dir) {
-    return layer_dir + "/lazy";
+    return lazy_record::record_dir(layer_dir);
 }
 
 // lazy/done: one line per filled placeholder, "ENTRY BYTES" (a record from before the byte count
@@ -96,7 +97,7 @@ estargz::TocFormat toc_format_of(const std::string& media_type) {
 }
 
 bool is_lazy_layer(const std::string& layer_dir) {
-    return ::access((record_dir(layer_dir) + "/source.json").c_str(), F_OK) == 0;
+    return lazy_record::is_lazy(layer_dir);
 }
 
 std::optional<LazyRecord> read_lazy_record(const std::string& layer_dir) {

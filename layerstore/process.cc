@@ -53,18 +53,4 @@ ProcessResult run_process(const std::vector<std::string>& argv, const std::strin
     return r;
 }
 
-std::string find_in_path(const std::string& name) {
-    const char* path = getenv("PATH");
-    std::string p = path ? path : "/usr/local/bin:/usr/bin:/bin";
-    size_t pos = 0;
-    while (pos <= p.size()) {
-        size_t colon = p.find(':', pos);
-        if (colon == std::string::npos) colon = p.size();
-        std::string cand = p.substr(pos, colon - pos) + "/" + name;
-        if (colon > pos && ::access(cand.c_str(), X_OK) == 0) return cand;
-        pos = colon + 1;
-    }
-    return "";
-}
-
 }  // namespace lamina::store

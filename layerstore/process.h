@@ -16,7 +16,4 @@ struct ProcessResult {
 // forks and keeps our pipes open is not waited for: output is read until the child exits.
 ProcessResult run_process(const std::vector<std::string>& argv, const std::string& cwd = "");
 
-// The first executable called name in $PATH, or "".
-std::string find_in_path(const std::string& name);
-
 }  // namespace lamina::store

@@ -477,21 +477,6 @@ void make_dirs(const std::string& path, mode_t mode) {
     }
 }
 
-namespace {
-
-// Polls pred every 10 ms until it holds or limit has passed; returns its last answer.
-template <typename Pred>
-bool poll_until(Pred pred, std::chrono::milliseconds limit) {
-    auto deadline = std::chrono::steady_clock::now() + limit;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > deadline) return pred();
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return true;
-}
-
-}  // namespace
-
 std::string ForegroundLaminafs::start() {
     std::vector<std::string> argv{laminafs_binary(), "-f", "-o", options_, mnt_};
     std::vector<char*> cargv;

@@ -3,9 +3,11 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -166,6 +168,17 @@ FdCount count_fds(pid_t pid);
 // The process's read(2) count (/proc/PID/io syscr). For a laminafs daemon, one per FUSE request
 // it received: each costs it one read of /dev/fuse. Fails the test, and returns 0, without it.
 long read_syscalls(pid_t pid);
+
+// Polls pred every 10 ms until it holds or limit has passed; returns its last answer.
+template <typename Pred>
+bool poll_until(Pred pred, std::chrono::milliseconds limit) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > deadline) return pred();
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return true;
+}
 
 // Small file helpers that fail the current test on error.
 void write_file(const std::string& path, const std::string& data, mode_t mode = 0644);

@@ -79,16 +79,6 @@ size_t lines(const std::string& text) {
     return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
 }
 
-// Polls until pred holds, for at most 5 s.
-template <typename Pred>
-bool within_5s(Pred pred) {
-    for (int i = 0; i < 100; ++i) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return pred();
-}
-
 // Gone or a zombie: what remains of a process whose parent died.
 bool process_gone(pid_t pid) {
     std::ifstream status("/proc/" + std::to_string(pid) + "/status");
@@ -220,9 +210,10 @@ TEST(LazyOpen, a_fetcher_that_dies_or_talks_nonsense_is_replaced_on_the_next_ope
 
     // Killed: one log line, and the next open starts another that answers.
     ASSERT_EQ(::kill(pids[0], SIGKILL), 0);
-    EXPECT_TRUE(within_5s([&] {
-        return fs.log_text().find("killed by signal 9") != std::string::npos;
-    })) << fs.log_text();
+    EXPECT_TRUE(
+        poll_until([&] { return fs.log_text().find("killed by signal 9") != std::string::npos; },
+                   std::chrono::seconds(5)))
+        << fs.log_text();
     EXPECT_EQ(read_through(m.mnt + "/two"), std::make_pair(std::string("real two\n"), 0));
     EXPECT_EQ(m.starts().size(), 2u);
 
@@ -237,9 +228,10 @@ TEST(LazyOpen, a_fetcher_that_dies_or_talks_nonsense_is_replaced_on_the_next_ope
     EXPECT_EQ(read_through(m.mnt + "/flooded").second, EIO);
     EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(900));
     // (The line comes once that fetcher is reaped, after the open was failed.)
-    EXPECT_TRUE(within_5s([&] {
-        return fs.log_text().find("sent a line over") != std::string::npos;
-    })) << fs.log_text();
+    EXPECT_TRUE(
+        poll_until([&] { return fs.log_text().find("sent a line over") != std::string::npos; },
+                   std::chrono::seconds(5)))
+        << fs.log_text();
     EXPECT_EQ(read_through(m.mnt + "/three"), std::make_pair(std::string("real three\n"), 0));
     EXPECT_EQ(m.starts().size(), 3u);
     EXPECT_EQ(fs.exit_report(), "");
@@ -247,7 +239,7 @@ TEST(LazyOpen, a_fetcher_that_dies_or_talks_nonsense_is_replaced_on_the_next_ope
     // laminafs killed: its fetcher goes too (end of its input).
     pid_t last = m.starts().back();
     fs.kill_now();
-    EXPECT_TRUE(within_5s([&] { return process_gone(last); }));
+    EXPECT_TRUE(poll_until([&] { return process_gone(last); }, std::chrono::seconds(5)));
 }
 
 TEST(LazyOpen, a_fetcher_that_cannot_start_gives_eio_and_a_log_line) {

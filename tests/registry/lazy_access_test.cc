@@ -1,9 +1,12 @@
 // How lazy layers reach a registry: first opens fetch with the login the pull used (a registry
 // with basic auth), and a pull-through cache (docker-registry in proxy mode) in front of the
-// registry serves the lazy pulls of many machines, the registry sending each blob once.
+// registry serves the lazy pulls of many machines, the cold cache's whole-blob answer to a range
+// taken as the first machine's download (which then asks for the blob once).
 #include <gtest/gtest.h>
 
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "needs.h"
 #include "registry_fixture.h"
@@ -62,8 +65,11 @@ TEST(LazyAccess, a_pull_through_cache_serves_the_lazy_pulls_of_many_machines) {
     RegistryOptions co;
     co.proxy_remote = "http://127.0.0.1:" + std::to_string(upstream.port());
     Registry cache(co);
+    // What the cache sends the machines, counted too.
+    ThrottlingProxy to_machines(cache.port(), 1 << 30);
+    std::string mirror = "127.0.0.1:" + std::to_string(to_machines.port());
     env.registries_conf("[[registry]]\nlocation = \"" + reg.host() +
-                        "\"\n[[registry.mirror]]\nlocation = \"" + cache.host() + "\"\n");
+                        "\"\n[[registry.mirror]]\nlocation = \"" + mirror + "\"\n");
 
     // Each machine: a store of its own, a lazy pull, a mount, two files read.
     auto machine = [&](const std::string& name) {
@@ -80,11 +86,30 @@ TEST(LazyAccess, a_pull_through_cache_serves_the_lazy_pulls_of_many_machines) {
     };
     std::string first = machine("a");
     int64_t after_first = upstream.bytes_sent();
+    int64_t to_first = to_machines.bytes_sent();
+    // The cold cache answers the first range with the whole blob (HTTP 200), which the first
+    // machine takes as its download: it asks the cache for the blob once, and the 512 KiB move
+    // to it once.
+    EXPECT_TRUE(contains(first, "the registry sent the whole blob for a range")) << first;
+    EXPECT_FALSE(contains(first, "pulled whole")) << first;
+    auto inspect = Lamina(tmp / "a")({"inspect", lazy});
+    std::string blob = nlohmann::json::parse(inspect.out, nullptr, false)[0]["Layers"][0]["Blob"];
+    std::string get_blob = "GET /v2/test/mirror/blobs/" + blob + " ";
+    std::string requests = to_machines.requests_seen();
+    size_t gets = 0;
+    for (size_t at = requests.find(get_blob); at != std::string::npos;
+         at = requests.find(get_blob, at + 1))
+        ++gets;
+    EXPECT_EQ(gets, 1u) << requests;
+    EXPECT_GT(to_first, 512 << 10);
+    EXPECT_LT(to_first, (512 + 32) << 10);
     std::string second = machine("b");
     std::string third = machine("c");
-    std::printf("first pull:\n%sregistry sent %lld bytes; second pull:\n%sthen %lld bytes\n",
-                first.c_str(), static_cast<long long>(after_first), second.c_str(),
-                static_cast<long long>(upstream.bytes_sent()));
+    std::printf(
+        "first pull:\n%sregistry sent %lld bytes, the cache %lld; second pull:\n%sthen %lld "
+        "bytes\n",
+        first.c_str(), static_cast<long long>(after_first), static_cast<long long>(to_first),
+        second.c_str(), static_cast<long long>(upstream.bytes_sent()));
     // The cache answers ranges once it holds the blob: the later machines pull lazily, and the
     // registry sends them no blob again (manifests are checked with it, a few KiB).
     EXPECT_TRUE(contains(second, "Table of contents read (lazy)")) << second;

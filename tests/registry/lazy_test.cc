@@ -77,6 +77,18 @@ void push_lazy_demo(Registry& reg, const TempDir& tmp, const std::string& repo_t
     reg.push_layout(tmp / "lazy-layout", "lazy", repo_tag);
 }
 
+// An image's registry reached through a counting proxy (via: the image's reference there), and
+// a store to pull it into whose mounts go when the test ends, whatever happens.
+template <typename Image>
+struct ThroughProxy {
+    Image img;
+    ThrottlingProxy proxy{img.reg.port(), 1 << 30};
+    std::string via =
+        "127.0.0.1:" + std::to_string(proxy.port()) + img.lazy.substr(img.lazy.find('/'));
+    Lamina lz{img.tmp / "lz"};
+    StoreGuard guard{lz.root()};
+};
+
 // The layer directories of a stored image, bottom first.
 std::vector<std::string> layer_dirs(const Lamina& lamina, const std::string& image) {
     auto r = lamina({"inspect", image});
@@ -332,11 +344,8 @@ std::vector<std::string> pull_lazily(const Lamina& lz, const std::string& via,
 TEST(LazyPull, lazy_pull_mounts_at_once_and_fetches_each_file_on_first_open) {
     REQUIRE_REGISTRY();
     if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
-    EstargzImage img;
-    ThrottlingProxy proxy(img.reg.port(), 1 << 30);
-    std::string via = "127.0.0.1:" + std::to_string(proxy.port()) + "/test/app:ez";
-    Lamina lz(img.tmp / "lz");
-    StoreGuard lz_guard{lz.root()};
+    ThroughProxy<EstargzImage> lazy_store;
+    auto& [img, proxy, via, lz, guard] = lazy_store;
 
     auto dirs = pull_lazily(lz, via, proxy);
     ASSERT_EQ(dirs.size(), 2u);
@@ -402,22 +411,11 @@ std::vector<pid_t> fetchers_of(const std::string& root) {
     return pids;
 }
 
-// Polls until pred holds, for at most 5 s.
-template <typename Pred>
-bool within_5s(Pred pred) {
-    for (int i = 0; i < 100 && !pred(); ++i)
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    return pred();
-}
-
 TEST(LazyPull, one_fetcher_per_mount_shares_a_fetch_and_is_replaced_after_it_dies) {
     REQUIRE_REGISTRY();
     if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
-    EstargzImage img;
-    ThrottlingProxy proxy(img.reg.port(), 1 << 30);
-    std::string via = "127.0.0.1:" + std::to_string(proxy.port()) + "/test/app:ez";
-    Lamina lz(img.tmp / "lz");
-    StoreGuard guard{lz.root()};
+    ThroughProxy<EstargzImage> lazy_store;
+    auto& [img, proxy, via, lz, guard] = lazy_store;
     ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", via}).status, 0);
     last_line_of(lz({"create", "--name", "web", via}));
     std::string merged = last_line_of(lz({"mount", "web"}));
@@ -445,7 +443,8 @@ TEST(LazyPull, one_fetcher_per_mount_shares_a_fetch_and_is_replaced_after_it_die
     // Reaped by laminafs, which has then seen its end. (A zombie is not enough: the threads of a
     // killed process may still hold its socket open after its first one exited.)
     std::string proc_entry = "/proc/" + std::to_string(pids[0]);
-    EXPECT_TRUE(within_5s([&] { return ::access(proc_entry.c_str(), F_OK) != 0; }));
+    EXPECT_TRUE(poll_until([&] { return ::access(proc_entry.c_str(), F_OK) != 0; },
+                           std::chrono::seconds(5)));
     EXPECT_EQ(read_through(merged + "/os"), std::make_pair(std::string("ID=lamina\n"), 0));
     auto again = fetchers_of(lz.root());
     ASSERT_EQ(again.size(), 1u);
@@ -453,7 +452,8 @@ TEST(LazyPull, one_fetcher_per_mount_shares_a_fetch_and_is_replaced_after_it_die
 
     // Unmounted: it goes with laminafs.
     last_line_of(lz({"umount", "web"}));
-    EXPECT_TRUE(within_5s([&] { return fetchers_of(lz.root()).empty(); }));
+    EXPECT_TRUE(
+        poll_until([&] { return fetchers_of(lz.root()).empty(); }, std::chrono::seconds(5)));
 }
 
 TEST(LazyPull, a_corrupt_chunk_or_a_dead_registry_gives_eio_and_reads_recover) {
@@ -605,11 +605,8 @@ TEST(LazyProgress, inspect_ps_size_and_system_df_show_how_much_of_each_lazy_laye
 
 TEST(LazyComplete, a_pull_completes_lazy_layers_in_place_and_then_needs_no_registry) {
     REQUIRE_REGISTRY();
-    EstargzImage img;
-    ThrottlingProxy proxy(img.reg.port(), 1 << 30);
-    std::string via = "127.0.0.1:" + std::to_string(proxy.port()) + "/test/app:ez";
-    Lamina lz(img.tmp / "lz");
-    StoreGuard guard{lz.root()};
+    ThroughProxy<EstargzImage> lazy_store;
+    auto& [img, proxy, via, lz, guard] = lazy_store;
     ASSERT_EQ(lz({"pull", "--tls-verify=false", "--lazy", via}).status, 0);
     auto dirs = layer_dirs(lz, via);
     auto f = fetch_one(dirs[0], "data/big");
@@ -984,11 +981,8 @@ struct ZstdChunkedImage {
 TEST(LazyPullZstdChunked, skopeos_layers_mount_at_once_and_each_file_is_checked_on_first_open) {
     REQUIRE_REGISTRY();
     if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
-    ZstdChunkedImage img;
-    ThrottlingProxy proxy(img.reg.port(), 1 << 30);
-    std::string via = "127.0.0.1:" + std::to_string(proxy.port()) + "/test/zc:v1";
-    Lamina lz(img.tmp / "lz");
-    StoreGuard lz_guard{lz.root()};
+    ThroughProxy<ZstdChunkedImage> lazy_store;
+    auto& [img, proxy, via, lz, guard] = lazy_store;
 
     ASSERT_EQ(pull_lazily(lz, via, proxy).size(), 2u);
     int64_t moved = proxy.bytes_sent();
@@ -1053,6 +1047,107 @@ TEST(LazyPullZstdChunked, a_full_pull_completes_the_lazy_layers_in_place) {
     // Whole layers are ordinary: the image pushes.
     auto push = lz({"push", "--tls-verify=false", img.lazy, img.reg.host() + "/test/zc:again"});
     EXPECT_EQ(push.status, 0) << push.err;
+}
+
+// The directory of the lamina the tests run, which holds lamina-lazy-fetch.
+std::string tools_dir() {
+    std::string bin = lamina_binary();
+    return bin.substr(0, bin.rfind('/'));
+}
+
+// laminafs run by hand over the lazy layers of a store, as `-o lowerdir=` of their trees (top
+// first): it finds them lazy by the record beside each tree and fetches on first open with
+// lamina-lazy-fetch from PATH or beside itself, fails the open with EIO when its lazy_fetch=
+// cannot run, reads the raw placeholders with lazy_layers=none, and refuses to mount when no
+// fetcher is to be found.
+TEST(LazyDirect, laminafs_by_hand_finds_lazy_store_layers_and_fetches_or_refuses) {
+    REQUIRE_REGISTRY();
+    if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
+    ThroughProxy<EstargzImage> lazy_store;
+    auto& [img, proxy, via, lz, guard] = lazy_store;
+    auto dirs = pull_lazily(lz, via, proxy);
+    ASSERT_EQ(dirs.size(), 2u);
+    const std::string top = std::filesystem::canonical(dirs[1]);
+    const std::string lowers = "lowerdir=" + top + ":" + dirs[0];
+    const std::string mnt = img.tmp / "mnt";
+    make_dirs(mnt);
+    auto by_hand = [&](const std::string& laminafs, const std::string& path,
+                       const std::string& more) {
+        return run_command({"env", "PATH=" + path, laminafs, "-o", lowers + more, mnt});
+    };
+
+    {  // The fetcher on PATH: the right bytes, fetched through the proxy.
+        MountGuard unmount_after(mnt);
+        auto r = by_hand(laminafs_binary(), tools_dir() + ":/usr/bin:/bin", "");
+        ASSERT_EQ(r.status, 0) << r.err;
+        int64_t moved = proxy.bytes_sent();
+        EXPECT_EQ(read_through(mnt + "/etc/os-release"),
+                  std::make_pair(std::string("ID=lamina\n"), 0));
+        EXPECT_GT(proxy.bytes_sent(), moved);
+        EXPECT_EQ(read_through(mnt + "/data/big").first, random_bytes(1 << 20, 7));
+        EXPECT_EQ(lazy_of_layers(lz, via)[0]["FilesLocal"], 2);
+    }
+    {  // A lazy_fetch= that cannot run: EIO, not the placeholder's zeros.
+        MountGuard unmount_after(mnt);
+        auto r = by_hand(laminafs_binary(), "/usr/bin:/bin", ",lazy_fetch=/nonexistent/fetch");
+        ASSERT_EQ(r.status, 0) << r.err;
+        EXPECT_EQ(read_through(mnt + "/keep/new"), std::make_pair(std::string(), EIO));
+    }
+    {  // lazy_layers=none: the placeholders as they are, asked for.
+        MountGuard unmount_after(mnt);
+        auto r = by_hand(laminafs_binary(), "/usr/bin:/bin", ",lazy_layers=none");
+        ASSERT_EQ(r.status, 0) << r.err;
+        EXPECT_EQ(read_through(mnt + "/etc/two"), std::make_pair(std::string(4, '\0'), 0));
+    }
+    TempDir alone("lamina-fs-alone"), beside("lamina-fs-beside");
+    for (const auto& [bin, dir] : {std::pair{laminafs_binary(), alone.path()},
+                                   {laminafs_binary(), beside.path()},
+                                   {tools_dir() + "/lamina-lazy-fetch", beside.path()}})
+        ASSERT_EQ(run_command({"install", "-m", "0755", bin, dir}).status, 0) << bin;
+    {  // No fetcher beside laminafs nor on PATH: one line naming the layer, nothing mounted.
+        auto r = by_hand(alone / "laminafs", alone.path(), "");
+        expect_one_line_failure(r, "lowerdir '" + top + "' is a lazy layer and no fetcher");
+        EXPECT_FALSE(is_mountpoint(mnt));
+        EXPECT_EQ(laminafs_serving(mnt), -1);
+    }
+    {  // The fetcher beside laminafs, none on PATH: it is the one that runs.
+        MountGuard unmount_after(mnt);
+        auto r = by_hand(beside / "laminafs", "/usr/bin:/bin", "");
+        ASSERT_EQ(r.status, 0) << r.err;
+        EXPECT_EQ(read_through(mnt + "/keep/new"), std::make_pair(std::string("new\n"), 0));
+        auto pids = fetchers_of(lz.root());
+        ASSERT_EQ(pids.size(), 1u);
+        EXPECT_EQ(std::filesystem::read_symlink("/proc/" + std::to_string(pids[0]) + "/exe"),
+                  beside / "lamina-lazy-fetch");
+    }
+}
+
+// A remount (what `mount -o remount,ro` hands the helper) changes the running mount's flags:
+// its daemon, with its lazy layers and fetcher, goes on, and first opens still fetch.
+TEST(LazyDirect, a_remount_keeps_the_lazy_layers) {
+    REQUIRE_REGISTRY();
+    if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
+    ThroughProxy<EstargzImage> lazy_store;
+    auto& [img, proxy, via, lz, guard] = lazy_store;
+    ASSERT_EQ(pull_lazily(lz, via, proxy).size(), 2u);
+    last_line_of(lz({"create", "--name", "web", via}));
+    std::string merged = last_line_of(lz({"mount", "web"}));
+    pid_t daemon = laminafs_serving(merged);
+    auto remount = [&](const std::string& how) {
+        return run_command({laminafs_binary(), "laminafs", merged, "-o", "remount," + how});
+    };
+    auto r = remount("ro");
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(::access(merged.c_str(), W_OK), -1);
+    EXPECT_EQ(errno, EROFS);
+    EXPECT_EQ(read_through(merged + "/etc/os-release"),
+              std::make_pair(std::string("ID=lamina\n"), 0));
+    r = remount("rw");
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(read_through(merged + "/keep/new"), std::make_pair(std::string("new\n"), 0));
+    EXPECT_EQ(lazy_of_layers(lz, via)[1]["FilesLocal"], 1);
+    EXPECT_EQ(laminafs_serving(merged), daemon);
+    last_line_of(lz({"umount", "web"}));
 }
 
 }  // namespace

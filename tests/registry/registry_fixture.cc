@@ -294,6 +294,9 @@ def client_to_upstream(client, up):
                 if line.lower().startswith(b'range:'):
                     with lock, open(log, 'ab') as f:
                         f.write(line + b'\n')
+                elif line.split(b' ', 1)[0] in (b'GET', b'HEAD', b'POST', b'PUT', b'PATCH'):
+                    with lock, open(log + '.requests', 'ab') as f:
+                        f.write(line + b'\n')
             up.sendall(data)
     except OSError:
         pass
@@ -368,6 +371,11 @@ ThrottlingProxy::ThrottlingProxy(int target_port, int bytes_per_second, const Pr
 int64_t ThrottlingProxy::bytes_sent() const {
     std::string p = dir_ / "ranges.log.bytes";
     return access(p.c_str(), F_OK) == 0 ? std::stoll(read_file(p)) : 0;
+}
+
+std::string ThrottlingProxy::requests_seen() const {
+    std::string p = dir_ / "ranges.log.requests";
+    return access(p.c_str(), F_OK) == 0 ? read_file(p) : "";
 }
 
 std::string ThrottlingProxy::ranges_seen() const {

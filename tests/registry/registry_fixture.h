@@ -144,6 +144,8 @@ public:
     int port() const { return port_; }
     // The Range headers of the requests that went through, one a line.
     std::string ranges_seen() const;
+    // Their request lines ("GET /v2/... HTTP/1.1"), one a line.
+    std::string requests_seen() const;
     // The bytes of replies (headers included) sent to clients so far.
     int64_t bytes_sent() const;
 

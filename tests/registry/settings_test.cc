@@ -12,30 +12,12 @@
 #include <nlohmann/json.hpp>
 
 #include "registry_fixture.h"
+#include "scoped_env.h"
 
 namespace lamina::test {
 namespace {
 
 using nlohmann::json;
-
-// Sets an environment variable for one test.
-class ScopedEnv {
-public:
-    ScopedEnv(const char* name, const std::string& value) : name_(name) {
-        if (const char* old = getenv(name)) old_ = old;
-        setenv(name, value.c_str(), 1);
-    }
-    ~ScopedEnv() {
-        if (old_)
-            setenv(name_, old_->c_str(), 1);
-        else
-            unsetenv(name_);
-    }
-
-private:
-    const char* name_;
-    std::optional<std::string> old_;
-};
 
 TEST(RegistryMirror, pull_through_cache_with_a_certs_d_ca_named_myca_and_auth_file_credentials) {
     REQUIRE_REGISTRY();

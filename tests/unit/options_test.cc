@@ -13,8 +13,10 @@
 #include <vector>
 
 #include "needs.h"
+#include "scoped_env.h"
 
 using lamina::MountOptions;
+using lamina::test::ScopedEnv;
 
 namespace {
 
@@ -598,14 +600,97 @@ TEST(Options, LazyLayersNameTheirHelperLayersAndBound) {
     EXPECT_EQ(opts.lazy_fetch, "/usr/bin/lamina-lazy-fetch");
     EXPECT_EQ(opts.lazy_layers, (std::vector<uint32_t>{1, 3}));
     EXPECT_EQ(opts.lazy_timeout, 5u);
-    for (const char* bad :
-         {"lazy_fetch=relative/helper", "lazy_layers=0", "lazy_layers=1::2", "lazy_layers=top",
-          "lazy_layers=129", "lazy_timeout=0", "lazy_timeout=3601"}) {
+    // none: no lazy layer, named or found.
+    ASSERT_EQ(apply_opts("lazy_layers=none", opts), "");
+    EXPECT_TRUE(opts.lazy_layers.empty());
+    EXPECT_FALSE(opts.lazy_detect);
+    ASSERT_EQ(apply_opts("lazy_layers=2", opts), "");
+    EXPECT_TRUE(opts.lazy_detect);
+    for (const char* bad : {"lazy_fetch=relative/helper", "lazy_layers=0", "lazy_layers=1::2",
+                            "lazy_layers=top", "lazy_layers=129", "lazy_layers=",
+                            "lazy_layers=none:1", "lazy_timeout=0", "lazy_timeout=3601"}) {
         std::string err = apply_opts(bad, opts);
         expect_one_line(err);
         std::string name(bad, std::string_view(bad).find('='));
         EXPECT_NE(err.find(name), std::string::npos) << bad << " -> " << err;
     }
+}
+
+// A store layer's tree, STORE/layers/NAME/diff, lazy when its record's source.json is there.
+std::string store_layer(const ScratchDir& dir, const std::string& name, bool lazy) {
+    dir.dir("layers");
+    std::string layer = dir.dir("layers/" + name);
+    if (lazy) {
+        dir.dir("layers/" + name + "/lazy");
+        std::ofstream(layer + "/lazy/source.json") << "{}";
+    }
+    return dir.dir("layers/" + name + "/diff");
+}
+
+TEST(Options, LazyStoreLayersAreFoundByTheRecordBesideTheirTree) {
+    ScratchDir dir;
+    std::string bin = dir.dir("bin");
+    std::string fetcher = bin + "/lamina-lazy-fetch";
+    std::ofstream(fetcher) << "#!/bin/sh\n";
+    ASSERT_EQ(chmod(fetcher.c_str(), 0755), 0);
+    ScopedEnv path("PATH", bin);
+    std::string top = store_layer(dir, "top", true), middle = store_layer(dir, "middle", false),
+                bottom = store_layer(dir, "bottom", true);
+    // A lazy/source.json inside a layer, or beside a tree not called diff, makes nothing lazy.
+    std::string other = dir.dir("other");
+    dir.dir("other/lazy");
+    std::ofstream(other + "/lazy/source.json") << "{}";
+    dir.dir("layers/middle/diff/lazy");
+    std::ofstream(middle + "/lazy/source.json") << "{}";
+
+    MountOptions opts;
+    opts.lowerdirs = {top, middle, other, bottom};
+    opts.mountpoint = dir.dir("mnt");
+    ASSERT_EQ(lamina::validate_mount_options(opts), "");
+    EXPECT_EQ(opts.lazy_layers, (std::vector<uint32_t>{1, 4}));
+    EXPECT_EQ(opts.lazy_fetch, fetcher);  // on PATH (none beside this test's binary)
+
+    // Named ones are kept beside those found; a lazy_fetch= given is kept as it is.
+    MountOptions named;
+    ASSERT_EQ(apply_opts("lowerdir=" + top + ":" + middle + ":" + bottom +
+                             ",lazy_layers=2,lazy_fetch=/opt/fetch",
+                         named),
+              "");
+    named.mountpoint = opts.mountpoint;
+    ASSERT_EQ(lamina::validate_mount_options(named), "");
+    EXPECT_EQ(named.lazy_layers, (std::vector<uint32_t>{1, 2, 3}));
+    EXPECT_EQ(named.lazy_fetch, "/opt/fetch");
+
+    // none: no layer is lazy and no fetcher is looked for.
+    MountOptions none;
+    ASSERT_EQ(apply_opts("lowerdir=" + top + ",lazy_layers=none", none), "");
+    none.mountpoint = opts.mountpoint;
+    ScopedEnv no_path("PATH", dir.dir("empty"));
+    ASSERT_EQ(lamina::validate_mount_options(none), "");
+    EXPECT_TRUE(none.lazy_layers.empty());
+    EXPECT_EQ(none.lazy_fetch, "");
+
+    // No fetcher to be found: refused in one line naming the lazy layer.
+    MountOptions lost;
+    lost.lowerdirs = {middle, bottom};
+    lost.mountpoint = opts.mountpoint;
+    std::string err = lamina::validate_mount_options(lost);
+    expect_one_line(err);
+    EXPECT_EQ(err.find("lowerdir '" + bottom + "' is a lazy layer and no fetcher was found"), 0u)
+        << err;
+    // Nor for a layer named lazy, and a number past the last lower is refused.
+    MountOptions named_lost;
+    named_lost.lowerdirs = {middle};
+    named_lost.lazy_layers = {1};
+    named_lost.mountpoint = opts.mountpoint;
+    EXPECT_NE(lamina::validate_mount_options(named_lost).find("no fetcher"), std::string::npos);
+    MountOptions past;
+    past.lowerdirs = {middle};
+    past.lazy_layers = {2};
+    past.lazy_fetch = "/opt/fetch";
+    past.mountpoint = opts.mountpoint;
+    EXPECT_EQ(lamina::validate_mount_options(past),
+              "lazy_layers: layer 2 is past the last lower layer (1)");
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "digest.h"
 #include "logging.h"
 #include "reference.h"
+#include "unique_fd.h"
 
 namespace lamina::registry {
 
@@ -55,6 +56,22 @@ class WrongBytes : public RegistryError {
 public:
     using RegistryError::RegistryError;
 };
+
+// n more bytes of a blob's download, written to fd (the partial file) at the end of the `have`
+// there, which counts them; a registry that sends more than the manifest's size is refused.
+void append_blob_bytes(const store::Descriptor& d, int fd, const std::string& partial,
+                       int64_t& have, const char* p, size_t n) {
+    if (have + static_cast<int64_t>(n) > d.size)
+        throw WrongBytes("blob " + d.digest + ": the registry sent more than the " +
+                         std::to_string(d.size) + " bytes the manifest gives");
+    for (size_t done = 0; done < n;) {
+        ssize_t w = ::write(fd, p + done, n - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) throw RegistryError("cannot write " + partial + ": " + strerror(errno));
+        done += static_cast<size_t>(w);
+    }
+    have += static_cast<int64_t>(n);
+}
 
 // Content-Range "bytes FIRST-LAST/TOTAL": the first byte and total (-1 for "*"), or false.
 bool parse_content_range(const std::string& v, int64_t& first, int64_t& total) {
@@ -267,6 +284,18 @@ std::string Client::get_blob(const store::Descriptor& d) {
 }
 
 std::string Client::get_blob_range(const store::Descriptor& d, int64_t offset, int64_t length) {
+    return *read_range(d, offset, length, nullptr);
+}
+
+std::optional<std::string> Client::get_blob_range_or_whole(
+    const store::Descriptor& d, int64_t offset, int64_t length,
+    const std::function<std::string()>& whole_path) {
+    return read_range(d, offset, length, &whole_path);
+}
+
+std::optional<std::string> Client::read_range(const store::Descriptor& d, int64_t offset,
+                                              int64_t length,
+                                              const std::function<std::string()>* whole_path) {
     if (offset < 0 || length <= 0 || offset + length > d.size)
         throw RegistryError("blob " + d.digest + ": range " + std::to_string(offset) + "+" +
                             std::to_string(length) + " is outside its " + std::to_string(d.size) +
@@ -277,13 +306,27 @@ std::string Client::get_blob_range(const store::Descriptor& d, int64_t offset, i
     req.headers.push_back("Range: bytes=" + std::to_string(offset) + "-" +
                           std::to_string(offset + length - 1));
     bool first = true;
+    // A 200 taken as the whole blob: streamed to path + ".partial" as download_blob writes it.
+    std::string path, partial;
+    UniqueFd whole;
+    std::unique_ptr<store::Sha256> hash;
+    int64_t have = 0;
     req.sink = [&](const HttpResponse& reply, const char* p, size_t n) {
         if (first) {
             first = false;
             int64_t from = 0, total = 0;
-            if (reply.status != 206 ||
-                !parse_content_range(reply.header("content-range"), from, total) ||
-                from != offset || (total >= 0 && total != d.size))
+            if (reply.status == 200 && whole_path && store::is_sha256_digest(d.digest)) {
+                check_blob_reply(d, reply, 0);  // a length that is not the manifest's: refused
+                path = (*whole_path)();
+                partial = path + ".partial";
+                whole.reset(::open(partial.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+                if (!whole)
+                    throw RegistryError("cannot create " + partial + ": " + strerror(errno));
+                hash = std::make_unique<store::Sha256>();
+            } else if (reply.status != 206 ||
+                       !parse_content_range(reply.header("content-range"), from, total) ||
+                       from != offset || (total >= 0 && total != d.size)) {
                 throw RegistryError(
                     "blob " + d.digest + ": asked for bytes " + std::to_string(offset) + "+" +
                     std::to_string(length) + ", the registry answered HTTP " +
@@ -291,6 +334,12 @@ std::string Client::get_blob_range(const store::Descriptor& d, int64_t offset, i
                     (reply.header("content-range").empty()
                          ? std::string(" (no Content-Range)")
                          : " (Content-Range \"" + reply.header("content-range") + "\")"));
+            }
+        }
+        if (whole) {
+            append_blob_bytes(d, whole.get(), partial, have, p, n);
+            hash->update(p, n);
+            return;
         }
         if (data.size() + n > static_cast<size_t>(length))
             throw RegistryError("blob " + d.digest + ": the registry sent more than the range");
@@ -298,6 +347,24 @@ std::string Client::get_blob_range(const store::Descriptor& d, int64_t offset, i
     };
     req.retry = Retry::kNone;  // a second attempt would append to the first's bytes
     HttpResponse r = send(req);
+    if (whole) {
+        whole.reset();
+        // Cut short: the partial file stays, and download_blob resumes it.
+        if (have != d.size)
+            throw RegistryError("blob " + d.digest + ": the registry answered a range with the " +
+                                "whole blob (HTTP 200), which ended after " + std::to_string(have) +
+                                " of " + std::to_string(d.size) + " bytes");
+        if (std::string got = hash->digest(); got != d.digest) {
+            ::unlink(partial.c_str());
+            throw RegistryError("blob " + d.digest +
+                                ": the registry answered a range with the whole blob (HTTP 200), "
+                                "and its digest does not match: it sent " +
+                                got);
+        }
+        if (::rename(partial.c_str(), path.c_str()) != 0)
+            throw RegistryError("cannot rename " + partial + ": " + strerror(errno));
+        return std::nullopt;
+    }
     if (r.status != 206) fail(r, "blob " + d.digest);
     if (data.size() != static_cast<size_t>(length))
         throw RegistryError("blob " + d.digest + ": the range reply ended after " +
@@ -390,17 +457,8 @@ void Client::fetch_blob_into(const store::Descriptor& d, int fd, const std::stri
                     kept = false;
                 }
             }
-            if (have + static_cast<int64_t>(n) > d.size)
-                throw WrongBytes("blob " + d.digest + ": the registry sent more than the " +
-                                 std::to_string(d.size) + " bytes the manifest gives");
-            for (size_t done = 0; done < n;) {
-                ssize_t w = ::write(fd, p + done, n - done);
-                if (w < 0 && errno == EINTR) continue;
-                if (w < 0) throw RegistryError("cannot write " + partial + ": " + strerror(errno));
-                done += static_cast<size_t>(w);
-            }
+            append_blob_bytes(d, fd, partial, have, p, n);
             hash->update(p, n);
-            have += static_cast<int64_t>(n);
             progress(have);
         };
         req.retry = Retry::kNone;  // retried here, resuming where the bytes stopped

@@ -61,6 +61,14 @@ public:
     // more than length bytes: a registry that ignores Range is refused, not read to the end.
     // The bytes are not verified here: the caller checks them (an eStargz chunk digest).
     std::string get_blob_range(const store::Descriptor& d, int64_t offset, int64_t length);
+    // The same, except that a 200 carrying the whole blob (a pull-through cache that does not
+    // hold the blob yet answers a Range so) is taken rather than refused: its body (at most
+    // d.size bytes, a length other than d.size refused) streams to whole_path() + ".partial",
+    // which is checked against the digest and renamed to whole_path(): nullopt then. Cut short,
+    // the partial file stays for download_blob to resume; a digest mismatch removes it.
+    std::optional<std::string> get_blob_range_or_whole(
+        const store::Descriptor& d, int64_t offset, int64_t length,
+        const std::function<std::string()>& whole_path);
     // Streams a blob to path + ".partial", hashing on arrival, and renames it to path once its
     // digest checks out. Bytes already in the partial file (an earlier pull's) are hashed and
     // the rest is asked for with Range; so is the rest after a dropped connection, under the
@@ -83,6 +91,10 @@ public:
 
 private:
     HttpResponse send(const HttpRequest& req) { return stack_->round_trip(req); }
+    // get_blob_range, and with whole_path get_blob_range_or_whole.
+    std::optional<std::string> read_range(const store::Descriptor& d, int64_t offset,
+                                          int64_t length,
+                                          const std::function<std::string()>* whole_path);
     // download_blob's transfer into the open partial file fd.
     void fetch_blob_into(const store::Descriptor& d, int fd, const std::string& partial,
                          const std::function<void(int64_t)>& progress,

@@ -1,6 +1,7 @@
 // `lamina pull`: mirrors, manifest and platform, parallel verified downloads, then the store.
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -81,17 +82,27 @@ Source find_source(const Settings& settings, const std::vector<Reference>& candi
     throw RegistryError("no registry to pull from");  // not reached: the last endpoint throws
 }
 
+// A lazy read that the registry answered with the whole blob, now verified at the download
+// path: the layer is downloaded, not lazy.
+struct WholeBlobSent {};
+
 // A layer's TOC, checked against the manifest's annotation: eStargz's footer and TOC (two
 // ranges), or zstd:chunked's TOC frame where its position annotation says (one range; the footer
-// first without it). nullptr for a layer with neither. Throws when it cannot be read or checked.
+// first without it). nullptr for a layer with neither. Throws when it cannot be read or checked,
+// and WholeBlobSent when a range was answered with the whole blob, taken as its download at
+// whole_path() (Client::get_blob_range_or_whole).
 std::shared_ptr<const store::LazyPull> read_lazily(Client& client, const store::Descriptor& d,
-                                                   const Reference& ref) {
+                                                   const Reference& ref,
+                                                   const std::function<std::string()>& whole_path) {
     auto compression = store::layer_media_type_compression(d.media_type);
     bool estargz = !d.estargz_toc_digest.empty() && compression == store::kGzip;
     bool zstd_chunked = !d.zstd_chunked_checksum.empty() && compression == store::kZstd;
     if (!estargz && !zstd_chunked) return nullptr;
     auto read = [&](uint64_t off, uint64_t len) {
-        return client.get_blob_range(d, static_cast<int64_t>(off), static_cast<int64_t>(len));
+        auto range = client.get_blob_range_or_whole(d, static_cast<int64_t>(off),
+                                                    static_cast<int64_t>(len), whole_path);
+        if (!range) throw WholeBlobSent{};
+        return std::move(*range);
     };
     auto lazy = std::make_shared<store::LazyPull>();
     lazy->toc =
@@ -172,9 +183,15 @@ std::string pull_from(store::Store& store, const Settings& settings,
                                          " does not match the requested " + o.platform.str());
     }
 
-    // Which blobs to fetch: each distinct digest once, none the store already has.
+    // Which blobs to fetch: each distinct digest once, none the store already has. A lazy read
+    // the registry answers with the whole blob leaves it downloaded (sent_whole).
     std::vector<store::PulledLayer> layers(m.layers.size());
-    std::vector<size_t> to_fetch, to_complete;
+    std::vector<size_t> to_fetch, to_complete, sent_whole;
+    DownloadDir dir{store, ""};
+    auto download_path = [&](const store::Descriptor& d) {
+        if (dir.path.empty()) dir.path = store.make_download_dir();
+        return dir.path + "/" + d.digest.substr(7);
+    };
     std::set<std::string> seen;
     std::string chain;
     for (size_t i = 0; i < m.layers.size(); ++i) {
@@ -196,12 +213,24 @@ std::string pull_from(store::Store& store, const Settings& settings,
             // Whatever keeps the TOC from being read (none, a registry without Range, a TOC
             // that does not check out) leaves the layer to an ordinary, verified download.
             std::string why = "no eStargz or zstd:chunked table of contents";
+            auto whole_path = [&] {
+                store.check_free_space(static_cast<uint64_t>(std::max<int64_t>(d.size, 0)),
+                                       "layer " + d.digest);
+                progress.add(short_digest(d.digest), "Downloading (sent whole for a range)");
+                return download_path(d);
+            };
             try {
-                if (auto lazy = read_lazily(client, d, ref)) {
+                if (auto lazy = read_lazily(client, d, ref, whole_path)) {
                     layers[i].lazy = std::move(lazy);
                     progress.status(short_digest(d.digest), "Table of contents read (lazy)");
                     continue;
                 }
+            } catch (const WholeBlobSent&) {
+                sent_whole.push_back(i);
+                progress.status(short_digest(d.digest),
+                                "Download complete (the registry sent the whole blob for a "
+                                "range: not lazy)");
+                continue;
             } catch (const std::runtime_error& e) {  // RegistryError, TransportError
                 why = e.what();
             }
@@ -222,8 +251,7 @@ std::string pull_from(store::Store& store, const Settings& settings,
         declared += static_cast<uint64_t>(std::max<int64_t>(m.layers[i].size, 0));
     if (!to_fetch.empty()) store.check_free_space(declared, "the layers of " + ref.str());
 
-    DownloadDir dir{store, ""};
-    if (!to_fetch.empty()) dir.path = store.make_download_dir();
+    if (!to_fetch.empty() && dir.path.empty()) dir.path = store.make_download_dir();
     std::atomic<size_t> next{0};
     std::atomic<bool> failed{false};
     std::mutex error_mu;
@@ -277,6 +305,7 @@ std::string pull_from(store::Store& store, const Settings& settings,
     }
 
     // Every fetched blob (and duplicates of it) points at its verified file.
+    to_fetch.insert(to_fetch.end(), sent_whole.begin(), sent_whole.end());
     for (auto& l : layers)
         for (size_t i : to_fetch)
             if (m.layers[i].digest == l.digest) l.path = dir.path + "/" + l.digest.substr(7);
