@@ -187,7 +187,7 @@ TEST(LazyPush, estargz_image_pulls_as_ordinary_gzip_with_skopeo_and_lamina) {
     for (size_t i = 0; i < dirs.size(); ++i)
         EXPECT_TRUE(contains(describe(dirs[i]), "stargz.index.json ")) << "layer " << i;
 
-    // Only estargz is a format; anything else is a usage error.
+    // Only estargz and zstd:chunked are formats; anything else is a usage error.
     auto bad = img.src({"push", "--tls-verify=false", "--compression-format", "zip", img.plain,
                         img.reg.host() + "/test/app:zip"});
     expect_one_line_failure(bad, "--compression-format");
