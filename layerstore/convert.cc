@@ -1,4 +1,4 @@
-// Converting a stored image to eStargz: estargz::convert_image writes the blobs, the store takes
+// Converting a stored image to eStargz or zstd:chunked: estargz::convert_image writes the blobs, the store takes
 // them in as it takes a pulled image (each layer unpacked and checked against its diff ID).
 #include "convert.h"
 
@@ -29,7 +29,8 @@ LoadedImage convert_stored_image(Store& store, const std::string& ref, const std
                 c = estargz::convert_image(
                     image, [&](const std::string& d) { return store.blob_file(d); }, dir, options);
             } catch (const StoreError& e) {
-                throw StoreError("cannot convert " + printable(ref) + " to eStargz: " + e.what());
+                throw StoreError("cannot convert " + printable(ref) + " to " +
+                                 estargz::format_name(options.format) + ": " + e.what());
             }
         }
         std::map<std::string, std::string> paths(c.blobs.begin(), c.blobs.end());

@@ -1,5 +1,6 @@
 // eStargz layers: the writer (libarchive reads and re-serialises the entries, zlib cuts the gzip
-// members where the format wants them) and the reader of footers, TOCs and chunks.
+// members where the format wants them; zstd:chunked's frames the same way) and the reader of
+// footers, TOCs and chunks.
 #include "estargz.h"
 #include "printable.h"
 
@@ -44,43 +45,79 @@ using EntryPtr = std::unique_ptr<archive_entry, decltype(&archive_entry_free)>;
 
 // ---- Writing ----------------------------------------------------------------------------------
 
-// The compressed side of the writer: bytes go into the current gzip member; end_member() closes
-// it so the next byte starts a new one at offset(). Hashes and counts both sides.
-class GzipMembers {
+// The compressed side of the writer: bytes go into the current member (a gzip member, a zstd
+// frame); end_member() closes it so the next byte starts a new one at offset(). Hashes and
+// counts both sides.
+class Members {
 public:
-    GzipMembers(int fd, int level) : fd_(fd) {
-        if (deflateInit2(&z_, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-            throw StoreError("cannot start gzip compression");
-    }
-    ~GzipMembers() { deflateEnd(&z_); }
-    GzipMembers(const GzipMembers&) = delete;
-    GzipMembers& operator=(const GzipMembers&) = delete;
+    explicit Members(int fd) : fd_(fd) {}
+    virtual ~Members() = default;
+    Members(const Members&) = delete;
+    Members& operator=(const Members&) = delete;
 
     void write(const void* data, size_t len) {
         if (len == 0) return;
         uncompressed_.update(data, len);
         uncompressed_bytes_ += static_cast<int64_t>(len);
         in_member_ += len;
-        z_.next_in = static_cast<Bytef*>(const_cast<void*>(data));
-        z_.avail_in = static_cast<uInt>(len);
-        pump(Z_NO_FLUSH);
+        compress(data, len);
     }
     // A member with nothing in it is not written: the next member starts where it would have.
     void end_member() {
         if (in_member_ == 0) return;
-        z_.avail_in = 0;
-        pump(Z_FINISH);
-        deflateReset(&z_);
+        finish_member();
         in_member_ = 0;
     }
-    // Raw bytes after the members (the footer).
+    // Raw bytes between or after the members (the footer, a skippable frame).
     void append_raw(std::string_view bytes) { emit(bytes.data(), bytes.size()); }
     uint64_t offset() const { return compressed_bytes_; }
     int64_t uncompressed_bytes() const { return uncompressed_bytes_; }
     Sha256& compressed_hash() { return compressed_; }
     Sha256& uncompressed_hash() { return uncompressed_; }
 
+protected:
+    virtual void compress(const void* data, size_t len) = 0;
+    virtual void finish_member() = 0;
+    void emit(const void* p, size_t n) {
+        const char* c = static_cast<const char*>(p);
+        compressed_.update(c, n);
+        compressed_bytes_ += n;
+        while (n > 0) {
+            ssize_t w = ::write(fd_, c, n);
+            if (w < 0 && errno == EINTR) continue;
+            if (w < 0) throw StoreError(std::string("cannot write the layer: ") + strerror(errno));
+            c += w;
+            n -= static_cast<size_t>(w);
+        }
+    }
+
 private:
+    int fd_;
+    size_t in_member_ = 0;
+    uint64_t compressed_bytes_ = 0;
+    int64_t uncompressed_bytes_ = 0;
+    Sha256 compressed_, uncompressed_;
+};
+
+class GzipMembers final : public Members {
+public:
+    GzipMembers(int fd, int level) : Members(fd) {
+        if (deflateInit2(&z_, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+            throw StoreError("cannot start gzip compression");
+    }
+    ~GzipMembers() override { deflateEnd(&z_); }
+
+private:
+    void compress(const void* data, size_t len) override {
+        z_.next_in = static_cast<Bytef*>(const_cast<void*>(data));
+        z_.avail_in = static_cast<uInt>(len);
+        pump(Z_NO_FLUSH);
+    }
+    void finish_member() override {
+        z_.avail_in = 0;
+        pump(Z_FINISH);
+        deflateReset(&z_);
+    }
     void pump(int flush) {
         unsigned char buf[1 << 16];
         for (;;) {
@@ -93,31 +130,33 @@ private:
                 return;
         }
     }
-    void emit(const void* p, size_t n) {
-        const char* c = static_cast<const char*>(p);
-        compressed_.update(c, n);
-        compressed_bytes_ += n;
-        while (n > 0) {
-            ssize_t w = ::write(fd_, c, n);
-            if (w < 0 && errno == EINTR) continue;
-            if (w < 0)
-                throw StoreError(std::string("cannot write eStargz layer: ") + strerror(errno));
-            c += w;
-            n -= static_cast<size_t>(w);
-        }
+
+    z_stream z_{};
+};
+
+// A zstd frame is compressed whole when it ends: a run of tar headers, or one chunk (at most
+// chunk_bytes), so what is held is bounded.
+class ZstdFrames final : public Members {
+public:
+    ZstdFrames(int fd, int level) : Members(fd), level_(level) {}
+
+private:
+    void compress(const void* data, size_t len) override {
+        pending_.append(static_cast<const char*>(data), len);
+    }
+    void finish_member() override {
+        std::string frame = zstd_chunked::compress_frame(pending_, level_);
+        pending_.clear();
+        emit(frame.data(), frame.size());
     }
 
-    int fd_;
-    z_stream z_{};
-    size_t in_member_ = 0;
-    uint64_t compressed_bytes_ = 0;
-    int64_t uncompressed_bytes_ = 0;
-    Sha256 compressed_, uncompressed_;
+    int level_;
+    std::string pending_;
 };
 
 la_ssize_t write_to_members(archive*, void* client, const void* buf, size_t len) {
     try {
-        static_cast<GzipMembers*>(client)->write(buf, len);
+        static_cast<Members*>(client)->write(buf, len);
     } catch (const StoreError&) {
         return -1;  // libarchive is C: the failure surfaces as its write error
     }
@@ -178,14 +217,17 @@ const EntryKind& kind_of(EntryType t) {
     return kEntryKinds[1];
 }
 
-// The TOC entry of a tar entry, without its chunks; the mode carries the type bits as stat's
-// does (as the format's own example shows).
-json toc_entry_json(archive_entry* e, EntryType type) {
+// The TOC entry of a tar entry, without its chunks. eStargz's mode carries the type bits as
+// stat's does (as the format's own example shows); zstd:chunked's holds the permission and
+// set-id bits only and leaves out an owner of 0, as skopeo writes it.
+json toc_entry_json(archive_entry* e, EntryType type, TocFormat format) {
+    bool zstd = format == TocFormat::kZstdChunked;
+    mode_t mode = (archive_entry_perm(e) & 07777) | (zstd ? 0 : kind_of(type).bits);
     json j = {{"name", archive_entry_pathname(e)},
               {"type", kind_of(type).name},
-              {"mode", static_cast<int64_t>((archive_entry_perm(e) & 07777) | kind_of(type).bits)},
-              {"uid", archive_entry_uid(e)},
-              {"gid", archive_entry_gid(e)}};
+              {"mode", static_cast<int64_t>(mode)}};
+    if (!zstd || archive_entry_uid(e) != 0) j["uid"] = archive_entry_uid(e);
+    if (!zstd || archive_entry_gid(e) != 0) j["gid"] = archive_entry_gid(e);
     if (archive_entry_mtime_is_set(e))
         j["modtime"] = rfc3339(archive_entry_mtime(e), archive_entry_mtime_nsec(e));
     if (const char* u = archive_entry_uname(e); u && *u) j["userName"] = u;
@@ -236,13 +278,18 @@ ContentSource content_of(archive* in, archive_entry* e) {
 }
 
 // One tar entry through the writer; a regular file's content goes in chunks, each its own
-// gzip member, and each chunk (and the file) gets its TOC record.
-void copy_entry(const ContentSource& read, archive* out, archive_entry* e, GzipMembers& gz,
+// member, and each chunk (and the file) gets its TOC record. eStargz gives every chunk
+// chunkOffset, chunkSize (0 for the last) and chunkDigest; zstd:chunked gives a file of one
+// chunk its digest alone, a chunked file's chunks their real sizes, and the file's "endOffset":
+// its last frame is closed after the content, so the tar padding and the next headers are a
+// frame no entry names.
+void copy_entry(const ContentSource& read, archive* out, archive_entry* e, Members& m,
                 const WriteOptions& o, json& entries) {
+    const bool zstd = o.format == TocFormat::kZstdChunked;
     EntryType type = type_of(e);
     archive_entry_sparse_clear(e);  // holes are written out as zeros, one plain entry
     if (type != EntryType::kReg) archive_entry_set_size(e, 0);
-    json j = toc_entry_json(e, type);
+    json j = toc_entry_json(e, type, o.format);
     if (archive_write_header(out, e) != ARCHIVE_OK)
         throw StoreError(std::string("cannot write entry \"") + archive_entry_pathname(e) +
                          "\": " + archive_error_text(out));
@@ -256,6 +303,7 @@ void copy_entry(const ContentSource& read, archive* out, archive_entry* e, GzipM
         entries.push_back(std::move(j));
         return;
     }
+    const bool one_chunk = size <= o.chunk_bytes;
     std::string buf;
     Sha256 whole;
     std::vector<json> chunks;
@@ -263,12 +311,14 @@ void copy_entry(const ContentSource& read, archive* out, archive_entry* e, GzipM
         int64_t want = std::min<int64_t>(o.chunk_bytes, size - done);
         buf.resize(static_cast<size_t>(want));
         read(buf.data(), buf.size());
-        gz.end_member();
+        m.end_member();
         json c = done == 0 ? j : json{{"name", j["name"]}, {"type", "chunk"}};
-        c["offset"] = gz.offset();
-        c["chunkOffset"] = done;
-        c["chunkSize"] = done + want == size ? 0 : want;
-        c["chunkDigest"] = sha256_digest(buf);
+        c["offset"] = m.offset();
+        if (!(zstd && one_chunk)) {
+            c["chunkOffset"] = done;
+            c["chunkSize"] = !zstd && done + want == size ? 0 : want;
+            c["chunkDigest"] = sha256_digest(buf);
+        }
         whole.update(buf.data(), buf.size());
         if (archive_write_data(out, buf.data(), buf.size()) != static_cast<la_ssize_t>(buf.size()))
             throw StoreError(std::string("cannot write entry \"") + archive_entry_pathname(e) +
@@ -277,6 +327,10 @@ void copy_entry(const ContentSource& read, archive* out, archive_entry* e, GzipM
         done += want;
     }
     chunks.front()["digest"] = whole.digest();
+    if (zstd) {
+        m.end_member();
+        chunks.front()["endOffset"] = m.offset();
+    }
     for (auto& c : chunks) entries.push_back(std::move(c));
     if (archive_write_finish_entry(out) != ARCHIVE_OK)
         throw StoreError(std::string("cannot write entry \"") + archive_entry_pathname(e) +
@@ -534,10 +588,31 @@ std::vector<std::string> read_prefetch_list(const std::string& file) {
     return out;
 }
 
+namespace {
+
+// Ends a zstd:chunked layer after its tar: the TOC frame inside a skippable frame (so a plain
+// zstd reader passes over it), then the footer; and the annotations that locate and vouch for it.
+void write_zstd_chunked_toc(Members& m, const std::string& toc_json, int level, WrittenLayer& w) {
+    std::string frame = zstd_chunked::compress_frame(toc_json, level);
+    if (frame.size() > kMaxTocBytes || toc_json.size() > kMaxTocBytes)
+        throw StoreError("the layer's TOC is over " + std::to_string(kMaxTocBytes) + " bytes");
+    zstd_chunked::TocPosition pos{m.offset() + 8, frame.size(), toc_json.size()};
+    m.append_raw(zstd_chunked::skippable_frame(frame));
+    m.append_raw(zstd_chunked::footer(pos));
+    w.annotations = {
+        {std::string(zstd_chunked::kChecksumAnnotation), sha256_digest(frame)},
+        {std::string(zstd_chunked::kPositionAnnotation), zstd_chunked::position_annotation(pos)}};
+}
+
+}  // namespace
+
 WrittenLayer write_layer(const std::string& in_path, const std::string& out_path,
                          const WriteOptions& o) {
+    const bool estargz = o.format == TocFormat::kEstargz;
+    const std::string name = format_name(o.format);
     if (o.chunk_bytes <= 0 || static_cast<uint64_t>(o.chunk_bytes) > kMaxChunkBytes)
-        throw StoreError("eStargz chunk size must be 1.." + std::to_string(kMaxChunkBytes));
+        throw StoreError(name + " chunk size must be 1.." + std::to_string(kMaxChunkBytes));
+    const int level = o.level >= 0 ? o.level : estargz ? 6 : 3;
     std::optional<PrefetchPlan> plan;
     if (!o.prefetch.empty()) plan.emplace(in_path, o.prefetch);
     std::optional<PrefetchSpool> spool;
@@ -546,7 +621,11 @@ WrittenLayer write_layer(const std::string& in_path, const std::string& out_path
 
     Fd fd(::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) throw_errno("cannot create", out_path, errno);
-    GzipMembers gz(fd.get(), o.level);
+    std::unique_ptr<Members> m;
+    if (estargz)
+        m = std::make_unique<GzipMembers>(fd.get(), level);
+    else
+        m = std::make_unique<ZstdFrames>(fd.get(), level);
     WriteArchive out(archive_write_new());
     archive_write_set_format_pax_restricted(out.get());
     archive_write_add_filter_none(out.get());
@@ -554,44 +633,58 @@ WrittenLayer write_layer(const std::string& in_path, const std::string& out_path
     // boundaries fall exactly between a file's header and its content.
     archive_write_set_bytes_per_block(out.get(), 0);
     archive_write_set_bytes_in_last_block(out.get(), 1);
-    if (archive_write_open(out.get(), &gz, nullptr, write_to_members, nullptr) != ARCHIVE_OK)
-        throw StoreError("cannot start eStargz layer: " + archive_error_text(out.get()));
+    if (archive_write_open(out.get(), m.get(), nullptr, write_to_members, nullptr) != ARCHIVE_OK)
+        throw StoreError("cannot start " + name + " layer: " + archive_error_text(out.get()));
 
     json entries = json::array();
-    // The prioritised files and the landmark after them; without any, the landmark saying so
-    // comes first, as in stargz-snapshotter.
+    // The prioritised files first. eStargz: the landmark after them; without any, the landmark
+    // saying so comes first, as in stargz-snapshotter. zstd:chunked's own files are none.
     if (spool)
         for (size_t i : plan->order()) {
-            refuse_own_file(in_path, spool->entry(i));
-            copy_entry(spool->content(i), out.get(), spool->entry(i), gz, o, entries);
+            if (estargz) refuse_own_file(in_path, spool->entry(i));
+            copy_entry(spool->content(i), out.get(), spool->entry(i), *m, o, entries);
         }
-    const char landmark = 0xf;
-    copy_entry([&](char* buf, size_t len) { memcpy(buf, &landmark, len); }, out.get(),
-               own_entry(spool ? kPrefetchLandmark : kNoPrefetchLandmark, 1).get(), gz, o, entries);
+    if (estargz) {
+        const char landmark = 0xf;
+        copy_entry([&](char* buf, size_t len) { memcpy(buf, &landmark, len); }, out.get(),
+                   own_entry(spool ? kPrefetchLandmark : kNoPrefetchLandmark, 1).get(), *m, o,
+                   entries);
+    }
     size_t index = 0;
     for (archive_entry* e; (e = next_entry(in.get(), in_path)); ++index) {
-        refuse_own_file(in_path, e);
+        if (estargz) refuse_own_file(in_path, e);
         if (spool && plan->chosen(index)) continue;
-        copy_entry(content_of(in.get(), e), out.get(), e, gz, o, entries);
+        copy_entry(content_of(in.get(), e), out.get(), e, *m, o, entries);
     }
 
+    WrittenLayer w;
     json toc = {{"version", 1}, {"entries", std::move(entries)}};
     std::string toc_json = toc.dump();
-    gz.end_member();
-    uint64_t toc_offset = gz.offset();
-    write_toc_entry(out.get(), toc_json);
-    if (archive_write_close(out.get()) != ARCHIVE_OK)
-        throw StoreError("cannot finish eStargz layer: " + archive_error_text(out.get()));
-    gz.end_member();
-    gz.append_raw(footer(toc_offset));
+    m->end_member();
+    if (estargz) {
+        uint64_t toc_offset = m->offset();
+        write_toc_entry(out.get(), toc_json);
+        if (archive_write_close(out.get()) != ARCHIVE_OK)
+            throw StoreError("cannot finish eStargz layer: " + archive_error_text(out.get()));
+        m->end_member();
+        m->append_raw(footer(toc_offset));
+    } else {
+        if (archive_write_close(out.get()) != ARCHIVE_OK)
+            throw StoreError("cannot finish zstd:chunked layer: " + archive_error_text(out.get()));
+        m->end_member();
+        write_zstd_chunked_toc(*m, toc_json, level, w);
+    }
     if (::fsync(fd.get()) != 0) throw_errno("cannot sync", out_path, errno);
 
-    WrittenLayer w;
-    w.digest = gz.compressed_hash().digest();
-    w.size = static_cast<int64_t>(gz.offset());
-    w.diff_id = gz.uncompressed_hash().digest();
-    w.uncompressed_size = gz.uncompressed_bytes();
+    w.digest = m->compressed_hash().digest();
+    w.size = static_cast<int64_t>(m->offset());
+    w.diff_id = m->uncompressed_hash().digest();
+    w.uncompressed_size = m->uncompressed_bytes();
     w.toc_digest = sha256_digest(toc_json);
+    if (estargz)
+        w.annotations = {
+            {std::string(kTocDigestAnnotation), w.toc_digest},
+            {std::string(kUncompressedSizeAnnotation), std::to_string(w.uncompressed_size)}};
     if (plan) {
         w.prioritised = plan->prioritised();
         w.kept_in_place = plan->kept_in_place();
@@ -601,9 +694,11 @@ WrittenLayer write_layer(const std::string& in_path, const std::string& out_path
 
 namespace {
 
-// The manifest entry of layer i when it names an eStargz blob (gzip, with the TOC annotation),
+// The manifest entry of layer i when it names a blob already in format (eStargz: gzip with the
+// TOC digest annotation; zstd:chunked: zstd with the checksum annotation, either key form),
 // else null.
-json estargz_descriptor(const json& manifest, size_t i, const std::string& blob) {
+json descriptor_in_format(const json& manifest, size_t i, const std::string& blob,
+                          TocFormat format) {
     if (!manifest.is_object() || !manifest.contains("layers") || !manifest["layers"].is_array() ||
         i >= manifest["layers"].size())
         return nullptr;
@@ -612,13 +707,29 @@ json estargz_descriptor(const json& manifest, size_t i, const std::string& blob)
         !d["annotations"].is_object())
         return nullptr;
     const json& a = d["annotations"];
-    auto toc = a.find(std::string(kTocDigestAnnotation));
-    if (toc == a.end() || !toc->is_string()) return nullptr;
+    auto has = [&](std::string_view key) {
+        auto it = a.find(std::string(key));
+        return it != a.end() && it->is_string();
+    };
+    bool zstd = format == TocFormat::kZstdChunked;
+    if (zstd ? !has(zstd_chunked::kChecksumAnnotation) &&
+                   !has(zstd_chunked::later_key(zstd_chunked::kChecksumAnnotation))
+             : !has(kTocDigestAnnotation))
+        return nullptr;
+    Compression want = zstd ? kZstd : kGzip;
     auto c = layer_media_type_compression(d.value("mediaType", ""));
-    if (!c || *c != kGzip) return nullptr;
+    if (!c || *c != want) return nullptr;
     json kept = d;
-    kept["mediaType"] = layer_media_type(kGzip);
+    kept["mediaType"] = layer_media_type(want);
     return kept;
+}
+
+json parse_manifest_or_null(const ImageRecord& image) {
+    try {
+        return parse_json_limited(image.manifest, "manifest of " + image.id, kMaxManifestBytes);
+    } catch (const StoreError&) {
+        return nullptr;  // every layer is then converted
+    }
 }
 
 }  // namespace
@@ -628,12 +739,8 @@ ConvertedImage convert_image(const ImageRecord& image,
                              const std::string& dir, const WriteOptions& o) {
     json config = parse_json_limited(image.config, "config " + image.id, kMaxConfigBytes);
     image_config_diff_ids(config, image.layers.size(), "config " + image.id);
-    json manifest;
-    try {
-        manifest = parse_json_limited(image.manifest, "manifest of " + image.id, kMaxManifestBytes);
-    } catch (const StoreError&) {
-        manifest = nullptr;  // every layer is then converted
-    }
+    json manifest = parse_manifest_or_null(image);
+    const std::string format = format_name(o.format);
     json& rootfs = config["rootfs"];
     ConvertedImage out;
     json layers = json::array();
@@ -643,20 +750,20 @@ ConvertedImage convert_image(const ImageRecord& image,
     for (size_t i = 0; i < image.layers.size(); ++i) {
         const std::string& blob = image.layers[i].blob;
         std::string where = "layer " + std::to_string(i + 1);
-        if (json kept = estargz_descriptor(manifest, i, blob); !kept.is_null()) {
+        if (json kept = descriptor_in_format(manifest, i, blob, o.format); !kept.is_null()) {
             if (!done.count(blob)) out.blobs.emplace_back(blob, blob_path(blob));
             done.emplace(blob, WrittenLayer{});
             all_converted = false;
             if (!o.prefetch.empty())
-                out.warnings.push_back(where +
-                                       " is eStargz already: kept as it is, with its "
-                                       "own prioritised files");
+                out.warnings.push_back(where + " is " + format +
+                                       " already: kept as it is, with its own prioritised files");
             layers.push_back(std::move(kept));
             continue;
         }
         auto it = done.find(blob);
         if (it == done.end()) {
-            std::string path = dir + "/" + digest_hex(blob) + ".estargz";
+            std::string path = dir + "/" + digest_hex(blob) +
+                               (o.format == TocFormat::kEstargz ? ".estargz" : ".zstd-chunked");
             it = done.emplace(blob, write_layer(blob_path(blob), path, o)).first;
             out.blobs.emplace_back(it->second.digest, path);
             for (const auto& p : it->second.prioritised) found.insert(p);
@@ -668,13 +775,13 @@ ConvertedImage convert_image(const ImageRecord& image,
         }
         const WrittenLayer& w = it->second;
         rootfs["diff_ids"][i] = w.diff_id;
+        json annotations = json::object();
+        for (const auto& [key, value] : w.annotations) annotations[key] = value;
         layers.push_back(
-            {{"mediaType", layer_media_type(kGzip)},
+            {{"mediaType", layer_media_type(o.format == TocFormat::kEstargz ? kGzip : kZstd)},
              {"digest", w.digest},
              {"size", w.size},
-             {"annotations",
-              {{std::string(kTocDigestAnnotation), w.toc_digest},
-               {std::string(kUncompressedSizeAnnotation), std::to_string(w.uncompressed_size)}}}});
+             {"annotations", std::move(annotations)}});
     }
     for (const auto& p : o.prefetch)
         if (all_converted && !found.count(p))
@@ -682,6 +789,14 @@ ConvertedImage convert_image(const ImageRecord& image,
     out.config = config.dump();
     out.manifest = oci_manifest(out.config, std::move(layers));
     return out;
+}
+
+size_t layers_already_in(const ImageRecord& image, TocFormat format) {
+    json manifest = parse_manifest_or_null(image);
+    size_t n = 0;
+    for (size_t i = 0; i < image.layers.size(); ++i)
+        if (!descriptor_in_format(manifest, i, image.layers[i].blob, format).is_null()) ++n;
+    return n;
 }
 
 // ---- The footer -------------------------------------------------------------------------------
@@ -851,6 +966,12 @@ void require_data_chunk(const json& j, const std::string& what) {
 
 const char* format_name(TocFormat format) {
     return format == TocFormat::kZstdChunked ? "zstd:chunked" : "eStargz";
+}
+
+std::optional<TocFormat> format_named(std::string_view name) {
+    if (name == "estargz") return TocFormat::kEstargz;
+    if (name == "zstd:chunked") return TocFormat::kZstdChunked;
+    return std::nullopt;
 }
 
 std::vector<TocEntry> parse_toc_json(std::string_view text, uint64_t toc_offset, TocFormat format) {

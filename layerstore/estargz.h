@@ -1,7 +1,8 @@
 // eStargz (stargz-snapshotter's docs/estargz.md): a gzip tar layer whose file contents start
 // new gzip members, with a table of contents (TOC) as its last tar entry and a footer pointing
-// at it, so one file can be fetched with a byte range and checked on its own. Writing, and
-// reading with every byte from the blob treated as hostile.
+// at it, so one file can be fetched with a byte range and checked on its own. Writing (eStargz,
+// and zstd:chunked with the same code: zstd_chunked.h), and reading with every byte from the
+// blob treated as hostile.
 #pragma once
 
 #include <sys/types.h>
@@ -9,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -37,13 +39,23 @@ inline constexpr size_t kMaxNameDepth = 256;
 inline constexpr size_t kMaxXattrBytes = 64 << 10;  // all of one entry's xattrs
 inline constexpr uint64_t kMaxFileBytes = uint64_t(1) << 40;
 
+// Which layer format a TOC came from: the entries are the same JSON, but where the TOC lives,
+// how chunks are compressed and whether the TOC is a tar entry of its own differ.
+enum class TocFormat { kEstargz, kZstdChunked };
+// "eStargz" or "zstd:chunked", for messages.
+const char* format_name(TocFormat format);
+// The format a command line names: "estargz" or "zstd:chunked"; nullopt for anything else.
+std::optional<TocFormat> format_named(std::string_view name);
+
 inline constexpr int64_t kDefaultChunkBytes = int64_t(4) << 20;
 
 struct WriteOptions {
+    TocFormat format = TocFormat::kEstargz;    // the layer format written
     int64_t chunk_bytes = kDefaultChunkBytes;  // regular files above this are split in chunks
-    int level = 6;                             // gzip level
+    int level = -1;  // gzip 0-9 or zstd 1-19; -1: the format's default (gzip 6, zstd 3)
     // Prioritised files (read_prefetch_list's paths): those in the layer go first, in this
-    // order, then kPrefetchLandmark. Empty, or none of them in the layer: kNoPrefetchLandmark.
+    // order. eStargz then writes kPrefetchLandmark (none of them in the layer, or no list:
+    // kNoPrefetchLandmark first); zstd:chunked has no landmarks, its tree stays the input's.
     std::vector<std::string> prefetch;
 };
 
@@ -55,21 +67,26 @@ std::vector<std::string> read_prefetch_list(const std::string& file);
 struct WrittenLayer {
     std::string digest;  // of the blob written
     int64_t size = 0;
-    std::string diff_id;  // of its uncompressed tar, TOC entry and all
+    std::string diff_id;  // of its uncompressed tar (eStargz: TOC entry and all)
     int64_t uncompressed_size = 0;
-    std::string toc_digest;  // of the TOC JSON, for kTocDigestAnnotation
+    std::string toc_digest;  // of the TOC JSON (eStargz: kTocDigestAnnotation's value)
+    // What the layer's manifest entry carries: eStargz kTocDigestAnnotation and
+    // kUncompressedSizeAnnotation; zstd:chunked the TOC frame's checksum and position.
+    std::vector<std::pair<std::string, std::string>> annotations;
     // Of WriteOptions::prefetch: the paths written first, and (path, why) for each one the
     // layer holds but that stays in place (moving it would change what an unpack makes).
     std::vector<std::string> prioritised;
     std::vector<std::pair<std::string, std::string>> kept_in_place;
 };
 
-// Reads the layer tar at in_path (uncompressed, gzip or zstd) and writes it to out_path as
-// eStargz: the prioritised files (each after its parent directories and, for a hard link, its
-// target) and the prefetch landmark, or the no-prefetch landmark, then the other entries in
-// their order, each regular file's content in gzip members of at most chunk_bytes, then the TOC
-// entry and the footer. The entries' metadata (owners, modes with set-id bits, xattrs, devices,
-// hard links, mtimes) carry over; a full unpack gives the tree the input's gives.
+// Reads the layer tar at in_path (uncompressed, gzip or zstd) and writes it to out_path in
+// options.format: the prioritised files (each after its parent directories and, for a hard
+// link, its target), then the other entries in their order, each regular file's content in gzip
+// members (zstd frames) of at most chunk_bytes each. eStargz: the prefetch landmark after the
+// prioritised files (or the no-prefetch landmark first), the TOC entry last, then the footer.
+// zstd:chunked: after the tar, the TOC frame in a skippable frame, then the footer. The entries'
+// metadata (owners, modes with set-id bits, xattrs, devices, hard links, mtimes) carry over; a
+// full unpack gives the tree the input's gives (eStargz: and its own files).
 WrittenLayer write_layer(const std::string& in_path, const std::string& out_path,
                          const WriteOptions& options = {});
 
@@ -77,12 +94,6 @@ WrittenLayer write_layer(const std::string& in_path, const std::string& out_path
 // throws StoreError unless bytes is exactly such a footer with the offset inside the blob.
 std::string footer(uint64_t toc_offset);
 uint64_t parse_footer(std::string_view bytes, uint64_t blob_size);
-
-// Which layer format a TOC came from: the entries are the same JSON, but where the TOC lives,
-// how chunks are compressed and whether the TOC is a tar entry of its own differ.
-enum class TocFormat { kEstargz, kZstdChunked };
-// "eStargz" or "zstd:chunked", for messages.
-const char* format_name(TocFormat format);
 
 enum class EntryType { kDir, kReg, kSymlink, kHardlink, kChar, kBlock, kFifo };
 
@@ -143,10 +154,11 @@ void fetch_file(const TocEntry& entry, const RangeReader& read,
                 const std::function<void(uint64_t, std::string_view)>& write,
                 TocFormat format = TocFormat::kEstargz);
 
-// An image with every layer rewritten as eStargz: the config with the new diff IDs, an OCI
-// manifest whose layers carry kTocDigestAnnotation, and the blobs written under dir. A layer
-// whose manifest entry already carries the annotation is eStargz already: its blob, diff ID and
-// annotations are kept as they are (not converted twice).
+// An image with every layer rewritten in options.format: the config with the new diff IDs, an
+// OCI manifest whose layers carry the format's annotations (WrittenLayer::annotations), and the
+// blobs written under dir. A layer whose manifest entry already says it is in that format (its
+// media type and TOC annotation) is kept as it is: blob, diff ID and annotations (not converted
+// twice).
 struct ConvertedImage {
     std::string config;
     std::string manifest;
@@ -155,6 +167,8 @@ struct ConvertedImage {
     // it was with its own order.
     std::vector<std::string> warnings;
 };
+// How many of the image's layers convert_image would keep as they are, already in format.
+size_t layers_already_in(const ImageRecord& image, TocFormat format);
 // blob_path gives the stored file of a layer blob.
 ConvertedImage convert_image(const ImageRecord& image,
                              const std::function<std::string(const std::string&)>& blob_path,

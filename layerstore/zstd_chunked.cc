@@ -7,6 +7,7 @@
 #include <archive_entry.h>
 
 #include <charconv>
+#include <memory>
 
 #include "archive_error.h"
 #include "digest.h"
@@ -37,6 +38,18 @@ uint64_t little_endian_u64(std::string_view b) {
     return v;
 }
 
+void append_little_endian(std::string& out, uint64_t v, size_t bytes) {
+    for (size_t i = 0; i < bytes; ++i) out += static_cast<char>(v >> (8 * i) & 0xff);
+}
+
+// The skippable frame's magic (0x184D2A50), as it appears in the blob.
+constexpr std::string_view kSkippableMagic("\x50\x2a\x4d\x18", 4);
+
+la_ssize_t append_to_string(archive*, void* client, const void* buf, size_t len) {
+    static_cast<std::string*>(client)->append(static_cast<const char*>(buf), len);
+    return static_cast<la_ssize_t>(len);
+}
+
 }  // namespace
 
 TocPosition parse_position(std::string_view text, uint64_t blob_size) {
@@ -57,7 +70,7 @@ TocPosition parse_footer(std::string_view b, uint64_t blob_size) {
     const std::string what = "zstd:chunked footer";
     // The skippable frame's magic (0x184D2A50, little-endian) and its length, 40.
     if (b.size() != kFooterSize ||
-        b.substr(0, 8) != std::string_view("\x50\x2a\x4d\x18\x28\0\0\0", 8) ||
+        b.substr(0, 8) != std::string(kSkippableMagic) + std::string("\x28\0\0\0", 4) ||
         b.substr(40) != kFooterMagic)
         throw StoreError("no zstd:chunked footer");
     return checked({little_endian_u64(b.substr(8)), little_endian_u64(b.substr(16)),
@@ -90,6 +103,49 @@ std::string decompress(std::string_view in, uint64_t limit, bool stop_at_limit,
         out.append(buf, static_cast<size_t>(n));
         if (stop_at_limit && out.size() == limit) return out;
     }
+}
+
+std::string compress_frame(std::string_view data, int level) {
+    std::string out;
+    WriteArchive a(archive_write_new());
+    archive_write_set_format_raw(a.get());
+    archive_write_add_filter_zstd(a.get());
+    // Unblocked: the frame ends where zstd ends it, with no padding after it.
+    archive_write_set_bytes_per_block(a.get(), 0);
+    archive_write_set_bytes_in_last_block(a.get(), 1);
+    std::unique_ptr<archive_entry, decltype(&archive_entry_free)> e(archive_entry_new(),
+                                                                    archive_entry_free);
+    archive_entry_set_pathname(e.get(), "frame");
+    archive_entry_set_filetype(e.get(), AE_IFREG);
+    archive_entry_set_size(e.get(), static_cast<la_int64_t>(data.size()));
+    std::string lvl = std::to_string(level);
+    if (archive_write_set_filter_option(a.get(), "zstd", "compression-level", lvl.c_str()) !=
+            ARCHIVE_OK ||
+        archive_write_open(a.get(), &out, nullptr, append_to_string, nullptr) != ARCHIVE_OK ||
+        archive_write_header(a.get(), e.get()) != ARCHIVE_OK ||
+        archive_write_data(a.get(), data.data(), data.size()) !=
+            static_cast<la_ssize_t>(data.size()) ||
+        archive_write_close(a.get()) != ARCHIVE_OK)
+        throw StoreError("zstd compression failed: " + archive_error_text(a.get()));
+    return out;
+}
+
+std::string skippable_frame(std::string_view payload) {
+    std::string out(kSkippableMagic);
+    append_little_endian(out, payload.size(), 4);
+    return out.append(payload);
+}
+
+std::string footer(const TocPosition& pos) {
+    std::string f;
+    for (uint64_t v : {pos.offset, pos.length, pos.uncompressed_length, kTocTypeJson})
+        append_little_endian(f, v, 8);
+    return skippable_frame(f + std::string(kFooterMagic));
+}
+
+std::string position_annotation(const TocPosition& pos) {
+    return std::to_string(pos.offset) + ":" + std::to_string(pos.length) + ":" +
+           std::to_string(pos.uncompressed_length) + ":" + std::to_string(kTocTypeJson);
 }
 
 estargz::Toc parse_toc_frame(std::string_view frame, const TocPosition& pos,

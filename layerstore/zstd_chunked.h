@@ -1,7 +1,8 @@
 // zstd:chunked (containers/storage's pkg/chunked): a zstd tar layer whose file contents (or
 // chunks of them) are zstd frames of their own, with a table of contents in a skippable frame
-// near the end that the manifest's annotations locate and vouch for. Reading only; the TOC's
-// entries are eStargz's (estargz::parse_toc_json checks them, with this format's differences).
+// near the end that the manifest's annotations locate and vouch for. The TOC's entries are
+// eStargz's (estargz::parse_toc_json checks them, with this format's differences); the writer is
+// estargz::write_layer with TocFormat::kZstdChunked, built on the frames and footer below.
 #pragma once
 
 #include <cstdint>
@@ -51,6 +52,13 @@ std::string decompress(std::string_view in, uint64_t limit, bool stop_at_limit,
 // lazy record keeps); its format is kZstdChunked, and it has no tar entry of its own.
 estargz::Toc parse_toc_frame(std::string_view frame, const TocPosition& pos,
                              const std::string& checksum);
+
+// Writing: one zstd frame of data (libarchive's zstd filter, so no second zstd library); a
+// skippable frame holding payload; the footer and the position annotation for a TOC frame.
+std::string compress_frame(std::string_view data, int level);
+std::string skippable_frame(std::string_view payload);
+std::string footer(const TocPosition& pos);
+std::string position_annotation(const TocPosition& pos);
 
 // Reads the TOC with one range (two without a position annotation: the footer first).
 estargz::Toc read_toc(const estargz::RangeReader& read, uint64_t blob_size,

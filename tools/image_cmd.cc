@@ -323,10 +323,12 @@ int cmd_tag(Context& ctx, const Args& a) {
 
 int cmd_convert(Context& ctx, const Args& a) {
     need_operands(a, 2, 2);
-    if (!a.values.count("format")) throw UsageError("lamina convert needs --format estargz");
-    if (a.value("format") != "estargz")
-        throw UsageError("--format must be estargz (zstd:chunked is not done yet)");
+    if (!a.values.count("format"))
+        throw UsageError("lamina convert needs --format estargz or zstd:chunked");
+    auto format = store::estargz::format_named(a.value("format"));
+    if (!format) throw UsageError("--format must be estargz or zstd:chunked");
     store::estargz::WriteOptions o;
+    o.format = *format;
     if (a.values.count("prefetch-list"))
         o.prefetch = store::estargz::read_prefetch_list(a.value("prefetch-list"));
     // Lazy layers have no blob to convert until they are complete.

@@ -196,13 +196,13 @@ int cmd_push(Context& ctx, const Args& a) {
     std::string target = a.operands.size() == 2 ? a.operands[1] : local;
     registry::PushOptions o;
     if (a.values.count("compression-format")) {
-        o.compression_format = a.value("compression-format");
-        if (o.compression_format != "estargz")
-            throw UsageError("--compression-format must be estargz (zstd:chunked is not done yet)");
+        o.convert_to = store::estargz::format_named(a.value("compression-format"));
+        if (!o.convert_to) throw UsageError("--compression-format must be estargz or zstd:chunked");
     }
     if (a.values.count("prefetch-list")) {
-        if (o.compression_format.empty())
-            throw UsageError("--prefetch-list goes with --compression-format estargz");
+        if (!o.convert_to)
+            throw UsageError(
+                "--prefetch-list goes with --compression-format estargz or zstd:chunked");
         o.prefetch = store::estargz::read_prefetch_list(a.value("prefetch-list"));
     }
     // Lazy layers have no blob to send until they are complete.
@@ -222,7 +222,7 @@ int cmd_push(Context& ctx, const Args& a) {
         registry::push_image(ctx.store(), Settings::load(), local, dest, o, std::cout);
     // A converted push sends another image (new diff IDs, config and manifest): its digest is
     // not one of the stored image's.
-    if (o.compression_format.empty())
+    if (!o.convert_to)
         ctx.store().record_repo_digest(ctx.store().image(local).id,
                                        dest.registry + "/" + dest.repository, digest);
     return 0;

@@ -45,8 +45,8 @@ OptionSpec change_option() {
 
 OptionSpec prefetch_list_option() {
     return with_value({"--prefetch-list"}, "prefetch-list", "FILE",
-                      "eStargz: write the files FILE lists (one path a line, etc/os-release) "
-                      "first in each layer, so a lazy pull fetches them first");
+                      "eStargz and zstd:chunked: write the files FILE lists (one path a line, "
+                      "etc/os-release) first in each layer, so a lazy pull fetches them first");
 }
 
 OptionSpec creds_option() {
@@ -80,10 +80,11 @@ std::vector<CommandSpec> make_specs() {
         {"tag", {"image tag"}, "SOURCE_IMAGE TARGET_IMAGE[:TAG]", "Give an image another name", {}},
         {"convert",
          {"image convert"},
-         "--format estargz IMAGE NEW_IMAGE[:TAG]",
-         "Store a copy of an image with its layers rewritten (eStargz: pull --lazy mounts it "
-         "before it is downloaded)",
-         {with_value({"--format"}, "format", "estargz", "The layers' new format: estargz"),
+         "--format estargz|zstd:chunked IMAGE NEW_IMAGE[:TAG]",
+         "Store a copy of an image with its layers rewritten (eStargz or zstd:chunked: pull "
+         "--lazy mounts it before it is downloaded)",
+         {with_value({"--format"}, "format", "estargz|zstd:chunked",
+                     "The layers' new format: estargz or zstd:chunked"),
           prefetch_list_option()}},
         {"rmi",
          {"image rm", "image remove"},
@@ -129,7 +130,8 @@ std::vector<CommandSpec> make_specs() {
           tls_option(), creds_option(),
           flag({"-q", "--quiet"}, "quiet", "Print only the reference"),
           flag({"--lazy"}, "lazy",
-               "Read eStargz layers' tables of contents only; mount fetches the files"),
+               "Read eStargz and zstd:chunked layers' tables of contents only; mount "
+               "fetches the files"),
           flag({"--no-lazy"}, "no-lazy",
                "Pull every layer whole, even with \"lazy\": true in config.json"),
           flag({"--background"}, "background",
@@ -139,9 +141,9 @@ std::vector<CommandSpec> make_specs() {
          "IMAGE [[docker://]DESTINATION | docker-archive:FILE | oci-archive:FILE]",
          "Send an image to a registry",
          {tls_option(), creds_option(), flag({"-q", "--quiet"}, "quiet", "Print no progress"),
-          with_value({"--compression-format"}, "compression-format", "estargz",
-                     "Rewrite the layers as eStargz, which lamina pull --lazy mounts before "
-                     "they are downloaded"),
+          with_value({"--compression-format"}, "compression-format", "estargz|zstd:chunked",
+                     "Rewrite the layers as eStargz or zstd:chunked, which lamina pull --lazy "
+                     "mounts before they are downloaded"),
           prefetch_list_option()}},
         // Containers.
         {"create",

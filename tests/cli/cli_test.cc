@@ -165,8 +165,14 @@ TEST_F(Script, convert_refuses_bad_input_in_one_line_and_stores_nothing) {
         std::string says;
     };
     for (const Case& c : std::vector<Case>{
-             {{"convert", "--format", "zstd:chunked", "app:1", "app:ez"}, 2, "--format"},
+             {{"convert", "--format", "zstd", "app:1", "app:ez"}, 2, "--format"},
              {{"convert", "app:1", "app:ez"}, 2, "--format estargz"},
+             {{"push", "--compression-format", "zip", "app:1", "127.0.0.1:9/app:1"},
+              2,
+              "--compression-format must be estargz or zstd:chunked"},
+             {{"push", "--prefetch-list", tmp / "bad-list", "app:1", "127.0.0.1:9/app:1"},
+              2,
+              "--prefetch-list goes with --compression-format"},
              {{"convert", "--format", "estargz", "app:1"}, 2, "usage"},
              {{"convert", "--format", "estargz", "nope:1", "app:ez"}, 1, "nope"},
              {{"convert", "--format", "estargz", "app:1", "app:2"}, 1, "taken"},
@@ -197,6 +203,16 @@ TEST_F(Script, convert_refuses_bad_input_in_one_line_and_stores_nothing) {
     std::string layer = img["Layers"][0]["Path"];
     EXPECT_EQ(file_text(layer + "/etc/name"), "app:1\n");
     EXPECT_EQ(file_text(layer + "/.prefetch.landmark"), "\x0f");
+
+    // zstd:chunked: the same files, no landmark (its TOC is no tar entry, it adds no file).
+    r = lamina({"convert", "--format", "zstd:chunked", "--prefetch-list", tmp / "list", "app:1",
+                "app:zc"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.err, "");
+    img = json::parse(out_of(lamina({"inspect", "app:zc"})))[0];
+    layer = img["Layers"][0]["Path"];
+    EXPECT_EQ(file_text(layer + "/etc/name"), "app:1\n");
+    EXPECT_NE(access((layer + "/.prefetch.landmark").c_str(), F_OK), 0);
 }
 
 TEST_F(Script, inspect_format_renders_each_object) {

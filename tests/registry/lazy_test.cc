@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -144,41 +145,61 @@ struct EstargzImage : SourceImage {
     }
 };
 
+// skopeo copies image to an OCI layout; each layer has media_type and annotation, and
+// `decompress` (a shell command reading the blob's path) turns it into the tar whose digest the
+// config names as its diff ID.
+void expect_layers_decompress_to_diff_ids(const SourceImage& img, const std::string& image,
+                                          const std::string& media_type,
+                                          const std::string& annotation,
+                                          const std::string& decompress) {
+    std::string layout = img.tmp / "copied-layout";
+    auto cp = run_command({"skopeo", "copy", "--src-tls-verify=false", "docker://" + image,
+                           "oci:" + layout + ":copied"});
+    ASSERT_EQ(cp.status, 0) << cp.err;
+    LayoutImage li = read_layout(layout);
+    ASSERT_EQ(li.manifest["layers"].size(), 2u);
+    for (size_t i = 0; i < 2; ++i) {
+        const json& l = li.manifest["layers"][i];
+        EXPECT_EQ(l["mediaType"], media_type);
+        EXPECT_TRUE(l["annotations"].contains(annotation)) << l.dump();
+        std::string blob = li.blobs + l["digest"].get<std::string>().substr(7);
+        auto sum = run_shell(decompress + " '" + blob + "' | sha256sum");
+        ASSERT_EQ(sum.status, 0) << sum.err;
+        EXPECT_EQ("sha256:" + sum.out.substr(0, 64), li.config["rootfs"]["diff_ids"][i]);
+    }
+}
+
+// lamina pulls image whole into a fresh store (checking every diff ID); each layer holds what
+// the source's does (and, with_estargz_files, what eStargz adds). Its layer directories.
+std::vector<std::string> expect_full_pull_gives_the_sources_layers(const SourceImage& img,
+                                                                   const std::string& image,
+                                                                   bool with_estargz_files) {
+    Lamina dst(img.tmp / "dst");
+    auto pull = dst({"pull", "--tls-verify=false", image});
+    EXPECT_EQ(pull.status, 0) << pull.err;
+    auto a = layer_dirs(img.src, img.plain), b = layer_dirs(dst, image);
+    EXPECT_EQ(a.size(), 2u);
+    EXPECT_EQ(b.size(), 2u);
+    for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+        EXPECT_EQ(describe(b[i], with_estargz_files), describe(a[i])) << "layer " << i;
+    return b;
+}
+
 TEST(LazyPush, estargz_image_pulls_as_ordinary_gzip_with_skopeo_and_lamina) {
     REQUIRE_REGISTRY();
     if (!have_program("gzip")) SKIP_NEEDING("program:gzip") << "decompresses the layers";
     EstargzImage img;
-
     // skopeo copies it like any image; each layer is gzip whose content is its diff ID.
-    auto cp = run_command({"skopeo", "copy", "--src-tls-verify=false", "docker://" + img.lazy,
-                           "oci:" + img.tmp / "ez-layout" + ":ez"});
-    ASSERT_EQ(cp.status, 0) << cp.err;
-    LayoutImage li = read_layout(img.tmp / "ez-layout");
-    ASSERT_EQ(li.manifest["layers"].size(), 2u);
-    for (size_t i = 0; i < 2; ++i) {
-        const json& l = li.manifest["layers"][i];
-        EXPECT_EQ(l["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
-        EXPECT_TRUE(l["annotations"].contains(std::string(ez::kTocDigestAnnotation))) << l.dump();
-        std::string blob = li.blobs + l["digest"].get<std::string>().substr(7);
-        auto sum = run_shell("gzip -dc '" + blob + "' | sha256sum");
-        ASSERT_EQ(sum.status, 0) << sum.err;
-        EXPECT_EQ("sha256:" + sum.out.substr(0, 64), li.config["rootfs"]["diff_ids"][i]);
-    }
-
+    expect_layers_decompress_to_diff_ids(img, img.lazy,
+                                         "application/vnd.oci.image.layer.v1.tar+gzip",
+                                         std::string(ez::kTocDigestAnnotation), "gzip -dc");
     // lamina pulls it fully into a fresh store (verifying every diff ID); each layer holds what
     // the source's does, plus the TOC and the landmark eStargz adds.
-    Lamina dst(img.tmp / "dst");
-    auto pull = dst({"pull", "--tls-verify=false", img.lazy});
-    ASSERT_EQ(pull.status, 0) << pull.err;
-    auto a = layer_dirs(img.src, img.plain), b = layer_dirs(dst, img.lazy);
-    ASSERT_EQ(a.size(), 2u);
-    ASSERT_EQ(b.size(), 2u);
-    for (size_t i = 0; i < 2; ++i) {
-        EXPECT_EQ(describe(b[i], true), describe(a[i])) << "layer " << i;
-        EXPECT_TRUE(contains(describe(b[i]), "stargz.index.json ")) << "layer " << i;
-    }
+    auto dirs = expect_full_pull_gives_the_sources_layers(img, img.lazy, true);
+    for (size_t i = 0; i < dirs.size(); ++i)
+        EXPECT_TRUE(contains(describe(dirs[i]), "stargz.index.json ")) << "layer " << i;
 
-    // Only estargz is a format; anything else is a usage error.
+    // Only estargz and zstd:chunked are formats; anything else is a usage error.
     auto bad = img.src({"push", "--tls-verify=false", "--compression-format", "zip", img.plain,
                         img.reg.host() + "/test/app:zip"});
     expect_one_line_failure(bad, "--compression-format");
@@ -859,6 +880,10 @@ TEST(LazyConvert, a_converted_image_pushes_as_it_is_and_pulls_lazily_prioritised
     auto again = src({"push", "--tls-verify=false", "--compression-format", "estargz", "app:ez",
                       reg.host() + "/test/app:ez2"});
     ASSERT_EQ(again.status, 0) << again.err;
+    EXPECT_TRUE(contains(again.out,
+                         "Converting 0 layers to eStargz (2 are eStargz already: kept "
+                         "as they are)"))
+        << again.out;
     auto raw2 = run_command({"skopeo", "inspect", "--raw", "--tls-verify=false",
                              "docker://" + reg.host() + "/test/app:ez2"});
     ASSERT_EQ(raw2.status, 0) << raw2.err;
@@ -978,23 +1003,52 @@ struct ZstdChunkedImage {
     }
 };
 
+// pull --lazy of via through the proxy, a container "web" of it mounted: the mount moves
+// nothing, a first open of a small file moves that file's frame, not the layer. The mount point,
+// or "" when the pull did not give two lazy layers.
+std::string mount_lazily(const Lamina& lz, const std::string& via, const ThrottlingProxy& proxy) {
+    if (pull_lazily(lz, via, proxy).size() != 2u) return "";
+    int64_t moved = proxy.bytes_sent();
+    last_line_of(lz({"create", "--name", "web", via}));
+    setenv("LAMINA_LAZY_TIMEOUT", "5", 1);
+    std::string merged = last_line_of(lz({"mount", "web"}));
+    unsetenv("LAMINA_LAZY_TIMEOUT");
+    EXPECT_EQ(proxy.bytes_sent(), moved);
+    EXPECT_EQ(read_file(merged + "/os"), "ID=lamina\n");
+    EXPECT_LT(proxy.bytes_sent() - moved, 16 << 10);
+    return merged;
+}
+
+// describe's lines without their mtimes.
+std::string without_mtimes(const std::string& description) {
+    return std::regex_replace(description, std::regex(" mtime=[0-9]+"), "");
+}
+
+// Every file read through merged equals a fully pulled container's of image (mtimes aside when
+// not compare_mtimes).
+void expect_mount_equals_a_full_pulls(const TempDir& tmp, const std::string& image,
+                                      const std::string& merged, bool compare_mtimes = true) {
+    Lamina full(tmp / "full");
+    StoreGuard full_guard{full.root()};
+    auto whole = full({"pull", "--tls-verify=false", image});
+    ASSERT_EQ(whole.status, 0) << whole.err;
+    last_line_of(full({"create", "--name", "web", image}));
+    std::string full_merged = last_line_of(full({"mount", "web"}));
+    if (compare_mtimes)
+        EXPECT_EQ(describe(merged), describe(full_merged));
+    else
+        EXPECT_EQ(without_mtimes(describe(merged)), without_mtimes(describe(full_merged)));
+    last_line_of(full({"umount", "web"}));
+}
+
 TEST(LazyPullZstdChunked, skopeos_layers_mount_at_once_and_each_file_is_checked_on_first_open) {
     REQUIRE_REGISTRY();
     if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
     ThroughProxy<ZstdChunkedImage> lazy_store;
     auto& [img, proxy, via, lz, guard] = lazy_store;
 
-    ASSERT_EQ(pull_lazily(lz, via, proxy).size(), 2u);
-    int64_t moved = proxy.bytes_sent();
-
-    last_line_of(lz({"create", "--name", "web", via}));
-    setenv("LAMINA_LAZY_TIMEOUT", "5", 1);
-    std::string merged = last_line_of(lz({"mount", "web"}));
-    unsetenv("LAMINA_LAZY_TIMEOUT");
-    EXPECT_EQ(proxy.bytes_sent(), moved);
-    // A small file: that file's frame, not the layer.
-    EXPECT_EQ(read_file(merged + "/os"), "ID=lamina\n");
-    EXPECT_LT(proxy.bytes_sent() - moved, 16 << 10);
+    std::string merged = mount_lazily(lz, via, proxy);
+    ASSERT_FALSE(merged.empty());
 
     // A flipped byte in the stored blob, inside data/big's frames: EIO and no bytes.
     std::string blob = img.reg.blob_data(bottom_blob(lz, via));
@@ -1004,20 +1058,12 @@ TEST(LazyPullZstdChunked, skopeos_layers_mount_at_once_and_each_file_is_checked_
     EXPECT_EQ(bad.second, EIO);
     EXPECT_TRUE(bad.first.empty());
     flip_byte(blob, middle);
-    moved = proxy.bytes_sent();
+    int64_t moved = proxy.bytes_sent();
     EXPECT_EQ(read_file(merged + "/data/big-link"), random_bytes(1 << 20, 7));
     EXPECT_GT(proxy.bytes_sent() - moved, 1 << 20);
 
-    // Every file read through the mount equals a fully pulled container's.
-    Lamina full(img.tmp / "full");
-    StoreGuard full_guard{full.root()};
-    auto whole = full({"pull", "--tls-verify=false", img.lazy});
-    ASSERT_EQ(whole.status, 0) << whole.err;
-    last_line_of(full({"create", "--name", "web", img.lazy}));
-    std::string full_merged = last_line_of(full({"mount", "web"}));
-    EXPECT_EQ(describe(merged), describe(full_merged));
+    expect_mount_equals_a_full_pulls(img.tmp, img.lazy, merged);
     last_line_of(lz({"umount", "web"}));
-    last_line_of(full({"umount", "web"}));
 }
 
 TEST(LazyPullZstdChunked, a_full_pull_completes_the_lazy_layers_in_place) {
@@ -1147,6 +1193,135 @@ TEST(LazyDirect, a_remount_keeps_the_lazy_layers) {
     EXPECT_EQ(read_through(merged + "/keep/new"), std::make_pair(std::string("new\n"), 0));
     EXPECT_EQ(lazy_of_layers(lz, via)[1]["FilesLocal"], 1);
     EXPECT_EQ(laminafs_serving(merged), daemon);
+    last_line_of(lz({"umount", "web"}));
+}
+
+// ---- zstd:chunked, as lamina writes it ---------------------------------------------------------
+
+// The demo image pushed back by lamina as zstd:chunked.
+struct LaminaZstdChunkedImage : SourceImage {
+    std::string lazy;
+    LaminaZstdChunkedImage() {
+        lazy = reg.host() + "/test/app:zc";
+        auto push = src(
+            {"push", "--tls-verify=false", "--compression-format", "zstd:chunked", plain, lazy});
+        EXPECT_EQ(push.status, 0) << push.err;
+        EXPECT_TRUE(contains(push.out, "Converting 2 layers to zstd:chunked\n")) << push.out;
+    }
+};
+
+TEST(LazyPushZstdChunked, each_layer_decompresses_with_plain_zstd_to_the_configs_diff_id) {
+    REQUIRE_REGISTRY();
+    if (!have_program("zstd")) SKIP_NEEDING("program:zstd") << "decompresses the layers";
+    LaminaZstdChunkedImage img;
+    // skopeo copies it like any image; each layer is zstd with skopeo 1.9.3's annotations, and
+    // `zstd -d` gives the tar whose digest the config names.
+    expect_layers_decompress_to_diff_ids(
+        img, img.lazy, "application/vnd.oci.image.layer.v1.tar+zstd",
+        "io.containers.zstd-chunked.manifest-position", "zstd -dc");
+    // lamina pulls it whole: each layer holds exactly what the source's does, zstd:chunked
+    // adding no file.
+    expect_full_pull_gives_the_sources_layers(img, img.lazy, false);
+
+    // convert stores the same kind of image; pushing it with the format again keeps its layers
+    // as they are, and says so.
+    auto conv = img.src({"convert", "--format", "zstd:chunked", img.plain, "app:zc"});
+    ASSERT_EQ(conv.status, 0) << conv.err;
+    auto again = img.src({"push", "--tls-verify=false", "--compression-format", "zstd:chunked",
+                          "app:zc", img.reg.host() + "/test/app:zc2"});
+    ASSERT_EQ(again.status, 0) << again.err;
+    EXPECT_TRUE(contains(again.out,
+                         "Converting 0 layers to zstd:chunked (2 are zstd:chunked "
+                         "already: kept as they are)"))
+        << again.out;
+    auto raw = run_command({"skopeo", "inspect", "--raw", "--tls-verify=false",
+                            "docker://" + img.reg.host() + "/test/app:zc2"});
+    ASSERT_EQ(raw.status, 0) << raw.err;
+    json stored = json::parse(img.src({"inspect", "app:zc"}).out);
+    ASSERT_EQ(stored[0]["Layers"].size(), 2u);
+    for (size_t i = 0; i < 2; ++i)
+        EXPECT_EQ(json::parse(raw.out)["layers"][i]["digest"], stored[0]["Layers"][i]["Blob"]);
+}
+
+// podman on a private store under dir, configured by storage_conf (the driver, its options).
+// podman 4.3 fails a pull when $DOCKER_CONFIG (the fixture's) holds no config.json, or
+// $CONTAINERS_REGISTRIES_CONF names no file: the one unset, the other an empty file.
+CommandResult podman_in(const std::string& dir, const std::string& storage_conf,
+                        const std::vector<std::string>& args) {
+    make_dirs(dir);
+    std::ofstream(dir + "/registries.conf") << "";
+    std::ofstream(dir + "/storage.conf")
+        << "[storage]\nrunroot = \"" << dir << "/run\"\ngraphroot = \"" << dir << "/root\"\n"
+        << storage_conf;
+    std::vector<std::string> cmd = {"env",
+                                    "-u",
+                                    "DOCKER_CONFIG",
+                                    "CONTAINERS_REGISTRIES_CONF=" + dir + "/registries.conf",
+                                    "CONTAINERS_STORAGE_CONF=" + dir + "/storage.conf",
+                                    "podman",
+                                    "--events-backend",
+                                    "none"};
+    cmd.insert(cmd.end(), args.begin(), args.end());
+    return run_command(cmd);
+}
+
+TEST(LazyPushZstdChunked, podman_pulls_it_with_the_same_diff_ids) {
+    REQUIRE_REGISTRY();
+    if (geteuid() != 0) SKIP_NEEDING("root") << "podman on a private store";
+    if (!have_program("podman")) SKIP_NEEDING("program:podman") << "pulls the image";
+    LaminaZstdChunkedImage img;
+    std::string dir = img.tmp / "podman";
+    const std::string conf = "driver = \"vfs\"\n";
+    auto pull = podman_in(dir, conf, {"pull", "--quiet", "--tls-verify=false", img.lazy});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    auto inspect = podman_in(dir, conf, {"image", "inspect", img.lazy});
+    ASSERT_EQ(inspect.status, 0) << inspect.err;
+    json config = json::parse(
+        run_command({"skopeo", "inspect", "--config", "--tls-verify=false", "docker://" + img.lazy})
+            .out);
+    EXPECT_EQ(json::parse(inspect.out)[0]["RootFS"]["Layers"], config["rootfs"]["diff_ids"])
+        << inspect.out;
+    podman_in(dir, conf, {"rmi", "-af"});
+}
+
+// podman with partial pulls on (containers/storage's own zstd:chunked reader, overlay driver)
+// takes lamina's layers by their TOCs and builds the tree a full lamina pull mounts.
+TEST(LazyPushZstdChunked, podmans_partial_pull_reads_laminas_tocs_and_builds_the_same_tree) {
+    REQUIRE_REGISTRY();
+    if (geteuid() != 0) SKIP_NEEDING("root") << "podman on a private store";
+    if (!have_program("podman")) SKIP_NEEDING("program:podman") << "pulls the image";
+    if (!contains(read_file("/proc/filesystems"), "\toverlay\n"))
+        SKIP_NEEDING("overlay") << "podman's overlay driver does partial pulls";
+    if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
+    LaminaZstdChunkedImage img;
+    std::string dir = img.tmp / "podman-partial";
+    const std::string conf =
+        "driver = \"overlay\"\n[storage.options]\npull_options = {enable_partial_images = "
+        "\"true\", use_hard_links = \"false\", ostree_repos = \"\"}\n";
+    auto pull =
+        podman_in(dir, conf, {"--log-level", "debug", "pull", "--tls-verify=false", img.lazy});
+    ASSERT_EQ(pull.status, 0) << pull.err;
+    // podman's words when the layer went through containers/storage's chunked differ.
+    EXPECT_TRUE(contains(pull.err, "Retrieved partial blob")) << pull.err;
+    auto mounted = podman_in(dir, conf, {"image", "mount", img.lazy});
+    ASSERT_EQ(mounted.status, 0) << mounted.err;
+    std::string merged = mounted.out.substr(0, mounted.out.find('\n'));
+    // podman 4.3's differ gives every file the time of the pull, for skopeo 1.9.3's own
+    // zstd:chunked layers too: the mtimes are not compared.
+    expect_mount_equals_a_full_pulls(img.tmp, img.lazy, merged, false);
+    podman_in(dir, conf, {"image", "unmount", "-a"});
+    podman_in(dir, conf, {"rmi", "-af"});
+}
+
+TEST(LazyPullZstdChunked, laminas_layers_mount_at_once_and_equal_a_full_pull) {
+    REQUIRE_REGISTRY();
+    if (!can_mount_fuse()) SKIP_NEEDING("fuse") << skip_reason();
+    ThroughProxy<LaminaZstdChunkedImage> lazy_store;
+    auto& [img, proxy, via, lz, guard] = lazy_store;
+
+    std::string merged = mount_lazily(lz, via, proxy);
+    ASSERT_FALSE(merged.empty());
+    expect_mount_equals_a_full_pulls(img.tmp, img.lazy, merged);
     last_line_of(lz({"umount", "web"}));
 }
 

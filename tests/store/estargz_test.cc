@@ -1,6 +1,7 @@
 // eStargz layers: what the writer makes is an ordinary gzip layer; a tree built from its TOC and
 // filled chunk by chunk equals a full unpack; bad chunks, TOCs and footers are refused. The same
-// for zstd:chunked layers as skopeo writes them, with the same TOC checks.
+// for zstd:chunked layers as skopeo writes them, with the same TOC checks, and as lamina's
+// writer writes them.
 #include "estargz.h"
 
 #include <fcntl.h>
@@ -10,6 +11,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -207,19 +209,31 @@ std::vector<std::string> toc_names(const ez::Toc& toc) {
     return out;
 }
 
-TEST(EstargzPrefetch, listed_files_come_first_after_their_parents_then_the_landmark) {
-    if (!have_program("python3")) SKIP_NEEDING("program:python3") << "describes the trees";
-    if (!have_program("tar")) SKIP_NEEDING("program:tar") << "lists the blob's entries";
-    TempDir tmp("estargz");
+// A layer with files in directories, a hard link and a symlink, and a list naming some of them
+// (and one it does not hold).
+std::string prefetch_demo_tar(const TempDir& tmp) {
     std::string src = tmp / "src.tar";
     std::ofstream(src, std::ios::binary) << make_tar(
         {dir("etc"), file("etc/hosts", "h\n"), dir("usr"), dir("usr/bin"),
          file("usr/bin/tool", noise(200 << 10), 0755), hardlink("usr/bin/tool2", "usr/bin/tool"),
          file("etc/os-release", "ID=x\n", 0600), symlink("os", "etc/os-release"),
          file("z", "z\n")});
+    return src;
+}
+
+ez::WriteOptions prefetch_demo_options() {
     ez::WriteOptions wo;
     wo.chunk_bytes = 64 << 10;
     wo.prefetch = {"usr/bin/tool2", "missing/file", "etc/os-release", "os"};
+    return wo;
+}
+
+TEST(EstargzPrefetch, listed_files_come_first_after_their_parents_then_the_landmark) {
+    if (!have_program("python3")) SKIP_NEEDING("program:python3") << "describes the trees";
+    if (!have_program("tar")) SKIP_NEEDING("program:tar") << "lists the blob's entries";
+    TempDir tmp("estargz");
+    std::string src = prefetch_demo_tar(tmp);
+    ez::WriteOptions wo = prefetch_demo_options();
     ez::WrittenLayer w = ez::write_layer(src, tmp / "l", wo);
     EXPECT_EQ(w.prioritised, (std::vector<std::string>{"usr/bin/tool2", "etc/os-release", "os"}));
     EXPECT_TRUE(w.kept_in_place.empty());
@@ -722,6 +736,132 @@ TEST(ZstdChunked, hostile_tocs_are_refused) {
     };
     for (const auto& [why, entry] : bad)
         EXPECT_THROW(parse(toc({entry})), store::StoreError) << why;
+}
+
+// ---- zstd:chunked, as lamina writes it ---------------------------------------------------------
+
+// in_path written as zstd:chunked by lamina's writer, with the annotations it gives the manifest.
+ZstdChunkedLayer lamina_zstd_chunked(const TempDir& tmp, const std::string& in_path,
+                                     ez::WriteOptions wo, ez::WrittenLayer& w) {
+    wo.format = ez::TocFormat::kZstdChunked;
+    ZstdChunkedLayer out;
+    out.path = tmp / "layer.zstd-chunked";
+    w = ez::write_layer(in_path, out.path, wo);
+    out.blob.bytes = read_all(out.path);
+    EXPECT_EQ(store::sha256_digest(out.blob.bytes), w.digest);
+    EXPECT_EQ(static_cast<int64_t>(out.blob.bytes.size()), w.size);
+    for (const auto& [key, value] : w.annotations) {
+        if (key == zc::kChecksumAnnotation) out.checksum = value;
+        if (key == zc::kPositionAnnotation) out.position = value;
+    }
+    EXPECT_EQ(w.annotations.size(), 2u);
+    return out;
+}
+
+// What `zstd -d` makes of the blob, when zstd is there: the tar whose digest is the diff ID.
+void expect_plain_zstd_gives(const std::string& blob_path, const std::string& diff_id) {
+    if (!have_program("zstd")) return;
+    auto r = run_command({"zstd", "-dc", blob_path});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(store::sha256_digest(r.out), diff_id);
+}
+
+TEST(ZstdChunkedWriter, whiteouts_hard_links_and_chunks_read_back_lazily) {
+    if (!have_program("python3")) SKIP_NEEDING("program:python3") << "describes the trees";
+    for (const char* comp : {"", "gzip", "zstd"}) {
+        TempDir tmp("zstd-chunked");
+        std::string src = overlay_layer(tmp, comp);
+        ez::WriteOptions wo;
+        wo.chunk_bytes = 64 << 10;  // data/big is five chunks
+        ez::WrittenLayer w;
+        ZstdChunkedLayer l = lamina_zstd_chunked(tmp, src, wo, w);
+        // Read back by the annotation and by the footer alone, filled, compared to a full
+        // unpack; the whole blob checked against its TOC gives the diff ID.
+        store::UnpackResult fr = check_zstd_chunked_round_trip(tmp, l);
+        EXPECT_EQ(fr.diff_id, w.diff_id) << comp;
+        expect_plain_zstd_gives(l.path, w.diff_id);
+        // The tree is the source's: no TOC file, no landmark.
+        EXPECT_EQ(unpacked(tmp, l.path, "written"), unpacked(tmp, src, "source")) << comp;
+        EXPECT_EQ(describe(tmp / "full"), unpacked(tmp, src, "source2")) << comp;
+    }
+}
+
+TEST(ZstdChunkedWriter, every_kind_of_entry_survives) {
+    if (geteuid() != 0) SKIP_NEEDING("root") << "devices, owners and trusted xattrs need root";
+    if (!have_program("python3")) SKIP_NEEDING("program:python3") << "builds the layer";
+    TempDir tmp("zstd-chunked");
+    std::string src = every_kind_layer(tmp);
+    ez::WrittenLayer w;
+    ZstdChunkedLayer l = lamina_zstd_chunked(tmp, src, {}, w);
+    EXPECT_EQ(check_zstd_chunked_round_trip(tmp, l).diff_id, w.diff_id);
+    EXPECT_EQ(describe(tmp / "full"), unpacked(tmp, src, "source"));
+}
+
+TEST(ZstdChunkedWriter, toc_frames_and_footer_are_as_skopeo_writes_them) {
+    TempDir tmp("zstd-chunked");
+    ez::WriteOptions wo;
+    wo.chunk_bytes = 64 << 10;
+    ez::WrittenLayer w;
+    ZstdChunkedLayer l = lamina_zstd_chunked(tmp, overlay_layer(tmp, ""), wo, w);
+    const std::string& b = l.blob.bytes;
+    // The footer and the annotation name the same frame, which the checksum vouches for.
+    zc::TocPosition by_footer = zc::parse_footer(b.substr(b.size() - zc::kFooterSize), b.size());
+    zc::TocPosition by_annotation = zc::parse_position(l.position, b.size());
+    EXPECT_EQ(by_footer.offset, by_annotation.offset);
+    EXPECT_EQ(by_footer.length, by_annotation.length);
+    EXPECT_EQ(by_footer.uncompressed_length, by_annotation.uncompressed_length);
+    EXPECT_EQ(store::sha256_digest(b.substr(by_footer.offset, by_footer.length)), l.checksum);
+    // The TOC frame sits in a skippable frame just before the footer.
+    EXPECT_EQ(b.substr(by_footer.offset - 8, 4), std::string("\x50\x2a\x4d\x18", 4));
+    EXPECT_EQ(by_footer.offset + by_footer.length, b.size() - zc::kFooterSize);
+    ez::Toc toc = zc::read_toc(l.blob.reader(), b.size(), l.position, l.checksum);
+    EXPECT_EQ(toc.digest, w.toc_digest);
+
+    json entries = json::parse(toc.json)["entries"];
+    std::map<std::string, std::vector<json>> by_name;
+    for (const auto& e : entries) {
+        by_name[e["name"]].push_back(e);
+        EXPECT_LE(e.value("mode", 0), 07777) << e.dump();  // no file-type bits
+        EXPECT_FALSE(e.contains("uid")) << e.dump();       // root's: left out
+    }
+    EXPECT_FALSE(by_name.count(std::string(ez::kTocName)));
+    EXPECT_FALSE(by_name.count(std::string(ez::kNoPrefetchLandmark)));
+    // A file of one frame: its digest, offset and endOffset, no chunk fields.
+    const json& v = by_name["data/v"].back();
+    EXPECT_TRUE(v.contains("digest") && v.contains("offset") && v.contains("endOffset"));
+    EXPECT_FALSE(v.contains("chunkDigest") || v.contains("chunkSize")) << v.dump();
+    // A chunked file: chunks of their real size (the last too), each its own frame, and the
+    // file's endOffset where its last frame ends.
+    const std::vector<json>& big = by_name["data/big"];
+    ASSERT_EQ(big.size(), 5u);
+    EXPECT_EQ(big[0]["chunkSize"], 64 << 10);
+    EXPECT_EQ(big[4]["type"], "chunk");
+    EXPECT_EQ(big[4]["chunkSize"], (300 - 256) << 10);
+    uint64_t end = big[0]["endOffset"];
+    EXPECT_GT(end, big[4]["offset"].get<uint64_t>());
+    std::string last = zc::decompress(
+        b.substr(big[4]["offset"].get<uint64_t>(), end - big[4]["offset"].get<uint64_t>()), 1 << 20,
+        false, "last chunk");
+    EXPECT_EQ(last.size(), size_t((300 - 256) << 10));
+    EXPECT_EQ(store::sha256_digest(last), big[4]["chunkDigest"]);
+}
+
+TEST(ZstdChunkedWriter, listed_files_come_first_and_the_tree_stays_the_sources) {
+    if (!have_program("python3")) SKIP_NEEDING("program:python3") << "describes the trees";
+    TempDir tmp("zstd-chunked");
+    std::string src = prefetch_demo_tar(tmp);
+    ez::WriteOptions wo = prefetch_demo_options();
+    ez::WrittenLayer w;
+    ZstdChunkedLayer l = lamina_zstd_chunked(tmp, src, wo, w);
+    EXPECT_EQ(w.prioritised, (std::vector<std::string>{"usr/bin/tool2", "etc/os-release", "os"}));
+    // The same order as eStargz's, without a landmark: zstd:chunked adds no file.
+    ez::Toc toc = zc::read_toc(l.blob.reader(), l.blob.bytes.size(), l.position, l.checksum);
+    EXPECT_EQ(toc_names(toc),
+              (std::vector<std::string>{"usr", "usr/bin", "usr/bin/tool", "usr/bin/tool2", "etc",
+                                        "etc/os-release", "os", "etc/hosts", "z"}));
+    EXPECT_EQ(unpacked(tmp, l.path, "reordered"), unpacked(tmp, src, "source"));
+    EXPECT_EQ(check_zstd_chunked_round_trip(tmp, l).diff_id, w.diff_id);
+    expect_plain_zstd_gives(l.path, w.diff_id);
 }
 
 }  // namespace

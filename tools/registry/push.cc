@@ -76,7 +76,7 @@ std::string push_to(store::Store& store, const Settings& settings, const std::st
             if (!dir.empty()) store::remove_tree(dir);
         }
     } remover{convert_dir};
-    if (o.compression_format.empty()) {
+    if (!o.convert_to) {
         try {
             up.media_type = json::parse(img.manifest).value("mediaType", store::kOciManifest);
         } catch (const json::exception& e) {
@@ -88,17 +88,26 @@ std::string push_to(store::Store& store, const Settings& settings, const std::st
         up.config = img.config;
         up.manifest = img.manifest;
     } else {
-        // Only "estargz" reaches here (the CLI checks the name).
+        const std::string format = store::estargz::format_name(*o.convert_to);
         convert_dir = store.make_download_dir();
-        if (!o.quiet) out << "Converting " << img.layers.size() << " layers to eStargz\n";
+        if (!o.quiet) {
+            size_t kept = store::estargz::layers_already_in(img, *o.convert_to);
+            size_t n = img.layers.size() - kept;
+            out << "Converting " << n << (n == 1 ? " layer" : " layers") << " to " << format;
+            if (kept > 0)
+                out << " (" << kept << (kept == 1 ? " is " : " are ") << format
+                    << " already: kept as " << (kept == 1 ? "it is" : "they are") << ")";
+            out << "\n";
+        }
         store::estargz::ConvertedImage c;
         store::estargz::WriteOptions wo;
+        wo.format = *o.convert_to;
         wo.prefetch = o.prefetch;
         try {
             c = store::estargz::convert_image(
                 img, [&](const std::string& d) { return store.blob_file(d); }, convert_dir, wo);
         } catch (const store::StoreError& e) {
-            throw RegistryError("cannot convert " + local + " to eStargz: " + e.what());
+            throw RegistryError("cannot convert " + local + " to " + format + ": " + e.what());
         }
         for (const auto& w : c.warnings) std::cerr << "lamina: warning: " << w << "\n";
         up.blobs.assign(c.blobs.rbegin(), c.blobs.rend());

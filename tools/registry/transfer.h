@@ -3,11 +3,13 @@
 
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
 
 #include "client.h"
+#include "estargz.h"
 #include "fd.h"
 #include "image_format.h"
 #include "lazy_layer.h"
@@ -103,10 +105,11 @@ private:
 
 struct PushOptions {
     ClientOptions client;
-    // "" sends the stored blobs as they are; "estargz" rewrites every layer (and so the config
-    // and manifest) as eStargz, lazily pullable (docs/lazy.md).
-    std::string compression_format;
-    // With "estargz": the prefetch list's paths, written first in each layer holding them.
+    // None sends the stored blobs as they are; eStargz or zstd:chunked rewrites every layer
+    // not in that format already (and so the config and manifest), lazily pullable
+    // (docs/lazy.md).
+    std::optional<store::estargz::TocFormat> convert_to;
+    // With convert_to: the prefetch list's paths, written first in each layer holding them.
     std::vector<std::string> prefetch;
     bool live_progress = false;
     bool quiet = false;
