@@ -79,13 +79,16 @@ const store::estargz::Placeholder* LazyLayerFiller::placeholder_for(const std::s
     if (!record_) return nullptr;
     std::string rel = path;
     while (!rel.empty() && rel[0] == '/') rel.erase(0, 1);
-    for (const auto& p : record_->pending)
-        if (p.path == rel) return &p;
+    // Those filled when the record was read too: a cache limit may have evicted one since.
+    for (const auto* list : {&record_->pending, &record_->filled})
+        for (const auto& p : *list)
+            if (p.path == rel) return &p;
     // Another name of a placeholder (a hard link): the same inode.
     ino_t ino = regular_inode(root_->get(), rel);
     if (ino == 0) return nullptr;
-    for (const auto& p : record_->pending)
-        if (regular_inode(root_->get(), p.path) == ino) return &p;
+    for (const auto* list : {&record_->pending, &record_->filled})
+        for (const auto& p : *list)
+            if (regular_inode(root_->get(), p.path) == ino) return &p;
     return nullptr;
 }
 
@@ -148,6 +151,13 @@ std::string LazyLayerFiller::range_fetch(Client& client, uint64_t offset, uint64
 // digest decides at the end).
 void LazyLayerFiller::keep_range(uint64_t offset, const std::string& bytes) {
     std::string dir = layer_dir_ + "/lazy";
+    // An eviction rewrites ranges and punches blob under this lock (lazy_cache.h).
+    std::optional<store::LazyCacheLock> lock;
+    try {
+        lock.emplace(layer_dir_);
+    } catch (const store::StoreError&) {
+        return;
+    }
     store::Fd blob(
         ::open((dir + "/blob").c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!blob) return;

@@ -85,6 +85,18 @@ void read_config_json(Settings& s, const std::string& file) {
     }
     s.lazy_background = boolean_setting(j, "lazy-background", file, s.lazy_background);
     s.lazy = boolean_setting(j, "lazy", file, s.lazy);
+    if (j.contains("lazy-cache-size")) {
+        const json& v = j["lazy-cache-size"];
+        if (!v.is_string())
+            throw RegistryError("cannot use " + file +
+                                ": \"lazy-cache-size\" must be a string such as \"512M\"");
+        try {
+            s.lazy_cache_size =
+                store::parse_byte_size(v.get<std::string>(), file + ": lazy-cache-size");
+        } catch (const store::StoreError& e) {
+            throw RegistryError(std::string("cannot use ") + e.what());
+        }
+    }
 }
 
 // "docker.io/library/x" and "http://host/" spellings reduced to host[:port][/path].

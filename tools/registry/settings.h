@@ -55,6 +55,9 @@ struct Settings {
     bool lazy_background = false;
     // config.json's "lazy": `lamina pull` pulls eStargz layers lazily without --lazy.
     bool lazy = false;
+    // config.json's "lazy-cache-size" ("512M"): what lazy layers not yet complete may keep
+    // locally, in bytes; the fetcher evicts beyond it (docs/lazy.md). Unset: no limit.
+    std::optional<uint64_t> lazy_cache_size;
 
     // Reads config.json, then registries.conf (system, its .d dir, then lamina's); a missing
     // file means no settings. Throws RegistryError on a malformed one.
