@@ -6,10 +6,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
-#include <linux/openat2.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -26,13 +24,6 @@
 namespace lamina::store {
 
 namespace {
-
-Fd open_beneath(int root, const std::string& path, int flags) {
-    struct open_how how = {};
-    how.flags = static_cast<uint64_t>(flags | O_NOFOLLOW | O_CLOEXEC);
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    return Fd(static_cast<int>(::syscall(SYS_openat2, root, path.c_str(), &how, sizeof how)));
-}
 
 // An flock on path, taken (blocking, or not) or not: the descriptor is empty when it was not.
 Fd lock_file(const std::string& path, bool wait) {
@@ -120,7 +111,15 @@ LazyCacheEvictor::LazyCacheEvictor(std::string store_root, uint64_t limit)
 LazyCacheEvictor::~LazyCacheEvictor() = default;
 
 std::shared_ptr<LazyCacheEvictor::Layer> LazyCacheEvictor::layer(const std::string& dir) {
-    if (auto it = layers_.find(dir); it != layers_.end()) return it->second;
+    if (auto it = layers_.find(dir); it != layers_.end()) {
+        // The same layer still (not completed, removed and pulled lazily again since)?
+        struct stat was, is;
+        if (::fstat(it->second->root.get(), &was) == 0 &&
+            ::stat((dir + "/diff").c_str(), &is) == 0 && was.st_ino == is.st_ino &&
+            was.st_dev == is.st_dev)
+            return it->second;
+        layers_.erase(it);
+    }
     auto record = read_lazy_record(dir);
     if (!record) return nullptr;
     auto l = std::make_shared<Layer>();

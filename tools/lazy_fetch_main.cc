@@ -22,7 +22,6 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
-#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -103,13 +102,8 @@ std::string layer_dir_of(const char* diff_path) {
 // request for that file waits on.
 class ServedLayer {
 public:
-    // after_fill runs after each file this layer fills (the cache limit's eviction).
-    ServedLayer(std::string arg, std::string dir, const registry::Settings& settings,
-                std::function<void()> after_fill)
-        : arg_(std::move(arg)),
-          dir_(std::move(dir)),
-          settings_(settings),
-          after_fill_(std::move(after_fill)) {}
+    ServedLayer(std::string arg, std::string dir, const registry::Settings& settings)
+        : arg_(std::move(arg)), dir_(std::move(dir)), settings_(settings) {}
 
     const std::string& dir() const { return dir_; }
     bool fetching(size_t entry) {
@@ -118,7 +112,9 @@ public:
     }
 
     // "" once path has its verified content (or never was a placeholder); else why not.
-    std::string complete(const std::string& path) {
+    // filled: this call fetched it.
+    std::string complete(const std::string& path, bool& filled) {
+        filled = false;
         if (dir_.empty()) return arg_ + " is not a store layer's diff directory";
         std::unique_lock lock(mu_);
         std::shared_future<std::string> running;
@@ -166,16 +162,13 @@ public:
         if (error.empty()) filled_.insert(p->entry);
         fetching_.erase(p->entry);
         mine.set_value(error);
-        lock.unlock();
-        // The asker holds the file open until it has read it, so it cannot be evicted by this.
-        if (error.empty() && after_fill_) after_fill_();
+        filled = error.empty();
         return error;
     }
 
 private:
     std::string arg_, dir_;
     const registry::Settings& settings_;
-    std::function<void()> after_fill_;
     std::mutex mu_;
     // Kept while the layer is lazy; a fill at work holds it (and the placeholder in it) too.
     std::shared_ptr<registry::LazyLayerFiller> filler_;
@@ -221,8 +214,7 @@ int serve(int argc, char** argv) {
         }
     };
     for (int i = 2; i < argc; ++i)
-        layers.push_back(
-            std::make_unique<ServedLayer>(argv[i], layer_dir_of(argv[i]), settings, evict));
+        layers.push_back(std::make_unique<ServedLayer>(argv[i], layer_dir_of(argv[i]), settings));
     if (settings.lazy_cache_size)
         for (const auto& l : layers)
             if (!l->dir().empty()) {
@@ -250,10 +242,14 @@ int serve(int argc, char** argv) {
                 lazy_protocol::Request r = std::move(queue.front());
                 queue.pop_front();
                 lock.unlock();
+                bool filled = false;
                 std::string error = r.layer < layers.size()
-                                        ? layers[r.layer]->complete(r.path)
+                                        ? layers[r.layer]->complete(r.path, filled)
                                         : "no lazy layer " + std::to_string(r.layer);
                 answer(r.id, error);
+                // After the answer, so the open does not wait for it: the asker holds the
+                // file open until it has read it, so this cannot evict it.
+                if (filled) evict();
             }
         });
     lazy_protocol::LineReader in(0);

@@ -1,10 +1,8 @@
 // Filling a lazy layer's placeholders from the registry the layer came from, by Range requests,
 // each chunk checked against the TOC before a byte is written (docs/lazy.md).
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -48,10 +46,7 @@ std::unique_ptr<Client> client_for(const Settings& settings, const store::LazySo
 
 // The inode of rel beneath root, without following symlinks; 0 when it is no regular file.
 ino_t regular_inode(int root, const std::string& rel) {
-    struct open_how how = {};
-    how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    store::Fd f(static_cast<int>(::syscall(SYS_openat2, root, rel.c_str(), &how, sizeof how)));
+    store::Fd f = store::open_beneath(root, rel, O_PATH);
     struct stat st;
     if (!f || ::fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode)) return 0;
     return st.st_ino;
