@@ -29,7 +29,7 @@ int system_df(Context& ctx, const Args& a) {
     }
     // config.json's "lazy-cache-size": the bound on what incomplete lazy layers keep (filled
     // files and kept compressed ranges), which the fetcher holds them to.
-    auto cache_limit = registry::Settings::load().lazy_cache_size;
+    auto cache_limit = registry::Settings::load_config_json().lazy_cache_size;
     int64_t cache_bytes = 0;
     for (const auto& [id, p] : lazy) {
         try {

@@ -204,6 +204,7 @@ TEST(LazyEvict, two_mounts_of_one_lazy_image_never_read_what_the_other_evicts) {
     // A bad limit: one line, nothing mounted.
     img.env.write_config(R"({"lazy-cache-size": "lots"})");
     expect_one_line_failure(lz({"mount", "a"}), "lazy-cache-size");
+    expect_one_line_failure(lz({"system", "df"}), "lazy-cache-size");
     img.env.write_config(R"({"lazy-cache-size": 262144})");
     expect_one_line_failure(lz({"mount", "a"}), "lazy-cache-size");
     EXPECT_TRUE(contains(out_of(lz({"ps", "-a"})), "Created"));

@@ -235,7 +235,7 @@ std::vector<std::string> files_ending(const std::string& dir, const std::string&
 
 }  // namespace
 
-Settings Settings::load() {
+Settings Settings::load_config_json() {
     Settings s;
     if (std::string d = env("LAMINA_CONFIG_DIR"); !d.empty()) {
         s.config_dir = d;
@@ -244,6 +244,11 @@ Settings Settings::load() {
         s.config_dir = file.substr(0, file.rfind('/'));
     }
     read_config_json(s, s.config_dir + "/config.json");
+    return s;
+}
+
+Settings Settings::load() {
+    Settings s = load_config_json();
     // As docker: loopback is always insecure.
     s.insecure_registries.push_back("127.0.0.0/8");
     if (std::string named = env("CONTAINERS_REGISTRIES_CONF"); !named.empty()) {

@@ -62,6 +62,8 @@ struct Settings {
     // Reads config.json, then registries.conf (system, its .d dir, then lamina's); a missing
     // file means no settings. Throws RegistryError on a malformed one.
     static Settings load();
+    // config.json alone, for a command that needs only lamina's own keys (system df).
+    static Settings load_config_json();
 
     // insecure-registries (and 127.0.0.0/8, as docker has it) say host may be reached over
     // plain HTTP or unverified TLS, unless a registries.conf entry for it says otherwise.
