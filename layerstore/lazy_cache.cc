@@ -105,6 +105,12 @@ struct LazyCacheEvictor::Layer {
     std::map<size_t, std::string> paths;
 };
 
+struct LazyCacheEvictor::Victim {
+    size_t entry;
+    Fd file;  // holding the lease
+    struct stat st;
+};
+
 LazyCacheEvictor::LazyCacheEvictor(std::string store_root, uint64_t limit)
     : root_(std::move(store_root)), limit_(limit) {}
 
@@ -135,9 +141,25 @@ std::shared_ptr<LazyCacheEvictor::Layer> LazyCacheEvictor::layer(const std::stri
 
 EvictionReport LazyCacheEvictor::bring_under_limit(
     const std::function<bool(const std::string&, size_t)>& busy) {
-    EvictionReport report;
     Fd store_lock = lock_file(root_ + "/lazy-cache.lock", true);
     if (!store_lock) throw_errno("cannot lock", root_ + "/lazy-cache.lock", errno);
+    // A round's estimate of what its files free may fall short (ranges shared with files
+    // kept): another round then, while rounds evict anything.
+    EvictionReport total;
+    for (int round = 0; round < 4; ++round) {
+        EvictionReport r = evict_round(busy);
+        if (round == 0) total.before = r.before;
+        total.after = r.after;
+        total.evicted += r.evicted;
+        total.skipped_open += r.skipped_open;
+        if (r.after <= static_cast<int64_t>(limit_) || r.evicted == 0) break;
+    }
+    return total;
+}
+
+EvictionReport LazyCacheEvictor::evict_round(
+    const std::function<bool(const std::string&, size_t)>& busy) {
+    EvictionReport report;
 
     // The layers that count: lazy, and no completer at work on them (it makes them complete).
     std::vector<std::string> dirs;
@@ -193,9 +215,15 @@ EvictionReport LazyCacheEvictor::bring_under_limit(
                std::tie(b.ctime.tv_sec, b.ctime.tv_nsec);
     });
 
+    // Chosen first, each under its lease, down to seven eighths of the limit (so that a round
+    // comes once per eighth of it fetched, not once per file); then each layer's records
+    // rewritten once for all its files, and only then anything punched.
+    const int64_t low_water = static_cast<int64_t>(limit_ - limit_ / 8);
+    std::map<std::string, std::vector<Victim>> chosen;
     std::map<std::string, Fd> completer_locks;  // held for the rest of this round
+    int64_t projected = report.after;
     for (const Candidate& c : candidates) {
-        if (report.after <= static_cast<int64_t>(limit_)) break;
+        if (projected <= low_water) break;
         Layer& l = *c.layer;
         if (busy && busy(l.dir, c.entry)) continue;
         auto held = completer_locks.find(l.dir);
@@ -216,64 +244,88 @@ EvictionReport LazyCacheEvictor::bring_under_limit(
             ::fgetxattr(f.get(), "security.capability", nullptr, 0) >= 0)
             continue;
         // Granted only while this is the file's one open descriptor anywhere. An open elsewhere
-        // from now on waits (the lease break) until it is released below.
+        // from now on waits (the lease break) until it is released, when the round ends.
         if (::fcntl(f.get(), F_SETLEASE, F_WRLCK) != 0) {
             ++report.skipped_open;
             continue;
         }
-        bool evicted = false;
+        // Its content and, about as much again, its compressed ranges: the round recounts.
+        projected -= 2 * static_cast<int64_t>(t.size);
+        chosen[l.dir].push_back({c.entry, std::move(f), st});
+    }
+
+    for (auto& [dir, victims] : chosen) {
+        Layer& l = *layer(dir);
         try {
-            LazyCacheLock lock(l.dir);
-            auto done = read_lazy_done(l.dir);
-            if (done.erase(static_cast<int64_t>(c.entry))) {
-                std::string lazy = l.dir + "/lazy";
-                std::string lines;
-                for (const auto& [entry, bytes] : done)
-                    lines += std::to_string(entry) + " " + std::to_string(bytes) + "\n";
-                write_file_atomic(lazy + "/done", lines);
-                // The compressed ranges that brought it go too: completion fetches them again.
-                std::vector<Range> keep, drop;
-                for (const Range& r : read_ranges(lazy + "/ranges")) {
-                    bool its = std::any_of(t.chunks.begin(), t.chunks.end(),
-                                           [&](const estargz::Chunk& ch) {
-                                               return r.off < ch.fetch_end && ch.offset < r.end;
-                                           });
-                    (its ? drop : keep).push_back(r);
-                }
-                if (!drop.empty()) {
-                    std::string kept;
-                    for (const Range& r : keep)
-                        kept += std::to_string(r.off) + " " + std::to_string(r.end - r.off) + "\n";
-                    write_file_atomic(lazy + "/ranges", kept);
-                }
-                // Nothing lists the content any more before any of it goes.
-                sync_dir(lazy);
-                Fd blob(::open((lazy + "/blob").c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
-                for (const Range& r : minus(merged(drop), merged(keep)))
-                    if (blob)
-                        ::fallocate(blob.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                                    static_cast<off_t>(r.off), static_cast<off_t>(r.end - r.off));
-                // To the end of its last block: a punch only zeroes a partial block.
-                off_t block = st.st_blksize > 0 ? st.st_blksize : 4096;
-                off_t span = (st.st_size + block - 1) / block * block;
-                if (::fallocate(f.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, span) != 0)
-                    throw_errno("cannot punch", l.dir + "/diff/" + l.paths[c.entry], errno);
-                // The punch set the mtime; the tree's is the image's.
-                struct timespec times[2] = {{0, UTIME_OMIT}, st.st_mtim};
-                ::futimens(f.get(), times);
-                evicted = true;
-            }
+            LazyCacheLock lock(dir);
+            auto done = read_lazy_done(dir);
+            std::vector<Victim*> listed;  // the others were evicted by another fetcher meanwhile
+            for (auto& v : victims)
+                if (done.erase(static_cast<int64_t>(v.entry))) listed.push_back(&v);
+            evict_listed(l, listed, done, report);
         } catch (const StoreError&) {
-            // left as it is: listed or not, what lazy/done says stays true of the file
+            // left as it is: listed or not, what lazy/done says stays true of each file
         }
-        ::fcntl(f.get(), F_SETLEASE, F_UNLCK);
-        if (!evicted) continue;
-        ++report.evicted;
-        int64_t now = lazy_local_bytes(l.dir).total();
-        report.after += now - usage[l.dir];
-        usage[l.dir] = now;
+        for (auto& v : victims) ::fcntl(v.file.get(), F_SETLEASE, F_UNLCK);
+        int64_t now = lazy_local_bytes(dir).total();
+        report.after += now - usage[dir];
+        usage[dir] = now;
     }
     return report;
+}
+
+void LazyCacheEvictor::evict_listed(Layer& l, std::vector<Victim*>& listed,
+                                    const std::map<int64_t, int64_t>& done,
+                                    EvictionReport& report) {
+    if (listed.empty()) return;
+    std::string lazy = l.dir + "/lazy";
+    std::string lines;
+    for (const auto& [entry, bytes] : done)
+        lines += std::to_string(entry) + " " + std::to_string(bytes) + "\n";
+    write_file_atomic(lazy + "/done", lines);
+    // The compressed ranges that brought them go too: completion fetches them again.
+    std::vector<Range> keep, drop;
+    for (const Range& r : read_ranges(lazy + "/ranges")) {
+        bool theirs = std::any_of(listed.begin(), listed.end(), [&](const Victim* v) {
+            const auto& chunks = l.record.toc.entries[v->entry].chunks;
+            return std::any_of(chunks.begin(), chunks.end(), [&](const estargz::Chunk& ch) {
+                return r.off < ch.fetch_end && ch.offset < r.end;
+            });
+        });
+        (theirs ? drop : keep).push_back(r);
+    }
+    if (!drop.empty()) {
+        std::string kept;
+        for (const Range& r : keep)
+            kept += std::to_string(r.off) + " " + std::to_string(r.end - r.off) + "\n";
+        write_file_atomic(lazy + "/ranges", kept);
+    }
+    // Nothing lists the content any more before any of it goes.
+    sync_dir(lazy);
+    // To whole blocks (a punch only zeroes a partial one, and a small file's range
+    // shares its blocks with its neighbours'), minus what kept ranges hold: bytes no
+    // range lists are never read again.
+    const uint64_t block = 4096;
+    Fd blob(::open((lazy + "/blob").c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+    std::vector<Range> widened;
+    for (const Range& r : drop)
+        widened.push_back({r.off / block * block, (r.end + block - 1) / block * block});
+    for (const Range& r : minus(merged(widened), merged(keep)))
+        if (blob)
+            ::fallocate(blob.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        static_cast<off_t>(r.off), static_cast<off_t>(r.end - r.off));
+    for (Victim* v : listed) {
+        // The file to the end of its last block, for the same reason. A punch that
+        // fails leaves the content, which done no longer lists: fetched again.
+        off_t b = v->st.st_blksize > 0 ? v->st.st_blksize : 4096;
+        off_t span = (v->st.st_size + b - 1) / b * b;
+        if (::fallocate(v->file.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, span) != 0)
+            continue;
+        // The punch set the mtime; the tree's is the image's.
+        struct timespec times[2] = {{0, UTIME_OMIT}, v->st.st_mtim};
+        ::futimens(v->file.get(), times);
+        ++report.evicted;
+    }
 }
 
 }  // namespace lamina::store

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "lazy_layer.h"
 
@@ -49,7 +50,13 @@ public:
 
 private:
     struct Layer;
+    struct Victim;
     std::shared_ptr<Layer> layer(const std::string& dir);
+    EvictionReport evict_round(const std::function<bool(const std::string&, size_t)>& busy);
+    // Under the layer's cache lock, with each file's lease held: done (without them) and
+    // ranges rewritten and synced, then their blocks punched.
+    void evict_listed(Layer& l, std::vector<Victim*>& listed,
+                      const std::map<int64_t, int64_t>& done, EvictionReport& report);
 
     std::string root_;
     uint64_t limit_;
