@@ -102,13 +102,15 @@ int Overlay::copy_up_one_locked(Node* node) {
     UniqueFd out;
     switch (st.st_mode & S_IFMT) {
         case S_IFREG: {
-            // A placeholder is completed first (lazy.h); under the tree lock, as copy-up is.
-            if (lazy_ && (err = lazy_->ensure_complete(src_layer, node->lower_path_in(0))))
-                return err;
             UniqueFd in(open_maybe_noatime(
                 O_RDONLY | O_NOFOLLOW | O_CLOEXEC | stack_.noatime_flag(src_layer, false),
                 [&](int f) { return openat(src_dir, src_rel, f); }));
             if (!in) return errno;
+            // A placeholder (or an evicted file) is completed first, while `in` holds it
+            // (lazy.h); under the tree lock, as copy-up is.
+            if (lazy_ &&
+                (err = lazy_->ensure_complete(src_layer, node->lower_path_in(0), in.get())))
+                return err;
             out.reset(openat(work, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
             if (!out) return errno;
             err = copy_data(in.get(), out.get(), st.st_size);

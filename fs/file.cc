@@ -29,7 +29,6 @@ int Overlay::open(Node* node, int flags, const Credentials& cred,
                   std::unique_ptr<FileHandle>& out) {
     // Raced with unlink: its path names something else; or superseded: look the name up again.
     if (node->unlinked) return gone_error(node);
-    if (int err = complete_lazy_lower(node)) return err;
     auto fh = std::make_unique<FileHandle>();
     fh->node = node;
     fh->flags = flags;
@@ -58,25 +57,30 @@ int Overlay::open(Node* node, int flags, const Credentials& cred,
         std::shared_lock lock(tree_);
         FileFd probe;
         if (int err = file_fd_locked(*fh, probe)) return err;
+        lock.unlock();
+        if (int err = complete_lazy_lower(*fh, probe)) return err;
     }
     node->open_count++;
     out = std::move(fh);
     return 0;
 }
 
-// A lower copy in a lazy layer may be a placeholder: the helper completes it first (a read or
-// a copy-up). The wait happens outside the tree lock, so nothing else waits on a slow registry.
-int Overlay::complete_lazy_lower(const Node* node) {
-    if (!lazy_) return 0;
+// A lower copy in a lazy layer may be a placeholder, or evicted: the fetcher completes it while
+// fd, which the handle keeps, holds it (copy-up does the same with its own descriptor). The
+// wait happens outside the tree lock, so nothing else waits on a slow registry.
+int Overlay::complete_lazy_lower(FileHandle& fh, const FileFd& fd) {
+    if (!lazy_ || fd.upper || !fd.borrowed) return 0;
     LayerNo layer = 0;
     std::string rel;
     {
         std::shared_lock lock(tree_);
-        if (node->in_upper || node->lowers.empty()) return 0;
+        const Node* node = fh.node;
+        if (node->lowers.empty() || !lazy_->is_lazy(node->lowers[0])) return 0;
         layer = node->lowers[0];
         rel = node->lower_path_in(0);
     }
-    return lazy_->ensure_complete(layer, rel);
+    fh.lazy_lower = fd.borrowed;
+    return lazy_->ensure_complete(layer, rel, fd.fd);
 }
 
 void Overlay::supersede(Node* node) {
@@ -110,6 +114,10 @@ int Overlay::file_fd(FileHandle& fh, FileFd& out) {
     // A pooled descriptor needs no lock either: in_upper only ever turns true, and until a
     // copy-up has finished the lower copy is the file.
     bool upper = fh.node->in_upper;
+    if (!upper && fh.lazy_lower) {
+        out = FileFd{fh.lazy_lower->get(), false, fh.lazy_lower};
+        return 0;
+    }
     if (ReadFdPool::Fd fd = read_fds_.find(fh.node, upper)) {
         out = FileFd{fd->get(), upper, std::move(fd)};
         return 0;
@@ -125,6 +133,10 @@ int Overlay::file_fd_locked(FileHandle& fh, FileFd& out) {
     }
     const Node* node = fh.node;
     bool upper = node->in_upper;
+    if (!upper && fh.lazy_lower) {
+        out = FileFd{fh.lazy_lower->get(), false, fh.lazy_lower};
+        return 0;
+    }
     ReadFdPool::Fd fd = read_fds_.find(node, upper);
     if (!fd) {
         constexpr int kReadFlags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW;

@@ -8,6 +8,7 @@
 #include <spawn.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -177,12 +178,20 @@ void LazyLayers::finish(Request& r, bool ok) {
     if (auto it = by_id_.find(r.id); it != by_id_.end() && it->second.get() == &r) by_id_.erase(it);
     if (auto it = by_key_.find(r.key); it != by_key_.end() && it->second.get() == &r)
         by_key_.erase(it);
-    if (ok) complete_.insert(r.key);
     replied_.notify_all();
 }
 
-int LazyLayers::ensure_complete(LayerNo layer, const std::string& rel) {
-    if (layer >= lazy_index_.size() || lazy_index_[layer] < 0) return 0;
+bool LazyLayers::looks_unfilled(int fd) {
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0) return false;
+    if (st.st_blocks == 0) return true;
+    off_t hole = ::lseek(fd, 0, SEEK_HOLE);
+    ::lseek(fd, 0, SEEK_SET);  // where a copy-up reads from
+    return hole >= 0 && hole < st.st_size;
+}
+
+int LazyLayers::ensure_complete(LayerNo layer, const std::string& rel, int fd) {
+    if (!is_lazy(layer)) return 0;
     std::string key = std::to_string(layer) + "/" + rel;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s_);
     std::shared_ptr<Request> req;
@@ -194,7 +203,8 @@ int LazyLayers::ensure_complete(LayerNo layer, const std::string& rel) {
         std::string line;
         {
             std::lock_guard lock(mu_);
-            if (complete_.count(key)) return 0;
+            // Filled meanwhile (an ask of the same file just answered): nothing to ask.
+            if (!looks_unfilled(fd)) return 0;
             if (auto it = by_key_.find(key); it != by_key_.end()) {
                 req = it->second;  // asked already: wait for that answer
                 break;

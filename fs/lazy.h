@@ -1,6 +1,8 @@
 // Lazy lower layers (docs/lazy.md): some files of a lower layer are placeholders whose content a
 // fetcher program fetches and verifies. The daemon never reads one before the fetcher says it is
-// complete; it holds no registry code itself.
+// complete; it holds no registry code itself. It remembers nothing of which files are complete:
+// a file's holes say it may not be (never filled, or evicted by a cache limit), and the
+// descriptor it holds while it asks keeps the fetcher from evicting it (docs/lazy.md).
 #pragma once
 
 #include <sys/types.h>
@@ -11,7 +13,6 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "layers.h"
@@ -26,10 +27,21 @@ public:
     LazyLayers(const LazyLayers&) = delete;
     LazyLayers& operator=(const LazyLayers&) = delete;
 
-    // 0 when the lower file at rel in layer may be read: its layer is not lazy, or the fetcher
-    // (`HELPER --serve LAZY_LAYER_PATH...`, one per mount, started on the first ask) said it is
-    // complete within the bound. EIO otherwise, with a log line.
-    int ensure_complete(LayerNo layer, const std::string& rel);
+    bool is_lazy(LayerNo layer) const {
+        return layer < lazy_index_.size() && lazy_index_[layer] >= 0;
+    }
+    // A regular file with content whose blocks may not all be there: none allocated, or a hole
+    // before its end. A file written whole has neither (a sparse image file is written out with
+    // its zeros), so this costs a needless ask only for files the filesystem keeps without
+    // blocks (tiny inline files, compressed zeros).
+    static bool looks_unfilled(int fd);
+    // 0 when the lower file at rel in layer, open as fd, may be read: its layer is not lazy, it
+    // does not look unfilled, or the fetcher (`HELPER --serve LAZY_LAYER_PATH...`, one per mount,
+    // started on the first ask) said it is complete within the bound. EIO otherwise, with a log
+    // line. The caller holds fd open throughout and reads through it: while any descriptor of
+    // the file is open, no fetcher can evict it (it needs a write lease), so what the fetcher
+    // vouched for is what fd reads.
+    int ensure_complete(LayerNo layer, const std::string& rel, int fd);
 
 private:
     struct Fetcher;
@@ -56,7 +68,6 @@ private:
     int timeout_s_;
     std::mutex mu_;
     std::condition_variable replied_;
-    std::unordered_set<std::string> complete_;  // "LAYER/rel" the fetcher vouched for
     std::unordered_map<uint64_t, std::shared_ptr<Request>> by_id_;
     std::unordered_map<std::string, std::shared_ptr<Request>> by_key_;
     uint64_t next_id_ = 1;

@@ -88,6 +88,9 @@ struct OpenMode {
 struct FileHandle {
     Node* node = nullptr;
     UniqueFd fd;  // unset for a read-only handle
+    // A read-only handle of a lower copy in a lazy layer: its descriptor, held while the handle
+    // lives (the pool may close its own), so that no fetcher can evict the file under it.
+    ReadFdPool::Fd lazy_lower;
     int flags = 0;
     passthrough::Grant grant;  // how the kernel serves this open (see passthrough.h)
     LiveCounter<FileHandle> live;
@@ -342,7 +345,7 @@ private:
     // The node's top lower copy.
     int lower_place(const Node* node, Place& out) const;
     // 0 once a node's lower copy may be read (file.cc; lazy.h).
-    int complete_lazy_lower(const Node* node);
+    int complete_lazy_lower(FileHandle& fh, const FileFd& fd);
     // node's name in the directory parent_index holds open in layer, when it lies there (not
     // elsewhere by a redirect); false when the index holds no such directory.
     bool held_place(const std::shared_ptr<const DirIndex>& parent_index, LayerNo layer,

@@ -7,11 +7,9 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <openssl/evp.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -1258,13 +1256,6 @@ private:
 std::pair<std::string, std::string> split_last(const std::string& path) {
     size_t cut = path.rfind('/') + 1;  // npos + 1 == 0
     return {path.substr(0, cut), path.substr(cut)};
-}
-
-Fd open_beneath(int root, const std::string& path, int flags) {
-    struct open_how how = {};
-    how.flags = static_cast<uint64_t>(flags | O_NOFOLLOW | O_CLOEXEC);
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    return Fd(static_cast<int>(::syscall(SYS_openat2, root, path.c_str(), &how, sizeof how)));
 }
 
 // A placeholder opened for writing its content. An unprivileged store keeps each file's mode, so

@@ -31,6 +31,13 @@ Fd open_in_root_dir(int root, const std::string& rel, uint64_t flags, bool inher
     return Fd(static_cast<int>(::syscall(SYS_openat2, root, rel.c_str(), &how, sizeof how)));
 }
 
+Fd open_beneath(int root, const std::string& path, int flags) {
+    struct open_how how = {};
+    how.flags = static_cast<uint64_t>(flags | O_NOFOLLOW | O_CLOEXEC);
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    return Fd(static_cast<int>(::syscall(SYS_openat2, root, path.c_str(), &how, sizeof how)));
+}
+
 bool sorted_names_at(int dirfd, const std::string& rel, std::vector<std::string>& names) {
     names.clear();
     Fd dir(::openat(dirfd, rel.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

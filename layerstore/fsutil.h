@@ -18,6 +18,10 @@ std::string read_file(const std::string& path, size_t max_bytes = SIZE_MAX);
 // RESOLVE_IN_ROOT, magic links refused): an image's symlinks never lead outside it. flags are
 // open's (O_CLOEXEC is added unless inheritable); an empty Fd with errno set on failure.
 Fd open_in_root_dir(int root, const std::string& rel, uint64_t flags, bool inheritable = false);
+// path beneath the directory root, no symlink followed on the way or at the end, nothing outside
+// it reached (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS); O_CLOEXEC added. Empty on failure,
+// errno set.
+Fd open_beneath(int root, const std::string& path, int flags);
 // Writes data to path through a temporary file, fsync and rename, so readers see old or new.
 void write_file_atomic(const std::string& path, const std::string& data);
 // mkdir -p with the given mode for the directories it creates.

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -131,10 +132,30 @@ std::optional<LazyRecord> read_lazy_record(const std::string& layer_dir) {
         int64_t entry = int_member(e, "entry", pwhat, -1);
         if (entry < 0 || static_cast<uint64_t>(entry) >= r.toc.entries.size())
             throw StoreError(pwhat + ": entry out of range");
-        if (done.count(entry)) continue;
-        r.pending.push_back({static_cast<size_t>(entry), string_member(e, "path", pwhat)});
+        estargz::Placeholder ph{static_cast<size_t>(entry), string_member(e, "path", pwhat)};
+        (done.count(entry) ? r.filled : r.pending).push_back(std::move(ph));
     }
     return r;
+}
+
+std::map<int64_t, int64_t> read_lazy_done(const std::string& layer_dir) {
+    return read_done(record_dir(layer_dir));
+}
+
+LazyCacheLock::LazyCacheLock(const std::string& layer_dir) {
+    std::string path = record_dir(layer_dir) + "/cache.lock";
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd_ < 0) throw_errno("cannot open", path, errno);
+    while (::flock(fd_, LOCK_EX) != 0) {
+        if (errno == EINTR) continue;
+        int err = errno;
+        ::close(fd_);
+        throw_errno("cannot lock", path, err);
+    }
+}
+
+LazyCacheLock::~LazyCacheLock() {
+    ::close(fd_);
 }
 
 void mark_lazy_done(const std::string& layer_dir, size_t entry, uint64_t bytes) {
@@ -144,6 +165,7 @@ void mark_lazy_done(const std::string& layer_dir, size_t entry, uint64_t bytes) 
 void mark_lazy_done(const std::string& layer_dir,
                     const std::vector<std::pair<size_t, uint64_t>>& files) {
     if (files.empty()) return;
+    LazyCacheLock lock(layer_dir);
     std::string path = record_dir(layer_dir) + "/done";
     Fd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!f) throw_errno("cannot open", path, errno);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -38,6 +39,9 @@ struct LazyRecord {
     LazySource source;
     estargz::Toc toc;
     std::vector<estargz::Placeholder> pending;
+    // The placeholders lazy/done listed when the record was read: filled then, though a cache
+    // limit may evict them since (lazy_cache.h).
+    std::vector<estargz::Placeholder> filled;
 };
 
 // layer_dir is layers/<hex> (the parent of diff/). The record is <layer_dir>/lazy/.
@@ -48,6 +52,20 @@ bool is_lazy_layer(const std::string& layer_dir);
 // layer. pending leaves out the placeholders marked done. Throws StoreError for a record that
 // does not parse.
 std::optional<LazyRecord> read_lazy_record(const std::string& layer_dir);
+// The entries lazy/done lists now, with their bytes.
+std::map<int64_t, int64_t> read_lazy_done(const std::string& layer_dir);
+// Holds lazy/cache.lock (flock) while it lives: lazy/done and lazy/ranges are appended and
+// rewritten only under it, so an eviction's rewrite never loses a line appended meanwhile.
+class LazyCacheLock {
+public:
+    explicit LazyCacheLock(const std::string& layer_dir);
+    ~LazyCacheLock();
+    LazyCacheLock(const LazyCacheLock&) = delete;
+    LazyCacheLock& operator=(const LazyCacheLock&) = delete;
+
+private:
+    int fd_ = -1;
+};
 // A placeholder (by its TOC entry, of `bytes` bytes) is filled: one line "ENTRY BYTES" appended to
 // lazy/done, synced.
 void mark_lazy_done(const std::string& layer_dir, size_t entry, uint64_t bytes);

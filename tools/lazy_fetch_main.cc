@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "lazy_cache.h"
 #include "lazy_protocol.h"
 #include "registry/transfer.h"
 
@@ -96,16 +97,24 @@ std::string layer_dir_of(const char* diff_path) {
     return diff.substr(0, diff.size() - 5);
 }
 
-// One lazy layer as the fetcher serves it: its record parsed once, the files filled since
-// remembered (the record's pending list is what was pending when it was read), and the fetch
-// at work for each file, which a second request for that file waits on.
+// One lazy layer as the fetcher serves it: its record parsed once, the files known filled (when
+// it was read, or by this fetcher since), and the fetch at work for each file, which a second
+// request for that file waits on.
 class ServedLayer {
 public:
     ServedLayer(std::string arg, std::string dir, const registry::Settings& settings)
         : arg_(std::move(arg)), dir_(std::move(dir)), settings_(settings) {}
 
+    const std::string& dir() const { return dir_; }
+    bool fetching(size_t entry) {
+        std::lock_guard lock(mu_);
+        return fetching_.count(entry) > 0;
+    }
+
     // "" once path has its verified content (or never was a placeholder); else why not.
-    std::string complete(const std::string& path) {
+    // filled: this call fetched it.
+    std::string complete(const std::string& path, bool& filled) {
+        filled = false;
         if (dir_.empty()) return arg_ + " is not a store layer's diff directory";
         std::unique_lock lock(mu_);
         std::shared_future<std::string> running;
@@ -117,18 +126,28 @@ public:
                 filler_.reset();
                 return "";
             }
-            if (!filler_)
+            if (!filler_) {
                 filler_ = std::make_shared<registry::LazyLayerFiller>(
                     dir_, settings_, registry::ClientOptions{}, registry::lazy_timeout_seconds());
+                for (const auto& [entry, bytes] : store::read_lazy_done(dir_))
+                    filled_.insert(static_cast<size_t>(entry));
+            }
             p = filler_->placeholder_for(path);
+            if (!p) return "";
+            if (auto it = fetching_.find(p->entry); it != fetching_.end()) {
+                running = it->second;
+                lock.unlock();
+                return running.get();
+            }
+            // laminafs asks only for a file that looks unfilled, holding it open (so no one
+            // evicts it meanwhile): one known filled was evicted since (lazy/done no longer
+            // lists it), or is a file the filesystem keeps without blocks (it still does).
+            if (filled_.count(p->entry)) {
+                if (store::read_lazy_done(dir_).count(static_cast<int64_t>(p->entry))) return "";
+                filled_.erase(p->entry);
+            }
         } catch (const std::exception& e) {
             return e.what();
-        }
-        if (!p || filled_.count(p->entry)) return "";
-        if (auto it = fetching_.find(p->entry); it != fetching_.end()) {
-            running = it->second;
-            lock.unlock();
-            return running.get();
         }
         fetching_[p->entry] = mine.get_future().share();
         std::shared_ptr<registry::LazyLayerFiller> filler = filler_;
@@ -143,6 +162,7 @@ public:
         if (error.empty()) filled_.insert(p->entry);
         fetching_.erase(p->entry);
         mine.set_value(error);
+        filled = error.empty();
         return error;
     }
 
@@ -171,9 +191,40 @@ int serve(int argc, char** argv) {
         fprintf(stderr, "lamina-lazy-fetch: %s\n", e.what());
         return 1;
     }
+    // With config.json's "lazy-cache-size", each fill is followed by an eviction over the
+    // whole store's incomplete lazy layers (one at a time in this process; lazy-cache.lock
+    // across processes). Its write leases are broken by any open of the file: the signal that
+    // says so is not needed, the lease is released as soon as the eviction is done.
+    ::signal(SIGIO, SIG_IGN);
     std::vector<std::unique_ptr<ServedLayer>> layers;
+    std::unique_ptr<store::LazyCacheEvictor> evictor;
+    std::mutex evict_mu;
+    auto evict = [&] {
+        std::lock_guard lock(evict_mu);
+        if (!evictor) return;
+        auto busy = [&](const std::string& dir, size_t entry) {
+            for (const auto& l : layers)
+                if (l->dir() == dir && l->fetching(entry)) return true;
+            return false;
+        };
+        try {
+            evictor->bring_under_limit(busy);
+        } catch (const std::exception& e) {
+            fprintf(stderr, "lamina-lazy-fetch: cache limit: %s\n", e.what());
+        }
+    };
     for (int i = 2; i < argc; ++i)
         layers.push_back(std::make_unique<ServedLayer>(argv[i], layer_dir_of(argv[i]), settings));
+    if (settings.lazy_cache_size)
+        for (const auto& l : layers)
+            if (!l->dir().empty()) {
+                // layers/<hex> below the store's root
+                std::string root = l->dir().substr(0, l->dir().rfind('/'));
+                root = root.substr(0, root.rfind('/'));
+                evictor =
+                    std::make_unique<store::LazyCacheEvictor>(root, *settings.lazy_cache_size);
+                break;
+            }
 
     std::mutex queue_mu, out_mu;
     std::condition_variable queued;
@@ -191,10 +242,14 @@ int serve(int argc, char** argv) {
                 lazy_protocol::Request r = std::move(queue.front());
                 queue.pop_front();
                 lock.unlock();
+                bool filled = false;
                 std::string error = r.layer < layers.size()
-                                        ? layers[r.layer]->complete(r.path)
+                                        ? layers[r.layer]->complete(r.path, filled)
                                         : "no lazy layer " + std::to_string(r.layer);
                 answer(r.id, error);
+                // After the answer, so the open does not wait for it: the asker holds the
+                // file open until it has read it, so this cannot evict it.
+                if (filled) evict();
             }
         });
     lazy_protocol::LineReader in(0);
@@ -234,7 +289,9 @@ int main(int argc, char** argv) {
     try {
         registry::LazyLayerFiller filler(layer_dir, registry::Settings::load(), {},
                                          registry::lazy_timeout_seconds());
-        if (const auto* p = filler.placeholder_for(argv[2])) filler.fill(*p);
+        const auto* p = filler.placeholder_for(argv[2]);
+        if (p && !store::read_lazy_done(layer_dir).count(static_cast<int64_t>(p->entry)))
+            filler.fill(*p);
         return 0;
     } catch (const std::exception& e) {
         fprintf(stderr, "lamina-lazy-fetch: %s: %s\n", argv[2], e.what());

@@ -2,7 +2,9 @@
 #include <iostream>
 
 #include "cli.h"
+#include "lazy_cache.h"
 #include "output.h"
+#include "registry/settings.h"
 #include "store.h"
 
 namespace lamina::cli {
@@ -24,6 +26,17 @@ int system_df(Context& ctx, const Args& a) {
         lazy_sum.files_local += p.files_local;
         lazy_sum.bytes += p.bytes;
         lazy_sum.bytes_local += p.bytes_local;
+    }
+    // config.json's "lazy-cache-size": the bound on what incomplete lazy layers keep (filled
+    // files and kept compressed ranges), which the fetcher holds them to.
+    auto cache_limit = registry::Settings::load_config_json().lazy_cache_size;
+    int64_t cache_bytes = 0;
+    for (const auto& [id, p] : lazy) {
+        try {
+            cache_bytes += store::lazy_local_bytes(ctx.store().lazy_layer_dir(id)).total();
+        } catch (const std::exception&) {
+            // completed meanwhile
+        }
     }
     Listing l;
     {
@@ -55,12 +68,14 @@ int system_df(Context& ctx, const Args& a) {
                    {{"Total", lazy.size()},
                     {"Bytes", lazy_sum.bytes},
                     {"BytesLocal", lazy_sum.bytes_local},
+                    {"CacheBytes", cache_bytes},
                     {"Details", lazy_details}}},
                   {"BlobsSize", du.blobs_size},
                   {"PartialDownloadsSize", du.downloads_size},
                   {"VolumeDetails", volumes},
                   {"ImageDetails", images}};
     }
+    if (cache_limit) l.json["LazyLayers"]["CacheLimit"] = *cache_limit;
     auto pct = [](int64_t part, int64_t whole) {
         return whole > 0 ? " (" + std::to_string(part * 100 / whole) + "%)" : std::string();
     };
@@ -87,8 +102,13 @@ int system_df(Context& ctx, const Args& a) {
     row("Local Volumes", std::to_string(vu.total), std::to_string(vu.active), human_size(vu.size),
         human_size(vu.reclaimable) + pct(vu.reclaimable, vu.size));
     row("Layers", std::to_string(du.layers), "", human_size(du.layers_size), "");
-    if (!lazy.empty())
-        row("Lazy layers", std::to_string(lazy.size()), "", lazy_progress_text(lazy_sum), "");
+    if (!lazy.empty() || cache_limit)
+        row("Lazy layers", std::to_string(lazy.size()), "",
+            lazy_progress_text(lazy_sum) +
+                (cache_limit ? ", cache " + human_size(cache_bytes) + " of limit " +
+                                   human_size(static_cast<int64_t>(*cache_limit))
+                             : ""),
+            "");
     row("Blobs (for save)", "", "", human_size(du.blobs_size), "");
     row("Partial downloads", "", "", human_size(du.downloads_size), human_size(du.downloads_size));
     print_listing(l, format);

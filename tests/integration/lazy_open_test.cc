@@ -95,15 +95,18 @@ struct LazyMount {
     TempDir dir{"lazy-open"};
     std::string top = dir.path() + "/top", lazy = dir.path() + "/lazy", mnt = dir.path() + "/mnt";
 
-    // Placeholders (the right size, zeros: a reader must never see them) of the named files,
-    // each with its behaviour.
+    // Placeholders (holes of the right size, as a lazy pull leaves them: a reader must never
+    // see them) of the named files, each with its behaviour.
     explicit LazyMount(const Files& files) {
         for (const auto& d : {top, lazy, mnt, dir.path() + "/behaviour", dir.path() + "/upper",
                               dir.path() + "/work"})
             make_dirs(d);
         write_file(top + "/plain", "plain\n");
         for (const auto& [name, behaviour] : files) {
-            write_file(lazy + "/" + name, std::string(strlen("real \n") + name.size(), '\0'));
+            write_file(lazy + "/" + name, "");
+            EXPECT_EQ(::truncate((lazy + "/" + name).c_str(),
+                                 static_cast<off_t>(strlen("real \n") + name.size())),
+                      0);
             write_file(dir.path() + "/behaviour/" + name, behaviour);
         }
         write_helper(dir.path());
@@ -130,7 +133,9 @@ struct LazyMount {
 TEST(LazyOpen, first_open_asks_the_fetcher_and_failures_are_eio_within_the_bound) {
     REQUIRE_FUSE();
     LazyMount m(Files{{"good", "fill"}, {"bad", "fail"}, {"slow", "hang"}, {"later", "fill"}});
-    write_file(m.lazy + "/new\nline\\", "complete\n");  // a file the fetcher finds complete
+    // A file of holes the fetcher finds complete (a sparse file as the image has it).
+    write_file(m.lazy + "/new\nline\\", "");
+    ASSERT_EQ(::truncate((m.lazy + "/new\nline\\").c_str(), 9), 0);
     const std::string& mnt = m.mnt;
     ForegroundLaminafs fs(m.options(m.dir.path() + "/helper"), mnt, m.dir.path() + "/laminafs.log");
     ASSERT_EQ(fs.start(), "");
@@ -166,8 +171,9 @@ TEST(LazyOpen, first_open_asks_the_fetcher_and_failures_are_eio_within_the_bound
     EXPECT_NE(fs.log_text().find("slow not fetched within 1 s"), std::string::npos)
         << fs.log_text();
 
-    // A name with a newline (and a backslash) goes on one line, escaped.
-    EXPECT_EQ(read_through(mnt + "/new\nline\\").first, "complete\n");
+    // A name with a newline (and a backslash) goes on one line, escaped. The file looks
+    // unfilled (all holes), so each open asks; the fetcher's OK says its zeros are its content.
+    EXPECT_EQ(read_through(mnt + "/new\nline\\").first, std::string(9, '\0'));
     EXPECT_NE(m.calls().find(m.lazy + " new\\nline\\\\\n"), std::string::npos) << m.calls();
 
     // Copy-up of a lazy file asks first too; the upper copy holds the fetched bytes.

@@ -1,10 +1,8 @@
 // Filling a lazy layer's placeholders from the registry the layer came from, by Range requests,
 // each chunk checked against the TOC before a byte is written (docs/lazy.md).
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -48,10 +46,7 @@ std::unique_ptr<Client> client_for(const Settings& settings, const store::LazySo
 
 // The inode of rel beneath root, without following symlinks; 0 when it is no regular file.
 ino_t regular_inode(int root, const std::string& rel) {
-    struct open_how how = {};
-    how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    store::Fd f(static_cast<int>(::syscall(SYS_openat2, root, rel.c_str(), &how, sizeof how)));
+    store::Fd f = store::open_beneath(root, rel, O_PATH);
     struct stat st;
     if (!f || ::fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode)) return 0;
     return st.st_ino;
@@ -79,13 +74,16 @@ const store::estargz::Placeholder* LazyLayerFiller::placeholder_for(const std::s
     if (!record_) return nullptr;
     std::string rel = path;
     while (!rel.empty() && rel[0] == '/') rel.erase(0, 1);
-    for (const auto& p : record_->pending)
-        if (p.path == rel) return &p;
+    // Those filled when the record was read too: a cache limit may have evicted one since.
+    for (const auto* list : {&record_->pending, &record_->filled})
+        for (const auto& p : *list)
+            if (p.path == rel) return &p;
     // Another name of a placeholder (a hard link): the same inode.
     ino_t ino = regular_inode(root_->get(), rel);
     if (ino == 0) return nullptr;
-    for (const auto& p : record_->pending)
-        if (regular_inode(root_->get(), p.path) == ino) return &p;
+    for (const auto* list : {&record_->pending, &record_->filled})
+        for (const auto& p : *list)
+            if (regular_inode(root_->get(), p.path) == ino) return &p;
     return nullptr;
 }
 
@@ -148,6 +146,13 @@ std::string LazyLayerFiller::range_fetch(Client& client, uint64_t offset, uint64
 // digest decides at the end).
 void LazyLayerFiller::keep_range(uint64_t offset, const std::string& bytes) {
     std::string dir = layer_dir_ + "/lazy";
+    // An eviction rewrites ranges and punches blob under this lock (lazy_cache.h).
+    std::optional<store::LazyCacheLock> lock;
+    try {
+        lock.emplace(layer_dir_);
+    } catch (const store::StoreError&) {
+        return;
+    }
     store::Fd blob(
         ::open((dir + "/blob").c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!blob) return;

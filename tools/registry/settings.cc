@@ -85,6 +85,18 @@ void read_config_json(Settings& s, const std::string& file) {
     }
     s.lazy_background = boolean_setting(j, "lazy-background", file, s.lazy_background);
     s.lazy = boolean_setting(j, "lazy", file, s.lazy);
+    if (j.contains("lazy-cache-size")) {
+        const json& v = j["lazy-cache-size"];
+        if (!v.is_string())
+            throw RegistryError("cannot use " + file +
+                                ": \"lazy-cache-size\" must be a string such as \"512M\"");
+        try {
+            s.lazy_cache_size =
+                store::parse_byte_size(v.get<std::string>(), file + ": lazy-cache-size");
+        } catch (const store::StoreError& e) {
+            throw RegistryError(std::string("cannot use ") + e.what());
+        }
+    }
 }
 
 // "docker.io/library/x" and "http://host/" spellings reduced to host[:port][/path].
@@ -223,7 +235,7 @@ std::vector<std::string> files_ending(const std::string& dir, const std::string&
 
 }  // namespace
 
-Settings Settings::load() {
+Settings Settings::load_config_json() {
     Settings s;
     if (std::string d = env("LAMINA_CONFIG_DIR"); !d.empty()) {
         s.config_dir = d;
@@ -232,6 +244,11 @@ Settings Settings::load() {
         s.config_dir = file.substr(0, file.rfind('/'));
     }
     read_config_json(s, s.config_dir + "/config.json");
+    return s;
+}
+
+Settings Settings::load() {
+    Settings s = load_config_json();
     // As docker: loopback is always insecure.
     s.insecure_registries.push_back("127.0.0.0/8");
     if (std::string named = env("CONTAINERS_REGISTRIES_CONF"); !named.empty()) {

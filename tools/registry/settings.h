@@ -55,10 +55,15 @@ struct Settings {
     bool lazy_background = false;
     // config.json's "lazy": `lamina pull` pulls eStargz layers lazily without --lazy.
     bool lazy = false;
+    // config.json's "lazy-cache-size" ("512M"): what lazy layers not yet complete may keep
+    // locally, in bytes; the fetcher evicts beyond it (docs/lazy.md). Unset: no limit.
+    std::optional<uint64_t> lazy_cache_size;
 
     // Reads config.json, then registries.conf (system, its .d dir, then lamina's); a missing
     // file means no settings. Throws RegistryError on a malformed one.
     static Settings load();
+    // config.json alone, for a command that needs only lamina's own keys (system df).
+    static Settings load_config_json();
 
     // insecure-registries (and 127.0.0.0/8, as docker has it) say host may be reached over
     // plain HTTP or unverified TLS, unless a registries.conf entry for it says otherwise.

@@ -63,8 +63,9 @@ public:
     LazyLayerFiller(const std::string& layer_dir, const Settings& settings,
                     const ClientOptions& options, int timeout_s);
     ~LazyLayerFiller();
-    // The placeholder at path (relative to diff/), by name or by inode (a hard link to one);
-    // nullptr when that file is complete (or the layer is).
+    // The placeholder at path (relative to diff/), by name or by inode (a hard link to one),
+    // pending or filled when the record was read; nullptr when that file never was one (or the
+    // layer is complete).
     const store::estargz::Placeholder* placeholder_for(const std::string& path);
     // Fetches, checks and writes it, then marks it done. Throws RegistryError: at once for a
     // chunk that does not match its digest, after timeout_s for a registry that does not answer.
