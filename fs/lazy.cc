@@ -191,7 +191,9 @@ bool LazyLayers::looks_unfilled(int fd) {
 }
 
 int LazyLayers::ensure_complete(LayerNo layer, const std::string& rel, int fd) {
-    if (!is_lazy(layer)) return 0;
+    // Most opens find the file filled: decided by fd alone, without the mutex every open of a
+    // lazy layer would otherwise queue on, nor the key built for asking.
+    if (!is_lazy(layer) || !looks_unfilled(fd)) return 0;
     std::string key = std::to_string(layer) + "/" + rel;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s_);
     std::shared_ptr<Request> req;
@@ -203,7 +205,7 @@ int LazyLayers::ensure_complete(LayerNo layer, const std::string& rel, int fd) {
         std::string line;
         {
             std::lock_guard lock(mu_);
-            // Filled meanwhile (an ask of the same file just answered): nothing to ask.
+            // Filled since the look above (an ask of the same file just answered): nothing to ask.
             if (!looks_unfilled(fd)) return 0;
             if (auto it = by_key_.find(key); it != by_key_.end()) {
                 req = it->second;  // asked already: wait for that answer
